@@ -1,0 +1,32 @@
+# dynvid — the two commands of the README:
+#   make run    install if needed, start a local Ray head if none, submit the main job
+#   make test   install if needed, run the test suite
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.dynvid-installed
+PYTEST_ARGS ?=
+
+.PHONY: run test install ray-stop clean
+
+install: $(STAMP)
+
+# torch first: 2.13.0 is the local CPU build; the project's range then installs nothing more.
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[test]"
+	@touch $(STAMP)
+
+run: $(STAMP)
+	@PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash infra/local/run_main_job.sh $(ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+ray-stop:
+	-$(VENV)/bin/ray stop
+
+clean:
+	rm -rf runs .pytest_cache build *.egg-info platform/*.egg-info

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Start a local Ray head if none is running, submit jobs/vared_kinetics.py with `ray job submit`
+# (working dir = the repo without .venv, data and run outputs), stream its output, and print
+# where to look afterwards. The head is left running for the next job (`make ray-stop` stops it).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+REPO=$(pwd)
+RAY_PORT=${RAY_PORT:-6379}
+DASHBOARD_PORT=${DASHBOARD_PORT:-8265}
+RUNS=${DYNVID_RUNS:-$REPO/runs}
+MLFLOW_URI=${MLFLOW_TRACKING_URI:-sqlite:///$REPO/runs/mlflow.db}
+mkdir -p "$RUNS"
+
+if ray status --address "127.0.0.1:$RAY_PORT" >/dev/null 2>&1; then
+  echo "[dynvid] using the Ray head already running at 127.0.0.1:$RAY_PORT"
+else
+  echo "[dynvid] starting a local Ray head (127.0.0.1:$RAY_PORT, dashboard :$DASHBOARD_PORT)"
+  ray start --head --port "$RAY_PORT" --node-ip-address 127.0.0.1 \
+    --dashboard-host 127.0.0.1 --dashboard-port "$DASHBOARD_PORT" \
+    --include-dashboard true --disable-usage-stats >/dev/null
+fi
+
+ray job submit --address "http://127.0.0.1:$DASHBOARD_PORT" \
+  --runtime-env cluster/runtime_env.yaml \
+  -- python jobs/vared_kinetics.py \
+     --set "train.storage_path=$RUNS" --set "train.mlflow_tracking_uri=$MLFLOW_URI" "$@"
+
+cat <<MSG
+
+[dynvid] done. Where to look:
+  Ray dashboard     http://127.0.0.1:$DASHBOARD_PORT  (the head stays up; 'make ray-stop' stops it)
+  checkpoints       $RUNS
+  MLflow store      $MLFLOW_URI
+                    browse: .venv/bin/mlflow ui --backend-store-uri $MLFLOW_URI --port 5000
+MSG

@@ -1,0 +1,245 @@
+"""``dynvid`` command line.
+
+    dynvid data synth --task actions|detection|segmentation --out DIR --videos N
+    dynvid data inspect PATH            counts, classes, durations, unreadable files
+    dynvid cost MODEL --input 3x16x112x112
+    dynvid train [--config FILE] [--set key=value ...]
+
+Errors in user input (missing paths, bad annotations, unknown names) print one line
+naming the culprit and exit with status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from dynvid.config import ConfigError
+from dynvid.data.errors import DatasetError
+
+__all__ = ["main"]
+
+
+def _parse_shape(text: str) -> tuple[int, ...]:
+    try:
+        dims = tuple(int(x) for x in text.lower().replace("×", "x").split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a shape like 3x16x112x112, got {text!r}") from None
+    if not dims or any(d <= 0 for d in dims):
+        raise argparse.ArgumentTypeError(f"shape dims must be positive, got {text!r}")
+    return dims
+
+
+def _parse_size(text: str) -> tuple[int, int]:
+    dims = _parse_shape(text)
+    if len(dims) != 2:
+        raise argparse.ArgumentTypeError(f"expected HxW, got {text!r}")
+    return dims  # type: ignore[return-value]
+
+
+# ---- data synth ---------------------------------------------------------------------------
+
+def cmd_data_synth(args: argparse.Namespace) -> int:
+    from dynvid.data.synth_writer import write_synthetic
+    from dynvid.data.synthetic import SceneConfig
+
+    height, width = args.size
+    scene = SceneConfig(height=height, width=width, num_frames=args.frames, fps=args.fps)
+    t0 = time.perf_counter()
+
+    def progress(done: int, total: int) -> None:
+        if done == total or done % max(1, total // 20) == 0:
+            rate = done / max(time.perf_counter() - t0, 1e-9)
+            print(f"\r[dynvid] {args.task}: {done}/{total} videos ({rate:.1f}/s)", end="", flush=True)
+
+    summary = write_synthetic(args.task, args.out, args.videos, seed=args.seed, cfg=scene,
+                              val_fraction=args.val_fraction, progress=progress)
+    print(f"\n[dynvid] wrote {args.task} dataset to {args.out} in {time.perf_counter() - t0:.1f}s")
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+# ---- data inspect -------------------------------------------------------------------------
+
+def _inspect_kinetics(root: Path, decode: bool) -> dict:
+    from dynvid.data.kinetics import KineticsDataset
+    from dynvid.data.video_io import VideoDecodeError, probe_video, read_clip
+
+    if root.is_file():
+        annotations = [root]
+    else:
+        annotations = sorted(p for p in root.iterdir() if p.suffix == ".csv" or p.name.endswith("_list.txt"))
+        # a split given both as CSV and as list file is reported once (the CSV)
+        stems = {p.stem for p in annotations if p.suffix == ".csv"}
+        annotations = [p for p in annotations if p.suffix == ".csv" or p.name[: -len("_list.txt")] not in stems]
+    if not annotations:
+        raise DatasetError(f"{root}: no Kinetics CSV ({{split}}.csv) or list file ({{split}}_list.txt) found")
+    report: dict = {"path": str(root), "format": "kinetics", "splits": {}}
+    for ann in annotations:
+        ds = KineticsDataset(ann, max_bad_fraction=1.0)
+        durations, unreadable = [], {}
+        per_class = [0] * ds.num_classes
+        for i, rec in enumerate(ds.records):
+            try:
+                info = probe_video(rec.path)
+                if decode:
+                    read_clip(rec.path, [0, max(0, info.num_frames - 1)], info=info)
+                durations.append(info.duration)
+                per_class[rec.label] += 1
+            except VideoDecodeError as exc:
+                unreadable[rec.path] = exc.reason
+            if (i + 1) % 200 == 0:
+                print(f"\r[dynvid] {ann.name}: probed {i + 1}/{len(ds.records)}", end="", file=sys.stderr, flush=True)
+        split = ann.stem[: -len("_list")] if ann.name.endswith("_list.txt") else ann.stem
+        report["splits"][split] = {
+            "annotation": str(ann),
+            "videos_listed": len(ds.records) + len(ds.missing_videos),
+            "videos_found": len(ds.records),
+            "missing": len(ds.missing_videos),
+            "missing_examples": ds.missing_videos[:10],
+            "readable": len(durations),
+            "unreadable": unreadable,
+            "num_classes": ds.num_classes,
+            "videos_per_class": dict(zip(ds.classes, per_class)),
+            "duration_s": _stats(durations),
+        }
+    return report
+
+
+def _stats(values: list[float]) -> dict:
+    if not values:
+        return {"count": 0}
+    return {"count": len(values), "min": round(min(values), 3), "mean": round(statistics.fmean(values), 3),
+            "median": round(statistics.median(values), 3), "max": round(max(values), 3)}
+
+
+def _inspect_detection(root: Path) -> dict:
+    from dynvid.data.coco_vid import CocoVideoDetection
+
+    report: dict = {"path": str(root), "format": "coco-vid", "splits": {}}
+    for ann in sorted((root / "annotations").glob("*.json")):
+        ds = CocoVideoDetection(ann, max_bad_fraction=1.0)
+        gt = ds.to_coco_gt()
+        bad = ds.verify_images()
+        lengths = [v.get("length", 0) for v in ds.videos]
+        report["splits"][ann.stem] = {
+            "annotation": str(ann), "videos": len(ds.videos), "images": len(gt["images"]),
+            "boxes": len(gt["annotations"]), "categories": [c["name"] for c in ds.categories],
+            "frames_per_video": _stats([float(n) for n in lengths]), "unreadable": bad,
+        }
+    return report
+
+
+def _inspect_segmentation(root: Path) -> dict:
+    from dynvid.data.segmentation import VideoSegmentation
+
+    report: dict = {"path": str(root), "format": "video-segmentation", "splits": {}}
+    for lst in sorted(root.glob("*_videos.txt")):
+        split = lst.name[: -len("_videos.txt")]
+        ds = VideoSegmentation(root, split=split, mode="test", max_bad_fraction=1.0)
+        report["splits"][split] = {"videos": len(ds.videos), "frames": len(ds), "classes": ds.classes}
+    return report
+
+
+def cmd_data_inspect(args: argparse.Namespace) -> int:
+    root = Path(args.path)
+    if not root.exists():
+        raise DatasetError(f"dataset path not found: {root}")
+    if root.is_dir() and (root / "annotations").is_dir():
+        report = _inspect_detection(root)
+    elif root.is_dir() and (root / "labels").is_dir():
+        report = _inspect_segmentation(root)
+    else:
+        report = _inspect_kinetics(root, args.decode)
+    print(json.dumps(report, indent=2))
+    bad = sum(len(s.get("unreadable", {})) for s in report["splits"].values())
+    if bad:
+        print(f"[dynvid] {bad} unreadable file(s), listed under 'unreadable'", file=sys.stderr)
+    return 0
+
+
+# ---- cost ---------------------------------------------------------------------------------
+
+def cmd_cost(args: argparse.Namespace) -> int:
+    from dynvid.backbones import build_backbone
+    from dynvid.metrics.cost import model_cost
+
+    model = build_backbone(args.model, num_classes=args.num_classes, width_mult=args.width_mult)
+    cost = model_cost(model, args.input, batch_size=args.batch_size)
+    shape = "x".join(map(str, args.input))
+    print(f"{args.model} (width {args.width_mult:g}, {args.num_classes} classes) at {shape}: "
+          f"{cost['gflops']:.3f} GFLOPs (= GMACs) per clip, {cost['params'] / 1e6:.2f} M params")
+    if args.json:
+        print(json.dumps({"model": args.model, "input": list(args.input), **cost}))
+    return 0
+
+
+# ---- train --------------------------------------------------------------------------------
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from dynvid.config import ExperimentConfig, load_config
+    from dynvid.engine.trainer import fit
+
+    cfg = load_config(ExperimentConfig, args.config, args.overrides)
+    result = fit(cfg, method=args.method, init_from=args.init_from)
+    print(json.dumps({"run_name": result.run_name, "metrics": result.metrics}, indent=2, default=str))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dynvid", description="Input-adaptive video networks on Ray.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="datasets").add_subparsers(dest="data_command", required=True)
+    s = data.add_parser("synth", help="write the synthetic dataset to disk in real formats")
+    s.add_argument("--task", choices=["actions", "detection", "segmentation"], default="actions")
+    s.add_argument("--out", required=True, help="output folder")
+    s.add_argument("--videos", type=int, default=100, help="number of videos (all splits)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--size", type=_parse_size, default=(128, 171), metavar="HxW", help="frame size (default 128x171)")
+    s.add_argument("--frames", type=int, default=64, help="frames per video")
+    s.add_argument("--fps", type=float, default=25.0)
+    s.add_argument("--val-fraction", type=float, default=0.2)
+    s.set_defaults(func=cmd_data_synth)
+
+    i = data.add_parser("inspect", help="counts, classes, durations and unreadable files of a dataset")
+    i.add_argument("path", help="Kinetics-style folder / CSV / list file, COCO-VID folder, or segmentation folder")
+    i.add_argument("--decode", action="store_true", help="also decode the first and last frame of every video")
+    i.set_defaults(func=cmd_data_inspect)
+
+    c = sub.add_parser("cost", help="GFLOPs (MACs) and parameters of a backbone")
+    c.add_argument("model", help="backbone name, e.g. r2plus1d_18")
+    c.add_argument("--input", type=_parse_shape, default=(3, 16, 112, 112), metavar="CxTxHxW")
+    c.add_argument("--width-mult", type=float, default=1.0)
+    c.add_argument("--num-classes", type=int, default=400)
+    c.add_argument("--batch-size", type=int, default=1)
+    c.add_argument("--json", action="store_true", help="also print a JSON line")
+    c.set_defaults(func=cmd_cost)
+
+    t = sub.add_parser("train", help="train a method with Ray Train")
+    t.add_argument("--method", default="static")
+    t.add_argument("--config")
+    t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    t.add_argument("--init-from")
+    t.set_defaults(func=cmd_train)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (DatasetError, ConfigError, FileNotFoundError) as exc:
+        print(f"dynvid: error: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # unknown backbone/method names and similar user errors
+        print(f"dynvid: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

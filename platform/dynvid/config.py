@@ -1,0 +1,313 @@
+"""Typed configs: dataclasses with a docstring per field, YAML files, dotted CLI overrides.
+
+Precedence: dataclass defaults → YAML file (``--config FILE``) → ``--set key=value``
+overrides (``data.batch_size=4``, ``optim.lr=0.1``). Every key is checked: an unknown key is
+an error that names it, where it came from, and the valid keys at that level; a value of the
+wrong type is an error naming the key and the expected type. Configs become plain dicts
+only at the Ray boundary (:func:`to_dict`) and are rebuilt with :func:`from_dict` on the
+worker's first line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+__all__ = [
+    "ConfigError",
+    "DataConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "TrainConfig",
+    "ExperimentConfig",
+    "from_dict",
+    "to_dict",
+    "load_config",
+    "apply_overrides",
+]
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A config key or value is invalid; the message names the key and its source."""
+
+
+@dataclass
+class DataConfig:
+    """Which videos, and how clips are cut from them (see ``dynvid.data``)."""
+
+    dataset: str = "synthetic:actions"
+    """Dataset spec: ``synthetic:actions`` (embedded procedural scenes), ``kinetics:DIR``
+    (DIR holds ``{split}.csv`` or ``{split}_list.txt`` and the videos)."""
+    train_split: str = "train"
+    """Split name used for training (``{split}.csv`` / ``{split}_list.txt``)."""
+    val_split: str = "val"
+    """Split used for evaluation."""
+    clip_len: int = 8
+    """Frames per clip (VA-RED² uses 8 or 16 for R(2+1)D, Table 4.1)."""
+    stride: int = 4
+    """Temporal stride between sampled frames."""
+    target_fps: float | None = None
+    """Resample videos to this frame rate before sampling; None keeps each file's rate."""
+    crop_size: int = 112
+    """Network input side."""
+    train_short_side: int = 128
+    """Short side before the TSN multi-scale crop (training)."""
+    test_short_side: int = 112
+    """Short side before left/centre/right crops (testing)."""
+    num_test_clips: int = 10
+    """K of K-LeftCenterRight (VA-RED² Sec. 4.3: 10 on Kinetics)."""
+    num_test_crops: int = 3
+    """Crops per test clip: 3 (left/centre/right) or 1."""
+    flip_prob: float | None = None
+    """Training horizontal-flip probability; None = the dataset's default (0.5 for Kinetics;
+    0 for the synthetic actions, whose classes depend on direction)."""
+    batch_size: int = 16
+    """Clips per worker per step."""
+    loader_workers: int = 0
+    """DataLoader worker processes per training worker (0 = decode in the training process)."""
+    max_bad_fraction: float = 0.05
+    """Tolerated fraction of missing/undecodable videos before a run fails."""
+    synthetic_seed: int = 0
+    """Seed of the synthetic scenes (content); augmentation follows ``train.seed``."""
+    synthetic_train_videos: int = 1200
+    """Videos in the synthetic train split."""
+    synthetic_val_videos: int = 240
+    """Videos in the synthetic val split."""
+    synthetic_height: int = 128
+    """Synthetic frame height (pixels)."""
+    synthetic_width: int = 171
+    """Synthetic frame width (pixels)."""
+    synthetic_frames: int = 48
+    """Frames per synthetic video."""
+
+
+@dataclass
+class ModelConfig:
+    """The network (see ``dynvid.backbones``)."""
+
+    backbone: str = "r2plus1d_18"
+    """Backbone name from ``dynvid.backbones.list_backbones()``."""
+    width_mult: float = 1.0
+    """Channel width multiplier (1.0 = the published network)."""
+    num_classes: int | None = None
+    """Output classes; None = the dataset's class count."""
+
+
+@dataclass
+class OptimConfig:
+    """Optimizer and schedule (VA-RED² App. A.2: SGD + Nesterov, cosine decay with warm-up)."""
+
+    optimizer: str = "sgd"
+    """``sgd`` (Nesterov momentum) or ``adam``."""
+    lr: float = 0.1
+    """Peak learning rate for the whole (global) batch."""
+    momentum: float = 0.9
+    """SGD momentum."""
+    nesterov: bool = True
+    """Nesterov momentum (thesis App. A.2)."""
+    weight_decay: float = 5e-4
+    """L2 weight decay (thesis: 5e-4 for R(2+1)D)."""
+    epochs: int = 10
+    """Training epochs of the stage."""
+    warmup_epochs: float = 1.0
+    """Linear warm-up length, in epochs (fractions allowed)."""
+    warmup_start_factor: float = 0.1
+    """Warm-up starts at this fraction of ``lr``."""
+    label_smoothing: float = 0.0
+    """Cross-entropy label smoothing."""
+    grad_clip: float | None = None
+    """Clip the gradient norm to this value; None = no clipping."""
+
+
+@dataclass
+class TrainConfig:
+    """How the run executes on Ray."""
+
+    name: str | None = None
+    """Run name (resume key); None = derived from the config."""
+    storage_path: str = "./runs"
+    """Where Ray Train writes checkpoints and results (local folder or ``s3://``)."""
+    num_workers: int = 1
+    """Ray Train workers (data-parallel replicas)."""
+    use_gpu: bool = False
+    """One GPU per worker."""
+    cpus_per_worker: float = 1.0
+    """CPUs reserved per worker."""
+    seed: int = 0
+    """Global seed; each rank adds its rank."""
+    eval_every: int = 1
+    """Evaluate clip-1 accuracy every N epochs (and after the last)."""
+    final_test: bool = True
+    """Run the K-LeftCenterRight test (video-1/5) after training."""
+    test_videos: int | None = None
+    """Cap on videos in the final multi-view test (None = all)."""
+    log_every: int = 10
+    """Print progress every N steps."""
+    threads: int | None = None
+    """torch intra-op threads per worker; None = CPUs per worker."""
+    mlflow_tracking_uri: str | None = None
+    """MLflow tracking URI (``sqlite:///runs/mlflow.db``, ``http://host:5000``); None = no tracking."""
+    mlflow_experiment: str = "dynvid"
+    """MLflow experiment name."""
+
+
+@dataclass
+class ExperimentConfig:
+    """A whole run: data, model, optimization, execution."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def run_name(self) -> str:
+        """Deterministic name encoding the run (mmaction2 style), e.g.
+        ``static_r2plus1d_18-w0.25_8x4x112_synthetic-actions_e10_s0``."""
+        if self.train.name:
+            return self.train.name
+        d, m = self.data, self.model
+        width = "" if m.width_mult == 1.0 else f"-w{m.width_mult:g}"
+        dataset = d.dataset.split("/")[-1].replace(":", "-") or "data"
+        return f"static_{m.backbone}{width}_{d.clip_len}x{d.stride}x{d.crop_size}_{dataset}_e{self.optim.epochs}_s{self.train.seed}"
+
+
+# ---- conversion -----------------------------------------------------------------------------
+
+def to_dict(cfg: Any) -> dict:
+    """Plain nested dict (tuples become lists), safe to pass to Ray and to dump as YAML."""
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(cls: type[T], data: dict | None, where: str = "config") -> T:
+    """Build dataclass ``cls`` from a nested dict, checking every key and value type."""
+    if data is None:
+        return cls()
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping for {cls.__name__}, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        if key not in fields:
+            raise ConfigError(f"{where}: unknown key {key!r}; valid keys: {', '.join(sorted(fields))}")
+        kwargs[key] = _coerce(hints[key], value, f"{where}.{key}")
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, where)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(arg, value, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} does not match {tp}")
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        args = typing.get_args(tp)
+        item_tp = args[0] if args else Any
+        items = [_coerce(item_tp, v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)  # `name: 123` in YAML or on the command line means the text
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    raise ConfigError(f"{where}: unsupported config type {tp}")
+
+
+# ---- files and overrides ------------------------------------------------------------------
+
+def load_config(
+    cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None, base: T | None = None
+) -> T:
+    """``base`` (default: the dataclass defaults) → YAML file → ``key=value`` overrides."""
+    cfg = base if base is not None else cls()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            line = f":{mark.line + 1}" if mark is not None else ""
+            raise ConfigError(f"{path}{line}: invalid YAML: {exc}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: top level must be a mapping")
+        from_dict(cls, loaded or {}, where=str(path))  # names unknown keys relative to the file
+        cfg = from_dict(cls, _deep_merge(to_dict(cfg), loaded or {}), where=str(path))
+    return apply_overrides(cfg, overrides or [])
+
+
+def _deep_merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def apply_overrides(cfg: T, overrides: list[str]) -> T:
+    """Apply ``a.b.c=value`` strings (value parsed as YAML: ``4``, ``0.1``, ``true``, ``null``,
+    ``[1, 2]``); returns a new config, ``cfg`` is not modified."""
+    data = to_dict(cfg)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected key=value")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        node = data
+        parts = key.strip().split(".")
+        for depth, part in enumerate(parts[:-1]):
+            if not isinstance(node.get(part), dict):
+                prefix = ".".join(parts[:depth]) or "top level"
+                raise ConfigError(f"override {item!r}: {part!r} is not a section at {prefix}; "
+                                  f"valid: {', '.join(sorted(k for k, v in node.items() if isinstance(v, dict)))}")
+            node = node[part]
+        if parts[-1] not in node:
+            raise ConfigError(f"override {item!r}: unknown key {parts[-1]!r}; valid keys: {', '.join(sorted(node))}")
+        node[parts[-1]] = value
+    return from_dict(type(cfg), data, where="override")

@@ -1,0 +1,117 @@
+"""Dataset specs → dataset objects, and the in-memory synthetic action dataset.
+
+A spec names where the videos are:
+
+- ``synthetic:actions`` — the embedded default: procedural scenes
+  (:mod:`dynvid.data.synthetic`) generated on the fly, deterministically from the seed,
+  with no disk round trip. They go through exactly the same sampling and transforms as
+  files (:class:`~dynvid.data.clips.VideoClipDataset`).
+- ``kinetics:DIR`` (or just ``DIR``) — Kinetics-style folder: ``DIR/{split}.csv`` or
+  ``DIR/{split}_list.txt``, optional ``DIR/classes.txt``, videos under
+  ``DIR/videos/{split}``, ``DIR/{split}`` or ``DIR`` (what ``dynvid data synth`` writes).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from dynvid.config import DataConfig
+from dynvid.data.clips import ClipSpec, VideoClipDataset
+from dynvid.data.errors import DatasetError
+from dynvid.data.kinetics import KineticsDataset
+from dynvid.data.synthetic import ACTION_CLASSES, SceneConfig, SyntheticVideoSource
+
+__all__ = ["SyntheticActions", "clip_spec", "build_clip_dataset", "parse_spec"]
+
+SPEC_KINDS = ("synthetic", "kinetics")
+
+
+class SyntheticActions(VideoClipDataset):
+    """Synthetic action clips, generated in memory (the embedded default dataset)."""
+
+    def __init__(
+        self,
+        num_videos: int,
+        split: str = "train",
+        scene: SceneConfig = SceneConfig(),
+        spec: ClipSpec = ClipSpec(),
+        mode: str = "train",
+        seed: int = 0,
+        content_seed: int = 0,
+    ):
+        super().__init__(spec, mode=mode, seed=seed)
+        self.source = SyntheticVideoSource(num_videos, seed=content_seed, cfg=scene, split=split)
+        self.scene = scene
+        self._cached: tuple[int, np.ndarray] | None = None  # test mode reads one video K times
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    @property
+    def classes(self) -> list[str]:
+        return list(ACTION_CLASSES)
+
+    def video_label(self, index: int) -> int:
+        return int(self.source.label(index))
+
+    def video_name(self, index: int) -> str:
+        return f"synthetic:{self.source.split}/{index}"
+
+    def video_num_frames(self, index: int) -> int:
+        return self.scene.num_frames
+
+    def read_frames(self, index: int, frame_indices: np.ndarray, short_side: int) -> np.ndarray:
+        if self._cached is None or self._cached[0] != index:
+            self._cached = (index, self.source.get(index).frames)
+        frames = self._cached[1]
+        return frames[np.minimum(frame_indices, len(frames) - 1)]
+
+
+def parse_spec(spec: str) -> tuple[str, str]:
+    """``"kind:arg"`` → (kind, arg); a bare path means ``kinetics:PATH``."""
+    kind, sep, arg = spec.partition(":")
+    if sep and kind in SPEC_KINDS:
+        return kind, arg
+    if spec.startswith("s3://"):
+        raise DatasetError(f"dataset {spec!r}: S3 datasets are read through the engine's storage layer")
+    if not sep or Path(spec).exists():
+        return "kinetics", spec
+    raise DatasetError(f"dataset spec {spec!r}: unknown kind {kind!r}; valid: {', '.join(SPEC_KINDS)} (e.g. synthetic:actions, kinetics:/data/k400)")
+
+
+def clip_spec(cfg: DataConfig, default_flip_prob: float = 0.5) -> ClipSpec:
+    return ClipSpec(
+        clip_len=cfg.clip_len,
+        stride=cfg.stride,
+        target_fps=cfg.target_fps,
+        crop_size=cfg.crop_size,
+        train_short_side=cfg.train_short_side,
+        test_short_side=cfg.test_short_side,
+        num_test_clips=cfg.num_test_clips,
+        num_test_crops=cfg.num_test_crops,
+        flip_prob=default_flip_prob if cfg.flip_prob is None else cfg.flip_prob,
+    )
+
+
+def build_clip_dataset(cfg: DataConfig, split: str, mode: str, seed: int = 0) -> VideoClipDataset:
+    """The clip dataset for ``split`` in ``mode`` ("train", "val" = clip-1, "test" = K×3 views)."""
+    kind, arg = parse_spec(cfg.dataset)
+    if kind == "synthetic":
+        spec = clip_spec(cfg, default_flip_prob=0.0)  # classes are defined by direction
+        if arg != "actions":
+            raise DatasetError(f"dataset {cfg.dataset!r}: synthetic classification data is 'synthetic:actions'")
+        scene = SceneConfig(height=cfg.synthetic_height, width=cfg.synthetic_width, num_frames=cfg.synthetic_frames)
+        n = cfg.synthetic_train_videos if split == cfg.train_split else cfg.synthetic_val_videos
+        return SyntheticActions(
+            n, split=split, scene=scene, spec=spec, mode=mode, seed=seed, content_seed=cfg.synthetic_seed
+        )
+    spec = clip_spec(cfg)
+    root = Path(arg)
+    if not root.is_dir():
+        raise DatasetError(f"dataset folder not found: {root} (from dataset spec {cfg.dataset!r})")
+    for name in (f"{split}.csv", f"{split}_list.txt", f"{split}.txt"):
+        if (root / name).is_file():
+            return KineticsDataset(root / name, spec=spec, mode=mode, seed=seed, max_bad_fraction=cfg.max_bad_fraction)
+    raise DatasetError(f"{root}: no annotation for split {split!r} (looked for {split}.csv, {split}_list.txt, {split}.txt)")

@@ -1,0 +1,588 @@
+"""Procedural synthetic videos: dynvid's embedded default dataset.
+
+Every video is a small 2-D scene rendered with numpy only, deterministic from
+``(seed, index)``: video ``i`` of a dataset with seed ``s`` is drawn from
+``np.random.SeedSequence([s, i])`` and never touches global RNG state.
+
+Scene model
+-----------
+- **Background**: a static procedural texture (value noise, stripes, gradient or checker,
+  muted colours, fixed grain), varied per video. The camera shakes: each frame shows the
+  texture and the sprites shifted by a small integer global offset (a bounded random walk,
+  ``SceneConfig.camera_jitter``). Apart from that shake the background is static, so
+  temporal redundancy depends on what the sprites do.
+- **Sprites**: filled shapes from :data:`OBJECT_CLASSES`, saturated colours, two-tone
+  (the half with local ``u > 0`` is darker) so that rotation is visible for every shape,
+  including circles. Edges are anti-aliased; a pixel belongs to a sprite's mask when its
+  coverage is at least 0.5.
+- **The actor**: one large sprite (diameter 18-32 % of the short side, ``actor_size``)
+  performs the clip's action, one of :data:`ACTION_CLASSES`, and is drawn on top. Its
+  speed factor is log-uniform over ``speed_range`` (10x by default), so clips range from
+  near-static to fast, as temporal redundancy does in real video. Translations wrap
+  around (the centre re-enters at the opposite edge, so the actor is always at least half
+  visible and never reverses direction; slow movers start where they need no wrap). Zooms
+  are a saw-tooth in log-size (period >= 12 frames). ``bounce`` (a ball hopping on a floor,
+  period 8-24 frames), ``circle`` (period 10-32) and ``blink`` (on/off, period 6-24) are
+  periodic, so a 16-frame clip sees a turn, a curve or a toggle at every speed. Fast clips
+  get a shorter period *and* a larger amplitude; slow clips the reverse.
+- **Distractors**: 0 to ``max_distractors`` smaller sprites (6-12 %) that are either static
+  or wobble in a small bounded random walk. They never translate steadily, rotate, zoom,
+  blink or orbit, so they cannot mimic any action and the label stays learnable.
+
+Annotations come out of the renderer itself: per-frame boxes (xyxy, the tight extent of an
+object's in-frame mask pixels before occlusion, so a box always covers the object's mask
+pixels), stable track ids, class masks after occlusion (an object fully hidden by others or
+switched off by ``blink`` is not listed that frame), and ``motion``: the actor's mean
+displacement in px/frame, counting centre motion (unwrapped), rotation as arc length at
+the actor's radius, radius change for zooms and the radius for each blink toggle. Camera
+shake is not part of ``motion``.
+
+Speed: each sprite is rendered for all frames at once inside its bounding window (one
+(T, n, n) array per sprite, scattered into the frames through flat indices), and the
+background is one slice copy per frame from a pre-made texture. A 64-frame 128x171 video
+takes about 10 ms on one core, a 250-frame 256x340 video about 0.2 s.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = [
+    "ACTION_CLASSES",
+    "OBJECT_CLASSES",
+    "SPLITS",
+    "SceneConfig",
+    "SyntheticVideo",
+    "SyntheticVideoSource",
+    "generate_video",
+]
+
+ACTION_CLASSES: tuple[str, ...] = (
+    "static",
+    "move_left",
+    "move_right",
+    "move_up",
+    "move_down",
+    "rotate_cw",
+    "rotate_ccw",
+    "zoom_in",
+    "zoom_out",
+    "blink",
+    "bounce",
+    "circle",
+)
+"""Action labels; the index is the class label. Defined by the actor's motion pattern."""
+
+OBJECT_CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "diamond", "cross", "ring")
+"""Sprite shapes. Detection category ``k + 1`` and mask value ``k + 1`` mean ``OBJECT_CLASSES[k]``."""
+
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+"""Splits of :class:`SyntheticVideoSource`; each uses its own block of video indices."""
+
+_SPLIT_INDEX_OFFSET = 1 << 40  # split k uses indices [k * 2**40, (k + 1) * 2**40)
+_ZOOM_DIAMETER = (0.10, 0.40)  # zooming actors sweep this diameter range (fraction of the short side)
+
+
+@dataclass(frozen=True)
+class SceneConfig:
+    """How synthetic scenes look and move. Sizes are fractions of ``min(height, width)``
+    so a scene rendered larger looks the same, only sharper."""
+
+    height: int = 128
+    """Frame height in pixels."""
+    width: int = 171
+    """Frame width in pixels (128x171 is the C3D / R(2+1)D pre-crop size)."""
+    num_frames: int = 64
+    """Frames per video."""
+    fps: float = 25.0
+    """Nominal frame rate, written to files; motion is defined per frame."""
+    max_distractors: int = 3
+    """Each video has a uniform number of distractor sprites in ``[0, max_distractors]``."""
+    actor_size: tuple[float, float] = (0.18, 0.32)
+    """Range of the actor's diameter (circumscribed circle) as a fraction of the short side."""
+    distractor_size: tuple[float, float] = (0.06, 0.12)
+    """Range of a distractor's diameter as a fraction of the short side."""
+    speed_range: tuple[float, float] = (0.4, 4.0)
+    """Per-video speed factor, log-uniform in this range (10x: near-static to fast)."""
+    base_speed: float = 0.012
+    """Actor translation speed at speed factor 1, in short-sides per frame (1.5 px at 128)."""
+    camera_jitter: float = 0.015
+    """Largest camera-shake offset as a fraction of the short side (2 px at 128)."""
+    distractor_wobble: float = 0.02
+    """Largest wobble offset of a moving distractor, fraction of the short side."""
+
+    def __post_init__(self) -> None:
+        if self.height < 16 or self.width < 16:
+            raise ValueError(f"frames must be at least 16x16, got {self.height}x{self.width}")
+        if self.num_frames < 1:
+            raise ValueError(f"num_frames must be >= 1, got {self.num_frames}")
+        if self.fps <= 0:
+            raise ValueError(f"fps must be > 0, got {self.fps}")
+        if self.max_distractors < 0:
+            raise ValueError(f"max_distractors must be >= 0, got {self.max_distractors}")
+        for name in ("actor_size", "distractor_size", "speed_range"):
+            lo, hi = getattr(self, name)
+            if not 0 < lo <= hi:
+                raise ValueError(f"{name} must satisfy 0 < low <= high, got {(lo, hi)}")
+        if self.actor_size[1] > 0.5:
+            raise ValueError(f"actor_size above 0.5 of the frame leaves no room to move: {self.actor_size}")
+
+
+@dataclass
+class SyntheticVideo:
+    """One rendered video with its labels and annotations."""
+
+    frames: np.ndarray
+    """(T, H, W, 3) uint8 RGB."""
+    label: int
+    """Action class index into :data:`ACTION_CLASSES`."""
+    boxes: list[np.ndarray]
+    """Per frame, (N_t, 4) float32 xyxy pixel-edge boxes, clipped to the frame; visible objects only."""
+    box_classes: list[np.ndarray]
+    """Per frame, (N_t,) int64 index into :data:`OBJECT_CLASSES` (0-based)."""
+    track_ids: list[np.ndarray]
+    """Per frame, (N_t,) int64 object id, stable within the video (the actor is 0)."""
+    masks: np.ndarray
+    """(T, H, W) uint8 class mask after occlusion: 0 background, k = ``OBJECT_CLASSES[k - 1]``."""
+    motion: float
+    """Mean actor displacement in px/frame (translation + rotation/zoom/blink equivalents)."""
+    fps: float
+    """Nominal frame rate."""
+
+    @property
+    def action(self) -> str:
+        return ACTION_CLASSES[self.label]
+
+
+# ----------------------------------------------------------------------------- shapes
+
+
+def _shape_sdf(shape: int, u: np.ndarray, w: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """Approximate signed distance (pixels, < 0 inside) of a shape with circumradius ``r``,
+    in its local frame (u right, w down)."""
+    name = OBJECT_CLASSES[shape]
+    if name == "circle":
+        return np.sqrt(u * u + w * w) - r
+    if name == "square":
+        return np.maximum(np.abs(u), np.abs(w)) - r * np.float32(0.7071)
+    if name == "triangle":  # equilateral, a vertex pointing to -w; inradius r/2
+        e1 = w
+        e2 = -0.866 * u - 0.5 * w
+        e3 = 0.866 * u - 0.5 * w
+        return np.maximum(np.maximum(e1, e2), e3) - 0.5 * r
+    if name == "diamond":  # rhombus, half-diagonals 0.6 r and r (not a rotated square)
+        return (np.abs(u) / 0.6 + np.abs(w) - r) * np.float32(0.5145)
+    if name == "cross":  # plus sign, arms 0.56 r wide
+        au, aw = np.abs(u), np.abs(w)
+        arm, length = 0.28 * r, 0.95 * r
+        return np.minimum(np.maximum(au - length, aw - arm), np.maximum(au - arm, aw - length))
+    if name == "ring":
+        return np.abs(np.sqrt(u * u + w * w) - 0.775 * r) - 0.225 * r
+    raise ValueError(f"unknown shape index {shape}")
+
+
+def _hsv_to_rgb(h: float, s: float, v: float) -> np.ndarray:
+    i = int(h * 6.0) % 6
+    f = h * 6.0 - math.floor(h * 6.0)
+    p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
+    rgb = [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)][i]
+    return np.array(rgb, np.float32) * 255.0
+
+
+# ----------------------------------------------------------------------------- background
+
+
+def _hat_matrix(n_out: int, n_grid: int, cell: float) -> np.ndarray:
+    """(n_out, n_grid) bilinear interpolation weights from a coarse grid with spacing ``cell``."""
+    pos = np.arange(n_out, dtype=np.float32) / cell
+    return np.maximum(0.0, 1.0 - np.abs(pos[:, None] - np.arange(n_grid, dtype=np.float32)[None, :]))
+
+
+def _value_noise(rng: np.random.Generator, h: int, w: int, cell: float) -> np.ndarray:
+    """Smooth (h, w) noise in [0, 1]: a random coarse grid, bilinearly upsampled."""
+    gh, gw = int(h / cell) + 2, int(w / cell) + 2
+    grid = rng.random((gh, gw), dtype=np.float32)
+    return _hat_matrix(h, gh, cell) @ grid @ _hat_matrix(w, gw, cell).T
+
+
+def _background(rng: np.random.Generator, h: int, w: int, short: int) -> np.ndarray:
+    """(h, w, 3) uint8 texture: noise, stripes, gradient or checker in two muted colours."""
+    hue = rng.random()
+    c0 = _hsv_to_rgb(hue, rng.uniform(0.1, 0.4), rng.uniform(0.2, 0.45))
+    c1 = _hsv_to_rgb((hue + rng.uniform(0.1, 0.5)) % 1.0, rng.uniform(0.1, 0.4), rng.uniform(0.5, 0.8))
+    y = np.arange(h, dtype=np.float32)[:, None]
+    x = np.arange(w, dtype=np.float32)[None, :]
+    kind = rng.integers(4)
+    if kind == 0:  # two octaves of value noise
+        t = 0.65 * _value_noise(rng, h, w, short * rng.uniform(0.15, 0.35))
+        t += 0.35 * _value_noise(rng, h, w, short * rng.uniform(0.04, 0.08))
+    elif kind == 1:  # soft stripes at a random angle and period
+        phi = rng.uniform(0, math.pi)
+        period = short * rng.uniform(0.06, 0.3)
+        t = 0.5 + 0.5 * np.sin((x * math.cos(phi) + y * math.sin(phi)) * (2 * math.pi / period))
+    elif kind == 2:  # linear gradient plus coarse noise
+        phi = rng.uniform(0, 2 * math.pi)
+        g = x * math.cos(phi) + y * math.sin(phi)
+        t = 0.7 * (g - g.min()) / max(float(g.max() - g.min()), 1.0)
+        t = t + 0.3 * _value_noise(rng, h, w, short * 0.2)
+    else:  # smoothed checker
+        period = short * rng.uniform(0.1, 0.3)
+        t = 0.5 + 0.5 * np.tanh(3.0 * np.sin(x * (math.pi / period)) * np.sin(y * (math.pi / period)))
+    t = np.broadcast_to(t, (h, w))[..., None]
+    tex = c0 + t * (c1 - c0) + rng.normal(0.0, 4.0, size=(h, w, 3)).astype(np.float32)
+    return np.clip(tex, 0, 255).astype(np.uint8)
+
+
+def _camera_shake(rng: np.random.Generator, num_frames: int, limit: int) -> np.ndarray:
+    """(T, 2) integer (dy, dx) offsets: a lazy random walk bounded to [-limit, limit]."""
+    if limit == 0:
+        return np.zeros((num_frames, 2), np.int64)
+    steps = rng.choice(np.array([-1, 0, 0, 0, 1]), size=(num_frames, 2)).tolist()
+    y, x = (int(v) for v in rng.integers(-limit, limit + 1, size=2))
+    offsets = []
+    for sy, sx in steps:  # sequential clipping; plain ints are ~10x faster than numpy here
+        y, x = min(max(y + sy, -limit), limit), min(max(x + sx, -limit), limit)
+        offsets.append((y, x))
+    offsets = np.array(offsets, np.int64)
+    return offsets
+
+
+# ----------------------------------------------------------------------------- motion
+
+
+@dataclass
+class _Track:
+    """Per-frame state of one sprite in world (unshaken) pixel coordinates."""
+
+    shape: int
+    color: np.ndarray  # (3,) float32 RGB
+    cx: np.ndarray  # (T,) centre, possibly wrapped
+    cy: np.ndarray
+    radius: np.ndarray  # (T,) circumradius
+    angle: np.ndarray  # (T,) radians; increasing = clockwise on screen (y points down)
+    visible: np.ndarray  # (T,) 0/1
+    path_length: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (T-1,) px per step
+
+
+def _actor_track(rng: np.random.Generator, label: int, cfg: SceneConfig, short: int) -> _Track:
+    """The actor's per-frame state for action ``label`` (see ACTION_CLASSES)."""
+    T, H, W = cfg.num_frames, cfg.height, cfg.width
+    action = ACTION_CLASSES[label]
+    t = np.arange(T, dtype=np.float64)
+    # Appearance first, so it does not depend on the label (label-specific draws come later).
+    shape, color = int(rng.integers(len(OBJECT_CLASSES))), _sprite_color(rng)
+    lo, hi = cfg.speed_range
+    speed = math.exp(rng.uniform(math.log(lo), math.log(hi)))
+    v = speed * cfg.base_speed * short  # px/frame
+    r0 = 0.5 * short * rng.uniform(*cfg.actor_size)
+    radius = np.full(T, r0)
+    angle = np.full(T, rng.uniform(0, 2 * math.pi))
+    visible = np.ones(T)
+    phase = rng.uniform(0, 1)
+    centre_margin = r0  # keeps a non-translating actor fully in frame
+
+    ux, uy = np.zeros(T), np.zeros(T)  # unwrapped centre (for ``motion``)
+    if action in ("move_left", "move_right", "move_up", "move_down"):
+        horizontal = action in ("move_left", "move_right")
+        sign = -1.0 if action in ("move_left", "move_up") else 1.0
+        length = W if horizontal else H
+        other = H if horizontal else W
+        travel = v * (T - 1)
+        if travel <= length - 2 * r0:  # fits without wrapping: start so it stays inside
+            start = rng.uniform(r0, length - r0 - travel)
+            if sign < 0:
+                start = length - start
+        else:
+            start = rng.uniform(0, length)
+        along = start + sign * v * t
+        across = np.full(T, rng.uniform(r0, other - r0))
+        ux, uy = (along, across) if horizontal else (across, along)
+        wrapped = np.mod(along, length)
+        cx, cy = (wrapped, across) if horizontal else (across, wrapped)
+    else:
+        if action in ("rotate_cw", "rotate_ccw"):
+            omega = min(v / r0, 0.3)  # rim speed ~ v, capped at 17 deg/frame
+            angle = angle + (omega if action == "rotate_cw" else -omega) * t
+        elif action in ("zoom_in", "zoom_out"):
+            r_lo, r_hi = (0.5 * short * d for d in _ZOOM_DIAMETER)
+            span = math.log(r_hi / r_lo)
+            rate = min(speed * 0.03, span / 12)  # log-radius per frame; saw-tooth period >= 12
+            total = rate * (T - 1)
+            if total <= span:
+                start = rng.uniform(0, span - total)
+            else:
+                start = rng.uniform(0, span)
+            logr = np.mod(start + rate * t, span)
+            if action == "zoom_out":
+                logr = span - logr
+            radius = r_lo * np.exp(logr)
+            centre_margin = r_hi
+        elif action == "blink":
+            period = float(np.clip(9.6 / speed, 6, 24))
+            visible = (np.mod(t / period + phase, 1.0) < 0.5).astype(np.float64)
+        elif action == "bounce":  # ball bouncing on a floor: |sin| with its cusp at the floor
+            period = float(np.clip(15.0 / math.sqrt(speed), 8, 24))
+            amp = min(v * period / 2, 0.35 * short)
+            floor = rng.uniform(r0 + amp, H - r0)
+            ux = np.full(T, rng.uniform(r0, W - r0))
+            uy = floor - amp * np.abs(np.sin(math.pi * (t / period + phase)))
+        elif action == "circle":
+            period = float(np.clip(20.0 / math.sqrt(speed), 10, 32))
+            rad = min(v * period / math.pi, 0.25 * short)
+            direction = rng.choice([-1.0, 1.0])
+            a = 2 * math.pi * (direction * t / period + phase)
+            m = r0 + rad
+            cx0, cy0 = rng.uniform(m, W - m), rng.uniform(m, H - m)
+            ux, uy = cx0 + rad * np.cos(a), cy0 + rad * np.sin(a)
+        if action not in ("bounce", "circle"):
+            m = min(centre_margin, 0.5 * min(H, W) - 1)
+            ux = np.full(T, rng.uniform(m, W - m))
+            uy = np.full(T, rng.uniform(m, H - m))
+        cx, cy = ux, uy
+
+    path = (
+        np.hypot(np.diff(ux), np.diff(uy))
+        + radius[:-1] * np.abs(np.diff(angle))
+        + np.abs(np.diff(radius))
+        + radius[:-1] * np.abs(np.diff(visible))
+    )
+    return _Track(shape, color, cx, cy, radius, angle, visible, path_length=path)
+
+
+def _sprite_color(rng: np.random.Generator) -> np.ndarray:
+    return _hsv_to_rgb(rng.random(), rng.uniform(0.6, 1.0), rng.uniform(0.75, 1.0))
+
+
+def _distractor_track(rng: np.random.Generator, cfg: SceneConfig, short: int) -> _Track:
+    """A smaller sprite that is static or wobbles in a bounded random walk (no steady motion)."""
+    T, H, W = cfg.num_frames, cfg.height, cfg.width
+    r = 0.5 * short * rng.uniform(*cfg.distractor_size)
+    cx0, cy0 = rng.uniform(r, W - r), rng.uniform(r, H - r)
+    cx, cy = np.full(T, cx0), np.full(T, cy0)
+    if rng.random() < 0.5:
+        limit = cfg.distractor_wobble * short
+        steps = rng.normal(0.0, 0.15 * limit + 1e-6, size=(T, 2))
+        # Pull back to the base point so the walk stays bounded and has no drift.
+        walk = np.empty((T, 2))
+        oy = ox = 0.0
+        for i, (sy, sx) in enumerate(steps.tolist()):
+            oy = min(max(0.85 * oy + sy, -limit), limit)
+            ox = min(max(0.85 * ox + sx, -limit), limit)
+            walk[i] = (ox, oy)
+        cx, cy = cx0 + walk[:, 0], cy0 + walk[:, 1]
+    return _Track(
+        shape=int(rng.integers(len(OBJECT_CLASSES))),
+        color=_sprite_color(rng),
+        cx=cx, cy=cy,
+        radius=np.full(T, r),
+        angle=np.full(T, rng.uniform(0, 2 * math.pi)),
+        visible=np.ones(T),
+    )
+
+
+# ----------------------------------------------------------------------------- rendering
+
+
+def _render_sprite(
+    frames_flat: np.ndarray,
+    inst_flat: np.ndarray,
+    track: _Track,
+    inst_id: int,
+    shake: np.ndarray,
+    H: int,
+    W: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Alpha-blend ``track`` into all frames at once; write ``inst_id`` into the instance map.
+
+    Returns (boxes (T, 4) float32, has_pixels (T,) bool, mask_index (K,) flat pixel indices
+    of the sprite's mask) so visibility after occlusion can be checked once all are drawn.
+    """
+    cx = (track.cx + shake[:, 1]).astype(np.float32)
+    cy = (track.cy + shake[:, 0]).astype(np.float32)
+    half = int(math.ceil(float(track.radius.max()))) + 1
+    n = 2 * half + 1
+    ox = np.floor(cx).astype(np.int64) - half  # window origin per frame
+    oy = np.floor(cy).astype(np.int64) - half
+    offs = np.arange(n)
+    xs = ox[:, None] + offs  # (T, n) column of each window column
+    ys = oy[:, None] + offs
+    X = (xs + 0.5 - cx[:, None]).astype(np.float32)[:, None, :]  # pixel centres
+    Y = (ys + 0.5 - cy[:, None]).astype(np.float32)[:, :, None]
+    c = np.cos(track.angle).astype(np.float32)[:, None, None]
+    s = np.sin(track.angle).astype(np.float32)[:, None, None]
+    u = X * c + Y * s
+    w = Y * c - X * s
+    r = track.radius.astype(np.float32)[:, None, None]
+    sdf = _shape_sdf(track.shape, u, w, r)
+    cover = np.clip(0.5 - sdf, 0.0, 1.0) * track.visible.astype(np.float32)[:, None, None]
+    inside = ((ys >= 0) & (ys < H))[:, :, None] & ((xs >= 0) & (xs < W))[:, None, :]
+    cover *= inside
+
+    tt, yy, xx = np.nonzero(cover > 0)
+    flat = (tt * H + ys[tt, yy]) * W + xs[tt, xx]
+    alpha = cover[tt, yy, xx][:, None]
+    dark = u[tt, yy, xx] > 0
+    color = np.where(dark[:, None], track.color * np.float32(0.55), track.color)
+    old = frames_flat[flat].astype(np.float32)
+    frames_flat[flat] = (old + alpha * (color - old) + 0.5).astype(np.uint8)
+    in_mask = alpha[:, 0] >= 0.5
+    mask_index = flat[in_mask]
+    inst_flat[mask_index] = inst_id
+
+    m = cover >= 0.5
+    rows, cols = m.any(axis=2), m.any(axis=1)  # (T, n)
+    has = rows.any(axis=1)
+    y1 = oy + rows.argmax(axis=1)
+    y2 = oy + n - rows[:, ::-1].argmax(axis=1)
+    x1 = ox + cols.argmax(axis=1)
+    x2 = ox + n - cols[:, ::-1].argmax(axis=1)
+    boxes = np.stack([x1, y1, x2, y2], axis=1).astype(np.float32)
+    return boxes, has, mask_index
+
+
+def generate_video(
+    index: int,
+    seed: int = 0,
+    cfg: SceneConfig = SceneConfig(),
+    label: int | None = None,
+) -> SyntheticVideo:
+    """Render video ``index`` of the dataset with ``seed``.
+
+    Args:
+        index: video index (>= 0); with ``seed`` it fixes every random choice.
+        seed: dataset seed (>= 0).
+        cfg: scene size, length and motion ranges.
+        label: action class; ``None`` draws one from the video's RNG. The appearance
+            (background, actor shape and colour, distractors) does not depend on the label.
+    """
+    if index < 0 or seed < 0:
+        raise ValueError(f"index and seed must be >= 0, got index={index} seed={seed}")
+    num_classes = len(ACTION_CLASSES)
+    ss = np.random.SeedSequence([seed, index])
+    rng_label, rng_scene, rng_actor, rng_distract = (np.random.default_rng(s) for s in ss.spawn(4))
+    drawn = int(rng_label.integers(num_classes))
+    label = drawn if label is None else int(label)
+    if not 0 <= label < num_classes:
+        raise ValueError(f"label must be in [0, {num_classes}), got {label}")
+
+    T, H, W = cfg.num_frames, cfg.height, cfg.width
+    short = min(H, W)
+    jit = int(round(cfg.camera_jitter * short))
+    texture = _background(rng_scene, H + 2 * jit, W + 2 * jit, short)
+    shake = _camera_shake(rng_scene, T, jit)
+    # Background: frame t shows the texture shifted by the shake offset (slice copies are
+    # ~50x faster than one fancy-index gather here).
+    frames = np.empty((T, H, W, 3), np.uint8)
+    for t, (dy, dx) in enumerate((jit - shake).tolist()):
+        frames[t] = texture[dy : dy + H, dx : dx + W]
+
+    actor = _actor_track(rng_actor, label, cfg, short)
+    n_distract = int(rng_distract.integers(cfg.max_distractors + 1))
+    distractors = [_distractor_track(rng_distract, cfg, short) for _ in range(n_distract)]
+    tracks = distractors + [actor]  # actor drawn last, on top
+    track_ids = list(range(1, n_distract + 1)) + [0]
+
+    frames_flat = frames.reshape(-1, 3)
+    inst = np.zeros(T * H * W, np.uint8)  # instance map: 0 = background, k + 1 = tracks[k]
+    masks = np.zeros((T, H, W), np.uint8)
+    masks_flat = masks.reshape(-1)
+    rendered = []
+    for k, trk in enumerate(tracks):
+        out = _render_sprite(frames_flat, inst, trk, k + 1, shake, H, W)
+        masks_flat[out[2]] = trk.shape + 1
+        rendered.append(out)
+    # Visible = at least one mask pixel survives occlusion by sprites drawn later.
+    visible = np.zeros((len(tracks), T), bool)
+    for k, (_, has, mask_index) in enumerate(rendered):
+        survived = mask_index[inst[mask_index] == k + 1]
+        visible[k] = np.bincount(survived // (H * W), minlength=T) > 0
+        visible[k] &= has
+
+    all_boxes = np.stack([b for b, _, _ in rendered])  # (K, T, 4)
+    all_classes = np.array([trk.shape for trk in tracks], np.int64)
+    all_ids = np.array(track_ids, np.int64)
+    order = np.argsort(all_ids, kind="stable")  # list objects by track id (actor first)
+    boxes, box_classes, ids = [], [], []
+    for t in range(T):
+        sel = order[visible[order, t]]
+        boxes.append(np.ascontiguousarray(all_boxes[sel, t]))
+        box_classes.append(all_classes[sel])
+        ids.append(all_ids[sel])
+
+    motion = float(actor.path_length.mean()) if T > 1 else 0.0
+    return SyntheticVideo(
+        frames=frames,
+        label=label,
+        boxes=boxes,
+        box_classes=box_classes,
+        track_ids=ids,
+        masks=masks,
+        motion=motion,
+        fps=float(cfg.fps),
+    )
+
+
+class SyntheticVideoSource:
+    """Indexable collection of synthetic videos: ``len``, ``classes``, ``get(i)``.
+
+    Labels are balanced (``label = i % num_classes``). Each split draws from its own block of
+    video indices, so train, val and test with the same seed never share a video; video ``i``
+    of the train split is ``generate_video(i, seed, cfg, label=i % num_classes)``.
+
+    Args:
+        num_videos: number of videos in this split.
+        seed: dataset seed (>= 0).
+        cfg: scene configuration.
+        split: one of :data:`SPLITS`.
+    """
+
+    def __init__(self, num_videos: int, seed: int = 0, cfg: SceneConfig = SceneConfig(), split: str = "train"):
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
+        if num_videos < 0 or num_videos >= _SPLIT_INDEX_OFFSET:
+            raise ValueError(f"num_videos must be in [0, 2**40), got {num_videos}")
+        if seed < 0:
+            raise ValueError(f"seed must be >= 0, got {seed}")
+        self.num_videos = int(num_videos)
+        self.seed = int(seed)
+        self.cfg = cfg
+        self.split = split
+        self._offset = SPLITS.index(split) * _SPLIT_INDEX_OFFSET
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return ACTION_CLASSES
+
+    @property
+    def num_classes(self) -> int:
+        return len(ACTION_CLASSES)
+
+    def label(self, i: int) -> int:
+        """Label of video ``i`` without rendering it."""
+        return self._check(i) % len(ACTION_CLASSES)
+
+    @property
+    def labels(self) -> list[int]:
+        return [i % len(ACTION_CLASSES) for i in range(self.num_videos)]
+
+    def _check(self, i: int) -> int:
+        i = int(i)
+        if not 0 <= i < self.num_videos:
+            raise IndexError(f"video index {i} out of range for {self.num_videos} {self.split} videos")
+        return i
+
+    def get(self, i: int) -> SyntheticVideo:
+        i = self._check(i)
+        return generate_video(self._offset + i, self.seed, self.cfg, label=i % len(ACTION_CLASSES))
+
+    def __getitem__(self, i: int) -> SyntheticVideo:
+        return self.get(i)
+
+    def __len__(self) -> int:
+        return self.num_videos
+
+    def __repr__(self) -> str:
+        return f"SyntheticVideoSource(num_videos={self.num_videos}, seed={self.seed}, split={self.split!r})"

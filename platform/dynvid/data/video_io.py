@@ -1,0 +1,291 @@
+"""Video files: encode (mp4/H.264) and decode clips with PyAV.
+
+Decoding is the hot path of every real-data run, so the reader does only what a clip needs:
+
+- **Seek** to the key frame before the clip's first timestamp, then decode forward; frames
+  before the clip are decoded (H.264 needs them) but never converted to RGB.
+- **Frame-rate resampling**: a clip is described in a *target* frame rate (Kinetics
+  pipelines commonly resample to a fixed rate, e.g. 30 fps). Target frame ``k`` is at time
+  ``k / target_fps``; the decoded frame whose timestamp is nearest is taken, so a 25 fps
+  file read at 30 fps repeats frames and a 60 fps file read at 30 fps skips them.
+- **Temporal stride** is applied in target-fps frame units (``stride=8`` with 8 frames
+  spans 64 target frames).
+- **Resize at decode time** (optional): libswscale resizes the few frames that are kept
+  while converting to RGB, which is far cheaper than converting at full size and resizing
+  in torch.
+
+Every PyAV/FFmpeg failure surfaces as :class:`VideoDecodeError` naming the file, so a
+corrupt video can be skipped and reported by the dataset instead of raising a raw
+traceback from deep inside PyAV.
+
+Writing is atomic (temporary file in the same directory, then ``os.replace``): an
+interrupted ``dynvid data synth`` never leaves a truncated mp4 under its final name.
+Key frames are placed every 2 seconds by default, close to what YouTube (the source of
+Kinetics) uses, which keeps seeks cheap.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Sequence
+
+import av
+import numpy as np
+
+__all__ = [
+    "VideoDecodeError",
+    "VideoInfo",
+    "probe_video",
+    "read_clip",
+    "read_video",
+    "write_video",
+    "short_side_size",
+]
+
+
+class VideoDecodeError(RuntimeError):
+    """A video file cannot be opened or decoded. ``path`` names the file."""
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"cannot decode video {self.path}: {reason}")
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a clip sampler needs to know about a video file."""
+
+    path: str
+    num_frames: int
+    fps: float
+    duration: float  # seconds
+    width: int
+    height: int
+    codec: str
+
+
+def _av_error_reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}".strip()
+
+
+def probe_video(path: str | os.PathLike) -> VideoInfo:
+    """Read the container header (no decoding unless the header lacks a frame count)."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise VideoDecodeError(path, "file does not exist")
+    try:
+        with av.open(path) as container:
+            if not container.streams.video:
+                raise VideoDecodeError(path, "no video stream")
+            stream = container.streams.video[0]
+            rate = stream.average_rate or stream.guessed_rate
+            if not rate:
+                raise VideoDecodeError(path, "unknown frame rate")
+            fps = float(rate)
+            if stream.duration is not None and stream.time_base is not None:
+                duration = float(stream.duration * stream.time_base)
+            elif container.duration is not None:
+                duration = container.duration / av.time_base
+            else:
+                duration = 0.0
+            num_frames = int(stream.frames)
+            if num_frames <= 0:
+                num_frames = int(round(duration * fps)) if duration > 0 else 0
+            if num_frames <= 0:  # no usable header: count by demuxing
+                num_frames = sum(1 for p in container.demux(stream) if p.size)
+                duration = num_frames / fps
+            if duration <= 0:
+                duration = num_frames / fps
+            return VideoInfo(
+                path=path,
+                num_frames=num_frames,
+                fps=fps,
+                duration=duration,
+                width=stream.codec_context.width,
+                height=stream.codec_context.height,
+                codec=stream.codec_context.name,
+            )
+    except VideoDecodeError:
+        raise
+    except (av.FFmpegError, OSError, ValueError, ZeroDivisionError) as exc:
+        raise VideoDecodeError(path, _av_error_reason(exc)) from None
+
+
+def short_side_size(height: int, width: int, short_side: int) -> tuple[int, int]:
+    """(new_h, new_w) with the shorter side equal to ``short_side``, aspect kept, even sizes
+    rounded to the nearest integer."""
+    if height <= width:
+        return short_side, max(1, int(round(width * short_side / height)))
+    return max(1, int(round(height * short_side / width))), short_side
+
+
+def read_clip(
+    path: str | os.PathLike,
+    frame_indices: Sequence[int],
+    *,
+    target_fps: float | None = None,
+    short_side: int | None = None,
+    info: VideoInfo | None = None,
+    threads: int = 1,
+) -> np.ndarray:
+    """Decode the frames of one clip.
+
+    Args:
+        path: video file.
+        frame_indices: non-decreasing frame indices in the ``target_fps`` time base
+            (index ``k`` is at ``k / target_fps`` seconds); indices past the end of the
+            video are clamped to its last frame (short videos loop their tail, as in
+            PyTorchVideo's samplers).
+        target_fps: frame rate the indices refer to; None = the file's own rate.
+        short_side: if given, frames are resized (bilinear, by libswscale) so that their
+            shorter side has this many pixels.
+        info: a :class:`VideoInfo` from :func:`probe_video`, to skip probing again.
+        threads: decoder threads (1 keeps the measurement per core honest; >1 uses
+            FFmpeg frame threading).
+
+    Returns:
+        uint8 array (T, H, W, 3), RGB.
+    """
+    path = os.fspath(path)
+    indices = [int(i) for i in frame_indices]
+    if not indices:
+        raise ValueError("frame_indices is empty")
+    if any(b < a for a, b in zip(indices, indices[1:])):
+        raise ValueError(f"frame_indices must be non-decreasing, got {indices}")
+    if info is None:
+        info = probe_video(path)
+    fps = float(target_fps or info.fps)
+    # Timestamps wanted, clamped to the last decodable frame's time.
+    last_t = max(0.0, (info.num_frames - 1) / info.fps)
+    wanted = [min(i / fps, last_t) for i in indices]
+    size = None
+    if short_side is not None:
+        size = short_side_size(info.height, info.width, short_side)
+    try:
+        return _decode_nearest(path, wanted, info, size, threads)
+    except VideoDecodeError:
+        raise
+    except (av.FFmpegError, OSError, ValueError, MemoryError) as exc:
+        raise VideoDecodeError(path, _av_error_reason(exc)) from None
+
+
+def _decode_nearest(
+    path: str,
+    wanted: list[float],
+    info: VideoInfo,
+    size: tuple[int, int] | None,
+    threads: int,
+) -> np.ndarray:
+    """For each wanted time, the decoded frame with the nearest timestamp."""
+    half_frame = 0.5 / info.fps
+    out: list[np.ndarray | None] = [None] * len(wanted)
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        stream.thread_count = max(1, threads)
+        if threads > 1:
+            stream.thread_type = "AUTO"
+        time_base = stream.time_base or Fraction(1, 1)
+        start_pts = stream.start_time or 0
+        if wanted[0] > half_frame:
+            container.seek(
+                int((wanted[0] - half_frame) / time_base) + start_pts,
+                stream=stream,
+                backward=True,
+                any_frame=False,
+            )
+        prev_frame, prev_t = None, -math.inf
+        prev_rgb = None  # prev_frame converted, when it serves several wanted times
+        j = 0  # next wanted time to fill
+        for frame in container.decode(stream):
+            if frame.pts is None:
+                continue
+            t = float((frame.pts - start_pts) * time_base)
+            # Every wanted time nearer to the previous frame than to this one gets it.
+            while j < len(wanted) and prev_frame is not None and wanted[j] - prev_t <= t - wanted[j]:
+                if prev_rgb is None:
+                    prev_rgb = _to_rgb(prev_frame, size)
+                out[j] = prev_rgb
+                j += 1
+            if j >= len(wanted):
+                break
+            prev_frame, prev_t, prev_rgb = frame, t, None
+        # End of stream: the last decoded frame serves the remaining (clamped) times.
+        while j < len(wanted):
+            if prev_frame is None:
+                raise VideoDecodeError(path, f"no decodable frame at or after t={wanted[j]:.3f}s")
+            if prev_rgb is None:
+                prev_rgb = _to_rgb(prev_frame, size)
+            out[j] = prev_rgb
+            j += 1
+    return np.stack(out)  # type: ignore[arg-type]
+
+
+def _to_rgb(frame: "av.VideoFrame", size: tuple[int, int] | None) -> np.ndarray:
+    if size is None:
+        return frame.to_ndarray(format="rgb24")
+    h, w = size
+    return frame.to_ndarray(format="rgb24", width=w, height=h, interpolation="BILINEAR")
+
+
+def read_video(path: str | os.PathLike, *, short_side: int | None = None) -> np.ndarray:
+    """Decode every frame of a video: uint8 (T, H, W, 3). For inspection and small files."""
+    path = os.fspath(path)
+    info = probe_video(path)
+    size = short_side_size(info.height, info.width, short_side) if short_side else None
+    try:
+        with av.open(path) as container:
+            frames = [_to_rgb(f, size) for f in container.decode(video=0)]
+    except (av.FFmpegError, OSError, ValueError) as exc:
+        raise VideoDecodeError(path, _av_error_reason(exc)) from None
+    if not frames:
+        raise VideoDecodeError(path, "no decodable frames")
+    return np.stack(frames)
+
+
+def write_video(
+    path: str | os.PathLike,
+    frames: np.ndarray,
+    fps: float,
+    *,
+    codec: str = "libx264",
+    crf: int = 20,
+    keyframe_interval_s: float = 2.0,
+) -> None:
+    """Encode ``frames`` (T, H, W, 3) uint8 RGB to ``path`` (container from its suffix).
+
+    H.264 in yuv420p needs even sizes; odd-sized frames are encoded in yuv444p (lossless
+    chroma, still decodable by FFmpeg and PyAV) rather than silently cropped or padded.
+    The file appears under its final name only when complete.
+    """
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"frames must be uint8 (T, H, W, 3), got {frames.dtype} {frames.shape}")
+    if len(frames) == 0:
+        raise ValueError("cannot write a video with no frames")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    _, height, width, _ = frames.shape
+    even = height % 2 == 0 and width % 2 == 0
+    rate = Fraction(fps).limit_denominator(1001)
+    try:
+        with av.open(str(tmp), mode="w") as container:
+            stream = container.add_stream(codec, rate=rate)
+            stream.width, stream.height = width, height
+            stream.pix_fmt = "yuv420p" if even else "yuv444p"
+            stream.codec_context.gop_size = max(1, int(round(keyframe_interval_s * fps)))
+            if codec == "libx264":
+                stream.options = {"crf": str(crf), "preset": "veryfast"}
+            for image in frames:
+                frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+                container.mux(stream.encode(frame))
+            container.mux(stream.encode(None))
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()

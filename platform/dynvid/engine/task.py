@@ -1,0 +1,68 @@
+"""The seam between methods and the engine (DESIGN.md, "The contract between methods and the engine").
+
+A method package exposes a :class:`Task`. The engine builds data and optimizers, runs the
+loop on Ray, checkpoints and reports; the Task builds the model and says what a training
+step and an evaluation are. A Task knows nothing about Ray; the engine nothing about any
+one paper.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Protocol
+
+import torch
+from torch import nn
+
+from dynvid.config import ExperimentConfig
+
+__all__ = ["Stage", "Task", "get_task", "TASKS"]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One training stage of a method (e.g. VA-RED²: static base, dynamic, efficiency finetune).
+
+    Attributes:
+        name: short id, used in run names and checkpoints.
+        description: one line for logs.
+        init_from_previous: start from the previous stage's final checkpoint.
+    """
+
+    name: str
+    description: str = ""
+    init_from_previous: bool = True
+
+
+class Task(Protocol):
+    """What a method provides to the engine."""
+
+    name: str
+    stages: tuple[Stage, ...]
+
+    def build_model(self, cfg: ExperimentConfig, num_classes: int) -> nn.Module:
+        """The network for ``cfg`` with ``num_classes`` outputs (returns logits)."""
+
+    def training_step(self, model: nn.Module, batch, stage: Stage) -> tuple[torch.Tensor, dict[str, float]]:
+        """Loss to backpropagate and scalar logs (per-batch means) for one batch."""
+
+    def evaluate(self, model: nn.Module, loader: Iterable, stage: Stage) -> dict[str, float]:
+        """Metrics over ``loader`` (this worker's shard). Keys ending in ``_min``/``_max`` are
+        reduced across workers by min/max; every other key is a per-sample mean and is
+        averaged weighted by ``num_samples``, which must be present."""
+
+
+def get_task(name: str, cfg: ExperimentConfig) -> Task:
+    """The Task registered under ``name``, configured from ``cfg``."""
+    if name not in TASKS:
+        raise ValueError(f"unknown method {name!r}; valid: {', '.join(sorted(TASKS))}")
+    return TASKS[name](cfg)
+
+
+def _static(cfg: ExperimentConfig) -> Task:
+    from dynvid.methods.static import StaticClassification  # methods import the engine's types
+
+    return StaticClassification(label_smoothing=cfg.optim.label_smoothing)
+
+
+TASKS = {"static": _static}

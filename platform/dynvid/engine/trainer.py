@@ -1,0 +1,105 @@
+"""The driver: run a method's stages with Ray Train.
+
+``fit(cfg, method)`` starts (or joins) Ray, then for each stage of the method builds a
+``TorchTrainer`` over :func:`dynvid.engine.worker.train_loop_per_worker` and runs it; a
+stage with ``init_from_previous`` starts from the previous stage's best checkpoint. Run
+names are deterministic (``{run_name}-{stage}``), so rerunning the same job resumes each
+stage from its last checkpoint instead of starting over.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import ray
+import ray.train
+from ray.train.torch import TorchTrainer
+
+from dynvid.config import ExperimentConfig, to_dict
+from dynvid.engine.task import get_task
+from dynvid.engine.worker import train_loop_per_worker
+
+__all__ = ["fit", "StageResult", "FitResult", "init_ray"]
+
+
+@dataclass
+class StageResult:
+    stage: str
+    run_name: str
+    metrics: dict
+    checkpoint_path: str | None
+
+
+@dataclass
+class FitResult:
+    run_name: str
+    storage_path: str
+    stages: list[StageResult] = field(default_factory=list)
+
+    @property
+    def metrics(self) -> dict:
+        return self.stages[-1].metrics if self.stages else {}
+
+
+# Ray Train V2 tees every worker print into its logger as well, which shows each line twice
+# on the driver; the worker loop prints its own progress, so keep plain prints.
+WORKER_ENV = {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
+
+
+def init_ray(address: str | None = None) -> None:
+    """Join the cluster this process belongs to (a ``ray job`` driver, ``RAY_ADDRESS``) or
+    start a local one; quiet when already initialised."""
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    ray.init(address=address, log_to_driver=True, runtime_env={"env_vars": WORKER_ENV})
+
+
+def _storage_path(path: str) -> str:
+    if "://" in path:
+        return path
+    return str(Path(path).expanduser().resolve())
+
+
+def fit(cfg: ExperimentConfig, method: str = "static", init_from: str | None = None) -> FitResult:
+    """Train every stage of ``method`` on Ray Train; returns the metrics of each stage."""
+    task = get_task(method, cfg)
+    init_ray()
+    run_name = cfg.run_name()
+    storage = _storage_path(cfg.train.storage_path)
+    result = FitResult(run_name=run_name, storage_path=storage)
+    previous = init_from
+    for stage in task.stages:
+        stage_name = f"{run_name}-{stage.name}"
+        print(f"[dynvid] stage {stage.name}: {stage.description} -> {storage}/{stage_name}", flush=True)
+        trainer = TorchTrainer(
+            train_loop_per_worker,
+            train_loop_config={
+                "experiment": to_dict(cfg),
+                "method": method,
+                "stage": stage.name,
+                "run_name": stage_name,
+                "init_from": previous if (stage.init_from_previous or previous == init_from) else None,
+            },
+            scaling_config=ray.train.ScalingConfig(
+                num_workers=cfg.train.num_workers,
+                use_gpu=cfg.train.use_gpu,
+                resources_per_worker={"CPU": cfg.train.cpus_per_worker},
+            ),
+            run_config=ray.train.RunConfig(
+                name=stage_name,
+                storage_path=storage,
+                checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            ),
+        )
+        t0 = time.perf_counter()
+        res = trainer.fit()
+        ckpt = res.checkpoint.path if res.checkpoint is not None else None
+        metrics = dict(res.metrics or {})
+        metrics["stage_time_s"] = time.perf_counter() - t0
+        result.stages.append(StageResult(stage.name, stage_name, metrics, ckpt))
+        previous = ckpt
+    return result

@@ -1,0 +1,215 @@
+"""The Ray Train worker loop: one stage of one method, on every worker.
+
+Runs inside ``TorchTrainer`` workers. The first line rebuilds the typed config from the
+plain dict Ray shipped; then data, model, optimizer and schedule are built here, the
+Task's step functions are called, and every epoch ends with ``ray.train.report`` of the
+metrics plus a checkpoint from rank 0 (weights, optimizer, scheduler, config, metadata;
+see :mod:`dynvid.engine.checkpoint`). A rerun with the same run name resumes from
+``ray.train.get_checkpoint()``.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import tempfile
+import time
+
+import numpy as np
+import ray.train
+import ray.train.torch
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader
+
+from dynvid.config import ExperimentConfig, from_dict, to_dict
+from dynvid.data.datasets import build_clip_dataset
+from dynvid.engine.checkpoint import load_checkpoint, save_checkpoint
+from dynvid.engine.optim import build_optimizer, build_scheduler
+from dynvid.engine.task import Task, get_task
+from dynvid.engine.tracking import Tracker
+
+__all__ = ["train_loop_per_worker", "reduce_metrics"]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def reduce_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    """Combine per-worker evaluation metrics: ``*_min``/``*_max`` by min/max, ``num_samples``
+    summed, every other key averaged weighted by ``num_samples``."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return dict(metrics)
+    n = float(metrics["num_samples"])
+    keys = sorted(metrics)
+    out = {}
+    for key in keys:
+        value = torch.tensor(float(metrics[key]), dtype=torch.float64)
+        if key.endswith("_min"):
+            dist.all_reduce(value, op=dist.ReduceOp.MIN)
+        elif key.endswith("_max"):
+            dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        elif key == "num_samples":
+            dist.all_reduce(value)
+        else:
+            value *= n
+            dist.all_reduce(value)
+        out[key] = float(value)
+    total = out["num_samples"]
+    for key in keys:
+        if not key.endswith(("_min", "_max")) and key != "num_samples":
+            out[key] /= max(total, 1.0)
+    return out
+
+
+def _loader(dataset, batch_size: int, shuffle: bool, workers: int, drop_last: bool) -> DataLoader:
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=workers,
+        drop_last=drop_last,
+        persistent_workers=False,  # re-pickle each epoch so set_epoch reaches the workers
+    )
+
+
+def _set_epoch(loader, dataset, epoch: int) -> None:
+    dataset.set_epoch(epoch)
+    sampler = getattr(loader, "sampler", None)
+    if hasattr(sampler, "set_epoch"):
+        sampler.set_epoch(epoch)
+
+
+def train_loop_per_worker(loop_config: dict) -> None:
+    cfg = from_dict(ExperimentConfig, loop_config["experiment"], where="train_loop_config.experiment")
+    task: Task = get_task(loop_config["method"], cfg)
+    stage = next(s for s in task.stages if s.name == loop_config["stage"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    seed_everything(cfg.train.seed + rank)
+    torch.set_num_threads(max(1, int(cfg.train.threads or cfg.train.cpus_per_worker)))
+    say = (lambda *a: print(*a, flush=True)) if rank == 0 else (lambda *a: None)
+
+    # ---- data -------------------------------------------------------------------------------
+    d = cfg.data
+    train_ds = build_clip_dataset(d, d.train_split, "train", seed=cfg.train.seed)
+    val_ds = build_clip_dataset(d, d.val_split, "val", seed=cfg.train.seed)
+    train_loader = ray.train.torch.prepare_data_loader(_loader(train_ds, d.batch_size, True, d.loader_workers, True))
+    val_loader = ray.train.torch.prepare_data_loader(_loader(val_ds, d.batch_size, False, d.loader_workers, False))
+    steps_per_epoch = len(train_loader)
+    if steps_per_epoch == 0:
+        raise ValueError(f"train split has {len(train_ds)} videos, fewer than one batch of "
+                         f"{d.batch_size} per worker × {world} workers")
+
+    # ---- model, optimizer, schedule ---------------------------------------------------------
+    model = task.build_model(cfg, train_ds.num_classes)
+    start_epoch, global_step = 0, 0
+    ckpt = ray.train.get_checkpoint()
+    init_from = loop_config.get("init_from")
+    state = None
+    if ckpt is not None:
+        with ckpt.as_directory() as path:
+            state = load_checkpoint(path)
+        say(f"[dynvid] resuming {loop_config['run_name']} from epoch {state['metadata']['epoch'] + 1}")
+    elif init_from:
+        init = load_checkpoint(init_from)
+        missing, unexpected = model.load_state_dict(init["model"], strict=False)
+        say(f"[dynvid] initialised from {init_from} (missing keys: {len(missing)}, unexpected: {len(unexpected)})")
+    if state is not None:
+        model.load_state_dict(state["model"])
+    model = ray.train.torch.prepare_model(model)
+    optimizer = build_optimizer(model.parameters(), cfg.optim)
+    scheduler = build_scheduler(optimizer, cfg.optim, steps_per_epoch)
+    if state is not None and state["train_state"] is not None:
+        optimizer.load_state_dict(state["train_state"]["optimizer"])
+        scheduler.load_state_dict(state["train_state"]["scheduler"])
+        start_epoch = state["metadata"]["epoch"] + 1
+        global_step = state["train_state"]["global_step"]
+
+    say(f"[dynvid] {task.name}/{stage.name}: {len(train_ds)} train / {len(val_ds)} val videos, "
+        f"{train_ds.num_classes} classes, {world} worker(s), {steps_per_epoch} steps/epoch, "
+        f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M params")
+
+    # ---- epochs -----------------------------------------------------------------------------
+    tracker = Tracker(cfg.train.mlflow_tracking_uri, cfg.train.mlflow_experiment, loop_config["run_name"],
+                      {"method": loop_config["method"], "stage": loop_config["stage"], **to_dict(cfg)},
+                      enabled=rank == 0)
+    epochs = cfg.optim.epochs
+    for epoch in range(start_epoch, epochs):
+        _set_epoch(train_loader, train_ds, epoch)
+        model.train()
+        t0, seen, sums = time.perf_counter(), 0, {}
+        for step, batch in enumerate(train_loader):
+            loss, logs = task.training_step(model, batch, stage)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite loss {float(loss)} at epoch {epoch} step {step}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.optim.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            global_step += 1
+            n = len(batch[1])
+            seen += n
+            for k, v in logs.items():
+                sums[k] = sums.get(k, 0.0) + v * n
+            if (step + 1) % cfg.train.log_every == 0 or step + 1 == steps_per_epoch:
+                rate = seen * world / (time.perf_counter() - t0)
+                say(f"[dynvid] epoch {epoch + 1}/{epochs} step {step + 1}/{steps_per_epoch} "
+                    + " ".join(f"{k}={v / seen:.4f}" for k, v in sums.items())
+                    + f" lr={scheduler.get_last_lr()[0]:.4g} {rate:.1f} clips/s")
+        elapsed = time.perf_counter() - t0
+        metrics = {f"train_{k}": v / max(seen, 1) for k, v in sums.items()}
+        metrics.update(epoch=epoch + 1, lr=scheduler.get_last_lr()[0],
+                       throughput_clips_per_s=seen * world / elapsed, epoch_time_s=elapsed)
+        last = epoch + 1 == epochs
+        if last or (epoch + 1) % cfg.train.eval_every == 0:
+            val = reduce_metrics(task.evaluate(model, val_loader, stage))
+            metrics.update({f"val_{k}": v for k, v in val.items()})
+            say(f"[dynvid] epoch {epoch + 1}/{epochs} val clip-1 {val['clip_top1']:.4f} "
+                f"clip-5 {val['clip_top5']:.4f} GFLOPs/clip {val['gflops_avg']:.3f} ({elapsed:.0f}s)")
+        if last and cfg.train.final_test:
+            metrics.update(_final_test(cfg, task, stage, model, say))
+        tracker.log_metrics(metrics, step=epoch + 1)
+        _report(metrics, model, optimizer, scheduler, cfg, loop_config, epoch, global_step, rank)
+    tracker.finish()
+
+
+def _final_test(cfg: ExperimentConfig, task: Task, stage, model, say) -> dict[str, float]:
+    """K-LeftCenterRight video-level accuracy (thesis Sec. 4.3) on the val split."""
+    d = cfg.data
+    test_ds = build_clip_dataset(d, d.val_split, "test", seed=cfg.train.seed)
+    if cfg.train.test_videos is not None and cfg.train.test_videos < len(test_ds):
+        test_ds = torch.utils.data.Subset(test_ds, range(cfg.train.test_videos))
+    loader = ray.train.torch.prepare_data_loader(
+        _loader(test_ds, max(1, d.batch_size // 4), False, d.loader_workers, False))
+    t0 = time.perf_counter()
+    test = reduce_metrics(task.evaluate(model, loader, stage))
+    say(f"[dynvid] test ({d.num_test_clips} clips × {d.num_test_crops} crops, {int(test['num_samples'])} videos): "
+        f"video-1 {test['video_top1']:.4f} video-5 {test['video_top5']:.4f} "
+        f"GFLOPs/view {test['gflops_avg'] / (d.num_test_clips * d.num_test_crops):.3f} "
+        f"({time.perf_counter() - t0:.0f}s)")
+    return {f"test_{k}": v for k, v in test.items()}
+
+
+def _report(metrics, model, optimizer, scheduler, cfg, loop_config, epoch, global_step, rank) -> None:
+    with tempfile.TemporaryDirectory(prefix="dynvid-ckpt-") as tmp:
+        checkpoint = None
+        if rank == 0:
+            save_checkpoint(
+                tmp,
+                model,
+                config=to_dict(cfg),
+                metadata={"method": loop_config["method"], "stage": loop_config["stage"], "epoch": epoch,
+                          "run_name": loop_config["run_name"],
+                          "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}},
+                train_state={"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                             "global_step": global_step},
+            )
+            checkpoint = ray.train.Checkpoint.from_directory(tmp)
+        ray.train.report(metrics, checkpoint=checkpoint)
+

@@ -1,0 +1,262 @@
+"""Tests for dynvid.data.synthetic: determinism, annotations, label balance, motion range and
+a learnability check on the rendered pixels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dynvid.data.synthetic import (
+    ACTION_CLASSES,
+    OBJECT_CLASSES,
+    SceneConfig,
+    SyntheticVideo,
+    SyntheticVideoSource,
+    generate_video,
+)
+
+SMALL = SceneConfig(height=64, width=86, num_frames=16)
+C = len(ACTION_CLASSES)
+
+
+def _assert_same(a: SyntheticVideo, b: SyntheticVideo) -> None:
+    np.testing.assert_array_equal(a.frames, b.frames)
+    np.testing.assert_array_equal(a.masks, b.masks)
+    assert a.label == b.label and a.motion == b.motion
+    for x, y in zip(a.boxes + a.track_ids + a.box_classes, b.boxes + b.track_ids + b.box_classes):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_class_lists():
+    assert len(ACTION_CLASSES) >= 10 and len(set(ACTION_CLASSES)) == len(ACTION_CLASSES)
+    assert len(OBJECT_CLASSES) >= 4 and len(set(OBJECT_CLASSES)) == len(OBJECT_CLASSES)
+    assert all(" " not in n for n in ACTION_CLASSES + OBJECT_CLASSES)
+
+
+def test_deterministic_and_distinct():
+    a, b = generate_video(3, seed=7), generate_video(3, seed=7)
+    _assert_same(a, b)
+    assert not np.array_equal(a.frames, generate_video(4, seed=7, label=a.label).frames)
+    assert not np.array_equal(a.frames, generate_video(3, seed=8, label=a.label).frames)
+    # Global RNG state neither used nor disturbed.
+    np.random.seed(0)
+    before = np.random.random()
+    np.random.seed(0)
+    generate_video(3, seed=7)
+    assert np.random.random() == before
+
+
+def test_label_override_keeps_appearance():
+    a = generate_video(5, seed=1, cfg=SMALL, label=0)
+    b = generate_video(5, seed=1, cfg=SMALL, label=3)
+    assert (a.label, b.label) == (0, 3)
+    # Same background: frame-0 pixels away from every sprite (and its anti-aliased rim) agree.
+    fg = np.pad((a.masks[0] > 0) | (b.masks[0] > 0), 2)
+    near = np.zeros_like(fg)
+    for dy in range(-2, 3):
+        for dx in range(-2, 3):
+            near |= np.roll(fg, (dy, dx), axis=(0, 1))
+    bg = ~near[2:-2, 2:-2]
+    assert bg.mean() > 0.5
+    np.testing.assert_array_equal(a.frames[0][bg], b.frames[0][bg])
+    actor_shape = lambda v: {int(c[ids == 0][0]) for c, ids in zip(v.box_classes, v.track_ids) if (ids == 0).any()}  # noqa: E731
+    assert len(actor_shape(a)) == 1 and actor_shape(a) == actor_shape(b)
+    with pytest.raises(ValueError, match="label"):
+        generate_video(0, cfg=SMALL, label=C)
+
+
+def test_shapes_and_dtypes():
+    cfg = SceneConfig(height=48, width=70, num_frames=10, fps=12.5)
+    v = generate_video(0, seed=2, cfg=cfg)
+    assert v.frames.shape == (10, 48, 70, 3) and v.frames.dtype == np.uint8
+    assert v.masks.shape == (10, 48, 70) and v.masks.dtype == np.uint8
+    assert int(v.masks.max()) <= len(OBJECT_CLASSES)
+    assert 0 <= v.label < C and isinstance(v.label, int)
+    assert isinstance(v.motion, float) and v.fps == 12.5
+    assert len(v.boxes) == len(v.box_classes) == len(v.track_ids) == 10
+    for b, c, t in zip(v.boxes, v.box_classes, v.track_ids):
+        assert b.dtype == np.float32 and b.ndim == 2 and b.shape[1] == 4
+        assert c.dtype == np.int64 and t.dtype == np.int64
+        assert len(b) == len(c) == len(t) and len(set(t.tolist())) == len(t)
+
+
+@pytest.mark.parametrize("index", range(8))
+def test_boxes_inside_frame_and_cover_masks(index):
+    cfg = SceneConfig(height=64, width=86, num_frames=24, max_distractors=3)
+    v = generate_video(index, seed=11, cfg=cfg)
+    H, W = cfg.height, cfg.width
+    shapes: dict[int, int] = {}
+    for t in range(cfg.num_frames):
+        boxes, classes, ids = v.boxes[t], v.box_classes[t], v.track_ids[t]
+        assert np.all(boxes[:, 0] >= 0) and np.all(boxes[:, 1] >= 0)
+        assert np.all(boxes[:, 2] <= W) and np.all(boxes[:, 3] <= H)
+        assert np.all(boxes[:, 2] > boxes[:, 0]) and np.all(boxes[:, 3] > boxes[:, 1])
+        for tid, cls in zip(ids.tolist(), classes.tolist()):
+            assert shapes.setdefault(tid, cls) == cls  # a track keeps its shape
+        for k in range(1, len(OBJECT_CLASSES) + 1):
+            ys, xs = np.nonzero(v.masks[t] == k)
+            own = boxes[classes == k - 1]
+            if len(ys) == 0:
+                assert len(own) == 0  # listed objects are visible
+                continue
+            covered = (
+                (xs[:, None] >= own[None, :, 0]) & (xs[:, None] < own[None, :, 2])
+                & (ys[:, None] >= own[None, :, 1]) & (ys[:, None] < own[None, :, 3])
+            ).any(axis=1)
+            assert covered.all(), f"frame {t}: mask pixels of class {k} outside its boxes"
+            for box in own.astype(int):  # and every box holds pixels of its class
+                assert (v.masks[t, box[1]:box[3], box[0]:box[2]] == k).any()
+
+
+def test_source_labels_balanced_and_splits_disjoint():
+    train = SyntheticVideoSource(2 * C, seed=4, cfg=SMALL, split="train")
+    val = SyntheticVideoSource(C, seed=4, cfg=SMALL, split="val")
+    assert len(train) == 2 * C and train.classes == ACTION_CLASSES
+    assert np.bincount(train.labels, minlength=C).tolist() == [2] * C
+    got = [train.get(i) for i in range(len(train))]
+    assert [v.label for v in got] == train.labels
+    assert train.label(5) == got[5].label
+    _assert_same(got[3], generate_video(3, seed=4, cfg=SMALL, label=3))  # train i = video i
+    train_keys = {v.frames.tobytes() for v in got}
+    val_keys = {val[i].frames.tobytes() for i in range(len(val))}
+    assert len(train_keys) == 2 * C and not train_keys & val_keys
+    with pytest.raises(IndexError):
+        train.get(2 * C)
+    with pytest.raises(ValueError, match="train, val, test"):
+        SyntheticVideoSource(3, split="validation")
+
+
+def test_drawn_labels_cover_all_classes():
+    cfg = SceneConfig(height=32, width=32, num_frames=2)
+    labels = [generate_video(i, seed=0, cfg=cfg).label for i in range(10 * C)]
+    assert set(labels) == set(range(C))
+
+
+def test_bad_config_rejected():
+    with pytest.raises(ValueError, match="speed_range"):
+        SceneConfig(speed_range=(2.0, 1.0))
+    with pytest.raises(ValueError, match="16x16"):
+        SceneConfig(height=8)
+    with pytest.raises(ValueError, match=">= 0"):
+        generate_video(-1)
+
+
+def _actor_track(v: SyntheticVideo) -> tuple[np.ndarray, np.ndarray]:
+    """Per-frame centre (x, y) and area of the actor (track 0) where it is listed."""
+    rows = [b[ids == 0][0] for b, ids in zip(v.boxes, v.track_ids) if (ids == 0).any()]
+    b = np.array(rows, np.float64)
+    return np.stack([(b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2], 1), (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+
+
+def test_motion_semantics_from_boxes():
+    cfg = SceneConfig(num_frames=32)
+    jitter = round(cfg.camera_jitter * min(cfg.height, cfg.width))
+    expect = {"move_left": (0, -1), "move_right": (0, 1), "move_up": (1, -1), "move_down": (1, 1)}
+    for i in range(3):
+        centre, _ = _actor_track(generate_video(i, seed=5, cfg=cfg, label=ACTION_CLASSES.index("static")))
+        assert np.abs(centre - centre[0]).max() <= 2 * jitter + 1  # only the camera shakes
+        for name, (axis, sign) in expect.items():
+            centre, _ = _actor_track(generate_video(i, seed=5, cfg=cfg, label=ACTION_CLASSES.index(name)))
+            assert sign * np.median(np.diff(centre[:, axis])) > 0, name
+        for name, sign in (("zoom_in", 1), ("zoom_out", -1)):
+            _, area = _actor_track(generate_video(i, seed=5, cfg=cfg, label=ACTION_CLASSES.index(name)))
+            assert sign * np.median(np.diff(area)) > 0, name
+        v = generate_video(i, seed=5, cfg=cfg, label=ACTION_CLASSES.index("blink"))
+        listed = [(ids == 0).any() for ids in v.track_ids]
+        assert any(listed) and not all(listed)
+
+
+def test_motion_varies_widely():
+    src = SyntheticVideoSource(6 * C, seed=3, cfg=SceneConfig(num_frames=16))
+    motion = np.array([src[i].motion for i in range(len(src))])
+    labels = np.array(src.labels)
+    assert np.all(motion[labels == 0] == 0.0)  # "static"
+    moving = motion[labels != 0]
+    assert moving.min() > 0
+    assert np.percentile(moving, 90) / np.percentile(moving, 10) > 4
+    for c in range(1, C):  # every moving class has slow and fast clips
+        m = motion[labels == c]
+        assert m.max() / m.min() > 1.5, ACTION_CLASSES[c]
+
+
+# ----------------------------------------------------------------------------- learnability
+
+
+def _undo_shake(frames: np.ndarray, m: int = 5) -> np.ndarray:
+    """Integer shift per frame that best matches the row/column profiles of frame 0."""
+    g = frames[..., 1].astype(np.float32)
+    T, H, W = g.shape
+    shifts = []
+    for p, L in ((g.sum(1), W), (g.sum(2), H)):
+        err = np.stack([np.abs(p[:, m + d:L - m + d] - p[:1, m:L - m]).sum(1) for d in range(-m, m + 1)], 1)
+        shifts.append(err.argmin(1) - m)
+    dx, dy = shifts
+    return np.stack([frames[t, m + dy[t]:H - m + dy[t], m + dx[t]:W - m + dx[t]] for t in range(T)])
+
+
+def _pool4(a: np.ndarray) -> np.ndarray:
+    a = a[:, : a.shape[1] // 4 * 4, : a.shape[2] // 4 * 4].astype(np.float32)
+    a = a[:, 0::4] + a[:, 1::4] + a[:, 2::4] + a[:, 3::4]
+    return (a[:, :, 0::4] + a[:, :, 1::4] + a[:, :, 2::4] + a[:, :, 3::4]) / 16
+
+
+def _clip_features(frames: np.ndarray) -> np.ndarray:
+    """Hand-made motion features from pixels only: per frame pair, an affine optical-flow fit
+    (translation, divergence, curl) over the changed pixels, plus change energy and the
+    trajectory of the change centroid, summarised over the clip."""
+    a = _pool4(_undo_shake(frames))
+    T, h, w, _ = a.shape
+    It = a[1:] - a[:-1]
+    mid = (a[1:] + a[:-1]) / 2
+    Ix, Iy = np.gradient(mid, axis=2), np.gradient(mid, axis=1)
+    change = np.abs(It).sum(-1)
+    wgt = (change > 20).astype(np.float32)
+    n = wgt.sum((1, 2)) + 1e-6
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    cx, cy = (wgt * xx).sum((1, 2)) / n, (wgt * yy).sum((1, 2)) / n
+    X = (xx - cx[:, None, None])[..., None] / 5
+    Y = (yy - cy[:, None, None])[..., None] / 5
+    A = (np.stack([Ix, Ix * X, Ix * Y, Iy, Iy * X, Iy * Y], -1) * wgt[..., None, None]).reshape(T - 1, -1, 6)
+    b = (-It * wgt[..., None]).reshape(T - 1, -1, 1)
+    At = A.transpose(0, 2, 1)
+    p = np.linalg.solve(At @ A + 1e-2 * np.eye(6), At @ b)[..., 0]
+    flow = np.stack([p[:, 0], p[:, 3], (p[:, 1] + p[:, 5]) / 2, (p[:, 4] - p[:, 2]) / 2], 1)
+    e = change.mean((1, 2))
+    turns = lambda s: np.mean(np.abs(np.diff(np.sign(np.diff(s)))))  # noqa: E731
+    return np.concatenate([
+        [np.log1p(e.mean()), e.std() / (e.mean() + 1e-3), np.log1p(wgt.mean())],
+        np.median(flow, 0), np.mean(np.sign(flow), 0),
+        [np.std(cx), np.std(cy), np.mean(np.diff(cx)), np.mean(np.diff(cy)), turns(cy), turns(cx)],
+    ])
+
+
+def _softmax_regression(X: np.ndarray, y: np.ndarray, num_classes: int, steps: int = 2000) -> np.ndarray:
+    A = np.hstack([X, np.ones((len(X), 1))])
+    W = np.zeros((A.shape[1], num_classes))
+    Y = np.eye(num_classes)[y]
+    for _ in range(steps):
+        z = A @ W
+        z -= z.max(1, keepdims=True)
+        p = np.exp(z)
+        p /= p.sum(1, keepdims=True)
+        W -= 0.5 * (A.T @ (p - Y) / len(A) + 1e-3 * W)
+    return W
+
+
+def test_actions_learnable_from_16_frame_clips():
+    """A linear classifier on pixel-derived motion features beats chance (1/12) by far on
+    held-out 16-frame clips at the default 128x171 size (measured: 0.76 here; 0.73-0.76 over
+    seeds 0-2, and 0.53-0.57 from 8-frame clips)."""
+    cfg = SceneConfig(num_frames=16)
+
+    def dataset(n: int, split: str) -> tuple[np.ndarray, np.ndarray]:
+        src = SyntheticVideoSource(n, seed=0, cfg=cfg, split=split)
+        return np.stack([_clip_features(src[i].frames) for i in range(n)]), np.array(src.labels)
+
+    Xtr, ytr = dataset(20 * C, "train")
+    Xte, yte = dataset(10 * C, "val")
+    mu, sd = Xtr.mean(0), Xtr.std(0) + 1e-6
+    W = _softmax_regression((Xtr - mu) / sd, ytr, C)
+    pred = (np.hstack([(Xte - mu) / sd, np.ones((len(Xte), 1))]) @ W).argmax(1)
+    accuracy = float((pred == yte).mean())
+    assert accuracy >= 0.5, f"held-out accuracy {accuracy:.2f} (chance {1 / C:.2f})"

@@ -1,0 +1,85 @@
+"""Video encode/decode: frame accuracy, seeking, frame-rate resampling, resize, bad files."""
+
+import numpy as np
+import pytest
+
+from dynvid.data.video_io import VideoDecodeError, probe_video, read_clip, read_video, short_side_size, write_video
+
+
+def _ramp_video(path, num_frames=60, h=48, w=64, fps=25.0):
+    """Frame t is flat gray 4*t (luma survives H.264 exactly enough): decoded frames identify themselves."""
+    frames = np.zeros((num_frames, h, w, 3), np.uint8)
+    frames[...] = (4 * np.arange(num_frames, dtype=np.int64) % 256).astype(np.uint8)[:, None, None, None]
+    write_video(path, frames, fps)
+    return frames
+
+
+def _frame_id(clip):
+    return np.round(clip[:, clip.shape[1] // 2, clip.shape[2] // 2].astype(float).mean(-1) / 4).astype(int)
+
+
+@pytest.fixture(scope="module")
+def ramp(tmp_path_factory):
+    path = tmp_path_factory.mktemp("vid") / "ramp.mp4"
+    _ramp_video(path)
+    return path
+
+
+def test_probe(ramp):
+    info = probe_video(ramp)
+    assert (info.num_frames, info.fps, info.width, info.height) == (60, 25.0, 64, 48)
+    assert info.duration == pytest.approx(2.4, abs=0.05)
+
+
+def test_read_clip_frames_and_seek(ramp):
+    # Starts past the first key frame interval force a real seek.
+    for indices in ([0, 4, 8, 12], [51, 53, 55, 57], [30, 31, 32, 33]):
+        assert _frame_id(read_clip(ramp, indices)).tolist() == indices
+
+
+def test_read_clip_clamps_past_end(ramp):
+    assert _frame_id(read_clip(ramp, [57, 59, 61, 80])).tolist() == [57, 59, 59, 59]
+
+
+def test_frame_rate_resampling(ramp):
+    # At 12.5 fps target index k is source frame 2k; at 50 fps it is round(k / 2).
+    assert _frame_id(read_clip(ramp, [0, 1, 2, 10], target_fps=12.5)).tolist() == [0, 2, 4, 20]
+    ids = _frame_id(read_clip(ramp, [10, 12, 14, 20], target_fps=50))
+    assert ids.tolist() == [5, 6, 7, 10]
+
+
+def test_resize_at_decode(ramp):
+    clip = read_clip(ramp, [0, 1], short_side=24)
+    assert clip.shape == (2, 24, 32, 3)
+    assert short_side_size(48, 64, 24) == (24, 32)
+    assert short_side_size(640, 360, 180) == (320, 180)
+
+
+def test_read_video_and_odd_sizes(tmp_path):
+    frames = np.random.default_rng(0).integers(0, 255, (5, 31, 45, 3), dtype=np.uint8)
+    write_video(tmp_path / "odd.mp4", frames, 10)
+    out = read_video(tmp_path / "odd.mp4")
+    assert out.shape == frames.shape
+
+
+def test_write_is_atomic_and_validates(tmp_path):
+    with pytest.raises(ValueError, match="uint8"):
+        write_video(tmp_path / "bad.mp4", np.zeros((2, 8, 8, 3), np.float32), 10)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_corrupt_and_missing_files_name_the_path(tmp_path):
+    bad = tmp_path / "corrupt.mp4"
+    bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"garbage" * 100)
+    with pytest.raises(VideoDecodeError, match="corrupt.mp4"):
+        probe_video(bad)
+    with pytest.raises(VideoDecodeError, match="does not exist"):
+        read_clip(tmp_path / "nope.mp4", [0])
+
+
+def test_truncated_file_fails_cleanly(tmp_path, ramp):
+    data = ramp.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 3])
+    with pytest.raises(VideoDecodeError, match="cut.mp4"):
+        read_clip(cut, [0, 20, 40])

@@ -1,0 +1,88 @@
+"""The ``dynvid`` command line, run in-process through ``main(argv)`` and once as a console script."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dynvid.cli import main
+
+SMALL = ["--size", "48x64", "--frames", "20", "--fps", "10"]
+
+
+def _json_tail(text: str) -> dict:
+    return json.loads(text[text.index("{"):])
+
+
+@pytest.fixture(scope="module")
+def actions_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "k"
+    assert main(["data", "synth", "--task", "actions", "--out", str(out), "--videos", "10", *SMALL]) == 0
+    return out
+
+
+def test_synth_actions_writes_kinetics_layout(actions_dir):
+    assert (actions_dir / "train.csv").read_text().splitlines()[0] == "label,youtube_id,time_start,time_end,split"
+    assert len(list((actions_dir / "videos").rglob("*.mp4"))) == 10
+
+
+def test_inspect_counts_classes_durations(actions_dir, capsys):
+    assert main(["data", "inspect", str(actions_dir)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    train, val = report["splits"]["train"], report["splits"]["val"]
+    assert train["videos_found"] + val["videos_found"] == 10
+    assert train["readable"] == train["videos_found"] and train["unreadable"] == {}
+    assert train["duration_s"]["mean"] == pytest.approx(2.0, abs=0.1)
+    assert train["num_classes"] == 12 and sum(train["videos_per_class"].values()) == train["readable"]
+
+
+def test_inspect_reports_unreadable(actions_dir, tmp_path, capsys):
+    root = tmp_path / "k"
+    shutil.copytree(actions_dir, root)
+    victim = sorted((root / "videos" / "train").rglob("*.mp4"))[0]
+    victim.write_bytes(b"not a video")
+    assert main(["data", "inspect", str(root)]) == 0
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert str(victim) in report["splits"]["train"]["unreadable"]
+    assert "1 unreadable file" in captured.err
+
+
+def test_synth_detection_and_segmentation_inspect(tmp_path, capsys):
+    det, seg = tmp_path / "det", tmp_path / "seg"
+    assert main(["data", "synth", "--task", "detection", "--out", str(det), "--videos", "3", *SMALL]) == 0
+    assert main(["data", "synth", "--task", "segmentation", "--out", str(seg), "--videos", "3", *SMALL]) == 0
+    capsys.readouterr()
+    assert main(["data", "inspect", str(det)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["format"] == "coco-vid"
+    assert report["splits"]["train"]["images"] == 20 * report["splits"]["train"]["videos"]
+    assert main(["data", "inspect", str(seg)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["format"] == "video-segmentation" and report["splits"]["train"]["classes"][0] == "background"
+
+
+def test_cost_prints_published_figure(capsys):
+    assert main(["cost", "r2plus1d_18", "--input", "3x16x112x112", "--json"]) == 0
+    out = capsys.readouterr().out
+    assert "40.519 GFLOPs" in out
+    assert _json_tail(out)["macs"] == pytest.approx(40.519e9, rel=1e-3)
+
+
+def test_user_errors_exit_2_with_one_line(tmp_path, capsys):
+    assert main(["data", "inspect", str(tmp_path / "missing")]) == 2
+    assert "dataset path not found" in capsys.readouterr().err
+    assert main(["cost", "resnet9000"]) == 2
+    assert "unknown backbone 'resnet9000'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["cost", "r2plus1d_18", "--input", "3xAx112"])
+
+
+def test_console_script_installed():
+    exe = Path(sys.executable).parent / "dynvid"
+    out = subprocess.run([str(exe), "cost", "r2plus1d_18", "--input", "3x8x64x64", "--width-mult", "0.25"],
+                         capture_output=True, text=True, check=True).stdout
+    assert "GFLOPs" in out
