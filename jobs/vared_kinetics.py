@@ -5,7 +5,7 @@
 Until the VA-RED² method lands this job trains its first stage, the static R(2+1)D-18
 base model, and reports clip-1 (and K-LeftCenterRight video-1/5) accuracy with the
 measured GFLOPs per clip. The default is sized to finish in minutes on a 2-core machine:
-R(2+1)D-18 at width 0.25 on 8×64×64 clips of the synthetic actions (72×96 scenes).
+R(2+1)D-18 at width 0.25 on 8×48×48 clips of the synthetic actions (54×72 scenes).
 """
 
 from __future__ import annotations
@@ -21,17 +21,22 @@ DEFAULTS = [
     "model.width_mult=0.25",
     "data.clip_len=8",
     "data.stride=4",
-    "data.crop_size=64",
-    "data.train_short_side=72",
-    "data.test_short_side=64",
-    "data.synthetic_height=72",
-    "data.synthetic_width=96",
+    "data.crop_size=48",
+    "data.train_short_side=54",
+    "data.test_short_side=48",
+    "data.synthetic_height=54",
+    "data.synthetic_width=72",
     "data.batch_size=16",
     "data.loader_workers=1",
-    "data.synthetic_train_videos=960",
+    "data.synthetic_train_videos=1920",
     "data.synthetic_val_videos=240",
-    "optim.epochs=6",
-    "optim.lr=0.1",
+    # The thesis' SGD lr of 0.18 is for 1152-clip batches on 96 GPUs; at 16 clips on a laptop
+    # Adam converges in the few hundred steps this budget has (SGD at 0.1 stays at chance).
+    "optim.optimizer=adam",
+    "optim.lr=0.002",
+    "optim.weight_decay=0",
+    "optim.warmup_epochs=0.5",
+    "optim.epochs=8",
     "train.test_videos=120",
     "train.num_workers=1",
     "train.cpus_per_worker=2",

@@ -5,6 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 REPO=$(pwd)
+# Ray 2.60 heads require a token (written to ~/.ray/auth_token by `ray start`); the CLI
+# clients only send it in token mode.
+export RAY_AUTH_MODE=${RAY_AUTH_MODE:-token}
 RAY_PORT=${RAY_PORT:-6379}
 DASHBOARD_PORT=${DASHBOARD_PORT:-8265}
 RUNS=${DYNVID_RUNS:-$REPO/runs}

@@ -27,7 +27,6 @@ so augmentation is reproducible whatever the number of loader workers; call
 
 from __future__ import annotations
 
-import logging
 from abc import abstractmethod
 from dataclasses import dataclass
 
@@ -35,14 +34,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from dynvid.data.errors import DatasetError
+from dynvid.data.errors import BadFileLog, DatasetError
 from dynvid.data.sampling import random_clip_indices, uniform_clip_indices
 from dynvid.data.transforms import EvalViewsTransform, TrainClipTransform, resize_short_side
 from dynvid.data.video_io import VideoDecodeError
 
 __all__ = ["ClipSpec", "VideoClipDataset", "MODES"]
 
-log = logging.getLogger(__name__)
 MODES = ("train", "val", "test")
 
 
@@ -81,14 +79,14 @@ class VideoClipDataset(Dataset):
     def __init__(self, spec: ClipSpec, mode: str = "train", seed: int = 0, max_bad_fraction: float = 0.05):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        if not 0.0 <= max_bad_fraction <= 1.0:
-            raise ValueError(f"max_bad_fraction must be in [0, 1], got {max_bad_fraction}")
         self.spec = spec
         self.mode = mode
         self.seed = seed
         self.epoch = 0
+        if not 0.0 <= max_bad_fraction <= 1.0:
+            raise ValueError(f"max_bad_fraction must be in [0, 1], got {max_bad_fraction}")
         self.max_bad_fraction = max_bad_fraction
-        self.bad_videos: dict[str, str] = {}  # path -> reason
+        self._bad: BadFileLog | None = None  # created on first use: len() needs the subclass
         self.train_transform = TrainClipTransform(
             crop_size=spec.crop_size, short_side=spec.train_short_side, flip_prob=spec.flip_prob
         )
@@ -127,6 +125,11 @@ class VideoClipDataset(Dataset):
     def num_classes(self) -> int:
         return len(self.classes)
 
+    @property
+    def bad_videos(self) -> dict[str, str]:
+        """Unreadable videos met so far in this process: path -> reason."""
+        return self._bad.files if self._bad is not None else {}
+
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
@@ -142,18 +145,10 @@ class VideoClipDataset(Dataset):
             try:
                 return self._load(i), self.video_label(i)
             except VideoDecodeError as exc:
-                self._record_bad(name, exc.reason)
+                if self._bad is None:
+                    self._bad = BadFileLog(n, self.max_bad_fraction, type(self).__name__)
+                self._bad.record(name, exc.reason)
         raise DatasetError(f"no readable video left in the dataset ({n} videos, all failed to decode)")
-
-    def _record_bad(self, name: str, reason: str) -> None:
-        self.bad_videos[name] = reason
-        log.warning("skipping unreadable video %s: %s", name, reason)
-        if len(self.bad_videos) > self.max_bad_fraction * len(self):
-            listed = "\n".join(f"  {p}: {r}" for p, r in list(self.bad_videos.items())[:20])
-            raise DatasetError(
-                f"{len(self.bad_videos)} of {len(self)} videos are unreadable, more than "
-                f"max_bad_fraction={self.max_bad_fraction:g}; first ones:\n{listed}"
-            )
 
     def _load(self, i: int) -> torch.Tensor:
         spec = self.spec

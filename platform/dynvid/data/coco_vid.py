@@ -68,15 +68,12 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
 
-from dynvid.data.errors import AnnotationError, DatasetError
+from dynvid.data.errors import AnnotationError, BadFileLog, DatasetError
+from dynvid.data.sampling import eval_windows, item_generator, sample_clip
 
 __all__ = [
     "CocoVideoDetection",
     "collate_detection",
-    "sample_clip",
-    "eval_windows",
-    "item_generator",
-    "BadFileLog",
     "UnreadableFile",
     "read_rgb",
     "xywh_to_xyxy",
@@ -99,89 +96,8 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # --------------------------------------------------------------------------------------
-# Clip sampling (shared with dynvid.data.segmentation)
+# Image decoding (shared with dynvid.data.segmentation)
 # --------------------------------------------------------------------------------------
-
-
-def sample_clip(
-    num_frames: int, clip_len: int, stride: int, generator: torch.Generator | None = None
-) -> tuple[list[int], list[bool]]:
-    """Random clip of ``clip_len`` frame positions, ``stride`` apart, inside a video.
-
-    The start is uniform over the positions where the whole clip fits. A video shorter
-    than the clip's span starts at 0 and repeats its last frame; repeats are
-    ``valid=False``. Returns ``(positions, valid)``.
-    """
-    if num_frames < 1 or clip_len < 1 or stride < 1:
-        raise ValueError(f"need num_frames, clip_len, stride >= 1, got {num_frames}, {clip_len}, {stride}")
-    span = (clip_len - 1) * stride + 1
-    if num_frames >= span:
-        start = int(torch.randint(0, num_frames - span + 1, (1,), generator=generator))
-        return [start + k * stride for k in range(clip_len)], [True] * clip_len
-    pos = [k * stride for k in range(clip_len)]
-    return [min(p, num_frames - 1) for p in pos], [p < num_frames for p in pos]
-
-
-def eval_windows(num_frames: int, clip_len: int, stride: int) -> list[tuple[list[int], list[bool]]]:
-    """Windows that together contain every frame position exactly once, in order.
-
-    Frames are cut into blocks of ``clip_len * stride``; block ``b`` yields ``stride``
-    windows, window ``p`` holding positions ``b*clip_len*stride + p + k*stride``. With
-    ``stride=1`` these are plain consecutive chunks. A short last window is padded by
-    repeating its last frame, flagged ``valid=False``. Returns ``[(positions, valid)]``.
-    """
-    if clip_len < 1 or stride < 1:
-        raise ValueError(f"need clip_len, stride >= 1, got {clip_len}, {stride}")
-    span = clip_len * stride
-    windows = []
-    for block in range(0, num_frames, span):
-        for phase in range(stride):
-            pos = list(range(block + phase, min(block + span, num_frames), stride))
-            if not pos:
-                continue
-            pad = clip_len - len(pos)
-            windows.append((pos + [pos[-1]] * pad, [True] * len(pos) + [False] * pad))
-    return windows
-
-
-def item_generator(seed: int, epoch: int, index: int) -> torch.Generator:
-    """A generator that depends only on ``(seed, epoch, index)``, not on the worker."""
-    state = np.random.SeedSequence([seed, epoch, index]).generate_state(1, dtype=np.uint64)[0]
-    return torch.Generator().manual_seed(int(state) & ((1 << 63) - 1))
-
-
-class BadFileLog:
-    """Records unreadable files and raises once too many of the dataset's files are bad.
-
-    Args:
-        total: number of files the dataset reads (the denominator of the fraction).
-        max_fraction: largest tolerated ``len(bad) / total``.
-        what: a name for the dataset used in messages (e.g. the annotation path).
-    """
-
-    def __init__(self, total: int, max_fraction: float, what: str) -> None:
-        if not 0.0 <= max_fraction <= 1.0:
-            raise ValueError(f"max_bad_fraction must be in [0, 1], got {max_fraction}")
-        self.total = max(int(total), 1)
-        self.max_fraction = float(max_fraction)
-        self.what = what
-        self.files: dict[str, str] = {}  # path -> reason, insertion-ordered
-
-    def __contains__(self, path: str) -> bool:
-        return path in self.files
-
-    def record(self, path: str, reason: str) -> None:
-        if path not in self.files:
-            self.files[path] = reason
-            logger.warning("%s: skipping unreadable file %s (%s)", self.what, path, reason)
-        fraction = len(self.files) / self.total
-        if fraction > self.max_fraction:
-            shown = "; ".join(f"{p} ({r})" for p, r in list(self.files.items())[:5])
-            more = f" and {len(self.files) - 5} more" if len(self.files) > 5 else ""
-            raise DatasetError(
-                f"{self.what}: {len(self.files)} of {self.total} files unreadable "
-                f"({fraction:.1%} > max_bad_fraction {self.max_fraction:.1%}): {shown}{more}"
-            )
 
 
 class UnreadableFile(Exception):

@@ -6,6 +6,9 @@ failing job points at the byte to fix rather than at a stack frame.
 
 - :class:`DatasetError` — the dataset cannot be used as given: a missing file or
   directory, too many unreadable files, an inconsistent layout.
+- :class:`BadFileLog` — the skip-and-report policy for unreadable files shared by every
+  loader: each bad file is logged once with its path, and the loader fails only when the
+  bad fraction passes ``max_bad_fraction``.
 - :class:`AnnotationError` — one annotation/list/label file has a bad entry; carries
   ``path``, ``line`` (1-based, optional) and ``key`` (optional, e.g.
   ``"annotations[12].category_id"``) as attributes for programmatic use.
@@ -17,9 +20,12 @@ exceptions across processes).
 
 from __future__ import annotations
 
+import logging
 import os
 
-__all__ = ["DatasetError", "AnnotationError"]
+logger = logging.getLogger(__name__)
+
+__all__ = ["DatasetError", "AnnotationError", "BadFileLog"]
 
 
 class DatasetError(ValueError):
@@ -55,3 +61,37 @@ class AnnotationError(DatasetError):
         # The default pickles ``self.args`` (the formatted text) and would call
         # ``AnnotationError(text)``, losing the fields; rebuild from them instead.
         return (type(self), (self.path, self.detail, self.line, self.key))
+
+
+class BadFileLog:
+    """Records unreadable files and raises once too many of the dataset's files are bad.
+
+    Args:
+        total: number of files the dataset reads (the denominator of the fraction).
+        max_fraction: largest tolerated ``len(bad) / total``.
+        what: a name for the dataset used in messages (e.g. the annotation path).
+    """
+
+    def __init__(self, total: int, max_fraction: float, what: str) -> None:
+        if not 0.0 <= max_fraction <= 1.0:
+            raise ValueError(f"max_bad_fraction must be in [0, 1], got {max_fraction}")
+        self.total = max(int(total), 1)
+        self.max_fraction = float(max_fraction)
+        self.what = what
+        self.files: dict[str, str] = {}  # path -> reason, insertion-ordered
+
+    def __contains__(self, path: str) -> bool:
+        return path in self.files
+
+    def record(self, path: str, reason: str) -> None:
+        if path not in self.files:
+            self.files[path] = reason
+            logger.warning("%s: skipping unreadable file %s (%s)", self.what, path, reason)
+        fraction = len(self.files) / self.total
+        if fraction > self.max_fraction:
+            shown = "; ".join(f"{p} ({r})" for p, r in list(self.files.items())[:5])
+            more = f" and {len(self.files) - 5} more" if len(self.files) > 5 else ""
+            raise DatasetError(
+                f"{self.what}: {len(self.files)} of {self.total} files unreadable "
+                f"({fraction:.1%} > max_bad_fraction {self.max_fraction:.1%}): {shown}{more}"
+            )

@@ -48,16 +48,9 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
 
-from dynvid.data.coco_vid import (
-    BadFileLog,
-    UnreadableFile,
-    hflip_clip,
-    item_generator,
-    read_rgb,
-    sample_clip,
-    eval_windows,
-)
-from dynvid.data.errors import AnnotationError, DatasetError
+from dynvid.data.coco_vid import UnreadableFile, hflip_clip, read_rgb
+from dynvid.data.errors import AnnotationError, BadFileLog, DatasetError
+from dynvid.data.sampling import eval_windows, item_generator, sample_clip
 
 __all__ = ["VideoSegmentation", "read_label", "read_list_file", "pad_clip", "crop_clip"]
 

@@ -55,7 +55,10 @@ def init_ray(address: str | None = None) -> None:
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
-    ray.init(address=address, log_to_driver=True, runtime_env={"env_vars": WORKER_ENV})
+    if address:  # a job on a cluster: its runtime env (cluster/runtime_env.yaml) sets WORKER_ENV
+        ray.init(address=address, log_to_driver=True)
+    else:
+        ray.init(log_to_driver=True, runtime_env={"env_vars": WORKER_ENV})
 
 
 def _storage_path(path: str) -> str:
