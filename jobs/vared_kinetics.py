@@ -72,9 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config(ExperimentConfig, args.config, args.overrides, base=base)
     result = fit(cfg, method="static", init_from=args.init_from)
     m = result.metrics
+    chance = 1.0 / m["num_classes"] if m.get("num_classes") else float("nan")
     print(f"\n[dynvid] run {result.run_name} finished; results under {result.storage_path}")
     print(f"[dynvid] clip-1 accuracy {m.get('val_clip_top1', float('nan')):.4f} "
-          f"(chance {1 / 12:.4f}), video-1 {m.get('test_video_top1', float('nan')):.4f}, "
+          f"(chance {chance:.4f}), video-1 {m.get('test_video_top1', float('nan')):.4f}, "
           f"GFLOPs/clip {m.get('val_gflops_avg', float('nan')):.3f}")
     for stage in result.stages:
         print(f"[dynvid] stage {stage.stage}: checkpoint {stage.checkpoint_path}")

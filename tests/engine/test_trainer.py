@@ -69,6 +69,15 @@ def test_rerun_with_same_name_resumes(tiny_run):
     assert ckpt["train_state"]["global_step"] == 8  # 4 steps resumed + 4 new, not 8 new
 
 
+def test_finished_run_submitted_again_reports_its_metrics(tiny_run):
+    from dynvid.engine.trainer import fit
+
+    result, cfg, _, _ = tiny_run
+    again = fit(apply_overrides(cfg, ["optim.epochs=2"]), method="static")  # after the resume test: done
+    assert again.metrics["epoch"] == 2 and "val_clip_top1" in again.metrics
+    assert load_checkpoint(again.stages[0].checkpoint_path)["train_state"]["global_step"] == 8  # no new steps
+
+
 def test_mlflow_run_has_params_and_metrics(tiny_run):
     _, cfg, _, uri = tiny_run
     client = mlflow.MlflowClient(tracking_uri=uri)

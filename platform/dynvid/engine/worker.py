@@ -138,6 +138,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
                       {"method": loop_config["method"], "stage": loop_config["stage"], **to_dict(cfg)},
                       enabled=rank == 0)
     epochs = cfg.optim.epochs
+    if start_epoch >= epochs:  # a finished run submitted again: report what it reached
+        say(f"[dynvid] {loop_config['run_name']} already trained {epochs} epochs; reporting its final metrics")
+        ray.train.report(dict(state["metadata"]["metrics"]))
     for epoch in range(start_epoch, epochs):
         _set_epoch(train_loader, train_ds, epoch)
         model.train()
@@ -164,7 +167,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
                     + f" lr={scheduler.get_last_lr()[0]:.4g} {rate:.1f} clips/s")
         elapsed = time.perf_counter() - t0
         metrics = {f"train_{k}": v / max(seen, 1) for k, v in sums.items()}
-        metrics.update(epoch=epoch + 1, lr=scheduler.get_last_lr()[0],
+        metrics.update(epoch=epoch + 1, lr=scheduler.get_last_lr()[0], num_classes=train_ds.num_classes,
                        throughput_clips_per_s=seen * world / elapsed, epoch_time_s=elapsed)
         last = epoch + 1 == epochs
         if last or (epoch + 1) % cfg.train.eval_every == 0:
