@@ -34,10 +34,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from dynvid.data.errors import BadFileLog, DatasetError
+from dynvid.data.errors import BadFileLog, UnreadableFile
 from dynvid.data.sampling import random_clip_indices, uniform_clip_indices
 from dynvid.data.transforms import EvalViewsTransform, TrainClipTransform, resize_short_side
-from dynvid.data.video_io import VideoDecodeError
 
 __all__ = ["ClipSpec", "VideoClipDataset", "MODES"]
 
@@ -112,13 +111,13 @@ class VideoClipDataset(Dataset):
 
     @abstractmethod
     def video_num_frames(self, index: int) -> int:
-        """Frame count in the target frame rate. May raise VideoDecodeError."""
+        """Frame count in the target frame rate. May raise UnreadableFile (e.g. VideoDecodeError)."""
 
     @abstractmethod
     def read_frames(self, index: int, frame_indices: np.ndarray, short_side: int) -> np.ndarray:
         """uint8 (T, H, W, 3) frames at ``frame_indices`` (target-fps units), resized so the
         short side is ``short_side`` (or left for the transform to resize). May raise
-        VideoDecodeError."""
+        UnreadableFile (e.g. VideoDecodeError)."""
 
     # ---- the shared part ----------------------------------------------------------------
     @property
@@ -137,18 +136,15 @@ class VideoClipDataset(Dataset):
         n = len(self)
         if not 0 <= index < n:
             raise IndexError(f"index {index} out of range for dataset of {n} videos")
-        for attempt in range(n):
-            i = (index + attempt) % n
-            name = self.video_name(i)
-            if name in self.bad_videos:
-                continue
-            try:
-                return self._load(i), self.video_label(i)
-            except VideoDecodeError as exc:
-                if self._bad is None:
-                    self._bad = BadFileLog(n, self.max_bad_fraction, type(self).__name__)
-                self._bad.record(name, exc.reason)
-        raise DatasetError(f"no readable video left in the dataset ({n} videos, all failed to decode)")
+        if self._bad is None:
+            self._bad = BadFileLog(n, self.max_bad_fraction, type(self).__name__)
+        return self._bad.first_readable(index, n, self._item, f"{type(self).__name__} ({n} videos)")
+
+    def _item(self, i: int):
+        name = self.video_name(i)
+        if name in self._bad:
+            raise UnreadableFile(name, self._bad.files[name])
+        return self._load(i), self.video_label(i)
 
     def _load(self, i: int) -> torch.Tensor:
         spec = self.spec

@@ -68,7 +68,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
 
-from dynvid.data.errors import AnnotationError, BadFileLog, DatasetError
+from dynvid.data.errors import AnnotationError, BadFileLog, DatasetError, UnreadableFile
 from dynvid.data.sampling import eval_windows, item_generator, sample_clip
 
 __all__ = [
@@ -98,15 +98,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # --------------------------------------------------------------------------------------
 # Image decoding (shared with dynvid.data.segmentation)
 # --------------------------------------------------------------------------------------
-
-
-class UnreadableFile(Exception):
-    """Internal signal: ``path`` could not be decoded (caught by the datasets)."""
-
-    def __init__(self, path: str, reason: str) -> None:
-        super().__init__(f"{path}: {reason}")
-        self.path = path
-        self.reason = reason
 
 
 def read_rgb(path: str) -> torch.Tensor:
@@ -542,12 +533,7 @@ class CocoVideoDetection(Dataset):
             raise IndexError(f"index {index} out of range for {len(self)} items")
         if self.mode == "test":
             return self._load(index, skip_bad=False)
-        for attempt in range(len(self)):
-            try:
-                return self._load((index + attempt) % len(self), skip_bad=True)
-            except UnreadableFile as exc:
-                self._bad.record(exc.path, exc.reason)
-        raise DatasetError(f"{self.ann_file}: no readable clip in any video")
+        return self._bad.first_readable(index, len(self), lambda i: self._load(i, skip_bad=True), self.ann_file)
 
     def _load(self, index: int, skip_bad: bool) -> dict:
         g = item_generator(self.seed, self.epoch, index)

@@ -22,10 +22,13 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DatasetError", "AnnotationError", "BadFileLog"]
+__all__ = ["DatasetError", "AnnotationError", "UnreadableFile", "BadFileLog"]
 
 
 class DatasetError(ValueError):
@@ -63,6 +66,19 @@ class AnnotationError(DatasetError):
         return (type(self), (self.path, self.detail, self.line, self.key))
 
 
+class UnreadableFile(Exception):
+    """A data file (video, image, label) could not be decoded; caught by the datasets,
+    which skip it and record it in their :class:`BadFileLog`."""
+
+    def __init__(self, path: str | os.PathLike, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+
+    def __reduce__(self):
+        return (type(self), (self.path, self.reason))
+
+
 class BadFileLog:
     """Records unreadable files and raises once too many of the dataset's files are bad.
 
@@ -95,3 +111,14 @@ class BadFileLog:
                 f"{self.what}: {len(self.files)} of {self.total} files unreadable "
                 f"({fraction:.1%} > max_bad_fraction {self.max_fraction:.1%}): {shown}{more}"
             )
+
+    def first_readable(self, index: int, count: int, load: Callable[[int], T], what: str) -> T:
+        """``load(index)``; while it raises :class:`UnreadableFile`, record the file and
+        fall through to the next item (wrapping around), so a DataLoader never sees the
+        failure. Raises :class:`DatasetError` naming ``what`` when no item is readable."""
+        for attempt in range(count):
+            try:
+                return load((index + attempt) % count)
+            except UnreadableFile as exc:
+                self.record(exc.path, exc.reason)
+        raise DatasetError(f"{what}: no readable item left ({count} tried)")

@@ -48,8 +48,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
 
-from dynvid.data.coco_vid import UnreadableFile, hflip_clip, read_rgb
-from dynvid.data.errors import AnnotationError, BadFileLog, DatasetError
+from dynvid.data.coco_vid import hflip_clip, read_rgb
+from dynvid.data.errors import AnnotationError, BadFileLog, DatasetError, UnreadableFile
 from dynvid.data.sampling import eval_windows, item_generator, sample_clip
 
 __all__ = ["VideoSegmentation", "read_label", "read_list_file", "pad_clip", "crop_clip"]
@@ -295,12 +295,9 @@ class VideoSegmentation(Dataset):
             raise IndexError(f"index {index} out of range for {len(self)} items")
         if self.mode == "test":
             return self._load(index, skip_bad=False)
-        for attempt in range(len(self)):
-            try:
-                return self._load((index + attempt) % len(self), skip_bad=True)
-            except UnreadableFile as exc:
-                self._bad.record(exc.path, exc.reason)
-        raise DatasetError(f"{self.root}: no readable clip in split {self.split!r}")
+        return self._bad.first_readable(
+            index, len(self), lambda i: self._load(i, skip_bad=True), f"{self.root} split {self.split!r}"
+        )
 
     def _read_pair(self, frame_path: str, label_path: str) -> tuple[torch.Tensor, torch.Tensor]:
         for path in (frame_path, label_path):

@@ -36,6 +36,8 @@ from typing import Sequence
 import av
 import numpy as np
 
+from dynvid.data.errors import UnreadableFile
+
 __all__ = [
     "VideoDecodeError",
     "VideoInfo",
@@ -47,13 +49,11 @@ __all__ = [
 ]
 
 
-class VideoDecodeError(RuntimeError):
+class VideoDecodeError(UnreadableFile):
     """A video file cannot be opened or decoded. ``path`` names the file."""
 
-    def __init__(self, path: str | os.PathLike, reason: str):
-        self.path = str(path)
-        self.reason = reason
-        super().__init__(f"cannot decode video {self.path}: {reason}")
+    def __str__(self) -> str:
+        return f"cannot decode video {self.path}: {self.reason}"
 
 
 @dataclass(frozen=True)
