@@ -1,0 +1,25 @@
+"""Smoke run of the data benchmark: it measures and writes the shared benchmark JSON shape."""
+
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_bench_data_smoke(tmp_path, capsys):
+    sys.path.insert(0, str(REPO / "jobs"))
+    try:
+        import bench_data
+    finally:
+        sys.path.pop(0)
+    out = tmp_path / "bench.json"
+    assert bench_data.main(["--smoke-test", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert set(report) == {"benchmark", "config", "results", "targets"}
+    assert report["results"]["clips"] == 6 and report["results"]["bad_videos"] == 0
+    assert report["results"]["clips_per_s_per_core"] > 0
+    (target,) = report["targets"]
+    assert target["name"] == "clips_per_s_per_core" and target["direction"] == "max" and target["target"] == 15.0
+    assert target["met"] == (target["value"] >= 15.0)
+    assert "clips_per_s_per_core" in capsys.readouterr().out
