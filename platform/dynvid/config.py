@@ -144,7 +144,7 @@ class TrainConfig:
     seed: int = 0
     """Global seed; each rank adds its rank."""
     eval_every: int = 1
-    """Evaluate clip-1 accuracy every N epochs (and after the last)."""
+    """Evaluate clip-1 accuracy every N epochs and after the last; 0 = never (benchmarks)."""
     final_test: bool = True
     """Run the K-LeftCenterRight test (video-1/5) after training."""
     test_videos: int | None = None
@@ -157,6 +157,20 @@ class TrainConfig:
     """MLflow tracking URI (``sqlite:///runs/mlflow.db``, ``http://host:5000``); None = no tracking."""
     mlflow_experiment: str = "dynvid"
     """MLflow experiment name."""
+    max_failures: int = 0
+    """Worker-group restarts allowed (Ray ``FailureConfig``); each resumes from the last checkpoint."""
+    checkpoints_to_keep: int = 2
+    """Checkpoints kept per stage (the latest is always kept for resuming)."""
+    checkpoint_score: str | None = None
+    """Metric ranking the kept checkpoints (e.g. ``val_clip_top1``); None = keep the most recent."""
+    checkpoint_score_order: str = "max"
+    """``max`` or ``min``: which end of ``checkpoint_score`` is best."""
+    grad_accum_steps: int = 1
+    """Accumulate gradients over this many batches per optimizer step."""
+    amp: bool = False
+    """Mixed precision (bfloat16 autocast on CPU, float16 + GradScaler on CUDA)."""
+    sync_batchnorm: bool = False
+    """Convert BatchNorm to SyncBatchNorm (GPU, more than one worker)."""
 
 
 @dataclass

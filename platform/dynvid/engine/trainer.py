@@ -43,6 +43,24 @@ class FitResult:
     def metrics(self) -> dict:
         return self.stages[-1].metrics if self.stages else {}
 
+    def table(self, markdown: bool = False) -> str:
+        """One row per stage: epochs, accuracies, measured GFLOPs per clip, wall time."""
+        cols = [("stage", "stage", "{}"), ("epochs", "epoch", "{:.0f}"), ("clip-1", "val_clip_top1", "{:.4f}"),
+                ("clip-5", "val_clip_top5", "{:.4f}"), ("video-1", "test_video_top1", "{:.4f}"),
+                ("video-5", "test_video_top5", "{:.4f}"), ("GFLOPs/clip", "val_gflops_avg", "{:.3f}"),
+                ("time", "stage_time_s", "{:.0f}s")]
+        rows = []
+        for st in self.stages:
+            values = {**st.metrics, "stage": st.stage}
+            rows.append([fmt.format(values[key]) if values.get(key) is not None else "–" for _, key, fmt in cols])
+        header = [name for name, _, _ in cols]
+        if markdown:
+            lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+        widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+        fmt_row = lambda r: "  ".join(v.rjust(w) for v, w in zip(r, widths))  # noqa: E731
+        return "\n".join([fmt_row(header), fmt_row(["-" * w for w in widths])] + [fmt_row(r) for r in rows])
+
 
 # Ray Train V2 tees every worker print into its logger as well, which shows each line twice
 # on the driver; the worker loop prints its own progress, so keep plain prints.
@@ -67,8 +85,18 @@ def _storage_path(path: str) -> str:
     return str(Path(path).expanduser().resolve())
 
 
-def fit(cfg: ExperimentConfig, method: str = "static", init_from: str | None = None) -> FitResult:
-    """Train every stage of ``method`` on Ray Train; returns the metrics of each stage."""
+def fit(
+    cfg: ExperimentConfig, method: str = "static", init_from: str | None = None, inject_failure: str | None = None
+) -> FitResult:
+    """Train every stage of ``method`` on Ray Train; returns the metrics of each stage.
+
+    Args:
+        cfg: the experiment.
+        method: a name from ``dynvid.engine.task.TASKS``.
+        init_from: checkpoint directory the first stage starts from (weights only).
+        inject_failure: fault injection for tests and drills, ``"MARKER:EPOCH:STEP"``: the
+            rank-0 worker dies once at that step (see ``worker._maybe_inject_failure``).
+    """
     task = get_task(method, cfg)
     init_ray()
     run_name = cfg.run_name()
@@ -86,6 +114,7 @@ def fit(cfg: ExperimentConfig, method: str = "static", init_from: str | None = N
                 "stage": stage.name,
                 "run_name": stage_name,
                 "init_from": previous if (stage.init_from_previous or previous == init_from) else None,
+                "inject_failure": inject_failure,
             },
             scaling_config=ray.train.ScalingConfig(
                 num_workers=cfg.train.num_workers,
@@ -95,7 +124,12 @@ def fit(cfg: ExperimentConfig, method: str = "static", init_from: str | None = N
             run_config=ray.train.RunConfig(
                 name=stage_name,
                 storage_path=storage,
-                checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+                checkpoint_config=ray.train.CheckpointConfig(
+                    num_to_keep=cfg.train.checkpoints_to_keep,
+                    checkpoint_score_attribute=cfg.train.checkpoint_score,
+                    checkpoint_score_order=cfg.train.checkpoint_score_order,
+                ),
+                failure_config=ray.train.FailureConfig(max_failures=cfg.train.max_failures),
             ),
         )
         t0 = time.perf_counter()
@@ -105,4 +139,5 @@ def fit(cfg: ExperimentConfig, method: str = "static", init_from: str | None = N
         metrics["stage_time_s"] = time.perf_counter() - t0
         result.stages.append(StageResult(stage.name, stage_name, metrics, ckpt))
         previous = ckpt
+    print(f"\n[dynvid] results of {run_name}\n{result.table()}", flush=True)
     return result

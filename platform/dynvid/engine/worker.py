@@ -10,7 +10,9 @@ see :mod:`dynvid.engine.checkpoint`). A rerun with the same run name resumes fro
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import random
 import tempfile
 import time
@@ -65,22 +67,54 @@ def reduce_metrics(metrics: dict[str, float]) -> dict[str, float]:
     return out
 
 
-def _loader(dataset, batch_size: int, shuffle: bool, workers: int, drop_last: bool) -> DataLoader:
-    return DataLoader(
+class ShardSampler(torch.utils.data.Sampler):
+    """This rank's share of the dataset, reproducible from (seed, epoch) alone.
+
+    Training: a permutation drawn from ``seed + epoch`` (so a run resumed at an epoch
+    boundary sees exactly the batches an uninterrupted run would), cut so every rank gets
+    the same number of samples. Evaluation: every ``world``-th sample from ``rank``, in
+    order, without the padding of ``DistributedSampler`` (no sample is counted twice;
+    metrics are reduced weighted by sample count).
+    """
+
+    def __init__(self, n: int, rank: int, world: int, shuffle: bool, seed: int = 0):
+        self.n, self.rank, self.world, self.shuffle, self.seed = n, rank, world, shuffle, seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _indices(self) -> list[int]:
+        if not self.shuffle:
+            return list(range(self.rank, self.n, self.world))
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = torch.randperm(self.n, generator=g).tolist()
+        per_rank = self.n // self.world
+        return order[self.rank * per_rank : (self.rank + 1) * per_rank]
+
+    def __iter__(self):
+        return iter(self._indices())
+
+    def __len__(self) -> int:
+        return len(self._indices()) if not self.shuffle else self.n // self.world
+
+
+def _loader(dataset, batch_size: int, shuffle: bool, workers: int, drop_last: bool, seed: int = 0) -> DataLoader:
+    ctx = ray.train.get_context()
+    loader = DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=shuffle,
+        sampler=ShardSampler(len(dataset), ctx.get_world_rank(), ctx.get_world_size(), shuffle, seed),
         num_workers=workers,
         drop_last=drop_last,
         persistent_workers=False,  # re-pickle each epoch so set_epoch reaches the workers
     )
+    return ray.train.torch.prepare_data_loader(loader, add_dist_sampler=False)
 
 
 def _set_epoch(loader, dataset, epoch: int) -> None:
     dataset.set_epoch(epoch)
-    sampler = getattr(loader, "sampler", None)
-    if hasattr(sampler, "set_epoch"):
-        sampler.set_epoch(epoch)
+    loader.sampler.set_epoch(epoch)
 
 
 def train_loop_per_worker(loop_config: dict) -> None:
@@ -97,8 +131,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
     d = cfg.data
     train_ds = build_clip_dataset(d, d.train_split, "train", seed=cfg.train.seed)
     val_ds = build_clip_dataset(d, d.val_split, "val", seed=cfg.train.seed)
-    train_loader = ray.train.torch.prepare_data_loader(_loader(train_ds, d.batch_size, True, d.loader_workers, True))
-    val_loader = ray.train.torch.prepare_data_loader(_loader(val_ds, d.batch_size, False, d.loader_workers, False))
+    train_loader = _loader(train_ds, d.batch_size, True, d.loader_workers, True, seed=cfg.train.seed)
+    val_loader = _loader(val_ds, d.batch_size, False, d.loader_workers, False)
     steps_per_epoch = len(train_loader)
     if steps_per_epoch == 0:
         raise ValueError(f"train split has {len(train_ds)} videos, fewer than one batch of "
@@ -120,9 +154,13 @@ def train_loop_per_worker(loop_config: dict) -> None:
         say(f"[dynvid] initialised from {init_from} (missing keys: {len(missing)}, unexpected: {len(unexpected)})")
     if state is not None:
         model.load_state_dict(state["model"])
+    if cfg.train.sync_batchnorm and world > 1 and cfg.train.use_gpu:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model = ray.train.torch.prepare_model(model)
+    device = ray.train.torch.get_device()
+    amp = _Amp(cfg.train.amp, device)
     optimizer = build_optimizer(model.parameters(), cfg.optim)
-    scheduler = build_scheduler(optimizer, cfg.optim, steps_per_epoch)
+    scheduler = build_scheduler(optimizer, cfg.optim, math.ceil(steps_per_epoch / cfg.train.grad_accum_steps))
     if state is not None and state["train_state"] is not None:
         optimizer.load_state_dict(state["train_state"]["optimizer"])
         scheduler.load_state_dict(state["train_state"]["scheduler"])
@@ -145,32 +183,41 @@ def train_loop_per_worker(loop_config: dict) -> None:
         _set_epoch(train_loader, train_ds, epoch)
         model.train()
         t0, seen, sums = time.perf_counter(), 0, {}
+        accum = cfg.train.grad_accum_steps
+        optimizer.zero_grad(set_to_none=True)
         for step, batch in enumerate(train_loader):
-            loss, logs = task.training_step(model, batch, stage)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite loss {float(loss)} at epoch {epoch} step {step}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.optim.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-            optimizer.step()
-            scheduler.step()
+            _maybe_inject_failure(loop_config.get("inject_failure"), epoch, step)
+            last_micro = (step + 1) % accum == 0 or step + 1 == steps_per_epoch
+            # DDP all-reduces gradients only on the micro-batch that steps the optimizer.
+            sync = contextlib.nullcontext() if last_micro or not hasattr(model, "no_sync") else model.no_sync()
+            with sync:
+                with amp.autocast():
+                    loss, logs = task.training_step(model, batch, stage)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"non-finite loss {float(loss)} at epoch {epoch + 1} step {step + 1}")
+                amp.backward(loss / accum)
+            if last_micro:
+                amp.step(optimizer, model.parameters(), cfg.optim.grad_clip)
+                optimizer.zero_grad(set_to_none=True)
+                scheduler.step()
             global_step += 1
             n = len(batch[1])
             seen += n
             for k, v in logs.items():
                 sums[k] = sums.get(k, 0.0) + v * n
             if (step + 1) % cfg.train.log_every == 0 or step + 1 == steps_per_epoch:
-                rate = seen * world / (time.perf_counter() - t0)
-                say(f"[dynvid] epoch {epoch + 1}/{epochs} step {step + 1}/{steps_per_epoch} "
+                spent = time.perf_counter() - t0
+                left = (steps_per_epoch - step - 1) + steps_per_epoch * (epochs - epoch - 1)
+                say(f"[dynvid] {stage.name} epoch {epoch + 1}/{epochs} step {step + 1}/{steps_per_epoch} "
                     + " ".join(f"{k}={v / seen:.4f}" for k, v in sums.items())
-                    + f" lr={scheduler.get_last_lr()[0]:.4g} {rate:.1f} clips/s")
+                    + f" lr={scheduler.get_last_lr()[0]:.4g} {seen * world / spent:.1f} clips/s"
+                    + f" ETA {_duration(spent / (step + 1) * left)}")
         elapsed = time.perf_counter() - t0
         metrics = {f"train_{k}": v / max(seen, 1) for k, v in sums.items()}
         metrics.update(epoch=epoch + 1, lr=scheduler.get_last_lr()[0], num_classes=train_ds.num_classes,
                        throughput_clips_per_s=seen * world / elapsed, epoch_time_s=elapsed)
         last = epoch + 1 == epochs
-        if last or (epoch + 1) % cfg.train.eval_every == 0:
+        if cfg.train.eval_every > 0 and (last or (epoch + 1) % cfg.train.eval_every == 0):
             val = reduce_metrics(task.evaluate(model, val_loader, stage))
             metrics.update({f"val_{k}": v for k, v in val.items()})
             say(f"[dynvid] epoch {epoch + 1}/{epochs} val clip-1 {val['clip_top1']:.4f} "
@@ -182,14 +229,57 @@ def train_loop_per_worker(loop_config: dict) -> None:
     tracker.finish()
 
 
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class _Amp:
+    """Mixed precision: bfloat16 autocast on CPU; float16 autocast + GradScaler on CUDA."""
+
+    def __init__(self, enabled: bool, device: torch.device):
+        self.enabled = enabled
+        self.device_type = device.type
+        self.dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+        self.scaler = torch.amp.GradScaler(device.type, enabled=enabled and device.type == "cuda")
+
+    def autocast(self):
+        if not self.enabled:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device_type, dtype=self.dtype)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.scaler.scale(loss).backward()
+
+    def step(self, optimizer, params, grad_clip: float | None) -> None:
+        if grad_clip:
+            self.scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(params, grad_clip)
+        self.scaler.step(optimizer)
+        self.scaler.update()
+
+
+def _maybe_inject_failure(spec: str | None, epoch: int, step: int) -> None:
+    """Fault injection for tests and chaos drills (``fit(..., inject_failure=...)``): with
+    ``spec = "MARKER:EPOCH:STEP"`` (1-based) the rank-0 worker process dies at that step
+    unless the file ``MARKER`` exists; it creates ``MARKER`` first, so the worker group
+    that Ray starts in its place goes on."""
+    if not spec or ray.train.get_context().get_world_rank() != 0:
+        return
+    marker, at_epoch, at_step = spec.rsplit(":", 2)
+    if (epoch + 1, step + 1) == (int(at_epoch), int(at_step)) and not os.path.exists(marker):
+        open(marker, "w").close()
+        print(f"[dynvid] injected failure: worker exits at epoch {epoch + 1} step {step + 1}", flush=True)
+        os._exit(1)
+
+
 def _final_test(cfg: ExperimentConfig, task: Task, stage, model, say) -> dict[str, float]:
     """K-LeftCenterRight video-level accuracy (thesis Sec. 4.3) on the val split."""
     d = cfg.data
     test_ds = build_clip_dataset(d, d.val_split, "test", seed=cfg.train.seed)
     if cfg.train.test_videos is not None and cfg.train.test_videos < len(test_ds):
         test_ds = torch.utils.data.Subset(test_ds, range(cfg.train.test_videos))
-    loader = ray.train.torch.prepare_data_loader(
-        _loader(test_ds, max(1, d.batch_size // 4), False, d.loader_workers, False))
+    loader = _loader(test_ds, max(1, d.batch_size // 4), False, d.loader_workers, False)
     t0 = time.perf_counter()
     test = reduce_metrics(task.evaluate(model, loader, stage))
     say(f"[dynvid] test ({d.num_test_clips} clips × {d.num_test_crops} crops, {int(test['num_samples'])} videos): "
