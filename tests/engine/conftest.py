@@ -148,3 +148,22 @@ def mlflow_server(s3_server, tmp_path_factory):
     finally:
         _stop_process_group(proc)
         log.close()
+
+
+# ---- Ray ------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def ray_cluster(s3_server, tmp_path_factory):
+    """A local Ray instance (2 CPUs), started once per session and shut down by its own handle.
+    Its workers get the S3 endpoint and (fake) credentials through the runtime env, as the
+    engine's ``init_ray`` does for a real run."""
+    import ray
+
+    from dynvid.engine.storage import credential_env
+    from dynvid.engine.trainer import WORKER_ENV
+
+    ctx = ray.init(num_cpus=2, include_dashboard=False, log_to_driver=True,
+                   runtime_env={"env_vars": {**WORKER_ENV, **credential_env()}},
+                   _temp_dir=str(tmp_path_factory.mktemp("ray")))
+    yield ctx
+    ray.shutdown()

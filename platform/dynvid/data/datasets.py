@@ -6,6 +6,8 @@ A spec names where the videos are:
   (:mod:`dynvid.data.synthetic`) generated on the fly, deterministically from the seed,
   with no disk round trip. They go through exactly the same sampling and transforms as
   files (:class:`~dynvid.data.clips.VideoClipDataset`).
+- ``kinetics:s3://bucket/prefix`` (or just ``s3://…``) — the same folder on S3; the engine
+  mirrors it to a local cache first (:func:`dynvid.engine.storage.fetch_dataset`).
 - ``kinetics:DIR`` (or just ``DIR``) — Kinetics-style folder: ``DIR/{split}.csv`` or
   ``DIR/{split}_list.txt``, optional ``DIR/classes.txt``, videos under
   ``DIR/videos/{split}``, ``DIR/{split}`` or ``DIR`` (what ``dynvid data synth`` writes).
@@ -75,7 +77,7 @@ def parse_spec(spec: str) -> tuple[str, str]:
     if sep and kind in SPEC_KINDS:
         return kind, arg
     if spec.startswith("s3://"):
-        raise DatasetError(f"dataset {spec!r}: S3 datasets are read through the engine's storage layer")
+        return "kinetics", spec
     if not sep or Path(spec).exists():
         return "kinetics", spec
     raise DatasetError(f"dataset spec {spec!r}: unknown kind {kind!r}; valid: {', '.join(SPEC_KINDS)} (e.g. synthetic:actions, kinetics:/data/k400)")
@@ -108,6 +110,9 @@ def build_clip_dataset(cfg: DataConfig, split: str, mode: str, seed: int = 0) ->
             n, split=split, scene=scene, spec=spec, mode=mode, seed=seed, content_seed=cfg.synthetic_seed
         )
     spec = clip_spec(cfg)
+    if arg.startswith("s3://"):
+        raise DatasetError(f"dataset {cfg.dataset!r} is on S3: mirror it first with "
+                           "dynvid.engine.storage.fetch_dataset (the training engine does this)")
     root = Path(arg)
     if not root.is_dir():
         raise DatasetError(f"dataset folder not found: {root} (from dataset spec {cfg.dataset!r})")

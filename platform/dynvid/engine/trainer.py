@@ -12,13 +12,13 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import ray
 import ray.train
 from ray.train.torch import TorchTrainer
 
 from dynvid.config import ExperimentConfig, to_dict
+from dynvid.engine.storage import check_storage, credential_env, is_remote, ray_storage
 from dynvid.engine.task import get_task
 from dynvid.engine.worker import train_loop_per_worker
 
@@ -75,14 +75,8 @@ def init_ray(address: str | None = None) -> None:
     address = address or os.environ.get("RAY_ADDRESS")
     if address:  # a job on a cluster: its runtime env (cluster/runtime_env.yaml) sets WORKER_ENV
         ray.init(address=address, log_to_driver=True)
-    else:
-        ray.init(log_to_driver=True, runtime_env={"env_vars": WORKER_ENV})
-
-
-def _storage_path(path: str) -> str:
-    if "://" in path:
-        return path
-    return str(Path(path).expanduser().resolve())
+    else:  # a local instance: workers get the S3/MLflow credentials of this process, never printed
+        ray.init(log_to_driver=True, runtime_env={"env_vars": {**WORKER_ENV, **credential_env()}})
 
 
 def fit(
@@ -100,12 +94,14 @@ def fit(
     task = get_task(method, cfg)
     init_ray()
     run_name = cfg.run_name()
-    storage = _storage_path(cfg.train.storage_path)
-    result = FitResult(run_name=run_name, storage_path=storage)
+    check_storage(cfg.train.storage_path)  # an unreachable endpoint fails here, naming the URI
+    storage, filesystem = ray_storage(cfg.train.storage_path)
+    shown = cfg.train.storage_path if is_remote(cfg.train.storage_path) else storage
+    result = FitResult(run_name=run_name, storage_path=shown)
     previous = init_from
     for stage in task.stages:
         stage_name = f"{run_name}-{stage.name}"
-        print(f"[dynvid] stage {stage.name}: {stage.description} -> {storage}/{stage_name}", flush=True)
+        print(f"[dynvid] stage {stage.name}: {stage.description} -> {shown}/{stage_name}", flush=True)
         trainer = TorchTrainer(
             train_loop_per_worker,
             train_loop_config={
@@ -124,6 +120,7 @@ def fit(
             run_config=ray.train.RunConfig(
                 name=stage_name,
                 storage_path=storage,
+                storage_filesystem=filesystem,
                 checkpoint_config=ray.train.CheckpointConfig(
                     num_to_keep=cfg.train.checkpoints_to_keep,
                     checkpoint_score_attribute=cfg.train.checkpoint_score,
@@ -134,7 +131,9 @@ def fit(
         )
         t0 = time.perf_counter()
         res = trainer.fit()
-        ckpt = res.checkpoint.path if res.checkpoint is not None else None
+        ckpt = None
+        if res.checkpoint is not None:  # an s3 checkpoint path is bucket-relative: give it back its scheme
+            ckpt = f"s3://{res.checkpoint.path}" if filesystem is not None else res.checkpoint.path
         metrics = dict(res.metrics or {})
         metrics["stage_time_s"] = time.perf_counter() - t0
         result.stages.append(StageResult(stage.name, stage_name, metrics, ckpt))

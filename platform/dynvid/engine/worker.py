@@ -28,6 +28,7 @@ from dynvid.config import ExperimentConfig, from_dict, to_dict
 from dynvid.data.datasets import build_clip_dataset
 from dynvid.engine.checkpoint import load_checkpoint, save_checkpoint
 from dynvid.engine.optim import build_optimizer, build_scheduler
+from dynvid.engine.storage import fetch_checkpoint, fetch_dataset, is_remote
 from dynvid.engine.task import Task, get_task
 from dynvid.engine.tracking import Tracker
 
@@ -99,6 +100,23 @@ class ShardSampler(torch.utils.data.Sampler):
         return len(self._indices()) if not self.shuffle else self.n // self.world
 
 
+def _localize_dataset(cfg: ExperimentConfig, say) -> ExperimentConfig:
+    """A dataset on S3 (``kinetics:s3://bucket/k400``) is mirrored to this node's cache once
+    (the local-rank-0 worker downloads, the others wait) and read from there."""
+    kind, _, arg = cfg.data.dataset.partition(":")
+    uri = arg if kind == "kinetics" else cfg.data.dataset
+    if not is_remote(uri):
+        return cfg
+    if ray.train.get_context().get_local_rank() == 0:
+        say(f"[dynvid] mirroring dataset {uri} to the local cache")
+        local = fetch_dataset(uri)
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+    if ray.train.get_context().get_local_rank() != 0:
+        local = fetch_dataset(uri)  # everything is present: only compares sizes
+    return from_dict(ExperimentConfig, {**to_dict(cfg), "data": {**to_dict(cfg.data), "dataset": f"kinetics:{local}"}})
+
+
 def _loader(dataset, batch_size: int, shuffle: bool, workers: int, drop_last: bool, seed: int = 0) -> DataLoader:
     ctx = ray.train.get_context()
     loader = DataLoader(
@@ -128,6 +146,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     say = (lambda *a: print(*a, flush=True)) if rank == 0 else (lambda *a: None)
 
     # ---- data -------------------------------------------------------------------------------
+    cfg = _localize_dataset(cfg, say)
     d = cfg.data
     train_ds = build_clip_dataset(d, d.train_split, "train", seed=cfg.train.seed)
     val_ds = build_clip_dataset(d, d.val_split, "val", seed=cfg.train.seed)
@@ -149,7 +168,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
             state = load_checkpoint(path)
         say(f"[dynvid] resuming {loop_config['run_name']} from epoch {state['metadata']['epoch'] + 1}")
     elif init_from:
-        init = load_checkpoint(init_from)
+        init = load_checkpoint(fetch_checkpoint(init_from))
         missing, unexpected = model.load_state_dict(init["model"], strict=False)
         say(f"[dynvid] initialised from {init_from} (missing keys: {len(missing)}, unexpected: {len(unexpected)})")
     if state is not None:
