@@ -14,7 +14,8 @@ import argparse
 import json
 import sys
 
-from dynvid.config import ExperimentConfig, apply_overrides, load_config
+from dynvid.config import ConfigError, ExperimentConfig, apply_overrides, load_config
+from dynvid.data.errors import DatasetError
 
 # Laptop-sized defaults for the embedded dataset; every one can be overridden with --set.
 DEFAULTS = [
@@ -58,7 +59,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--config", help="YAML config file (sections: data, model, optim, train)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. --set optim.epochs=20 (repeatable)")
-    p.add_argument("--init-from", help="start the first stage from this checkpoint directory")
+    p.add_argument("--init-from", metavar="URI", help="start the first stage from this checkpoint (directory or s3://)")
+    p.add_argument("--tracking-uri", metavar="URI",
+                   help="MLflow tracking URI (default: sqlite:///runs/mlflow.db; http://host:5000 for a server)")
     p.add_argument("--smoke-test", action="store_true", help="tiny budget: checks the job end to end")
     p.add_argument("--out", help="write the final metrics as JSON to this file")
     return p.parse_args(argv)
@@ -66,11 +69,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from dynvid.engine.storage import StorageError
+    from dynvid.engine.tracking import TrackingError
     from dynvid.engine.trainer import fit  # imports Ray
 
     base = apply_overrides(ExperimentConfig(), DEFAULTS + (SMOKE if args.smoke_test else []))
-    cfg = load_config(ExperimentConfig, args.config, args.overrides, base=base)
-    result = fit(cfg, method="static", init_from=args.init_from)
+    overrides = args.overrides + ([f"train.mlflow_tracking_uri={args.tracking_uri}"] if args.tracking_uri else [])
+    try:
+        cfg = load_config(ExperimentConfig, args.config, overrides, base=base)
+    except ConfigError as exc:
+        print(f"vared_kinetics: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        result = fit(cfg, method="static", init_from=args.init_from)
+    except (StorageError, TrackingError, DatasetError) as exc:  # bad input: one line, no traceback
+        print(f"vared_kinetics: error: {exc}", file=sys.stderr)
+        return 2
     m = result.metrics
     chance = 1.0 / m["num_classes"] if m.get("num_classes") else float("nan")
     print(f"\n[dynvid] run {result.run_name} finished; results under {result.storage_path}")
@@ -79,9 +93,12 @@ def main(argv: list[str] | None = None) -> int:
           f"GFLOPs/clip {m.get('val_gflops_avg', float('nan')):.3f}")
     for stage in result.stages:
         print(f"[dynvid] stage {stage.stage}: checkpoint {stage.checkpoint_path}")
+    if result.registered:
+        print(f"[dynvid] registered model: models:/{result.registered['name']}@candidate "
+              f"(version {result.registered['version']})")
     if args.out:
         with open(args.out, "w") as f:
-            json.dump({"run_name": result.run_name, "metrics": m,
+            json.dump({"run_name": result.run_name, "metrics": m, "registered": result.registered,
                        "checkpoints": [s.checkpoint_path for s in result.stages]}, f, indent=2, default=str)
     return 0
 

@@ -4,6 +4,11 @@
     dynvid data inspect PATH            counts, classes, durations, unreadable files
     dynvid cost MODEL --input 3x16x112x112
     dynvid train [--config FILE] [--set key=value ...]
+    dynvid models list [NAME] [--tracking-uri URI] [--json]
+    dynvid models promote NAME VERSION --alias ALIAS [--tracking-uri URI]
+
+``models`` talks to the MLflow registry at ``--tracking-uri``, else ``$MLFLOW_TRACKING_URI``,
+else ``sqlite:///runs/mlflow.db`` (relative to the current folder).
 
 Errors in user input (missing paths, bad annotations, unknown names) print one line
 naming the culprit and exit with status 2; no traceback.
@@ -20,6 +25,8 @@ from pathlib import Path
 
 from dynvid.config import ConfigError
 from dynvid.data.errors import DatasetError
+from dynvid.engine.storage import StorageError
+from dynvid.engine.tracking import TrackingError
 
 __all__ = ["main"]
 
@@ -184,9 +191,55 @@ def cmd_train(args: argparse.Namespace) -> int:
     from dynvid.config import ExperimentConfig, load_config
     from dynvid.engine.trainer import fit
 
-    cfg = load_config(ExperimentConfig, args.config, args.overrides)
+    overrides = args.overrides + ([f"train.mlflow_tracking_uri={args.tracking_uri}"] if args.tracking_uri else [])
+    cfg = load_config(ExperimentConfig, args.config, overrides)
     result = fit(cfg, method=args.method, init_from=args.init_from)
     print(json.dumps({"run_name": result.run_name, "metrics": result.metrics}, indent=2, default=str))
+    return 0
+
+
+# ---- models (MLflow registry) -------------------------------------------------------------
+
+def _registry_uri(args: argparse.Namespace) -> str:
+    from dynvid.engine.registry import default_tracking_uri
+
+    return args.tracking_uri or default_tracking_uri()
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    from dynvid.engine.registry import list_models
+    from dynvid.engine.tracking import redact_uri
+
+    uri = _registry_uri(args)
+    rows = list_models(uri, args.name)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print(f"[dynvid] no registered models at {redact_uri(uri)}")
+        return 0
+    header = ("NAME", "VERSION", "ALIASES", "ACCURACY", "GFLOPS", "CREATED", "RUN")
+    table = [header] + [
+        (r["name"], str(r["version"]), ",".join(r["aliases"]) or "-",
+         f"{r['metrics']['accuracy']:.4f}" if "accuracy" in r["metrics"] else "-",
+         f"{r['metrics']['gflops']:.3f}" if "gflops" in r["metrics"] else "-",
+         r["created"], r["run_id"] or "-")
+        for r in rows
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    return 0
+
+
+def cmd_models_promote(args: argparse.Namespace) -> int:
+    from dynvid.engine.registry import list_models, promote
+
+    uri = _registry_uri(args)
+    before = [r["version"] for r in list_models(uri, args.name) if args.alias in r["aliases"]]
+    promote(uri, args.name, args.version, args.alias)
+    moved = f" (was version {before[0]})" if before and before[0] != args.version else ""
+    print(f"[dynvid] {args.name}@{args.alias} -> version {args.version}{moved}")
     return 0
 
 
@@ -224,8 +277,24 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--method", default="static")
     t.add_argument("--config")
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    t.add_argument("--init-from")
+    t.add_argument("--init-from", metavar="URI", help="checkpoint (directory or s3://) the first stage starts from")
+    t.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI (default sqlite:///runs/mlflow.db)")
     t.set_defaults(func=cmd_train)
+
+    models = sub.add_parser("models", help="MLflow model registry: list versions, move aliases").add_subparsers(
+        dest="models_command", required=True)
+    uri_help = "MLflow tracking/registry URI (default: $MLFLOW_TRACKING_URI, else sqlite:///runs/mlflow.db)"
+    ml = models.add_parser("list", help="registered versions with their aliases and metrics")
+    ml.add_argument("name", nargs="?", help="one registered model (default: all)")
+    ml.add_argument("--tracking-uri", help=uri_help)
+    ml.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    ml.set_defaults(func=cmd_models_list)
+    mp = models.add_parser("promote", help="point an alias (e.g. production) at a version")
+    mp.add_argument("name", help="registered model name")
+    mp.add_argument("version", type=int, help="version number")
+    mp.add_argument("--alias", required=True, help="alias to set or move, e.g. production")
+    mp.add_argument("--tracking-uri", help=uri_help)
+    mp.set_defaults(func=cmd_models_promote)
     return p
 
 
@@ -233,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (DatasetError, ConfigError, FileNotFoundError) as exc:
+    except (DatasetError, ConfigError, FileNotFoundError, TrackingError, StorageError) as exc:
         print(f"dynvid: error: {exc}", file=sys.stderr)
         return 2
     except ValueError as exc:  # unknown backbone/method names and similar user errors

@@ -73,6 +73,13 @@ class DataConfig:
     """Clips per worker per step."""
     loader_workers: int = 0
     """DataLoader worker processes per training worker (0 = decode in the training process)."""
+    ingest: str = "torch"
+    """``torch``: a DataLoader per training worker; ``ray_data``: decode + augment in Ray Data
+    actors on CPU nodes, streamed to the trainers (see ``dynvid.engine.ingest``)."""
+    decoders: int = 1
+    """Ray Data decode actors (``ingest=ray_data``)."""
+    cpus_per_decoder: float = 1.0
+    """CPUs reserved per decode actor."""
     max_bad_fraction: float = 0.05
     """Tolerated fraction of missing/undecodable videos before a run fails."""
     synthetic_seed: int = 0
@@ -153,8 +160,9 @@ class TrainConfig:
     """Print progress every N steps."""
     threads: int | None = None
     """torch intra-op threads per worker; None = CPUs per worker."""
-    mlflow_tracking_uri: str | None = None
-    """MLflow tracking URI (``sqlite:///runs/mlflow.db``, ``http://host:5000``); None = no tracking."""
+    mlflow_tracking_uri: str | None = "sqlite:///runs/mlflow.db"
+    """MLflow tracking URI: a local SQLite file (default; relative to the working directory),
+    or ``http://host:5000`` for a server; None = no tracking."""
     mlflow_experiment: str = "dynvid"
     """MLflow experiment name."""
     max_failures: int = 0

@@ -45,3 +45,14 @@ def test_failure_without_retries_fails_the_run(ray_cluster, tmp_path):
     cfg = apply_overrides(ExperimentConfig(), TWO_EPOCHS + [f"train.storage_path={tmp_path}", "train.name=fragile"])
     with pytest.raises(Exception):
         _fit(cfg, inject_failure=f"{tmp_path / 'marker'}:1:2")
+
+
+def test_ray_data_ingest(ray_cluster, tmp_path):
+    cfg = apply_overrides(ExperimentConfig(), TWO_EPOCHS + [
+        f"train.storage_path={tmp_path}", "train.name=raydata", "optim.epochs=1",
+        "data.ingest=ray_data", "data.decoders=1", "data.cpus_per_decoder=1",
+    ])
+    result = _fit(cfg)
+    ckpt = load_checkpoint(result.stages[0].checkpoint_path)
+    assert ckpt["train_state"]["global_step"] == 4  # 16 videos streamed in batches of 4
+    assert result.metrics["train_loss"] > 0 and result.metrics["val_num_samples"] == 8

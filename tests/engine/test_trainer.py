@@ -28,18 +28,19 @@ TINY = [
     "train.test_videos=4",
     "train.cpus_per_worker=1",
     "train.log_every=2",
+    "train.mlflow_tracking_uri=null",
 ]
 
 
 @pytest.fixture(scope="module")
-def tiny_run(ray_cluster, tmp_path_factory):
+def tiny_run(ray_cluster, mlflow_server, tmp_path_factory):
+    """One tiny training job tracked on a real ``mlflow server`` whose artifacts live on S3."""
     from dynvid.engine.trainer import fit
 
     root = tmp_path_factory.mktemp("train")
-    uri = f"sqlite:///{root}/mlflow.db"
     cfg = apply_overrides(ExperimentConfig(), TINY + [f"train.storage_path={root}/runs", "optim.epochs=1",
-                                                     f"train.mlflow_tracking_uri={uri}", "train.name=tiny"])
-    return fit(cfg, method="static"), cfg, root, uri
+                                                     f"train.mlflow_tracking_uri={mlflow_server}", "train.name=tiny"])
+    return fit(cfg, method="static"), cfg, root, mlflow_server
 
 
 def test_fit_reports_metrics_and_checkpoint(tiny_run):
@@ -57,6 +58,26 @@ def test_fit_reports_metrics_and_checkpoint(tiny_run):
     assert "fc.weight" in ckpt["model"] and ckpt["train_state"]["global_step"] == 4
 
 
+def test_registered_model_reproduces_its_accuracy(tiny_run):
+    from torch.utils.data import DataLoader
+
+    from dynvid.data.datasets import build_clip_dataset
+    from dynvid.engine import registry
+    from dynvid.methods.static import StaticClassification
+
+    result, cfg, _, uri = tiny_run
+    assert result.registered["name"] == "static-r2plus1d_18-synthetic-actions"
+    model = registry.load_registered(uri, result.registered["name"], alias="candidate")
+    val = build_clip_dataset(cfg.data, cfg.data.val_split, "val")
+    task = StaticClassification()
+    metrics = task.evaluate(model, DataLoader(val, batch_size=4), task.stages[0])
+    assert metrics["clip_top1"] == pytest.approx(result.metrics["val_clip_top1"])
+    assert metrics["gflops_avg"] == pytest.approx(result.metrics["val_gflops_avg"])
+    (version,) = [v for v in registry.list_models(uri, result.registered["name"])
+                  if str(v["version"]) == str(result.registered["version"])]
+    assert "candidate" in version["aliases"] and version["tags"]["method"] == "static"
+
+
 def test_rerun_with_same_name_resumes(tiny_run):
     from dynvid.engine.trainer import fit
 
@@ -70,24 +91,61 @@ def test_rerun_with_same_name_resumes(tiny_run):
 
 
 def test_finished_run_submitted_again_reports_its_metrics(tiny_run):
+    from dynvid.engine import registry
     from dynvid.engine.trainer import fit
 
-    result, cfg, _, _ = tiny_run
+    result, cfg, _, uri = tiny_run
     again = fit(apply_overrides(cfg, ["optim.epochs=2"]), method="static")  # after the resume test: done
     assert again.metrics["epoch"] == 2 and "val_clip_top1" in again.metrics
+    versions = registry.list_models(uri, result.registered["name"])
+    assert len(versions) == 2  # the first run and the resumed one; the resubmission registered nothing new
     assert load_checkpoint(again.stages[0].checkpoint_path)["train_state"]["global_step"] == 8  # no new steps
 
 
-def test_mlflow_run_has_params_and_metrics(tiny_run):
+def test_mlflow_parent_and_child_runs(tiny_run):
     _, cfg, _, uri = tiny_run
     client = mlflow.MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name("dynvid")
-    runs = client.search_runs([exp.experiment_id], filter_string="attributes.run_name = 'tiny-base'")
-    assert len(runs) == 1  # the resumed stage continued the same run
-    run = runs[0]
-    assert run.data.params["model.width_mult"] == "0.125" and run.data.params["method"] == "static"
-    history = client.get_metric_history(run.info.run_id, "val_clip_top1")
+    (parent,) = client.search_runs([exp.experiment_id], filter_string="attributes.run_name = 'tiny'")
+    children = client.search_runs([exp.experiment_id], filter_string="attributes.run_name = 'tiny-base'")
+    assert len(children) == 1  # the resumed and re-submitted stage continued the same child run
+    child = children[0]
+    assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert child.data.params["model.width_mult"] == "0.125" and child.data.params["method"] == "static"
+    assert parent.data.params["optim.epochs"] == "1"
+    history = client.get_metric_history(child.info.run_id, "val_clip_top1")
     assert sorted(h.step for h in history)[0] == 1
+    assert "val_gflops_avg" in parent.data.metrics
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert "results.md" in artifacts and "model_card.md" in artifacts
+
+
+def test_no_credential_value_is_logged(tiny_run, s3_server, tmp_path):
+    _, _, _, uri = tiny_run
+    secrets = [s3_server.env["AWS_SECRET_ACCESS_KEY"], s3_server.env["AWS_ACCESS_KEY_ID"]]
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("dynvid")
+    runs = client.search_runs([exp.experiment_id])
+    assert runs
+    seen = []
+    for run in runs:
+        seen += [f"{k}={v}" for k, v in {**run.data.params, **run.data.tags}.items()]
+        local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, tracking_uri=uri,
+                                                    dst_path=str(tmp_path / run.info.run_id))
+        seen += [p.read_bytes().decode("latin-1") for p in Path(local).rglob("*") if p.is_file()]
+    assert len(seen) > 10
+    assert not [s for s in secrets for text in seen if s in text]
+
+
+def test_unreachable_tracking_uri_fails_before_training(ray_cluster, tmp_path):
+    from dynvid.engine.tracking import TrackingError
+    from dynvid.engine.trainer import fit
+
+    cfg = apply_overrides(ExperimentConfig(), TINY + [f"train.storage_path={tmp_path}",
+                                                     "train.mlflow_tracking_uri=http://127.0.0.1:9"])
+    with pytest.raises(TrackingError, match=r"http://127\.0\.0\.1:9"):
+        fit(cfg, method="static")
+    assert not list(tmp_path.iterdir())  # nothing started
 
 
 def test_main_job_smoke(ray_cluster, tmp_path):

@@ -15,10 +15,13 @@ from dataclasses import dataclass, field
 
 import ray
 import ray.train
+import torch
 from ray.train.torch import TorchTrainer
 
-from dynvid.config import ExperimentConfig, to_dict
-from dynvid.engine.storage import check_storage, credential_env, is_remote, ray_storage
+from dynvid.config import DataConfig, ExperimentConfig, from_dict, to_dict
+from dynvid.engine import registry, tracking
+from dynvid.engine.checkpoint import load_checkpoint
+from dynvid.engine.storage import check_storage, credential_env, fetch_checkpoint, fetch_dataset, is_remote, ray_storage
 from dynvid.engine.task import get_task
 from dynvid.engine.worker import train_loop_per_worker
 
@@ -38,6 +41,8 @@ class FitResult:
     run_name: str
     storage_path: str
     stages: list[StageResult] = field(default_factory=list)
+    registered: dict | None = None
+    """``{"name", "version", "model_uri"}`` of the registered final model, if any."""
 
     @property
     def metrics(self) -> dict:
@@ -80,63 +85,135 @@ def init_ray(address: str | None = None) -> None:
 
 
 def fit(
-    cfg: ExperimentConfig, method: str = "static", init_from: str | None = None, inject_failure: str | None = None
+    cfg: ExperimentConfig,
+    method: str = "static",
+    init_from: str | None = None,
+    inject_failure: str | None = None,
+    register: bool = True,
 ) -> FitResult:
     """Train every stage of ``method`` on Ray Train; returns the metrics of each stage.
+
+    Before anything starts, the storage path and the MLflow tracking URI are checked (an
+    unreachable endpoint fails here, naming it). With tracking on, the job is an MLflow
+    parent run and each stage a child run (logged by the rank-0 worker); at the end the
+    final model is logged and registered (alias ``candidate``) with a model card.
 
     Args:
         cfg: the experiment.
         method: a name from ``dynvid.engine.task.TASKS``.
-        init_from: checkpoint directory the first stage starts from (weights only).
+        init_from: checkpoint (directory or ``s3://`` URI) the first stage starts from.
         inject_failure: fault injection for tests and drills, ``"MARKER:EPOCH:STEP"``: the
             rank-0 worker dies once at that step (see ``worker._maybe_inject_failure``).
+        register: log and register the final model in the MLflow registry.
     """
     task = get_task(method, cfg)
-    init_ray()
     run_name = cfg.run_name()
-    check_storage(cfg.train.storage_path)  # an unreachable endpoint fails here, naming the URI
+    check_storage(cfg.train.storage_path)
+    uri = cfg.train.mlflow_tracking_uri
+    if uri:
+        uri = tracking.resolve_tracking_uri(uri)
+        tracking.check_tracking_uri(uri)
+    init_ray()
     storage, filesystem = ray_storage(cfg.train.storage_path)
     shown = cfg.train.storage_path if is_remote(cfg.train.storage_path) else storage
     result = FitResult(run_name=run_name, storage_path=shown)
-    previous = init_from
-    for stage in task.stages:
-        stage_name = f"{run_name}-{stage.name}"
-        print(f"[dynvid] stage {stage.name}: {stage.description} -> {shown}/{stage_name}", flush=True)
-        trainer = TorchTrainer(
-            train_loop_per_worker,
-            train_loop_config={
-                "experiment": to_dict(cfg),
-                "method": method,
-                "stage": stage.name,
-                "run_name": stage_name,
-                "init_from": previous if (stage.init_from_previous or previous == init_from) else None,
-                "inject_failure": inject_failure,
-            },
-            scaling_config=ray.train.ScalingConfig(
-                num_workers=cfg.train.num_workers,
-                use_gpu=cfg.train.use_gpu,
-                resources_per_worker={"CPU": cfg.train.cpus_per_worker},
-            ),
-            run_config=ray.train.RunConfig(
-                name=stage_name,
-                storage_path=storage,
-                storage_filesystem=filesystem,
-                checkpoint_config=ray.train.CheckpointConfig(
-                    num_to_keep=cfg.train.checkpoints_to_keep,
-                    checkpoint_score_attribute=cfg.train.checkpoint_score,
-                    checkpoint_score_order=cfg.train.checkpoint_score_order,
+    parent = tracking.start_job_run(uri, cfg.train.mlflow_experiment, run_name,
+                                    {"method": method, **to_dict(cfg)}) if uri else None
+    try:
+        datasets = _ray_datasets(cfg)
+        previous = init_from
+        for stage in task.stages:
+            stage_name = f"{run_name}-{stage.name}"
+            print(f"[dynvid] stage {stage.name}: {stage.description} -> {shown}/{stage_name}", flush=True)
+            trainer = TorchTrainer(
+                train_loop_per_worker,
+                datasets=datasets,
+                train_loop_config={
+                    "experiment": to_dict(cfg),
+                    "method": method,
+                    "stage": stage.name,
+                    "run_name": stage_name,
+                    "init_from": previous if (stage.init_from_previous or previous == init_from) else None,
+                    "inject_failure": inject_failure,
+                    "mlflow_tracking_uri": uri,
+                    "mlflow_parent_run_id": parent,
+                },
+                scaling_config=ray.train.ScalingConfig(
+                    num_workers=cfg.train.num_workers,
+                    use_gpu=cfg.train.use_gpu,
+                    resources_per_worker={"CPU": cfg.train.cpus_per_worker},
                 ),
-                failure_config=ray.train.FailureConfig(max_failures=cfg.train.max_failures),
-            ),
-        )
-        t0 = time.perf_counter()
-        res = trainer.fit()
-        ckpt = None
-        if res.checkpoint is not None:  # an s3 checkpoint path is bucket-relative: give it back its scheme
-            ckpt = f"s3://{res.checkpoint.path}" if filesystem is not None else res.checkpoint.path
-        metrics = dict(res.metrics or {})
-        metrics["stage_time_s"] = time.perf_counter() - t0
-        result.stages.append(StageResult(stage.name, stage_name, metrics, ckpt))
-        previous = ckpt
-    print(f"\n[dynvid] results of {run_name}\n{result.table()}", flush=True)
+                run_config=ray.train.RunConfig(
+                    name=stage_name,
+                    storage_path=storage,
+                    storage_filesystem=filesystem,
+                    checkpoint_config=ray.train.CheckpointConfig(
+                        num_to_keep=cfg.train.checkpoints_to_keep,
+                        checkpoint_score_attribute=cfg.train.checkpoint_score,
+                        checkpoint_score_order=cfg.train.checkpoint_score_order,
+                    ),
+                    failure_config=ray.train.FailureConfig(max_failures=cfg.train.max_failures),
+                ),
+            )
+            t0 = time.perf_counter()
+            res = trainer.fit()
+            ckpt = None
+            if res.checkpoint is not None:  # an s3 checkpoint path is bucket-relative: give it back its scheme
+                ckpt = f"s3://{res.checkpoint.path}" if filesystem is not None else res.checkpoint.path
+            metrics = dict(res.metrics or {})
+            metrics["stage_time_s"] = time.perf_counter() - t0
+            result.stages.append(StageResult(stage.name, stage_name, metrics, ckpt))
+            previous = ckpt
+        print(f"\n[dynvid] results of {run_name}\n{result.table()}", flush=True)
+        if parent:
+            _finish_tracking(cfg, task, method, uri, parent, result, register)
+    except BaseException:
+        if parent:
+            tracking.finish_job_run(uri, parent, {}, status="FAILED")
+        raise
     return result
+
+
+def _ray_datasets(cfg: ExperimentConfig) -> dict | None:
+    """``TorchTrainer(datasets=...)`` for ``data.ingest=ray_data``; None for DataLoaders."""
+    if cfg.data.ingest == "torch":
+        return None
+    if cfg.data.ingest != "ray_data":
+        raise ValueError(f"data.ingest: unknown ingest {cfg.data.ingest!r}; valid: torch, ray_data")
+    from dynvid.data.datasets import build_clip_dataset
+    from dynvid.engine.ingest import build_train_dataset
+
+    data = cfg.data
+    kind, _, arg = data.dataset.partition(":")
+    if kind == "kinetics" and is_remote(arg):  # the driver needs the list of videos only
+        data = from_dict(DataConfig, {**to_dict(data), "dataset": f"kinetics:{fetch_dataset(arg)}"})
+    n = len(build_clip_dataset(data, data.train_split, "train"))
+    return {"train": build_train_dataset(cfg.data, n, cfg.train.seed, cfg.data.decoders, cfg.data.cpus_per_decoder)}
+
+
+def _finish_tracking(cfg, task, method, uri, parent, result: FitResult, register: bool) -> None:
+    """Close the job's MLflow run: final metrics, results table, final checkpoint, and the
+    registered model with its card."""
+    m = result.metrics
+    cost = {k: v for k, v in m.items() if "gflops" in k}
+    ckpt_dir = fetch_checkpoint(result.stages[-1].checkpoint_path) if result.stages[-1].checkpoint_path else None
+    name = registry.registered_name(method, cfg.model.backbone, cfg.data.dataset)
+    checkpoint = result.stages[-1].checkpoint_path
+    known = {v["tags"].get("checkpoint") for v in registry.list_models(uri)
+             if v["name"] == name}  # a finished job submitted again is not registered twice
+    if register and ckpt_dir and checkpoint not in known:
+        ckpt = load_checkpoint(ckpt_dir)
+        model = task.build_model(cfg, int(m["num_classes"]))
+        model.load_state_dict(ckpt["model"])
+        model.eval()
+        accuracy = m.get("test_video_top1", m.get("val_clip_top1"))
+        card = registry.model_card(name, method, cfg.model.backbone, cfg.data.dataset, m, cost, to_dict(cfg))
+        example = torch.zeros(2, 3, cfg.data.clip_len, cfg.data.crop_size, cfg.data.crop_size)
+        result.registered = registry.log_and_register(
+            uri, parent, model, example, name,
+            {"method": method, "backbone": cfg.model.backbone, "dataset": cfg.data.dataset,
+             "gflops": cost.get("val_gflops_avg"), "accuracy": accuracy, "checkpoint": checkpoint}, card)
+        print(f"[dynvid] registered {name} version {result.registered['version']} "
+              f"(alias candidate): models:/{name}@candidate", flush=True)
+    tracking.finish_job_run(uri, parent, {**m, "cost": cost}, results_markdown=result.table(markdown=True),
+                            artifacts=[ckpt_dir] if ckpt_dir else ())

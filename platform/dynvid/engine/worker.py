@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader
 from dynvid.config import ExperimentConfig, from_dict, to_dict
 from dynvid.data.datasets import build_clip_dataset
 from dynvid.engine.checkpoint import load_checkpoint, save_checkpoint
+from dynvid.engine.ingest import StreamedBatches
 from dynvid.engine.optim import build_optimizer, build_scheduler
 from dynvid.engine.storage import fetch_checkpoint, fetch_dataset, is_remote
 from dynvid.engine.task import Task, get_task
@@ -132,7 +133,8 @@ def _loader(dataset, batch_size: int, shuffle: bool, workers: int, drop_last: bo
 
 def _set_epoch(loader, dataset, epoch: int) -> None:
     dataset.set_epoch(epoch)
-    loader.sampler.set_epoch(epoch)
+    if isinstance(getattr(loader, "sampler", None), ShardSampler):
+        loader.sampler.set_epoch(epoch)
 
 
 def train_loop_per_worker(loop_config: dict) -> None:
@@ -150,7 +152,10 @@ def train_loop_per_worker(loop_config: dict) -> None:
     d = cfg.data
     train_ds = build_clip_dataset(d, d.train_split, "train", seed=cfg.train.seed)
     val_ds = build_clip_dataset(d, d.val_split, "val", seed=cfg.train.seed)
-    train_loader = _loader(train_ds, d.batch_size, True, d.loader_workers, True, seed=cfg.train.seed)
+    if d.ingest == "ray_data":
+        train_loader = StreamedBatches(ray.train.get_dataset_shard("train"), d.batch_size, len(train_ds), world)
+    else:
+        train_loader = _loader(train_ds, d.batch_size, True, d.loader_workers, True, seed=cfg.train.seed)
     val_loader = _loader(val_ds, d.batch_size, False, d.loader_workers, False)
     steps_per_epoch = len(train_loader)
     if steps_per_epoch == 0:
@@ -191,9 +196,23 @@ def train_loop_per_worker(loop_config: dict) -> None:
         f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M params")
 
     # ---- epochs -----------------------------------------------------------------------------
-    tracker = Tracker(cfg.train.mlflow_tracking_uri, cfg.train.mlflow_experiment, loop_config["run_name"],
+    tracker = Tracker(loop_config.get("mlflow_tracking_uri"), cfg.train.mlflow_experiment, loop_config["run_name"],
                       {"method": loop_config["method"], "stage": loop_config["stage"], **to_dict(cfg)},
-                      enabled=rank == 0)
+                      enabled=rank == 0, parent_run_id=loop_config.get("mlflow_parent_run_id"))
+    try:
+        _epochs(cfg, task, stage, loop_config, model, optimizer, scheduler, amp, train_ds, train_loader,
+                val_loader, start_epoch, global_step, state, tracker, say)
+    except BaseException:
+        tracker.finish("FAILED")
+        raise
+    tracker.finish()
+
+
+def _epochs(cfg, task, stage, loop_config, model, optimizer, scheduler, amp, train_ds, train_loader, val_loader,
+            start_epoch, global_step, state, tracker, say) -> None:
+    """The epoch loop of one stage: train, evaluate, test after the last, report + checkpoint."""
+    rank, world = ray.train.get_context().get_world_rank(), ray.train.get_context().get_world_size()
+    steps_per_epoch = len(train_loader)
     epochs = cfg.optim.epochs
     if start_epoch >= epochs:  # a finished run submitted again: report what it reached
         say(f"[dynvid] {loop_config['run_name']} already trained {epochs} epochs; reporting its final metrics")
@@ -245,7 +264,6 @@ def train_loop_per_worker(loop_config: dict) -> None:
             metrics.update(_final_test(cfg, task, stage, model, say))
         tracker.log_metrics(metrics, step=epoch + 1)
         _report(metrics, model, optimizer, scheduler, cfg, loop_config, epoch, global_step, rank)
-    tracker.finish()
 
 
 def _duration(seconds: float) -> str:
