@@ -31,3 +31,14 @@ def test_dataset_storage_and_init_from_on_s3(ray_cluster, s3_server, tmp_path):
     # a new run starting from that S3 checkpoint
     again = fit(apply_overrides(cfg, ["train.name=from-s3"]), method="static", init_from=uri)
     assert again.stages[0].checkpoint_path.startswith(f"s3://{s3_server.bucket}/runs/from-s3-base/")
+
+
+def test_missing_bucket_fails_before_training(ray_cluster, s3_server, tmp_path):
+    import pytest
+
+    from dynvid.engine.storage import StorageError
+    from dynvid.engine.trainer import fit
+
+    cfg = apply_overrides(ExperimentConfig(), TINY + ["train.storage_path=s3://no-such-bucket-here/runs"])
+    with pytest.raises(StorageError, match=r"s3://no-such-bucket-here/runs"):
+        fit(cfg, method="static")

@@ -509,6 +509,45 @@ def finish_job_run(uri: str, run_id: str, metrics: dict, results_markdown: str |
     client.set_terminated(run_id, status=status)
 
 
+CURVES = (("train_loss", "train loss"), ("val_clip_top1", "val clip-1"), ("val_gflops_avg", "GFLOPs / clip"))
+
+
+def plot_training_curves(uri: str, parent_run_id: str, out_path: str | os.PathLike) -> Path | None:
+    """PNG of the per-epoch curves (loss, clip-1, GFLOPs) of every stage run under the job's
+    parent run, read back from MLflow so resumed stages show their whole history. Returns
+    None when there is nothing to plot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    client = mlflow_client(uri)
+    parent = client.get_run(parent_run_id)
+    children = client.search_runs([parent.info.experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'")
+    if not children:
+        return None
+    fig, axes = plt.subplots(1, len(CURVES), figsize=(4 * len(CURVES), 3.2))
+    plotted = False
+    for child in sorted(children, key=lambda r: r.info.start_time):
+        for ax, (key, title) in zip(axes, CURVES):
+            points = sorted((m.step, m.value) for m in client.get_metric_history(child.info.run_id, key))
+            if points:
+                ax.plot(*zip(*points), marker="o", label=child.info.run_name)
+                ax.set_title(title)
+                ax.set_xlabel("epoch")
+                plotted = True
+    if not plotted:
+        plt.close(fig)
+        return None
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    out = Path(out_path)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
 class Tracker:
     """MLflow child run of one stage, on the rank-0 worker; a no-op when ``uri`` is None or
     ``enabled`` is False (the other ranks).

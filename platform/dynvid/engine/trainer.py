@@ -10,6 +10,7 @@ stage from its last checkpoint instead of starting over.
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 
@@ -215,5 +216,8 @@ def _finish_tracking(cfg, task, method, uri, parent, result: FitResult, register
              "gflops": cost.get("val_gflops_avg"), "accuracy": accuracy, "checkpoint": checkpoint}, card)
         print(f"[dynvid] registered {name} version {result.registered['version']} "
               f"(alias candidate): models:/{name}@candidate", flush=True)
-    tracking.finish_job_run(uri, parent, {**m, "cost": cost}, results_markdown=result.table(markdown=True),
-                            artifacts=[ckpt_dir] if ckpt_dir else ())
+    with tempfile.TemporaryDirectory(prefix="dynvid-report-") as tmp:
+        curves = tracking.plot_training_curves(uri, parent, f"{tmp}/training_curves.png")
+        artifacts = [p for p in (ckpt_dir, curves) if p]
+        tracking.finish_job_run(uri, parent, {**m, "cost": cost}, results_markdown=result.table(markdown=True),
+                                artifacts=artifacts)
