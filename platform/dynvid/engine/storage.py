@@ -155,9 +155,12 @@ def credential_env() -> dict[str, str]:
     return {name: os.environ[name] for name in WORKER_ENV_VARS if os.environ.get(name)}
 
 
-def _secret_values(env: Mapping[str, str] | None) -> list[str]:
+def secret_values(env: Mapping[str, str] | None = None, include_environ: bool = True) -> list[str]:
+    """Values of the secret-named variables (see :func:`redact`) of ``os.environ`` and ``env``,
+    longest first. The one definition of "a credential in the environment" in dynvid: the
+    tracking layer scrubs the same values from params, tags and artifacts."""
     values = set()
-    for source in (os.environ, env or {}):
+    for source in ((os.environ,) if include_environ else ()) + (env or {},):
         for name, value in source.items():
             if value and len(value) >= _MIN_SECRET_LEN and _SECRET_NAME.search(name):
                 values.add(value)
@@ -174,7 +177,7 @@ def redact(text: str, env: Mapping[str, str] | None = None) -> str:
     error message needs to say.
     """
     text = str(text)
-    for value in _secret_values(env):
+    for value in secret_values(env):
         text = text.replace(value, "***")
     return _URL_USERINFO.sub(r"\g<scheme>***@", text)
 

@@ -108,11 +108,13 @@ _SEEN_SECRETS: set[str] = set()
 
 def secret_env_values(environ: dict[str, str] | None = None) -> set[str]:
     """Values of the credential variables in the environment (``AWS_SECRET_ACCESS_KEY``,
-    ``AWS_ACCESS_KEY_ID``, ``AWS_SESSION_TOKEN``, ``MLFLOW_TRACKING_PASSWORD``, ...): every
-    variable whose name looks like a secret. Values shorter than 4 characters are ignored
-    (a flag such as ``1`` is no credential, and would redact every ``1`` in a config)."""
-    environ = os.environ if environ is None else environ
-    return {v for k, v in environ.items() if is_secret_key(k) and len(v) >= 4}
+    ``AWS_ACCESS_KEY_ID``, ``AWS_SESSION_TOKEN``, ``MLFLOW_TRACKING_PASSWORD``, ...), as
+    defined once in :func:`dynvid.engine.storage.secret_values`."""
+    from dynvid.engine.storage import secret_values
+
+    if environ is None:
+        return set(secret_values())
+    return set(secret_values(environ, include_environ=False))
 
 
 def scrub_text(text: str, secrets: set[str] | None = None) -> str:
