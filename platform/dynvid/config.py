@@ -176,7 +176,7 @@ class TrainConfig:
     grad_accum_steps: int = 1
     """Accumulate gradients over this many batches per optimizer step."""
     amp: bool = False
-    """Mixed precision (bfloat16 autocast on CPU, float16 + GradScaler on CUDA)."""
+    """Mixed precision on CUDA (float16 autocast + GradScaler); ignored with a warning on CPU."""
     sync_batchnorm: bool = False
     """Convert BatchNorm to SyncBatchNorm (GPU, more than one worker)."""
 

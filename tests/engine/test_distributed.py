@@ -1,6 +1,7 @@
 """Data-parallel training and fault tolerance on a real local Ray cluster."""
 
 import pytest
+import torch
 
 from dynvid.config import ExperimentConfig, apply_overrides
 from dynvid.engine.checkpoint import load_checkpoint
@@ -56,3 +57,17 @@ def test_ray_data_ingest(ray_cluster, tmp_path):
     ckpt = load_checkpoint(result.stages[0].checkpoint_path)
     assert ckpt["train_state"]["global_step"] == 4  # 16 videos streamed in batches of 4
     assert result.metrics["train_loss"] > 0 and result.metrics["val_num_samples"] == 8
+
+
+def test_amp_and_gradient_accumulation(ray_cluster, tmp_path):
+    cfg = apply_overrides(ExperimentConfig(), TWO_EPOCHS + [
+        f"train.storage_path={tmp_path}", "train.name=amp-accum", "optim.epochs=1",
+        "train.amp=true", "train.grad_accum_steps=2",
+    ])
+    result = _fit(cfg)
+    ckpt = load_checkpoint(result.stages[0].checkpoint_path)
+    assert ckpt["train_state"]["global_step"] == 4  # micro-batches
+    sched = ckpt["train_state"]["scheduler"]
+    assert sched["last_epoch"] == 2  # optimizer steps: 4 micro-batches / 2
+    assert result.metrics["train_loss"] > 0 and all(v.dtype == torch.float32 for k, v in ckpt["model"].items()
+                                                     if v.is_floating_point())

@@ -272,12 +272,18 @@ def _duration(seconds: float) -> str:
 
 
 class _Amp:
-    """Mixed precision: bfloat16 autocast on CPU; float16 autocast + GradScaler on CUDA."""
+    """Mixed precision on CUDA: float16 autocast + GradScaler. On CPU the run stays float32:
+    bfloat16 autocast of 3-D convolutions died with SIGILL (illegal instruction) on CPUs
+    without AVX512-BF16, a crash no Python code can catch, so CPU AMP is refused with a
+    warning rather than attempted."""
 
     def __init__(self, enabled: bool, device: torch.device):
+        if enabled and device.type != "cuda":
+            print("[dynvid] train.amp is CUDA-only; training in float32 on CPU", flush=True)
+            enabled = False
         self.enabled = enabled
         self.device_type = device.type
-        self.dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+        self.dtype = torch.float16
         self.scaler = torch.amp.GradScaler(device.type, enabled=enabled and device.type == "cuda")
 
     def autocast(self):
