@@ -16,6 +16,8 @@ import os
 import random
 import tempfile
 import time
+from dataclasses import dataclass
+from typing import Callable, Iterable
 
 import numpy as np
 import ray.train
@@ -30,7 +32,7 @@ from dynvid.engine.checkpoint import load_checkpoint, save_checkpoint
 from dynvid.engine.ingest import StreamedBatches
 from dynvid.engine.optim import build_optimizer, build_scheduler
 from dynvid.engine.storage import fetch_checkpoint, fetch_dataset, is_remote
-from dynvid.engine.task import Task, get_task
+from dynvid.engine.task import Stage, Task, get_task
 from dynvid.engine.tracking import Tracker
 
 __all__ = ["train_loop_per_worker", "reduce_metrics"]
@@ -199,18 +201,40 @@ def train_loop_per_worker(loop_config: dict) -> None:
     tracker = Tracker(loop_config.get("mlflow_tracking_uri"), cfg.train.mlflow_experiment, loop_config["run_name"],
                       {"method": loop_config["method"], "stage": loop_config["stage"], **to_dict(cfg)},
                       enabled=rank == 0, parent_run_id=loop_config.get("mlflow_parent_run_id"))
+    run = StageRun(cfg, task, stage, loop_config, model, optimizer, scheduler, amp, train_ds, train_loader,
+                   val_loader, tracker, say)
     try:
-        _epochs(cfg, task, stage, loop_config, model, optimizer, scheduler, amp, train_ds, train_loader,
-                val_loader, start_epoch, global_step, state, tracker, say)
+        _epochs(run, start_epoch, global_step, state)
     except BaseException:
         tracker.finish("FAILED")
         raise
     tracker.finish()
 
 
-def _epochs(cfg, task, stage, loop_config, model, optimizer, scheduler, amp, train_ds, train_loader, val_loader,
-            start_epoch, global_step, state, tracker, say) -> None:
+@dataclass
+class StageRun:
+    """Everything the epoch loop of one stage works with, built by ``train_loop_per_worker``."""
+
+    cfg: ExperimentConfig
+    task: Task
+    stage: Stage
+    loop_config: dict
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    amp: "_Amp"
+    train_ds: torch.utils.data.Dataset
+    train_loader: Iterable
+    val_loader: Iterable
+    tracker: Tracker
+    say: Callable[..., None]
+
+
+def _epochs(run: StageRun, start_epoch: int, global_step: int, state: dict | None) -> None:
     """The epoch loop of one stage: train, evaluate, test after the last, report + checkpoint."""
+    cfg, task, stage, loop_config, say = run.cfg, run.task, run.stage, run.loop_config, run.say
+    model, optimizer, scheduler, amp, tracker = run.model, run.optimizer, run.scheduler, run.amp, run.tracker
+    train_ds, train_loader, val_loader = run.train_ds, run.train_loader, run.val_loader
     rank, world = ray.train.get_context().get_world_rank(), ray.train.get_context().get_world_size()
     steps_per_epoch = len(train_loader)
     epochs = cfg.optim.epochs
