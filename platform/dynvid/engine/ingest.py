@@ -20,22 +20,36 @@ from __future__ import annotations
 
 import numpy as np
 
+import dataclasses
+
 from dynvid.config import DataConfig, from_dict, to_dict
 from dynvid.data.datasets import build_clip_dataset
+from dynvid.engine.storage import fetch_dataset, is_remote
 
-__all__ = ["DecodeClips", "build_train_dataset", "to_clip_batch"]
+__all__ = ["DecodeClips", "build_train_dataset", "to_clip_batch", "remote_dataset_uri", "localize_dataset"]
+
+
+def remote_dataset_uri(data: DataConfig) -> str | None:
+    """The ``s3://`` URI of the dataset (``kinetics:s3://…`` or a bare ``s3://…``), else None."""
+    kind, _, arg = data.dataset.partition(":")
+    uri = arg if kind == "kinetics" else data.dataset
+    return uri if is_remote(uri) else None
+
+
+def localize_dataset(data: DataConfig) -> DataConfig:
+    """``data`` reading from this node's mirror of an S3 dataset (downloaded on first use,
+    then only compared by size); unchanged for a local dataset."""
+    uri = remote_dataset_uri(data)
+    if uri is None:
+        return data
+    return dataclasses.replace(data, dataset=f"kinetics:{fetch_dataset(uri)}")
 
 
 class DecodeClips:
     """Ray Data map_batches class: ``{"id": indices}`` -> ``{"clip": (B,C,T,H,W), "label": (B,)}``."""
 
     def __init__(self, data: dict, split: str, seed: int):
-        from dynvid.engine.storage import fetch_dataset, is_remote
-
-        cfg = from_dict(DataConfig, data)
-        kind, _, arg = cfg.dataset.partition(":")
-        if is_remote(arg if kind == "kinetics" else cfg.dataset):
-            cfg = from_dict(DataConfig, {**to_dict(cfg), "dataset": f"kinetics:{fetch_dataset(arg or cfg.dataset)}"})
+        cfg = localize_dataset(from_dict(DataConfig, data))
         self.dataset = build_clip_dataset(cfg, split, "train", seed=seed)
         self.rng = np.random.default_rng()
 

@@ -19,10 +19,10 @@ import ray.train
 import torch
 from ray.train.torch import TorchTrainer
 
-from dynvid.config import DataConfig, ExperimentConfig, from_dict, to_dict
+from dynvid.config import ExperimentConfig, to_dict
 from dynvid.engine import registry, tracking
 from dynvid.engine.checkpoint import load_checkpoint
-from dynvid.engine.storage import check_storage, credential_env, fetch_checkpoint, fetch_dataset, is_remote, ray_storage
+from dynvid.engine.storage import check_storage, credential_env, fetch_checkpoint, is_remote, ray_storage
 from dynvid.engine.task import get_task
 from dynvid.engine.worker import train_loop_per_worker
 
@@ -182,12 +182,9 @@ def _ray_datasets(cfg: ExperimentConfig) -> dict | None:
     if cfg.data.ingest != "ray_data":
         raise ValueError(f"data.ingest: unknown ingest {cfg.data.ingest!r}; valid: torch, ray_data")
     from dynvid.data.datasets import build_clip_dataset
-    from dynvid.engine.ingest import build_train_dataset
+    from dynvid.engine.ingest import build_train_dataset, localize_dataset
 
-    data = cfg.data
-    kind, _, arg = data.dataset.partition(":")
-    if kind == "kinetics" and is_remote(arg):  # the driver needs the list of videos only
-        data = from_dict(DataConfig, {**to_dict(data), "dataset": f"kinetics:{fetch_dataset(arg)}"})
+    data = localize_dataset(cfg.data)  # the driver needs the list of videos only
     n = len(build_clip_dataset(data, data.train_split, "train"))
     return {"train": build_train_dataset(cfg.data, n, cfg.train.seed, cfg.data.decoders, cfg.data.cpus_per_decoder)}
 

@@ -11,6 +11,7 @@ see :mod:`dynvid.engine.checkpoint`). A rerun with the same run name resumes fro
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import random
@@ -29,9 +30,9 @@ from torch.utils.data import DataLoader
 from dynvid.config import ExperimentConfig, from_dict, to_dict
 from dynvid.data.datasets import build_clip_dataset
 from dynvid.engine.checkpoint import load_checkpoint, save_checkpoint
-from dynvid.engine.ingest import StreamedBatches
+from dynvid.engine.ingest import StreamedBatches, localize_dataset, remote_dataset_uri
 from dynvid.engine.optim import build_optimizer, build_scheduler
-from dynvid.engine.storage import fetch_checkpoint, fetch_dataset, is_remote
+from dynvid.engine.storage import fetch_checkpoint
 from dynvid.engine.task import Stage, Task, get_task
 from dynvid.engine.tracking import Tracker
 
@@ -106,18 +107,17 @@ class ShardSampler(torch.utils.data.Sampler):
 def _localize_dataset(cfg: ExperimentConfig, say) -> ExperimentConfig:
     """A dataset on S3 (``kinetics:s3://bucket/k400``) is mirrored to this node's cache once
     (the local-rank-0 worker downloads, the others wait) and read from there."""
-    kind, _, arg = cfg.data.dataset.partition(":")
-    uri = arg if kind == "kinetics" else cfg.data.dataset
-    if not is_remote(uri):
+    uri = remote_dataset_uri(cfg.data)
+    if uri is None:
         return cfg
     if ray.train.get_context().get_local_rank() == 0:
         say(f"[dynvid] mirroring dataset {uri} to the local cache")
-        local = fetch_dataset(uri)
+        data = localize_dataset(cfg.data)
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
     if ray.train.get_context().get_local_rank() != 0:
-        local = fetch_dataset(uri)  # everything is present: only compares sizes
-    return from_dict(ExperimentConfig, {**to_dict(cfg), "data": {**to_dict(cfg.data), "dataset": f"kinetics:{local}"}})
+        data = localize_dataset(cfg.data)  # everything is present: only compares sizes
+    return dataclasses.replace(cfg, data=data)
 
 
 def _loader(dataset, batch_size: int, shuffle: bool, workers: int, drop_last: bool, seed: int = 0) -> DataLoader:
