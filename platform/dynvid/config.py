@@ -24,6 +24,7 @@ __all__ = [
     "DataConfig",
     "ModelConfig",
     "OptimConfig",
+    "VaredConfig",
     "TrainConfig",
     "ExperimentConfig",
     "from_dict",
@@ -182,6 +183,36 @@ class TrainConfig:
 
 
 @dataclass
+class VaredConfig:
+    """VA-RED² (Pan et al., thesis Ch. 3, Sec. 4.3, App. A.2). Used by ``method="vared"``."""
+
+    search_space: int = 2
+    """S_t = S_c: choices per dimension, 2 = {all, 1/2} or 3 = {all, 1/2, 1/4} (Table 4.1)."""
+    temporal: bool = True
+    """Temporal-wise dynamic convolution, stride × R = 2^p (Eq. 3.1); off for the Table 4.11 ablation."""
+    channel: bool = True
+    """Channel-wise dynamic convolution, r = (1/2)^p of the outputs computed (Sec. 3.1)."""
+    gate_hidden: int = 32
+    """D_h, hidden size of each soft modulation gate (Eq. 3.4; the thesis gives no value)."""
+    cheap_kernel: int = 1
+    """Spatial kernel of the cheap operations Φ^t, Φ^c: 1 = per-channel scale, 3 = depthwise 3×3."""
+    gate_lr_mult: float = 1.0
+    """Learning-rate multiplier of the gates' parameters (1 = the thesis, one lr for all); a
+    short finetune with Adam, whose step does not grow with the gradient, needs more."""
+    efficiency_weight: float = 0.8
+    """λ_e of L = L_a + λ_e·L_e (Eq. 3.6; 0.8 in Sec. 4.3)."""
+    dynamic_epochs: int | None = None
+    """Epochs of stage 2 (dynamic model from the static base); None = ``optim.epochs``."""
+    finetune_epochs: int | None = None
+    """Epochs of stage 3 (efficiency-loss finetune); None = a third of ``optim.epochs`` (40 of 120)."""
+    finetune_lr: float | None = None
+    """Stage-3 learning rate; None = ``optim.lr`` / 18, which is the thesis' 0.01 for R(2+1)D
+    (base 0.18) and 0.1 for I3D/X3D (base 1.8), App. A.2 / Sec. 4.3."""
+    dynamic_lr: float | None = None
+    """Stage-2 learning rate; None = ``optim.lr`` (the thesis trains base and dynamic alike)."""
+
+
+@dataclass
 class ExperimentConfig:
     """A whole run: data, model, optimization, execution."""
 
@@ -189,8 +220,9 @@ class ExperimentConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    vared: VaredConfig = field(default_factory=VaredConfig)
 
-    def run_name(self) -> str:
+    def run_name(self, method: str = "static") -> str:
         """Deterministic name encoding the run (mmaction2 style), e.g.
         ``static_r2plus1d_18-w0.25_8x4x112_synthetic-actions_e10_s0``."""
         if self.train.name:
@@ -198,7 +230,7 @@ class ExperimentConfig:
         d, m = self.data, self.model
         width = "" if m.width_mult == 1.0 else f"-w{m.width_mult:g}"
         dataset = d.dataset.split("/")[-1].replace(":", "-") or "data"
-        return f"static_{m.backbone}{width}_{d.clip_len}x{d.stride}x{d.crop_size}_{dataset}_e{self.optim.epochs}_s{self.train.seed}"
+        return f"{method}_{m.backbone}{width}_{d.clip_len}x{d.stride}x{d.crop_size}_{dataset}_e{self.optim.epochs}_s{self.train.seed}"
 
 
 # ---- conversion -----------------------------------------------------------------------------

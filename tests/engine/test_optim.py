@@ -38,3 +38,18 @@ def test_optimizer_groups_and_errors():
     assert isinstance(build_optimizer(model.parameters(), OptimConfig(optimizer="adam")), torch.optim.Adam)
     with pytest.raises(ValueError, match="unknown optimizer 'rmsprop'"):
         build_optimizer(model.parameters(), OptimConfig(optimizer="rmsprop"))
+
+
+def test_lr_multipliers_make_their_own_groups_and_follow_the_schedule():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Linear(2, 2))
+    cfg = OptimConfig(lr=0.1, epochs=1, warmup_epochs=0)
+    mults = {id(p): 10.0 for p in model[1].parameters()}
+    opt = build_optimizer(model.parameters(), cfg, mults)
+    by_param = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    assert by_param[id(model[0].weight)] == pytest.approx(0.1) and by_param[id(model[1].weight)] == pytest.approx(1.0)
+    assert by_param[id(model[1].bias)] == pytest.approx(1.0)
+    sched = build_scheduler(opt, cfg, steps_per_epoch=4)
+    opt.step()
+    sched.step()
+    lrs = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    assert lrs[id(model[1].weight)] == pytest.approx(10 * lrs[id(model[0].weight)])

@@ -148,7 +148,8 @@ def test_unreachable_tracking_uri_fails_before_training(ray_cluster, tmp_path):
     assert not list(tmp_path.iterdir())  # nothing started
 
 
-def test_main_job_smoke(ray_cluster, tmp_path):
+def test_main_job_smoke(ray_cluster, mlflow_server, tmp_path):
+    """The main job runs VA-RED²'s three stages, reports, and logs the report to MLflow."""
     sys.path.insert(0, str(REPO / "jobs"))
     try:
         import vared_kinetics
@@ -158,7 +159,28 @@ def test_main_job_smoke(ray_cluster, tmp_path):
     args = ["--smoke-test", "--out", str(out), "--set", f"train.storage_path={tmp_path}/runs"]
     for item in TINY:
         args += ["--set", item]
+    args += ["--tracking-uri", mlflow_server, "--set", "train.name=smoke-vared"]
     assert vared_kinetics.main(args) == 0
     result = json.loads(out.read_text())
+    # the three VA-RED² stages ran, each from the previous one's checkpoint
+    assert list(result["stages"]) == ["base", "dynamic", "finetune"]
+    assert all(m["epoch"] == 1 for m in result["stages"].values())
     assert result["metrics"]["epoch"] == 1 and "val_clip_top1" in result["metrics"]
-    assert Path(result["checkpoints"][0]).is_dir()
+    assert "train_eff_loss" in result["stages"]["finetune"] and "train_eff_loss" not in result["stages"]["dynamic"]
+    assert all(Path(c).is_dir() for c in result["checkpoints"])
+    final = load_checkpoint(result["checkpoints"][2])
+    assert any(".gate." in k for k in final["model"]) and final["metadata"]["stage"] == "finetune"
+    # the report: measured speed of both models, and the figures
+    report = result["report"]
+    assert report["metrics"]["static_clips_per_s"] > 0 and report["metrics"]["dynamic_clips_per_s"] > 0
+    assert report["metrics"]["dynamic_gflops_min"] <= report["metrics"]["dynamic_gflops_avg"]
+    names = sorted(Path(p).name for p in report["artifacts"])
+    assert names == ["cost_histogram.png", "policy_heatmap.png", "vared_report.json"]
+    assert all(Path(p).read_bytes() for p in report["artifacts"])
+    client = mlflow.MlflowClient(tracking_uri=mlflow_server)
+    exp = client.get_experiment_by_name("dynvid")
+    (parent,) = client.search_runs([exp.experiment_id], filter_string="attributes.run_name = 'smoke-vared'")
+    assert {"policy_heatmap.png", "cost_histogram.png", "vared_report.json"} <= {
+        a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert parent.data.metrics["speedup"] > 0
+    assert result["registered"]["name"] == "vared-r2plus1d_18-synthetic-actions"

@@ -26,6 +26,7 @@ from dynvid.metrics.cost import (
     gru_cell_macs,
     linear_macs,
     lstm_cell_macs,
+    metering,
     model_cost,
     record_cost,
 )
@@ -521,3 +522,14 @@ def test_model_cost_restores_modes_and_counts_params() -> None:
     assert cost["bops"] == cost["macs"] * 1024
     assert cost["params"] == (8 * 27 + 8) + 16 + (2880 + 10)
     assert [m.training for m in model] == [True, False, True, True]
+
+
+def test_metering_is_true_only_inside_a_meter():
+    model = nn.Linear(2, 2)
+    assert not metering()
+    with CostMeter(model):
+        assert metering()
+        with CostMeter(model):
+            assert metering()
+        assert metering()
+    assert not metering()

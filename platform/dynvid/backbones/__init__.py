@@ -13,12 +13,26 @@ from typing import Any
 
 from torch import nn
 
+from dynvid.backbones.i3d import I3D, i3d
 from dynvid.backbones.r2plus1d import R2Plus1D, r2plus1d_18
+from dynvid.backbones.x3d import X3D, x3d_m
 
-__all__ = ["BACKBONES", "R2Plus1D", "build_backbone", "list_backbones", "r2plus1d_18"]
+__all__ = [
+    "BACKBONES",
+    "I3D",
+    "R2Plus1D",
+    "X3D",
+    "build_backbone",
+    "i3d",
+    "list_backbones",
+    "r2plus1d_18",
+    "x3d_m",
+]
 
 BACKBONES: dict[str, Callable[..., nn.Module]] = {
+    "i3d": i3d,  # I3D-InceptionV2
     "r2plus1d_18": r2plus1d_18,
+    "x3d_m": x3d_m,
 }
 
 

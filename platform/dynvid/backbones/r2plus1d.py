@@ -24,6 +24,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from dynvid.backbones._common import check_builder_args, init_video_weights
+
 __all__ = ["BasicBlock", "Conv2Plus1D", "R2Plus1D", "R2Plus1dStem", "r2plus1d_18"]
 
 # torchvision's channel numbers; a width multiplier scales all of them.
@@ -132,10 +134,7 @@ class R2Plus1D(nn.Module):
         zero_init_residual: bool = False,
     ) -> None:
         super().__init__()
-        if width_mult <= 0:
-            raise ValueError(f"width_mult must be > 0, got {width_mult}")
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        check_builder_args(width_mult, num_classes)
         if len(blocks_per_stage) != len(STAGE_CHANNELS):
             raise ValueError(f"blocks_per_stage needs {len(STAGE_CHANNELS)} entries, got {blocks_per_stage}")
         widths = [_scaled(c, width_mult, channel_divisor) for c in STAGE_CHANNELS]
@@ -154,16 +153,7 @@ class R2Plus1D(nn.Module):
         self._init_weights(zero_init_residual)
 
     def _init_weights(self, zero_init_residual: bool) -> None:
-        # torchvision's initialisation, so training from scratch behaves the same.
-        for m in self.modules():
-            if isinstance(m, nn.Conv3d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm3d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0, 0.01)
-                nn.init.zeros_(m.bias)
+        init_video_weights(self)  # torchvision's, so training from scratch behaves the same
         if zero_init_residual:
             for m in self.modules():
                 if isinstance(m, BasicBlock):

@@ -31,12 +31,19 @@ def lr_at(step: int, total_steps: int, base_lr: float, warmup_steps: int = 0, wa
     return final_lr + 0.5 * (base_lr - final_lr) * (1.0 + math.cos(math.pi * progress))
 
 
-def build_optimizer(params, cfg: OptimConfig) -> torch.optim.Optimizer:
-    """SGD (Nesterov) or Adam from the config; no weight decay on norm layers and biases."""
+def build_optimizer(params, cfg: OptimConfig, lr_mults: dict[int, float] | None = None) -> torch.optim.Optimizer:
+    """SGD (Nesterov) or Adam from the config; no weight decay on norm layers and biases.
+
+    ``lr_mults`` maps ``id(param)`` to a learning-rate multiplier (e.g. VA-RED²'s gates,
+    ``vared.gate_lr_mult``); the schedule scales every group alike."""
     params = list(params)
-    decay = [p for p in params if p.requires_grad and p.ndim > 1]
-    no_decay = [p for p in params if p.requires_grad and p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    lr_mults = lr_mults or {}
+    groups: dict[tuple[bool, float], list] = {}
+    for p in params:
+        if p.requires_grad:
+            groups.setdefault((p.ndim > 1, float(lr_mults.get(id(p), 1.0))), []).append(p)
+    groups = [{"params": ps, "weight_decay": cfg.weight_decay if decay else 0.0, "lr": cfg.lr * mult}
+              for (decay, mult), ps in sorted(groups.items(), key=lambda kv: (not kv[0][0], kv[0][1]))]
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
     if cfg.optimizer == "adam":

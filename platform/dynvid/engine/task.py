@@ -14,9 +14,9 @@ from typing import Iterable, Protocol
 import torch
 from torch import nn
 
-from dynvid.config import ExperimentConfig
+from dynvid.config import ExperimentConfig, apply_overrides
 
-__all__ = ["Stage", "Task", "get_task", "TASKS"]
+__all__ = ["ReportingTask", "Stage", "Task", "get_task", "TASKS"]
 
 
 @dataclass(frozen=True)
@@ -27,11 +27,19 @@ class Stage:
         name: short id, used in run names and checkpoints.
         description: one line for logs.
         init_from_previous: start from the previous stage's final checkpoint.
+        overrides: ``key=value`` config overrides for this stage only (e.g. the lower
+            learning rate and shorter schedule of VA-RED²'s efficiency finetune), applied by
+            the worker on top of the job's config.
     """
 
     name: str
     description: str = ""
     init_from_previous: bool = True
+    overrides: tuple[str, ...] = ()
+
+    def config(self, cfg: ExperimentConfig) -> ExperimentConfig:
+        """The job's config with this stage's overrides applied."""
+        return apply_overrides(cfg, list(self.overrides)) if self.overrides else cfg
 
 
 class Task(Protocol):
@@ -40,8 +48,9 @@ class Task(Protocol):
     name: str
     stages: tuple[Stage, ...]
 
-    def build_model(self, cfg: ExperimentConfig, num_classes: int) -> nn.Module:
-        """The network for ``cfg`` with ``num_classes`` outputs (returns logits)."""
+    def build_model(self, cfg: ExperimentConfig, num_classes: int, stage: Stage | None = None) -> nn.Module:
+        """The network of ``stage`` (None: the last stage, the model that gets registered)
+        for ``cfg`` with ``num_classes`` outputs (returns logits)."""
 
     def training_step(self, model: nn.Module, batch, stage: Stage) -> tuple[torch.Tensor, dict[str, float]]:
         """Loss to backpropagate and scalar logs (per-batch means) for one batch."""
@@ -50,6 +59,15 @@ class Task(Protocol):
         """Metrics over ``loader`` (this worker's shard). Keys ending in ``_min``/``_max`` are
         reduced across workers by min/max; every other key is a per-sample mean and is
         averaged weighted by ``num_samples``, which must be present."""
+
+
+class ReportingTask(Task, Protocol):
+    """A Task that also writes a job-level report on the driver after its last stage."""
+
+    def report(self, cfg: ExperimentConfig, stages: list, out_dir: str) -> dict:
+        """Compare the stages (``trainer.StageResult`` list: metrics and checkpoint paths) and
+        write files to ``out_dir``. Returns ``{"metrics": {...}, "table": str, "markdown": str,
+        "artifacts": [paths]}``; the engine prints the table and logs all three to MLflow."""
 
 
 def get_task(name: str, cfg: ExperimentConfig) -> Task:
@@ -65,4 +83,10 @@ def _static(cfg: ExperimentConfig) -> Task:
     return StaticClassification(label_smoothing=cfg.optim.label_smoothing)
 
 
-TASKS = {"static": _static}
+def _vared(cfg: ExperimentConfig) -> Task:
+    from dynvid.methods.vared import VaredTask
+
+    return VaredTask(cfg)
+
+
+TASKS = {"static": _static, "vared": _vared}

@@ -25,6 +25,7 @@ from dynvid.engine.checkpoint import load_checkpoint
 from dynvid.engine.storage import check_storage, credential_env, fetch_checkpoint, is_remote, ray_storage
 from dynvid.engine.task import get_task
 from dynvid.engine.worker import train_loop_per_worker
+from dynvid.tables import format_table
 
 __all__ = ["fit", "StageResult", "FitResult", "init_ray"]
 
@@ -44,6 +45,8 @@ class FitResult:
     stages: list[StageResult] = field(default_factory=list)
     registered: dict | None = None
     """``{"name", "version", "model_uri"}`` of the registered final model, if any."""
+    report: dict | None = None
+    """The method's own report (``Task.report``): ``{"metrics", "table", "artifacts", "dir"}``."""
 
     @property
     def metrics(self) -> dict:
@@ -59,13 +62,7 @@ class FitResult:
         for st in self.stages:
             values = {**st.metrics, "stage": st.stage}
             rows.append([fmt.format(values[key]) if values.get(key) is not None else "–" for _, key, fmt in cols])
-        header = [name for name, _, _ in cols]
-        if markdown:
-            lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-            return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
-        widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-        fmt_row = lambda r: "  ".join(v.rjust(w) for v, w in zip(r, widths))  # noqa: E731
-        return "\n".join([fmt_row(header), fmt_row(["-" * w for w in widths])] + [fmt_row(r) for r in rows])
+        return format_table([name for name, _, _ in cols], rows, markdown)
 
 
 # Ray Train V2 tees every worker print into its logger as well, which shows each line twice
@@ -108,7 +105,7 @@ def fit(
         register: log and register the final model in the MLflow registry.
     """
     task = get_task(method, cfg)
-    run_name = cfg.run_name()
+    run_name = cfg.run_name(method)
     check_storage(cfg.train.storage_path)
     uri = cfg.train.mlflow_tracking_uri
     if uri:
@@ -166,6 +163,8 @@ def fit(
             result.stages.append(StageResult(stage.name, stage_name, metrics, ckpt))
             previous = ckpt
         print(f"\n[dynvid] results of {run_name}\n{result.table()}", flush=True)
+        if hasattr(task, "report"):
+            result.report = _method_report(task, cfg, result, storage if filesystem is None else None)
         if parent:
             _finish_tracking(cfg, task, method, uri, parent, result, register)
     except BaseException:
@@ -173,6 +172,20 @@ def fit(
             tracking.finish_job_run(uri, parent, {}, status="FAILED")
         raise
     return result
+
+
+def _method_report(task, cfg: ExperimentConfig, result: FitResult, local_storage: str | None) -> dict:
+    """Run the method's driver-side report into ``<storage>/<run>-report`` (a temporary folder
+    when storage is remote: the files then live in MLflow) and print its table."""
+    out_dir = (os.path.join(local_storage, f"{result.run_name}-report") if local_storage
+               else tempfile.mkdtemp(prefix="dynvid-report-"))
+    os.makedirs(out_dir, exist_ok=True)
+    print(f"[dynvid] {task.name} report -> {out_dir}", flush=True)
+    report = dict(task.report(cfg, result.stages, out_dir))
+    report["dir"] = out_dir
+    if report.get("table"):
+        print(f"\n{report['table']}", flush=True)
+    return report
 
 
 def _ray_datasets(cfg: ExperimentConfig) -> dict | None:
@@ -216,5 +229,8 @@ def _finish_tracking(cfg, task, method, uri, parent, result: FitResult, register
     with tempfile.TemporaryDirectory(prefix="dynvid-report-") as tmp:
         curves = tracking.plot_training_curves(uri, parent, f"{tmp}/training_curves.png")
         artifacts = [p for p in (ckpt_dir, curves) if p]
-        tracking.finish_job_run(uri, parent, {**m, "cost": cost}, results_markdown=result.table(markdown=True),
-                                artifacts=artifacts)
+        report = result.report or {}
+        artifacts += list(report.get("artifacts", []))
+        tables = result.table(markdown=True) + (f"\n\n{report['markdown']}" if report.get("markdown") else "")
+        tracking.finish_job_run(uri, parent, {**m, "cost": cost, **report.get("metrics", {})},
+                                results_markdown=tables, artifacts=artifacts)

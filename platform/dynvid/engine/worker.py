@@ -143,6 +143,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     cfg = from_dict(ExperimentConfig, loop_config["experiment"], where="train_loop_config.experiment")
     task: Task = get_task(loop_config["method"], cfg)
     stage = next(s for s in task.stages if s.name == loop_config["stage"])
+    cfg = stage.config(cfg)  # the stage's own schedule (e.g. VA-RED²'s finetune lr)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     seed_everything(cfg.train.seed + rank)
@@ -165,7 +166,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
                          f"{d.batch_size} per worker × {world} workers")
 
     # ---- model, optimizer, schedule ---------------------------------------------------------
-    model = task.build_model(cfg, train_ds.num_classes)
+    model = task.build_model(cfg, train_ds.num_classes, stage)
     start_epoch, global_step = 0, 0
     ckpt = ray.train.get_checkpoint()
     init_from = loop_config.get("init_from")
@@ -185,7 +186,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
     model = ray.train.torch.prepare_model(model)
     device = ray.train.torch.get_device()
     amp = _Amp(cfg.train.amp, device)
-    optimizer = build_optimizer(model.parameters(), cfg.optim)
+    lr_mults = task.lr_multipliers(model, stage) if hasattr(task, "lr_multipliers") else None
+    optimizer = build_optimizer(model.parameters(), cfg.optim, lr_mults)
     scheduler = build_scheduler(optimizer, cfg.optim, math.ceil(steps_per_epoch / cfg.train.grad_accum_steps))
     if state is not None and state["train_state"] is not None:
         optimizer.load_state_dict(state["train_state"]["optimizer"])

@@ -78,6 +78,7 @@ __all__ = [
     "lstm_cell_macs",
     "model_cost",
     "record_cost",
+    "metering",
 ]
 
 FULL_PRECISION_BITS = 32
@@ -192,6 +193,12 @@ def _active_meters() -> list[CostMeter]:
     if stack is None:
         stack = _STATE.meters = []
     return stack
+
+
+def metering() -> bool:
+    """Whether a :class:`CostMeter` is active in this thread (dynamic layers skip their cost
+    bookkeeping otherwise)."""
+    return bool(getattr(_STATE, "meters", None))
 
 
 def record_cost(

@@ -30,7 +30,7 @@ class StaticClassification:
         self.label_smoothing = label_smoothing
         self.view_chunk = view_chunk  # views per forward in multi-view testing (memory bound)
 
-    def build_model(self, cfg: ExperimentConfig, num_classes: int) -> nn.Module:
+    def build_model(self, cfg: ExperimentConfig, num_classes: int, stage: Stage | None = None) -> nn.Module:
         m = cfg.model
         return build_backbone(m.backbone, num_classes=m.num_classes or num_classes, width_mult=m.width_mult)
 

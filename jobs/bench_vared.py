@@ -1,0 +1,140 @@
+"""Benchmark: VA-RED² dynamic R(2+1)D-18 against the static one trained with the same budget.
+
+    python jobs/bench_vared.py [--smoke-test] [--out FILE.json] [--set key=value ...]
+
+On the embedded synthetic data, with fixed seeds and the main job's laptop configuration
+(``jobs/vared_kinetics.py``):
+
+  dynamic: the three VA-RED² stages (base E1 epochs → dynamic E2 → efficiency finetune E3);
+  static:  the static network trained for E1 + E2 + E3 epochs, the same budget.
+
+Both are measured on the same ``val`` clips: GFLOPs avg/min/max per clip from the cost
+meter (the executed path), clip-1, video-1 (K-LeftCenterRight), and inference clips/s on
+CPU (one clip per forward, best of 3 interleaved rounds).
+
+Targets (issue "VA-RED²"): average GFLOPs at least 25% below the static model's, with
+clip-1 at most 1 point lower; measured speed-up at least 0.8 × the GFLOPs ratio (the
+fraction of the theoretical saving that becomes wall-clock).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from dynvid.config import ExperimentConfig, apply_overrides
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from vared_kinetics import EMBEDDED, SMOKE  # noqa: E402  (the main job's configuration)
+
+TARGET_GFLOPS_REDUCTION = 0.25
+TARGET_CLIP1_DROP = 0.01
+TARGET_SPEED_FRACTION = 0.8
+BENCH = ["train.mlflow_tracking_uri=null", "data.synthetic_val_videos=480", "train.test_videos=120",
+         "train.log_every=40"]
+
+
+def measure(cfg: ExperimentConfig, checkpoints: dict[str, tuple[str, str, str]]) -> dict:
+    """GFLOPs, clip-1 and clips/s of each ``name -> (method, stage, checkpoint)`` on the same clips."""
+    from dynvid.data.datasets import build_clip_dataset
+    from dynvid.engine.checkpoint import load_checkpoint
+    from dynvid.engine.task import get_task
+    from dynvid.methods.vared.analysis import compare_throughput, policy_stats
+
+    val = build_clip_dataset(cfg.data, cfg.data.val_split, "val", seed=cfg.train.seed)
+    loader = torch.utils.data.DataLoader(val, batch_size=cfg.data.batch_size)
+    models = {}
+    for name, (method, stage_name, path) in checkpoints.items():
+        task = get_task(method, cfg)
+        stage = next(s for s in task.stages if s.name == stage_name)
+        model = task.build_model(stage.config(cfg), val.num_classes, stage)
+        model.load_state_dict(load_checkpoint(path)["model"])
+        models[name] = model.eval()
+    clips = torch.stack([val[i][0] for i in range(min(32, len(val)))])
+    speed = compare_throughput(models, clips)
+    out = {}
+    for name, model in models.items():
+        stats = policy_stats(model, loader)
+        gflops = stats["macs"] / 1e9
+        out[name] = {"gflops_avg": float(gflops.mean()), "gflops_min": float(gflops.min()),
+                     "gflops_max": float(gflops.max()), "clip_top1": float(stats["correct"].float().mean()),
+                     "clips_per_s": speed[name], "num_clips": len(gflops)}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--smoke-test", action="store_true")
+    p.add_argument("--out")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    args = p.parse_args(argv)
+    from dynvid.engine.task import get_task
+    from dynvid.engine.trainer import fit
+    from dynvid.methods.vared.analysis import comparison_table
+
+    torch.set_num_threads(2)
+    with tempfile.TemporaryDirectory(prefix="bench-vared-") as tmp:
+        base = EMBEDDED + BENCH + (SMOKE if args.smoke_test else []) + [f"train.storage_path={tmp}"]
+        if args.smoke_test:
+            base += ["data.synthetic_val_videos=16", "train.test_videos=4"]
+        cfg = apply_overrides(ExperimentConfig(), base + args.overrides)
+        task_stages = [s.config(cfg).optim.epochs for s in get_task("vared", cfg).stages]
+        budget = sum(task_stages)
+        dyn = fit(cfg, method="vared", register=False)
+        static_cfg = apply_overrides(cfg, [f"optim.epochs={budget}"])
+        static = fit(static_cfg, method="static", register=False)
+        stages = {s.stage: s for s in dyn.stages}
+        measured = measure(cfg, {
+            "static": ("static", "base", static.stages[0].checkpoint_path),
+            "dynamic": ("vared", "finetune", stages["finetune"].checkpoint_path),
+            "dynamic_no_eff_loss": ("vared", "dynamic", stages["dynamic"].checkpoint_path),
+        })
+    measured["static"]["video_top1"] = static.metrics.get("test_video_top1")
+    measured["dynamic"]["video_top1"] = stages["finetune"].metrics.get("test_video_top1")
+    measured["dynamic_no_eff_loss"]["video_top1"] = stages["dynamic"].metrics.get("test_video_top1")
+    s, d = measured["static"], measured["dynamic"]
+    reduction = 1 - d["gflops_avg"] / s["gflops_avg"]
+    clip_drop = s["clip_top1"] - d["clip_top1"]
+    speedup = d["clips_per_s"] / s["clips_per_s"]
+    theoretical = s["gflops_avg"] / d["gflops_avg"]
+    # fraction of the theoretical saving realised: (speed-up) / (GFLOPs ratio)
+    speed_fraction = speedup / theoretical
+    rows = [{"model": f"static ({budget} epochs)", **s},
+            {"model": f"dynamic ({'+'.join(map(str, task_stages))} epochs)", **d},
+            {"model": "dynamic, before eff. loss", **measured["dynamic_no_eff_loss"]}]
+    print(f"\nVA-RED² benchmark: {cfg.model.backbone} w{cfg.model.width_mult:g}, "
+          f"{cfg.data.clip_len}x{cfg.data.crop_size}², {s['num_clips']} val clips, clips/s at 1 clip/forward, 2 threads")
+    print(comparison_table(rows))
+    print(f"GFLOPs reduction {reduction:.1%} (target ≥ {TARGET_GFLOPS_REDUCTION:.0%}), clip-1 change "
+          f"{-clip_drop:+.4f} (target ≥ -{TARGET_CLIP1_DROP}), speed-up {speedup:.2f}× of a theoretical "
+          f"{theoretical:.2f}× = {speed_fraction:.2f} (target ≥ {TARGET_SPEED_FRACTION})")
+    report = {
+        "benchmark": "vared",
+        "config": {"backbone": cfg.model.backbone, "width_mult": cfg.model.width_mult,
+                   "clip": [cfg.data.clip_len, cfg.data.crop_size, cfg.data.crop_size],
+                   "epochs": {"static": budget, "vared_stages": task_stages},
+                   "search_space": cfg.vared.search_space, "efficiency_weight": cfg.vared.efficiency_weight,
+                   "seed": cfg.train.seed, "smoke_test": args.smoke_test, "threads": torch.get_num_threads()},
+        "results": {"rows": rows, "gflops_reduction": reduction, "clip1_drop": clip_drop, "speedup": speedup,
+                    "gflops_ratio": theoretical, "speed_fraction": speed_fraction},
+        "targets": [
+            {"name": "gflops_reduction", "value": reduction, "target": TARGET_GFLOPS_REDUCTION,
+             "direction": "max", "met": reduction >= TARGET_GFLOPS_REDUCTION},
+            {"name": "clip1_drop", "value": clip_drop, "target": TARGET_CLIP1_DROP,
+             "direction": "min", "met": clip_drop <= TARGET_CLIP1_DROP},
+            {"name": "speedup_over_gflops_ratio", "value": speed_fraction, "target": TARGET_SPEED_FRACTION,
+             "direction": "max", "met": speed_fraction >= TARGET_SPEED_FRACTION},
+        ],
+    }
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,29 @@
+"""Pieces every backbone builder shares: argument checks and the weight initialisation."""
+
+from __future__ import annotations
+
+from torch import nn
+
+
+def check_builder_args(width_mult: float, num_classes: int) -> None:
+    """The checks every builder makes on its common keyword arguments."""
+    if width_mult <= 0:
+        raise ValueError(f"width_mult must be > 0, got {width_mult}")
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+
+
+def init_video_weights(model: nn.Module) -> None:
+    """torchvision's video-ResNet scheme: Kaiming (fan-out) convs, unit BN, N(0, 0.01) linears."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv3d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm3d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0, 0.01)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)

@@ -1,0 +1,119 @@
+"""VA-RED²: video adaptive redundancy reduction (Pan et al., thesis "VA-RED²", Ch. 3–4, App. A.2).
+
+Modules:
+
+- :mod:`~dynvid.methods.vared.dynconv`: the soft modulation gate (Eq. 3.4) and the dynamic
+  convolution with temporal (Eq. 3.1–3.2) and channel (Sec. 3.1) redundancy reduction,
+  shared weights (Eq. 3.5, A.1) and a hard inference path that runs only the selected
+  sub-convolution.
+- :mod:`~dynvid.methods.vared.efficiency`: the efficiency loss (Eq. 3.6).
+- :mod:`~dynvid.methods.vared.convert`: which convolutions of R(2+1)D-18, I3D and X3D-M
+  become dynamic, and the conversion of a static backbone.
+- :mod:`~dynvid.methods.vared.analysis`: policy statistics (Fig. 4-1), cost histogram
+  (Fig. B-6), measured throughput, and the static-vs-dynamic table (Tables 4.1–4.2).
+
+:class:`VaredTask` is the method's Task: three stages on the engine (Sec. 4.3, App. A.2):
+
+1. ``base`` — the static backbone, trained from scratch;
+2. ``dynamic`` — the dynamic model initialised from the base (gates and cheap operations
+   start near "compute all"), trained with the accuracy loss;
+3. ``finetune`` — the dynamic model finetuned with L = L_a + λ_e·L_e (λ_e = 0.8) at the
+   finetune learning rate (0.01 for R(2+1)D, 0.1 for I3D/X3D: ``optim.lr / 18``).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dynvid.backbones import build_backbone
+from dynvid.config import ExperimentConfig
+from dynvid.engine.task import Stage
+from dynvid.methods.static import StaticClassification
+from dynvid.methods.vared.convert import dynamic_layers, force_policy, make_dynamic, target_names
+from dynvid.methods.vared.dynconv import DynamicConv3d, SoftModulationGate
+from dynvid.methods.vared.efficiency import efficiency_loss
+
+__all__ = [
+    "DynamicConv3d",
+    "SoftModulationGate",
+    "VaredTask",
+    "dynamic_layers",
+    "efficiency_loss",
+    "force_policy",
+    "make_dynamic",
+    "target_names",
+]
+
+# Thesis finetune lr over base lr: 0.01 / 0.18 (R(2+1)D) and 0.1 / 1.8 (I3D, X3D) are both 1/18.
+FINETUNE_LR_RATIO = 1.0 / 18.0
+
+
+class VaredTask(StaticClassification):
+    """The VA-RED² Task: static base → dynamic → efficiency finetune (see the module docstring).
+
+    Evaluation is the static one (clip-1 on ``val``, video-1/5 with K-LeftCenterRight on
+    ``test``, GFLOPs avg/min/max per clip from the cost meter); on a dynamic model the meter
+    counts what the hard path executed per sample, gates and cheap operations included.
+    """
+
+    name = "vared"
+
+    def __init__(self, cfg: ExperimentConfig):
+        super().__init__(label_smoothing=cfg.optim.label_smoothing)
+        v, o = cfg.vared, cfg.optim
+        if v.efficiency_weight < 0:
+            raise ValueError(f"vared.efficiency_weight must be >= 0, got {v.efficiency_weight}")
+        self.efficiency_weight = v.efficiency_weight
+        if v.gate_lr_mult <= 0:
+            raise ValueError(f"vared.gate_lr_mult must be > 0, got {v.gate_lr_mult}")
+        self.gate_lr_mult = v.gate_lr_mult
+        dynamic_epochs = v.dynamic_epochs if v.dynamic_epochs is not None else o.epochs
+        finetune_epochs = v.finetune_epochs if v.finetune_epochs is not None else max(1, o.epochs // 3)
+        dynamic_lr = v.dynamic_lr if v.dynamic_lr is not None else o.lr
+        finetune_lr = v.finetune_lr if v.finetune_lr is not None else o.lr * FINETUNE_LR_RATIO
+        self.stages = (
+            Stage("base", "train the static backbone (VA-RED² stage 1)", init_from_previous=False),
+            Stage("dynamic", "dynamic model initialised from the base, accuracy loss (stage 2)",
+                  overrides=(f"optim.epochs={dynamic_epochs}", f"optim.lr={dynamic_lr}")),
+            Stage("finetune", f"finetune with the efficiency loss, λ_e={v.efficiency_weight:g} (stage 3)",
+                  overrides=(f"optim.epochs={finetune_epochs}", f"optim.lr={finetune_lr}",
+                             "optim.warmup_epochs=0")),
+        )
+
+    def build_model(self, cfg: ExperimentConfig, num_classes: int, stage: Stage | None = None) -> nn.Module:
+        m, d = cfg.model, cfg.data
+        model = build_backbone(m.backbone, num_classes=m.num_classes or num_classes, width_mult=m.width_mult)
+        if stage is not None and stage.name == "base":
+            return model
+        return make_dynamic(model, m.backbone, cfg.vared, (3, d.clip_len, d.crop_size, d.crop_size))
+
+    def lr_multipliers(self, model: nn.Module, stage: Stage) -> dict[int, float]:
+        """``vared.gate_lr_mult`` for every gate parameter (engine hook, see ``build_optimizer``)."""
+        return {id(p): self.gate_lr_mult for _, layer in dynamic_layers(model) for p in layer.gate.parameters()}
+
+    def training_step(self, model: nn.Module, batch, stage: Stage):
+        clips, labels = batch
+        logits = model(clips)
+        loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
+        correct = logits.argmax(1) == labels
+        logs = {"acc": float(correct.float().mean())}
+        layers = [layer for _, layer in dynamic_layers(model)]
+        if layers:
+            fractions = torch.stack([layer.last_fraction for layer in layers], 1)
+            costs = torch.tensor([float(layer.full_macs) for layer in layers], device=fractions.device)
+            logs["exec_fraction"] = float((fractions.detach() * costs / costs.sum()).sum(1).mean())
+            if stage.name == "finetune" and self.efficiency_weight > 0:
+                eff = efficiency_loss(fractions, costs, correct)
+                logs["acc_loss"], logs["eff_loss"] = float(loss.detach()), float(eff.detach())
+                loss = loss + self.efficiency_weight * eff
+        logs["loss"] = float(loss.detach())
+        return loss, logs
+
+    def report(self, cfg: ExperimentConfig, stages: list, out_dir: str) -> dict:
+        """The paper-style table (static vs dynamic), measured clips/s, the per-layer per-class
+        policy heatmap and the per-clip cost histogram (see :mod:`.analysis`)."""
+        from dynvid.methods.vared.analysis import stage_report
+
+        return stage_report(self, cfg, stages, out_dir)

@@ -1,0 +1,248 @@
+"""VA-RED² analysis: policy statistics, figures, measured speed, and the comparison table.
+
+- Per-layer, per-class fraction of computed features (thesis Sec. 4.8, Fig. 4-1): for each
+  dynamic layer, the temporal fraction 1/R_s and the channel fraction r_s that the hard
+  path executed, averaged per class; saved as a heatmap PNG.
+- Instance-level cost distribution (App. B.4, Fig. B-6): a histogram of the measured
+  GFLOPs per clip of the dynamic model, with the static model's cost marked.
+- Speed (Tables 4.1–4.2, "clip/second"): clips per second of the model in inference mode
+  on the same clips, one clip per forward (the papers' speed is per clip on one device),
+  timed after warm-up; measured, not derived from FLOPs.
+- The static-vs-dynamic table of Table 4.1: GFLOPs avg/max/min, speed, clip-1, video-1,
+  video-5 (and the change in GFLOPs relative to the static model).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterable, Sequence
+
+import torch
+from torch import nn
+
+from dynvid.metrics.cost import CostMeter
+from dynvid.tables import format_table
+from dynvid.methods.vared.convert import dynamic_layers
+from dynvid.methods.vared.dynconv import executed_fraction
+
+__all__ = [
+    "comparison_table",
+    "compare_throughput",
+    "measure_throughput",
+    "plot_cost_histogram",
+    "plot_policy_heatmap",
+    "policy_stats",
+    "stage_report",
+]
+
+
+@torch.no_grad()
+def policy_stats(model: nn.Module, loader: Iterable) -> dict:
+    """Run ``model`` in inference mode over ``(clips, labels)`` batches and collect, per clip,
+    the executed temporal and channel fraction of every dynamic layer, the measured MACs and
+    whether the prediction was right.
+
+    Returns ``{"layers": [names], "temporal": (N, L), "channel": (N, L), "macs": (N,),
+    "labels": (N,), "correct": (N,)}`` (tensors; L = 0 for a static model).
+    """
+    was_training = model.training
+    model.eval()
+    layers = dynamic_layers(model)
+    temporal, channel, macs, labels, correct = [], [], [], [], []
+    for clips, y in loader:
+        with CostMeter(model) as meter:
+            logits = model(clips)
+        macs.append(meter.per_sample_macs)
+        labels.append(y)
+        correct.append(logits.argmax(1).cpu() == y.cpu())
+        if layers:
+            temporal.append(torch.stack([executed_fraction(m.last_v_t, [1 / r for r in m.temporal_factors])
+                                         for _, m in layers], 1).cpu())
+            channel.append(torch.stack([executed_fraction(m.last_v_c, m.channel_ratios) for _, m in layers], 1).cpu())
+    model.train(was_training)
+    n = sum(len(y) for y in labels)
+    empty = torch.zeros(n, 0)
+    return {
+        "layers": [name for name, _ in layers],
+        "temporal": torch.cat(temporal) if temporal else empty,
+        "channel": torch.cat(channel) if channel else empty,
+        "macs": torch.cat(macs),
+        "labels": torch.cat(labels),
+        "correct": torch.cat(correct),
+    }
+
+
+def per_class_mean(values: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """``(num_classes, L)`` mean of ``values`` (N, L) over the clips of each class (NaN if none)."""
+    out = torch.full((num_classes, values.shape[1]), float("nan"))
+    for c in range(num_classes):
+        rows = labels == c
+        if rows.any():
+            out[c] = values[rows].float().mean(0)
+    return out
+
+
+def plot_policy_heatmap(stats: dict, class_names: Sequence[str], path: str | os.PathLike) -> str:
+    """Fig. 4-1: per-class (rows) and per-layer (columns) fraction of computed features,
+    temporal-wise and channel-wise side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    k = len(class_names)
+    layers = stats["layers"]
+    fig, axes = plt.subplots(1, 2, figsize=(max(8, 0.45 * len(layers) * 2 + 4), max(3, 0.3 * k + 1.5)),
+                             constrained_layout=True)
+    for ax, key, title in ((axes[0], "temporal", "temporal-wise (1/R)"), (axes[1], "channel", "channel-wise (r)")):
+        grid = per_class_mean(stats[key], stats["labels"], k)
+        im = ax.imshow(grid.numpy(), vmin=0, vmax=1, cmap="viridis", aspect="auto")
+        ax.set_title(f"fraction of features computed, {title}")
+        ax.set_xticks(range(len(layers)), [_short(n) for n in layers], rotation=90, fontsize=6)
+        ax.set_yticks(range(k), class_names, fontsize=7)
+        ax.set_xlabel("dynamic layer")
+    fig.colorbar(im, ax=axes, shrink=0.8)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return str(path)
+
+
+def _short(name: str) -> str:
+    return name.replace("layer", "L").replace(".conv", ".c").replace(".0.0", "")
+
+
+def plot_cost_histogram(dynamic_gflops: torch.Tensor, static_gflops: float, path: str | os.PathLike) -> str:
+    """Fig. B-6 as a histogram: measured GFLOPs per clip of the dynamic model, static cost marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5), constrained_layout=True)
+    ax.hist(dynamic_gflops.numpy(), bins=30, color="tab:blue", alpha=0.8, label="dynamic (per clip)")
+    ax.axvline(static_gflops, color="tab:red", linestyle="--", label=f"static ({static_gflops:.3g})")
+    ax.axvline(float(dynamic_gflops.mean()), color="black", linestyle=":",
+               label=f"dynamic mean ({float(dynamic_gflops.mean()):.3g})")
+    ax.set_xlabel("GFLOPs per clip (measured on the executed path)")
+    ax.set_ylabel("clips")
+    ax.legend(fontsize=8)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return str(path)
+
+
+@torch.no_grad()
+def measure_throughput(model: nn.Module, clips: torch.Tensor, batch_size: int = 1, warmup: int = 3,
+                       min_time_s: float = 2.0) -> float:
+    """Clips per second of ``model`` in inference mode over ``clips`` (N, C, T, H, W), in
+    batches of ``batch_size``, after ``warmup`` batches; loops over the clips until at
+    least ``min_time_s`` has passed."""
+    was_training = model.training
+    model.eval()
+    batches = list(clips.split(batch_size))
+    for b in batches[:warmup]:
+        model(b)
+    done, start = 0, time.perf_counter()
+    while True:
+        for b in batches:
+            model(b)
+            done += len(b)
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_time_s:
+            break
+    model.train(was_training)
+    return done / elapsed
+
+
+def compare_throughput(models: dict[str, nn.Module], clips: torch.Tensor, rounds: int = 3,
+                       batch_size: int = 1, min_time_s: float = 1.0) -> dict[str, float]:
+    """Best clips/s of each model over ``rounds`` interleaved rounds on the same clips, so a
+    background spike on a shared machine does not decide a comparison."""
+    best = {key: 0.0 for key in models}
+    for _ in range(rounds):
+        for key, model in models.items():
+            best[key] = max(best[key], measure_throughput(model, clips, batch_size, min_time_s=min_time_s))
+    return best
+
+
+ROW_KEYS = (("GFLOPs avg", "gflops_avg", "{:.3f}"), ("GFLOPs max", "gflops_max", "{:.3f}"),
+            ("GFLOPs min", "gflops_min", "{:.3f}"), ("clips/s", "clips_per_s", "{:.1f}"),
+            ("clip-1", "clip_top1", "{:.4f}"), ("video-1", "video_top1", "{:.4f}"),
+            ("video-5", "video_top5", "{:.4f}"))
+
+
+def comparison_table(rows: Sequence[dict], markdown: bool = False) -> str:
+    """Table 4.1 layout: one row per model (``{"model", gflops_avg, ...}``); the GFLOPs of
+    rows after the first carry their change relative to the first (the static model)."""
+    base = rows[0]
+    header = ["model", *(name for name, _, _ in ROW_KEYS)]
+    lines = []
+    for row in rows:
+        cells = [row["model"]]
+        for _, key, fmt in ROW_KEYS:
+            value = row.get(key)
+            cell = "–" if value is None else fmt.format(value)
+            if key.startswith("gflops") and row is not base and value is not None and base.get(key):
+                cell += f" ({100 * (value / base[key] - 1):+.0f}%)"
+            cells.append(cell)
+        lines.append(cells)
+    return format_table(header, lines, markdown)
+
+
+def stage_report(task, cfg, stages: list, out_dir: str, throughput_clips: int = 32) -> dict:
+    """The VA-RED² job report on the driver: loads the base and final checkpoints, measures
+    both on the same ``val`` clips (policy statistics, cost per clip, clips/s), writes the
+    figures and ``vared_report.json`` to ``out_dir`` and returns the comparison table."""
+    from dynvid.data.datasets import build_clip_dataset
+    from dynvid.engine.checkpoint import load_checkpoint
+    from dynvid.engine.ingest import localize_dataset
+    from dynvid.engine.storage import fetch_checkpoint
+
+    by_name = {s.stage: s for s in stages}
+    if not all(by_name.get(n) and by_name[n].checkpoint_path for n in ("base", "finetune")):
+        print("[dynvid] vared report skipped: the base or finetune stage has no checkpoint", flush=True)
+        return {"metrics": {}, "table": "", "artifacts": []}
+    data = localize_dataset(cfg.data)
+    val = build_clip_dataset(data, data.val_split, "val", seed=cfg.train.seed)
+    loader = torch.utils.data.DataLoader(val, batch_size=cfg.data.batch_size, num_workers=cfg.data.loader_workers)
+    models = {}
+    for key, stage_name in (("static", "base"), ("dynamic", "finetune")):
+        stage = next(s for s in task.stages if s.name == stage_name)
+        model = task.build_model(stage.config(cfg), val.num_classes, stage)
+        model.load_state_dict(load_checkpoint(fetch_checkpoint(by_name[stage_name].checkpoint_path))["model"])
+        models[key] = model.eval()
+    stats = {key: policy_stats(m, loader) for key, m in models.items()}
+    clips = torch.stack([val[i][0] for i in range(min(throughput_clips, len(val)))])
+    speed = compare_throughput(models, clips)
+    os.makedirs(out_dir, exist_ok=True)
+    heatmap = plot_policy_heatmap(stats["dynamic"], val.classes, os.path.join(out_dir, "policy_heatmap.png"))
+    static_gflops = float(stats["static"]["macs"].mean()) / 1e9
+    histogram = plot_cost_histogram(stats["dynamic"]["macs"] / 1e9, static_gflops,
+                                    os.path.join(out_dir, "cost_histogram.png"))
+    rows = []
+    for key, stage_name in (("static", "base"), ("dynamic", "finetune")):
+        m, s = by_name[stage_name].metrics, stats[key]
+        gflops = s["macs"] / 1e9
+        rows.append({"model": f"{key} ({stage_name})", "gflops_avg": float(gflops.mean()),
+                     "gflops_max": float(gflops.max()), "gflops_min": float(gflops.min()),
+                     "clips_per_s": speed[key], "clip_top1": float(s["correct"].float().mean()),
+                     "video_top1": m.get("test_video_top1"), "video_top5": m.get("test_video_top5")})
+    metrics = {
+        "static_clips_per_s": speed["static"], "dynamic_clips_per_s": speed["dynamic"],
+        "speedup": speed["dynamic"] / speed["static"],
+        "gflops_ratio": rows[1]["gflops_avg"] / rows[0]["gflops_avg"],
+        "static_gflops_avg": rows[0]["gflops_avg"], "dynamic_gflops_avg": rows[1]["gflops_avg"],
+        "dynamic_gflops_min": rows[1]["gflops_min"], "dynamic_gflops_max": rows[1]["gflops_max"],
+        "static_clip_top1": rows[0]["clip_top1"], "dynamic_clip_top1": rows[1]["clip_top1"],
+    }
+    summary = os.path.join(out_dir, "vared_report.json")
+    with open(summary, "w") as f:
+        json.dump({"rows": rows, "metrics": metrics, "layers": stats["dynamic"]["layers"],
+                   "threads": torch.get_num_threads(), "throughput_clips": len(clips)}, f, indent=2)
+    title = f"VA-RED² {cfg.model.backbone} on {cfg.data.dataset} (clips/s: 1 clip per forward, " \
+            f"{torch.get_num_threads()} thread(s))"
+    return {"metrics": metrics, "table": f"{title}\n{comparison_table(rows)}",
+            "markdown": f"### {title}\n\n{comparison_table(rows, markdown=True)}",
+            "artifacts": [heatmap, histogram, summary], "rows": rows}

@@ -1,0 +1,235 @@
+"""VA-RED² dynamic convolution and gate (thesis Eq. 3.1–3.5, App. A.2): exactness against
+the static conv, hard path = soft path, executed MACs, real slicing, per-sample paths,
+gradients to the gates."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from dynvid.methods.vared import dynconv
+from dynvid.methods.vared.dynconv import DynamicConv3d, SoftModulationGate, executed_fraction, executed_index
+from dynvid.metrics.cost import CostMeter
+
+# (kernel, stride, padding, groups, bias): R(2+1)D's spatial conv, I3D's 3×3×3, X3D's
+# depthwise 3×3×3 and a pointwise conv.
+CONVS = {
+    "spatial_1x3x3": ((1, 3, 3), (1, 2, 2), (0, 1, 1), 1, False),
+    "full_3x3x3": ((3, 3, 3), (1, 1, 1), (1, 1, 1), 1, True),
+    "depthwise_3x3x3": ((3, 3, 3), (2, 1, 1), (1, 1, 1), 8, False),
+    "pointwise": ((1, 1, 1), (1, 1, 1), (0, 0, 0), 1, False),
+}
+
+
+def make(name: str, search_space: int = 2, cheap_kernel: int = 1, seed: int = 0):
+    torch.manual_seed(seed)
+    kernel, stride, padding, groups, bias = CONVS[name]
+    conv = nn.Conv3d(8, 8, kernel, stride, padding, groups=groups, bias=bias)
+    dyn = DynamicConv3d.from_conv(conv, search_space=search_space, gate_frames=8, cheap_kernel=cheap_kernel)
+    return conv, dyn
+
+
+def perturb_cheap_ops(dyn: DynamicConv3d) -> None:
+    """Move the cheap operations away from their identity initialisation."""
+    with torch.no_grad():
+        for p in [*dyn.cheap_channel.parameters(), *dyn.cheap_temporal.parameters()]:
+            p.add_(0.3 * torch.randn_like(p))
+
+
+@pytest.mark.parametrize("name", list(CONVS))
+@pytest.mark.parametrize("search_space", [2, 3])
+def test_compute_all_equals_the_static_conv(name, search_space):
+    conv, dyn = make(name, search_space)
+    perturb_cheap_ops(dyn)
+    x = torch.randn(3, 8, 8, 10, 10)
+    dyn.force("all")
+    for training in (False, True):  # hard path and soft path
+        dyn.train(training)
+        torch.testing.assert_close(dyn(x), conv(x), atol=1e-5, rtol=0)
+
+
+def test_gate_output_is_in_zero_one():
+    torch.manual_seed(0)
+    gate = SoftModulationGate(in_channels=6, frames=4, hidden=16, num_temporal=3, num_channel=2)
+    with torch.no_grad():
+        gate.fc2.weight.mul_(100)  # saturate tanh in both directions
+    for mode in (True, False):
+        gate.train(mode)
+        v_t, v_c = gate(torch.randn(32, 6, 4, 5, 5) * 10)
+        assert v_t.shape == (32, 3) and v_c.shape == (32, 2)
+        v = torch.cat([v_t, v_c], 1)
+        assert bool((v >= 0).all()) and bool((v < 1).all())
+        assert bool((v == 0).any()), "max(tanh, 0) must produce exact zeros"
+
+
+def test_gate_pools_to_c_times_t_and_accepts_other_clip_lengths():
+    gate = SoftModulationGate(in_channels=6, frames=4, hidden=16, num_temporal=2, num_channel=2).eval()
+    assert gate.fc1.in_features == 6 * 4
+    v_t, _ = gate(torch.randn(2, 6, 8, 5, 5))  # 8 frames are pooled to the configured 4
+    assert v_t.shape == (2, 2)
+
+
+def random_decision(dyn: DynamicConv3d, batch: int, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    st, sc = len(dyn.temporal_factors), len(dyn.channel_ratios)
+    v_t = torch.rand(batch, st, generator=g) * (torch.rand(batch, st, generator=g) > 0.4)
+    v_c = torch.rand(batch, sc, generator=g) * (torch.rand(batch, sc, generator=g) > 0.4)
+    return v_t, v_c
+
+
+@pytest.mark.parametrize("name", list(CONVS))
+@pytest.mark.parametrize("search_space,cheap_kernel", [(2, 1), (3, 1), (3, 3)])
+def test_hard_path_computes_the_soft_path_function(name, search_space, cheap_kernel):
+    """Eq. A.1: the inference path (largest non-zero choice only, smaller ones sliced from it)
+    equals the training mixture, for every mix of choices within one batch."""
+    _, dyn = make(name, search_space, cheap_kernel)
+    perturb_cheap_ops(dyn)
+    x = torch.randn(8, 8, 8, 10, 10)
+    for seed in range(4):
+        v_t, v_c = random_decision(dyn, 8, seed)
+        soft = dyn.dynamic_forward(x, v_t, v_c, hard=False)
+        hard = dyn.dynamic_forward(x, v_t, v_c, hard=True)
+        torch.testing.assert_close(hard, soft, atol=2e-5, rtol=0)
+        with torch.no_grad():  # inference writes single-choice groups straight into the output
+            torch.testing.assert_close(dyn.dynamic_forward(x, v_t, v_c, hard=True), soft, atol=2e-5, rtol=0)
+    # one sample per forward, one choice each: the single-choice path for every (i, j)
+    for i in range(len(dyn.channel_ratios)):
+        for j in range(len(dyn.temporal_factors)):
+            v_t = torch.zeros(1, len(dyn.temporal_factors))
+            v_c = torch.zeros(1, len(dyn.channel_ratios))
+            v_t[0, j], v_c[0, i] = 0.7, 0.4
+            soft = dyn.dynamic_forward(x[:1], v_t, v_c, hard=False)
+            with torch.no_grad():
+                torch.testing.assert_close(dyn.dynamic_forward(x[:1], v_t, v_c, hard=True), soft, atol=2e-5, rtol=0)
+
+
+def test_hard_path_is_selected_per_sample_within_a_batch():
+    _, dyn = make("spatial_1x3x3", search_space=3)
+    perturb_cheap_ops(dyn)
+    x = torch.randn(4, 8, 8, 10, 10)
+    # sample 0: all; 1: half channels; 2: quarter frames; 3: nothing computed
+    v_t = torch.tensor([[0.9, 0, 0], [0.5, 0.2, 0], [0, 0, 0.7], [0, 0, 0]])
+    v_c = torch.tensor([[0.8, 0, 0], [0, 0.6, 0.1], [0.3, 0, 0], [0.5, 0, 0]])
+    with CostMeter(dyn) as meter:
+        batch_out = dyn.dynamic_forward(x, v_t, v_c, hard=True)
+    alone = torch.cat([dyn.dynamic_forward(x[i : i + 1], v_t[i : i + 1], v_c[i : i + 1], hard=True) for i in range(4)])
+    torch.testing.assert_close(batch_out, alone, atol=1e-6, rtol=0)
+    macs = meter.per_sample_macs
+    assert macs[0] > macs[1] > macs[2] > macs[3] == 0
+    assert torch.count_nonzero(batch_out[3]) == 0
+
+
+# Executed MACs, written out from the layer sizes (not from the code under test):
+# conv 8->8, kernel 1x3x3, spatial stride 2, input (8 frames, 10x10) -> output (8, 5, 5).
+# C(f) = 8 out * 8 in * 9 * (8*5*5) = 115200.
+FULL = 8 * 8 * 9 * 8 * 5 * 5
+HW = 5 * 5
+
+
+@pytest.mark.parametrize(
+    "choice,v_t,v_c,expected",
+    [
+        # all channels, all frames: C(f), no cheap op
+        ("r=1,R=1", [1, 0], [1, 0], FULL),
+        # r = 1/2: 4 channels computed (C(f)/2) + Φ^c generates 4 channels on 8 frames
+        ("r=1/2,R=1", [1, 0], [0, 1], FULL // 2 + 4 * 8 * HW),
+        # R = 2: 4 frames computed (C(f)/2) + Φ^t generates 1 frame per computed frame, 8 channels
+        ("r=1,R=2", [0, 1], [1, 0], FULL // 2 + 8 * 1 * 4 * HW),
+        # r = 1/2 and R = 2: C(f)/4 + Φ^c (4 ch on 4 frames) + Φ^t (8 ch, 4 frames)
+        ("r=1/2,R=2", [0, 1], [0, 1], FULL // 4 + 4 * 4 * HW + 8 * 4 * HW),
+        # both choices weighted: the largest runs, the smaller one's cheap op runs too
+        ("r=1 and 1/2", [1, 0], [0.5, 0.5], FULL + 4 * 8 * HW),
+        ("nothing", [0, 0], [1, 0], 0),
+    ],
+)
+def test_executed_macs_are_r_over_R_of_the_conv_plus_cheap_ops(choice, v_t, v_c, expected):
+    _, dyn = make("spatial_1x3x3", search_space=2)
+    dyn.eval()
+    x = torch.randn(1, 8, 8, 10, 10)
+    with CostMeter(dyn.gate) as gate_meter:  # the gate is counted separately
+        dyn.gate(x)
+    with CostMeter(dyn) as meter:
+        dyn.dynamic_forward(x, torch.tensor([v_t], dtype=torch.float), torch.tensor([v_c], dtype=torch.float), hard=True)
+    assert dyn.full_macs == FULL
+    assert meter.per_sample_macs.item() == expected, choice
+    # forward() adds the gate's two FCs: C_in*T*D_h + D_h*(S_t+S_c)
+    assert gate_meter.per_sample_macs.item() == 8 * 8 * 32 + 32 * 4
+
+
+def test_the_hard_path_runs_a_smaller_convolution(monkeypatch):
+    """No masking: the conv that runs has the sliced kernel and the scaled temporal stride."""
+    _, dyn = make("full_3x3x3", search_space=3)
+    dyn.eval()
+    calls = []
+    real = dynconv.F.conv3d
+
+    def spy(x, weight, bias, stride, padding, dilation, groups):
+        calls.append((tuple(x.shape), tuple(weight.shape), tuple(stride)))
+        return real(x, weight, bias, stride, padding, dilation, groups)
+
+    monkeypatch.setattr(dynconv.F, "conv3d", spy)
+    x = torch.randn(1, 8, 8, 6, 6)
+    out = dyn.dynamic_forward(x, torch.tensor([[0.0, 0.0, 1.0]]), torch.tensor([[0.0, 1.0, 0.0]]), hard=True)
+    assert calls == [((1, 8, 8, 6, 6), (4, 8, 3, 3, 3), (4, 1, 1))]  # 4 of 8 filters, every 4th frame
+    assert out.shape == (1, 8, 8, 6, 6)  # reconstructed to the full output
+
+
+def test_depthwise_hard_path_slices_input_channels_too(monkeypatch):
+    _, dyn = make("depthwise_3x3x3", search_space=2)
+    dyn.eval()
+    calls = []
+    real = dynconv.F.conv3d
+    monkeypatch.setattr(dynconv.F, "conv3d", lambda x, w, b, s, p, d, g: calls.append((x.shape[1], w.shape[0], g))
+                        or real(x, w, b, s, p, d, g))
+    dyn.dynamic_forward(torch.randn(1, 8, 8, 6, 6), torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]]), hard=True)
+    assert calls == [(4, 4, 4)]
+
+
+def test_gradients_reach_the_gate_and_cheap_ops_in_training():
+    _, dyn = make("spatial_1x3x3", search_space=3)
+    dyn.train()
+    x = torch.randn(4, 8, 8, 10, 10)
+    out = dyn(x)
+    (out.square().mean() + dyn.last_fraction.sum()).backward()
+    for name, p in [*dyn.gate.named_parameters(), *dyn.cheap_channel.named_parameters(),
+                    *dyn.cheap_temporal.named_parameters()]:
+        assert p.grad is not None and torch.count_nonzero(p.grad) > 0, name
+
+
+def test_executed_index_and_fraction():
+    v = torch.tensor([[0.3, 0.2, 0.0], [0.0, 0.5, 0.1], [0.0, 0.0, 0.2], [0.0, 0.0, 0.0]])
+    assert executed_index(v).tolist() == [0, 1, 2, 3]
+    assert executed_fraction(v, [1.0, 0.5, 0.25]).tolist() == [1.0, 0.5, 0.25, 0.0]
+
+
+def test_straight_through_fraction_has_exact_value_and_a_gradient():
+    _, dyn = make("spatial_1x3x3", search_space=2)
+    dyn.train()
+    v_t = torch.tensor([[0.0, 0.7]], requires_grad=True)
+    v_c = torch.tensor([[0.4, 0.9]], requires_grad=True)
+    dyn.dynamic_forward(torch.randn(1, 8, 8, 10, 10), v_t, v_c, hard=False)
+    assert dyn.last_fraction.item() == pytest.approx(1.0 * 0.5)  # r_s = 1 (V_c[0] > 0), R_s = 2
+    dyn.last_fraction.sum().backward()
+    assert v_c.grad[0, 0] > v_c.grad[0, 1] > 0  # the expensive choice is pushed hardest
+    assert v_t.grad[0, 0] > v_t.grad[0, 1] > 0
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"search_space": 4}, "search_space"),
+    ({"cheap_kernel": 2}, "cheap_kernel"),
+])
+def test_bad_arguments_are_clear_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        DynamicConv3d(8, 8, 3, padding=1, gate_frames=4, **kwargs)
+
+
+def test_grouped_non_depthwise_conv_is_refused_for_channel_dynamics():
+    with pytest.raises(ValueError, match="groups"):
+        DynamicConv3d(8, 16, 3, padding=1, groups=2, gate_frames=4)
+
+
+def test_wrong_decision_shape_is_a_clear_error():
+    _, dyn = make("pointwise")
+    with pytest.raises(ValueError, match="decision shapes"):
+        dyn.dynamic_forward(torch.randn(2, 8, 4, 4, 4), torch.ones(2, 3), torch.ones(2, 2), hard=True)
