@@ -67,6 +67,41 @@ def measure(cfg: ExperimentConfig, checkpoints: dict[str, tuple[str, str, str]])
     return out
 
 
+def scale_check(smoke: bool) -> dict:
+    """Wall-clock of the hard path where convolutions dominate: untrained full-width R(2+1)D-18
+    on 8×112² clips, static against the dynamic network forced to each choice, so that the
+    fraction of the saving that reaches the clock is measured apart from what a policy learned."""
+    from dynvid.backbones import build_backbone
+    from dynvid.config import VaredConfig
+    from dynvid.methods.vared import force_policy, make_dynamic
+    from dynvid.methods.vared.analysis import compare_throughput
+    from dynvid.metrics.cost import CostMeter
+
+    width, size = (0.25, 48) if smoke else (1.0, 112)
+    torch.manual_seed(0)
+    static = build_backbone("r2plus1d_18", width_mult=width, num_classes=400).eval()
+    dynamic = make_dynamic(build_backbone("r2plus1d_18", width_mult=width, num_classes=400), "r2plus1d_18",
+                           VaredConfig(search_space=3), (3, 8, size, size)).eval()
+    dynamic.load_state_dict(static.state_dict(), strict=False)
+    clips = torch.randn(4, 3, 8, size, size)
+    out = {"backbone": f"r2plus1d_18 w{width:g}", "clip": [8, size, size], "policies": {}}
+    for policy, label in (("all", "r=1, R=1"), (1, "r=1/2, R=2"), (2, "r=1/4, R=4")):
+        with torch.no_grad(), force_policy(dynamic, policy):
+            with CostMeter(dynamic) as meter:
+                dynamic(clips[:1])
+            speed = compare_throughput({"static": static, "dynamic": dynamic}, clips, rounds=2,
+                                       min_time_s=0.5 if smoke else 2.0)
+        gflops = meter.per_sample_macs.item() / 1e9
+        out["policies"][label] = {"gflops": gflops, "static_clips_per_s": speed["static"],
+                                  "dynamic_clips_per_s": speed["dynamic"]}
+    base = out["policies"]["r=1, R=1"]["gflops"]
+    for row in out["policies"].values():
+        row["gflops_ratio"] = base / row["gflops"]
+        row["speedup"] = row["dynamic_clips_per_s"] / row["static_clips_per_s"]
+        row["speed_fraction"] = row["speedup"] / row["gflops_ratio"]
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--smoke-test", action="store_true")
@@ -76,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     from dynvid.engine.task import get_task
     from dynvid.engine.trainer import fit
     from dynvid.methods.vared.analysis import comparison_table
+    from dynvid.tables import format_table
 
     torch.set_num_threads(2)
     with tempfile.TemporaryDirectory(prefix="bench-vared-") as tmp:
@@ -131,6 +167,15 @@ def main(argv: list[str] | None = None) -> int:
              "direction": "max", "met": speed_fraction >= TARGET_SPEED_FRACTION},
         ],
     }
+    scale = scale_check(args.smoke_test)
+    report["results"]["scale_check"] = scale
+    print(f"\nHard path at {scale['backbone']}, {'x'.join(map(str, scale['clip']))} (untrained, forced choices, "
+          f"1 clip per forward):")
+    print(format_table(["choice", "GFLOPs", "GFLOPs ratio", "static clips/s", "dynamic clips/s", "speed-up",
+                        "fraction"],
+                       [[k, f"{v['gflops']:.2f}", f"{v['gflops_ratio']:.2f}", f"{v['static_clips_per_s']:.2f}",
+                         f"{v['dynamic_clips_per_s']:.2f}", f"{v['speedup']:.2f}", f"{v['speed_fraction']:.2f}"]
+                        for k, v in scale["policies"].items()]))
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=2))
     return 0

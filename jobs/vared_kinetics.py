@@ -55,7 +55,7 @@ EMBEDDED = [
     "vared.dynamic_lr=0.0005",
     "vared.finetune_epochs=2",
     "vared.finetune_lr=0.0002",
-    "vared.gate_lr_mult=30",
+    "vared.gate_lr_mult=50",
     "train.test_videos=60",
     "train.num_workers=1",
     "train.cpus_per_worker=2",
@@ -64,11 +64,11 @@ EMBEDDED = [
 # decay, base lr at 1152 clips per step (12 per GPU × 96 GPUs), scaled linearly to the batch.
 PAPER = {
     "r2plus1d_18": (["data.crop_size=112", "data.train_short_side=128", "data.test_short_side=128",
-                     "optim.weight_decay=5e-4"], 0.18),
+                     "optim.weight_decay=0.0005"], 0.18),
     "i3d": (["data.crop_size=224", "data.train_short_side=256", "data.test_short_side=256",
-             "optim.weight_decay=1e-4"], 1.8),
+             "optim.weight_decay=0.0001"], 1.8),
     "x3d_m": (["data.crop_size=224", "data.train_short_side=256", "data.test_short_side=256",
-               "data.stride=5", "optim.weight_decay=5e-5"], 1.8),
+               "data.stride=5", "optim.weight_decay=0.00005"], 1.8),
 }
 PAPER_COMMON = ["data.clip_len=16", "data.num_test_clips=10", "data.num_test_crops=3", "data.batch_size=12",
                 "optim.optimizer=sgd", "optim.momentum=0.9", "optim.nesterov=true", "optim.epochs=120",

@@ -233,3 +233,22 @@ def test_wrong_decision_shape_is_a_clear_error():
     _, dyn = make("pointwise")
     with pytest.raises(ValueError, match="decision shapes"):
         dyn.dynamic_forward(torch.randn(2, 8, 4, 4, 4), torch.ones(2, 3), torch.ones(2, 2), hard=True)
+
+
+def test_a_one_frame_kernel_runs_as_conv2d_on_the_kept_frames(monkeypatch):
+    """R(2+1)D's 1×3×3 convolutions: the sub-convolution is a conv2d over every R-th frame."""
+    _, dyn = make("spatial_1x3x3", search_space=2)
+    dyn.eval()
+    calls = []
+    real = dynconv.F.conv2d
+
+    def spy(x, weight, bias, stride, padding, dilation, groups):
+        calls.append((tuple(x.shape), tuple(weight.shape), tuple(stride)))
+        return real(x, weight, bias, stride, padding, dilation, groups)
+
+    monkeypatch.setattr(dynconv.F, "conv2d", spy)
+    x = torch.randn(2, 8, 8, 10, 10)
+    with torch.no_grad():
+        out = dyn.dynamic_forward(x, torch.tensor([[0.0, 1.0]] * 2), torch.tensor([[0.0, 1.0]] * 2), hard=True)
+    assert calls == [((2 * 4, 8, 10, 10), (4, 8, 3, 3), (2, 2))]  # 4 frames of 8, 4 filters of 8
+    assert out.shape == (2, 8, 8, 5, 5)

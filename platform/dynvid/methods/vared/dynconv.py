@@ -26,6 +26,20 @@ zero. When every V_c (or every V_t) of a sample is 0, its output is 0 and the co
 not run at all. Samples of one batch are grouped by their (i_s, j_s) and each group runs
 its own sub-convolution.
 
+Inference implementation (what makes the saving reach the clock on a CPU):
+
+- A ``1×k×k`` kernel (R(2+1)D's spatial convolutions, X3D's and I3D's pointwise ones) sees
+  one frame, so its sub-convolution runs as one batched ``conv2d`` over every R·stride-th
+  frame (oneDNN, whose time follows the output size; CPU ``conv3d`` spends most of its
+  time on im2col of the input whatever the number of filters). Other kernels run as
+  ``conv3d`` with the larger temporal stride.
+- With ``cheap_kernel=1`` every Φ is a per-channel scale, so each term of Eq. 3.5 is a
+  per-channel coefficient times a slice of the computed output: the output is written
+  with one multiply-add per term into fresh tensors, the gate weights folded into the
+  coefficients (``_mix_fused``), instead of materialising every term.
+- The decision is read into Python once per layer; the cost bookkeeping runs only while a
+  :class:`~dynvid.metrics.cost.CostMeter` is active.
+
 The thesis's A.1 text says "the smallest index with V[i] = 0"; the largest computed
 filter must be the first one whose weight is *non*-zero (a zero-weighted output need not
 be computed), so that is what is implemented.
@@ -50,9 +64,11 @@ is not (like BN and ReLU, see :mod:`dynvid.metrics.cost`).
 
 Gate (Eq. 3.4): ``G`` pools X over H, W to ``C_in · T_g`` values (adaptive pooling to the
 T_g frames the layer sees at the configured clip length, so other clip lengths still
-run), then FC → BN → tanh → FC (+ β) → max(tanh, 0). β starts at +2 for the "compute
-all" choice (V ≈ 0.96) and 0 for the others, so a dynamic model initialised from the
-static base starts near it. The gate's MACs (two FCs) are counted every forward.
+run), then FC → BN → tanh → FC (+ β) → max(tanh, 0). β starts at +1 for the "compute
+all" choice (V ≈ 0.76) and 0 for the others (V ≈ 0, half of them just above), so a
+dynamic model initialised from the static base starts near it; +1 rather than a
+saturating +2 leaves the efficiency loss a short way to switch "all" off (β at +2 barely
+moved in a 2-epoch finetune here). The gate's MACs (two FCs) are counted every forward.
 """
 
 from __future__ import annotations
@@ -164,7 +180,7 @@ class SoftModulationGate(nn.Module):
         with torch.no_grad():
             self.fc2.weight.mul_(0.1)
             bias = torch.zeros(num_temporal + num_channel)
-            bias[0] = bias[num_temporal] = 2.0  # "compute all" starts on: V ≈ tanh(2) = 0.96
+            bias[0] = bias[num_temporal] = 1.0  # "compute all" starts on: V ≈ tanh(1) = 0.76
             self.fc2.bias.copy_(bias)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -322,9 +338,8 @@ class DynamicConv3d(nn.Conv3d):
                     xs, vts, vcs = x[index], v_t[index], v_c[index]
                 computed = self._conv(xs, self.computed_channels[i], self.temporal_factors[j])
                 sub_vt, sub_vc = [vt[r] for r in rows], [vc[r] for r in rows]
-                if self.cheap_kernel == 1 and not torch.is_grad_enabled() and not any(w[i + 1 :] and max(w[i + 1 :]) > 0 for w in sub_vc) \
-                        and not any(w[j + 1 :] and max(w[j + 1 :]) > 0 for w in sub_vt):
-                    y = self._rebuild_one(computed, [a[i] * b[j] for a, b in zip(sub_vc, sub_vt)], i, j, out_size[0])
+                if self.cheap_kernel == 1 and not torch.is_grad_enabled():
+                    y = self._mix_fused(computed, vts, vcs, sub_vt, sub_vc, i, j, out_size[0])
                 else:
                     y = self._mix(computed, vts, vcs, sub_vt, sub_vc, i, j, out_size[0])
                 if metered:
@@ -355,33 +370,92 @@ class DynamicConv3d(nn.Conv3d):
         groups = self.groups
         if self.depthwise and channels != self.out_channels:
             x, groups = x[:, :channels], channels  # a depthwise filter reads only its own channel
+        if self.kernel_size[0] == 1 and self.padding[0] == 0 and not torch.is_grad_enabled():
+            # A 1×k×k kernel sees one frame: the sub-convolution is a 2-D convolution of every
+            # stride-th frame. Run as one batched conv2d it uses the oneDNN kernels, whose time
+            # follows the output size, where CPU conv3d (im2col) spends most of its time on the
+            # input whatever the number of filters. Same arithmetic, same result.
+            frames = x[:, :, :: stride[0]]
+            b, c, t, h, w = frames.shape
+            y = F.conv2d(frames.transpose(1, 2).reshape(b * t, c, h, w), weight[:, :, 0], bias,
+                         stride[1:], self.padding[1:], self.dilation[1:], groups)
+            return y.view(b, t, *y.shape[1:]).transpose(1, 2)
         return F.conv3d(x, weight, bias, stride, self.padding, self.dilation, groups)
 
-    def _rebuild_one(self, computed: torch.Tensor, weight: list[float], i: int, j: int, frames: int) -> torch.Tensor:
-        """The hard path when one channel choice i and one temporal choice j carry weight:
-        ``V_c[i]·V_t[j] · E_{R_j}([Y', Φ^c_i(Y')])``, written straight into one output tensor.
-        Φ is linear, so the weight scales the small computed tensor instead of the output."""
-        if len(weight) == 1:
-            if weight[0] != 1.0:  # a forced "compute all" needs no scaling
-                computed = computed.mul_(weight[0])
+    def _mix_fused(self, computed: torch.Tensor, v_t: torch.Tensor, v_c: torch.Tensor, vt: list, vc: list,
+                   i_s: int, j_s: int, out_frames: int) -> torch.Tensor:
+        """:meth:`_mix` for inference with per-channel-scale cheap operations (K = 1), written
+        into two output tensors with one multiply-add per term instead of building every
+        term: Φ^c and Φ^t are per-channel scales, so each term is a per-channel coefficient
+        times a slice of the computed output, and the gate weights fold into the coefficients."""
+        b, k_s, t_s, h, w = computed.shape
+        c_out = self.out_channels
+        dtype, device = computed.dtype, computed.device
+        # ---- channels: y_c[c] = Σ_i V_c[i] · (Y[c] if c < k_i else a_i[c - k_i] · Y[(c - k_i) mod k_i])
+        active_c = [i for i in range(i_s, len(self.channel_ratios)) if any(wc[i] > 0 for wc in vc)]
+        # direct[b, c] = Σ_{i >= i_s, c < k_i} V_c[b, i]  (zero weights add nothing)
+        direct = v_c[:, i_s:] @ self._constant("direct", dtype, device)[i_s:, :k_s]
+        if k_s == c_out and len(active_c) == 1:
+            # a fresh conv output: scale in place (not at all when every weight is 1, a forced "all")
+            y_c = computed if all(wc[i_s] == 1.0 for wc in vc) else computed.mul_(direct.view(b, k_s, 1, 1, 1))
         else:
-            computed = computed.mul_(torch.tensor(weight, dtype=computed.dtype, device=computed.device).view(-1, 1, 1, 1, 1))
-        k, R = self.computed_channels[i], self.temporal_factors[j]
-        if k == self.out_channels and R == 1:
-            return computed
-        b, _, t, h, w = computed.shape
-        out = computed.new_empty((b, self.out_channels, t, R, h, w))
-        first = out[:, :, :, 0]
-        first[:, :k] = computed
-        if k < self.out_channels:
-            cheap = self.cheap_channel[i - 1]
-            src = computed if cheap.identity_source else computed.index_select(1, cheap.source)
-            torch.mul(src, cheap.scale.view(1, -1, 1, 1, 1), out=first[:, k:])
-        if R > 1:
-            scale = self.cheap_temporal[j - 1].scale  # (C, R-1)
-            torch.mul(first.unsqueeze(3), scale.view(1, -1, 1, R - 1, 1, 1), out=out[:, :, :, 1:])
-        out = out.view(b, self.out_channels, t * R, h, w)
-        return out if t * R == frames else out[:, :, :frames]
+            y_c = computed.new_empty((b, c_out, t_s, h, w))
+            torch.mul(computed, direct.view(b, k_s, 1, 1, 1), out=y_c[:, :k_s])
+            if k_s < c_out:
+                y_c[:, k_s:].zero_()
+            for i in active_c:
+                k = self.computed_channels[i]
+                if k == c_out:
+                    continue
+                coef = v_c[:, i : i + 1] * self.cheap_channel[i - 1].scale.view(1, -1)  # (b, C - k)
+                for start in range(0, c_out - k, k):  # generated channel k + m reads channel m mod k
+                    n = min(k, c_out - k - start)
+                    y_c[:, k + start : k + start + n].addcmul_(computed[:, :n], coef[:, start : start + n].view(b, n, 1, 1, 1))
+        # ---- frames: y[iR + m] = Σ_j V_t[j] · φ_{R_j, m} · y_c[frame iR], φ_{R, 0} = 1
+        active_t = [j for j in range(j_s, len(self.temporal_factors)) if any(wt[j] > 0 for wt in vt)]
+        R_s = self.temporal_factors[j_s]
+        R_max = max(self.temporal_factors[j] for j in active_t)
+        if R_max == 1:
+            if all(wt[j_s] == 1.0 for wt in vt):
+                return y_c
+            return y_c.mul_(v_t[:, active_t[0]].view(b, 1, 1, 1, 1))
+        padded = math.ceil(out_frames / R_max) * R_max
+        y = y_c.new_empty((b, c_out, padded, h, w))
+        first = True
+        for j in active_t:
+            R = self.temporal_factors[j]
+            src = y_c[:, :, :: R // R_s]  # the frames iR of the output
+            n = src.shape[2]
+            view = y.view(b, c_out, padded // R, R, h, w)[:, :, :n]
+            coef = v_t[:, j].view(b, 1, 1) * self._constant(f"frames{j}", dtype, device).unsqueeze(0)  # (b, C, R)
+            for m in range(R):
+                c = coef[:, :, m].view(b, c_out, 1, 1, 1)
+                if first:
+                    torch.mul(src, c, out=view[:, :, :, m])
+                else:
+                    view[:, :, :, m].addcmul_(src, c)
+            first = False
+        return y if padded == out_frames else y[:, :, :out_frames]
+
+    def _constant(self, name: str, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """Inference-time tables, rebuilt when a parameter they read has changed:
+        ``direct`` (S_c, C): 1 where channel c < k_i; ``frames{j}`` (C, R_j): 1 then Φ^t_{R_j} scales."""
+        source = self.cheap_temporal[int(name[6:]) - 1].scale if name.startswith("frames") and name != "frames0" else None
+        key = (name, dtype, device, None if source is None else (source._version, source.data_ptr()))
+        cache = self.__dict__.setdefault("_constants", {})
+        if key not in cache:
+            for old in [k for k in cache if k[0] == name]:
+                del cache[old]
+            if name == "direct":
+                ks = torch.tensor(self.computed_channels, device=device).view(-1, 1)
+                value = (torch.arange(self.out_channels, device=device).view(1, -1) < ks).to(dtype)
+            elif source is None:
+                value = torch.ones(self.out_channels, 1, dtype=dtype, device=device)
+            else:
+                value = torch.cat([torch.ones(self.out_channels, 1, dtype=dtype, device=device),
+                                   source.detach().to(dtype)], 1)
+            cache[key] = value
+        return cache[key]
 
     def _mix(self, computed: torch.Tensor, v_t: torch.Tensor, v_c: torch.Tensor, vt: list | None,
              vc: list | None, i_s: int, j_s: int, out_frames: int) -> torch.Tensor:
