@@ -56,3 +56,10 @@ def test_run_name_is_deterministic_and_encodes_the_run():
     assert a.run_name() == apply_overrides(ExperimentConfig(), ["model.width_mult=0.25"]).run_name()
     assert a.run_name().startswith("static_r2plus1d_18-w0.25_8x4x112_synthetic-actions")
     assert a.run_name() != ExperimentConfig().run_name()
+
+
+def test_float_fields_accept_exponent_notation_without_a_dot():
+    cfg = apply_overrides(ExperimentConfig(), ["optim.weight_decay=5e-4", "optim.lr=1E-3"])
+    assert cfg.optim.weight_decay == 5e-4 and cfg.optim.lr == 1e-3
+    with pytest.raises(ConfigError, match="expected a number"):
+        apply_overrides(ExperimentConfig(), ["optim.lr=fast"])

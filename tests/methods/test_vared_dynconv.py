@@ -252,3 +252,59 @@ def test_a_one_frame_kernel_runs_as_conv2d_on_the_kept_frames(monkeypatch):
         out = dyn.dynamic_forward(x, torch.tensor([[0.0, 1.0]] * 2), torch.tensor([[0.0, 1.0]] * 2), hard=True)
     assert calls == [((2 * 4, 8, 10, 10), (4, 8, 3, 3), (2, 2))]  # 4 frames of 8, 4 filters of 8
     assert out.shape == (2, 8, 8, 5, 5)
+
+
+@pytest.mark.parametrize("channels,frames", [(7, 7), (5, 3), (6, 1)])
+def test_odd_channels_and_frames_not_divisible_by_R(channels, frames):
+    torch.manual_seed(3)
+    conv = nn.Conv3d(channels, channels, (3, 3, 3), padding=(1, 1, 1))
+    dyn = DynamicConv3d.from_conv(conv, search_space=3, gate_frames=frames)
+    perturb_cheap_ops(dyn)
+    x = torch.randn(6, channels, frames, 5, 5)
+    v_t, v_c = random_decision(dyn, 6, seed=1)
+    soft = dyn.dynamic_forward(x, v_t, v_c, hard=False)
+    torch.testing.assert_close(dyn.dynamic_forward(x, v_t, v_c, hard=True), soft, atol=2e-5, rtol=0)
+    with torch.no_grad():
+        torch.testing.assert_close(dyn.dynamic_forward(x, v_t, v_c, hard=True), soft, atol=2e-5, rtol=0)
+
+
+def test_fractions_are_those_of_the_sub_convolution_that_runs():
+    """⌈rC⌉/C and ⌈T_o/R⌉/T_o: one output frame saves nothing by R = 2 (Eq. 3.6 must not credit it)."""
+    _, dyn = make("spatial_1x3x3", search_space=3)
+    assert dyn.channel_fractions == [1.0, 0.5, 0.25]
+    assert dyn.frame_fractions(8) == [1.0, 0.5, 0.25]
+    assert dyn.frame_fractions(1) == [1.0, 1.0, 1.0]
+    assert dyn.frame_fractions(3) == [1.0, 2 / 3, 1 / 3]
+    dyn.train()
+    x = torch.randn(2, 8, 1, 10, 10)  # one output frame
+    dyn.dynamic_forward(x, torch.tensor([[0.0, 0.9, 0.0]] * 2), torch.tensor([[0.8, 0.0, 0.0]] * 2), hard=False)
+    assert dyn.last_fraction.tolist() == pytest.approx([1.0, 1.0])
+
+
+def test_inference_follows_cheap_op_changes_made_through_data():
+    """No stale tables: an EMA-style ``p.data`` update of Φ^t is seen by the next forward."""
+    _, dyn = make("spatial_1x3x3", search_space=2)
+    dyn.eval()
+    x = torch.randn(1, 8, 8, 10, 10)
+    v_t, v_c = torch.tensor([[0.0, 0.5]]), torch.tensor([[0.7, 0.0]])
+    with torch.no_grad():
+        dyn.dynamic_forward(x, v_t, v_c, hard=True)
+        dyn.cheap_temporal[0].scale.data.mul_(3.0)
+        hard = dyn.dynamic_forward(x, v_t, v_c, hard=True)
+    torch.testing.assert_close(hard, dyn.dynamic_forward(x, v_t, v_c, hard=False), atol=1e-5, rtol=0)
+
+
+def test_training_mode_reports_the_full_soft_path_cost():
+    _, dyn = make("spatial_1x3x3", search_space=2)
+    dyn.train()
+    with CostMeter(dyn) as meter:
+        dyn(torch.randn(2, 8, 8, 10, 10))
+    # full conv + Φ^c (4 ch, 8 frames) + Φ^t (8 ch, 4 computed frames) + the gate's two FCs
+    expected = FULL + 4 * 8 * HW + 8 * 4 * HW + 8 * 8 * 32 + 32 * 4
+    assert meter.per_sample_macs.tolist() == [expected, expected]
+
+
+def test_from_conv_refuses_non_zero_padding_modes():
+    conv = nn.Conv3d(4, 4, 3, padding=1, padding_mode="replicate")
+    with pytest.raises(ValueError, match="padding_mode"):
+        DynamicConv3d.from_conv(conv, gate_frames=4)

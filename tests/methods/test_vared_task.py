@@ -174,3 +174,25 @@ def test_comparison_table_reports_relative_gflops():
     table = comparison_table(rows)
     assert "1.500 (-25%)" in table and "1.000 (-50%)" in table and "–" in table
     assert comparison_table(rows, markdown=True).startswith("| model |")
+
+
+def test_efficiency_loss_is_finite_with_float16_fractions():
+    """Under CUDA autocast the fractions are float16; real MAC counts overflow float16."""
+    fractions = torch.tensor([[0.5, 1.0]], dtype=torch.float16)
+    loss = efficiency_loss(fractions, torch.tensor([3e8, 1e8]), torch.tensor([True]))
+    assert torch.isfinite(loss) and loss.item() == pytest.approx((0.75 * 0.5 + 0.25) ** 2)
+
+
+@pytest.mark.parametrize("override,match", [("vared.search_space=4", "search_space"),
+                                            ("vared.cheap_kernel=2", "cheap_kernel"),
+                                            ("vared.gate_hidden=0", "gate_hidden"),
+                                            ("model.backbone=resnet50", "resnet50")])
+def test_bad_vared_config_fails_before_the_static_stage(override, match):
+    with pytest.raises(ValueError, match=match):
+        get_task("vared", apply_overrides(ExperimentConfig(), [override]))
+
+
+def test_stage_overrides_survive_small_learning_rates():
+    cfg = apply_overrides(ExperimentConfig(), ["optim.lr=0.0009", "vared.finetune_lr=0.00005"])
+    task = get_task("vared", cfg)
+    assert task.stages[2].config(cfg).optim.lr == pytest.approx(5e-5)  # "5e-05" is a YAML string

@@ -16,7 +16,10 @@ Modules:
 
 1. ``base`` — the static backbone, trained from scratch;
 2. ``dynamic`` — the dynamic model initialised from the base (gates and cheap operations
-   start near "compute all"), trained with the accuracy loss;
+   start near "compute all"), trained with the accuracy loss. A.2 says every model is
+   trained from scratch; starting the dynamic model from the base is this
+   implementation's reading of Sec. 4.3 ("base and dynamic models", then a finetune), and
+   what makes the laptop-sized job converge;
 3. ``finetune`` — the dynamic model finetuned with L = L_a + λ_e·L_e (λ_e = 0.8) at the
    finetune learning rate (0.01 for R(2+1)D, 0.1 for I3D/X3D: ``optim.lr / 18``).
 """
@@ -31,8 +34,8 @@ from dynvid.backbones import build_backbone
 from dynvid.config import ExperimentConfig
 from dynvid.engine.task import Stage
 from dynvid.methods.static import StaticClassification
-from dynvid.methods.vared.convert import dynamic_layers, force_policy, make_dynamic, target_names
-from dynvid.methods.vared.dynconv import DynamicConv3d, SoftModulationGate
+from dynvid.methods.vared.convert import TARGETS, dynamic_layers, force_policy, make_dynamic, target_names
+from dynvid.methods.vared.dynconv import DynamicConv3d, SoftModulationGate, choices
 from dynvid.methods.vared.efficiency import efficiency_loss
 
 __all__ = [
@@ -65,6 +68,15 @@ class VaredTask(StaticClassification):
         v, o = cfg.vared, cfg.optim
         if v.efficiency_weight < 0:
             raise ValueError(f"vared.efficiency_weight must be >= 0, got {v.efficiency_weight}")
+        # fail on the driver, before the static stage trains, not when stage 2 starts
+        choices(v.search_space, True, (1, 2, 4))
+        if v.cheap_kernel < 1 or v.cheap_kernel % 2 == 0:
+            raise ValueError(f"vared.cheap_kernel must be an odd positive int, got {v.cheap_kernel}")
+        if v.gate_hidden < 1:
+            raise ValueError(f"vared.gate_hidden must be >= 1, got {v.gate_hidden}")
+        if cfg.model.backbone not in TARGETS:
+            raise ValueError(f"VA-RED² has no dynamic-layer rule for backbone {cfg.model.backbone!r}; "
+                             f"valid: {', '.join(sorted(TARGETS))}")
         self.efficiency_weight = v.efficiency_weight
         if v.gate_lr_mult <= 0:
             raise ValueError(f"vared.gate_lr_mult must be > 0, got {v.gate_lr_mult}")

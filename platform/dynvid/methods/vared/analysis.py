@@ -142,13 +142,16 @@ def measure_throughput(model: nn.Module, clips: torch.Tensor, batch_size: int = 
     was_training = model.training
     model.eval()
     batches = list(clips.split(batch_size))
+    sync = torch.cuda.synchronize if clips.is_cuda else (lambda: None)  # count queued GPU work
     for b in batches[:warmup]:
         model(b)
+    sync()
     done, start = 0, time.perf_counter()
     while True:
         for b in batches:
             model(b)
             done += len(b)
+        sync()
         elapsed = time.perf_counter() - start
         if elapsed >= min_time_s:
             break

@@ -36,7 +36,7 @@ def _r2plus1d_target(name: str, conv: nn.Conv3d) -> bool:
 
 
 def _i3d_target(name: str, conv: nn.Conv3d) -> bool:
-    return name.startswith("mixed") or ".branch" in name
+    return name.startswith("inception")
 
 
 def _x3d_target(name: str, conv: nn.Conv3d) -> bool:
@@ -69,9 +69,10 @@ def _input_frames(model: nn.Module, names: Sequence[str], input_shape: Sequence[
     handles = [model.get_submodule(n).register_forward_pre_hook(
         lambda m, args, n=n: frames.__setitem__(n, args[0].shape[2])) for n in names]
     was_training = model.training
+    p = next(model.parameters())
     try:
         model.eval()
-        model(torch.zeros(1, *input_shape))
+        model(torch.zeros(1, *input_shape, device=p.device, dtype=p.dtype))
     finally:
         model.train(was_training)
         for h in handles:

@@ -159,6 +159,10 @@ def expand_frames(computed: torch.Tensor, R: int, frames: int, scale: torch.Tens
 class SoftModulationGate(nn.Module):
     """p_l of Eq. 3.4: ``[V_t, V_c] = max(tanh(FC2(tanh(BN(FC1(G(X))))) + β), 0)``.
 
+    Eq. 3.4 writes ω_{p,1} ∈ R^{(S_t+S_c)×D_h} and ω_{p,2} ∈ R^{D_h×C_in·T}, the shapes of the
+    two layers swapped against the order they are applied in; here FC1 maps C_in·T → D_h
+    and FC2 maps D_h → S_t + S_c, the only order in which the composition is defined.
+
     Args:
         in_channels: C_in of the gated convolution.
         frames: T_g, the frames the pooled descriptor keeps (``C_in · T_g`` inputs to FC1).
@@ -251,13 +255,15 @@ class DynamicConv3d(nn.Conv3d):
     @classmethod
     def from_conv(cls, conv: nn.Conv3d, **kwargs) -> DynamicConv3d:
         """A dynamic conv with ``conv``'s hyper-parameters and a copy of its weights."""
+        if conv.padding_mode != "zeros":
+            raise ValueError(f"DynamicConv3d supports zero padding only, got padding_mode={conv.padding_mode!r}")
         dyn = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
                   conv.dilation, conv.groups, conv.bias is not None, **kwargs)
         with torch.no_grad():
             dyn.weight.copy_(conv.weight)
             if conv.bias is not None:
                 dyn.bias.copy_(conv.bias)
-        return dyn.to(conv.weight.device)
+        return dyn.to(device=conv.weight.device, dtype=conv.weight.dtype)
 
     # ---- policy --------------------------------------------------------------------------
 
@@ -301,16 +307,25 @@ class DynamicConv3d(nn.Conv3d):
         out_size = self._out_size(x)
         self.last_v_t, self.last_v_c = v_t, v_c
         if not hard:
-            exact = executed_fraction(v_c, self.channel_ratios) * executed_fraction(v_t, self._inverse_factors)
-            soft = soft_fraction(v_c, self.channel_ratios) * soft_fraction(v_t, self._inverse_factors)
+            c_frac, t_frac = self.channel_fractions, self.frame_fractions(out_size[0])
+            exact = executed_fraction(v_c, c_frac) * executed_fraction(v_t, t_frac)
+            soft = soft_fraction(v_c, c_frac) * soft_fraction(v_t, t_frac)
             self.last_fraction = soft + (exact - soft).detach()  # straight-through (see soft_fraction)
             full = self._conv(x, self.out_channels, 1)
+            if metering():  # the soft path runs the full conv and every cheap operation
+                ones = [[1.0] * len(self.channel_ratios)], [[1.0] * len(self.temporal_factors)]
+                record_cost(self, self._hard_macs(0, 0, ones[0], ones[1], full.shape[2:])[0])
             return self._mix(full, v_t, v_c, None, None, 0, 0, out_size[0])
         return self._hard_forward(x, v_t, v_c, out_size)
 
     @property
-    def _inverse_factors(self) -> list[float]:
-        return [1.0 / R for R in self.temporal_factors]
+    def channel_fractions(self) -> list[float]:
+        """⌈r_i·C⌉ / C: the share of the filters each channel choice computes."""
+        return [k / self.out_channels for k in self.computed_channels]
+
+    def frame_fractions(self, out_frames: int) -> list[float]:
+        """⌈T_o/R_j⌉ / T_o: the share of the output frames each temporal choice computes."""
+        return [math.ceil(out_frames / R) / out_frames for R in self.temporal_factors]
 
     def _hard_forward(self, x: torch.Tensor, v_t: torch.Tensor, v_c: torch.Tensor, out_size) -> torch.Tensor:
         """Group the samples by (i_s, j_s) and run each group's sub-convolution. The decision is
@@ -347,11 +362,12 @@ class DynamicConv3d(nn.Conv3d):
                         per_sample[r] = macs
             if whole:
                 out = y if y is not None else x.new_zeros((x.shape[0], self.out_channels, *out_size))
-            else:
-                if out is None:
-                    out = x.new_zeros((x.shape[0], self.out_channels, *out_size))
-                if y is not None:
-                    out[index] = y
+            elif y is not None:
+                if out is None:  # the conv's dtype (autocast may differ from the input's)
+                    out = y.new_zeros((x.shape[0], self.out_channels, *out_size))
+                out[index] = y.to(out.dtype)
+        if out is None:  # every group computed nothing
+            out = x.new_zeros((x.shape[0], self.out_channels, *out_size))
         if metered:
             record_cost(self, torch.tensor(per_sample, dtype=torch.float64))
         return out
@@ -394,7 +410,7 @@ class DynamicConv3d(nn.Conv3d):
         # ---- channels: y_c[c] = Σ_i V_c[i] · (Y[c] if c < k_i else a_i[c - k_i] · Y[(c - k_i) mod k_i])
         active_c = [i for i in range(i_s, len(self.channel_ratios)) if any(wc[i] > 0 for wc in vc)]
         # direct[b, c] = Σ_{i >= i_s, c < k_i} V_c[b, i]  (zero weights add nothing)
-        direct = v_c[:, i_s:] @ self._constant("direct", dtype, device)[i_s:, :k_s]
+        direct = v_c[:, i_s:] @ self._direct_mask(dtype, device)[i_s:, :k_s]
         if k_s == c_out and len(active_c) == 1:
             # a fresh conv output: scale in place (not at all when every weight is 1, a forced "all")
             y_c = computed if all(wc[i_s] == 1.0 for wc in vc) else computed.mul_(direct.view(b, k_s, 1, 1, 1))
@@ -427,7 +443,9 @@ class DynamicConv3d(nn.Conv3d):
             src = y_c[:, :, :: R // R_s]  # the frames iR of the output
             n = src.shape[2]
             view = y.view(b, c_out, padded // R, R, h, w)[:, :, :n]
-            coef = v_t[:, j].view(b, 1, 1) * self._constant(f"frames{j}", dtype, device).unsqueeze(0)  # (b, C, R)
+            ones = torch.ones(c_out, 1, dtype=dtype, device=device)
+            table = torch.cat([ones, self.cheap_temporal[j - 1].scale.to(dtype)], 1) if R > 1 else ones
+            coef = v_t[:, j].view(b, 1, 1) * table.unsqueeze(0)  # (b, C, R): 1, then Φ^t_{R, m} scales
             for m in range(R):
                 c = coef[:, :, m].view(b, c_out, 1, 1, 1)
                 if first:
@@ -437,25 +455,14 @@ class DynamicConv3d(nn.Conv3d):
             first = False
         return y if padded == out_frames else y[:, :, :out_frames]
 
-    def _constant(self, name: str, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-        """Inference-time tables, rebuilt when a parameter they read has changed:
-        ``direct`` (S_c, C): 1 where channel c < k_i; ``frames{j}`` (C, R_j): 1 then Φ^t_{R_j} scales."""
-        source = self.cheap_temporal[int(name[6:]) - 1].scale if name.startswith("frames") and name != "frames0" else None
-        key = (name, dtype, device, None if source is None else (source._version, source.data_ptr()))
-        cache = self.__dict__.setdefault("_constants", {})
-        if key not in cache:
-            for old in [k for k in cache if k[0] == name]:
-                del cache[old]
-            if name == "direct":
-                ks = torch.tensor(self.computed_channels, device=device).view(-1, 1)
-                value = (torch.arange(self.out_channels, device=device).view(1, -1) < ks).to(dtype)
-            elif source is None:
-                value = torch.ones(self.out_channels, 1, dtype=dtype, device=device)
-            else:
-                value = torch.cat([torch.ones(self.out_channels, 1, dtype=dtype, device=device),
-                                   source.detach().to(dtype)], 1)
-            cache[key] = value
-        return cache[key]
+    def _direct_mask(self, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """(S_c, C) table, 1 where channel c < k_i (channel c is computed by choice i); it
+        depends on the layer's sizes only, so it is built once per dtype and device."""
+        cache = self.__dict__.setdefault("_masks", {})
+        if (dtype, device) not in cache:
+            ks = torch.tensor(self.computed_channels, device=device).view(-1, 1)
+            cache[(dtype, device)] = (torch.arange(self.out_channels, device=device).view(1, -1) < ks).to(dtype)
+        return cache[(dtype, device)]
 
     def _mix(self, computed: torch.Tensor, v_t: torch.Tensor, v_c: torch.Tensor, vt: list | None,
              vc: list | None, i_s: int, j_s: int, out_frames: int) -> torch.Tensor:

@@ -8,6 +8,11 @@ of layer l that actually runs (the largest executed choice, App. A.2). Its value
 piecewise constant in the gate outputs; :class:`~dynvid.methods.vared.dynconv.DynamicConv3d`
 hands over a straight-through version (value = executed fraction, gradient of
 ``Σ r_i V_c[i] · Σ V_t[j] / R_j``), see :func:`dynvid.methods.vared.dynconv.soft_fraction`.
+The fractions are those of the sub-convolution that runs, ⌈r·C⌉/C · ⌈T_o/R⌉/T_o, not the
+nominal r/R: a layer with one output frame saves nothing by R = 2.
+
+The straight-through gradient is this implementation's: A.1 computes the largest filter
+(i_s = 1) throughout training, which would make L_e a constant without it.
 Misclassified samples get no efficiency pressure (μ0 = 0): they may use more computation.
 """
 
@@ -37,6 +42,9 @@ def efficiency_loss(fractions: torch.Tensor, layer_costs: torch.Tensor, correct:
     if fractions.dim() != 2 or fractions.shape[1] != layer_costs.shape[0] or correct.shape != fractions.shape[:1]:
         raise ValueError(f"shapes do not match: fractions {tuple(fractions.shape)}, "
                          f"layer_costs {tuple(layer_costs.shape)}, correct {tuple(correct.shape)}")
-    weights = layer_weights(layer_costs.to(fractions))
+    # float32 throughout: under CUDA autocast the fractions are float16, where MAC counts
+    # (~1e8) overflow to inf before they are normalised
+    fractions = fractions.float()
+    weights = layer_weights(layer_costs.to(device=fractions.device, dtype=torch.float64)).float()
     per_sample = correct.to(fractions) * (fractions * weights).sum(1)
     return per_sample.square().mean()
