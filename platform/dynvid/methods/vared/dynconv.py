@@ -167,6 +167,8 @@ class SoftModulationGate(nn.Module):
         in_channels: C_in of the gated convolution.
         frames: T_g, the frames the pooled descriptor keeps (``C_in · T_g`` inputs to FC1).
         hidden: D_h.
+
+    In training mode the gate's BatchNorm needs more than one sample per worker and batch.
         num_temporal: S_t (1 when temporal dynamics are off).
         num_channel: S_c (1 when channel dynamics are off).
     """
@@ -194,7 +196,8 @@ class SoftModulationGate(nn.Module):
             pooled = F.adaptive_avg_pool3d(x, (self.frames, 1, 1)).flatten(1)
         hidden = torch.tanh(self.bn(self.fc1(pooled)))
         # φ = max(tanh(·), 0) in [0, 1); float32 tanh rounds to exactly 1 past |z| ≈ 9, so the
-        # top is held at the largest float below 1 to keep the open interval of Eq. 3.4.
+        # top is held at the largest float32 below 1 to keep the open interval of Eq. 3.4
+        # (under float16 autocast that bound itself rounds to 1).
         v = torch.tanh(self.fc2(hidden)).clamp(0.0, _BELOW_ONE)
         if metering():
             record_cost(self, linear_macs(self.fc1.in_features, self.fc1.out_features)
@@ -494,7 +497,9 @@ class DynamicConv3d(nn.Conv3d):
 
     def _hard_macs(self, i: int, j: int, vc: list, vt: list, computed_size) -> list[float]:
         """Per-sample MACs of one group on the hard path: the sub-convolution (C(f)·r/R) plus
-        every cheap operation that ran for the sample (its weight is non-zero)."""
+        every cheap operation the sample needs (its weight is non-zero). A cheap operation runs
+        for the whole group when any sample of it needs it; a sample is charged only for what
+        it needs, so its cost does not depend on the batch it came in."""
         k = self.computed_channels[i]
         t_s, h, w = computed_size
         conv = float(t_s * h * w * k * (self.in_channels // self.groups) * math.prod(self.kernel_size))

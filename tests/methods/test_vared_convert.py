@@ -1,0 +1,69 @@
+"""Conversion of static backbones to VA-RED² dynamic ones (Sec. 3.1, 4.2, App. A.2)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from dynvid.backbones import build_backbone
+from dynvid.config import VaredConfig
+from dynvid.methods.vared import dynamic_layers, force_policy, make_dynamic
+from dynvid.metrics.cost import CostMeter, model_cost
+
+def tiny_r2plus1d() -> nn.Module:
+    torch.manual_seed(0)
+    return build_backbone("r2plus1d_18", width_mult=0.125, num_classes=5)
+
+
+def test_r2plus1d_spatial_convs_become_dynamic_and_keep_their_keys():
+    static = tiny_r2plus1d()
+    keys = set(static.state_dict())
+    dynamic = make_dynamic(tiny_r2plus1d(), "r2plus1d_18", VaredConfig(), (3, 8, 32, 32))
+    names = [n for n, _ in dynamic_layers(dynamic)]
+    assert len(names) == 16  # 4 stages × 2 blocks × 2 (2+1)D convs, their spatial halves
+    assert all(n.startswith("layer") and n.endswith(".0.0") for n in names)
+    assert all(m.kernel_size[0] == 1 for _, m in dynamic_layers(dynamic))
+    result = dynamic.load_state_dict(static.state_dict(), strict=False)
+    assert result.unexpected_keys == []
+    assert result.missing_keys and all((".gate." in k or ".cheap_" in k) for k in result.missing_keys)
+    assert keys <= set(dynamic.state_dict())
+
+
+@pytest.mark.parametrize("backbone", ["r2plus1d_18", "i3d", "x3d_m"])
+def test_dynamic_backbone_with_compute_all_equals_the_static_one(backbone):
+    from dynvid.backbones import list_backbones
+
+    if backbone not in list_backbones():
+        pytest.skip(f"{backbone} is not registered")
+    torch.manual_seed(0)
+    static = build_backbone(backbone, width_mult=0.125, num_classes=5).eval()
+    dynamic = make_dynamic(build_backbone(backbone, width_mult=0.125, num_classes=5), backbone, VaredConfig(),
+                           (3, 8, 32, 32))
+    dynamic.load_state_dict(static.state_dict(), strict=False)
+    dynamic.eval()
+    assert dynamic_layers(dynamic)
+    x = torch.randn(2, 3, 8, 32, 32)
+    with torch.no_grad(), force_policy(dynamic, "all"):
+        torch.testing.assert_close(dynamic(x), static(x), atol=1e-5, rtol=1e-4)
+        with CostMeter(dynamic) as meter:
+            dynamic(x)
+    # compute-all costs the static network plus the gates (forced policy: gates do not run)
+    assert meter.per_sample_macs[0].item() == model_cost(static, (3, 8, 32, 32))["macs"]
+    assert all(m.policy is None for _, m in dynamic_layers(dynamic))  # the context restored the gates
+
+
+def test_forcing_cheaper_choices_lowers_measured_cost():
+    dynamic = make_dynamic(tiny_r2plus1d(), "r2plus1d_18", VaredConfig(search_space=3), (3, 8, 32, 32)).eval()
+    x = torch.randn(1, 3, 8, 32, 32)
+    costs = []
+    for policy in ("all", 1, 2):
+        with torch.no_grad(), force_policy(dynamic, policy), CostMeter(dynamic) as meter:
+            dynamic(x)
+        costs.append(meter.per_sample_macs.item())
+    assert costs[0] > costs[1] > costs[2]
+
+
+def test_unknown_backbone_rule_is_a_clear_error():
+    with pytest.raises(ValueError, match="r2plus1d_18"):
+        make_dynamic(tiny_r2plus1d(), "resnet50", VaredConfig(), (3, 8, 32, 32))
