@@ -197,8 +197,9 @@ class VaredConfig:
     cheap_kernel: int = 1
     """Spatial kernel of the cheap operations Φ^t, Φ^c: 1 = per-channel scale, 3 = depthwise 3×3."""
     gate_lr_mult: float = 1.0
-    """Learning-rate multiplier of the gates' parameters (1 = the thesis, one lr for all); a
-    short finetune with Adam, whose step does not grow with the gradient, needs more."""
+    """Learning-rate multiplier of the gates' parameters in the efficiency finetune (1 = the
+    thesis, one lr for all); a short finetune with Adam, whose step does not grow with the
+    gradient, needs more."""
     efficiency_weight: float = 0.8
     """λ_e of L = L_a + λ_e·L_e (Eq. 3.6; 0.8 in Sec. 4.3)."""
     dynamic_epochs: int | None = None

@@ -64,3 +64,13 @@ def test_stage_overrides_survive_small_learning_rates():
     cfg = apply_overrides(ExperimentConfig(), ["optim.lr=0.0009", "vared.finetune_lr=0.00005"])
     task = get_task("vared", cfg)
     assert task.stages[2].config(cfg).optim.lr == pytest.approx(5e-5)  # "5e-05" is a YAML string
+
+
+def test_gate_lr_multiplier_applies_to_the_finetune_only():
+    cfg = apply_overrides(ExperimentConfig(), SMALL + ["vared.gate_lr_mult=50"])
+    task = get_task("vared", cfg)
+    model = task.build_model(cfg, 5, task.stages[2])
+    assert task.lr_multipliers(model, task.stages[1]) == {}
+    mults = task.lr_multipliers(model, task.stages[2])
+    gate_params = {id(p) for _, m in dynamic_layers(model) for p in m.gate.parameters()}
+    assert set(mults) == gate_params and set(mults.values()) == {50.0}
