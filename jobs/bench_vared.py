@@ -29,8 +29,7 @@ import torch
 
 from dynvid.config import ExperimentConfig, apply_overrides
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from vared_kinetics import EMBEDDED, SMOKE  # noqa: E402  (the main job's configuration)
+from dynvid.methods.vared.presets import EMBEDDED, SMOKE  # the main job's configuration
 
 TARGET_GFLOPS_REDUCTION = 0.25
 TARGET_CLIP1_DROP = 0.01

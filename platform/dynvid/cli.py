@@ -6,6 +6,8 @@
     dynvid train [--config FILE] [--set key=value ...]
     dynvid models list [NAME] [--tracking-uri URI] [--json]
     dynvid models promote NAME VERSION --alias ALIAS [--tracking-uri URI]
+    dynvid sweep run SEARCH_SPACE.yaml [--set key=value ...] [--storage-path P] [--tracking-uri URI]
+    dynvid sweep show RUN [--all]       the Pareto front of a finished sweep (name or folder)
 
 ``models`` talks to the MLflow registry at ``--tracking-uri``, else ``$MLFLOW_TRACKING_URI``,
 else ``sqlite:///runs/mlflow.db`` (relative to the current folder).
@@ -243,6 +245,51 @@ def cmd_models_promote(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- sweeps (Ray Tune) ----------------------------------------------------------------------
+
+def cmd_sweep_run(args: argparse.Namespace) -> int:
+    from dynvid.engine.sweep import run_sweep
+    from dynvid.engine.sweep_spec import load_spec
+
+    spec = load_spec(args.spec, args.overrides)
+    uri = args.tracking_uri if args.tracking_uri else "default"
+    result = run_sweep(spec, storage_path=args.storage_path, tracking_uri=None if args.no_tracking else uri,
+                       smoke_test=args.smoke_test, seed=args.seed)
+    return 0 if any(t.error is None for t in result.trials) else 1
+
+
+def cmd_sweep_show(args: argparse.Namespace) -> int:
+    from dynvid.engine.sweep import sweep_dir
+    from dynvid.engine.sweep_report import load_report
+    from dynvid.tables import format_table
+
+    path = Path(args.run)
+    if not path.exists():
+        path = Path(sweep_dir(args.storage_path)) / args.run
+        if not path.exists():
+            known = sorted(p.name for p in Path(sweep_dir(args.storage_path)).glob("*") if p.is_dir())
+            raise FileNotFoundError(f"no sweep {args.run!r} (a folder, or a name under {sweep_dir(args.storage_path)}: "
+                                    f"{', '.join(known) if known else 'none yet'})")
+    data = load_report(path)
+    knobs, objectives = list(data["knobs"]), list(data["objectives"])
+    trials = sorted(data["trials"], key=lambda t: (not t["front"], t["metrics"].get(data["cost_metric"], float("inf"))))
+    rows = [["*" if t["front"] else "", t["trial_id"], *[_short(t["knobs"].get(k, "-")) for k in knobs],
+             *[_short(t["metrics"].get(k, "-")) for k in objectives], t["status"]]
+            for t in trials if args.all or t["front"]]
+    print(f"sweep {data['name']} ({data['kind']} sweep of {data['method']}, {data['search']} search): "
+          f"{len(data['trials'])} trials, {len(data['front'])} on the Pareto front, hypervolume "
+          f"{data['hypervolume']:.4g}")
+    print(format_table(["front", "trial", *knobs, *[f"{k} ({d})" for k, d in data["objectives"].items()], "status"],
+                       rows))
+    report = Path(data["path"]) / "report"
+    print(f"report: {report / 'report.html'} · {report / 'front.png'}")
+    return 0
+
+
+def _short(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dynvid", description="Input-adaptive video networks on Ray.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -295,6 +342,24 @@ def build_parser() -> argparse.ArgumentParser:
     mp.add_argument("--alias", required=True, help="alias to set or move, e.g. production")
     mp.add_argument("--tracking-uri", help=uri_help)
     mp.set_defaults(func=cmd_models_promote)
+
+    sweep = sub.add_parser("sweep", help="Ray Tune sweeps: accuracy-efficiency Pareto fronts").add_subparsers(
+        dest="sweep_command", required=True)
+    sr = sweep.add_parser("run", help="run a sweep from a search_spaces/*.yaml file")
+    sr.add_argument("spec", help="sweep file, e.g. search_spaces/vared.yaml")
+    sr.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a key of the sweep file, e.g. budget.num_samples=4 or init_from=URI")
+    sr.add_argument("--storage-path", help="where sweeps go (<storage>/sweeps/NAME; default: train.storage_path)")
+    sr.add_argument("--tracking-uri", help="MLflow tracking URI (default: the config's, sqlite:///runs/mlflow.db)")
+    sr.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+    sr.add_argument("--smoke-test", action="store_true", help="the method's tiny smoke budget")
+    sr.add_argument("--seed", type=int, default=0, help="seed of the random / optuna search")
+    sr.set_defaults(func=cmd_sweep_run)
+    ss = sweep.add_parser("show", help="the Pareto front of a finished sweep as a table")
+    ss.add_argument("run", help="sweep name (under <storage>/sweeps) or its folder")
+    ss.add_argument("--storage-path", default="runs", help="storage path the sweep ran with (default: runs)")
+    ss.add_argument("--all", action="store_true", help="every trial, not just the front")
+    ss.set_defaults(func=cmd_sweep_show)
     return p
 
 

@@ -200,6 +200,10 @@ class VaredConfig:
     """Learning-rate multiplier of the gates' parameters in the efficiency finetune (1 = the
     thesis, one lr for all); a short finetune with Adam, whose step does not grow with the
     gradient, needs more."""
+    gate_threshold: float = 0.0
+    """Inference-time knob (dynvid's extension, not in the thesis): gate weights at or below it
+    count as 0 in eval mode, so cheaper sub-convolutions run (``threshold_weights`` in
+    ``methods/vared/dynconv.py``); 0 = the thesis' rule. Swept without retraining."""
     efficiency_weight: float = 0.8
     """λ_e of L = L_a + λ_e·L_e (Eq. 3.6; 0.8 in Sec. 4.3)."""
     dynamic_epochs: int | None = None

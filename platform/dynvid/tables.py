@@ -12,7 +12,7 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence[str]], markdown:
     if markdown:
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(header)]
 
     def fmt_row(r: Sequence[str]) -> str:
         return "  ".join(v.rjust(w) for v, w in zip(r, widths))

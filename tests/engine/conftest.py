@@ -167,3 +167,48 @@ def ray_cluster(s3_server, tmp_path_factory):
                    _temp_dir=str(tmp_path_factory.mktemp("ray")))
     yield ctx
     ray.shutdown()
+
+
+# ---- headless Chromium ------------------------------------------------------------------------
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--disable-dev-shm-usage"]
+
+
+@dataclass
+class Chromium:
+    binary: str
+    profile: str
+
+    def run(self, *args: str, timeout: float = 120) -> str:
+        import subprocess
+
+        out = subprocess.run([self.binary, *CHROMIUM_FLAGS, f"--user-data-dir={self.profile}", *args],
+                             capture_output=True, text=True, timeout=timeout)
+        if out.returncode != 0:
+            raise RuntimeError(f"chromium {' '.join(args)} exited {out.returncode}:\n{out.stderr[-2000:]}")
+        return out.stdout
+
+
+@pytest.fixture(scope="session")
+def chromium(tmp_path_factory):
+    """Debian's headless Chromium; installed with apt-get when missing (CI machines start
+    without it). Skips, saying why, only when it cannot be installed."""
+    import shutil
+    import subprocess
+
+    binary = shutil.which("chromium") or shutil.which("chromium-browser")
+    if binary is None:
+        if os.geteuid() != 0 or shutil.which("apt-get") is None:
+            pytest.skip("chromium is not installed and apt-get is not usable here (not root or not Debian)")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        install = ["apt-get", "install", "-y", "--no-install-recommends", "chromium"]
+        done = subprocess.run(install, capture_output=True, text=True, env=env, timeout=900)
+        if done.returncode != 0:  # stale package lists: refresh once
+            subprocess.run(["apt-get", "update"], capture_output=True, text=True, env=env, timeout=600)
+            done = subprocess.run(install, capture_output=True, text=True, env=env, timeout=900)
+        binary = shutil.which("chromium")
+        if binary is None:
+            pytest.skip(f"chromium could not be installed with apt-get: {done.stderr.strip()[-500:]}")
+    return Chromium(binary, str(tmp_path_factory.mktemp("chromium-profile")))

@@ -308,3 +308,46 @@ def test_from_conv_refuses_non_zero_padding_modes():
     conv = nn.Conv3d(4, 4, 3, padding=1, padding_mode="replicate")
     with pytest.raises(ValueError, match="padding_mode"):
         DynamicConv3d.from_conv(conv, gate_frames=4)
+
+
+def test_threshold_drops_small_weights_keeps_the_cheapest_and_the_sum():
+    v = torch.tensor([[0.2, 0.5, 0.1], [0.0, 0.0, 0.0], [0.6, 0.0, 0.0], [0.1, 0.2, 0.0]])
+    out = dynconv.threshold_weights(v, 0.3)
+    # row 0: 0.2 dropped, 0.1 kept (the cheapest non-zero choice), rescaled to the sum 0.8
+    assert torch.allclose(out[0], torch.tensor([0.0, 0.5, 0.1]) * 0.8 / 0.6)
+    assert torch.equal(out[1], v[1])  # all zero stays zero
+    assert torch.equal(out[2], v[2])  # the only choice is kept
+    assert torch.allclose(out[3], torch.tensor([0.0, 0.3, 0.0]))  # both under: the cheapest takes the sum
+    assert torch.allclose(out.sum(1), v.sum(1))
+    assert torch.equal(dynconv.threshold_weights(v, 0.0), v)  # 0 = the thesis' rule
+
+
+def test_gate_threshold_makes_the_hard_path_run_cheaper_choices():
+    _, dyn = make("spatial_1x3x3", search_space=3)
+    dyn.eval()
+    x = torch.randn(4, 8, 8, 16, 16)
+    v_t = torch.tensor([[0.2, 0.6, 0.05]]).expand(4, -1)
+    v_c = torch.tensor([[0.1, 0.3, 0.4]]).expand(4, -1)
+    dyn.gate = _Fixed(v_t, v_c)
+    with torch.no_grad(), CostMeter(dyn) as plain:
+        dyn(x)
+    dyn.gate_threshold = 0.25
+    with torch.no_grad(), CostMeter(dyn) as thresholded:
+        y = dyn(x)
+    assert thresholded.per_sample_macs.max() < plain.per_sample_macs.min()
+    # the thresholded output is the hard path of the thresholded weights
+    ref = dyn.dynamic_forward(x, dynconv.threshold_weights(v_t, 0.25), dynconv.threshold_weights(v_c, 0.25), hard=True)
+    assert torch.allclose(y, ref, atol=1e-6)
+    dyn.train()  # training ignores the knob: the soft path sees the gate's weights
+    assert dyn.gate_threshold == 0.25
+    with pytest.raises(ValueError, match="gate_threshold"):
+        DynamicConv3d(8, 8, 3, gate_threshold=1.0)
+
+
+class _Fixed(nn.Module):
+    def __init__(self, v_t, v_c):
+        super().__init__()
+        self.v = (v_t, v_c)
+
+    def forward(self, x):
+        return self.v

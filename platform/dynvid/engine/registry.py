@@ -45,6 +45,7 @@ __all__ = [
     "RegistryError",
     "list_models",
     "load_registered",
+    "load_registered_with_config",
     "log_and_register",
     "model_card",
     "promote",
@@ -53,6 +54,7 @@ __all__ = [
 
 _NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
 _DESCRIPTION_LIMIT = 5000
+BUILD_INFO = "dynvid_model.json"
 
 
 class RegistryError(ValueError):
@@ -170,7 +172,7 @@ def _pip_requirements() -> list[str]:
 
 
 def log_and_register(uri: str, run_id: str, model: torch.nn.Module, input_example: torch.Tensor, name: str,
-                     tags: dict, model_card: str, alias: str = "candidate") -> dict:
+                     tags: dict, model_card: str, alias: str = "candidate", build_info: dict | None = None) -> dict:
     """Log ``model`` under run ``run_id`` and register it as a new version of ``name``.
 
     Args:
@@ -183,6 +185,9 @@ def log_and_register(uri: str, run_id: str, model: torch.nn.Module, input_exampl
             added when absent), scrubbed of secrets.
         model_card: markdown from :func:`model_card`.
         alias: set on the new version (moved from the version that had it).
+        build_info: ``{"config", "method", "stage"}`` the model was built from, stored next to
+            the model files as ``dynvid_model.json`` so the model can be rebuilt with other
+            inference settings (an inference sweep over ``models:/…``).
 
     Returns:
         ``{"name", "version", "model_uri": "models:/NAME/VERSION", "logged_model_uri"}``.
@@ -219,6 +224,10 @@ def log_and_register(uri: str, run_id: str, model: torch.nn.Module, input_exampl
             readme = Path(tmp) / "README.md"
             readme.write_text(card)
             client.log_model_artifact(info.model_id, str(readme))  # travels with the model files
+            if build_info is not None:
+                info_file = Path(tmp) / BUILD_INFO
+                info_file.write_text(scrub_text(json.dumps(build_info, default=str)))
+                client.log_model_artifact(info.model_id, str(info_file))
             client.log_artifact(run_id, str(readme.rename(readme.with_name("model_card.md"))))
         try:
             client.create_registered_model(name, tags={k: tags[k] for k in ("method", "backbone", "dataset")
@@ -324,6 +333,43 @@ def load_registered(uri: str, name: str, alias: str = "candidate") -> torch.nn.M
     with use_tracking_uri(uri):
         model = mlflow.pytorch.load_model(f"models:/{name}@{alias}", map_location="cpu")
     return model.eval()
+
+
+def load_registered_with_config(uri: str, model_uri: str) -> tuple[torch.nn.Module, dict]:
+    """``models:/NAME@ALIAS`` (or ``models:/NAME/VERSION``) and the ``dynvid_model.json`` it was
+    logged with: ``(module, {"config", "method", "stage"})``."""
+    import mlflow.artifacts
+    import mlflow.pytorch
+    from mlflow.exceptions import MlflowException
+
+    if uri is None:
+        raise RegistryError(f"{model_uri}: a models:/ URI needs a tracking URI")
+    client = _open_registry(uri)
+    ref = model_uri[len("models:/"):]
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
+        version = None
+    else:
+        name, _, version = ref.partition("/")
+        alias = None
+    _registered_model(client, uri, name)
+    try:
+        if alias is not None:
+            client.get_model_version_by_alias(name, alias)
+        else:
+            client.get_model_version(name, version)
+    except MlflowException:
+        raise RegistryError(f"{model_uri}: registered model {name!r} has no "
+                            f"{'alias ' + repr(alias) if alias else 'version ' + repr(version)}") from None
+    with use_tracking_uri(uri), tempfile.TemporaryDirectory(prefix="dynvid-model-") as tmp:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp)
+        info_file = Path(local) / BUILD_INFO
+        if not info_file.is_file():
+            raise RegistryError(f"{model_uri} was registered without {BUILD_INFO} (before dynvid logged it); "
+                                "evaluate its checkpoint instead (the version's 'checkpoint' tag)")
+        info = json.loads(info_file.read_text())
+        model = mlflow.pytorch.load_model(local, map_location="cpu")
+    return model.eval(), info
 
 
 def default_tracking_uri() -> str:

@@ -16,7 +16,7 @@ from torch import nn
 
 from dynvid.config import ExperimentConfig, apply_overrides
 
-__all__ = ["ReportingTask", "Stage", "Task", "get_task", "TASKS"]
+__all__ = ["ReportingTask", "Stage", "Task", "get_task", "presets", "TASKS"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,10 @@ class Task(Protocol):
     def training_step(self, model: nn.Module, batch, stage: Stage) -> tuple[torch.Tensor, dict[str, float]]:
         """Loss to backpropagate and scalar logs (per-batch means) for one batch."""
 
+    inference_knobs: tuple[str, ...]
+    """Optional: config keys that act only at inference (an inference sweep may vary them over
+    one checkpoint; every other key needs retraining)."""
+
     def evaluate(self, model: nn.Module, loader: Iterable, stage: Stage) -> dict[str, float]:
         """Metrics over ``loader`` (this worker's shard). Keys ending in ``_min``/``_max`` are
         reduced across workers by min/max; every other key is a per-sample mean and is
@@ -90,3 +94,13 @@ def _vared(cfg: ExperimentConfig) -> Task:
 
 
 TASKS = {"static": _static, "vared": _vared}
+
+
+def presets(method: str) -> dict[str, list[str]]:
+    """The method's named base configurations (``key=value`` lists), e.g. VA-RED²'s
+    ``embedded`` laptop run; a sweep spec selects one with ``preset:``."""
+    if method == "vared":
+        from dynvid.methods.vared.presets import PRESETS
+
+        return PRESETS
+    return {}

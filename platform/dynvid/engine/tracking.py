@@ -56,7 +56,9 @@ __all__ = [
     "scrub_params",
     "scrub_text",
     "sqlite_db_path",
+    "open_trial_run",
     "start_job_run",
+    "start_sweep_run",
     "use_tracking_uri",
 ]
 
@@ -67,7 +69,7 @@ SECRET_KEY_PARTS = ("secret", "password", "passwd", "token", "key_id", "access_k
                     "credential")
 
 PARENT_TAG = "mlflow.parentRunId"
-KIND_TAG = "dynvid.run_kind"  # "job" (parent) or "stage" (child)
+KIND_TAG = "dynvid.run_kind"  # "job" (parent), "stage" (child), "sweep" (a sweep's parent), "trial"
 
 _TEXT_SUFFIXES = {".json", ".yaml", ".yml", ".md", ".txt", ".csv", ".tsv", ".log", ".toml", ".ini", ".cfg",
                   ".html", ".py", ".sh", ".env"}
@@ -423,8 +425,8 @@ def _find_run(client, experiment_id: str, run_name: str, parent_run_id: str | No
                               order_by=["attributes.start_time DESC"], max_results=50)
     for run in runs:
         tags = run.data.tags
-        if kind == "job":
-            if PARENT_TAG not in tags:
+        if kind in ("job", "sweep"):
+            if tags.get(KIND_TAG, "job") == kind and tags.get(PARENT_TAG) == parent_run_id:
                 return run
         elif tags.get(KIND_TAG) != "job":
             if parent_run_id is None or tags.get(PARENT_TAG) in (None, parent_run_id):
@@ -484,15 +486,30 @@ def _log_artifact(client, run_id: str, local_path: str | os.PathLike, artifact_p
             client.log_artifact(run_id, str(safe), artifact_path=artifact_path)
 
 
-def start_job_run(uri: str, experiment: str, run_name: str, params: dict, tags: dict | None = None) -> str:
+def start_job_run(uri: str, experiment: str, run_name: str, params: dict, tags: dict | None = None,
+                  parent_run_id: str | None = None) -> str:
     """Open (or resume, by ``run_name``) the parent run of a job; returns its run id.
+
+    With ``parent_run_id`` (a sweep's run) the job's run is that run's child, so the MLflow
+    UI lists and compares a sweep's trials under it.
 
     The flattened, scrubbed config is logged as params (once: a resumed run only gets the
     params it lacks, as MLflow params cannot change). The run is tagged with the git commit.
     Leaves no active run in this process.
     """
     tags = {"mlflow.source.git.commit": git_commit(), **dict(tags or {})}
-    return _open_run(uri, experiment, run_name, params, tags, None, "job")
+    return _open_run(uri, experiment, run_name, params, tags, parent_run_id, "job")
+
+
+def start_sweep_run(uri: str, experiment: str, sweep_name: str, params: dict) -> str:
+    """Open (or resume, by name) a sweep's parent run (the spec and base config as params)."""
+    tags = {"mlflow.source.git.commit": git_commit()}
+    return _open_run(uri, experiment, sweep_name, params, tags, None, "sweep")
+
+
+def open_trial_run(uri: str, experiment: str, run_name: str, params: dict, tags: dict, parent_run_id: str) -> str:
+    """Open (or resume, by name) an inference trial's run under its sweep's run."""
+    return _open_run(uri, experiment, run_name, params, tags, parent_run_id, "trial")
 
 
 def finish_job_run(uri: str, run_id: str, metrics: dict, results_markdown: str | None = None,

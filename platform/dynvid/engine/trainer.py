@@ -88,6 +88,11 @@ def fit(
     init_from: str | None = None,
     inject_failure: str | None = None,
     register: bool = True,
+    stages: list[str] | None = None,
+    train_callbacks: list | None = None,
+    parent_run_id: str | None = None,
+    run_tags: dict | None = None,
+    report: bool = True,
 ) -> FitResult:
     """Train every stage of ``method`` on Ray Train; returns the metrics of each stage.
 
@@ -103,8 +108,22 @@ def fit(
         inject_failure: fault injection for tests and drills, ``"MARKER:EPOCH:STEP"``: the
             rank-0 worker dies once at that step (see ``worker._maybe_inject_failure``).
         register: log and register the final model in the MLflow registry.
+        stages: run only these of the method's stages (in its order; e.g. a sweep that
+            retrains VA-RED²'s finetune from one dynamic checkpoint). None = all.
+        train_callbacks: Ray Train ``UserCallback``s of every stage (a sweep passes Tune's
+            ``TuneReportCallback`` so each epoch's metrics reach Tune and ASHA).
+        parent_run_id: MLflow run the job's run becomes a child of (a sweep's run).
+        run_tags: extra tags of the job's MLflow run (a sweep trial's knobs).
+        report: run the method's driver-side report (``Task.report``) after the last stage.
     """
     task = get_task(method, cfg)
+    run_stages = list(task.stages)
+    if stages is not None:
+        valid = [s.name for s in task.stages]
+        unknown = [s for s in stages if s not in valid]
+        if unknown or not stages:
+            raise ValueError(f"stages {stages!r}: {method} has stages {', '.join(valid)}")
+        run_stages = [s for s in task.stages if s.name in stages]
     run_name = cfg.run_name(method)
     check_storage(cfg.train.storage_path)
     uri = cfg.train.mlflow_tracking_uri
@@ -116,11 +135,12 @@ def fit(
     shown = cfg.train.storage_path if is_remote(cfg.train.storage_path) else storage
     result = FitResult(run_name=run_name, storage_path=shown)
     parent = tracking.start_job_run(uri, cfg.train.mlflow_experiment, run_name,
-                                    {"method": method, **to_dict(cfg)}) if uri else None
+                                    {"method": method, **to_dict(cfg)}, tags=run_tags,
+                                    parent_run_id=parent_run_id) if uri else None
     try:
         datasets = _ray_datasets(cfg)
         previous = init_from
-        for stage in task.stages:
+        for stage in run_stages:
             stage_name = f"{run_name}-{stage.name}"
             print(f"[dynvid] stage {stage.name}: {stage.description} -> {shown}/{stage_name}", flush=True)
             trainer = TorchTrainer(
@@ -151,6 +171,7 @@ def fit(
                         checkpoint_score_order=cfg.train.checkpoint_score_order,
                     ),
                     failure_config=ray.train.FailureConfig(max_failures=cfg.train.max_failures),
+                    callbacks=list(train_callbacks or []),
                 ),
             )
             t0 = time.perf_counter()
@@ -163,7 +184,7 @@ def fit(
             result.stages.append(StageResult(stage.name, stage_name, metrics, ckpt))
             previous = ckpt
         print(f"\n[dynvid] results of {run_name}\n{result.table()}", flush=True)
-        if hasattr(task, "report"):
+        if report and hasattr(task, "report"):
             result.report = _method_report(task, cfg, result, storage if filesystem is None else None)
         if parent:
             _finish_tracking(cfg, task, method, uri, parent, result, register)
@@ -223,7 +244,8 @@ def _finish_tracking(cfg, task, method, uri, parent, result: FitResult, register
         result.registered = registry.log_and_register(
             uri, parent, model, example, name,
             {"method": method, "backbone": cfg.model.backbone, "dataset": cfg.data.dataset,
-             "gflops": cost.get("val_gflops_avg"), "accuracy": accuracy, "checkpoint": checkpoint}, card)
+             "gflops": cost.get("val_gflops_avg"), "accuracy": accuracy, "checkpoint": checkpoint}, card,
+            build_info={"config": to_dict(cfg), "method": method, "stage": result.stages[-1].stage})
         print(f"[dynvid] registered {name} version {result.registered['version']} "
               f"(alias candidate): models:/{name}@candidate", flush=True)
     with tempfile.TemporaryDirectory(prefix="dynvid-report-") as tmp:

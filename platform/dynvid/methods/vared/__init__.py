@@ -62,6 +62,8 @@ class VaredTask(StaticClassification):
     """
 
     name = "vared"
+    #: config keys that act only at inference (swept over one checkpoint, no retraining)
+    inference_knobs = ("vared.gate_threshold",)
 
     def __init__(self, cfg: ExperimentConfig):
         super().__init__(label_smoothing=cfg.optim.label_smoothing)

@@ -96,7 +96,8 @@ def make_dynamic(model: nn.Module, backbone: str, cfg: VaredConfig, input_shape:
         conv = model.get_submodule(name)
         dyn = DynamicConv3d.from_conv(
             conv, search_space=cfg.search_space, temporal=cfg.temporal, channel=cfg.channel,
-            gate_frames=max(1, frames.get(name, 1)), gate_hidden=cfg.gate_hidden, cheap_kernel=cfg.cheap_kernel)
+            gate_frames=max(1, frames.get(name, 1)), gate_hidden=cfg.gate_hidden, cheap_kernel=cfg.cheap_kernel,
+            gate_threshold=cfg.gate_threshold)
         parent, _, attr = name.rpartition(".")
         setattr(model.get_submodule(parent) if parent else model, attr, dyn)
     return model

@@ -90,6 +90,7 @@ __all__ = [
     "executed_fraction",
     "expand_frames",
     "soft_fraction",
+    "threshold_weights",
 ]
 
 TEMPORAL_FACTORS = (1, 2, 4)  # R = 2^p
@@ -131,6 +132,34 @@ def soft_fraction(v: torch.Tensor, factors: Sequence[float]) -> torch.Tensor:
     what eventually zeroes V[0] and halves the layer.
     """
     return v @ torch.tensor(list(factors), dtype=v.dtype, device=v.device)
+
+
+def threshold_weights(v: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Inference-time knob (dynvid's, not the thesis'): gate weights at or below ``threshold``
+    become 0, except each sample's cheapest choice with a non-zero weight (the last one),
+    which is kept so a layer never goes silent because of the knob. The kept weights are
+    rescaled to the original sum, so the layer's output keeps its scale.
+
+    With the hard path's rule (run the largest choice whose weight is non-zero), dropping the
+    small weights of expensive choices makes cheaper sub-convolutions run: ``threshold`` moves
+    a trained model along its accuracy–cost curve without retraining (``vared.gate_threshold``,
+    swept by ``search_spaces/vared_threshold.yaml``). 0 keeps the thesis' rule exactly.
+
+    Args:
+        v: ``(B, S)`` gate weights in [0, 1).
+        threshold: in [0, 1).
+    """
+    if threshold <= 0:
+        return v
+    nonzero = v > 0
+    s = v.shape[1]
+    last = (s - 1) - nonzero.flip(1).to(torch.int64).argmax(1)  # the cheapest non-zero choice
+    keep = (v > threshold) | (F.one_hot(last, s).bool() & nonzero)
+    kept = v * keep
+    # keep the layer's gain: the remaining weights are scaled to the sum of the original ones
+    # (Eq. 3.5's output is a sum of V-weighted terms, and the BatchNorm after it is frozen)
+    total, left = v.sum(1, keepdim=True), kept.sum(1, keepdim=True)
+    return torch.where(left > 0, kept * (total / left.clamp_min(1e-12)), kept)
 
 
 def expand_frames(computed: torch.Tensor, R: int, frames: int, scale: torch.Tensor | None,
@@ -222,13 +251,16 @@ class DynamicConv3d(nn.Conv3d):
             configured clip length).
         gate_hidden: D_h of the gate.
         cheap_kernel: spatial kernel K of Φ^t and Φ^c (1 = per-channel scale).
+        gate_threshold: inference-time threshold on the gate's weights (:func:`threshold_weights`;
+            eval mode only, 0 = the thesis' rule).
     """
 
     counts_own_cost = True
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
                  groups: int = 1, bias: bool = True, *, search_space: int = 2, temporal: bool = True,
-                 channel: bool = True, gate_frames: int = 8, gate_hidden: int = 32, cheap_kernel: int = 1):
+                 channel: bool = True, gate_frames: int = 8, gate_hidden: int = 32, cheap_kernel: int = 1,
+                 gate_threshold: float = 0.0):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias)
         if isinstance(self.padding, str):
             raise ValueError("DynamicConv3d needs numeric padding (the temporal stride changes)")
@@ -242,6 +274,9 @@ class DynamicConv3d(nn.Conv3d):
         self.channel_ratios = ratios
         self.computed_channels = tuple(max(1, math.ceil(r * out_channels)) for r in ratios)
         self.cheap_kernel = cheap_kernel
+        if not 0.0 <= gate_threshold < 1.0:
+            raise ValueError(f"vared.gate_threshold must be in [0, 1), got {gate_threshold}")
+        self.gate_threshold = gate_threshold
         self.gate = SoftModulationGate(in_channels, gate_frames, gate_hidden, len(self.temporal_factors), len(ratios))
         # Φ^c_i: k_i computed channels -> C - k_i generated ones (source channel m mod k_i).
         self.cheap_channel = nn.ModuleList(
@@ -297,6 +332,8 @@ class DynamicConv3d(nn.Conv3d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         v_t, v_c = self.decide(x)
+        if not self.training and self.policy is None and self.gate_threshold > 0:
+            v_t, v_c = threshold_weights(v_t, self.gate_threshold), threshold_weights(v_c, self.gate_threshold)
         return self.dynamic_forward(x, v_t, v_c, hard=not self.training)
 
     def dynamic_forward(self, x: torch.Tensor, v_t: torch.Tensor, v_c: torch.Tensor, hard: bool) -> torch.Tensor:

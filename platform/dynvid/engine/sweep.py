@@ -1,0 +1,435 @@
+"""Ray Tune sweeps: accuracy–efficiency Pareto fronts of a method's knobs.
+
+``run_sweep(spec)`` runs one sweep (a :class:`~dynvid.engine.sweep_spec.SweepSpec`, from a
+``search_spaces/*.yaml`` file) on the Ray cluster this process belongs to:
+
+- **training sweeps** (``kind: training``): each trial is a Tune function that drives the
+  engine's Ray Train run (:func:`dynvid.engine.trainer.fit`) with the trial's knobs — the
+  Train V2 pattern: the Tune trial is the Train driver, and Tune's ``TuneReportCallback``
+  forwards every epoch's metrics, so ASHA stops trials early on the accuracy objective.
+  The trial driver reserves no CPU (only a little memory): the CPUs belong to its Ray Train
+  workers, and ``max_concurrent_trials`` is fitted to how many trials' workers the cluster
+  holds at once.
+- **inference sweeps** (``kind: inference``): knobs that act only at test time (the
+  method's ``inference_knobs``) are swept over one trained checkpoint — a folder, an
+  ``s3://`` URI or ``models:/NAME@ALIAS`` — without retraining; each trial loads it,
+  applies its knobs, evaluates, and reports. Many cheap trials run in parallel.
+
+Search: ``grid`` (Tune's grid search; ``num_samples`` repeats the grid), ``random``, or
+``optuna`` — Optuna's multi-objective NSGA-II sampler through
+``OptunaSearch(metric=[…], mode=[…])``, which optimises all objectives at once.
+
+Tracking: the sweep is an MLflow parent run (the spec as params); every trial is a child
+run with its knobs as params (a training trial's stages are its own children), so MLflow's
+compare view works across trials. After the trials, the Pareto front and its hypervolume
+(:mod:`dynvid.metrics.pareto`) are computed and the report (:mod:`dynvid.engine.sweep_report`:
+table, PNG, interactive HTML, JSON, CSV) is written to ``<storage>/sweeps/<name>/report``
+and logged to the parent run. Tune's own files (``progress.csv``, ``result.json``,
+TensorBoard events) stay in each trial's folder under ``<storage>/sweeps/<name>``.
+
+Rerunning a sweep with the same name and storage resumes it (``Tuner.restore``): finished
+trials are kept, unfinished and failed ones run again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from dynvid.config import ExperimentConfig, apply_overrides, from_dict, to_dict
+from dynvid.engine.sweep_spec import SweepSpec, _flow, spec_from_dict
+from dynvid.metrics.pareto import hypervolume, pareto_front
+
+__all__ = ["SweepResult", "Trial", "run_sweep", "load_for_inference", "fitted_concurrency", "sweep_dir"]
+
+#: what a trial driver reserves: no CPU (its Ray Train workers hold those), a little memory
+#: (Tune refuses an empty resource request)
+DRIVER_RESOURCES = {"CPU": 0, "memory": 256 * 1024**2}
+KNOB_TAG = "dynvid.knobs"
+SWEEP_TAG = "dynvid.sweep"
+
+
+@dataclass
+class Trial:
+    trial_id: str
+    knobs: dict
+    metrics: dict
+    status: str
+    """``TERMINATED`` (finished or stopped by ASHA), ``ERROR``, …"""
+    error: str | None = None
+    iterations: int = 0
+    """Reports the trial made (epochs for a training trial)."""
+
+
+@dataclass
+class SweepResult:
+    spec: SweepSpec
+    path: str
+    """The sweep's folder (Tune's experiment folder, holding ``report/``)."""
+    trials: list[Trial] = field(default_factory=list)
+    front: list[int] = field(default_factory=list)
+    """Indices into ``trials`` of the non-dominated trials."""
+    hypervolume: float = 0.0
+    reference_point: dict = field(default_factory=dict)
+    report: dict = field(default_factory=dict)
+    """Paths of the report files (``png``, ``html``, ``json``, ``csv``, ``markdown``)."""
+    parent_run_id: str | None = None
+
+    def table(self) -> str:
+        from dynvid.engine.sweep_report import front_table
+
+        return front_table(self.spec, self.trials, self.front)
+
+
+def sweep_dir(storage_path: str) -> str:
+    """Where sweeps live under a storage path: ``<storage>/sweeps``."""
+    return f"{storage_path.rstrip('/')}/sweeps"
+
+
+def fitted_concurrency(spec: SweepSpec, cfg: ExperimentConfig, cluster: dict[str, float]) -> int:
+    """How many trials run at once: the spec's ``max_concurrent_trials`` if set, else as many as
+    the cluster's CPUs (and GPUs) hold — a training trial needs its Ray Train workers'
+    resources, an inference trial ``cpus_per_trial``."""
+    if spec.budget.max_concurrent_trials:
+        return spec.budget.max_concurrent_trials
+    cpus = cluster.get("CPU", 1.0)
+    if spec.kind == "inference":
+        return max(1, int(cpus // spec.budget.cpus_per_trial))
+    t = cfg.train
+    fits = int(cpus // (t.num_workers * t.cpus_per_worker)) if t.cpus_per_worker > 0 else 1
+    if t.use_gpu:
+        fits = min(fits, int(cluster.get("GPU", 0) // t.num_workers))
+    return max(1, fits)
+
+
+def _param_space(spec: SweepSpec) -> dict:
+    from ray import tune
+
+    space = {}
+    for key, dist in spec.knobs.items():
+        (name, arg), = dist.items()
+        if name == "grid":
+            space[key] = tune.grid_search(list(arg))
+        elif name == "choice":
+            space[key] = tune.choice(list(arg))
+        elif name == "uniform":
+            space[key] = tune.uniform(*arg)
+        elif name == "loguniform":
+            space[key] = tune.loguniform(*arg)
+        elif name == "randint":
+            space[key] = tune.randint(int(arg[0]), int(arg[1]))
+        elif name == "quniform":
+            space[key] = tune.quniform(*arg)
+    return {"knobs": space}
+
+
+def _knob_overrides(knobs: dict) -> list[str]:
+    return [f"{k}={_flow(v.item() if hasattr(v, 'item') else v)}" for k, v in knobs.items()]
+
+
+# ---- trials (run in Tune's trial actors) ----------------------------------------------------
+
+def _training_trial(config: dict, context: dict) -> None:
+    """One training trial: the engine's stages with this trial's knobs, metrics streamed to Tune."""
+    from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from dynvid.engine.trainer import fit
+
+    spec = spec_from_dict(context["spec"], context["source"])
+    trial_id = tune.get_context().get_trial_id()
+    knobs = dict(config["knobs"])
+    cfg = from_dict(ExperimentConfig, context["config"], where="sweep config")
+    cfg = apply_overrides(cfg, _knob_overrides(knobs) + [f"train.name={spec.name}_{trial_id}"])
+    print(f"[dynvid] sweep {spec.name} trial {trial_id}: {knobs}", flush=True)
+    fit(cfg, method=spec.method, init_from=spec.init_from, register=False, stages=spec.stages,
+        train_callbacks=[TuneReportCallback()], parent_run_id=context.get("parent_run_id"),
+        run_tags={SWEEP_TAG: spec.name, "dynvid.trial_id": trial_id, KNOB_TAG: json.dumps(knobs)}, report=False)
+
+
+def _inference_trial(config: dict, context: dict) -> None:
+    """One inference trial: the checkpoint with this trial's knobs, evaluated once."""
+    from ray import tune
+
+    from dynvid.engine import tracking
+    from dynvid.engine.task import get_task
+
+    spec = spec_from_dict(context["spec"], context["source"])
+    trial_id = tune.get_context().get_trial_id()
+    knobs = dict(config["knobs"])
+    torch.set_num_threads(max(1, int(spec.budget.cpus_per_trial)))
+    t0 = time.perf_counter()
+    model, cfg, stage_name = load_for_inference(spec.init_from, spec.override_list() + _knob_overrides(knobs),
+                                                context.get("tracking_uri"))
+    task = get_task(spec.method, cfg)
+    stage = next(s for s in task.stages if s.name == stage_name)
+    metrics = evaluate_checkpoint(task, model, cfg, stage, need_test=any(k.startswith("test_") for k in spec.objectives))
+    metrics["eval_time_s"] = time.perf_counter() - t0
+    uri = context.get("tracking_uri")
+    if uri:
+        run_id = tracking.open_trial_run(uri, cfg.train.mlflow_experiment, f"{spec.name}_{trial_id}",
+                                         {**knobs, "checkpoint": spec.init_from},
+                                         {SWEEP_TAG: spec.name, "dynvid.trial_id": trial_id,
+                                          KNOB_TAG: json.dumps(knobs)}, context["parent_run_id"])
+        tracking.finish_job_run(uri, run_id, metrics)
+    tune.report(metrics)
+
+
+def evaluate_checkpoint(task, model, cfg: ExperimentConfig, stage, need_test: bool = False) -> dict:
+    """``val_*`` metrics (clip-1, GFLOPs avg/min/max from the cost meter) of ``model`` on the
+    config's val split, and ``test_*`` (K-LeftCenterRight video-1/5) when ``need_test``."""
+    from dynvid.data.datasets import build_clip_dataset
+
+    d = cfg.data
+    val = build_clip_dataset(d, d.val_split, "val", seed=cfg.train.seed)
+    loader = torch.utils.data.DataLoader(val, batch_size=d.batch_size)
+    metrics = {f"val_{k}": v for k, v in task.evaluate(model, loader, stage).items()}
+    if need_test:
+        test = build_clip_dataset(d, d.val_split, "test", seed=cfg.train.seed)
+        if cfg.train.test_videos is not None and cfg.train.test_videos < len(test):
+            test = torch.utils.data.Subset(test, range(cfg.train.test_videos))
+        loader = torch.utils.data.DataLoader(test, batch_size=max(1, d.batch_size // 4))
+        metrics.update({f"test_{k}": v for k, v in task.evaluate(model, loader, stage).items()})
+    return metrics
+
+
+def load_for_inference(uri: str, overrides: list[str], tracking_uri: str | None = None):
+    """The model of a checkpoint, rebuilt with its own config plus ``overrides`` (inference
+    knobs, evaluation settings), in eval mode. Returns ``(model, cfg, stage_name)``.
+
+    Args:
+        uri: a checkpoint folder, an ``s3://`` checkpoint, or ``models:/NAME@ALIAS`` /
+            ``models:/NAME/VERSION`` from the registry (read at ``tracking_uri``).
+    """
+    from dynvid.engine.checkpoint import load_checkpoint
+    from dynvid.engine.storage import fetch_checkpoint
+    from dynvid.engine.task import get_task
+
+    if uri.startswith("models:/"):
+        from dynvid.engine.registry import load_registered_with_config
+
+        module, saved = load_registered_with_config(tracking_uri, uri)
+        state, config, method, stage_name = module.state_dict(), saved["config"], saved["method"], saved["stage"]
+    else:
+        ckpt = load_checkpoint(fetch_checkpoint(uri))
+        state, config = ckpt["model"], ckpt["config"]
+        method, stage_name = ckpt["metadata"]["method"], ckpt["metadata"]["stage"]
+    cfg = apply_overrides(from_dict(ExperimentConfig, config, where=f"{uri} config"), overrides)
+    task = get_task(method, cfg)
+    stage = next((s for s in task.stages if s.name == stage_name), task.stages[-1])
+    num_classes = _num_classes(state)
+    model = task.build_model(cfg, num_classes, stage)
+    model.load_state_dict(state)
+    return model.eval(), cfg, stage.name
+
+
+def _num_classes(state: dict) -> int:
+    """Output classes from the classifier's bias (``fc.bias`` in every dynvid backbone)."""
+    for key in ("fc.bias", "head.fc.bias", "classifier.bias"):
+        if key in state:
+            return int(state[key].shape[0])
+    last = [k for k, v in state.items() if k.endswith(".bias") and v.ndim == 1]
+    return int(state[last[-1]].shape[0])
+
+
+# ---- the driver -------------------------------------------------------------------------------
+
+def run_sweep(spec: SweepSpec, storage_path: str | None = None, tracking_uri: str | None = "default",
+              smoke_test: bool = False, seed: int = 0) -> SweepResult:
+    """Run ``spec`` with Ray Tune, compute its Pareto front, write and log its report.
+
+    Args:
+        spec: the sweep.
+        storage_path: where sweeps are written (``<storage>/sweeps/<name>``; local or ``s3://``);
+            default: the config's ``train.storage_path``.
+        tracking_uri: MLflow tracking URI; ``"default"`` = the config's; None = no tracking.
+        smoke_test: the method's ``smoke`` preset on top of the spec's config (tiny budget).
+        seed: seed of the random / Optuna search.
+    """
+    import ray
+    from ray import tune
+
+    from dynvid.engine import tracking
+    from dynvid.engine.storage import check_storage, is_remote, ray_storage
+    from dynvid.engine.task import presets
+    from dynvid.engine.trainer import init_ray
+
+    cfg = spec.base_config()
+    if smoke_test and "smoke" in presets(spec.method):
+        cfg = apply_overrides(cfg, presets(spec.method)["smoke"] + spec.override_list())
+    storage = storage_path or cfg.train.storage_path
+    if not is_remote(storage):
+        storage = os.path.abspath(storage)
+    check_storage(storage)
+    cfg = apply_overrides(cfg, [f"train.storage_path={storage}"])  # absolute: trial actors run elsewhere
+    uri = cfg.train.mlflow_tracking_uri if tracking_uri == "default" else tracking_uri
+    if uri:
+        uri = tracking.resolve_tracking_uri(uri)
+        tracking.check_tracking_uri(uri)
+    cfg = apply_overrides(cfg, [f"train.mlflow_tracking_uri={_flow(uri)}"])
+    init_ray()
+
+    root, filesystem = ray_storage(sweep_dir(storage))
+    path = f"{sweep_dir(storage)}/{spec.name}"
+    parent = tracking.start_sweep_run(uri, cfg.train.mlflow_experiment, spec.name,
+                                      {"sweep": spec.to_dict(), "base": to_dict(cfg)}) if uri else None
+    if spec.kind == "training" and not spec.init_from:
+        spec = _shared_prefix(spec, cfg)
+    concurrency = fitted_concurrency(spec, cfg, ray.cluster_resources())
+    payload = {k: v for k, v in spec.to_dict().items() if k != "source"}
+    context = {"spec": payload, "source": spec.source, "config": to_dict(cfg), "tracking_uri": uri, "parent_run_id": parent}
+    if spec.kind == "training":
+        trainable = tune.with_resources(tune.with_parameters(_training_trial, context=context), DRIVER_RESOURCES)
+    else:
+        trainable = tune.with_resources(tune.with_parameters(_inference_trial, context=context),
+                                        {"CPU": spec.budget.cpus_per_trial})
+    print(f"[dynvid] sweep {spec.name}: {spec.kind}, {spec.search} search over {', '.join(spec.knobs)}; "
+          f"objectives {', '.join(f'{k} ({d})' for k, d in spec.objectives.items())}; "
+          f"{concurrency} trial(s) at a time -> {path}", flush=True)
+    try:
+        tuner = _tuner(spec, trainable, root, filesystem, concurrency, cfg, seed)
+        grid = tuner.fit()
+        result = _collect(spec, grid, path)
+        result.parent_run_id = parent
+        _finish(result, storage, uri, parent)
+    except BaseException:
+        if parent:
+            tracking.finish_job_run(uri, parent, {}, status="FAILED")
+        raise
+    return result
+
+
+def _shared_prefix(spec: SweepSpec, cfg: ExperimentConfig) -> SweepSpec:
+    """A training sweep whose ``stages`` start after the method's first stage, with no
+    ``init_from``: the earlier stages do not depend on the knobs, so they are trained once,
+    under a deterministic name (a rerun finds them done), and every trial starts from their
+    checkpoint. Returns the spec with that ``init_from``."""
+    from dynvid.engine.task import get_task
+    from dynvid.engine.trainer import fit
+
+    names = [s.name for s in get_task(spec.method, cfg).stages]
+    if not spec.stages or spec.stages[0] == names[0]:
+        return spec
+    prefix = names[: names.index(spec.stages[0])]
+    print(f"[dynvid] sweep {spec.name}: stages {', '.join(prefix)} do not depend on the knobs; trained once "
+          "and shared by every trial", flush=True)
+    shared = fit(apply_overrides(cfg, [f"train.name={spec.name}-shared"]), method=spec.method, stages=prefix,
+                 register=False, report=False)
+    ckpt = shared.stages[-1].checkpoint_path
+    if ckpt is None:
+        raise RuntimeError(f"sweep {spec.name}: the shared stages {prefix} left no checkpoint")
+    return dataclasses.replace(spec, init_from=ckpt)
+
+
+def _tuner(spec: SweepSpec, trainable, root: str, filesystem, concurrency: int, cfg: ExperimentConfig, seed: int):
+    from ray import tune
+
+    storage_path = root
+    experiment = f"{root.rstrip('/')}/{spec.name}"
+    exists = tune.Tuner.can_restore(experiment, storage_filesystem=filesystem) if filesystem is not None \
+        else tune.Tuner.can_restore(experiment)
+    if exists:
+        print(f"[dynvid] resuming sweep {spec.name} from {experiment}", flush=True)
+        return tune.Tuner.restore(experiment, trainable=trainable, resume_errored=False, restart_errored=True,
+                                  storage_filesystem=filesystem)
+    search_alg, scheduler = None, None
+    metrics, modes = list(spec.objectives), list(spec.objectives.values())
+    if spec.search == "optuna":
+        from optuna.samplers import NSGAIISampler
+        from ray.tune.search.optuna import OptunaSearch
+
+        search_alg = OptunaSearch(metric=metrics, mode=modes, sampler=NSGAIISampler(seed=seed))
+    elif spec.search == "random":
+        from ray.tune.search import BasicVariantGenerator
+
+        search_alg = BasicVariantGenerator(random_state=seed)
+    if spec.kind == "training" and spec.budget.asha is not None:
+        from ray.tune.schedulers import ASHAScheduler
+
+        asha = dict(spec.budget.asha)
+        asha.setdefault("max_t", _total_epochs(spec, cfg))
+        scheduler = ASHAScheduler(time_attr="training_iteration", metric=spec.accuracy_metric, mode="max",
+                                  max_t=int(asha["max_t"]), grace_period=int(asha.get("grace_period", 1)),
+                                  reduction_factor=float(asha.get("reduction_factor", 2)))
+    return tune.Tuner(
+        trainable,
+        param_space=_param_space(spec),
+        tune_config=tune.TuneConfig(num_samples=spec.budget.num_samples, max_concurrent_trials=concurrency,
+                                    search_alg=search_alg, scheduler=scheduler),
+        run_config=tune.RunConfig(name=spec.name, storage_path=storage_path, storage_filesystem=filesystem,
+                                  verbose=1, failure_config=tune.FailureConfig(max_failures=0)),
+    )
+
+
+def _total_epochs(spec: SweepSpec, cfg: ExperimentConfig) -> int:
+    """Reports a training trial makes: the epochs of the stages it runs."""
+    from dynvid.engine.task import get_task
+
+    stages = [s for s in get_task(spec.method, cfg).stages if spec.stages is None or s.name in spec.stages]
+    return max(1, sum(s.config(cfg).optim.epochs for s in stages))
+
+
+def _collect(spec: SweepSpec, grid, path: str) -> SweepResult:
+    statuses = {t.trial_id: t.status for t in getattr(grid, "_experiment_analysis").trials}
+    trials = []
+    for res in grid:
+        m = dict(res.metrics or {})
+        trial_id = m.get("trial_id") or os.path.basename(str(res.path)).split("_")[-1]
+        knobs = {k: (v.item() if hasattr(v, "item") else v) for k, v in ((res.config or {}).get("knobs") or {}).items()}
+        metrics = {k: float(v) for k, v in m.items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))}
+        trials.append(Trial(trial_id=trial_id, knobs=knobs, metrics=metrics,
+                            status="ERROR" if res.error else statuses.get(trial_id, "TERMINATED"),
+                            error=str(res.error).splitlines()[0][:300] if res.error else None,
+                            iterations=int(m.get("training_iteration", 0))))
+    trials.sort(key=lambda t: t.trial_id)
+    result = SweepResult(spec=spec, path=path, trials=trials)
+    complete = [i for i, t in enumerate(trials) if t.error is None and all(k in t.metrics for k in spec.objectives)]
+    points = [[trials[i].metrics[k] for k in spec.objectives] for i in complete]
+    directions = list(spec.objectives.values())
+    result.front = [complete[j] for j in pareto_front(points, directions)]
+    result.reference_point = dict(spec.reference_point) if spec.reference_point else _default_reference(spec, points)
+    if points:
+        ref = [result.reference_point[k] for k in spec.objectives]
+        result.hypervolume = hypervolume(points, directions, ref)
+    return result
+
+
+def _default_reference(spec: SweepSpec, points: list[list[float]]) -> dict:
+    """The worst observed value of each objective, pushed 10% of its range (or 10% of its
+    value when all trials agree) further, so that every point bounds some volume."""
+    ref = {}
+    for j, (key, direction) in enumerate(spec.objectives.items()):
+        values = [p[j] for p in points] or [0.0]
+        lo, hi = min(values), max(values)
+        margin = 0.1 * (hi - lo) or 0.1 * abs(hi) or 1.0
+        ref[key] = lo - margin if direction == "max" else hi + margin
+    return ref
+
+
+def _finish(result: SweepResult, storage: str, uri: str | None, parent: str | None) -> None:
+    from dynvid.engine import tracking
+    from dynvid.engine.storage import is_remote, upload_dir
+    from dynvid.engine.sweep_report import write_report
+
+    local = not is_remote(storage)
+    out_dir = os.path.join(result.path, "report") if local else tempfile.mkdtemp(prefix="dynvid-sweep-")
+    result.report = write_report(result, out_dir)
+    if not local:
+        upload_dir(out_dir, f"{result.path}/report")
+    print(f"\n[dynvid] sweep {result.spec.name}: {len(result.trials)} trials, {len(result.front)} on the Pareto "
+          f"front, hypervolume {result.hypervolume:.4g}\n{result.table()}\n[dynvid] report: "
+          f"{result.report['html']} (interactive), {result.report['png']}", flush=True)
+    if parent:
+        metrics = {"num_trials": len(result.trials), "front_size": len(result.front),
+                   "hypervolume": result.hypervolume,
+                   "num_errors": sum(t.error is not None for t in result.trials)}
+        tracking.finish_job_run(uri, parent, metrics, results_markdown=result.report["markdown_text"],
+                                artifacts=[out_dir])
