@@ -192,10 +192,13 @@ __TABLE__
   const axes = el("g", {class: "axis"});
   el("line", {x1: m.l, y1: H - m.b, x2: W - m.r, y2: H - m.b}, axes);
   el("line", {x1: m.l, y1: m.t, x2: m.l, y2: H - m.b}, axes);
+  // enough decimals to tell neighbouring ticks apart, however narrow the range
+  const decimals = (lo, hi) => Math.max(0, Math.min(8, Math.ceil(-Math.log10((hi - lo) / 5)) + 1));
+  const dx = decimals(x0, x1), dy = decimals(y0, y1);
   for (let i = 0; i <= 5; i++) {
     const xv = x0 + (x1 - x0) * i / 5, yv = y0 + (y1 - y0) * i / 5;
-    el("text", {x: sx(xv), y: H - m.b + 16, "text-anchor": "middle"}, axes).textContent = xv.toPrecision(3);
-    el("text", {x: m.l - 6, y: sy(yv) + 4, "text-anchor": "end"}, axes).textContent = yv.toPrecision(3);
+    el("text", {x: sx(xv), y: H - m.b + 16, "text-anchor": "middle"}, axes).textContent = xv.toFixed(dx);
+    el("text", {x: m.l - 6, y: sy(yv) + 4, "text-anchor": "end"}, axes).textContent = yv.toFixed(dy);
   }
   el("text", {x: (W + m.l) / 2, y: H - 12, "text-anchor": "middle"}, axes).textContent = xk + " (lower is better)";
   el("text", {x: 16, y: (H - m.b) / 2, transform: "rotate(-90 16 " + (H - m.b) / 2 + ")",
