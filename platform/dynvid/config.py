@@ -30,6 +30,7 @@ __all__ = [
     "from_dict",
     "to_dict",
     "load_config",
+    "read_yaml",
     "apply_overrides",
 ]
 
@@ -319,6 +320,19 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
 
 # ---- files and overrides ------------------------------------------------------------------
 
+def read_yaml(path: Path, what: str = "file") -> Any:
+    """The YAML document of ``path``; a missing file or invalid YAML is a ConfigError naming
+    the file (and the line, where the parser knows it)."""
+    if not path.is_file():
+        raise ConfigError(f"{what} not found: {path}")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}{line}: invalid YAML: {exc}") from None
+
+
 def load_config(
     cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None, base: T | None = None
 ) -> T:
@@ -326,14 +340,7 @@ def load_config(
     cfg = base if base is not None else cls()
     if path is not None:
         path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            line = f":{mark.line + 1}" if mark is not None else ""
-            raise ConfigError(f"{path}{line}: invalid YAML: {exc}") from None
+        loaded = read_yaml(path, "config file")
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: top level must be a mapping")
         from_dict(cls, loaded or {}, where=str(path))  # names unknown keys relative to the file

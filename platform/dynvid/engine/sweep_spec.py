@@ -44,7 +44,7 @@ from typing import Any
 
 import yaml
 
-from dynvid.config import ConfigError, ExperimentConfig, apply_overrides
+from dynvid.config import ConfigError, ExperimentConfig, apply_overrides, read_yaml
 
 __all__ = ["SweepSpec", "Budget", "load_spec", "DISTRIBUTIONS"]
 
@@ -126,14 +126,7 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> SweepSpec
     """Read and validate a sweep file; ``overrides`` (``key=value``) change top-level or
     nested spec keys first (``budget.num_samples=2``, ``init_from=s3://…``)."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"sweep file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}{line}: invalid YAML: {exc}") from None
+    data = read_yaml(path, "sweep file")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping with keys {', '.join(_TOP_KEYS)}")
     for item in overrides or []:
