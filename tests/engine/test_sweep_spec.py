@@ -65,7 +65,7 @@ def test_overrides_change_spec_keys(tmp_path):
     ({"preset": "huge"}, r"preset: vared has no preset 'huge'"),
     ({"overrides": {"data.clip_length": 4}}, r"overrides: .*unknown key 'clip_length'"),
     ({"reference_point": {"val_clip_top1": 0.0}}, r"reference_point: needs a value for every objective"),
-    ({"baselines": [{"name": "x", "val_clip_top1": 0.5}]}, r"baselines\[0\]: needs a number for 'val_gflops_avg'"),
+    ({"baselines": [{"name": "x", "val_clip_top1": 0.5}]}, r"baselines\[0\]: needs a finite number for 'val_gflops_avg'"),
 ])
 def test_errors_name_the_file_and_key(tmp_path, change, match):
     with pytest.raises(ConfigError, match=match):
@@ -131,3 +131,43 @@ def test_optuna_search_is_multi_objective_nsga2(tmp_path):
     assert searcher._metric == ["val_clip_top1", "val_gflops_avg"] and searcher._mode == ["max", "min"]
     assert isinstance(searcher._sampler, NSGAIISampler)
     assert tune_config.num_samples == 6 and tune_config.max_concurrent_trials == 2
+
+
+@pytest.mark.parametrize("change,match", [
+    ({"knobs": {"vared.search_space": {"grid": [2, 5]}}}, r"knobs.vared.search_space: value 5: .*must be 2 or 3"),
+    ({"knobs": {"vared.efficiency_weight": {"grid": [0.8, -1.0]}}}, r"knobs.vared.efficiency_weight: value -1.0"),
+    ({"kind": "inference", "init_from": "x", "knobs": {"vared.gate_threshold": {"grid": [0.5, 1.5]}}},
+     r"knobs.vared.gate_threshold: value 1.5: .*\[0, 1\)"),
+    ({"overrides": {"vared.cheap_kernel": 2}}, r"overrides: .*cheap_kernel"),
+    ({"init_from": 12}, r"init_from: must be a path or URI string"),
+    ({"search": "optuna", "knobs": {"vared.efficiency_weight": {"choice": [0.1]}},
+      "objectives": {"test_video_top1": "max", "val_gflops_avg": "min"}}, r"objectives.test_video_top1: is measured"),
+    ({"baselines": [{"name": "x", "val_clip_top1": float("inf"), "val_gflops_avg": 1.0}]}, r"finite number"),
+])
+def test_every_knob_value_is_checked_against_the_method(tmp_path, change, match):
+    with pytest.raises(ConfigError, match=match):
+        load_spec(write(tmp_path, {**VALID, **change}))
+
+
+def test_a_rerun_with_a_changed_spec_is_refused(tmp_path):
+    """Rerunning a sweep resumes it, and Tune restores the stored search space: a changed
+    spec under the same name would be ignored silently, so it is an error naming the keys."""
+    from dynvid.engine.sweep import _check_same_spec
+
+    spec = load_spec(write(tmp_path, VALID))
+    _check_same_spec(spec, str(tmp_path / "sweeps" / "t"))
+    _check_same_spec(spec, str(tmp_path / "sweeps" / "t"))  # the same spec resumes
+    changed = load_spec(write(tmp_path, {**VALID, "knobs": {"vared.efficiency_weight": {"grid": [0.0, 1.6]}}}),
+                        ["budget.num_samples=2"])
+    with pytest.raises(ConfigError, match=r"already ran .* with other budget, knobs; .*new name"):
+        _check_same_spec(changed, str(tmp_path / "sweeps" / "t"))
+
+
+def test_a_shared_stage_must_not_depend_on_the_knobs(tmp_path):
+    """VA-RED²'s static base ignores ``vared.*`` knobs and is shared; a width knob changes it."""
+    from dynvid.engine.sweep import _shared_prefix
+
+    spec = load_spec(write(tmp_path, {**VALID, "stages": ["dynamic", "finetune"],
+                                      "knobs": {"model.width_mult": {"grid": [0.25, 0.5]}}}))
+    with pytest.raises(ConfigError, match=r"knob model.width_mult may change stage 'base'"):
+        _shared_prefix(spec, spec.base_config())

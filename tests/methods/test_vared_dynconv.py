@@ -339,7 +339,9 @@ def test_gate_threshold_makes_the_hard_path_run_cheaper_choices():
     ref = dyn.dynamic_forward(x, dynconv.threshold_weights(v_t, 0.25), dynconv.threshold_weights(v_c, 0.25), hard=True)
     assert torch.allclose(y, ref, atol=1e-6)
     dyn.train()  # training ignores the knob: the soft path sees the gate's weights
-    assert dyn.gate_threshold == 0.25
+    trained = dyn(x)
+    dyn.gate_threshold = 0.0
+    assert torch.equal(dyn(x), trained)
     with pytest.raises(ValueError, match="gate_threshold"):
         DynamicConv3d(8, 8, 3, gate_threshold=1.0)
 

@@ -37,13 +37,15 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
-from dynvid.config import ExperimentConfig, apply_overrides, from_dict, to_dict
+from dynvid.config import ConfigError, ExperimentConfig, apply_overrides, from_dict, to_dict
 from dynvid.engine.sweep_spec import SweepSpec, _flow, spec_from_dict
 from dynvid.metrics.pareto import hypervolume, pareto_front
 
@@ -53,6 +55,9 @@ __all__ = ["SweepResult", "Trial", "run_sweep", "load_for_inference", "fitted_co
 #: (Tune refuses an empty resource request)
 DRIVER_RESOURCES = {"CPU": 0, "memory": 256 * 1024**2}
 KNOB_TAG = "dynvid.knobs"
+SPEC_FILE = "dynvid_sweep_spec.json"
+#: what a resumed sweep must share with the run it resumes
+_RESUME_KEYS = ("method", "kind", "knobs", "objectives", "search", "budget", "stages", "preset", "overrides")
 SWEEP_TAG = "dynvid.sweep"
 
 
@@ -174,7 +179,8 @@ def _inference_trial(config: dict, context: dict) -> None:
     metrics["eval_time_s"] = time.perf_counter() - t0
     uri = context.get("tracking_uri")
     if uri:
-        run_id = tracking.open_trial_run(uri, cfg.train.mlflow_experiment, f"{spec.name}_{trial_id}",
+        experiment = context["config"]["train"]["mlflow_experiment"]  # the sweep's, not the checkpoint's
+        run_id = tracking.open_trial_run(uri, experiment, f"{spec.name}_{trial_id}",
                                          {**knobs, "checkpoint": spec.init_from},
                                          {SWEEP_TAG: spec.name, "dynvid.trial_id": trial_id,
                                           KNOB_TAG: json.dumps(knobs)}, context["parent_run_id"])
@@ -186,8 +192,9 @@ def evaluate_checkpoint(task, model, cfg: ExperimentConfig, stage, need_test: bo
     """``val_*`` metrics (clip-1, GFLOPs avg/min/max from the cost meter) of ``model`` on the
     config's val split, and ``test_*`` (K-LeftCenterRight video-1/5) when ``need_test``."""
     from dynvid.data.datasets import build_clip_dataset
+    from dynvid.engine.ingest import localize_dataset
 
-    d = cfg.data
+    d = localize_dataset(cfg.data)  # an s3:// dataset reads from this node's mirror
     val = build_clip_dataset(d, d.val_split, "val", seed=cfg.train.seed)
     loader = torch.utils.data.DataLoader(val, batch_size=d.batch_size)
     metrics = {f"val_{k}": v for k, v in task.evaluate(model, loader, stage).items()}
@@ -262,48 +269,96 @@ def run_sweep(spec: SweepSpec, storage_path: str | None = None, tracking_uri: st
     from dynvid.engine.trainer import init_ray
 
     cfg = spec.base_config()
-    if smoke_test and "smoke" in presets(spec.method):
-        cfg = apply_overrides(cfg, presets(spec.method)["smoke"] + spec.override_list())
+    if smoke_test and "smoke" in presets(spec.method):  # last: a tiny budget whatever the spec says
+        cfg = apply_overrides(cfg, presets(spec.method)["smoke"])
     storage = storage_path or cfg.train.storage_path
     if not is_remote(storage):
-        storage = os.path.abspath(storage)
+        storage = os.path.abspath(os.path.expanduser(storage))  # absolute: trial actors run in their own folders
+    if spec.init_from and not is_remote(spec.init_from) and not spec.init_from.startswith("models:/"):
+        spec = dataclasses.replace(spec, init_from=os.path.abspath(os.path.expanduser(spec.init_from)))
     check_storage(storage)
-    cfg = apply_overrides(cfg, [f"train.storage_path={storage}"])  # absolute: trial actors run elsewhere
+    cfg = apply_overrides(cfg, [f"train.storage_path={storage}"])
     uri = cfg.train.mlflow_tracking_uri if tracking_uri == "default" else tracking_uri
     if uri:
         uri = tracking.resolve_tracking_uri(uri)
         tracking.check_tracking_uri(uri)
+    elif spec.init_from and spec.init_from.startswith("models:/"):
+        raise ConfigError(f"{spec.source}: init_from {spec.init_from} is in the MLflow registry; give a tracking URI")
     cfg = apply_overrides(cfg, [f"train.mlflow_tracking_uri={_flow(uri)}"])
     init_ray()
+    cluster = ray.cluster_resources()
+    if spec.kind == "training" and cfg.train.use_gpu and cluster.get("GPU", 0) < cfg.train.num_workers:
+        raise ConfigError(f"{spec.source}: train.use_gpu with {cfg.train.num_workers} worker(s) per trial, but the "
+                          f"cluster has {cluster.get('GPU', 0):g} GPU(s)")
 
     root, filesystem = ray_storage(sweep_dir(storage))
     path = f"{sweep_dir(storage)}/{spec.name}"
+    _check_same_spec(spec, path)
     parent = tracking.start_sweep_run(uri, cfg.train.mlflow_experiment, spec.name,
                                       {"sweep": spec.to_dict(), "base": to_dict(cfg)}) if uri else None
-    if spec.kind == "training" and not spec.init_from:
-        spec = _shared_prefix(spec, cfg)
-    concurrency = fitted_concurrency(spec, cfg, ray.cluster_resources())
-    payload = {k: v for k, v in spec.to_dict().items() if k != "source"}
-    context = {"spec": payload, "source": spec.source, "config": to_dict(cfg), "tracking_uri": uri, "parent_run_id": parent}
-    if spec.kind == "training":
-        trainable = tune.with_resources(tune.with_parameters(_training_trial, context=context), DRIVER_RESOURCES)
-    else:
-        trainable = tune.with_resources(tune.with_parameters(_inference_trial, context=context),
-                                        {"CPU": spec.budget.cpus_per_trial})
-    print(f"[dynvid] sweep {spec.name}: {spec.kind}, {spec.search} search over {', '.join(spec.knobs)}; "
-          f"objectives {', '.join(f'{k} ({d})' for k, d in spec.objectives.items())}; "
-          f"{concurrency} trial(s) at a time -> {path}", flush=True)
     try:
+        if spec.kind == "training" and not spec.init_from:
+            spec = _shared_prefix(spec, cfg)
+        concurrency = fitted_concurrency(spec, cfg, cluster)
+        payload = {k: v for k, v in spec.to_dict().items() if k != "source"}
+        context = {"spec": payload, "source": spec.source, "config": to_dict(cfg), "tracking_uri": uri,
+                   "parent_run_id": parent}
+        if spec.kind == "training":
+            trainable = tune.with_resources(tune.with_parameters(_training_trial, context=context), DRIVER_RESOURCES)
+        else:
+            trainable = tune.with_resources(tune.with_parameters(_inference_trial, context=context),
+                                            {"CPU": spec.budget.cpus_per_trial})
+        print(f"[dynvid] sweep {spec.name}: {spec.kind}, {spec.search} search over {', '.join(spec.knobs)}; "
+              f"objectives {', '.join(f'{k} ({d})' for k, d in spec.objectives.items())}; "
+              f"{concurrency} trial(s) at a time -> {path}", flush=True)
         tuner = _tuner(spec, trainable, root, filesystem, concurrency, cfg, seed)
         grid = tuner.fit()
-        result = _collect(spec, grid, path)
+        result = _collect(spec, grid, path, _total_epochs(spec, cfg) if spec.kind == "training" else None)
         result.parent_run_id = parent
+        if parent:
+            _close_stopped_runs(uri, parent)
         _finish(result, storage, uri, parent)
     except BaseException:
         if parent:
             tracking.finish_job_run(uri, parent, {}, status="FAILED")
         raise
     return result
+
+
+def _check_same_spec(spec: SweepSpec, path: str) -> None:
+    """A rerun resumes the sweep in ``path``; Tune restores the stored search space, so a
+    changed spec would be ignored silently: refuse it, naming the keys that differ."""
+    from dynvid.engine.storage import is_remote
+
+    if is_remote(path):
+        return  # the spec is stored with the report; Tune's own state guards the S3 case
+    stored = Path(path) / SPEC_FILE
+    current = {k: v for k, v in spec.to_dict().items() if k in _RESUME_KEYS}
+    if stored.is_file():
+        before = json.loads(stored.read_text())
+        changed = sorted(k for k in _RESUME_KEYS if before.get(k) != json.loads(json.dumps(current.get(k))))
+        if changed:
+            raise ConfigError(f"{spec.source}: sweep {spec.name!r} already ran in {path} with other "
+                              f"{', '.join(changed)}; rerunning it resumes it, so give the changed sweep a new name")
+    else:
+        stored.parent.mkdir(parents=True, exist_ok=True)
+        stored.write_text(json.dumps(current, indent=2, default=str))
+
+
+def _close_stopped_runs(uri: str, parent: str) -> None:
+    """Trials that ASHA stopped were killed with their Ray Train run: mark their MLflow runs
+    (and their stages') KILLED instead of leaving them RUNNING."""
+    from dynvid.engine import tracking
+
+    client = tracking.mlflow_client(uri)
+    experiment = client.get_run(parent).info.experiment_id
+    pending = [parent]
+    while pending:
+        runs = client.search_runs([experiment], filter_string=f"tags.mlflow.parentRunId = '{pending.pop()}'")
+        for run in runs:
+            if run.info.status == "RUNNING":
+                client.set_terminated(run.info.run_id, status="KILLED")
+            pending.append(run.info.run_id)
 
 
 def _shared_prefix(spec: SweepSpec, cfg: ExperimentConfig) -> SweepSpec:
@@ -314,10 +369,16 @@ def _shared_prefix(spec: SweepSpec, cfg: ExperimentConfig) -> SweepSpec:
     from dynvid.engine.task import get_task
     from dynvid.engine.trainer import fit
 
-    names = [s.name for s in get_task(spec.method, cfg).stages]
+    stages = get_task(spec.method, cfg).stages
+    names = [s.name for s in stages]
     if not spec.stages or spec.stages[0] == names[0]:
         return spec
     prefix = names[: names.index(spec.stages[0])]
+    for stage in stages[: len(prefix)]:
+        for key in spec.knobs:
+            if not any(key == k or key.startswith(f"{k}.") for k in stage.independent_of):
+                raise ConfigError(f"{spec.source}: stages: knob {key} may change stage {stage.name!r}, which "
+                                  f"would be shared by every trial; list {stage.name!r} in stages, or give init_from")
     print(f"[dynvid] sweep {spec.name}: stages {', '.join(prefix)} do not depend on the knobs; trained once "
           "and shared by every trial", flush=True)
     shared = fit(apply_overrides(cfg, [f"train.name={spec.name}-shared"]), method=spec.method, stages=prefix,
@@ -376,7 +437,10 @@ def _total_epochs(spec: SweepSpec, cfg: ExperimentConfig) -> int:
     return max(1, sum(s.config(cfg).optim.epochs for s in stages))
 
 
-def _collect(spec: SweepSpec, grid, path: str) -> SweepResult:
+def _collect(spec: SweepSpec, grid, path: str, full_iterations: int | None = None) -> SweepResult:
+    """Trials, front and hypervolume from Tune's results. A training trial that ASHA stopped
+    before its last epoch is ``STOPPED_EARLY`` and kept off the front: its metrics are those
+    of an unfinished model."""
     statuses = {t.trial_id: t.status for t in getattr(grid, "_experiment_analysis").trials}
     trials = []
     for res in grid:
@@ -389,9 +453,12 @@ def _collect(spec: SweepSpec, grid, path: str) -> SweepResult:
                             status="ERROR" if res.error else statuses.get(trial_id, "TERMINATED"),
                             error=str(res.error).splitlines()[0][:300] if res.error else None,
                             iterations=int(m.get("training_iteration", 0))))
+        if full_iterations and trials[-1].error is None and trials[-1].iterations < full_iterations:
+            trials[-1].status = "STOPPED_EARLY"
     trials.sort(key=lambda t: t.trial_id)
     result = SweepResult(spec=spec, path=path, trials=trials)
-    complete = [i for i, t in enumerate(trials) if t.error is None and all(k in t.metrics for k in spec.objectives)]
+    complete = [i for i, t in enumerate(trials) if t.error is None and t.status != "STOPPED_EARLY"
+                and all(k in t.metrics for k in spec.objectives)]
     points = [[trials[i].metrics[k] for k in spec.objectives] for i in complete]
     directions = list(spec.objectives.values())
     result.front = [complete[j] for j in pareto_front(points, directions)]
@@ -420,7 +487,8 @@ def _finish(result: SweepResult, storage: str, uri: str | None, parent: str | No
     from dynvid.engine.sweep_report import write_report
 
     local = not is_remote(storage)
-    out_dir = os.path.join(result.path, "report") if local else tempfile.mkdtemp(prefix="dynvid-sweep-")
+    tmp = None if local else tempfile.mkdtemp(prefix="dynvid-sweep-")
+    out_dir = os.path.join(result.path if local else tmp, "report")  # logged to MLflow as report/
     result.report = write_report(result, out_dir)
     if not local:
         upload_dir(out_dir, f"{result.path}/report")
@@ -433,3 +501,5 @@ def _finish(result: SweepResult, storage: str, uri: str | None, parent: str | No
                    "num_errors": sum(t.error is not None for t in result.trials)}
         tracking.finish_job_run(uri, parent, metrics, results_markdown=result.report["markdown_text"],
                                 artifacts=[out_dir])
+    if tmp is not None:
+        shutil.rmtree(tmp, ignore_errors=True)

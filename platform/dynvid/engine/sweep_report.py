@@ -252,6 +252,6 @@ def render_html(data: dict) -> str:
     summary = (f"{data['kind']} sweep of {data['method']} ({data['search']} search over "
                f"{', '.join(knobs)}): {len(data['trials'])} trials, {len(data['front'])} on the Pareto front, "
                f"hypervolume {data['hypervolume']:.4g}. Hover a point for its knobs and metrics.")
-    payload = json.dumps(data, default=str).replace("</", "<\\/")
+    payload = json.dumps(data, default=str, allow_nan=False).replace("</", "<\\/")
     return (_HTML.replace("__TITLE__", html.escape(data["name"])).replace("__SUMMARY__", html.escape(summary))
             .replace("__TABLE__", table).replace("__DATA__", payload))

@@ -38,6 +38,7 @@ leave the checkpoint's weights valid, which the method declares
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,7 @@ import yaml
 
 from dynvid.config import ConfigError, ExperimentConfig, apply_overrides, read_yaml
 
-__all__ = ["SweepSpec", "Budget", "load_spec", "DISTRIBUTIONS"]
+__all__ = ["SweepSpec", "Budget", "load_spec", "spec_from_dict", "knob_values", "DISTRIBUTIONS"]
 
 KINDS = ("training", "inference")
 SEARCHES = ("grid", "random", "optuna")
@@ -191,17 +192,26 @@ def spec_from_dict(data: dict, source: str = "<dict>") -> SweepSpec:
                      reference_point=data.get("reference_point"), baselines=list(data.get("baselines") or []),
                      description=str(data.get("description") or ""))
 
-    # every config key must exist: build the base config and one trial's config
+    # every config key must exist and every value be one the method accepts: build the base
+    # config, then each listed knob value (the bounds of a range) into a config and a Task
     try:
         cfg = spec.base_config()
-    except ConfigError as exc:
+        task = get_task(method, cfg)
+    except (ConfigError, ValueError) as exc:
         raise _err(f"{source}: overrides", str(exc)) from None
     for key, dist in spec.knobs.items():
-        try:
-            apply_overrides(cfg, [f"{key}={_flow(example_value(dist))}"])
-        except ConfigError as exc:
-            raise _err(f"{source}: knobs.{key}", str(exc)) from None
-    task = get_task(method, cfg)
+        for value in knob_values(dist):
+            try:
+                get_task(method, apply_overrides(cfg, [f"{key}={_flow(value)}"]))
+            except (ConfigError, ValueError) as exc:
+                raise _err(f"{source}: knobs.{key}", f"value {value!r}: {exc}") from None
+    if spec.init_from is not None and not isinstance(spec.init_from, str):
+        raise _err(f"{source}: init_from", f"must be a path or URI string, got {spec.init_from!r}")
+    if kind == "training" and (search == "optuna" or budget.asha is not None):
+        late = [k for k in spec.objectives if k.startswith("test_")]
+        if late:  # Tune checks that every epoch's report has the searcher's / scheduler's metrics
+            raise _err(f"{source}: objectives.{late[0]}", "is measured after the last epoch only; optuna and ASHA "
+                       "need an objective every epoch reports (val_*)")
     stage_names = [s.name for s in task.stages]
     if spec.stages is not None:
         if kind == "inference":
@@ -230,8 +240,8 @@ def spec_from_dict(data: dict, source: str = "<dict>") -> SweepSpec:
         for key, value in mapping.items():
             if key not in spec.objectives:
                 raise _err(f"{source}: {what}.{key}", f"not an objective; objectives: {', '.join(spec.objectives)}")
-            if not isinstance(value, (int, float)) or isinstance(value, bool):
-                raise _err(f"{source}: {what}.{key}", f"must be a number, got {value!r}")
+            if not _finite(value):
+                raise _err(f"{source}: {what}.{key}", f"must be a finite number, got {value!r}")
         if mapping and set(mapping) != set(spec.objectives):
             missing = sorted(set(spec.objectives) - set(mapping))
             raise _err(f"{source}: {what}", f"needs a value for every objective; missing: {', '.join(missing)}")
@@ -240,20 +250,24 @@ def spec_from_dict(data: dict, source: str = "<dict>") -> SweepSpec:
         if not isinstance(baseline, dict) or "name" not in baseline:
             raise _err(where, "must be a mapping with a 'name' and objective values")
         for key in (spec.accuracy_metric, spec.cost_metric):
-            value = baseline.get(key)
-            if not isinstance(value, (int, float)) or isinstance(value, bool):
-                raise _err(where, f"needs a number for {key!r} (the plotted objectives)")
+            if not _finite(baseline.get(key)):
+                raise _err(where, f"needs a finite number for {key!r} (the plotted objectives)")
     return spec
 
 
-def example_value(dist: dict) -> Any:
-    """One value a distribution can produce (to type-check the knob against the config)."""
+def knob_values(dist: dict) -> list:
+    """The values to check a knob with: every listed value of a grid / choice, the bounds of
+    a range (``randint``'s upper bound is exclusive)."""
     (name, arg), = dist.items()
     if name in ("grid", "choice"):
-        return arg[0]
+        return list(arg)
     if name == "randint":
-        return int(arg[0])
-    return float(arg[0])
+        return [int(arg[0]), int(arg[1]) - 1]
+    return [float(arg[0]), float(arg[1])]
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _check_distribution(where: str, dist: Any, search: str) -> None:

@@ -30,12 +30,15 @@ class Stage:
         overrides: ``key=value`` config overrides for this stage only (e.g. the lower
             learning rate and shorter schedule of VA-RED²'s efficiency finetune), applied by
             the worker on top of the job's config.
+        independent_of: config sections or keys this stage does not read (VA-RED²'s static
+            base ignores ``vared``): a sweep over such knobs trains the stage once and shares it.
     """
 
     name: str
     description: str = ""
     init_from_previous: bool = True
     overrides: tuple[str, ...] = ()
+    independent_of: tuple[str, ...] = ()
 
     def config(self, cfg: ExperimentConfig) -> ExperimentConfig:
         """The job's config with this stage's overrides applied."""

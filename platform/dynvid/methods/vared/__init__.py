@@ -74,6 +74,8 @@ class VaredTask(StaticClassification):
         choices(v.search_space, True, (1, 2, 4))
         if v.cheap_kernel < 1 or v.cheap_kernel % 2 == 0:
             raise ValueError(f"vared.cheap_kernel must be an odd positive int, got {v.cheap_kernel}")
+        if not 0.0 <= v.gate_threshold < 1.0:
+            raise ValueError(f"vared.gate_threshold must be in [0, 1), got {v.gate_threshold}")
         if v.gate_hidden < 1:
             raise ValueError(f"vared.gate_hidden must be >= 1, got {v.gate_hidden}")
         if cfg.model.backbone not in TARGETS:
@@ -88,7 +90,8 @@ class VaredTask(StaticClassification):
         dynamic_lr = v.dynamic_lr if v.dynamic_lr is not None else o.lr
         finetune_lr = v.finetune_lr if v.finetune_lr is not None else o.lr * FINETUNE_LR_RATIO
         self.stages = (
-            Stage("base", "train the static backbone (VA-RED² stage 1)", init_from_previous=False),
+            Stage("base", "train the static backbone (VA-RED² stage 1)", init_from_previous=False,
+                  independent_of=("vared",)),
             Stage("dynamic", "dynamic model initialised from the base, accuracy loss (stage 2)",
                   overrides=(f"optim.epochs={dynamic_epochs}", f"optim.lr={dynamic_lr}")),
             Stage("finetune", f"finetune with the efficiency loss, λ_e={v.efficiency_weight:g} (stage 3)",
