@@ -11,7 +11,7 @@ registers the dynamic model in MLflow.
 
 With no arguments it runs a laptop-sized configuration on the embedded synthetic dataset
 (R(2+1)D-18 at width 0.25 on 8×48×48 clips of 54×72 scenes, Adam) that finishes in about
-ten minutes on 2 cores. With ``--data kinetics:/path`` (or ``s3://…``) it switches to the
+twelve minutes on 2 cores. With ``--data kinetics:/path`` (or ``s3://…``) it switches to the
 paper configuration of the chosen ``--backbone``: full width, 16 frames, 112 crops for
 R(2+1)D-18 and 224 for I3D / X3D-M, SGD with Nesterov momentum and cosine decay, base lr
 0.18 (R(2+1)D) or 1.8 (I3D, X3D) scaled to the batch, K = 10 test clips × 3 crops.
