@@ -156,13 +156,18 @@ def mlflow_server(s3_server, tmp_path_factory):
 def ray_cluster(s3_server, tmp_path_factory):
     """A local Ray instance (2 CPUs), started once per session and shut down by its own handle.
     Its workers get the S3 endpoint and (fake) credentials through the runtime env, as the
-    engine's ``init_ray`` does for a real run."""
+    engine's ``init_ray`` does for a real run.
+
+    The dashboard runs, as on a real head node: Ray Train's placement-group cleaner asks the
+    State API (served by the dashboard) whether a controller died, and a sweep trial that
+    ASHA stops kills its controller; without it that trial's CPUs would stay reserved."""
     import ray
 
     from dynvid.engine.storage import credential_env
     from dynvid.engine.trainer import WORKER_ENV
 
-    ctx = ray.init(num_cpus=2, include_dashboard=False, log_to_driver=True,
+    ctx = ray.init(num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=_free_port(),
+                   log_to_driver=True,
                    runtime_env={"env_vars": {**WORKER_ENV, **credential_env()}},
                    _temp_dir=str(tmp_path_factory.mktemp("ray")))
     yield ctx

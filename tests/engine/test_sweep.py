@@ -4,6 +4,7 @@ an inference sweep over a registered VA-RED² model, a training sweep of the shi
 
 import json
 import re
+import time
 from pathlib import Path
 
 import numpy as np
@@ -159,3 +160,10 @@ def test_training_sweep_of_the_shipped_spec_in_smoke_mode(ray_cluster, mlflow_se
     assert Path(result.report["html"]).is_file()
     # Tune's own files stay in the trial folders
     assert list(Path(result.path).glob("*/progress.csv"))
+    # a trial stopped by ASHA leaves no CPU reserved (its Ray Train placement group is removed)
+    import ray
+
+    deadline = time.monotonic() + 90
+    while ray.available_resources().get("CPU", 0) < ray.cluster_resources()["CPU"] and time.monotonic() < deadline:
+        time.sleep(1)
+    assert ray.available_resources().get("CPU", 0) == ray.cluster_resources()["CPU"]

@@ -29,6 +29,11 @@ TensorBoard events) stay in each trial's folder under ``<storage>/sweeps/<name>`
 
 Rerunning a sweep with the same name and storage resumes it (``Tuner.restore``): finished
 trials are kept, unfinished and failed ones run again.
+
+ASHA stops a trial by killing its actor, and with it the trial's Ray Train controller; Ray
+Train's placement-group cleaner then frees the trial's CPUs/GPUs, which needs Ray's State
+API, i.e. the dashboard (on by default with ``ray start --head``; a cluster started with
+``include_dashboard=False`` keeps a stopped trial's resources until it shuts down).
 """
 
 from __future__ import annotations
