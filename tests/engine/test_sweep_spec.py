@@ -171,3 +171,14 @@ def test_a_shared_stage_must_not_depend_on_the_knobs(tmp_path):
                                       "knobs": {"model.width_mult": {"grid": [0.25, 0.5]}}}))
     with pytest.raises(ConfigError, match=r"knob model.width_mult may change stage 'base'"):
         _shared_prefix(spec, spec.base_config())
+
+
+def test_a_missing_checkpoint_fails_before_any_trial(tmp_path):
+    from dynvid.engine.storage import StorageError
+    from dynvid.engine.sweep import run_sweep
+
+    spec = load_spec(write(tmp_path, {**VALID, "kind": "inference", "init_from": str(tmp_path / "no-ckpt"),
+                                      "knobs": {"vared.gate_threshold": {"grid": [0.1]}}}))
+    with pytest.raises(StorageError, match="checkpoint not found: .*no-ckpt"):
+        run_sweep(spec, storage_path=str(tmp_path / "runs"), tracking_uri=None)
+    assert not (tmp_path / "runs" / "sweeps" / "t").exists()  # nothing started

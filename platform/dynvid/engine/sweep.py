@@ -269,7 +269,7 @@ def run_sweep(spec: SweepSpec, storage_path: str | None = None, tracking_uri: st
     from ray import tune
 
     from dynvid.engine import tracking
-    from dynvid.engine.storage import check_storage, is_remote, ray_storage
+    from dynvid.engine.storage import check_storage, fetch_checkpoint, is_remote, ray_storage
     from dynvid.engine.task import presets
     from dynvid.engine.trainer import init_ray
 
@@ -282,6 +282,8 @@ def run_sweep(spec: SweepSpec, storage_path: str | None = None, tracking_uri: st
     if spec.init_from and not is_remote(spec.init_from) and not spec.init_from.startswith("models:/"):
         spec = dataclasses.replace(spec, init_from=os.path.abspath(os.path.expanduser(spec.init_from)))
     check_storage(storage)
+    if spec.init_from and not spec.init_from.startswith("models:/"):
+        fetch_checkpoint(spec.init_from)  # a missing checkpoint fails here, not once per trial
     cfg = apply_overrides(cfg, [f"train.storage_path={storage}"])
     uri = cfg.train.mlflow_tracking_uri if tracking_uri == "default" else tracking_uri
     if uri:
