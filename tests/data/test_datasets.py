@@ -56,3 +56,14 @@ def test_spec_errors_name_the_input(tmp_path):
         build_clip_dataset(DataConfig(dataset=f"kinetics:{tmp_path}"), "train", "train")
     with pytest.raises(DatasetError, match="synthetic:actions"):
         build_clip_dataset(DataConfig(dataset="synthetic:detection"), "train", "train")
+
+
+def test_test_dataset_is_the_multiview_val_split_cut_to_max_videos():
+    from dynvid.data.datasets import build_test_dataset
+
+    cfg = DataConfig(synthetic_val_videos=6, synthetic_train_videos=6, synthetic_height=36, synthetic_width=48,
+                     synthetic_frames=16, clip_len=4, crop_size=32, test_short_side=32, num_test_clips=2)
+    full = build_test_dataset(cfg)
+    assert len(full) == 6 and len(build_test_dataset(cfg, 4)) == 4 and len(build_test_dataset(cfg, 10)) == 6
+    views, _ = full[0]
+    assert views.shape[:2] == (2 * 3, 3)  # K clips × 3 crops, channels first

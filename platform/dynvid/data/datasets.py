@@ -18,6 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from dynvid.config import DataConfig
 from dynvid.data.clips import ClipSpec, VideoClipDataset
@@ -25,7 +26,7 @@ from dynvid.data.errors import DatasetError
 from dynvid.data.kinetics import KineticsDataset
 from dynvid.data.synthetic import ACTION_CLASSES, SceneConfig, SyntheticVideoSource
 
-__all__ = ["SyntheticActions", "clip_spec", "build_clip_dataset", "parse_spec"]
+__all__ = ["SyntheticActions", "clip_spec", "build_clip_dataset", "build_test_dataset", "parse_spec"]
 
 SPEC_KINDS = ("synthetic", "kinetics")
 
@@ -120,3 +121,12 @@ def build_clip_dataset(cfg: DataConfig, split: str, mode: str, seed: int = 0) ->
         if (root / name).is_file():
             return KineticsDataset(root / name, spec=spec, mode=mode, seed=seed, max_bad_fraction=cfg.max_bad_fraction)
     raise DatasetError(f"{root}: no annotation for split {split!r} (looked for {split}.csv, {split}_list.txt, {split}.txt)")
+
+
+def build_test_dataset(cfg: DataConfig, max_videos: int | None = None, seed: int = 0) -> torch.utils.data.Dataset:
+    """The K-LeftCenterRight test set (``mode="test"`` on the val split), cut to its first
+    ``max_videos`` videos (``train.test_videos``) when given."""
+    test = build_clip_dataset(cfg, cfg.val_split, "test", seed=seed)
+    if max_videos is not None and max_videos < len(test):
+        test = torch.utils.data.Subset(test, range(max_videos))
+    return test

@@ -196,7 +196,7 @@ def _inference_trial(config: dict, context: dict) -> None:
 def evaluate_checkpoint(task, model, cfg: ExperimentConfig, stage, need_test: bool = False) -> dict:
     """``val_*`` metrics (clip-1, GFLOPs avg/min/max from the cost meter) of ``model`` on the
     config's val split, and ``test_*`` (K-LeftCenterRight video-1/5) when ``need_test``."""
-    from dynvid.data.datasets import build_clip_dataset
+    from dynvid.data.datasets import build_clip_dataset, build_test_dataset
     from dynvid.engine.ingest import localize_dataset
 
     d = localize_dataset(cfg.data)  # an s3:// dataset reads from this node's mirror
@@ -204,9 +204,7 @@ def evaluate_checkpoint(task, model, cfg: ExperimentConfig, stage, need_test: bo
     loader = torch.utils.data.DataLoader(val, batch_size=d.batch_size)
     metrics = {f"val_{k}": v for k, v in task.evaluate(model, loader, stage).items()}
     if need_test:
-        test = build_clip_dataset(d, d.val_split, "test", seed=cfg.train.seed)
-        if cfg.train.test_videos is not None and cfg.train.test_videos < len(test):
-            test = torch.utils.data.Subset(test, range(cfg.train.test_videos))
+        test = build_test_dataset(d, cfg.train.test_videos, seed=cfg.train.seed)
         loader = torch.utils.data.DataLoader(test, batch_size=max(1, d.batch_size // 4))
         metrics.update({f"test_{k}": v for k, v in task.evaluate(model, loader, stage).items()})
     return metrics

@@ -28,7 +28,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 
 from dynvid.config import ExperimentConfig, from_dict, to_dict
-from dynvid.data.datasets import build_clip_dataset
+from dynvid.data.datasets import build_clip_dataset, build_test_dataset
 from dynvid.engine.checkpoint import load_checkpoint, save_checkpoint
 from dynvid.engine.ingest import StreamedBatches, localize_dataset, remote_dataset_uri
 from dynvid.engine.optim import build_optimizer, build_scheduler
@@ -345,9 +345,7 @@ def _maybe_inject_failure(spec: str | None, epoch: int, step: int) -> None:
 def _final_test(cfg: ExperimentConfig, task: Task, stage, model, say) -> dict[str, float]:
     """K-LeftCenterRight video-level accuracy (thesis Sec. 4.3) on the val split."""
     d = cfg.data
-    test_ds = build_clip_dataset(d, d.val_split, "test", seed=cfg.train.seed)
-    if cfg.train.test_videos is not None and cfg.train.test_videos < len(test_ds):
-        test_ds = torch.utils.data.Subset(test_ds, range(cfg.train.test_videos))
+    test_ds = build_test_dataset(d, cfg.train.test_videos, seed=cfg.train.seed)
     loader = _loader(test_ds, max(1, d.batch_size // 4), False, d.loader_workers, False)
     t0 = time.perf_counter()
     test = reduce_metrics(task.evaluate(model, loader, stage))
