@@ -260,8 +260,7 @@ def cmd_sweep_run(args: argparse.Namespace) -> int:
 
 def cmd_sweep_show(args: argparse.Namespace) -> int:
     from dynvid.engine.sweep import sweep_dir
-    from dynvid.engine.sweep_report import load_report
-    from dynvid.tables import format_table
+    from dynvid.engine.sweep_report import front_table, load_report, summary
 
     path = Path(args.run)
     if not path.exists():
@@ -271,23 +270,11 @@ def cmd_sweep_show(args: argparse.Namespace) -> int:
             raise FileNotFoundError(f"no sweep {args.run!r} (a folder, or a name under {sweep_dir(args.storage_path)}: "
                                     f"{', '.join(known) if known else 'none yet'})")
     data = load_report(path)
-    knobs, objectives = list(data["knobs"]), list(data["objectives"])
-    trials = sorted(data["trials"], key=lambda t: (not t["front"], t["metrics"].get(data["cost_metric"], float("inf"))))
-    rows = [["*" if t["front"] else "", t["trial_id"], *[_short(t["knobs"].get(k, "-")) for k in knobs],
-             *[_short(t["metrics"].get(k, "-")) for k in objectives], t["status"]]
-            for t in trials if args.all or t["front"]]
-    print(f"sweep {data['name']} ({data['kind']} sweep of {data['method']}, {data['search']} search): "
-          f"{len(data['trials'])} trials, {len(data['front'])} on the Pareto front, hypervolume "
-          f"{data['hypervolume']:.4g}")
-    print(format_table(["front", "trial", *knobs, *[f"{k} ({d})" for k, d in data["objectives"].items()], "status"],
-                       rows))
+    print(f"sweep {data['name']}: {summary(data)}")
+    print(front_table(data, only_front=not args.all))
     report = Path(data["path"]) / "report"
     print(f"report: {report / 'report.html'} · {report / 'front.png'}")
     return 0
-
-
-def _short(value) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def build_parser() -> argparse.ArgumentParser:

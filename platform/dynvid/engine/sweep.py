@@ -93,9 +93,9 @@ class SweepResult:
     parent_run_id: str | None = None
 
     def table(self) -> str:
-        from dynvid.engine.sweep_report import front_table
+        from dynvid.engine.sweep_report import front_table, report_data
 
-        return front_table(self.spec, self.trials, self.front)
+        return front_table(report_data(self))
 
 
 def sweep_dir(storage_path: str) -> str:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from dynvid.tables import format_table
 
-__all__ = ["front_table", "load_report", "write_report"]
+__all__ = ["front_table", "load_report", "report_data", "summary", "write_report"]
 
 REPORT_FILES = {"png": "front.png", "html": "report.html", "json": "sweep.json", "csv": "trials.csv",
                 "markdown": "front.md"}
@@ -32,31 +32,30 @@ def _fmt(value) -> str:
     return str(value)
 
 
-def front_table(spec, trials, front: list[int], markdown: bool = False, only_front: bool = False) -> str:
-    """One row per trial (front first, by cost): knobs, objectives, front mark, status."""
-    knobs = list(spec.knobs)
-    objectives = list(spec.objectives)
-    order = sorted(range(len(trials)), key=lambda i: (i not in front,
-                                                     trials[i].metrics.get(spec.cost_metric, float("inf"))))
-    rows = []
-    for i in order:
-        if only_front and i not in front:
-            continue
-        t = trials[i]
-        rows.append(["*" if i in front else "", t.trial_id, *[_fmt(t.knobs.get(k, "–")) for k in knobs],
-                     *[_fmt(t.metrics[k]) if k in t.metrics else "–" for k in objectives],
-                     t.status if t.error is None else f"ERROR: {t.error[:60]}"])
-    header = ["front", "trial", *knobs, *[f"{k} ({d})" for k, d in spec.objectives.items()], "status"]
+def front_table(data: dict, markdown: bool = False, only_front: bool = False) -> str:
+    """The trials of a report (:func:`report_data`, or ``sweep.json`` read back), front first
+    and by cost: front mark, trial, knobs, objectives, status."""
+    knobs, objectives = list(data["knobs"]), list(data["objectives"])
+    trials = sorted(data["trials"], key=lambda t: (not t["front"], t["metrics"].get(data["cost_metric"], float("inf"))))
+    rows = [["*" if t["front"] else "", t["trial_id"], *[_fmt(t["knobs"].get(k, "–")) for k in knobs],
+             *[_fmt(t["metrics"][k]) if k in t["metrics"] else "–" for k in objectives],
+             t["status"] if t["error"] is None else f"ERROR: {t['error'][:60]}"]
+            for t in trials if t["front"] or not only_front]
+    header = ["front", "trial", *knobs, *[f"{k} ({d})" for k, d in data["objectives"].items()], "status"]
     return format_table(header, rows, markdown)
 
 
-def write_report(result, out_dir: str | os.PathLike) -> dict:
-    """Write every report file of ``result`` (a ``SweepResult``) to ``out_dir``; returns their
-    paths and ``markdown_text`` (the table, for MLflow's ``results.md``)."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+def summary(data: dict) -> str:
+    """One line: kind, method, search, trial count, front size, hypervolume."""
+    return (f"{data['kind']} sweep of {data['method']} ({data['search']} search), {len(data['trials'])} trials, "
+            f"{len(data['front'])} on the Pareto front, hypervolume {data['hypervolume']:.4g}")
+
+
+def report_data(result) -> dict:
+    """Everything the report shows of ``result`` (a ``SweepResult``), as plain data; written
+    as ``sweep.json``."""
     spec = result.spec
-    data = {
+    return {
         "name": spec.name, "method": spec.method, "kind": spec.kind, "search": spec.search,
         "source": spec.source, "objectives": spec.objectives, "knobs": spec.knobs,
         "accuracy_metric": spec.accuracy_metric, "cost_metric": spec.cost_metric,
@@ -67,13 +66,19 @@ def write_report(result, out_dir: str | os.PathLike) -> dict:
                     "error": t.error, "iterations": t.iterations, "front": i in result.front}
                    for i, t in enumerate(result.trials)],
     }
+
+
+def write_report(result, out_dir: str | os.PathLike) -> dict:
+    """Write every report file of ``result`` (a ``SweepResult``) to ``out_dir``; returns their
+    paths and ``markdown_text`` (the table, for MLflow's ``results.md``)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    data = report_data(result)
     paths = {k: str(out / v) for k, v in REPORT_FILES.items()}
     Path(paths["json"]).write_text(json.dumps(data, indent=2, default=str))
     _write_csv(data, paths["csv"])
-    table = front_table(spec, result.trials, result.front, markdown=True)
-    markdown = (f"# Sweep {spec.name}\n\n{spec.kind} sweep of {spec.method} ({spec.search} search), "
-                f"{len(result.trials)} trials, {len(result.front)} on the Pareto front, hypervolume "
-                f"{result.hypervolume:.4g} (reference {result.reference_point}).\n\n{table}\n")
+    markdown = (f"# Sweep {data['name']}\n\n{summary(data)} (reference {data['reference_point']}).\n\n"
+                f"{front_table(data, markdown=True)}\n")
     Path(paths["markdown"]).write_text(markdown)
     plot_front(data, paths["png"])
     Path(paths["html"]).write_text(render_html(data))
