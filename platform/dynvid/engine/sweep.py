@@ -51,7 +51,7 @@ from pathlib import Path
 import torch
 
 from dynvid.config import ConfigError, ExperimentConfig, apply_overrides, from_dict, to_dict
-from dynvid.engine.sweep_spec import SweepSpec, _flow, spec_from_dict
+from dynvid.engine.sweep_spec import SweepSpec, _flow
 from dynvid.metrics.pareto import hypervolume, pareto_front
 
 __all__ = ["SweepResult", "Trial", "run_sweep", "load_for_inference", "fitted_concurrency", "sweep_dir"]
@@ -146,6 +146,11 @@ def _knob_overrides(knobs: dict) -> list[str]:
 
 # ---- trials (run in Tune's trial actors) ----------------------------------------------------
 
+def _trial_tags(spec: SweepSpec, trial_id: str, knobs: dict) -> dict:
+    """MLflow tags of a trial's run: its sweep, trial id and knobs."""
+    return {SWEEP_TAG: spec.name, "dynvid.trial_id": trial_id, KNOB_TAG: json.dumps(knobs)}
+
+
 def _training_trial(config: dict, context: dict) -> None:
     """One training trial: the engine's stages with this trial's knobs, metrics streamed to Tune."""
     from ray import tune
@@ -153,7 +158,7 @@ def _training_trial(config: dict, context: dict) -> None:
 
     from dynvid.engine.trainer import fit
 
-    spec = spec_from_dict(context["spec"], context["source"])
+    spec: SweepSpec = context["spec"]
     trial_id = tune.get_context().get_trial_id()
     knobs = dict(config["knobs"])
     cfg = from_dict(ExperimentConfig, context["config"], where="sweep config")
@@ -161,7 +166,7 @@ def _training_trial(config: dict, context: dict) -> None:
     print(f"[dynvid] sweep {spec.name} trial {trial_id}: {knobs}", flush=True)
     fit(cfg, method=spec.method, init_from=spec.init_from, register=False, stages=spec.stages,
         train_callbacks=[TuneReportCallback()], parent_run_id=context.get("parent_run_id"),
-        run_tags={SWEEP_TAG: spec.name, "dynvid.trial_id": trial_id, KNOB_TAG: json.dumps(knobs)}, report=False)
+        run_tags=_trial_tags(spec, trial_id, knobs), report=False)
 
 
 def _inference_trial(config: dict, context: dict) -> None:
@@ -171,7 +176,7 @@ def _inference_trial(config: dict, context: dict) -> None:
     from dynvid.engine import tracking
     from dynvid.engine.task import get_task
 
-    spec = spec_from_dict(context["spec"], context["source"])
+    spec: SweepSpec = context["spec"]
     trial_id = tune.get_context().get_trial_id()
     knobs = dict(config["knobs"])
     torch.set_num_threads(max(1, int(spec.budget.cpus_per_trial)))
@@ -187,8 +192,7 @@ def _inference_trial(config: dict, context: dict) -> None:
         experiment = context["config"]["train"]["mlflow_experiment"]  # the sweep's, not the checkpoint's
         run_id = tracking.open_trial_run(uri, experiment, f"{spec.name}_{trial_id}",
                                          {**knobs, "checkpoint": spec.init_from},
-                                         {SWEEP_TAG: spec.name, "dynvid.trial_id": trial_id,
-                                          KNOB_TAG: json.dumps(knobs)}, context["parent_run_id"])
+                                         _trial_tags(spec, trial_id, knobs), context["parent_run_id"])
         tracking.finish_job_run(uri, run_id, metrics)
     tune.report(metrics)
 
@@ -305,9 +309,8 @@ def run_sweep(spec: SweepSpec, storage_path: str | None = None, tracking_uri: st
         if spec.kind == "training" and not spec.init_from:
             spec = _shared_prefix(spec, cfg)
         concurrency = fitted_concurrency(spec, cfg, cluster)
-        payload = {k: v for k, v in spec.to_dict().items() if k != "source"}
-        context = {"spec": payload, "source": spec.source, "config": to_dict(cfg), "tracking_uri": uri,
-                   "parent_run_id": parent}
+        # the validated spec itself (a plain dataclass, pickled once by with_parameters)
+        context = {"spec": spec, "config": to_dict(cfg), "tracking_uri": uri, "parent_run_id": parent}
         if spec.kind == "training":
             trainable = tune.with_resources(tune.with_parameters(_training_trial, context=context), DRIVER_RESOURCES)
         else:
