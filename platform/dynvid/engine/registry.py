@@ -317,19 +317,30 @@ def list_models(uri: str, name: str | None = None) -> list[dict]:
     return rows
 
 
+def _check_reference(client, uri: str, name: str, alias: str | None = None, version: str | None = None,
+                     where: str = "") -> None:
+    """Raise :class:`RegistryError` naming what is missing: the model, its alias or version
+    (prefixed with ``where``, e.g. the ``models:/`` URI asked for)."""
+    from mlflow.exceptions import MlflowException
+
+    _registered_model(client, uri, name)
+    try:
+        if alias is not None:
+            client.get_model_version_by_alias(name, alias)
+        else:
+            client.get_model_version(name, version)
+    except MlflowException:
+        what = f"alias {alias!r}" if alias is not None else f"version {version!r}"
+        raise RegistryError(f"{where}registered model {name!r} has no {what}") from None
+
+
 def load_registered(uri: str, name: str, alias: str = "candidate") -> torch.nn.Module:
     """``mlflow.pytorch.load_model("models:/NAME@ALIAS")`` against ``uri`` (the original
     ``nn.Module``, in eval mode)."""
-    from mlflow.exceptions import MlflowException
-
     import mlflow.pytorch
 
     client = _open_registry(uri)
-    _registered_model(client, uri, name)
-    try:
-        client.get_model_version_by_alias(name, alias)
-    except MlflowException:
-        raise RegistryError(f"registered model {name!r} has no alias {alias!r}") from None
+    _check_reference(client, uri, name, alias=alias)
     with use_tracking_uri(uri):
         model = mlflow.pytorch.load_model(f"models:/{name}@{alias}", map_location="cpu")
     return model.eval()
@@ -340,7 +351,6 @@ def load_registered_with_config(uri: str, model_uri: str) -> tuple[torch.nn.Modu
     logged with: ``(module, {"config", "method", "stage"})``."""
     import mlflow.artifacts
     import mlflow.pytorch
-    from mlflow.exceptions import MlflowException
 
     if uri is None:
         raise RegistryError(f"{model_uri}: a models:/ URI needs a tracking URI")
@@ -352,15 +362,7 @@ def load_registered_with_config(uri: str, model_uri: str) -> tuple[torch.nn.Modu
     else:
         name, _, version = ref.partition("/")
         alias = None
-    _registered_model(client, uri, name)
-    try:
-        if alias is not None:
-            client.get_model_version_by_alias(name, alias)
-        else:
-            client.get_model_version(name, version)
-    except MlflowException:
-        raise RegistryError(f"{model_uri}: registered model {name!r} has no "
-                            f"{'alias ' + repr(alias) if alias else 'version ' + repr(version)}") from None
+    _check_reference(client, uri, name, alias=alias, version=version, where=f"{model_uri}: ")
     with use_tracking_uri(uri), tempfile.TemporaryDirectory(prefix="dynvid-model-") as tmp:
         local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp)
         info_file = Path(local) / BUILD_INFO
