@@ -240,6 +240,11 @@ TINY = {
     "i3d": ({"width_mult": 0.125, "num_classes": 7}, (1, 3, 8, 32, 32)),
     "r2plus1d_18": ({"width_mult": 0.25, "num_classes": 7}, (1, 3, 8, 32, 32)),
     "x3d_m": ({"width_mult": 0.25, "num_classes": 7}, (1, 3, 8, 32, 32)),
+    "mobilenet_v2": ({"width_mult": 0.25, "num_classes": 7}, (1, 3, 32, 32)),
+    "resnet18": ({"width_mult": 0.125, "num_classes": 7}, (1, 3, 32, 32)),
+    "resnet34": ({"width_mult": 0.125, "num_classes": 7}, (1, 3, 32, 32)),
+    "resnet50": ({"width_mult": 0.125, "num_classes": 7}, (1, 3, 32, 32)),
+    "resnet101": ({"width_mult": 0.125, "num_classes": 7}, (1, 3, 32, 32)),
 }
 
 
@@ -269,11 +274,13 @@ def test_forward_returns_logits_of_fc_on_features(name: str) -> None:
     x = torch.randn(shape)
     with torch.no_grad():
         logits = model(x)
-        features = model.features(x)
+        features = model.forward_features(x)
+        head = model.forward_head(features)
     assert logits.shape == (shape[0], kwargs["num_classes"])
     assert features.shape == (shape[0], model.num_features)
+    assert model.takes_clips == (len(shape) == 5)
     # logits = head(features), no softmax
-    assert torch.allclose(logits, model.fc(features), atol=1e-6)
+    assert torch.allclose(logits, head, atol=1e-6)
     assert not torch.allclose(logits.sum(-1), torch.ones(shape[0]))
 
 

@@ -1,8 +1,10 @@
 """Static backbones and their registry.
 
 Every builder in :data:`BACKBONES` takes ``num_classes`` and ``width_mult`` keyword
-arguments and returns an ``nn.Module`` whose ``forward`` returns logits, with a
-``features(x) -> (B, num_features)`` method and a ``num_features`` attribute.
+arguments and returns an ``nn.Module`` whose ``forward`` returns logits, with
+``forward_features(x) -> (B, num_features)`` (pooled), ``forward_head(features) -> logits``,
+a ``num_features`` attribute and ``takes_clips``: True for 3-D clip networks (input
+``(B, 3, T, H, W)``), False for 2-D frame networks (``(B, 3, H, W)``).
 State-dict keys follow torchvision where torchvision has the same network.
 """
 
@@ -14,24 +16,38 @@ from typing import Any
 from torch import nn
 
 from dynvid.backbones.i3d import I3D, i3d
+from dynvid.backbones.mobilenetv2 import MobileNetV2, mobilenet_v2
 from dynvid.backbones.r2plus1d import R2Plus1D, r2plus1d_18
+from dynvid.backbones.resnet import ResNet, resnet18, resnet34, resnet50, resnet101
 from dynvid.backbones.x3d import X3D, x3d_m
 
 __all__ = [
     "BACKBONES",
     "I3D",
+    "MobileNetV2",
     "R2Plus1D",
+    "ResNet",
     "X3D",
     "build_backbone",
     "i3d",
     "list_backbones",
+    "mobilenet_v2",
     "r2plus1d_18",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
     "x3d_m",
 ]
 
 BACKBONES: dict[str, Callable[..., nn.Module]] = {
     "i3d": i3d,  # I3D-InceptionV2
+    "mobilenet_v2": mobilenet_v2,
     "r2plus1d_18": r2plus1d_18,
+    "resnet18": resnet18,
+    "resnet34": resnet34,
+    "resnet50": resnet50,
+    "resnet101": resnet101,
     "x3d_m": x3d_m,
 }
 

@@ -27,3 +27,20 @@ def init_video_weights(model: nn.Module) -> None:
             nn.init.normal_(m.weight, 0, 0.01)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
+
+
+class ClipBackbone:
+    """The registry interface of the 3-D (clip) networks, whose ``features`` and ``fc`` follow
+    torchvision's video models: ``forward_features`` (pooled) and ``forward_head`` (logits),
+    the same calls a 2-D frame network (MobileNetV2, ResNet) answers."""
+
+    takes_clips = True  # input (B, 3, T, H, W)
+
+    def forward_features(self, x):
+        """Pooled features ``(B, num_features)``."""
+        return self.features(x)
+
+    def forward_head(self, features):
+        """Logits from pooled features (dropout first where the network has it)."""
+        dropout = getattr(self, "dropout", None)
+        return self.fc(dropout(features) if dropout is not None else features)

@@ -46,7 +46,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dynvid.backbones._common import check_builder_args, init_video_weights
+from dynvid.backbones._common import ClipBackbone, check_builder_args, init_video_weights
 
 __all__ = ["BasicConv3d", "I3D", "InceptionBlock", "ReductionBlock", "i3d"]
 
@@ -208,7 +208,7 @@ class ReductionBlock(nn.Module):
         return torch.cat([self.branch2(x), self.branch3(x), self.branch4(x)], dim=1)
 
 
-class I3D(nn.Module):
+class I3D(ClipBackbone, nn.Module):
     """I3D-InceptionV2: 3-D stem, ten BN-Inception modules, global average pool, dropout, linear head.
 
     Attributes ``conv1 … pool2`` are the stem, ``inception3a … inception5b`` the

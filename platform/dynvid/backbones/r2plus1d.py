@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from dynvid.backbones._common import check_builder_args, init_video_weights
+from dynvid.backbones._common import ClipBackbone, check_builder_args, init_video_weights
 
 __all__ = ["BasicBlock", "Conv2Plus1D", "R2Plus1D", "R2Plus1dStem", "r2plus1d_18"]
 
@@ -112,7 +112,7 @@ class R2Plus1dStem(nn.Sequential):
         )
 
 
-class R2Plus1D(nn.Module):
+class R2Plus1D(ClipBackbone, nn.Module):
     """R(2+1)D network: stem, four stages of basic blocks, global average pool, linear head.
 
     Args:

@@ -43,7 +43,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from dynvid.backbones._common import check_builder_args
+from dynvid.backbones._common import ClipBackbone, check_builder_args
 
 __all__ = ["SqueezeExcitation", "X3D", "X3DBlock", "X3DStem", "x3d_m"]
 
@@ -176,7 +176,7 @@ class X3DStem(nn.Module):
         return self.relu(self.bn(self.conv_t(self.conv_xy(x))))
 
 
-class X3D(nn.Module):
+class X3D(ClipBackbone, nn.Module):
     """X3D network: stem, four stages of bottlenecks, conv5, pool, fc1 + ReLU, dropout, fc.
 
     :meth:`features` returns the fc1 activations (``num_features``, 2048 at
