@@ -16,7 +16,7 @@ from torch import nn
 
 from dynvid.config import ExperimentConfig, apply_overrides
 
-__all__ = ["ReportingTask", "Stage", "Task", "get_task", "presets", "TASKS"]
+__all__ = ["DataTask", "ReportingTask", "Stage", "Task", "get_task", "presets", "TASKS"]
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,22 @@ class Task(Protocol):
         averaged weighted by ``num_samples``, which must be present."""
 
 
+class DataTask(Task, Protocol):
+    """Optional hooks of a Task whose stages need more than the engine's clip datasets
+    (LiteEval's RNN stages read a feature cache built between stages)."""
+
+    steps_per_epoch: int | None
+    """Set by the engine on the worker before training (e.g. a schedule over global steps)."""
+
+    def datasets(self, cfg: ExperimentConfig, stage: Stage):
+        """``(train, val)`` datasets of ``stage`` (items ``(inputs, label)``, a ``num_classes``
+        attribute and ``set_epoch(epoch)``), or None for the engine's clip datasets."""
+
+    def prepare_stage(self, cfg: ExperimentConfig, stage: Stage, init_from: str | None) -> list[str]:
+        """Runs on the driver before ``stage`` starts from checkpoint ``init_from``; returns
+        ``key=value`` overrides of the stage's config (e.g. where a cache was written)."""
+
+
 class ReportingTask(Task, Protocol):
     """A Task that also writes a job-level report on the driver after its last stage."""
 
@@ -96,7 +112,13 @@ def _vared(cfg: ExperimentConfig) -> Task:
     return VaredTask(cfg)
 
 
-TASKS = {"static": _static, "vared": _vared}
+def _liteeval(cfg: ExperimentConfig) -> Task:
+    from dynvid.methods.liteeval import LiteEvalTask
+
+    return LiteEvalTask(cfg)
+
+
+TASKS = {"static": _static, "vared": _vared, "liteeval": _liteeval}
 
 
 def presets(method: str) -> dict[str, list[str]]:
@@ -104,6 +126,10 @@ def presets(method: str) -> dict[str, list[str]]:
     ``embedded`` laptop run; a sweep spec selects one with ``preset:``."""
     if method == "vared":
         from dynvid.methods.vared.presets import PRESETS
+
+        return PRESETS
+    if method == "liteeval":
+        from dynvid.methods.liteeval.presets import PRESETS
 
         return PRESETS
     return {}

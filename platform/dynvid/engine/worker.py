@@ -153,9 +153,13 @@ def train_loop_per_worker(loop_config: dict) -> None:
     # ---- data -------------------------------------------------------------------------------
     cfg = _localize_dataset(cfg, say)
     d = cfg.data
-    train_ds = build_clip_dataset(d, d.train_split, "train", seed=cfg.train.seed)
-    val_ds = build_clip_dataset(d, d.val_split, "val", seed=cfg.train.seed)
-    if d.ingest == "ray_data":
+    own = task.datasets(cfg, stage) if hasattr(task, "datasets") else None
+    if own is not None:  # the Task's own data (e.g. LiteEval's feature cache)
+        train_ds, val_ds = own
+    else:
+        train_ds = build_clip_dataset(d, d.train_split, "train", seed=cfg.train.seed)
+        val_ds = build_clip_dataset(d, d.val_split, "val", seed=cfg.train.seed)
+    if d.ingest == "ray_data" and own is None:
         train_loader = StreamedBatches(ray.train.get_dataset_shard("train"), d.batch_size, len(train_ds), world)
     else:
         train_loader = _loader(train_ds, d.batch_size, True, d.loader_workers, True, seed=cfg.train.seed)
@@ -164,6 +168,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
     if steps_per_epoch == 0:
         raise ValueError(f"train split has {len(train_ds)} videos, fewer than one batch of "
                          f"{d.batch_size} per worker × {world} workers")
+    if hasattr(task, "steps_per_epoch"):
+        task.steps_per_epoch = steps_per_epoch
 
     # ---- model, optimizer, schedule ---------------------------------------------------------
     model = task.build_model(cfg, train_ds.num_classes, stage)
@@ -284,12 +290,22 @@ def _epochs(run: StageRun, start_epoch: int, global_step: int, state: dict | Non
         if cfg.train.eval_every > 0 and (last or (epoch + 1) % cfg.train.eval_every == 0):
             val = reduce_metrics(task.evaluate(model, val_loader, stage))
             metrics.update({f"val_{k}": v for k, v in val.items()})
-            say(f"[dynvid] epoch {epoch + 1}/{epochs} val clip-1 {val['clip_top1']:.4f} "
-                f"clip-5 {val['clip_top5']:.4f} GFLOPs/clip {val['gflops_avg']:.3f} ({elapsed:.0f}s)")
+            say(f"[dynvid] epoch {epoch + 1}/{epochs} val " + _summary(val) + f" ({elapsed:.0f}s)")
         if last and cfg.train.final_test:
             metrics.update(_final_test(cfg, task, stage, model, say))
         tracker.log_metrics(metrics, step=epoch + 1)
         _report(metrics, model, optimizer, scheduler, cfg, loop_config, epoch, global_step, rank)
+
+
+def _summary(val: dict[str, float]) -> str:
+    """The evaluation line: accuracies and GFLOPs (``clip-1 0.4120 clip-5 … GFLOPs 0.238``)."""
+    parts = []
+    for key, value in val.items():
+        if key.endswith(("_top1", "_top5")):
+            parts.append(f"{key.replace('_top', '-')} {value:.4f}")
+    parts.append(f"GFLOPs {val['gflops_avg']:.3f}")
+    parts += [f"{k} {v:.2f}" for k, v in val.items() if k == "fine_reads"]
+    return " ".join(parts)
 
 
 def _duration(seconds: float) -> str:

@@ -34,7 +34,8 @@ from torch import nn
 from dynvid.metrics.cost import CostMeter, gru_cell_macs, linear_macs, lstm_cell_macs, record_cost
 from dynvid.methods.liteeval.gumbel import gumbel_softmax
 
-__all__ = ["Extractor", "FrameClassifiers", "LiteEval", "LiteEvalCore", "RNN_TYPES", "StepOutput"]
+__all__ = ["Extractor", "FrameClassifiers", "LSTMBaseline", "LiteEval", "LiteEvalCore", "RNN_TYPES", "StepOutput",
+           "split_steps"]
 
 RNN_TYPES = {"lstm": nn.LSTMCell, "gru": nn.GRUCell}
 FORCE = (None, "fine", "coarse")
@@ -47,6 +48,18 @@ def _scatter_cost(rows: torch.Tensor | None, batch: int, macs: float) -> torch.T
     out = torch.zeros(batch, dtype=torch.float64)
     out[rows.cpu()] = macs
     return out
+
+
+def split_steps(video: torch.Tensor, steps: int, snippet_len: int, clips: bool) -> torch.Tensor:
+    """A video ``(B, C, T·S, H, W)`` as step inputs: ``(B, T, C, S, H, W)`` for clip (3-D)
+    networks, ``(B, T, C, H, W)`` for frame networks (S = 1)."""
+    if video.dim() != 5:
+        raise ValueError(f"LiteEval expects a video (B, C, T, H, W), got shape {tuple(video.shape)}")
+    b, c, n, h, w = video.shape
+    if n != steps * snippet_len:
+        raise ValueError(f"LiteEval expects {steps * snippet_len} frames ({steps} steps × {snippet_len}), got {n}")
+    x = video.view(b, c, steps, snippet_len, h, w).permute(0, 2, 1, 3, 4, 5)
+    return x if clips else x.squeeze(3)
 
 
 class Extractor(nn.Module):
@@ -90,8 +103,12 @@ class Extractor(nn.Module):
         return out
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Class scores of the backbone's own head (the per-frame baselines, UNIFORM)."""
-        return self.net.forward_head(self.net.forward_features(self.prepare(x)))
+        """Class scores of the backbone's own head (the step classifiers of stage ``cnns``)."""
+        x = self.prepare(x)
+        with CostMeter(self.net, batch_size=x.shape[0]) as meter:
+            out = self.net(x)
+        record_cost(self, meter.per_sample_macs)
+        return out
 
 
 @dataclass
@@ -206,6 +223,51 @@ class LiteEvalCore(nn.Module):
         record_cost(self, _scatter_cost(ran, batch, float(self.fine_step_macs)))
         return StepOutput(coarse, fine, use, gate_logits)
 
+    @torch.no_grad()
+    def infer(self, batch: int, steps: int, coarse_fn, fine_fn, budget: int | None = None,
+              force: str | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The inference path (hard decisions, real skipping) over ``steps`` time steps.
+
+        ``coarse_fn(t, rows)`` and ``fine_fn(t, rows)`` return the features of step ``t`` for
+        the samples ``rows`` (indices into the batch): the pixel model runs its CNNs there,
+        the feature cache reads them. Offline (``budget`` None) every sample runs all steps;
+        online (Sec. 4.2.1) a sample stops, and emits its prediction, at the step where it
+        reads fine features for the ``budget``-th time; nothing runs for it afterwards.
+
+        Returns ``(logits (B, classes), use (B, T) 0/1, exit_step (B,))``, ``exit_step``
+        being the number of steps the sample ran (K' of UNIFORM-K).
+        """
+        if budget is not None and budget < 1:
+            raise ValueError(f"budget K must be >= 1, got {budget}")
+        device = self.classifier.weight.device
+        active = torch.arange(batch, device=device)
+        state = None
+        out_logits = torch.zeros(batch, self.classifier.out_features, device=device)
+        use = torch.zeros(batch, steps, device=device)
+        reads = torch.zeros(batch, dtype=torch.long, device=device)
+        exit_step = torch.full((batch,), steps, dtype=torch.long)
+        for t in range(steps):
+            v_c = coarse_fn(t, active)
+            if state is None:
+                state = self.init_state(batch, v_c)
+            sub = (tuple(s[active] for s in state[0]), tuple(s[active] for s in state[1]))
+            rows_now = active
+            out = self.step(v_c, sub, lambda idx: fine_fn(t, rows_now[idx]), force=force, rows=active, batch=batch)
+            for full, new in zip(state[0] + state[1], out.coarse + out.fine):
+                full[active] = new
+            use[active, t] = out.use_fine
+            reads[active] += out.use_fine.long()
+            done = active if t == steps - 1 else active[reads[active] >= budget] if budget is not None else active[:0]
+            if done.numel():
+                out_logits[done] = self.classify(tuple(s[done] for s in state[1]), rows=done, batch=batch)
+                exit_step[done.cpu()] = t + 1
+                keep = torch.ones(batch, dtype=torch.bool, device=device)
+                keep[done] = False
+                active = active[keep[active]]
+            if active.numel() == 0:
+                break
+        return out_logits, use, exit_step
+
     def classify(self, fine_state, rows: torch.Tensor | None = None, batch: int | None = None) -> torch.Tensor:
         """Eq. 6 (logits; the softmax is the loss's)."""
         record_cost(self, _scatter_cost(rows, batch if batch is not None else fine_state[0].shape[0],
@@ -265,17 +327,22 @@ class LiteEval(nn.Module):
         self.steps, self.snippet_len = steps, snippet_len
         self.last_use: torch.Tensor | None = None
         self.last_exit: torch.Tensor | None = None
+        # global optimisation step of the Gumbel temperature schedule: in the state dict, so the
+        # anneal continues across epochs and resumes (the authors' code restarts it each epoch)
+        self.register_buffer("global_step", torch.zeros((), dtype=torch.long))
+        for p in list(self.coarse.parameters()) + list(self.fine.parameters()):
+            p.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> LiteEval:
+        """The CNNs stay frozen in eval mode (BatchNorm statistics included) while the RNNs train."""
+        super().train(mode)
+        self.coarse.eval()
+        self.fine.eval()
+        return self
 
     def step_inputs(self, video: torch.Tensor) -> torch.Tensor:
         """``(B, C, T·S, H, W) -> (B, T, C, H, W)`` (S = 1) or ``(B, T, C, S, H, W)``."""
-        if video.dim() != 5:
-            raise ValueError(f"LiteEval expects a video (B, C, T, H, W), got shape {tuple(video.shape)}")
-        b, c, n, h, w = video.shape
-        need = self.steps * self.snippet_len
-        if n != need:
-            raise ValueError(f"LiteEval expects {need} frames ({self.steps} steps × {self.snippet_len}), got {n}")
-        x = video.view(b, c, self.steps, self.snippet_len, h, w).permute(0, 2, 1, 3, 4, 5)
-        return x.squeeze(3) if not self.fine.net.takes_clips else x
+        return split_steps(video, self.steps, self.snippet_len, self.fine.net.takes_clips)
 
     def forward(self, video: torch.Tensor, budget: int | None = None, force: str | None = None,
                 tau: float = 1.0) -> torch.Tensor:
@@ -290,36 +357,44 @@ class LiteEval(nn.Module):
             fine = torch.stack([self.fine(x[:, t]) for t in range(self.steps)], 1)
             logits, self.last_use = self.core(coarse, fine, tau=tau, force=force)
             return logits
-        if budget is not None and budget < 1:
-            raise ValueError(f"budget K must be >= 1, got {budget}")
-        active = torch.arange(b, device=x.device)
-        state = None
-        out_logits = torch.zeros(b, self.core.classifier.out_features, device=x.device, dtype=video.dtype)
-        use = torch.zeros(b, self.steps, device=x.device)
-        reads = torch.zeros(b, dtype=torch.long, device=x.device)
-        exit_step = torch.full((b,), self.steps, dtype=torch.long)
-        for t in range(self.steps):
-            xt = x[active, t]
-            v_c = self.coarse(xt, rows=active, batch=b)
-            if state is None:
-                state = self.core.init_state(b, v_c)
-            sub = (tuple(s[active] for s in state[0]), tuple(s[active] for s in state[1]))
-            out = self.core.step(v_c, sub, lambda idx: self.fine(xt[idx], rows=active[idx], batch=b),
-                                 force=force, rows=active, batch=b)
-            for full, new in zip(state[0] + state[1], out.coarse + out.fine):
-                full[active] = new
-            use[active, t] = out.use_fine
-            reads[active] += out.use_fine.long()
-            done = active[reads[active] >= budget] if budget is not None else active[:0]
-            if t == self.steps - 1:
-                done = active
-            if done.numel():
-                out_logits[done] = self.core.classify(tuple(s[done] for s in state[1]), rows=done, batch=b)
-                exit_step[done.cpu()] = t + 1
-                keep = torch.ones(b, dtype=torch.bool, device=x.device)
-                keep[done] = False
-                active = active[keep[active]]
-            if active.numel() == 0:
-                break
-        self.last_use, self.last_exit = use, exit_step
-        return out_logits
+        logits, self.last_use, self.last_exit = self.core.infer(
+            b, self.steps,
+            lambda t, rows: self.coarse(x[rows, t], rows=rows, batch=b),
+            lambda t, rows: self.fine(x[rows, t], rows=rows, batch=b),
+            budget=budget, force=force)
+        return logits
+
+
+class LSTMBaseline(nn.Module):
+    """Table 1's LSTM: an LSTM over the fine CNN's features of every step, classified from the
+    last hidden state. Holds the two CNNs (frozen) so its checkpoint starts the next stage."""
+
+    def __init__(self, coarse: nn.Module, fine: nn.Module, num_classes: int, hidden: int, coarse_size: int,
+                 steps: int, snippet_len: int = 1) -> None:
+        super().__init__()
+        self.coarse = Extractor(coarse, coarse_size)
+        self.fine = Extractor(fine)
+        self.lstm = nn.LSTM(fine.num_features, hidden, batch_first=True)
+        self.classifier = nn.Linear(hidden, num_classes)
+        self.steps, self.snippet_len = steps, snippet_len
+        for p in list(self.coarse.parameters()) + list(self.fine.parameters()):
+            p.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> LSTMBaseline:
+        super().train(mode)
+        self.coarse.eval()
+        self.fine.eval()
+        return self
+
+    def step_inputs(self, video: torch.Tensor) -> torch.Tensor:
+        return split_steps(video, self.steps, self.snippet_len, self.fine.net.takes_clips)
+
+    def from_features(self, fine_feats: torch.Tensor) -> torch.Tensor:
+        """Logits from fine features ``(B, T, D)``."""
+        out, _ = self.lstm(fine_feats)
+        return self.classifier(out[:, -1])
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        x = self.step_inputs(video)
+        fine = torch.stack([self.fine(x[:, t]) for t in range(self.steps)], 1)
+        return self.from_features(fine)

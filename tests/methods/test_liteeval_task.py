@@ -1,0 +1,155 @@
+"""Tests of LiteEval's Task (config checks, Eq. 7, the temperature over global steps), the
+feature-cache key, and the baselines of the evaluation (methods/liteeval/__init__.py,
+features.py, evaluation.py). The end-to-end job on Ray is in tests/engine/test_liteeval_job.py."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from dynvid.config import ExperimentConfig, apply_overrides
+from dynvid.methods.liteeval import LiteEvalTask, usage_loss
+from dynvid.methods.liteeval.evaluation import offline_rows, online_rows
+from dynvid.methods.liteeval.features import cache_key
+from dynvid.methods.liteeval.presets import EMBEDDED, SMOKE
+
+TINY = EMBEDDED + SMOKE + ["liteeval.coarse_hidden=8", "liteeval.fine_hidden=16"]
+
+
+def _cfg(*extra: str) -> ExperimentConfig:
+    return apply_overrides(ExperimentConfig(), TINY + list(extra))
+
+
+@pytest.mark.parametrize(("override", "match"), [
+    ("data.clip_len=40", "steps × liteeval.snippet_len"),
+    ("liteeval.fine_backbone=resnet1", "unknown backbone"),
+    ("liteeval.coarse_backbone=mobilenet_v2", "both be 2-D"),
+    ("liteeval.gamma=1.5", "gamma"),
+    ("liteeval.usage_weight=-1", "usage_weight"),
+    ("liteeval.features=disk", "features"),
+    ("liteeval.rnn=sru", "rnn"),
+    ("liteeval.fine_hidden=8", "coarse_hidden < fine_hidden"),
+    ("liteeval.tau_end=9", "tau_end"),
+    ("liteeval.budget=0", "budget"),
+])
+def test_bad_settings_are_clear_errors(override: str, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        LiteEvalTask(_cfg(override))
+
+
+def test_2d_backbones_take_one_frame_per_step() -> None:
+    cfg = _cfg("liteeval.fine_backbone=resnet18", "liteeval.coarse_backbone=mobilenet_v2")
+    with pytest.raises(ValueError, match="snippet_len"):
+        LiteEvalTask(cfg)
+    LiteEvalTask(apply_overrides(cfg, ["liteeval.snippet_len=1", "data.clip_len=12"]))
+
+
+def test_stages_and_their_schedules() -> None:
+    task = LiteEvalTask(_cfg())
+    assert [s.name for s in task.stages] == ["cnns", "lstm", "liteeval"]
+    cnns = task.stage("cnns").config(_cfg())
+    assert cnns.data.clip_len == 4 and not cnns.train.final_test  # one snippet per video
+    rnn = task.stage("liteeval").config(_cfg())
+    assert rnn.optim.optimizer == "adam" and rnn.optim.epochs == 2 and rnn.data.batch_size == 8
+    assert not task.stage("cnns").init_from_previous and task.stage("liteeval").init_from_previous
+    # the γ/λ knobs do not touch the shared stages, so a sweep trains them once
+    assert "liteeval.gamma" in task.stage("lstm").independent_of
+    assert "liteeval.gamma" not in task.stage("liteeval").independent_of
+
+
+def test_usage_loss_is_eq7_second_term() -> None:
+    use = torch.tensor([[1.0, 0.0, 0.0, 0.0], [1.0, 1.0, 0.0, 0.0]])
+    assert float(usage_loss(use, 0.05)) == pytest.approx(((0.25 - 0.05) ** 2 + (0.5 - 0.05) ** 2) / 2)
+
+
+def _batch(b: int = 4, t: int = 12, classes: int = 12):
+    g = torch.Generator().manual_seed(0)
+    task = LiteEvalTask(_cfg())
+    model = task.build_model(_cfg(), classes, task.stage("liteeval"))
+    coarse = torch.randn(b, t, model.coarse.net.num_features, generator=g)
+    fine = torch.randn(b, t, model.fine.net.num_features, generator=g)
+    return task, model, ((coarse, fine), torch.randint(0, classes, (b,), generator=g))
+
+
+def test_temperature_follows_global_steps_across_epochs_and_resume() -> None:
+    task, model, batch = _batch()
+    task.steps_per_epoch = 3  # 2 epochs of 3 steps: the anneal spans the stage
+    stage = task.stage("liteeval")
+    model.train()
+    taus = []
+    for _epoch in range(2):
+        for _ in range(3):
+            loss, logs = task.training_step(model, batch, stage)
+            loss.backward()
+            taus.append(logs["tau"])
+    assert taus[0] == pytest.approx(5.0)
+    assert all(a > b for a, b in zip(taus, taus[1:]))  # monotone, and no reset at the epoch boundary
+    assert int(model.global_step) == 6
+    # the step is part of the checkpoint: a resumed model continues the schedule
+    fresh = task.build_model(_cfg(), 12, stage)
+    fresh.load_state_dict(model.state_dict())
+    _, logs = task.training_step(fresh.train(), batch, stage)
+    assert logs["tau"] < taus[-1]
+    assert 0.0 <= logs["fine_fraction"] <= 1.0 and logs["usage_loss"] >= 0
+
+
+def test_training_step_loss_is_ce_plus_weighted_usage() -> None:
+    task, model, batch = _batch()
+    task.steps_per_epoch = 1
+    torch.manual_seed(0)
+    loss, logs = task.training_step(model.train(), batch, task.stage("liteeval"))
+    assert float(loss.detach()) == pytest.approx(logs["ce"] + 2.0 * logs["usage_loss"], rel=1e-5)
+    loss.backward()
+    assert model.core.gate.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in model.fine.parameters())  # the CNNs are frozen
+
+
+def test_cache_key_depends_on_the_cnns_only() -> None:
+    task, model, _ = _batch()
+    key = cache_key(_cfg(), model)
+    with torch.no_grad():
+        model.core.gate.weight.add_(1.0)
+    assert cache_key(_cfg(), model) == key  # RNN weights do not change the features
+    with torch.no_grad():
+        next(model.fine.parameters()).add_(1.0)
+    assert cache_key(_cfg(), model) != key
+    assert cache_key(_cfg("data.stride=1"), model) != cache_key(_cfg(), model)
+
+
+def _fake_cache(n: int = 6, t: int = 5, classes: int = 3):
+    rng = np.random.default_rng(0)
+    task, model, _ = _batch(classes=classes)
+    data = {"label": rng.integers(0, classes, n), "coarse": rng.normal(size=(n, t, model.coarse.net.num_features)).astype(np.float32),
+            "fine": rng.normal(size=(n, t, model.fine.net.num_features)).astype(np.float32),
+            "coarse_logits": rng.normal(size=(n, t, classes)).astype(np.float32),
+            "fine_logits": rng.normal(size=(n, t, classes)).astype(np.float32)}
+    manifest = {"coarse_macs": 10.0, "fine_macs": 1000.0, "coarse_head_macs": 1.0, "fine_head_macs": 2.0, "steps": t}
+    model.core = type(model.core)(model.coarse.net.num_features, model.fine.net.num_features, classes, 8, 16)
+    return data, manifest, model.eval()
+
+
+def test_offline_baselines_and_costs() -> None:
+    data, manifest, model = _fake_cache()
+    rows, run = offline_rows(data, manifest, model)
+    by = {r["method"]: r for r in rows}
+    p = np.exp(data["fine_logits"]) / np.exp(data["fine_logits"]).sum(-1, keepdims=True)
+    assert by["UNIFORM"]["top1"] == pytest.approx(float((p.mean(1).argmax(1) == data["label"]).mean()))
+    assert by["UNIFORM"]["gflops"] == pytest.approx(5 * 1002 / 1e9)
+    assert by["UNIFORM+CF"]["gflops"] == pytest.approx(5 * 1013 / 1e9)
+    # LiteEval: every step's coarse CNN + its fine reads + the RNN path the meter saw
+    reads = run["use"].sum(1)
+    rnn = model.core.coarse_step_macs * 5 + model.core.fine_step_macs * reads + model.core.classifier_macs
+    assert run["macs"] == pytest.approx(5 * 10.0 + reads * 1000.0 + rnn)
+
+
+def test_online_baselines_use_k_fine_frames() -> None:
+    data, manifest, model = _fake_cache()
+    rows = online_rows(data, manifest, model, budgets=(1, 2))
+    names = [r["method"] for r in rows]
+    assert names == ["LiteEval K=1", "UNIFORM-K K=1", "SEQ-K K=1", "LiteEval K=2", "UNIFORM-K K=2", "SEQ-K K=2"]
+    seq2 = rows[5]
+    p = np.exp(data["fine_logits"]) / np.exp(data["fine_logits"]).sum(-1, keepdims=True)
+    assert seq2["top1"] == pytest.approx(float((p[:, :2].mean(1).argmax(1) == data["label"]).mean()))
+    assert seq2["gflops"] == pytest.approx(2 * 1002 / 1e9) and rows[4]["fine_reads"] == 2
+    assert rows[0]["fine_reads"] <= 1 and rows[3]["fine_reads"] <= 2  # the budget holds
