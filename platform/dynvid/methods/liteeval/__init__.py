@@ -30,7 +30,6 @@ penalty, written here as the paper writes it.
 
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F

@@ -32,7 +32,7 @@ import torch
 from dynvid.metrics.cost import CostMeter
 from dynvid.tables import format_table
 
-__all__ = ["offline_rows", "online_rows", "run_offline", "stage_report"]
+__all__ = ["offline_rows", "online_rows", "rows_table", "run_offline", "stage_report"]
 
 
 def run_offline(model, inputs, manifest: dict | None, budget: int | None = None):
@@ -133,7 +133,7 @@ def online_rows(data: dict, manifest: dict, liteeval, budgets) -> list[dict]:
     return rows
 
 
-def _table(rows: list[dict], markdown: bool = False) -> str:
+def rows_table(rows: list[dict], markdown: bool = False) -> str:
     body = [[r["method"], f"{r['top1']:.4f}", f"{r['gflops']:.3f} ± {r['gflops_std']:.3f}",
              f"{r['fine_reads']:.2f} ± {r['fine_reads_std']:.2f}"] for r in rows]
     return format_table(["method", "top-1", "GFLOPs/video", "# fine feat"], body, markdown)
@@ -215,9 +215,9 @@ def stage_report(task, cfg, stages: list, out_dir: str) -> dict:
                    "videos": int(len(data["label"]))}, f, indent=2)
     artifacts.append(path)
     n = len(data["label"])
-    table = (f"LiteEval offline ({n} val videos, {cache.manifest['steps']} steps)\n{_table(offline)}\n\n"
-             f"Online, budget K of fine reads\n{_table(online)}\n\n"
+    table = (f"LiteEval offline ({n} val videos, {cache.manifest['steps']} steps)\n{rows_table(offline)}\n\n"
+             f"Online, budget K of fine reads\n{rows_table(online)}\n\n"
              f"GFLOPs saved vs UNIFORM: {100 * metrics['gflops_saving_vs_uniform']:.1f}%  "
              f"top-1 change: {100 * (lite['top1'] - uni['top1']):+.1f} pts")
-    markdown = f"### LiteEval offline\n\n{_table(offline, True)}\n\n### Online (budget K)\n\n{_table(online, True)}"
+    markdown = f"### LiteEval offline\n\n{rows_table(offline, True)}\n\n### Online (budget K)\n\n{rows_table(online, True)}"
     return {"metrics": metrics, "table": table, "markdown": markdown, "artifacts": artifacts}

@@ -111,7 +111,7 @@ class ExtractFeatures:
         ids = [int(i) for i in batch["id"]]
         videos, labels = zip(*(self.dataset[i] for i in ids))
         video = torch.stack(videos)
-        b, t = video.shape[0], self.le.steps
+        b = video.shape[0]
         with torch.no_grad():
             x = self.model.step_inputs(video).flatten(0, 1)  # (B·T, C, [S,] H, W)
             cols = {}

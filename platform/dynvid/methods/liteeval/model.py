@@ -34,7 +34,7 @@ from torch import nn
 from dynvid.metrics.cost import CostMeter, gru_cell_macs, linear_macs, lstm_cell_macs, record_cost
 from dynvid.methods.liteeval.gumbel import gumbel_softmax
 
-__all__ = ["Extractor", "FrameClassifiers", "LSTMBaseline", "LiteEval", "LiteEvalCore", "RNN_TYPES", "StepOutput",
+__all__ = ["Extractor", "FrameClassifiers", "LSTMBaseline", "LiteEval", "UniformBaseline", "LiteEvalCore", "RNN_TYPES", "StepOutput",
            "split_steps"]
 
 RNN_TYPES = {"lstm": nn.LSTMCell, "gru": nn.GRUCell}
@@ -398,3 +398,19 @@ class LSTMBaseline(nn.Module):
         x = self.step_inputs(video)
         fine = torch.stack([self.fine(x[:, t]) for t in range(self.steps)], 1)
         return self.from_features(fine)
+
+
+class UniformBaseline(nn.Module):
+    """Table 1's UNIFORM on pixels: the fine CNN's class probabilities averaged over all T steps
+    (every step computed). The pixel counterpart of the cached baseline in ``evaluation``, for
+    measuring wall-clock time against LiteEval."""
+
+    def __init__(self, fine: nn.Module, steps: int, snippet_len: int = 1) -> None:
+        super().__init__()
+        self.fine = fine
+        self.steps, self.snippet_len = steps, snippet_len
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        x = split_steps(video, self.steps, self.snippet_len, self.fine.takes_clips)
+        probs = torch.stack([self.fine(x[:, t]).softmax(-1) for t in range(self.steps)], 1)
+        return probs.mean(1)

@@ -44,7 +44,7 @@ EMBEDDED = [
     "optim.lr=0.002",
     "optim.weight_decay=0",
     "optim.warmup_epochs=0.5",
-    "liteeval.cnn_epochs=8",
+    "liteeval.cnn_epochs=16",
     # the RNN stages: Adam at the paper's fixed 1e-4 is slow for a few hundred steps; 1e-3
     "liteeval.rnn_epochs=40",
     "liteeval.rnn_lr=0.001",
