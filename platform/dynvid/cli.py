@@ -308,7 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_cost)
 
     t = sub.add_parser("train", help="train a method with Ray Train")
-    t.add_argument("--method", default="static", help="static (one stage) or vared (VA-RED²: base, dynamic, finetune)")
+    t.add_argument("--method", default="static", help="static (one stage), vared (VA-RED²: base, dynamic, finetune) "
+                   "or liteeval (LiteEval: cnns, lstm, liteeval)")
     t.add_argument("--config")
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     t.add_argument("--init-from", metavar="URI", help="checkpoint (directory or s3://) the first stage starts from")

@@ -153,3 +153,21 @@ def test_online_baselines_use_k_fine_frames() -> None:
     assert seq2["top1"] == pytest.approx(float((p[:, :2].mean(1).argmax(1) == data["label"]).mean()))
     assert seq2["gflops"] == pytest.approx(2 * 1002 / 1e9) and rows[4]["fine_reads"] == 2
     assert rows[0]["fine_reads"] <= 1 and rows[3]["fine_reads"] <= 2  # the budget holds
+
+
+def test_pixel_mode_trains_and_evaluates_from_frames() -> None:
+    """``liteeval.features=pixels``: the stage reads videos, the frozen CNNs run inside the step."""
+    cfg = _cfg("liteeval.features=pixels")
+    task = LiteEvalTask(cfg)
+    task.steps_per_epoch = 1
+    stage = task.stage("liteeval")
+    assert task.datasets(cfg, stage) is None  # the engine's clip datasets: whole videos
+    model = task.build_model(cfg, 12, stage)
+    torch.manual_seed(0)
+    video, labels = torch.randn(2, 3, 48, 48, 48), torch.tensor([1, 2])
+    loss, logs = task.training_step(model.train(), (video, labels), stage)
+    loss.backward()
+    assert model.core.gate.weight.grad is not None and logs["tau"] == pytest.approx(5.0)
+    metrics = task.evaluate(model, [(video, labels)], stage)
+    assert metrics["num_samples"] == 2 and metrics["gflops_avg"] > 0
+    assert 0 <= metrics["fine_reads"] <= 12

@@ -5,13 +5,15 @@
   the softmax scores of the 3K K-LeftCenterRight views (as in the SlowFast test protocol;
   averaging probabilities rather than logits keeps one over-confident view from
   dominating).
+- **mAP**: the mean over classes of the average precision of ranking the videos by that
+  class's score (the FCVID / ActivityNet protocol, used by LiteEval's Table 1).
 """
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["topk_correct", "average_view_scores", "AccuracyMeter"]
+__all__ = ["topk_correct", "average_view_scores", "mean_average_precision", "AccuracyMeter"]
 
 
 def topk_correct(scores: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> dict[int, int]:
@@ -22,6 +24,33 @@ def topk_correct(scores: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...]
     top = scores.topk(maxk, dim=1).indices
     hit = top.eq(labels.view(-1, 1))
     return {k: int(hit[:, : min(k, maxk)].any(dim=1).sum()) for k in ks}
+
+
+def mean_average_precision(scores, targets) -> float:
+    """mAP of ``scores`` (N, C) against ``targets``: (N,) class indices (single-label) or an
+    (N, C) 0/1 matrix (multi-label). Per class, AP is the mean precision at the rank of each
+    positive video, videos ranked by that class's score; classes with no positive are skipped."""
+    import numpy as np
+
+    scores = np.asarray(scores, dtype=np.float64)
+    targets = np.asarray(targets)
+    if targets.ndim == 1:
+        onehot = np.zeros_like(scores, dtype=bool)
+        onehot[np.arange(len(targets)), targets] = True
+    else:
+        onehot = targets.astype(bool)
+    if onehot.shape != scores.shape:
+        raise ValueError(f"scores {scores.shape} and targets {targets.shape} do not match")
+    aps = []
+    for c in range(scores.shape[1]):
+        positives = onehot[:, c]
+        if not positives.any():
+            continue
+        order = np.argsort(-scores[:, c], kind="stable")
+        hits = positives[order]
+        ranks = np.flatnonzero(hits) + 1
+        aps.append(float(np.mean(np.arange(1, len(ranks) + 1) / ranks)))
+    return float(np.mean(aps)) if aps else float("nan")
 
 
 def average_view_scores(logits: torch.Tensor) -> torch.Tensor:
