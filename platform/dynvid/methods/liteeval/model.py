@@ -34,7 +34,7 @@ from torch import nn
 from dynvid.metrics.cost import CostMeter, gru_cell_macs, linear_macs, lstm_cell_macs, record_cost
 from dynvid.methods.liteeval.gumbel import gumbel_softmax
 
-__all__ = ["Extractor", "FrameClassifiers", "LSTMBaseline", "LiteEval", "UniformBaseline", "LiteEvalCore", "RNN_TYPES", "StepOutput",
+__all__ = ["Extractor", "FrameClassifiers", "FrozenExtractors", "LSTMBaseline", "LiteEval", "UniformBaseline", "LiteEvalCore", "RNN_TYPES", "StepOutput",
            "split_steps"]
 
 RNN_TYPES = {"lstm": nn.LSTMCell, "gru": nn.GRUCell}
@@ -307,15 +307,12 @@ class FrameClassifiers(nn.Module):
         return self.coarse.logits(x), self.fine.logits(x)
 
 
-class LiteEval(nn.Module):
-    """The pixel model: coarse CNN + fine CNN + :class:`LiteEvalCore`.
+class FrozenExtractors(nn.Module):
+    """The coarse and fine CNNs of a video-level model (LiteEval, the LSTM baseline), frozen:
+    their parameters take no gradient and they stay in eval mode (BatchNorm statistics
+    included) while the recurrent part trains. Keys ``coarse.net.*`` and ``fine.net.*``."""
 
-    Input: a video ``(B, C, T·S, H, W)`` (the clip pipeline's layout), cut into ``steps``
-    step inputs of ``snippet_len`` = S frames (a frame for 2-D fine backbones).
-    """
-
-    def __init__(self, coarse: nn.Module, fine: nn.Module, core: LiteEvalCore, coarse_size: int, steps: int,
-                 snippet_len: int = 1) -> None:
+    def __init__(self, coarse: nn.Module, fine: nn.Module, coarse_size: int, steps: int, snippet_len: int = 1) -> None:
         super().__init__()
         if coarse.takes_clips != fine.takes_clips:
             raise ValueError("the coarse and fine backbones must both be frame (2-D) or both clip (3-D) networks")
@@ -323,18 +320,11 @@ class LiteEval(nn.Module):
             raise ValueError(f"liteeval.snippet_len={snippet_len} needs a 3-D fine backbone; a 2-D one takes 1 frame")
         self.coarse = Extractor(coarse, coarse_size)
         self.fine = Extractor(fine)
-        self.core = core
         self.steps, self.snippet_len = steps, snippet_len
-        self.last_use: torch.Tensor | None = None
-        self.last_exit: torch.Tensor | None = None
-        # global optimisation step of the Gumbel temperature schedule: in the state dict, so the
-        # anneal continues across epochs and resumes (the authors' code restarts it each epoch)
-        self.register_buffer("global_step", torch.zeros((), dtype=torch.long))
         for p in list(self.coarse.parameters()) + list(self.fine.parameters()):
             p.requires_grad_(False)
 
-    def train(self, mode: bool = True) -> LiteEval:
-        """The CNNs stay frozen in eval mode (BatchNorm statistics included) while the RNNs train."""
+    def train(self, mode: bool = True) -> FrozenExtractors:
         super().train(mode)
         self.coarse.eval()
         self.fine.eval()
@@ -343,6 +333,24 @@ class LiteEval(nn.Module):
     def step_inputs(self, video: torch.Tensor) -> torch.Tensor:
         """``(B, C, T·S, H, W) -> (B, T, C, H, W)`` (S = 1) or ``(B, T, C, S, H, W)``."""
         return split_steps(video, self.steps, self.snippet_len, self.fine.net.takes_clips)
+
+
+class LiteEval(FrozenExtractors):
+    """The pixel model: coarse CNN + fine CNN + :class:`LiteEvalCore`.
+
+    Input: a video ``(B, C, T·S, H, W)`` (the clip pipeline's layout), cut into ``steps``
+    step inputs of ``snippet_len`` = S frames (a frame for 2-D fine backbones).
+    """
+
+    def __init__(self, coarse: nn.Module, fine: nn.Module, core: LiteEvalCore, coarse_size: int, steps: int,
+                 snippet_len: int = 1) -> None:
+        super().__init__(coarse, fine, coarse_size, steps, snippet_len)
+        self.core = core
+        self.last_use: torch.Tensor | None = None
+        self.last_exit: torch.Tensor | None = None
+        # global optimisation step of the Gumbel temperature schedule: in the state dict, so the
+        # anneal continues across epochs and resumes (the authors' code restarts it each epoch)
+        self.register_buffer("global_step", torch.zeros((), dtype=torch.long))
 
     def forward(self, video: torch.Tensor, budget: int | None = None, force: str | None = None,
                 tau: float = 1.0) -> torch.Tensor:
@@ -365,29 +373,15 @@ class LiteEval(nn.Module):
         return logits
 
 
-class LSTMBaseline(nn.Module):
+class LSTMBaseline(FrozenExtractors):
     """Table 1's LSTM: an LSTM over the fine CNN's features of every step, classified from the
     last hidden state. Holds the two CNNs (frozen) so its checkpoint starts the next stage."""
 
     def __init__(self, coarse: nn.Module, fine: nn.Module, num_classes: int, hidden: int, coarse_size: int,
                  steps: int, snippet_len: int = 1) -> None:
-        super().__init__()
-        self.coarse = Extractor(coarse, coarse_size)
-        self.fine = Extractor(fine)
+        super().__init__(coarse, fine, coarse_size, steps, snippet_len)
         self.lstm = nn.LSTM(fine.num_features, hidden, batch_first=True)
         self.classifier = nn.Linear(hidden, num_classes)
-        self.steps, self.snippet_len = steps, snippet_len
-        for p in list(self.coarse.parameters()) + list(self.fine.parameters()):
-            p.requires_grad_(False)
-
-    def train(self, mode: bool = True) -> LSTMBaseline:
-        super().train(mode)
-        self.coarse.eval()
-        self.fine.eval()
-        return self
-
-    def step_inputs(self, video: torch.Tensor) -> torch.Tensor:
-        return split_steps(video, self.steps, self.snippet_len, self.fine.net.takes_clips)
 
     def from_features(self, fine_feats: torch.Tensor) -> torch.Tensor:
         """Logits from fine features ``(B, T, D)``."""
