@@ -22,6 +22,7 @@ from dynvid.methods.liteeval.presets import EMBEDDED, SMOKE
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = ["liteeval.coarse_hidden=16", "liteeval.fine_hidden=32", "data.synthetic_train_videos=16",
+        "data.cpus_per_decoder=2",  # one actor takes the whole 2-CPU cluster: the writes must not wait for CPUs
         "data.synthetic_val_videos=6"]
 
 

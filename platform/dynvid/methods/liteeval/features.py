@@ -4,7 +4,7 @@ The paper trains its RNNs and gate on features of CNNs finetuned beforehand (Sec
 practical path for long untrimmed videos: the CNNs are frozen, so their features never
 change while the RNNs train. :func:`build_feature_cache` runs
 
-    ray.data.range(num_videos)
+    ray.data.from_items(video indices)
       .map_batches(ExtractFeatures, concurrency=data.decoders)   decode + both CNNs, per video
       .write_parquet(<cache>/<split>)                           shards, local folder or s3://
 
@@ -166,6 +166,19 @@ def _write_manifest(uri: str, manifest: dict) -> None:
             f.write(data)
 
 
+def _clear(path: str, fs) -> None:
+    """Remove a split folder left by an extraction that did not finish."""
+    if fs is None:
+        import shutil
+
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    from pyarrow.fs import FileType
+
+    if fs.get_file_info(path).type != FileType.NotFound:
+        fs.delete_dir_contents(path, missing_dir_ok=True)
+
+
 def build_feature_cache(cfg: ExperimentConfig, checkpoint: str, root: str | None = None) -> FeatureCache:
     """Extract (or find) the feature cache of ``checkpoint``'s CNNs under ``root`` (default
     ``<train.storage_path>/liteeval-features``); returns it. Runs on the driver; the work is
@@ -196,12 +209,17 @@ def build_feature_cache(cfg: ExperimentConfig, checkpoint: str, root: str | None
     path, fs = _fs_path(uri)
     experiment = to_dict(cfg)
     for split, n in splits.items():
-        ds = ray.data.range(n)  # column "id": the video indices
+        _clear(f"{path.rstrip('/')}/{split}", fs)  # shards of an interrupted attempt (no manifest yet)
+        # The video indices, made on the driver (from_items: no read tasks) in blocks of ~64
+        # videos so the actors share the work and Ray Data's progress lines advance. The
+        # extraction actors take the CPUs; the Parquet writes are I/O and reserve none, or on a
+        # small node (2 CPUs, one 2-CPU actor) a write or read task would wait for CPUs forever.
+        ds = ray.data.from_items([{"id": i} for i in range(n)], override_num_blocks=max(1, min(n, -(-n // 64))))
         ds = ds.map_batches(ExtractFeatures, fn_constructor_kwargs={"experiment": experiment, "checkpoint": checkpoint,
                                                                     "split": split, "threads": max(1, int(cfg.data.cpus_per_decoder))},
                             batch_size=8, batch_format="numpy", concurrency=cfg.data.decoders,
                             num_cpus=cfg.data.cpus_per_decoder)
-        ds.write_parquet(f"{path.rstrip('/')}/{split}", filesystem=fs)
+        ds.write_parquet(f"{path.rstrip('/')}/{split}", filesystem=fs, ray_remote_args={"num_cpus": 0})
     le = cfg.liteeval
     manifest = {
         "checkpoint": checkpoint, "key": key, "splits": splits, "num_classes": num_classes, "steps": le.steps,
