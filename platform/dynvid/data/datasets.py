@@ -72,6 +72,21 @@ class SyntheticActions(VideoClipDataset):
         return frames[np.minimum(frame_indices, len(frames) - 1)]
 
 
+#: The embedded data at laptop scale, shared by the methods' ``embedded`` presets: 54×72
+#: synthetic scenes, 48×48 crops (multi-scale from a 54 short side for training), 1,920
+#: training videos, 16 clips per batch with one decoding process.
+LAPTOP_SCENES = [
+    "data.crop_size=48",
+    "data.train_short_side=54",
+    "data.test_short_side=48",
+    "data.synthetic_height=54",
+    "data.synthetic_width=72",
+    "data.synthetic_train_videos=1920",
+    "data.batch_size=16",
+    "data.loader_workers=1",
+]
+
+
 def parse_spec(spec: str) -> tuple[str, str]:
     """``"kind:arg"`` → (kind, arg); a bare path means ``kinetics:PATH``."""
     kind, sep, arg = spec.partition(":")

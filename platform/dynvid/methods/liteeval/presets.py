@@ -17,6 +17,8 @@ its benchmark and the sweeps (``preset: embedded`` in ``search_spaces/liteeval.y
 
 from __future__ import annotations
 
+from dynvid.data.datasets import LAPTOP_SCENES
+
 __all__ = ["EMBEDDED", "PAPER", "PRESETS", "SMOKE"]
 
 EMBEDDED = [
@@ -31,16 +33,9 @@ EMBEDDED = [
     "liteeval.fine_hidden=256",
     "data.clip_len=64",
     "data.stride=4",
-    "data.crop_size=48",
-    "data.train_short_side=54",
-    "data.test_short_side=48",
-    "data.synthetic_height=54",
-    "data.synthetic_width=72",
+    *LAPTOP_SCENES,
     "data.synthetic_frames=256",
-    "data.synthetic_train_videos=1920",
     "data.synthetic_val_videos=480",
-    "data.batch_size=16",
-    "data.loader_workers=1",
     "data.cpus_per_decoder=2",
     # the CNN stage: Adam as in the VA-RED² embedded run (SGD at these batch sizes stays at chance)
     "optim.optimizer=adam",

@@ -10,6 +10,8 @@ job, its benchmark and the sweeps (``preset: embedded`` in ``search_spaces/vared
 
 from __future__ import annotations
 
+from dynvid.data.datasets import LAPTOP_SCENES
+
 __all__ = ["EMBEDDED", "SMOKE", "PAPER", "PAPER_COMMON", "PAPER_BATCH", "PRESETS", "paper_config"]
 
 # Laptop-sized defaults for the embedded dataset; every one can be overridden with --set.
@@ -17,14 +19,7 @@ EMBEDDED = [
     "model.width_mult=0.25",
     "data.clip_len=8",
     "data.stride=4",
-    "data.crop_size=48",
-    "data.train_short_side=54",
-    "data.test_short_side=48",
-    "data.synthetic_height=54",
-    "data.synthetic_width=72",
-    "data.batch_size=16",
-    "data.loader_workers=1",
-    "data.synthetic_train_videos=1920",
+    *LAPTOP_SCENES,
     "data.synthetic_val_videos=240",
     # The thesis' SGD lr of 0.18 is for 1152-clip batches on 96 GPUs; at 16 clips on a laptop
     # Adam converges in the few hundred steps this budget has (SGD at 0.1 stays at chance).
