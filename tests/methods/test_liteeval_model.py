@@ -73,6 +73,26 @@ def test_always_fine_equals_a_plain_coarse_plus_fine_lstm() -> None:
     assert torch.allclose(logits, core.classifier(out[:, -1]), atol=1e-6)
 
 
+@pytest.mark.parametrize("rnn", ["lstm", "gru"])
+def test_inference_path_computes_the_trained_function(rnn: str) -> None:
+    """``infer`` (real skipping, states updated in place, sub-batches) gives the logits and
+    decisions of the sequence forward, and "always fine" equals a plain nn.LSTM/GRU."""
+    core = _core(rnn).eval()
+    coarse, fine = torch.randn(5, 7, 6), torch.randn(5, 7, 5)
+    with torch.no_grad():
+        ref_logits, ref_use = core(coarse, fine)
+        logits, use, exit_step = core.infer(5, 7, lambda t, rows: coarse[rows, t], lambda t, rows: fine[rows, t])
+        assert 0 < ref_use.sum() < ref_use.numel()  # mixed decisions: both branches ran
+        assert torch.equal(use, ref_use) and torch.all(exit_step == 7)
+        assert torch.allclose(logits, ref_logits, atol=1e-6)
+        forced, _, _ = core.infer(5, 7, lambda t, rows: coarse[rows, t], lambda t, rows: fine[rows, t], force="fine")
+        plain = (nn.LSTM if rnn == "lstm" else nn.GRU)(11, 10, batch_first=True)
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            getattr(plain, f"{name}_l0").copy_(getattr(core.frnn, name))
+        out, _ = plain(torch.cat([coarse, fine], 2))
+        assert torch.allclose(forced, core.classifier(out[:, -1]), atol=1e-5)
+
+
 def test_gate_gradient_flows_through_the_hard_decisions() -> None:
     core = _core().train()
     logits, use = core(torch.randn(4, 5, 6), torch.randn(4, 5, 5), tau=1.0)

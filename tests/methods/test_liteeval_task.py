@@ -151,7 +151,7 @@ def test_online_baselines_use_k_fine_frames() -> None:
     seq2 = rows[5]
     p = np.exp(data["fine_logits"]) / np.exp(data["fine_logits"]).sum(-1, keepdims=True)
     assert seq2["top1"] == pytest.approx(float((p[:, :2].mean(1).argmax(1) == data["label"]).mean()))
-    assert seq2["gflops"] == pytest.approx(2 * 1002 / 1e9) and rows[4]["fine_reads"] == 2
+    assert seq2["gflops"] == pytest.approx(2 * 1002 / 1e9)
     assert rows[0]["fine_reads"] <= 1 and rows[3]["fine_reads"] <= 2  # the budget holds
 
 

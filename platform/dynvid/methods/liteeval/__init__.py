@@ -171,6 +171,9 @@ class LiteEvalTask:
             fine = torch.stack([m.fine(x[:, t]) for t in range(m.steps)], 1)
         return coarse, fine
 
+    # The RNN stages call the (possibly DDP-wrapped) model itself on the features, so that
+    # with several workers DDP averages the gradients of the RNNs and the gate.
+
     def tau(self, step: int) -> float:
         le = self.cfg.liteeval
         epochs = le.rnn_epochs if le.rnn_epochs is not None else self.cfg.optim.epochs
@@ -185,15 +188,16 @@ class LiteEvalTask:
             loss = F.cross_entropy(coarse, labels) + F.cross_entropy(fine, labels)
             return loss, {"loss": float(loss.detach()), "coarse_acc": float((coarse.argmax(1) == labels).float().mean()),
                           "acc": float((fine.argmax(1) == labels).float().mean())}
-        coarse, fine = self._features(model, inputs)
+        features = self._features(model, inputs)
         m = _unwrap(model)
         if stage.name == "lstm":
-            logits = m.from_features(fine)
+            logits = model(features)
             loss = F.cross_entropy(logits, labels)
             return loss, {"loss": float(loss.detach()), "acc": float((logits.argmax(1) == labels).float().mean())}
         le = self.cfg.liteeval
         tau = self.tau(int(m.global_step))
-        logits, use = m.core(coarse, fine, tau=tau)
+        logits = model(features, tau=tau)
+        use = m.last_use
         ce = F.cross_entropy(logits, labels)  # Eq. 7: the last step's prediction
         usage = usage_loss(use, le.gamma)
         loss = ce + le.usage_weight * usage

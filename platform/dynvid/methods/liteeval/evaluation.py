@@ -75,7 +75,7 @@ def _softmax(x: np.ndarray) -> np.ndarray:
 
 def _row(name: str, correct: np.ndarray, macs: np.ndarray, reads: np.ndarray, scores: np.ndarray | None = None,
          labels: np.ndarray | None = None, **extra) -> dict:
-    if scores is not None:
+    if scores is not None:  # probabilities for every method (logits rank a class's videos differently)
         extra["mAP"] = mean_average_precision(scores, labels)
     return {"method": name, "top1": float(correct.mean()), "gflops": float(macs.mean() / 1e9),
             "gflops_std": float(macs.std() / 1e9), "fine_reads": float(reads.mean()),
@@ -89,7 +89,7 @@ def _liteeval(model, data: dict, manifest: dict, budget: int | None) -> dict:
         logits, macs, reads = run_offline(model, (coarse, fine), manifest, budget=budget)
         _, use, exit_step = model.core.infer(coarse.shape[0], coarse.shape[1], lambda s, rows: coarse[rows, s],
                                              lambda s, rows: fine[rows, s], budget=budget)
-    return {"pred": logits.argmax(1).numpy(), "scores": logits.numpy(), "macs": macs.numpy(), "reads": reads.numpy(),
+    return {"pred": logits.argmax(1).numpy(), "scores": logits.softmax(1).numpy(), "macs": macs.numpy(), "reads": reads.numpy(),
             "exit": exit_step.numpy(), "use": use.numpy()}
 
 
@@ -110,7 +110,8 @@ def offline_rows(data: dict, manifest: dict, liteeval, lstm=None) -> tuple[list[
         with torch.no_grad():
             logits, macs, reads = run_offline(lstm, (torch.from_numpy(data["coarse"]), torch.from_numpy(data["fine"])),
                                               manifest)
-        rows.append(_row("LSTM", logits.argmax(1).numpy() == labels, macs.numpy(), reads.numpy(), logits.numpy(), labels))
+        rows.append(_row("LSTM", logits.argmax(1).numpy() == labels, macs.numpy(), reads.numpy(),
+                         logits.softmax(1).numpy(), labels))
     run = _liteeval(liteeval, data, manifest, None)
     rows.append(_row("LiteEval", run["pred"] == labels, run["macs"], run["reads"], run["scores"], labels))
     return rows, run

@@ -159,9 +159,9 @@ class LiteEvalCore(nn.Module):
     def init_state(self, n: int, like: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
         """Zero coarse and fine states for ``n`` samples."""
         parts = 2 if self.rnn == "lstm" else 1
-        zc = like.new_zeros(n, self.coarse_hidden)
-        zf = like.new_zeros(n, self.fine_hidden)
-        return tuple(zc for _ in range(parts)), tuple(zf for _ in range(parts))
+        # one tensor per part: ``infer`` writes states in place, so h and c must not alias
+        return (tuple(like.new_zeros(n, self.coarse_hidden) for _ in range(parts)),
+                tuple(like.new_zeros(n, self.fine_hidden) for _ in range(parts)))
 
     @staticmethod
     def _pack(out) -> tuple[torch.Tensor, ...]:
@@ -358,6 +358,9 @@ class LiteEval(FrozenExtractors):
         (Sec. 4.2.1): a sample stops, and emits its prediction, at the step where it reads
         fine features for the ``budget``-th time (or at the end); nothing runs for it after.
         The decisions are kept in ``last_use`` ``(B, T)`` and the exit steps in ``last_exit``."""
+        if isinstance(video, (tuple, list)):  # cached (coarse, fine) features (B, T, D): the training path
+            logits, self.last_use = self.core(video[0], video[1], tau=tau, force=force)
+            return logits
         x = self.step_inputs(video)
         b = x.shape[0]
         if self.training:  # the differentiable path: every step, every sample
@@ -388,7 +391,10 @@ class LSTMBaseline(FrozenExtractors):
         out, _ = self.lstm(fine_feats)
         return self.classifier(out[:, -1])
 
-    def forward(self, video: torch.Tensor) -> torch.Tensor:
+    def forward(self, video) -> torch.Tensor:
+        """Logits of a video ``(B, C, T·S, H, W)``, or of cached ``(coarse, fine)`` features."""
+        if isinstance(video, (tuple, list)):
+            return self.from_features(video[1])
         x = self.step_inputs(video)
         fine = torch.stack([self.fine(x[:, t]) for t in range(self.steps)], 1)
         return self.from_features(fine)

@@ -11,7 +11,11 @@ its benchmark and the sweeps (``preset: embedded`` in ``search_spaces/liteeval.y
   still at chance after 12 epochs while the fine one reached clip-1 0.21; 20 epochs, as
   these 3-D networks trained from scratch rise late.
 - ``PAPER``: Sec. 4.1 — MobileNetV2 at 112 and ResNet-101 at 224 on 25 frames at 1 fps,
-  D^c = 512, D^f = 2,048, Adam at 1e-4, γ = 0.05, λ = 2.
+  D^c = 512, D^f = 2,048, Adam at 1e-4, γ = 0.05, λ = 2. The clip pipeline takes the 25
+  steps as 25 consecutive seconds from the video's centre (for evaluation); a video shorter
+  than 25 s (a 10 s Kinetics clip) repeats frames, where the paper's UNIFORM spreads 25
+  frames over the whole video: set ``liteeval.steps`` / ``data.target_fps`` to the videos'
+  length for short clips.
 - ``SMOKE``: a tiny budget on top of any configuration.
 """
 
