@@ -1,2 +1,12 @@
-"""Detection components shared by ANT and Looking Fast and Slow (anchors, box coding,
-SSDLite head, losses, NMS). The datasets they train on live in ``dynvid.data.coco_vid``."""
+"""Detection components shared by ANT and Looking Fast and Slow. The datasets they train on
+live in ``dynvid.data.coco_vid``.
+
+- :mod:`~dynvid.detection.boxes`: IoU, SSD box coding, NMS (torch; torchvision's ops cannot
+  be imported beside the CPU torch here).
+- :mod:`~dynvid.detection.anchors`: SSD anchors, aspect ratios {1, 0.5, 2}.
+- :mod:`~dynvid.detection.losses`: anchor matching, focal / sigmoid classification with
+  hard-example mining, smooth-L1 localisation.
+
+Still to come with the Looking Fast and Slow issue: the SSDLite head and the COCO-style
+evaluation.
+"""

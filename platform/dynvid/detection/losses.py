@@ -1,0 +1,92 @@
+"""SSD training targets and losses, shared by Looking Fast and Slow and ANT.
+
+- :func:`match_anchors`: each anchor takes the ground-truth box it overlaps most if the IoU is
+  at least ``iou_threshold`` (0.5, SSD Sec. 2.2), and every ground-truth box takes its
+  best-overlapping anchor whatever the IoU, so no object is left without a positive.
+- :func:`sigmoid_focal_loss`: per-class sigmoid cross-entropy with the focal modulation
+  ``α_t (1 − p_t)^γ`` (Lin et al., "Focal Loss", Eq. 5; α = 0.25, γ = 2); ``gamma=0`` and
+  ``alpha=None`` give the plain sigmoid loss.
+- :func:`hard_negative_mask`: SSD's hard-example mining (Sec. 2.2): the negatives with the
+  highest classification loss, at most ``ratio`` (3) per positive.
+- :func:`detection_loss`: classification over all positives and the mined negatives (all
+  anchors with the focal loss, which needs no mining) plus smooth-L1 localisation on the
+  positives, both normalised by the number of positives.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from dynvid.detection.boxes import box_iou, encode
+
+__all__ = ["detection_loss", "hard_negative_mask", "match_anchors", "sigmoid_focal_loss"]
+
+
+def match_anchors(anchors: torch.Tensor, gt_boxes: torch.Tensor, iou_threshold: float = 0.5) -> torch.Tensor:
+    """``(A,)`` index of the matched ground-truth box per anchor, −1 for background."""
+    matched = torch.full((anchors.shape[0],), -1, dtype=torch.long, device=anchors.device)
+    if gt_boxes.numel() == 0:
+        return matched
+    iou = box_iou(anchors, gt_boxes)  # (A, G)
+    best_iou, best_gt = iou.max(1)
+    matched[best_iou >= iou_threshold] = best_gt[best_iou >= iou_threshold]
+    best_anchor = iou.argmax(0)  # (G,): every object keeps at least its best anchor
+    matched[best_anchor] = torch.arange(gt_boxes.shape[0], device=anchors.device)
+    return matched
+
+
+def sigmoid_focal_loss(logits: torch.Tensor, targets: torch.Tensor, alpha: float | None = 0.25,
+                       gamma: float = 2.0) -> torch.Tensor:
+    """Elementwise focal loss of ``logits`` against 0/1 ``targets`` (same shape)."""
+    ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    p = torch.sigmoid(logits)
+    p_t = p * targets + (1 - p) * (1 - targets)
+    loss = ce * (1 - p_t) ** gamma
+    if alpha is not None:
+        loss = loss * (alpha * targets + (1 - alpha) * (1 - targets))
+    return loss
+
+
+def hard_negative_mask(cls_loss: torch.Tensor, positive: torch.Tensor, ratio: float = 3.0) -> torch.Tensor:
+    """``(A,)`` bool: the ``ratio × #positives`` negatives with the highest loss (at least one)."""
+    negatives = ~positive
+    k = int(min(negatives.sum().item(), max(1, ratio * int(positive.sum()))))
+    mask = torch.zeros_like(positive)
+    if k > 0:
+        loss = cls_loss.detach().masked_fill(positive, float("-inf"))
+        mask[loss.topk(k).indices] = True
+    return mask
+
+
+def detection_loss(cls_logits: torch.Tensor, box_codes: torch.Tensor, anchors: torch.Tensor, gt_boxes: torch.Tensor,
+                   gt_labels: torch.Tensor, *, focal: bool = True, neg_ratio: float = 3.0,
+                   iou_threshold: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(classification, localisation)`` losses of one image.
+
+    Args:
+        cls_logits: ``(A, C)`` per-class logits (sigmoid; no background column).
+        box_codes: ``(A, 4)`` predicted box codes (see ``boxes.encode``).
+        anchors: ``(A, 4)`` anchors, in the coordinates of ``gt_boxes``.
+        gt_boxes: ``(G, 4)`` ground-truth xyxy boxes; ``gt_labels``: ``(G,)`` in ``[0, C)``.
+        focal: focal loss over all anchors; False = sigmoid loss with hard-negative mining.
+    """
+    matched = match_anchors(anchors, gt_boxes, iou_threshold)
+    positive = matched >= 0
+    targets = torch.zeros_like(cls_logits)
+    if positive.any():
+        targets[positive, gt_labels[matched[positive]]] = 1.0
+    per_elem = sigmoid_focal_loss(cls_logits, targets) if focal else sigmoid_focal_loss(cls_logits, targets, None, 0.0)
+    per_anchor = per_elem.sum(1)
+    num_pos = max(1, int(positive.sum()))
+    if focal:
+        cls = per_anchor.sum() / num_pos
+    else:
+        keep = positive | hard_negative_mask(per_anchor, positive, neg_ratio)
+        cls = per_anchor[keep].sum() / num_pos
+    if positive.any():
+        target_codes = encode(gt_boxes[matched[positive]], anchors[positive])
+        loc = F.smooth_l1_loss(box_codes[positive], target_codes, reduction="sum", beta=1.0) / num_pos
+    else:
+        loc = box_codes.sum() * 0.0
+    return cls, loc
