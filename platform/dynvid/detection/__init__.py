@@ -7,6 +7,8 @@ live in ``dynvid.data.coco_vid``.
 - :mod:`~dynvid.detection.losses`: anchor matching, focal / sigmoid classification with
   hard-example mining, smooth-L1 localisation.
 
-Still to come with the Looking Fast and Slow issue: the SSDLite head and the COCO-style
-evaluation.
+- :mod:`~dynvid.detection.ssdlite`: the SSDLite head (constant 256-channel levels, one shared
+  box predictor) and post-processing.
+
+Still to come with the Looking Fast and Slow issue: the COCO-style evaluation.
 """

@@ -1,0 +1,101 @@
+"""SSDLite detection head as Looking Fast and Slow uses it (Sec. 3.1): SSDLite extra layers
+(MobileNetV2 paper, Sec. 6.2: the SSD convolutions replaced by depthwise-separable ones) whose
+feature maps all have a constant depth of 256 channels, so that one convolutional box
+predictor is **shared** by every level; anchors with aspect ratios {1, 0.5, 2}.
+
+Choices where the paper is vague: the pyramid starts from the backbone's last feature map
+projected to 256 channels by a 1×1 convolution, then each extra level is 1×1 (128) →
+depthwise 3×3 stride 2 → 1×1 (256), BatchNorm + ReLU6 throughout (the MobileNetV2 SSDLite
+blocks); the shared predictor is a depthwise 3×3 + pointwise 1×1 per output (box codes, class
+logits), with a bias, no normalisation.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from dynvid.detection.anchors import ASPECT_RATIOS, anchors_per_cell, ssd_anchors
+from dynvid.detection.boxes import batched_nms, decode
+
+__all__ = ["SSDLiteHead", "SharedBoxPredictor", "postprocess"]
+
+DEPTH = 256
+
+
+def _conv_bn(cin: int, cout: int, kernel: int = 1, stride: int = 1, groups: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False),
+                         nn.BatchNorm2d(cout), nn.ReLU6(inplace=True))
+
+
+class SharedBoxPredictor(nn.Module):
+    """One depthwise-separable predictor applied to every 256-channel level."""
+
+    def __init__(self, num_classes: int, num_anchors: int, channels: int = DEPTH) -> None:
+        super().__init__()
+        self.num_classes, self.num_anchors = num_classes, num_anchors
+        self.box = nn.Sequential(nn.Conv2d(channels, channels, 3, 1, 1, groups=channels),
+                                 nn.Conv2d(channels, num_anchors * 4, 1))
+        self.cls = nn.Sequential(nn.Conv2d(channels, channels, 3, 1, 1, groups=channels),
+                                 nn.Conv2d(channels, num_anchors * num_classes, 1))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(B, H·W·A, C)`` logits and ``(B, H·W·A, 4)`` codes, cell by cell, anchors innermost."""
+        b = x.shape[0]
+        cls = self.cls(x).permute(0, 2, 3, 1).reshape(b, -1, self.num_classes)
+        box = self.box(x).permute(0, 2, 3, 1).reshape(b, -1, 4)
+        return cls, box
+
+
+class SSDLiteHead(nn.Module):
+    """Extra layers + shared predictor on a backbone feature map.
+
+    Args:
+        in_channels: channels of the backbone (or memory) feature map.
+        num_classes: object classes (sigmoid scores, no background column).
+        num_levels: feature maps of the pyramid (the first is the input's resolution).
+        aspect_ratios: anchor aspect ratios (Sec. 3.1: {1, 0.5, 2}).
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, num_levels: int = 4,
+                 aspect_ratios=ASPECT_RATIOS) -> None:
+        super().__init__()
+        if num_levels < 1:
+            raise ValueError(f"num_levels must be >= 1, got {num_levels}")
+        self.aspect_ratios = tuple(aspect_ratios)
+        self.project = _conv_bn(in_channels, DEPTH)
+        self.extras = nn.ModuleList(
+            nn.Sequential(_conv_bn(DEPTH, DEPTH // 2), _conv_bn(DEPTH // 2, DEPTH // 2, 3, 2, DEPTH // 2),
+                          _conv_bn(DEPTH // 2, DEPTH)) for _ in range(num_levels - 1))
+        self.predictor = SharedBoxPredictor(num_classes, anchors_per_cell(self.aspect_ratios))
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, int]]]:
+        """``(cls_logits (B, N, C), box_codes (B, N, 4), feature sizes)`` over all levels."""
+        x = self.project(features)
+        levels = [x]
+        for block in self.extras:
+            x = block(x)
+            levels.append(x)
+        outs = [self.predictor(level) for level in levels]
+        sizes = [tuple(level.shape[-2:]) for level in levels]
+        return torch.cat([c for c, _ in outs], 1), torch.cat([b for _, b in outs], 1), sizes
+
+    def anchors(self, sizes: list[tuple[int, int]]) -> torch.Tensor:
+        """Normalised xyxy anchors matching the head's output order."""
+        return ssd_anchors(sizes, self.aspect_ratios)
+
+
+@torch.no_grad()
+def postprocess(cls_logits: torch.Tensor, box_codes: torch.Tensor, anchors: torch.Tensor,
+                score_threshold: float = 0.05, iou_threshold: float = 0.6, max_detections: int = 100) -> list[dict]:
+    """Per image: decoded boxes (anchor coordinates), scores and labels after per-class NMS."""
+    out = []
+    for logits, codes in zip(cls_logits, box_codes):
+        scores = torch.sigmoid(logits)  # (N, C)
+        boxes = decode(codes, anchors)
+        anchor_idx, labels = (scores > score_threshold).nonzero(as_tuple=True)
+        s = scores[anchor_idx, labels]
+        b = boxes[anchor_idx]
+        keep = batched_nms(b, s, labels, iou_threshold)[:max_detections]
+        out.append({"boxes": b[keep], "scores": s[keep], "labels": labels[keep]})
+    return out
