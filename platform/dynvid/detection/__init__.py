@@ -10,5 +10,5 @@ live in ``dynvid.data.coco_vid``.
 - :mod:`~dynvid.detection.ssdlite`: the SSDLite head (constant 256-channel levels, one shared
   box predictor) and post-processing.
 
-Still to come with the Looking Fast and Slow issue: the COCO-style evaluation.
+COCO-style evaluation (mAP@0.5, AP@[.5:.95]) is ``dynvid.metrics.detection``.
 """

@@ -1,0 +1,57 @@
+"""COCO-style detection metrics through pycocotools: mAP@0.5 (Looking Fast and Slow, Sec. 4,
+over every frame of ImageNet VID) and AP@[.5:.95] (ANT, Sec. 4, as UA-DETRAC is evaluated).
+
+Ground truth is the COCO-style JSON dict of ``CocoVideoDetection.to_coco_gt()`` (or a
+``pycocotools.coco.COCO``); detections are rows ``{"image_id", "category_id", "bbox":
+[x, y, w, h], "score"}`` in the ground truth's pixel coordinates (:func:`to_coco_detections`
+turns a detector's xyxy boxes into them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+
+import torch
+
+__all__ = ["coco_evaluate", "to_coco_detections"]
+
+_NAMES = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large")
+
+
+def to_coco_detections(image_id: int, boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor,
+                       label_offset: int = 1) -> list[dict]:
+    """COCO result rows of one image from xyxy ``boxes`` and 0-based ``labels`` (category
+    ``label + label_offset``, COCO ids being 1-based)."""
+    rows = []
+    for (x1, y1, x2, y2), s, c in zip(boxes.tolist(), scores.tolist(), labels.tolist()):
+        rows.append({"image_id": int(image_id), "category_id": int(c) + label_offset,
+                     "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(s)})
+    return rows
+
+
+def coco_evaluate(gt, detections: list[dict]) -> dict[str, float]:
+    """``{"AP" (= AP@[.5:.95]), "AP50" (= mAP@0.5), "AP75", "AP_small", "AP_medium",
+    "AP_large"}`` of ``detections`` against ``gt``; no detection at all scores 0."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    if not isinstance(gt, COCO):
+        coco = COCO()
+        coco.dataset = gt
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco.createIndex()
+        gt = coco
+    if not detections:
+        return {name: 0.0 for name in _NAMES}
+    known = set(gt.getImgIds())
+    unknown = sorted({d["image_id"] for d in detections} - known)
+    if unknown:
+        raise ValueError(f"detections for image ids not in the ground truth: {unknown[:5]}")
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its tables
+        dt = gt.loadRes(detections)
+        ev = COCOeval(gt, dt, "bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return {name: max(0.0, float(v)) for name, v in zip(_NAMES, ev.stats[:6])}
