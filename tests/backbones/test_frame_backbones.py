@@ -111,3 +111,20 @@ def test_frame_backbones_reject_clips() -> None:
         resnet18(width_mult=0.125)(torch.zeros(1, 3, 4, 32, 32))
     with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
         mobilenet_v2(width_mult=0.25)(torch.zeros(1, 3, 4, 32, 32))
+
+
+@pytest.mark.parametrize(("width", "mmacs", "mparams"), [(1.4, 582, 6.06), (0.35, 59, 1.66), (0.75, 209, 2.61)])
+def test_mobilenet_v2_widths_match_the_published_table(width: float, mmacs: float, mparams: float) -> None:
+    """The MobileNetV2 release's table (TF-slim, 224×224, 1001 classes there: params within 2%)."""
+    cost = model_cost(mobilenet_v2(width_mult=width), (3, 224, 224))
+    assert cost["macs"] / 1e6 == pytest.approx(mmacs, rel=0.01)
+    assert cost["params"] / 1e6 == pytest.approx(mparams, rel=0.02)
+
+
+def test_lfs_extractors_output_grids_align() -> None:
+    """Looking Fast and Slow, Sec. 3.1: f0 = MobileNetV2 1.4 at 320², f1 = 0.35 at 160² with the
+    last stride removed, so both end on the same 10×10 grid."""
+    with torch.no_grad():
+        f0 = mobilenet_v2(width_mult=1.4).eval().features(torch.zeros(1, 3, 320, 320))
+        f1 = mobilenet_v2(width_mult=0.35, last_stride=1).eval().features(torch.zeros(1, 3, 160, 160))
+    assert f0.shape[-2:] == f1.shape[-2:] == (10, 10)
