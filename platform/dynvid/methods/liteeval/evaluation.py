@@ -33,7 +33,21 @@ from dynvid.metrics.classification import mean_average_precision
 from dynvid.metrics.cost import CostMeter
 from dynvid.tables import format_table
 
-__all__ = ["offline_rows", "online_rows", "rows_table", "run_offline", "stage_report"]
+__all__ = ["infer_cached", "offline_rows", "online_rows", "rows_table", "run_offline", "stage_report"]
+
+
+def infer_cached(model, inputs, manifest: dict, budget: int | None = None):
+    """LiteEval's inference path on cached ``(coarse, fine)`` features ``(B, T, D)``:
+    ``(logits, macs (B,), use (B, T), exit_step (B,))``. The meter counts the RNN path that
+    ran; each coarse step and fine read adds that CNN's per-step MACs from ``manifest``."""
+    coarse, fine = inputs
+    b, t = coarse.shape[:2]
+    with CostMeter(model.core, batch_size=b) as meter:
+        logits, use, exit_step = model.core.infer(b, t, lambda s, rows: coarse[rows, s],
+                                                  lambda s, rows: fine[rows, s], budget=budget)
+    reads = use.sum(1).cpu().double()
+    macs = meter.per_sample_macs + exit_step.double() * manifest["coarse_macs"] + reads * manifest["fine_macs"]
+    return logits, macs, use, exit_step
 
 
 def run_offline(model, inputs, manifest: dict | None, budget: int | None = None):
@@ -49,14 +63,8 @@ def run_offline(model, inputs, manifest: dict | None, budget: int | None = None)
             with CostMeter(model) as meter:
                 logits = model(inputs, budget=budget)
             return logits, meter.per_sample_macs, model.last_use.sum(1).cpu()
-        coarse, fine = inputs
-        b, t = coarse.shape[:2]
-        with CostMeter(model.core, batch_size=b) as meter:
-            logits, use, exit_step = model.core.infer(b, t, lambda s, rows: coarse[rows, s],
-                                                      lambda s, rows: fine[rows, s], budget=budget)
-        reads = use.sum(1).cpu().double()
-        macs = meter.per_sample_macs + exit_step.double() * manifest["coarse_macs"] + reads * manifest["fine_macs"]
-        return logits, macs, reads
+        logits, macs, use, _ = infer_cached(model, inputs, manifest, budget)
+        return logits, macs, use.sum(1).cpu().double()
     if not cached:  # LSTM baseline on pixels
         with CostMeter(model) as meter:
             logits = model(inputs)
@@ -86,11 +94,9 @@ def _liteeval(model, data: dict, manifest: dict, budget: int | None) -> dict:
     coarse, fine = torch.from_numpy(data["coarse"]), torch.from_numpy(data["fine"])
     model.eval()
     with torch.no_grad():
-        logits, macs, reads = run_offline(model, (coarse, fine), manifest, budget=budget)
-        _, use, exit_step = model.core.infer(coarse.shape[0], coarse.shape[1], lambda s, rows: coarse[rows, s],
-                                             lambda s, rows: fine[rows, s], budget=budget)
-    return {"pred": logits.argmax(1).numpy(), "scores": logits.softmax(1).numpy(), "macs": macs.numpy(), "reads": reads.numpy(),
-            "exit": exit_step.numpy(), "use": use.numpy()}
+        logits, macs, use, exit_step = infer_cached(model, (coarse, fine), manifest, budget)
+    return {"pred": logits.argmax(1).numpy(), "scores": logits.softmax(1).numpy(), "macs": macs.numpy(),
+            "reads": use.sum(1).numpy(), "exit": exit_step.numpy(), "use": use.numpy()}
 
 
 def offline_rows(data: dict, manifest: dict, liteeval, lstm=None) -> tuple[list[dict], dict]:

@@ -192,8 +192,9 @@ def build_feature_cache(cfg: ExperimentConfig, checkpoint: str, root: str | None
     from dynvid.methods.liteeval import LiteEvalTask
 
     data = localize_dataset(cfg.data)
-    splits = {s: len(build_clip_dataset(data, s, "val")) for s in (cfg.data.train_split, cfg.data.val_split)}
-    num_classes = build_clip_dataset(data, cfg.data.val_split, "val").num_classes
+    datasets = {s: build_clip_dataset(data, s, "val") for s in (cfg.data.train_split, cfg.data.val_split)}
+    splits = {s: len(ds) for s, ds in datasets.items()}
+    num_classes = datasets[cfg.data.val_split].num_classes
     task = LiteEvalTask(cfg)
     model = task.build_model(cfg, num_classes, task.stage("lstm")).eval()
     model.load_state_dict(load_checkpoint(fetch_checkpoint(checkpoint))["model"], strict=False)

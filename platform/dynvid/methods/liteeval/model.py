@@ -89,26 +89,25 @@ class Extractor(nn.Module):
             return flat.view(n, s, c, self.size, self.size).transpose(1, 2)
         return F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=True)
 
-    def forward(self, x: torch.Tensor, rows: torch.Tensor | None = None, batch: int | None = None) -> torch.Tensor:
-        x = self.prepare(x)
+    def _metered(self, fn, x: torch.Tensor, rows: torch.Tensor | None, batch: int | None) -> torch.Tensor:
+        """``fn(x)`` under a meter of ``net``; its per-row MACs go to the outer meter, placed at
+        ``rows`` of the metered ``batch`` (0 for the others)."""
         with CostMeter(self.net, batch_size=x.shape[0]) as meter:
-            out = self.net.forward_features(x)
+            out = fn(x)
         per_row = meter.per_sample_macs
-        if rows is None:
-            record_cost(self, per_row)
-        else:
+        if rows is not None:
             full = torch.zeros(batch, dtype=torch.float64)
             full[rows.cpu()] = per_row
-            record_cost(self, full)
+            per_row = full
+        record_cost(self, per_row)
         return out
+
+    def forward(self, x: torch.Tensor, rows: torch.Tensor | None = None, batch: int | None = None) -> torch.Tensor:
+        return self._metered(self.net.forward_features, self.prepare(x), rows, batch)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Class scores of the backbone's own head (the step classifiers of stage ``cnns``)."""
-        x = self.prepare(x)
-        with CostMeter(self.net, batch_size=x.shape[0]) as meter:
-            out = self.net(x)
-        record_cost(self, meter.per_sample_macs)
-        return out
+        return self._metered(self.net, self.prepare(x), None, None)
 
 
 @dataclass
