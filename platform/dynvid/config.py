@@ -26,6 +26,7 @@ __all__ = [
     "OptimConfig",
     "VaredConfig",
     "LiteEvalConfig",
+    "LFSConfig",
     "TrainConfig",
     "ExperimentConfig",
     "from_dict",
@@ -281,6 +282,63 @@ class LiteEvalConfig:
 
 
 @dataclass
+class LFSConfig:
+    """Looking Fast and Slow (Liu et al., 2019, Sec. 3–4). Used by ``method="lfs"``.
+
+    Frames are read at ``f0_size``; f1 sees them resized to ``f1_size``. The two sizes must
+    keep f0's stride-32 grid equal to f1's stride-16 grid (``f0_size = 2 * f1_size``).
+    """
+
+    f0_width: float = 1.4
+    """Width multiplier of f0, the accurate MobileNetV2 (Sec. 3.1: 1.4)."""
+    f1_width: float = 0.35
+    """Width multiplier of f1, the fast MobileNetV2 with its last stride removed (Sec. 3.1: 0.35)."""
+    f0_size: int = 320
+    """f0's input resolution (Sec. 3.1: 320×320)."""
+    f1_size: int = 160
+    """f1's input resolution (Sec. 3.1: 160×160)."""
+    memory_input: int = 1024
+    """Channels of each extractor's input projection into the memory (Table 1: 1024)."""
+    state_channels: int = 320
+    """LSTM state channels (Sec. 3.2: 320; the memory outputs twice this)."""
+    groups: int = 4
+    """State groups G of the speed-optimized LSTM (Sec. 3.2: 4)."""
+    state_clip: float | None = 6.0
+    """The cell state is clipped to ``[-state_clip, state_clip]`` (Sec. 3.2); None: no clipping."""
+    skip_f1_update: bool = True
+    """Keep the last f0 state when f1 runs (Sec. 3.2); False is the ablation."""
+    num_levels: int = 4
+    """SSD feature maps: the memory's grid and ``num_levels - 1`` extra layers (Sec. 3.1)."""
+    focal: bool = False
+    """Classification loss: False = SSD's sigmoid loss with 3:1 hard-negative mining (Sec. 3.3,
+    "similar to the standard SSD"); True = focal loss over all anchors."""
+    unroll: int = 6
+    """Steps the LSTM is unrolled in training (Sec. 3.3: 6); ``data.clip_len`` must equal it."""
+    image_fraction: float = 0.25
+    """Share of training items that are one frame turned into a clip of shifted crops
+    (Sec. 3.3's image data; the paper gives no ratio)."""
+    tau: int = 9
+    """Inference knob: the fixed policy runs f0, then f1 ``tau`` times (Sec. 3.1; Sec. 4: 9)."""
+    taus: tuple[int, ...] = (1, 4, 9, 19)
+    """Interleave ratios evaluated in the report (the mAP-vs-τ curve of Fig. 6)."""
+    policy: str | None = None
+    """Inference knob: a learned interleaving policy (``export_policy`` file) used instead of
+    the fixed τ; None = fixed policy."""
+    score_threshold: float = 0.05
+    """Detections below this score are dropped before NMS."""
+    nms_iou: float = 0.6
+    """IoU threshold of the per-class NMS."""
+    max_detections: int = 100
+    """Detections kept per frame (COCO evaluates at most 100)."""
+    eval_frames: int | None = None
+    """Frames per val video in the evaluation (None = all); the paper scores every frame."""
+    gamma: float = 0.2
+    """Speed reward γ of Eq. 2 for the adaptive policy (Sec. 4.3 sweeps 0.1–1.5)."""
+    history: int = 20
+    """Length of the action history η in the policy's observation (Eq. 1: 20)."""
+
+
+@dataclass
 class ExperimentConfig:
     """A whole run: data, model, optimization, execution."""
 
@@ -290,6 +348,7 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     vared: VaredConfig = field(default_factory=VaredConfig)
     liteeval: LiteEvalConfig = field(default_factory=LiteEvalConfig)
+    lfs: LFSConfig = field(default_factory=LFSConfig)
 
     def run_name(self, method: str = "static") -> str:
         """Deterministic name encoding the run (mmaction2 style), e.g.
@@ -297,6 +356,11 @@ class ExperimentConfig:
         if self.train.name:
             return self.train.name
         d, m = self.data, self.model
+        if method == "lfs":  # two extractors: width × resolution of each
+            c = self.lfs
+            dataset = d.dataset.split("/")[-1].replace(":", "-") or "data"
+            return (f"lfs_mnv2-{c.f0_width:g}x{c.f0_size}-{c.f1_width:g}x{c.f1_size}_{dataset}"
+                    f"_e{self.optim.epochs}_s{self.train.seed}")
         width = "" if m.width_mult == 1.0 else f"-w{m.width_mult:g}"
         dataset = d.dataset.split("/")[-1].replace(":", "-") or "data"
         return f"{method}_{m.backbone}{width}_{d.clip_len}x{d.stride}x{d.crop_size}_{dataset}_e{self.optim.epochs}_s{self.train.seed}"

@@ -118,7 +118,13 @@ def _liteeval(cfg: ExperimentConfig) -> Task:
     return LiteEvalTask(cfg)
 
 
-TASKS = {"static": _static, "vared": _vared, "liteeval": _liteeval}
+def _lfs(cfg: ExperimentConfig) -> Task:
+    from dynvid.methods.lfs import LFSTask
+
+    return LFSTask(cfg)
+
+
+TASKS = {"static": _static, "vared": _vared, "liteeval": _liteeval, "lfs": _lfs}
 
 
 def presets(method: str) -> dict[str, list[str]]:
@@ -130,6 +136,10 @@ def presets(method: str) -> dict[str, list[str]]:
         return PRESETS
     if method == "liteeval":
         from dynvid.methods.liteeval.presets import PRESETS
+
+        return PRESETS
+    if method == "lfs":
+        from dynvid.methods.lfs.presets import PRESETS
 
         return PRESETS
     return {}

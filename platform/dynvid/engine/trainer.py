@@ -236,7 +236,8 @@ def _finish_tracking(cfg, task, method, uri, parent, result: FitResult, register
     m = result.metrics
     cost = {k: v for k, v in m.items() if "gflops" in k}
     ckpt_dir = fetch_checkpoint(result.stages[-1].checkpoint_path) if result.stages[-1].checkpoint_path else None
-    name = registry.registered_name(method, cfg.model.backbone, cfg.data.dataset)
+    backbone = task.backbone_label(cfg) if hasattr(task, "backbone_label") else cfg.model.backbone
+    name = registry.registered_name(method, backbone, cfg.data.dataset)
     checkpoint = result.stages[-1].checkpoint_path
     known = {v["tags"].get("checkpoint") for v in registry.list_models(uri)
              if v["name"] == name}  # a finished job submitted again is not registered twice
@@ -245,12 +246,15 @@ def _finish_tracking(cfg, task, method, uri, parent, result: FitResult, register
         model = task.build_model(cfg, int(m["num_classes"]))
         model.load_state_dict(ckpt["model"])
         model.eval()
-        accuracy = m.get("test_video_top1", m.get("val_video_top1", m.get("val_clip_top1")))
-        card = registry.model_card(name, method, cfg.model.backbone, cfg.data.dataset, m, cost, to_dict(cfg))
-        example = torch.zeros(2, 3, cfg.data.clip_len, cfg.data.crop_size, cfg.data.crop_size)
+        accuracy = m.get("test_video_top1", m.get("val_video_top1", m.get("val_clip_top1", m.get("val_AP50"))))
+        card = registry.model_card(name, method, backbone, cfg.data.dataset, m, cost, to_dict(cfg))
+        if hasattr(task, "example_input"):
+            example = task.example_input(cfg)
+        else:
+            example = torch.zeros(2, 3, cfg.data.clip_len, cfg.data.crop_size, cfg.data.crop_size)
         result.registered = registry.log_and_register(
             uri, parent, model, example, name,
-            {"method": method, "backbone": cfg.model.backbone, "dataset": cfg.data.dataset,
+            {"method": method, "backbone": backbone, "dataset": cfg.data.dataset,
              "gflops": cost.get("val_gflops_avg"), "accuracy": accuracy, "checkpoint": checkpoint}, card,
             build_info={"config": to_dict(cfg), "method": method, "stage": result.stages[-1].stage})
         print(f"[dynvid] registered {name} version {result.registered['version']} "

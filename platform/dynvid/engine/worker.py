@@ -128,6 +128,7 @@ def _loader(dataset, batch_size: int, shuffle: bool, workers: int, drop_last: bo
         sampler=ShardSampler(len(dataset), ctx.get_world_rank(), ctx.get_world_size(), shuffle, seed),
         num_workers=workers,
         drop_last=drop_last,
+        collate_fn=getattr(dataset, "collate_fn", None),  # e.g. detection targets kept as lists
         persistent_workers=False,  # re-pickle each epoch so set_epoch reaches the workers
     )
     return ray.train.torch.prepare_data_loader(loader, add_dist_sampler=False)
@@ -303,8 +304,9 @@ def _summary(val: dict[str, float]) -> str:
     for key, value in val.items():
         if key.endswith(("_top1", "_top5")):
             parts.append(f"{key.replace('_top', '-')} {value:.4f}")
+    parts += [f"{k} {v:.4f}" for k, v in val.items() if k in ("AP50", "AP")]
     parts.append(f"GFLOPs {val['gflops_avg']:.3f}")
-    parts += [f"{k} {v:.2f}" for k, v in val.items() if k == "fine_reads"]
+    parts += [f"{k} {v:.2f}" for k, v in val.items() if k in ("fine_reads", "f0_fraction")]
     return " ".join(parts)
 
 

@@ -1,0 +1,175 @@
+"""Looking Fast and Slow: memory-guided interleaved video detection with an adaptive policy
+(Liu, Zhu, Chen, Kalenichenko, "Looking Fast and Slow: Memory-Guided Mobile Video Object
+Detection", 2019; ``shared/papers/looking-fast-and-slow-interleaved-detection.txt``).
+
+Modules:
+
+- :mod:`~dynvid.methods.lfs.memory`: the speed-optimized grouped conv-LSTM (Sec. 3.2) and
+  its cost formula against a plain ConvLSTM (Table 1).
+- :mod:`~dynvid.methods.lfs.model`: f0 / f1 MobileNetV2 extractors with per-extractor
+  projections, the memory with the f1 skip rule, the SSDLite head (Sec. 3.1), the fixed
+  interleave schedule and the per-frame cost of the path that ran.
+- :mod:`~dynvid.methods.lfs.data`: synthetic and COCO-style video clips, and the
+  shifted-crop image clips of Sec. 3.3.
+- :mod:`~dynvid.methods.lfs.evaluation`: fixed and learned policies, mAP per τ, amortized
+  MACs, synchronous vs asynchronous latency (Sec. 3.5).
+- :mod:`~dynvid.methods.lfs.env` and :mod:`~dynvid.methods.lfs.policy`: the adaptive
+  interleaving policy (Sec. 3.4): a gymnasium environment with Eq. 1's observation and
+  Eq. 2's reward, the Q-network of Fig. 4 as an RLlib module, DQN training, export.
+
+:class:`LFSTask` trains the detector on the engine in one stage, ``interleaved`` (Sec. 3.3:
+the LSTM unrolled over 6 steps, a uniformly random extractor per step after an f0 first
+step, video clips mixed with shifted-crop image clips, SSD losses summed over the steps).
+The paper first pretrains the interleaved model on ImageNet classification; no ImageNet
+exists on this machine, so the detector trains from scratch unless extractor weights are
+given (``model.load_extractor``). Its evaluation runs the fixed policy ``lfs.tau`` (or the
+learned policy ``lfs.policy``) over whole validation videos; the job's report adds the
+mAP-vs-τ curve (Fig. 6) and the async vs sync latency.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from dynvid.config import ExperimentConfig
+from dynvid.data.synthetic import SceneConfig
+from dynvid.detection.losses import detection_loss
+from dynvid.engine.task import Stage
+from dynvid.methods.lfs.model import F0, F1, InterleavedDetector, fixed_schedule
+
+__all__ = ["LFSTask", "build_detector", "random_actions"]
+
+
+def random_actions(steps: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Sec. 3.3's training schedule: f0 on the first step, then a uniformly random extractor."""
+    a = torch.randint(0, 2, (steps,), generator=generator)
+    a[0] = F0
+    return a
+
+
+def build_detector(cfg: ExperimentConfig, num_classes: int) -> InterleavedDetector:
+    c = cfg.lfs
+    return InterleavedDetector(num_classes, c.f0_width, c.f1_width, c.f0_size, c.f1_size, c.memory_input,
+                               c.state_channels, c.groups, c.state_clip, c.skip_f1_update, c.num_levels, c.tau)
+
+
+def _unwrap(model: nn.Module) -> InterleavedDetector:
+    return model.module if hasattr(model, "module") else model
+
+
+class LFSTask:
+    """The Looking Fast and Slow detector Task (see the module docstring)."""
+
+    name = "lfs"
+    #: act only at inference: an inference sweep varies them over one checkpoint
+    inference_knobs = ("lfs.tau", "lfs.policy", "lfs.score_threshold", "lfs.nms_iou", "lfs.eval_frames")
+
+    def __init__(self, cfg: ExperimentConfig):
+        c = cfg.lfs
+        if c.f0_size != 2 * c.f1_size or c.f0_size % 32:
+            raise ValueError(f"lfs.f0_size must be a multiple of 32 and twice lfs.f1_size (f1 has one stride "
+                             f"less, Sec. 3.1), got f0_size={c.f0_size}, f1_size={c.f1_size}")
+        if c.state_channels % c.groups:
+            raise ValueError(f"lfs.groups={c.groups} must divide lfs.state_channels={c.state_channels}")
+        if c.unroll < 1 or c.tau < 0 or any(t < 0 for t in c.taus):
+            raise ValueError(f"lfs.unroll must be >= 1 and lfs.tau / lfs.taus >= 0, got {c.unroll}, {c.tau}, {c.taus}")
+        if not 0.0 <= c.image_fraction <= 1.0:
+            raise ValueError(f"lfs.image_fraction is a share of items, in [0, 1]; got {c.image_fraction}")
+        if c.gamma < 0 or c.history < 1:
+            raise ValueError(f"lfs.gamma must be >= 0 and lfs.history >= 1, got {c.gamma}, {c.history}")
+        self.cfg = cfg
+        self.steps_per_epoch: int | None = None
+        self.val_gt: dict | None = None
+        self._costs: dict[str, float] | None = None
+        self.stages = (
+            Stage("interleaved", f"interleaved detector, LSTM unrolled {c.unroll} steps, random extractor per step "
+                  "(Sec. 3.3)", init_from_previous=False,
+                  overrides=(f"data.clip_len={c.unroll}", "train.final_test=false")),
+        )
+
+    # ---- model and data ---------------------------------------------------------------------
+
+    def build_model(self, cfg: ExperimentConfig, num_classes: int, stage: Stage | None = None) -> nn.Module:
+        return build_detector(cfg, cfg.model.num_classes or num_classes)
+
+    def backbone_label(self, cfg: ExperimentConfig) -> str:
+        """The name the registry files the model under (two MobileNetV2 extractors)."""
+        return "mobilenet_v2"
+
+    def example_input(self, cfg: ExperimentConfig) -> torch.Tensor:
+        """A batch for the registered model's signature: 2 videos of 2 frames at f0's size."""
+        return torch.zeros(2, 2, 3, cfg.lfs.f0_size, cfg.lfs.f0_size)
+
+    def datasets(self, cfg: ExperimentConfig, stage: Stage):
+        """Engine hook: training clips and whole validation videos (:mod:`.data`)."""
+        from dynvid.methods.lfs.data import build_detection_dataset
+
+        d, c = cfg.data, cfg.lfs
+        scene = SceneConfig(height=d.synthetic_height, width=d.synthetic_width, num_frames=d.synthetic_frames)
+        common = dict(size=c.f0_size, clip_len=c.unroll, seed=cfg.train.seed, scene=scene,
+                      content_seed=d.synthetic_seed, max_bad_fraction=d.max_bad_fraction)
+        train = build_detection_dataset(d.dataset, d.train_split, mode="train", image_fraction=c.image_fraction,
+                                        num_videos=d.synthetic_train_videos, **common)
+        val = build_detection_dataset(d.dataset, d.val_split, mode="eval", eval_frames=c.eval_frames,
+                                      num_videos=d.synthetic_val_videos, **common)
+        self.val_gt = val.source.to_coco_gt(c.eval_frames)
+        return train, val
+
+    # ---- training ---------------------------------------------------------------------------
+
+    def training_step(self, model: nn.Module, batch, stage: Stage):
+        frames, targets = batch
+        B, T = frames.shape[:2]
+        actions = random_actions(T)
+        cls_logits, box_codes, anchors = model(frames, actions.to(frames.device))
+        cls_sum, loc_sum = cls_logits.new_zeros(()), cls_logits.new_zeros(())
+        for b, target in enumerate(targets):
+            for t in range(T):
+                boxes = target["boxes"][t].to(frames.device)
+                labels = target["labels"][t].to(frames.device)
+                cls, loc = detection_loss(cls_logits[b, t], box_codes[b, t], anchors, boxes, labels,
+                                          focal=self.cfg.lfs.focal)
+                cls_sum, loc_sum = cls_sum + cls, loc_sum + loc
+        cls_loss, loc_loss = cls_sum / (B * T), loc_sum / (B * T)
+        loss = cls_loss + loc_loss
+        return loss, {"loss": float(loss.detach()), "cls_loss": float(cls_loss.detach()),
+                      "loc_loss": float(loc_loss.detach()), "f0_fraction": float((actions == F0).float().mean())}
+
+    # ---- evaluation -------------------------------------------------------------------------
+
+    def policy(self, cfg: ExperimentConfig | None = None):
+        """The evaluation policy: the learned one in ``lfs.policy`` if set, else fixed ``lfs.tau``."""
+        from dynvid.methods.lfs.evaluation import FixedPolicy, LearnedPolicy
+
+        c = (cfg or self.cfg).lfs
+        if c.policy:
+            from dynvid.methods.lfs.policy import load_policy
+
+            return LearnedPolicy(load_policy(c.policy), c.history, name=f"learned ({c.policy})")
+        return FixedPolicy(c.tau)
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, loader, stage: Stage) -> dict[str, float]:
+        """mAP@0.5 (``AP50``), AP@[.5:.95], fraction of f0 runs and amortized GFLOPs per frame of
+        the evaluation policy over every frame of this worker's validation videos."""
+        from dynvid.methods.lfs.evaluation import evaluate_policies
+
+        if self.val_gt is None:
+            raise RuntimeError("LFSTask.evaluate needs the validation ground truth: call datasets() first")
+        m = _unwrap(model)
+        c = self.cfg.lfs
+        policy = self.policy()
+        r = evaluate_policies(m, loader, self.val_gt, [policy], score_threshold=c.score_threshold,
+                              nms_iou=c.nms_iou, max_detections=c.max_detections)[policy.name]
+        return {"AP50": r["AP50"], "AP": r["AP"], "f0_fraction": r["f0_fraction"],
+                "gflops_avg": r["gmacs_per_frame"], "num_samples": r["videos"]}
+
+    def report(self, cfg: ExperimentConfig, stages: list, out_dir: str) -> dict:
+        """The mAP-vs-τ curve (Fig. 6) with f0-only and f1-only ends, and sync vs async latency."""
+        from dynvid.methods.lfs.report import detector_report
+
+        return detector_report(self, cfg, stages, out_dir)
+
+
+__all__ += ["F0", "F1", "fixed_schedule"]

@@ -1,0 +1,221 @@
+"""Evaluation of the interleaved detector: policies, mAP per τ, amortized cost, async latency.
+
+Looking Fast and Slow (Liu et al., 2019) reports mAP@0.5 over every frame of every
+validation video (Sec. 4), the amortized MACs per frame of an interleave policy, the
+mAP-vs-τ curve of the fixed policy (Fig. 6), the learned policies' mAP against their
+fraction of f0 runs (Fig. 7), and, for asynchronous inference (Sec. 3.5), worst-case
+against amortized per-frame latency.
+
+Policies decide the extractor of the *next* frame from what the detector has just done;
+the first frame of a video always runs f0 (Algorithm 1, ``a_0 = 0``):
+
+- :class:`FixedPolicy`: f0, then f1 ``τ`` times (Sec. 3.1).
+- :class:`LearnedPolicy`: the DQN Q-network on ``S = (c_t, h_t, c_t − c_{t−1}, h_t − h_{t−1},
+  η_t)`` (Eq. 1), greedy. ``(c_t, h_t)`` is the memory's output state for the extractor
+  that ran (Algorithm 1's ``s_t = s_t^{a_t}``), before the f1 skip rule decides what is
+  carried; ``η_t[k−1] = 1`` if f1 ran ``k`` steps ago, counting the frame just processed
+  as one step ago.
+
+Asynchronous mode (Sec. 3.5, Fig. 5) is :func:`run_async`: f1 and the memory run on every
+frame on the caller's thread and produce every frame's detections from the latest memory
+state; f0 runs every ``τ + 1`` frames on a second thread and replaces the memory state
+when it completes. :func:`run_sync` is the same detector run synchronously. Both time
+each frame from its arrival to its detections.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable
+
+import torch
+
+from dynvid.detection.ssdlite import postprocess
+from dynvid.methods.lfs.model import F0, F1, InterleavedDetector, fixed_schedule
+from dynvid.metrics.detection import coco_evaluate, to_coco_detections
+
+__all__ = ["FixedPolicy", "LearnedPolicy", "evaluate_policies", "latency_summary", "run_async", "run_sync",
+           "run_videos", "update_history"]
+
+
+def update_history(eta: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """Shift the action history ``(B, H)`` by one step and record ``actions`` (1 where f1 ran)."""
+    return torch.cat([(actions == F1).to(eta.dtype).unsqueeze(1), eta[:, :-1]], 1)
+
+
+class FixedPolicy:
+    """f0, then f1 ``tau`` times, repeated (Sec. 3.1)."""
+
+    def __init__(self, tau: int) -> None:
+        if tau < 0:
+            raise ValueError(f"tau must be >= 0, got {tau}")
+        self.tau = tau
+        self.name = f"fixed τ={tau}"
+
+    def reset(self, batch: int) -> None:
+        pass
+
+    def next_actions(self, t: int, candidate, previous, actions: torch.Tensor) -> torch.Tensor:
+        return torch.full_like(actions, int(fixed_schedule(t + 2, self.tau)[t + 1]))
+
+
+class LearnedPolicy:
+    """Greedy actions of a Q-network (``policy.QNetwork``) on Eq. 1's observation."""
+
+    def __init__(self, qnet: torch.nn.Module, history: int = 20, name: str = "learned") -> None:
+        self.qnet, self.history, self.name = qnet.eval(), history, name
+        self.eta: torch.Tensor | None = None
+
+    def reset(self, batch: int) -> None:
+        self.eta = torch.zeros(batch, self.history)
+
+    @torch.no_grad()
+    def next_actions(self, t: int, candidate, previous, actions: torch.Tensor) -> torch.Tensor:
+        from dynvid.methods.lfs.policy import make_observation
+
+        self.eta = update_history(self.eta, actions)
+        c, h = candidate
+        c_prev, h_prev = previous if previous is not None else (torch.zeros_like(c), torch.zeros_like(h))
+        obs = make_observation(c, h, c_prev, h_prev, self.eta.to(c.dtype))
+        return self.qnet(obs).argmax(1).to(actions.device)
+
+
+def _unwrap(model: torch.nn.Module) -> InterleavedDetector:
+    return model.module if hasattr(model, "module") else model
+
+
+@torch.no_grad()
+def run_videos(model: InterleavedDetector, frames: torch.Tensor, policy, *, score_threshold: float = 0.05,
+               nms_iou: float = 0.6, max_detections: int = 100):
+    """Run ``policy`` over videos ``frames (B, T, 3, S, S)``. Returns ``(detections [B][T]
+    dicts of normalized xyxy ``boxes``, ``scores``, ``labels``; actions (B, T))``."""
+    m = _unwrap(model)
+    B, T = frames.shape[:2]
+    policy.reset(B)
+    actions = torch.zeros(B, T, dtype=torch.long)
+    a = torch.full((B,), F0, dtype=torch.long)
+    state, previous = None, None
+    dets: list[list[dict]] = [[] for _ in range(B)]
+    for t in range(T):
+        actions[:, t] = a
+        cls_logits, box_codes, anchors, state, candidate = m.step(frames[:, t], a.to(frames.device), state)
+        for b, d in enumerate(postprocess(cls_logits, box_codes, anchors, score_threshold, nms_iou, max_detections)):
+            dets[b].append(d)
+        if t + 1 < T:
+            a = policy.next_actions(t, candidate, previous, a).cpu()
+        previous = candidate
+    return dets, actions
+
+
+def _to_rows(dets: list[dict], target: dict) -> list[dict]:
+    rows = []
+    for t, d in enumerate(dets):
+        if not bool(target["valid"][t]):
+            continue
+        h, w = (int(v) for v in target["orig_sizes"][t])
+        boxes = d["boxes"].clamp(0, 1) * d["boxes"].new_tensor([w, h, w, h])
+        rows.extend(to_coco_detections(int(target["image_ids"][t]), boxes, d["scores"], d["labels"]))
+    return rows
+
+
+@torch.no_grad()
+def evaluate_policies(model: InterleavedDetector, loader: Iterable, gt: dict, policies: list, *,
+                      costs: dict[str, float] | None = None, **post) -> dict[str, dict[str, float]]:
+    """mAP@0.5, AP@[.5:.95], fraction of f0 runs and amortized GMACs per frame of each policy
+    over every valid frame of ``loader``'s videos (items ``(frames, targets)``)."""
+    m = _unwrap(model)
+    was = m.training
+    m.eval()
+    costs = costs or m.component_macs()
+    rows = {p.name: [] for p in policies}
+    runs = {p.name: [0.0, 0.0, 0.0] for p in policies}  # f0 runs, frames, MACs
+    videos = 0
+    try:
+        for frames, targets in loader:
+            videos += len(targets)
+            for p in policies:
+                dets, actions = run_videos(m, frames, p, **post)
+                for b, target in enumerate(targets):
+                    rows[p.name].extend(_to_rows(dets[b], target))
+                    valid = target["valid"]
+                    acts = actions[b][valid]
+                    runs[p.name][0] += float((acts == F0).sum())
+                    runs[p.name][1] += float(valid.sum())
+                    runs[p.name][2] += float(m.frame_macs(acts, costs).sum())
+    finally:
+        m.train(was)
+    out = {}
+    for p in policies:
+        ap = coco_evaluate(gt, rows[p.name])
+        f0, frames_n, macs = runs[p.name]
+        out[p.name] = {"AP50": ap["AP50"], "AP": ap["AP"], "f0_fraction": f0 / max(frames_n, 1),
+                       "gmacs_per_frame": macs / max(frames_n, 1) / 1e9, "frames": frames_n, "videos": float(videos)}
+    return out
+
+
+# ---- latency: synchronous vs asynchronous (Sec. 3.5) ---------------------------------------
+
+@torch.no_grad()
+def run_sync(model: InterleavedDetector, frames: torch.Tensor, tau: int) -> list[float]:
+    """Per-frame latency (s) of the synchronous detector on one video ``(T, 3, S, S)``."""
+    m = _unwrap(model).eval()
+    actions = fixed_schedule(len(frames), tau)
+    state, out = None, []
+    for t in range(len(frames)):
+        t0 = time.perf_counter()
+        cls_logits, box_codes, anchors, state, _ = m.step(frames[t:t + 1], int(actions[t]), state)
+        postprocess(cls_logits, box_codes, anchors)
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+@torch.no_grad()
+def run_async(model: InterleavedDetector, frames: torch.Tensor, tau: int) -> tuple[list[float], int]:
+    """Asynchronous mode (Sec. 3.5) on one video ``(T, 3, S, S)``: per-frame latency (s) and the
+    number of f0 runs that completed. f0 starts on frames ``0, τ+1, 2(τ+1), …`` if the
+    previous f0 run has finished (otherwise that launch is skipped, as a real-time system
+    would), on a second thread; its result (the memory state after ``m(f0(I_k), s)``)
+    replaces the state when ready. Frame 0 waits for its f0 run: there is no memory yet."""
+    m = _unwrap(model).eval()
+    lock = threading.Lock()
+    shared = {"state": None, "done": 0}
+    worker: threading.Thread | None = None
+
+    def slow(frame: torch.Tensor, state) -> None:
+        with torch.no_grad():
+            x = m.extract(frame, torch.tensor([F0]))
+            if state is None:
+                state = m.memory.init_state(1, x.shape[-2], x.shape[-1], like=x)
+            _, new = m.memory(x, state)
+        with lock:
+            shared["state"] = new
+            shared["done"] += 1
+
+    latencies = []
+    for t in range(len(frames)):
+        t0 = time.perf_counter()
+        if t % (tau + 1) == 0 and (worker is None or not worker.is_alive()):
+            with lock:
+                state = shared["state"]
+            worker = threading.Thread(target=slow, args=(frames[t:t + 1], state), daemon=True)
+            worker.start()
+            if t == 0:
+                worker.join()
+        with lock:
+            state = shared["state"]
+        x = m.extract(frames[t:t + 1], torch.tensor([F1]))
+        out, _ = m.memory(x, state)  # f1 never writes the memory (Sec. 3.2)
+        cls_logits, box_codes, sizes = m.head(out)
+        postprocess(cls_logits, box_codes, m.anchors(sizes))
+        latencies.append(time.perf_counter() - t0)
+    if worker is not None:
+        worker.join()
+    return latencies, shared["done"]
+
+
+def latency_summary(latencies: list[float], skip: int = 1) -> dict[str, float]:
+    """Amortized (mean) and worst-case per-frame latency in ms, leaving out the first ``skip``
+    frames (warm-up; in async mode frame 0 also waits for f0)."""
+    xs = torch.tensor(latencies[skip:] or latencies, dtype=torch.float64) * 1000
+    return {"amortized_ms": float(xs.mean()), "worst_ms": float(xs.max()), "p95_ms": float(xs.quantile(0.95))}

@@ -1,0 +1,72 @@
+"""Named base configurations of the Looking Fast and Slow jobs (``jobs/lfs_interleaved.py``,
+``jobs/lfs_policy_dqn.py``, ``jobs/bench_lfs.py``) and of ``search_spaces/lfs.yaml``.
+
+- ``EMBEDDED``: the laptop-sized run on the embedded synthetic detection scenes (square
+  160×160 frames, the sprites' six shapes as classes). The architecture is the paper's
+  (MobileNetV2 1.4 and 0.35, f1 without its last stride, grouped LSTM with G = 4, SSDLite
+  with 256-channel levels) at half the resolution (f0 at 160, f1 at 80, a 5×5 grid), with a
+  smaller memory (256-channel projections, 128-channel state) so that training fits
+  two cores. No ImageNet pretraining exists here, so the whole detector trains from
+  scratch with Adam (SGD at this batch size barely moves a from-scratch SSD).
+- ``PAPER``: Sec. 3.1–3.3 — f0 at 320, f1 at 160, 1024-channel projections, 320-channel
+  state, batch 12, learning rate 0.002 with cosine decay, on a COCO-style video dataset
+  given with ``--data coco-vid:ROOT``.
+- ``SMOKE``: a tiny budget on top of any configuration.
+"""
+
+from __future__ import annotations
+
+__all__ = ["EMBEDDED", "PAPER", "PRESETS", "SMOKE"]
+
+EMBEDDED = [
+    "data.dataset=synthetic:detection",
+    "data.synthetic_height=160",
+    "data.synthetic_width=160",
+    "data.synthetic_frames=48",
+    "data.synthetic_train_videos=480",
+    "data.synthetic_val_videos=48",
+    "data.batch_size=8",
+    "data.loader_workers=1",
+    "lfs.f0_size=160",
+    "lfs.f1_size=80",
+    "lfs.memory_input=256",
+    "lfs.state_channels=128",
+    "optim.optimizer=adam",
+    "optim.lr=0.001",
+    "optim.weight_decay=0",
+    "optim.warmup_epochs=0.5",
+    "optim.epochs=16",
+    "optim.grad_clip=10.0",
+    "train.eval_every=4",
+    "train.num_workers=1",
+    "train.cpus_per_worker=2",
+]
+
+PAPER = [
+    "lfs.f0_size=320",
+    "lfs.f1_size=160",
+    "lfs.memory_input=1024",
+    "lfs.state_channels=320",
+    "data.batch_size=12",
+    "optim.optimizer=sgd",
+    "optim.lr=0.002",
+    "optim.momentum=0.9",
+    "optim.weight_decay=4e-5",
+]
+
+SMOKE = [
+    "data.synthetic_train_videos=8",
+    "data.synthetic_val_videos=4",
+    "data.synthetic_frames=12",
+    "data.batch_size=4",
+    "data.loader_workers=0",
+    "optim.epochs=1",
+    "lfs.taus=[1, 4]",
+    "lfs.max_detections=20",
+    "lfs.score_threshold=0.3",
+    "train.eval_every=1",
+    "train.cpus_per_worker=1",
+]
+
+#: ``preset:`` names of a sweep spec
+PRESETS = {"embedded": EMBEDDED, "smoke": EMBEDDED + SMOKE}

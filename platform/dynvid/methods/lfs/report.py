@@ -1,0 +1,119 @@
+"""The detector job's report: the mAP-vs-τ curve (Fig. 6) and sync vs async latency (Sec. 3.5).
+
+Rows: f0 on every frame, the fixed policy for each ``lfs.taus``, and f1 on every frame after
+the first (the two ends of the curve), each with mAP@0.5, AP@[.5:.95], fraction of f0 runs
+and amortized GMACs per frame counted from the path that ran. Latency: one validation
+video through :func:`~.evaluation.run_sync` and :func:`~.evaluation.run_async` at
+``lfs.tau`` with one intra-op thread per inference thread (the async mode's two threads
+then use two cores, as on the paper's phone).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import torch
+
+from dynvid.config import ExperimentConfig
+from dynvid.methods.lfs.evaluation import FixedPolicy, evaluate_policies, latency_summary, run_async, run_sync
+from dynvid.methods.lfs.model import InterleavedDetector
+from dynvid.tables import format_table
+
+__all__ = ["curve_table", "detector_report", "fixed_policies", "latency_rows", "load_detector"]
+
+F1_ONLY_TAU = 10**9
+
+
+def fixed_policies(taus) -> list[FixedPolicy]:
+    """f0 only, fixed τ for each of ``taus``, f1 only (after the first frame)."""
+    ends = [FixedPolicy(0), FixedPolicy(F1_ONLY_TAU)]
+    ends[0].name, ends[1].name = "f0 only", "f1 only"
+    return [ends[0], *(FixedPolicy(t) for t in taus if t > 0), ends[1]]
+
+
+def load_detector(task, cfg: ExperimentConfig, checkpoint: str):
+    """``(model in eval mode, val dataset)`` of the detector checkpoint (local path or URI)."""
+    from dynvid.engine.checkpoint import load_checkpoint
+    from dynvid.engine.storage import fetch_checkpoint
+
+    stage = task.stages[-1]
+    train, val = task.datasets(stage.config(cfg), stage)
+    model = task.build_model(cfg, val.num_classes)
+    model.load_state_dict(load_checkpoint(fetch_checkpoint(checkpoint))["model"])
+    return model.eval(), val
+
+
+def curve_table(rows: dict[str, dict], markdown: bool = False) -> str:
+    body = [[name, f"{r['AP50']:.4f}", f"{r['AP']:.4f}", f"{r['f0_fraction']:.3f}", f"{r['gmacs_per_frame']:.4f}"]
+            for name, r in rows.items()]
+    return format_table(["policy", "mAP@0.5", "AP", "f0 runs", "GMACs/frame"], body, markdown)
+
+
+def latency_rows(model: InterleavedDetector, frames: torch.Tensor, tau: int, repeats: int = 1) -> dict[str, dict]:
+    """Sync and async latency summaries (ms) on one video ``(T, 3, S, S)`` at ``tau``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run_sync(model, frames[: tau + 2], tau)  # warm-up
+        sync, asyn, done = [], [], 0
+        for _ in range(repeats):
+            sync += run_sync(model, frames, tau)
+            lat, n = run_async(model, frames, tau)
+            asyn += lat
+            done += n
+    finally:
+        torch.set_num_threads(threads)
+    return {"sync": latency_summary(sync), "async": {**latency_summary(asyn), "f0_runs": float(done)}}
+
+
+def _plot(rows: dict[str, dict], out_dir: str) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    pts = list(rows.items())
+    ax.plot([r["gmacs_per_frame"] for _, r in pts], [100 * r["AP50"] for _, r in pts], marker="o")
+    for name, r in pts:
+        ax.annotate(name, (r["gmacs_per_frame"], 100 * r["AP50"]), fontsize=7)
+    ax.set_xlabel("amortized GMACs per frame")
+    ax.set_ylabel("mAP@0.5 (%)")
+    ax.set_title("Looking Fast and Slow: fixed interleave policies (Fig. 6)")
+    fig.tight_layout()
+    path = os.path.join(out_dir, "lfs_tau_curve.png")
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def detector_report(task, cfg: ExperimentConfig, stages: list, out_dir: str) -> dict:
+    ckpt = stages[-1].checkpoint_path if stages else None
+    if not ckpt:
+        return {"metrics": {}, "table": "", "markdown": "", "artifacts": []}
+    c = cfg.lfs
+    model, val = load_detector(task, cfg, ckpt)
+    loader = torch.utils.data.DataLoader(val, batch_size=max(1, cfg.data.batch_size), collate_fn=val.collate_fn)
+    rows = evaluate_policies(model, loader, task.val_gt, fixed_policies(c.taus), score_threshold=c.score_threshold,
+                             nms_iou=c.nms_iou, max_detections=c.max_detections)
+    latency = latency_rows(model, val[0][0], c.tau)
+    costs = model.component_macs()
+    metrics = {f"tau{p.tau}_AP50" if p.tau not in (0, F1_ONLY_TAU) else p.name.replace(" ", "_") + "_AP50":
+               rows[p.name]["AP50"] for p in fixed_policies(c.taus)}
+    metrics.update({f"{mode}_{k}": v for mode, r in latency.items() for k, v in r.items()})
+    metrics.update({f"gmacs_{k}": v / 1e9 for k, v in costs.items()})
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, "lfs_report.json")
+    with open(path, "w") as f:
+        json.dump({"curve": rows, "latency_ms": latency, "component_gmacs": {k: v / 1e9 for k, v in costs.items()},
+                   "tau": c.tau}, f, indent=2)
+    lat_body = [[mode, f"{r['amortized_ms']:.1f}", f"{r['worst_ms']:.1f}", f"{r['p95_ms']:.1f}"] for mode, r in latency.items()]
+    lat_header = ["mode", "amortized ms", "worst ms", "p95 ms"]
+    n = int(next(iter(rows.values()))["videos"])
+    table = (f"Looking Fast and Slow, {n} val videos, every frame (Fig. 6)\n{curve_table(rows)}\n\n"
+             f"Per-frame latency at τ={c.tau}, one video, 1 thread per inference thread (Sec. 3.5)\n"
+             f"{format_table(lat_header, lat_body)}")
+    markdown = (f"### Fixed interleave policies\n\n{curve_table(rows, True)}\n\n### Latency at τ={c.tau}\n\n"
+                f"{format_table(lat_header, lat_body, True)}")
+    return {"metrics": metrics, "table": table, "markdown": markdown, "artifacts": [path, _plot(rows, out_dir)]}

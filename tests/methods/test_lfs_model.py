@@ -1,0 +1,221 @@
+"""Looking Fast and Slow: memory (Sec. 3.2), interleaved detector (Sec. 3.1), training schedule (Sec. 3.3)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dynvid.config import ExperimentConfig, apply_overrides
+from dynvid.methods.lfs import LFSTask, random_actions
+from dynvid.methods.lfs.data import collate, shifted_crops
+from dynvid.methods.lfs.memory import ConvLSTM, GroupedConvLSTM, conv_lstm_macs, grouped_lstm_macs
+from dynvid.methods.lfs.model import F0, F1, InterleavedDetector, fixed_schedule, load_extractor
+from dynvid.backbones.mobilenetv2 import MobileNetV2
+from dynvid.metrics.cost import CostMeter
+
+SMALL = dict(f0_size=64, f1_size=32, memory_input=32, state_channels=16, groups=4, num_levels=2)
+
+
+def small_detector(**kw) -> InterleavedDetector:
+    torch.manual_seed(0)
+    return InterleavedDetector(3, **{**SMALL, **kw}).eval()
+
+
+# ---- memory ---------------------------------------------------------------------------------
+
+def test_grouped_lstm_output_is_state_and_bottleneck_per_group():
+    torch.manual_seed(0)
+    cell = GroupedConvLSTM(8, state_channels=12, groups=4).eval()
+    x = torch.randn(2, 8, 3, 3)
+    state = (torch.randn(2, 12, 3, 3), torch.randn(2, 12, 3, 3))
+    out, (c, h) = cell(x, state)
+    assert out.shape == (2, 24, 3, 3)
+    s = 3
+    for g in range(4):  # M = [^1h, ^1b, ..., ^Gh, ^Gb]
+        assert torch.equal(out[:, 2 * s * g: 2 * s * g + s], h[:, s * g: s * (g + 1)])
+    b = out.view(2, 4, 2, s, 3, 3)[:, :, 1].reshape(2, 12, 3, 3)
+    assert (b >= 0).all() and (b <= 6).all()  # ReLU6 bottleneck
+
+
+def test_grouped_lstm_groups_do_not_see_each_others_state():
+    torch.manual_seed(0)
+    cell = GroupedConvLSTM(4, state_channels=8, groups=4).eval()
+    x = torch.randn(1, 4, 3, 3)
+    c0, h0 = torch.randn(1, 8, 3, 3), torch.randn(1, 8, 3, 3)
+    _, (c1, _) = cell(x, (c0, h0))
+    h_changed = h0.clone()
+    h_changed[:, 0:2] += 1.0  # group 0's slice only
+    _, (c2, _) = cell(x, (c0, h_changed))
+    assert not torch.allclose(c1[:, 0:2], c2[:, 0:2])
+    assert torch.allclose(c1[:, 2:], c2[:, 2:])
+
+
+def test_state_clipping():
+    cell = GroupedConvLSTM(4, state_channels=8, groups=2, clip=1.0).eval()
+    with torch.no_grad():
+        cell.gates.bias.fill_(20.0)  # gates saturate: c grows by ~6 per step
+    state = cell.init_state(1, 2, 2)
+    x = torch.ones(1, 4, 2, 2)
+    for _ in range(3):
+        _, state = cell(x, state)
+    assert state[0].abs().max() <= 1.0 + 1e-6
+    unclipped = GroupedConvLSTM(4, state_channels=8, groups=2, clip=None).eval()
+    unclipped.load_state_dict(cell.state_dict())
+    state = unclipped.init_state(1, 2, 2)
+    for _ in range(3):
+        _, state = unclipped(x, state)
+    assert state[0].max() > 6.0
+
+
+def test_grouped_lstm_cost_matches_formula_and_is_far_below_convlstm():
+    cin, S, G, g = 1024, 320, 4, 10  # Table 1: 1024-channel input, 640-channel output
+    cell = GroupedConvLSTM(cin, S, G)
+    with CostMeter(cell) as meter:
+        cell(torch.zeros(1, cin, g, g), cell.init_state(1, g, g))
+    assert meter.per_sample_macs.item() == grouped_lstm_macs(cin, S, G, g, g)
+    plain = ConvLSTM(cin, 2 * S)  # same input, same 640-channel output
+    with CostMeter(plain) as meter:
+        plain(torch.zeros(1, cin, g, g), plain.init_state(1, g, g))
+    assert meter.per_sample_macs.item() == conv_lstm_macs(cin, 2 * S, g, g)
+    assert grouped_lstm_macs(cin, S, G, g, g) * 8 < conv_lstm_macs(cin, 2 * S, g, g)
+    assert grouped_lstm_macs(cin, S, 4, g, g) < grouped_lstm_macs(cin, S, 1, g, g)  # groups cut the gate convs
+
+
+def test_grouped_lstm_rejects_bad_groups():
+    with pytest.raises(ValueError, match="groups=3 must divide state_channels=8"):
+        GroupedConvLSTM(4, 8, 3)
+
+
+# ---- detector -------------------------------------------------------------------------------
+
+def test_fixed_schedule():
+    assert fixed_schedule(7, 2).tolist() == [0, 1, 1, 0, 1, 1, 0]
+    assert fixed_schedule(3, 0).tolist() == [0, 0, 0]
+    with pytest.raises(ValueError):
+        fixed_schedule(3, -1)
+
+
+def test_f1_does_not_update_the_state():
+    m = small_detector()
+    frames = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        _, _, _, kept0, cand0 = m.step(frames, F0)
+        _, _, _, kept1, cand1 = m.step(torch.randn(1, 3, 64, 64), F1, kept0)
+        _, _, _, kept2, _ = m.step(torch.randn(1, 3, 64, 64), F0, kept1)
+    assert torch.equal(kept1[0], kept0[0]) and torch.equal(kept1[1], kept0[1])
+    assert not torch.equal(cand1[1], kept0[1])  # the memory did compute a new state for f1's output
+    assert not torch.equal(kept2[0], kept0[0])  # f0 writes it
+    ablation = small_detector(skip_f1_update=False)
+    ablation.load_state_dict(m.state_dict())
+    with torch.no_grad():
+        _, _, _, kept, cand = ablation.step(torch.randn(1, 3, 64, 64), F1, kept0)
+    assert torch.equal(kept[0], cand[0])
+
+
+def test_mixed_batch_runs_each_extractor_only_on_its_rows():
+    m = small_detector()
+    calls = {0: [], 1: []}
+    for i in (0, 1):
+        m.extractors[i].register_forward_hook(lambda mod, inp, out, i=i: calls[i].append(inp[0].shape[0]))
+    frames = torch.randn(3, 3, 64, 64)
+    actions = torch.tensor([F1, F0, F1])
+    with torch.no_grad():
+        x = m.extract(frames, actions)
+        alone0 = m.extract(frames[1:2], torch.tensor([F0]))
+        alone1 = m.extract(frames[2:3], torch.tensor([F1]))
+    assert calls[0] == [1, 1] and calls[1] == [2, 1]
+    assert torch.allclose(x[1:2], alone0, atol=1e-6) and torch.allclose(x[2:3], alone1, atol=1e-6)
+    assert x.shape[-2:] == (2, 2)  # f0 at 64 (stride 32) and f1 at 32 (stride 16) align
+
+
+def test_unrolled_forward_and_gradients_reach_both_extractors():
+    m = small_detector().train()
+    frames = torch.randn(2, 4, 3, 64, 64)
+    cls, box, anchors = m(frames, torch.tensor([F0, F1, F0, F1]))
+    assert cls.shape[:2] == (2, 4) and cls.shape[-1] == 3 and box.shape[-1] == 4
+    assert anchors.shape == (cls.shape[2], 4)
+    (cls.sum() + box.sum()).backward()
+    for i in (0, 1):
+        assert m.extractors[i][0][0].weight.grad.abs().sum() > 0
+        assert m.projections[i][0].weight.grad.abs().sum() > 0
+
+
+def test_frame_cost_is_the_path_that_ran():
+    m = small_detector()
+    costs = m.component_macs()
+    assert costs["f0"] > 5 * costs["f1"] > 0
+    with CostMeter(m) as meter, torch.no_grad():
+        m.step(torch.randn(1, 3, 64, 64), F1)
+    assert meter.per_sample_macs.item() == pytest.approx(costs["f1"] + costs["memory"] + costs["head"])
+    macs = m.frame_macs(fixed_schedule(10, 4), costs)
+    assert macs.sum().item() == pytest.approx(2 * costs["f0"] + 8 * costs["f1"] + 10 * (costs["memory"] + costs["head"]))
+
+
+def test_paper_sizes_align_and_extractors_load_torchvision_keys():
+    m = InterleavedDetector(3)  # f0 1.4 @ 320, f1 0.35 @ 160 (last stride removed)
+    assert m.grid == 10
+    ref = MobileNetV2(width_mult=0.35, last_stride=1)
+    missing, unexpected = load_extractor(m.extractors[1], ref.state_dict())
+    assert not missing and not unexpected
+    assert torch.equal(m.extractors[1][3].conv[0][0].weight, ref.features[3].conv[0][0].weight)
+    with pytest.raises(ValueError, match="twice f1_size"):
+        InterleavedDetector(3, f0_size=320, f1_size=128)
+
+
+# ---- training (Sec. 3.3) ----------------------------------------------------------------------
+
+def test_random_actions_start_with_f0():
+    g = torch.Generator().manual_seed(0)
+    seqs = torch.stack([random_actions(6, g) for _ in range(400)])
+    assert (seqs[:, 0] == F0).all()
+    assert 0.4 < seqs[:, 1:].float().mean() < 0.6
+
+
+def test_shifted_crops_move_boxes_with_the_crop():
+    image = torch.zeros(3, 40, 40)
+    image[:, 10:20, 10:20] = 1.0
+    boxes = torch.tensor([[10.0, 10.0, 20.0, 20.0]])
+    frames, out_boxes, labels = shifted_crops(image, boxes, torch.tensor([2]), 6, torch.Generator().manual_seed(3))
+    assert frames.shape == (6, 3, 40, 40)
+    for f, b in zip(frames, out_boxes):
+        x0, y0, x1, y1 = b[0].tolist()
+        inside = f[0, int(y0) + 1:int(y1) - 1, int(x0) + 1:int(x1) - 1]
+        assert inside.mean() > 0.9  # the box still covers the square
+    assert any(not torch.allclose(out_boxes[0], b) for b in out_boxes[1:])  # the crop moved
+    assert all(int(lab[0]) == 2 for lab in labels)
+
+
+def _task(*extra):
+    cfg = apply_overrides(ExperimentConfig(), ["data.dataset=synthetic:detection", "data.synthetic_height=64",
+                                                "data.synthetic_width=64", "data.synthetic_frames=8",
+                                                "data.synthetic_train_videos=4", "data.synthetic_val_videos=2",
+                                                "lfs.f0_size=64", "lfs.f1_size=32", "lfs.memory_input=32",
+                                                "lfs.state_channels=16", "lfs.num_levels=2", "lfs.unroll=3",
+                                                "lfs.image_fraction=0.5", *extra])
+    return LFSTask(cfg), cfg
+
+
+def test_task_training_step_and_evaluation():
+    task, cfg = _task()
+    stage = task.stages[0]
+    train, val = task.datasets(stage.config(cfg), stage)
+    model = task.build_model(cfg, train.num_classes)
+    frames, targets = collate([train[0], train[1]])
+    assert frames.shape == (2, 3, 3, 64, 64) and len(targets) == 2
+    loss, logs = task.training_step(model, (frames, targets), stage)
+    loss.backward()
+    assert torch.isfinite(loss) and logs["cls_loss"] > 0 and logs["loc_loss"] > 0
+    loader = torch.utils.data.DataLoader(val, batch_size=2, collate_fn=collate)
+    metrics = task.evaluate(model, loader, stage)
+    assert metrics["num_samples"] == 2 and 0 <= metrics["AP50"] <= 1
+    assert metrics["f0_fraction"] == pytest.approx(1 / 8)  # τ = 9 on 8 frames: f0 on frame 0 only
+    costs = model.component_macs()
+    assert metrics["gflops_avg"] * 1e9 == pytest.approx(
+        (costs["f0"] + 7 * costs["f1"]) / 8 + costs["memory"] + costs["head"])
+
+
+def test_task_config_errors():
+    with pytest.raises(ValueError, match="twice lfs.f1_size"):
+        _task("lfs.f1_size=48")
+    with pytest.raises(ValueError, match="image_fraction"):
+        _task("lfs.image_fraction=1.5")
