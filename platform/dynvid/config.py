@@ -336,6 +336,33 @@ class LFSConfig:
     """Speed reward γ of Eq. 2 for the adaptive policy (Sec. 4.3 sweeps 0.1–1.5)."""
     history: int = 20
     """Length of the action history η in the policy's observation (Eq. 1: 20)."""
+    policy_videos: int | None = 64
+    """Training videos the policy's environment samples episodes from (their extractor
+    features are cached by each env runner); None = the whole train split."""
+    episode_len: int = 24
+    """Frames per policy-training episode (Algorithm 1 samples ``I_1 … I_k``)."""
+    dqn_iterations: int = 20
+    """RLlib DQN training iterations (each samples ``dqn_steps_per_iteration`` env steps)."""
+    dqn_steps_per_iteration: int = 1000
+    """Env steps sampled per iteration, at least."""
+    dqn_env_runners: int = 2
+    """RLlib env runners sampling in parallel (Ray actors)."""
+    dqn_cpus_per_runner: float = 0.5
+    """CPUs each env runner reserves."""
+    dqn_lr: float = 5e-4
+    """Adam learning rate of the Q-network."""
+    dqn_discount: float = 0.9
+    """Discount of the Q-learning target (the paper does not give it; ≈10-frame horizon)."""
+    dqn_epsilon_steps: int = 10000
+    """Env steps over which ε decays linearly from 1 to 0.05."""
+    dqn_replay_capacity: int = 20000
+    """Replay buffer size in env steps (an observation is 4·S·g² + 20 floats)."""
+    dqn_batch_size: int = 32
+    """Transitions per DQN update."""
+    dqn_target_update: int = 500
+    """Env steps between target-network syncs (double Q, [34])."""
+    dqn_learning_starts: int = 1000
+    """Env steps collected before the first update."""
 
 
 @dataclass

@@ -10,6 +10,11 @@
   The trial driver reserves no CPU (only a little memory): the CPUs belong to its Ray Train
   workers, and ``max_concurrent_trials`` is fitted to how many trials' workers the cluster
   holds at once.
+- **policy sweeps** (``kind: policy``): each trial trains a method's learned policy (Looking
+  Fast and Slow's DQN interleaving policy, with RLlib) on one frozen checkpoint through the
+  Task's ``train_policy`` hook, with the trial's knobs (the speed reward γ), and reports the
+  policy's evaluation. The trial reserves ``cpus_per_trial`` for the learner; its env
+  runners are Ray actors with their own CPUs, counted in the concurrency.
 - **inference sweeps** (``kind: inference``): knobs that act only at test time (the
   method's ``inference_knobs``) are swept over one trained checkpoint — a folder, an
   ``s3://`` URI or ``models:/NAME@ALIAS`` — without retraining; each trial loads it,
@@ -112,6 +117,11 @@ def fitted_concurrency(spec: SweepSpec, cfg: ExperimentConfig, cluster: dict[str
     cpus = cluster.get("CPU", 1.0)
     if spec.kind == "inference":
         return max(1, int(cpus // spec.budget.cpus_per_trial))
+    if spec.kind == "policy":
+        from dynvid.engine.task import get_task
+
+        runners = get_task(spec.method, cfg).policy_runner_cpus(cfg)
+        return max(1, int(cpus // (spec.budget.cpus_per_trial + runners)))
     t = cfg.train
     fits = int(cpus // (t.num_workers * t.cpus_per_worker)) if t.cpus_per_worker > 0 else 1
     if t.use_gpu:
@@ -197,6 +207,35 @@ def _inference_trial(config: dict, context: dict) -> None:
     tune.report(metrics)
 
 
+def _policy_trial(config: dict, context: dict) -> None:
+    """One policy trial: a learned policy trained on the frozen checkpoint with this trial's
+    knobs (``Task.train_policy``), evaluated once, reported."""
+    from ray import tune
+
+    from dynvid.engine import tracking
+    from dynvid.engine.task import get_task
+
+    spec: SweepSpec = context["spec"]
+    trial_id = tune.get_context().get_trial_id()
+    knobs = dict(config["knobs"])
+    torch.set_num_threads(max(1, int(spec.budget.cpus_per_trial)))
+    cfg = from_dict(ExperimentConfig, context["config"], where="sweep config")
+    cfg = apply_overrides(cfg, _knob_overrides(knobs))
+    print(f"[dynvid] sweep {spec.name} trial {trial_id}: {knobs}", flush=True)
+    t0 = time.perf_counter()
+    out_dir = f"{context['path']}/policies/{trial_id}"
+    metrics = get_task(spec.method, cfg).train_policy(cfg, spec.init_from, out_dir, context.get("tracking_uri"))
+    metrics["train_time_s"] = time.perf_counter() - t0
+    uri = context.get("tracking_uri")
+    if uri:
+        experiment = context["config"]["train"]["mlflow_experiment"]
+        run_id = tracking.open_trial_run(uri, experiment, f"{spec.name}_{trial_id}",
+                                         {**knobs, "checkpoint": spec.init_from},
+                                         _trial_tags(spec, trial_id, knobs), context["parent_run_id"])
+        tracking.finish_job_run(uri, run_id, {k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+    tune.report({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+
+
 def evaluate_checkpoint(task, model, cfg: ExperimentConfig, stage, need_test: bool = False) -> dict:
     """``val_*`` metrics (clip-1, GFLOPs avg/min/max from the cost meter) of ``model`` on the
     config's val split, and ``test_*`` (K-LeftCenterRight video-1/5) when ``need_test``."""
@@ -204,8 +243,11 @@ def evaluate_checkpoint(task, model, cfg: ExperimentConfig, stage, need_test: bo
     from dynvid.engine.ingest import localize_dataset
 
     d = localize_dataset(cfg.data)  # an s3:// dataset reads from this node's mirror
-    val = build_clip_dataset(d, d.val_split, "val", seed=cfg.train.seed)
-    loader = torch.utils.data.DataLoader(val, batch_size=d.batch_size)
+    if hasattr(task, "eval_dataset"):  # the method's own validation data (e.g. detection videos)
+        val = task.eval_dataset(dataclasses.replace(cfg, data=d))
+    else:
+        val = build_clip_dataset(d, d.val_split, "val", seed=cfg.train.seed)
+    loader = torch.utils.data.DataLoader(val, batch_size=d.batch_size, collate_fn=getattr(val, "collate_fn", None))
     metrics = {f"val_{k}": v for k, v in task.evaluate(model, loader, stage).items()}
     if need_test:
         test = build_test_dataset(d, cfg.train.test_videos, seed=cfg.train.seed)
@@ -231,14 +273,17 @@ def load_for_inference(uri: str, overrides: list[str], tracking_uri: str | None 
 
         module, saved = load_registered_with_config(tracking_uri, uri)
         state, config, method, stage_name = module.state_dict(), saved["config"], saved["method"], saved["stage"]
+        num_classes = None
     else:
         ckpt = load_checkpoint(fetch_checkpoint(uri))
         state, config = ckpt["model"], ckpt["config"]
         method, stage_name = ckpt["metadata"]["method"], ckpt["metadata"]["stage"]
+        num_classes = ckpt["metadata"].get("metrics", {}).get("num_classes")
     cfg = apply_overrides(from_dict(ExperimentConfig, config, where=f"{uri} config"), overrides)
     task = get_task(method, cfg)
     stage = next((s for s in task.stages if s.name == stage_name), task.stages[-1])
-    num_classes = _num_classes(state)
+    if not num_classes:
+        num_classes = task.num_classes_from_state(state) if hasattr(task, "num_classes_from_state") else _num_classes(state)
     model = task.build_model(cfg, num_classes, stage)
     model.load_state_dict(state)
     return model.eval(), cfg, stage.name
@@ -310,9 +355,12 @@ def run_sweep(spec: SweepSpec, storage_path: str | None = None, tracking_uri: st
             spec = _shared_prefix(spec, cfg)
         concurrency = fitted_concurrency(spec, cfg, cluster)
         # the validated spec itself (a plain dataclass, pickled once by with_parameters)
-        context = {"spec": spec, "config": to_dict(cfg), "tracking_uri": uri, "parent_run_id": parent}
+        context = {"spec": spec, "config": to_dict(cfg), "tracking_uri": uri, "parent_run_id": parent, "path": path}
         if spec.kind == "training":
             trainable = tune.with_resources(tune.with_parameters(_training_trial, context=context), DRIVER_RESOURCES)
+        elif spec.kind == "policy":
+            trainable = tune.with_resources(tune.with_parameters(_policy_trial, context=context),
+                                            {"CPU": spec.budget.cpus_per_trial})
         else:
             trainable = tune.with_resources(tune.with_parameters(_inference_trial, context=context),
                                             {"CPU": spec.budget.cpus_per_trial})

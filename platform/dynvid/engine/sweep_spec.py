@@ -6,6 +6,7 @@ Pareto front the sweep reports, and the budget. Every error names the file and t
     name: vared_efficiency            # sweep name: run folder, MLflow parent run
     method: vared                     # a dynvid method (dynvid.engine.task.TASKS)
     kind: training                    # training (each trial trains) | inference (one checkpoint)
+                                      # | policy (each trial trains a learned policy on one checkpoint)
     preset: embedded                  # optional: the method's named base config (training)
     overrides:                        # optional: dotted config keys for every trial
       data.synthetic_val_videos: 240
@@ -32,7 +33,10 @@ Pareto front the sweep reports, and the budget. Every error names the file and t
 
 Whether knobs need retraining is the ``kind``: an inference sweep may only sweep knobs that
 leave the checkpoint's weights valid, which the method declares
-(``Task.inference_knobs``); anything else is refused with the list of valid ones.
+(``Task.inference_knobs``); anything else is refused with the list of valid ones. A policy
+sweep (Looking Fast and Slow's DQN interleaving policy) trains, per trial, a policy on top
+of one frozen checkpoint (``init_from``) through the method's ``train_policy`` hook, and may
+only sweep the method's ``policy_knobs`` (e.g. the speed reward γ).
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ from dynvid.config import ConfigError, ExperimentConfig, apply_overrides, read_y
 
 __all__ = ["SweepSpec", "Budget", "load_spec", "spec_from_dict", "knob_values", "DISTRIBUTIONS"]
 
-KINDS = ("training", "inference")
+KINDS = ("training", "inference", "policy")
 SEARCHES = ("grid", "random", "optuna")
 DISTRIBUTIONS = {"grid": None, "choice": None, "uniform": 2, "loguniform": 2, "randint": 2, "quniform": 3}
 _TOP_KEYS = ("name", "method", "kind", "preset", "overrides", "stages", "init_from", "knobs", "objectives", "search",
@@ -213,7 +217,7 @@ def spec_from_dict(data: dict, source: str = "<dict>") -> SweepSpec:
             raise _err(f"{source}: objectives.{late[0]}", "is measured after the last epoch only; optuna and ASHA "
                        "need an objective every epoch reports (val_*)")
     stage_names = [s.name for s in task.stages]
-    if spec.stages is not None:
+    if spec.stages is not None and kind != "policy":
         if kind == "inference":
             raise _err(f"{source}: stages", "an inference sweep trains nothing; remove 'stages'")
         if not isinstance(spec.stages, list) or not spec.stages:
@@ -223,6 +227,21 @@ def spec_from_dict(data: dict, source: str = "<dict>") -> SweepSpec:
                 raise _err(f"{source}: stages", f"{method} has no stage {s!r}; valid: {', '.join(stage_names)}")
         if spec.stages != [s for s in stage_names if s in spec.stages]:
             raise _err(f"{source}: stages", f"stages must keep the method's order: {', '.join(stage_names)}")
+    if kind == "policy":
+        if not hasattr(task, "train_policy"):
+            raise _err(f"{source}: kind", f"{method} has no learned policy to train; valid kinds for it: "
+                       "training, inference")
+        if not spec.init_from:
+            raise _err(f"{source}: init_from", "a policy sweep trains on a frozen checkpoint: give it "
+                       "(a folder, s3://… or models:/NAME@ALIAS)")
+        if spec.stages is not None:
+            raise _err(f"{source}: stages", "a policy sweep trains no model stage; remove 'stages'")
+        allowed = tuple(getattr(task, "policy_knobs", ()))
+        for key in spec.knobs:
+            if key not in allowed:
+                raise _err(f"{source}: knobs.{key}", f"is not a policy knob of {method}; valid: {', '.join(allowed)}")
+        if budget.asha is not None:
+            raise _err(f"{source}: budget.asha", "a policy sweep reports once per trial; ASHA has nothing to stop")
     if kind == "inference":
         if not spec.init_from:
             raise _err(f"{source}: init_from", "an inference sweep needs the checkpoint to evaluate "

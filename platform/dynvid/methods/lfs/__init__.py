@@ -29,6 +29,8 @@ mAP-vs-τ curve (Fig. 6) and the async vs sync latency.
 
 from __future__ import annotations
 
+import os
+
 import torch
 from torch import nn
 
@@ -116,6 +118,18 @@ class LFSTask:
         self.val_gt = val.source.to_coco_gt(c.eval_frames)
         return train, val
 
+    def eval_dataset(self, cfg: ExperimentConfig):
+        """The validation videos alone (inference sweeps over ``lfs.tau`` / ``lfs.policy``)."""
+        stage = self.stages[-1]
+        return self.datasets(stage.config(cfg), stage)[1]
+
+    @staticmethod
+    def num_classes_from_state(state: dict) -> int:
+        """Object classes of a detector state dict (the shared predictor's class conv)."""
+        from dynvid.detection.anchors import anchors_per_cell
+
+        return int(state["head.predictor.cls.1.bias"].shape[0]) // anchors_per_cell()
+
     # ---- training ---------------------------------------------------------------------------
 
     def training_step(self, model: nn.Module, batch, stage: Stage):
@@ -164,6 +178,36 @@ class LFSTask:
                               nms_iou=c.nms_iou, max_detections=c.max_detections)[policy.name]
         return {"AP50": r["AP50"], "AP": r["AP"], "f0_fraction": r["f0_fraction"],
                 "gflops_avg": r["gmacs_per_frame"], "num_samples": r["videos"]}
+
+    # ---- the adaptive policy (Sec. 3.4) --------------------------------------------------------
+
+    #: knobs a policy sweep (``kind: policy``) may vary: each trial trains a DQN policy
+    policy_knobs = ("lfs.gamma", "lfs.dqn_iterations", "lfs.dqn_lr", "lfs.dqn_discount", "lfs.episode_len",
+                    "lfs.dqn_epsilon_steps", "train.seed")
+
+    def policy_runner_cpus(self, cfg: ExperimentConfig) -> float:
+        """CPUs the policy training's env runners reserve (besides the trial's own)."""
+        return cfg.lfs.dqn_env_runners * cfg.lfs.dqn_cpus_per_runner
+
+    def train_policy(self, cfg: ExperimentConfig, detector: str, out_dir: str, tracking_uri: str | None = None) -> dict:
+        """Engine hook of policy sweeps: train, export and evaluate the DQN policy on the
+        detector ``detector`` (a checkpoint folder, ``s3://`` URI or ``models:/NAME@ALIAS``);
+        see :mod:`.adaptive`."""
+        from dynvid.methods.lfs.adaptive import train_adaptive_policy
+
+        if detector.startswith("models:/"):  # a registered detector: written out as a checkpoint first
+            from dynvid.engine.checkpoint import save_checkpoint
+            from dynvid.engine.registry import load_registered_with_config
+
+            module, info = load_registered_with_config(tracking_uri, detector)
+            local = os.path.join(out_dir, "detector")
+            save_checkpoint(local, module, config=info["config"],
+                            metadata={"method": "lfs", "stage": info["stage"], "source": detector, "epoch": 0})
+            detector = local
+        self.cfg = cfg
+        metrics = train_adaptive_policy(self, cfg, detector, out_dir)
+        metrics.pop("fixed_rows")
+        return metrics
 
     def report(self, cfg: ExperimentConfig, stages: list, out_dir: str) -> dict:
         """The mAP-vs-τ curve (Fig. 6) with f0-only and f1-only ends, and sync vs async latency."""

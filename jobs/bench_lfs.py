@@ -1,0 +1,114 @@
+"""Benchmark: Looking Fast and Slow — fixed vs learned interleave policies, sync vs async latency.
+
+    python jobs/bench_lfs.py [--smoke-test] [--out FILE.json] [--detector CKPT] [--gamma 0.4 0.2 0.1]
+                             [--set key=value ...]
+
+On the embedded synthetic detection scenes with fixed seeds and the detector job's laptop
+configuration (``jobs/lfs_interleaved.py``; pass ``--detector`` or that job's
+``train.storage_path`` with ``--set`` to measure a finished detector, which is then found
+done and not retrained): mAP@0.5 and fraction of f0 runs over every val frame for f0 only,
+fixed τ ∈ {1, 4, 9, 19} and f1 only (Fig. 6), then one DQN policy per γ trained with RLlib
+on the frozen detector and evaluated the same way (Fig. 7), and the per-frame latency of
+the synchronous and asynchronous detector at τ = 9 on one val video (Sec. 3.5; one
+intra-op thread per inference thread).
+
+Targets (issue "Looking Fast and Slow"): for each γ, the learned policy's mAP@0.5 is at
+least the fixed policies' mAP at the same fraction of f0 runs (linear between the
+neighbouring τ); asynchronous worst-case latency below synchronous worst-case latency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from dynvid.config import ExperimentConfig, apply_overrides
+from dynvid.methods.lfs.presets import EMBEDDED, SMOKE
+
+BENCH = ["train.mlflow_tracking_uri=null", "train.log_every=20", "lfs.taus=[1, 4, 9, 19]"]
+POLICY_SMOKE = ["lfs.dqn_iterations=2", "lfs.dqn_steps_per_iteration=50", "lfs.dqn_learning_starts=20",
+                "lfs.dqn_epsilon_steps=100", "lfs.dqn_target_update=20", "lfs.episode_len=6",
+                "lfs.policy_videos=4", "lfs.dqn_replay_capacity=500"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--smoke-test", action="store_true")
+    p.add_argument("--out")
+    p.add_argument("--detector", metavar="CKPT", help="a trained detector checkpoint (default: train it)")
+    p.add_argument("--gamma", type=float, nargs="+", default=[0.4, 0.2, 0.1], help="speed rewards γ (Eq. 2)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    args = p.parse_args(argv)
+    from dynvid.engine.trainer import fit
+    from dynvid.methods.lfs import LFSTask
+    from dynvid.methods.lfs.adaptive import train_adaptive_policy
+    from dynvid.methods.lfs.evaluation import evaluate_policies
+    from dynvid.methods.lfs.report import curve_table, fixed_policies, latency_rows, load_detector
+
+    torch.set_num_threads(2)
+    with tempfile.TemporaryDirectory(prefix="bench-lfs-") as tmp:
+        smoke = (SMOKE + POLICY_SMOKE + ["lfs.taus=[1, 4]"]) if args.smoke_test else []
+        base = EMBEDDED + BENCH + smoke + [f"train.storage_path={tmp}"]
+        cfg = apply_overrides(ExperimentConfig(), base + args.overrides)
+        detector = args.detector
+        if detector is None:
+            result = fit(cfg, method="lfs", register=False, report=False)
+            detector = result.stages[-1].checkpoint_path
+        task = LFSTask(cfg)
+        model, val = load_detector(task, cfg, detector)
+        c = cfg.lfs
+        post = dict(score_threshold=c.score_threshold, nms_iou=c.nms_iou, max_detections=c.max_detections)
+        loader = torch.utils.data.DataLoader(val, batch_size=cfg.data.batch_size, collate_fn=val.collate_fn)
+        fixed = evaluate_policies(model, loader, task.val_gt, fixed_policies(c.taus), **post)
+        print(f"\nfixed policies\n{curve_table(fixed)}", flush=True)
+        learned, rows = {}, []
+        for gamma in args.gamma:
+            g_cfg = apply_overrides(cfg, [f"lfs.gamma={gamma}"])
+            m = train_adaptive_policy(LFSTask(g_cfg), g_cfg, detector, os.path.join(tmp, f"policy-{gamma:g}"),
+                                      fixed_rows=fixed)
+            m.pop("fixed_rows")
+            m["policy"] = os.path.basename(m["policy"])
+            rows.append(m)
+            learned[f"learned γ={gamma:g}"] = {"AP50": m["val_AP50"], "AP": m["val_AP"],
+                                                "f0_fraction": m["val_f0_fraction"], "gmacs_per_frame": m["val_gflops_avg"]}
+        latency = latency_rows(model, val[0][0], c.tau, repeats=1 if args.smoke_test else 3)
+        costs = {k: v / 1e9 for k, v in model.component_macs().items()}
+
+    print(f"\nLooking Fast and Slow benchmark: f0 MobileNetV2 {c.f0_width:g}@{c.f0_size}, f1 {c.f1_width:g}@{c.f1_size}, "
+          f"{int(next(iter(fixed.values()))['videos'])} val videos, every frame")
+    print(curve_table({**fixed, **learned}))
+    print(f"\nlatency at τ={c.tau} (ms): sync amortized {latency['sync']['amortized_ms']:.1f} worst "
+          f"{latency['sync']['worst_ms']:.1f}; async amortized {latency['async']['amortized_ms']:.1f} worst "
+          f"{latency['async']['worst_ms']:.1f}")
+    targets = []
+    for m in rows:
+        targets.append({"name": f"AP50_learned_minus_fixed_gamma{m['gamma']:g}", "value": m["AP50_gain_vs_fixed"],
+                        "target": 0.0, "direction": "max", "met": m["AP50_gain_vs_fixed"] >= 0.0})
+        print(f"γ={m['gamma']:g}: learned {m['val_AP50']:.4f} vs fixed {m['fixed_AP50_at_f0']:.4f} at "
+              f"{m['val_f0_fraction']:.3f} f0 runs -> {'met' if m['AP50_gain_vs_fixed'] >= 0 else 'MISSED'}")
+    worst_ratio = latency["async"]["worst_ms"] / latency["sync"]["worst_ms"]
+    targets.append({"name": "async_over_sync_worst_latency", "value": worst_ratio, "target": 1.0, "direction": "min",
+                    "met": worst_ratio < 1.0})
+    out = {
+        "benchmark": "lfs",
+        "config": {"f0": [c.f0_width, c.f0_size], "f1": [c.f1_width, c.f1_size], "memory_input": c.memory_input,
+                   "state_channels": c.state_channels, "groups": c.groups, "taus": list(c.taus), "gammas": args.gamma,
+                   "dqn_iterations": c.dqn_iterations, "dqn_steps_per_iteration": c.dqn_steps_per_iteration,
+                   "episode_len": c.episode_len, "seed": cfg.train.seed, "smoke_test": args.smoke_test,
+                   "detector": str(detector) if args.detector else "trained by the benchmark"},
+        "results": {"fixed": fixed, "learned": rows, "latency_ms": latency, "component_gmacs": costs},
+        "targets": targets,
+    }
+    if args.out:
+        Path(args.out).write_text(json.dumps(out, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""Looking Fast and Slow, policy job: the adaptive interleaving policy trained with RLlib DQN.
+
+    ray job submit --working-dir . -- python jobs/lfs_policy_dqn.py [--detector CKPT] [--gamma 0.2 ...]
+                                                                   [--config FILE] [--set key=value ...]
+
+Algorithm 1 of Liu et al. (Sec. 3.4): the frozen interleaved detector runs in a gymnasium
+environment on RLlib's env runners (observation Eq. 1: the LSTM state, its change and the
+20-step action history; reward Eq. 2: the detection-loss gap to the best extractor plus γ
+when f1 runs), and RLlib's Double DQN with experience replay trains the Q-network of
+Fig. 4. The trained module is exported to a plain torch file and evaluated inside the
+detector without RLlib: mAP@0.5 and fraction of f0 runs on every validation frame, next to
+the fixed policies (τ ∈ ``lfs.taus``) and against them at the same fraction of f0 runs
+(Fig. 7). Each γ is one MLflow run; the table and the exported policies are logged.
+
+``--detector`` takes a checkpoint of ``jobs/lfs_interleaved.py`` (folder or s3:// URI);
+without it the job first runs that job's training with the same config (a finished run is
+found and reused, not retrained). Use a policy in evaluation with ``--set lfs.policy=FILE``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from dynvid.config import ConfigError, ExperimentConfig, apply_overrides, load_config
+from dynvid.data.errors import DatasetError
+from dynvid.methods.lfs.presets import EMBEDDED, PAPER, SMOKE
+
+POLICY_SMOKE = ["lfs.dqn_iterations=2", "lfs.dqn_steps_per_iteration=50", "lfs.dqn_learning_starts=20",
+                "lfs.dqn_epsilon_steps=100", "lfs.dqn_target_update=20", "lfs.episode_len=6",
+                "lfs.policy_videos=4", "lfs.dqn_replay_capacity=500"]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", help="YAML config file (sections: data, model, optim, train, lfs)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set lfs.dqn_iterations=40 (repeatable)")
+    p.add_argument("--data", metavar="SPEC", help="dataset: coco-vid:/path (default: the embedded synthetic scenes)")
+    p.add_argument("--detector", metavar="CKPT", help="detector checkpoint (default: train or reuse it first)")
+    p.add_argument("--gamma", type=float, nargs="+", help="speed rewards γ of Eq. 2, one policy each "
+                   "(default: lfs.gamma)")
+    p.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI (default: sqlite:///runs/mlflow.db)")
+    p.add_argument("--smoke-test", action="store_true", help="tiny budget: checks the job end to end")
+    p.add_argument("--out", help="write the results as JSON to this file")
+    return p.parse_args(argv)
+
+
+def build_config(args: argparse.Namespace) -> ExperimentConfig:
+    defaults = list(EMBEDDED) + (PAPER + [f"data.dataset={args.data}"] if args.data else [])
+    defaults += (SMOKE + POLICY_SMOKE) if args.smoke_test else []
+    base = apply_overrides(ExperimentConfig(), defaults)
+    overrides = args.overrides + ([f"train.mlflow_tracking_uri={args.tracking_uri}"] if args.tracking_uri else [])
+    return load_config(ExperimentConfig, args.config, overrides, base=base)
+
+
+def run(cfg: ExperimentConfig, detector: str | None, gammas: list[float], say=print) -> dict:
+    """Train one policy per γ on ``detector`` (trained first when None); returns the rows."""
+    from dynvid.config import to_dict
+    from dynvid.engine import tracking
+    from dynvid.engine.trainer import fit
+    from dynvid.methods.lfs import LFSTask
+    from dynvid.methods.lfs.adaptive import train_adaptive_policy
+    from dynvid.methods.lfs.report import curve_table
+
+    if detector is None:
+        result = fit(cfg, method="lfs", register=False)
+        detector = result.stages[-1].checkpoint_path
+    storage = cfg.train.storage_path
+    uri = tracking.resolve_tracking_uri(cfg.train.mlflow_tracking_uri) if cfg.train.mlflow_tracking_uri else None
+    rows, fixed, learned = [], None, {}
+    for gamma in gammas:
+        g_cfg = apply_overrides(cfg, [f"lfs.gamma={gamma}"])
+        name = f"{g_cfg.run_name('lfs')}-policy-gamma{gamma:g}"
+        out_dir = os.path.join(os.path.abspath(storage), name)
+        task = LFSTask(g_cfg)
+        m = train_adaptive_policy(task, g_cfg, detector, out_dir, progress=say, fixed_rows=fixed)
+        fixed = m.pop("fixed_rows")
+        learned[f"learned γ={gamma:g}"] = {"AP50": m["val_AP50"], "AP": m["val_AP"],
+                                            "f0_fraction": m["val_f0_fraction"],
+                                            "gmacs_per_frame": m["val_gflops_avg"]}
+        rows.append(m)
+        if uri:
+            run_id = tracking.start_job_run(uri, cfg.train.mlflow_experiment, name,
+                                            {"method": "lfs", "stage": "policy", "detector": detector, **to_dict(g_cfg)})
+            tracking.finish_job_run(uri, run_id, {k: v for k, v in m.items() if isinstance(v, (int, float))},
+                                    artifacts=[m["policy"], os.path.join(out_dir, "policy_report.json")])
+    table = curve_table({**fixed, **learned})
+    say(f"\n[dynvid] Looking Fast and Slow policies (every val frame)\n{table}")
+    for m in rows:
+        verdict = "≥" if m["AP50_gain_vs_fixed"] >= 0 else "<"
+        say(f"[dynvid] γ={m['gamma']:g}: learned {m['val_AP50']:.4f} {verdict} fixed {m['fixed_AP50_at_f0']:.4f} "
+            f"at {m['val_f0_fraction']:.3f} f0 runs; policy {m['policy']}")
+    return {"detector": detector, "fixed": fixed, "learned": rows, "table": table}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from dynvid.engine.storage import StorageError
+    from dynvid.engine.tracking import TrackingError
+
+    try:
+        cfg = build_config(args)
+        out = run(cfg, args.detector, args.gamma or [cfg.lfs.gamma])
+    except (ConfigError, StorageError, TrackingError, DatasetError, ValueError) as exc:  # bad input: one line
+        print(f"lfs_policy_dqn: error: {exc}", file=sys.stderr)
+        return 2
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(out, f, indent=2, default=str)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,193 @@
+"""The interleaving environment of Looking Fast and Slow's adaptive policy (Sec. 3.4, Algorithm 1).
+
+A gymnasium environment around a frozen interleaved detector on videos:
+
+- **Action** ``a ∈ {0, 1}``: the extractor to run on the next frame (``Discrete(2)``).
+- **Observation** ``S_t = (c_t, h_t, c_t − c_{t−1}, h_t − h_{t−1}, η_t)`` (Eq. 1), flat, in
+  the layout of :func:`~dynvid.methods.lfs.policy.make_observation`. ``(c_t, h_t)`` is the
+  memory's output state for the extractor that ran (Algorithm 1, ``s_t ← s_t^{a_t}``);
+  ``η_t[k−1] = 1`` if f1 ran ``k`` steps ago (length 20).
+- **Reward** (Eq. 2): ``R(a) = min_i L(D^i) − L(D^a) + γ·[a = 1]`` where ``L(D^i)`` is the
+  detection loss (the training loss: classification + localisation) of the detections
+  from extractor ``i`` on the current frame. As in Algorithm 1 every extractor runs on
+  every frame during policy training, from the same previous state.
+
+An episode is ``episode_len`` consecutive frames of a random video; frame 0 runs f0
+(``a_0 = 0``) inside :meth:`reset`. The carried memory follows the detector's rule (no
+state update under f1). Each extractor's features of a video's frames are computed once
+(they do not depend on the state) and cached, so a step costs two memory and head
+evaluations.
+
+Choices: rewards use the per-frame SSD loss (summed classification and localisation,
+normalized by the positives), the same quantity the detector was trained on; the env
+runs with one intra-op thread so several env runners share a machine.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from dynvid.detection.losses import detection_loss
+from dynvid.methods.lfs.evaluation import update_history
+from dynvid.methods.lfs.model import F0, F1, InterleavedDetector
+
+__all__ = ["InterleavingEnv", "eq2_reward"]
+
+
+def eq2_reward(losses: torch.Tensor | list[float], action: int, gamma: float) -> float:
+    """Eq. 2: ``min_i L(D^i) − L(D^a)``, plus ``γ`` when ``a = 1`` (f1, the fast extractor)."""
+    losses = torch.as_tensor(losses, dtype=torch.float64)
+    return float(losses.min() - losses[action]) + (gamma if action == F1 else 0.0)
+
+
+def _load_from_config(env_config: dict):
+    """Detector and videos from a checkpoint and an experiment config dict (what env runners
+    on other nodes receive)."""
+    from dynvid.config import ExperimentConfig, from_dict
+    from dynvid.methods.lfs import LFSTask
+    from dynvid.methods.lfs.data import build_detection_dataset
+    from dynvid.methods.lfs.report import load_detector
+    from dynvid.data.synthetic import SceneConfig
+
+    cfg = from_dict(ExperimentConfig, env_config["experiment"], where="env_config.experiment")
+    task = LFSTask(cfg)
+    model, _ = load_detector(task, cfg, env_config["checkpoint"])
+    d = cfg.data
+    scene = SceneConfig(height=d.synthetic_height, width=d.synthetic_width, num_frames=d.synthetic_frames)
+    split = env_config.get("split", d.train_split)
+    videos = build_detection_dataset(d.dataset, split, size=cfg.lfs.f0_size, clip_len=cfg.lfs.unroll, mode="eval",
+                                     num_videos=env_config.get("num_videos") or (d.synthetic_train_videos
+                                                                                 if split == d.train_split
+                                                                                 else d.synthetic_val_videos),
+                                     scene=scene, content_seed=d.synthetic_seed, seed=cfg.train.seed,
+                                     max_bad_fraction=d.max_bad_fraction)
+    return model, videos, cfg.lfs.focal
+
+
+class InterleavingEnv(gym.Env):
+    """Environment of Algorithm 1 (see the module docstring).
+
+    ``env_config`` keys:
+        detector + videos: an :class:`InterleavedDetector` and a dataset of whole videos
+            (items ``(frames (T, 3, S, S), target)`` as ``data.DetectionClips`` in eval mode);
+            or ``checkpoint`` + ``experiment`` (a detector checkpoint and its config dict)
+            to load them, as remote env runners do.
+        gamma: the speed reward γ (default 0.2).
+        episode_len: frames per episode (default 24; capped by the video length).
+        history: length of η (default 20).
+        focal: the classification loss of the rewards (default the detector's config).
+        seed: base seed of the episode sampler (RLlib also calls ``reset(seed=…)``).
+        cache_size: videos whose extractor features are kept between episodes (default 64).
+        num_videos: with ``checkpoint``: use the split's first ``num_videos`` videos.
+    """
+
+    metadata: dict[str, Any] = {}
+
+    def __init__(self, env_config: dict | None = None) -> None:
+        super().__init__()
+        env_config = dict(env_config or {})
+        torch.set_num_threads(int(env_config.get("threads", 1)))
+        if "detector" in env_config:
+            self.model, self.videos = env_config["detector"], env_config["videos"]
+            self.focal = bool(env_config.get("focal", False))
+        elif "checkpoint" in env_config and "experiment" in env_config:
+            self.model, self.videos, focal = _load_from_config(env_config)
+            self.focal = bool(env_config.get("focal", focal))
+        else:
+            raise ValueError("InterleavingEnv needs env_config with 'detector' and 'videos', or 'checkpoint' and "
+                             f"'experiment'; got keys {sorted(env_config)}")
+        if not isinstance(self.model, InterleavedDetector):
+            raise TypeError(f"env_config['detector'] must be an InterleavedDetector, got {type(self.model).__name__}")
+        self.model.eval().requires_grad_(False)
+        self.gamma = float(env_config.get("gamma", 0.2))
+        self.episode_len = int(env_config.get("episode_len", 24))
+        self.history = int(env_config.get("history", 20))
+        if self.episode_len < 2:
+            raise ValueError(f"episode_len must be >= 2 (frame 0 runs f0 in reset), got {self.episode_len}")
+        S, g = self.model.memory.state_channels, self.model.grid
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (4 * S * g * g + self.history,), np.float32)
+        self.action_space = gym.spaces.Discrete(2)
+        self._rng = np.random.default_rng(env_config.get("seed"))
+        self.cache_size = int(env_config.get("cache_size", 64))
+        self._cache: dict[int, tuple] = {}
+
+    # ---- episode ------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
+        index = int((options or {}).get("video", self._rng.integers(len(self.videos))))
+        x0, x1, boxes, labels = self._video(index)
+        T = len(x0)
+        k = min(self.episode_len, T)
+        start = int((options or {}).get("start", self._rng.integers(T - k + 1)))
+        self._x = (x0[start:start + k], x1[start:start + k])
+        self._boxes, self._labels = boxes[start:start + k], labels[start:start + k]
+        self._len, self._t = k, 0
+        self._eta = torch.zeros(1, self.history)
+        out, state = self.model.memory(self._x[F0][:1], self.model.memory.init_state(1, *self._x[F0].shape[-2:]))
+        self._kept, self._prev = state, tuple(torch.zeros_like(s) for s in state)
+        self._candidate = state
+        self._eta = update_history(self._eta, torch.tensor([F0]))
+        self.actions = [F0]
+        return self._observation(), {"video": index, "start": start}
+
+    def _video(self, index: int):
+        """Both extractors' features of every frame of video ``index`` (they do not depend on
+        the state), and its targets; kept for ``cache_size`` videos."""
+        if index in self._cache:
+            return self._cache[index]
+        frames, target = self.videos[index]
+        ones = torch.ones(len(frames), dtype=torch.long)
+        item = (self.model.extract(frames, ones * F0), self.model.extract(frames, ones * F1),
+                target["boxes"], target["labels"])
+        if len(self._cache) < self.cache_size:
+            self._cache[index] = item
+        return item
+
+    def _observation(self) -> np.ndarray:
+        from dynvid.methods.lfs.policy import make_observation
+
+        c, h = self._candidate
+        obs = make_observation(c, h, *self._prev, self._eta)
+        return obs[0].numpy().astype(np.float32)
+
+    @torch.no_grad()
+    def frame_losses(self, t: int, state) -> tuple[torch.Tensor, tuple]:
+        """``L(D^i)`` of both extractors on frame ``t`` from ``state``, and their candidate states
+        ``((c^0, c^1), (h^0, h^1))`` stacked on dim 0."""
+        x = torch.cat([self._x[F0][t:t + 1], self._x[F1][t:t + 1]])
+        both = tuple(s.expand(2, *s.shape[1:]) for s in state)
+        out, candidate = self.model.memory(x, both)
+        cls_logits, box_codes, sizes = self.model.head(out)
+        anchors = self.model.anchors(sizes, cls_logits.device)
+        losses = []
+        for i in (F0, F1):
+            cls, loc = detection_loss(cls_logits[i], box_codes[i], anchors, self._boxes[t], self._labels[t],
+                                      focal=self.focal)
+            losses.append(float(cls + loc))
+        return torch.tensor(losses, dtype=torch.float64), candidate
+
+    @torch.no_grad()
+    def step(self, action):
+        a = int(action)
+        if a not in (F0, F1):
+            raise ValueError(f"action must be 0 (f0) or 1 (f1), got {action!r}")
+        self._t += 1
+        losses, candidate = self.frame_losses(self._t, self._kept)
+        reward = eq2_reward(losses, a, self.gamma)
+        chosen = tuple(s[a:a + 1] for s in candidate)
+        self._prev, self._candidate = self._candidate, chosen
+        if a == F0 or not self.model.skip_f1_update:
+            self._kept = chosen
+        self._eta = update_history(self._eta, torch.tensor([a]))
+        self.actions.append(a)
+        terminated = self._t + 1 >= self._len
+        info = {"loss_f0": float(losses[F0]), "loss_f1": float(losses[F1]), "f0": a == F0}
+        return self._observation(), reward, terminated, False, info

@@ -1,0 +1,102 @@
+"""Looking Fast and Slow's interleaving environment (Sec. 3.4, Eq. 1, Eq. 2, Algorithm 1)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from dynvid.data.synthetic import SceneConfig
+from dynvid.detection.losses import detection_loss
+from dynvid.methods.lfs.data import build_detection_dataset
+from dynvid.methods.lfs.env import InterleavingEnv, eq2_reward
+from dynvid.methods.lfs.evaluation import FixedPolicy, LearnedPolicy, run_videos, update_history
+from dynvid.methods.lfs.model import F0, F1, InterleavedDetector
+from dynvid.methods.lfs.policy import QNetwork, split_observation
+
+
+def test_eq2_reward():
+    # f0 is the better extractor here: choosing f1 costs the loss gap, minus nothing, plus γ
+    assert eq2_reward([1.0, 1.5], F0, gamma=0.3) == pytest.approx(0.0)
+    assert eq2_reward([1.0, 1.5], F1, gamma=0.3) == pytest.approx(-0.5 + 0.3)
+    # f1 better: f0 is penalised by the gap and gets no speed reward
+    assert eq2_reward([2.0, 1.2], F0, gamma=0.3) == pytest.approx(-0.8)
+    assert eq2_reward([2.0, 1.2], F1, gamma=0.3) == pytest.approx(0.3)
+
+
+def test_update_history():
+    eta = torch.zeros(1, 4)
+    eta = update_history(eta, torch.tensor([F1]))
+    eta = update_history(eta, torch.tensor([F0]))
+    eta = update_history(eta, torch.tensor([F1]))
+    assert eta.tolist() == [[1.0, 0.0, 1.0, 0.0]]  # f1 ran 1 and 3 steps ago
+
+
+@pytest.fixture(scope="module")
+def env_parts():
+    torch.manual_seed(0)
+    model = InterleavedDetector(6, f0_size=64, f1_size=32, memory_input=16, state_channels=8, groups=4,
+                                num_levels=2).eval()
+    videos = build_detection_dataset("synthetic:detection", "train", size=64, clip_len=2, mode="eval", num_videos=2,
+                                     scene=SceneConfig(height=64, width=64, num_frames=10))
+    return model, videos
+
+
+def test_env_step_reward_is_eq2_of_both_extractors(env_parts):
+    model, videos = env_parts
+    env = InterleavingEnv({"detector": model, "videos": videos, "gamma": 0.25, "episode_len": 5, "seed": 0})
+    obs, info = env.reset(options={"video": 1, "start": 2})
+    assert obs.shape == env.observation_space.shape and obs.dtype == np.float32
+    frames, target = videos[1]
+    with torch.no_grad():  # the same frames by hand: f0 on frame 2, then each extractor on frame 3
+        _, _, _, kept, cand0 = model.step(frames[2:3], F0)
+        losses = []
+        for i in (F0, F1):
+            cls, box, anchors, _, _ = model.step(frames[3:4], i, kept)
+            c, loc = detection_loss(cls[0], box[0], anchors, target["boxes"][3], target["labels"][3], focal=False)
+            losses.append(float(c + loc))
+    maps, eta = split_observation(torch.from_numpy(obs)[None], 8, 2, 20)
+    assert torch.allclose(maps[0, :8], cand0[0][0], atol=1e-5)  # c_t of the f0 step
+    assert eta[0].sum() == 0  # f0 ran: no f1 in the history
+    obs2, reward, terminated, truncated, info = env.step(F1)
+    assert reward == pytest.approx(min(losses) - losses[1] + 0.25, abs=1e-4)
+    assert info["loss_f0"] == pytest.approx(losses[0], abs=1e-4)
+    assert info["loss_f1"] == pytest.approx(losses[1], abs=1e-4)
+    assert not terminated and not truncated
+    _, eta = split_observation(torch.from_numpy(obs2)[None], 8, 2, 20)
+    assert eta[0, 0] == 1  # f1 ran one step ago
+    # f1 did not write the carried memory: it is still the f0 state
+    assert torch.equal(env._kept[0], kept[0])
+
+
+def test_env_episode_length_and_bad_actions(env_parts):
+    model, videos = env_parts
+    env = InterleavingEnv({"detector": model, "videos": videos, "episode_len": 4})
+    env.reset(seed=3)
+    done = [env.step(a)[2] for a in (F1, F0, F1)]
+    assert done == [False, False, True]
+    assert env.actions == [F0, F1, F0, F1]
+    with pytest.raises(ValueError, match="action must be 0"):
+        env.step(2)
+    with pytest.raises(ValueError, match="needs env_config"):
+        InterleavingEnv({"gamma": 0.1})
+
+
+def test_learned_policy_runs_inside_the_detector_without_rllib(env_parts):
+    model, videos = env_parts
+    qnet = QNetwork(state_channels=8, grid=2, history=20)
+    with torch.no_grad():  # a Q-network that always prefers f1
+        for p in qnet.parameters():
+            p.zero_()
+        qnet.head.bias.copy_(torch.tensor([0.0, 1.0]))
+    frames = torch.stack([videos[0][0], videos[1][0]])
+    fixed_dets, fixed_actions = run_videos(model, frames, FixedPolicy(3))
+    assert fixed_actions[0].tolist() == [0, 1, 1, 1, 0, 1, 1, 1, 0, 1]
+    learned = LearnedPolicy(qnet, history=20)
+    dets, actions = run_videos(model, frames, learned)
+    assert actions.shape == (2, 10) and actions[:, 0].eq(F0).all() and actions[:, 1:].eq(F1).all()
+    with torch.no_grad():
+        qnet.head.bias.copy_(torch.tensor([1.0, 0.0]))  # now always f0
+    _, actions = run_videos(model, frames, learned)
+    assert actions.eq(F0).all()
+    assert len(dets) == 2 and len(dets[0]) == 10
