@@ -29,12 +29,9 @@ from pathlib import Path
 import torch
 
 from dynvid.config import ExperimentConfig, apply_overrides
-from dynvid.methods.lfs.presets import EMBEDDED, SMOKE
+from dynvid.methods.lfs.presets import EMBEDDED, POLICY_SMOKE, SMOKE
 
 BENCH = ["train.mlflow_tracking_uri=null", "train.log_every=20", "lfs.taus=[1, 4, 9, 19]"]
-POLICY_SMOKE = ["lfs.dqn_iterations=2", "lfs.dqn_steps_per_iteration=50", "lfs.dqn_learning_starts=20",
-                "lfs.dqn_epsilon_steps=100", "lfs.dqn_target_update=20", "lfs.episode_len=6",
-                "lfs.policy_videos=4", "lfs.dqn_replay_capacity=500"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,9 +22,9 @@ import argparse
 import json
 import sys
 
-from dynvid.config import ConfigError, ExperimentConfig, apply_overrides, load_config
+from dynvid.config import ConfigError, ExperimentConfig
 from dynvid.data.errors import DatasetError
-from dynvid.methods.lfs.presets import EMBEDDED, PAPER, SMOKE
+from dynvid.methods.lfs.presets import job_config
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -42,11 +42,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def build_config(args: argparse.Namespace) -> ExperimentConfig:
-    defaults = list(EMBEDDED) + (PAPER + [f"data.dataset={args.data}"] if args.data else [])
-    defaults += [f"train.num_workers={args.num_workers}"] + (SMOKE if args.smoke_test else [])
-    base = apply_overrides(ExperimentConfig(), defaults)
     overrides = args.overrides + ([f"train.mlflow_tracking_uri={args.tracking_uri}"] if args.tracking_uri else [])
-    return load_config(ExperimentConfig, args.config, overrides, base=base)
+    return job_config(args.data, args.smoke_test, args.config, overrides, [f"train.num_workers={args.num_workers}"])
 
 
 def main(argv: list[str] | None = None) -> int:

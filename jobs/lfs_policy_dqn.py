@@ -24,14 +24,9 @@ import json
 import os
 import sys
 
-from dynvid.config import ConfigError, ExperimentConfig, apply_overrides, load_config
+from dynvid.config import ConfigError, ExperimentConfig, apply_overrides
 from dynvid.data.errors import DatasetError
-from dynvid.methods.lfs.presets import EMBEDDED, PAPER, SMOKE
-
-POLICY_SMOKE = ["lfs.dqn_iterations=2", "lfs.dqn_steps_per_iteration=50", "lfs.dqn_learning_starts=20",
-                "lfs.dqn_epsilon_steps=100", "lfs.dqn_target_update=20", "lfs.episode_len=6",
-                "lfs.policy_videos=4", "lfs.dqn_replay_capacity=500"]
-
+from dynvid.methods.lfs.presets import job_config
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -49,11 +44,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def build_config(args: argparse.Namespace) -> ExperimentConfig:
-    defaults = list(EMBEDDED) + (PAPER + [f"data.dataset={args.data}"] if args.data else [])
-    defaults += (SMOKE + POLICY_SMOKE) if args.smoke_test else []
-    base = apply_overrides(ExperimentConfig(), defaults)
     overrides = args.overrides + ([f"train.mlflow_tracking_uri={args.tracking_uri}"] if args.tracking_uri else [])
-    return load_config(ExperimentConfig, args.config, overrides, base=base)
+    return job_config(args.data, args.smoke_test, args.config, overrides)
 
 
 def run(cfg: ExperimentConfig, detector: str | None, gammas: list[float], say=print) -> dict:

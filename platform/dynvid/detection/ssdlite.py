@@ -7,10 +7,13 @@ Choices where the paper is vague: the pyramid starts from the backbone's last fe
 projected to 256 channels by a 1×1 convolution, then each extra level is 1×1 (128) →
 depthwise 3×3 stride 2 → 1×1 (256), BatchNorm + ReLU6 throughout (the MobileNetV2 SSDLite
 blocks); the shared predictor is a depthwise 3×3 + pointwise 1×1 per output (box codes, class
-logits), with a bias, no normalisation.
+logits), with a bias, no normalisation; the class bias starts at RetinaNet's prior p = 0.01 so the
+many background anchors do not swamp the first updates of a detector trained from scratch.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -21,6 +24,8 @@ from dynvid.detection.boxes import batched_nms, decode
 __all__ = ["SSDLiteHead", "SharedBoxPredictor", "postprocess"]
 
 DEPTH = 256
+PRIOR = 0.01
+"""Initial foreground probability of every anchor and class (the classification bias)."""
 
 
 def _conv_bn(cin: int, cout: int, kernel: int = 1, stride: int = 1, groups: int = 1) -> nn.Sequential:
@@ -38,6 +43,8 @@ class SharedBoxPredictor(nn.Module):
                                  nn.Conv2d(channels, num_anchors * 4, 1))
         self.cls = nn.Sequential(nn.Conv2d(channels, channels, 3, 1, 1, groups=channels),
                                  nn.Conv2d(channels, num_anchors * num_classes, 1))
+        with torch.no_grad():  # RetinaNet's prior (Lin et al., Sec. 4.1): every anchor starts at p = 0.01
+            self.cls[1].bias.fill_(-math.log((1 - PRIOR) / PRIOR))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(B, H·W·A, C)`` logits and ``(B, H·W·A, 4)`` codes, cell by cell, anchors innermost."""

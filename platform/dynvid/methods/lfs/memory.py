@@ -43,7 +43,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["ConvLSTM", "GroupedConvLSTM", "conv_lstm_macs", "grouped_lstm_macs"]
+__all__ = ["ConvLSTM", "GroupedConvLSTM", "conv_lstm_macs", "grouped_lstm_macs", "zero_state"]
 
 
 def grouped_lstm_macs(in_channels: int, state_channels: int, groups: int, height: int, width: int,
@@ -66,6 +66,13 @@ def conv_lstm_macs(in_channels: int, state_channels: int, height: int, width: in
     ``[x_t, h_{t-1}]`` to the four gates (``k²(C_in + S) + (C_in + S)·4S`` per pixel)."""
     cat = in_channels + state_channels
     return (kernel_size * kernel_size * cat + cat * 4 * state_channels) * height * width
+
+
+def zero_state(batch: int, channels: int, height: int, width: int, like: torch.Tensor | None = None):
+    """A zero ``(c, h)`` pair of ``(batch, channels, height, width)`` (dtype/device of ``like``)."""
+    kw = {} if like is None else {"dtype": like.dtype, "device": like.device}
+    shape = (batch, channels, height, width)
+    return torch.zeros(shape, **kw), torch.zeros(shape, **kw)
 
 
 def _lstm_update(gates: torch.Tensor, c: torch.Tensor, clip: float | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -115,9 +122,7 @@ class GroupedConvLSTM(nn.Module):
 
     def init_state(self, batch: int, height: int, width: int, like: torch.Tensor | None = None):
         """Zero ``(c, h)`` for ``batch`` maps of ``height × width``."""
-        kw = {} if like is None else {"dtype": like.dtype, "device": like.device}
-        shape = (batch, self.state_channels, height, width)
-        return torch.zeros(shape, **kw), torch.zeros(shape, **kw)
+        return zero_state(batch, self.state_channels, height, width, like)
 
     def forward(self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]):
         c, h = state
@@ -145,9 +150,7 @@ class ConvLSTM(nn.Module):
         self.gates = nn.Conv2d(cat, 4 * state_channels, 1)
 
     def init_state(self, batch: int, height: int, width: int, like: torch.Tensor | None = None):
-        kw = {} if like is None else {"dtype": like.dtype, "device": like.device}
-        shape = (batch, self.state_channels, height, width)
-        return torch.zeros(shape, **kw), torch.zeros(shape, **kw)
+        return zero_state(batch, self.state_channels, height, width, like)
 
     def forward(self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]):
         c, h = state

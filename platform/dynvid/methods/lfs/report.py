@@ -37,11 +37,27 @@ def load_detector(task, cfg: ExperimentConfig, checkpoint: str):
     from dynvid.engine.checkpoint import load_checkpoint
     from dynvid.engine.storage import fetch_checkpoint
 
+    ckpt = load_checkpoint(fetch_checkpoint(checkpoint))
+    trained = ckpt["config"].get("lfs", {})
+    differ = [f"lfs.{k}={trained[k]!r} (config: {getattr(cfg.lfs, k)!r})" for k in ARCHITECTURE
+              if k in trained and _plain(trained[k]) != _plain(getattr(cfg.lfs, k))]
+    if differ:
+        raise ValueError(f"detector checkpoint {checkpoint} was trained with {', '.join(differ)}: run with the "
+                         "detector's architecture settings")
     stage = task.stages[-1]
     train, val = task.datasets(stage.config(cfg), stage)
     model = task.build_model(cfg, val.num_classes)
-    model.load_state_dict(load_checkpoint(fetch_checkpoint(checkpoint))["model"])
+    model.load_state_dict(ckpt["model"])
     return model.eval(), val
+
+
+ARCHITECTURE = ("f0_width", "f1_width", "f0_size", "f1_size", "memory_input", "state_channels", "groups",
+                "state_clip", "skip_f1_update", "num_levels")
+"""``lfs`` keys that shape the detector's weights or their meaning: a checkpoint fixes them."""
+
+
+def _plain(value):
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
 
 
 def curve_table(rows: dict[str, dict], markdown: bool = False) -> str:
