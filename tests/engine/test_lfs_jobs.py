@@ -95,7 +95,7 @@ def test_tau_inference_sweep_and_gamma_policy_sweep(detector_job, mlflow_server)
     result, tmp = detector_job
     ckpt = result["checkpoints"]["interleaved"]
     common = {"method": "lfs", "preset": "smoke", "init_from": ckpt,
-              "overrides": {k: v for k, v in (t.split("=") for t in TINY)}}
+              "overrides": {k: int(v) for k, v in (t.split("=") for t in TINY)}}
     tau = run_sweep(spec_from_dict({
         **common, "name": "tiny_lfs_tau", "kind": "inference",
         "knobs": {"lfs.tau": {"grid": [0, 3]}},

@@ -13,8 +13,9 @@
 - **policy sweeps** (``kind: policy``): each trial trains a method's learned policy (Looking
   Fast and Slow's DQN interleaving policy, with RLlib) on one frozen checkpoint through the
   Task's ``train_policy`` hook, with the trial's knobs (the speed reward γ), and reports the
-  policy's evaluation. The trial reserves ``cpus_per_trial`` for the learner; its env
-  runners are Ray actors with their own CPUs, counted in the concurrency.
+  policy's evaluation. The trial is a placement group: a bundle of ``cpus_per_trial`` for
+  the learner and one bundle per env runner (the Task's ``policy_runner_bundles``), so
+  RLlib's env-runner actors land in the trial's own reservation.
 - **inference sweeps** (``kind: inference``): knobs that act only at test time (the
   method's ``inference_knobs``) are swept over one trained checkpoint — a folder, an
   ``s3://`` URI or ``models:/NAME@ALIAS`` — without retraining; each trial loads it,
@@ -120,7 +121,7 @@ def fitted_concurrency(spec: SweepSpec, cfg: ExperimentConfig, cluster: dict[str
     if spec.kind == "policy":
         from dynvid.engine.task import get_task
 
-        runners = get_task(spec.method, cfg).policy_runner_cpus(cfg)
+        runners = sum(b.get("CPU", 0.0) for b in get_task(spec.method, cfg).policy_runner_bundles(cfg))
         return max(1, int(cpus // (spec.budget.cpus_per_trial + runners)))
     t = cfg.train
     fits = int(cpus // (t.num_workers * t.cpus_per_worker)) if t.cpus_per_worker > 0 else 1
@@ -317,7 +318,7 @@ def run_sweep(spec: SweepSpec, storage_path: str | None = None, tracking_uri: st
 
     from dynvid.engine import tracking
     from dynvid.engine.storage import check_storage, fetch_checkpoint, is_remote, ray_storage
-    from dynvid.engine.task import presets
+    from dynvid.engine.task import get_task, presets
     from dynvid.engine.trainer import init_ray
 
     cfg = spec.base_config()
@@ -358,9 +359,10 @@ def run_sweep(spec: SweepSpec, storage_path: str | None = None, tracking_uri: st
         context = {"spec": spec, "config": to_dict(cfg), "tracking_uri": uri, "parent_run_id": parent, "path": path}
         if spec.kind == "training":
             trainable = tune.with_resources(tune.with_parameters(_training_trial, context=context), DRIVER_RESOURCES)
-        elif spec.kind == "policy":
+        elif spec.kind == "policy":  # one placement group per trial: the learner's bundle, then each env runner's
+            runners = get_task(spec.method, cfg).policy_runner_bundles(cfg)
             trainable = tune.with_resources(tune.with_parameters(_policy_trial, context=context),
-                                            {"CPU": spec.budget.cpus_per_trial})
+                                            tune.PlacementGroupFactory([{"CPU": spec.budget.cpus_per_trial}] + runners))
         else:
             trainable = tune.with_resources(tune.with_parameters(_inference_trial, context=context),
                                             {"CPU": spec.budget.cpus_per_trial})

@@ -185,9 +185,10 @@ class LFSTask:
     policy_knobs = ("lfs.gamma", "lfs.dqn_iterations", "lfs.dqn_lr", "lfs.dqn_discount", "lfs.episode_len",
                     "lfs.dqn_epsilon_steps", "train.seed")
 
-    def policy_runner_cpus(self, cfg: ExperimentConfig) -> float:
-        """CPUs the policy training's env runners reserve (besides the trial's own)."""
-        return cfg.lfs.dqn_env_runners * cfg.lfs.dqn_cpus_per_runner
+    def policy_runner_bundles(self, cfg: ExperimentConfig) -> list[dict]:
+        """Resource bundles of the policy training's env runners (one each, besides the
+        learner's): a policy sweep trial reserves them in its placement group."""
+        return [{"CPU": cfg.lfs.dqn_cpus_per_runner} for _ in range(cfg.lfs.dqn_env_runners)]
 
     def train_policy(self, cfg: ExperimentConfig, detector: str, out_dir: str, tracking_uri: str | None = None) -> dict:
         """Engine hook of policy sweeps: train, export and evaluate the DQN policy on the
