@@ -98,6 +98,11 @@ class DataConfig:
     """Synthetic frame width (pixels)."""
     synthetic_frames: int = 48
     """Frames per synthetic video."""
+    synthetic_max_distractors: int = 3
+    """Synthetic scenes: each video has 0 to this many distractor sprites."""
+    synthetic_object_scale: float = 1.0
+    """Synthetic scenes: sprite sizes times this (the actor capped at half the short side);
+    the detection preset of Looking Fast and Slow uses larger objects for its coarse grid."""
 
 
 @dataclass

@@ -26,7 +26,7 @@ from dynvid.data.errors import DatasetError
 from dynvid.data.kinetics import KineticsDataset
 from dynvid.data.synthetic import ACTION_CLASSES, SceneConfig, SyntheticVideoSource
 
-__all__ = ["SyntheticActions", "clip_spec", "build_clip_dataset", "build_test_dataset", "parse_spec"]
+__all__ = ["SyntheticActions", "clip_spec", "build_clip_dataset", "build_test_dataset", "parse_spec", "scene_config"]
 
 SPEC_KINDS = ("synthetic", "kinetics")
 
@@ -113,6 +113,18 @@ def clip_spec(cfg: DataConfig, default_flip_prob: float = 0.5) -> ClipSpec:
     )
 
 
+def scene_config(cfg: DataConfig) -> SceneConfig:
+    """The synthetic scenes of ``cfg`` (``synthetic_*`` fields)."""
+    base = SceneConfig()
+    k = cfg.synthetic_object_scale
+    if k <= 0:
+        raise DatasetError(f"data.synthetic_object_scale must be > 0, got {k}")
+    return SceneConfig(height=cfg.synthetic_height, width=cfg.synthetic_width, num_frames=cfg.synthetic_frames,
+                       max_distractors=cfg.synthetic_max_distractors,
+                       actor_size=tuple(min(0.5, v * k) for v in base.actor_size),
+                       distractor_size=tuple(min(0.5, v * k) for v in base.distractor_size))
+
+
 def build_clip_dataset(cfg: DataConfig, split: str, mode: str, seed: int = 0) -> VideoClipDataset:
     """The clip dataset for ``split`` in ``mode`` ("train", "val" = clip-1, "test" = K×3 views)."""
     kind, arg = parse_spec(cfg.dataset)
@@ -120,7 +132,7 @@ def build_clip_dataset(cfg: DataConfig, split: str, mode: str, seed: int = 0) ->
         spec = clip_spec(cfg, default_flip_prob=0.0)  # classes are defined by direction
         if arg != "actions":
             raise DatasetError(f"dataset {cfg.dataset!r}: synthetic classification data is 'synthetic:actions'")
-        scene = SceneConfig(height=cfg.synthetic_height, width=cfg.synthetic_width, num_frames=cfg.synthetic_frames)
+        scene = scene_config(cfg)
         n = cfg.synthetic_train_videos if split == cfg.train_split else cfg.synthetic_val_videos
         return SyntheticActions(
             n, split=split, scene=scene, spec=spec, mode=mode, seed=seed, content_seed=cfg.synthetic_seed

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from dynvid.config import ExperimentConfig
-from dynvid.data.synthetic import SceneConfig
+from dynvid.data.datasets import scene_config
 from dynvid.detection.losses import detection_loss
 from dynvid.engine.task import Stage
 from dynvid.methods.lfs.model import F0, F1, InterleavedDetector, fixed_schedule
@@ -108,7 +108,7 @@ class LFSTask:
         from dynvid.methods.lfs.data import build_detection_dataset
 
         d, c = cfg.data, cfg.lfs
-        scene = SceneConfig(height=d.synthetic_height, width=d.synthetic_width, num_frames=d.synthetic_frames)
+        scene = scene_config(d)
         common = dict(size=c.f0_size, clip_len=c.unroll, seed=cfg.train.seed, scene=scene,
                       content_seed=d.synthetic_seed, max_bad_fraction=d.max_bad_fraction)
         train = build_detection_dataset(d.dataset, d.train_split, mode="train", image_fraction=c.image_fraction,

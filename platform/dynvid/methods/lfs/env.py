@@ -51,13 +51,13 @@ def _load_from_config(env_config: dict):
     from dynvid.methods.lfs import LFSTask
     from dynvid.methods.lfs.data import build_detection_dataset
     from dynvid.methods.lfs.report import load_detector
-    from dynvid.data.synthetic import SceneConfig
+    from dynvid.data.datasets import scene_config
 
     cfg = from_dict(ExperimentConfig, env_config["experiment"], where="env_config.experiment")
     task = LFSTask(cfg)
     model, _ = load_detector(task, cfg, env_config["checkpoint"])
     d = cfg.data
-    scene = SceneConfig(height=d.synthetic_height, width=d.synthetic_width, num_frames=d.synthetic_frames)
+    scene = scene_config(d)
     split = env_config.get("split", d.train_split)
     videos = build_detection_dataset(d.dataset, split, size=cfg.lfs.f0_size, clip_len=cfg.lfs.unroll, mode="eval",
                                      num_videos=env_config.get("num_videos") or (d.synthetic_train_videos
