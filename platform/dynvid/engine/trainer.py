@@ -59,6 +59,10 @@ class FitResult:
                 ("clip-5", "val_clip_top5", "{:.4f}"), ("video-1", "test_video_top1", "{:.4f}"),
                 ("video-5", "test_video_top5", "{:.4f}"), ("GFLOPs", "val_gflops_avg", "{:.3f}"),
                 ("time", "stage_time_s", "{:.0f}s")]
+        if any("val_AP50" in st.metrics for st in self.stages):  # detectors: mAP instead of accuracies
+            cols = [c for c in cols if not c[1].startswith(("val_clip", "test_video"))]
+            cols[2:2] = [("mAP@0.5", "val_AP50", "{:.4f}"), ("AP", "val_AP", "{:.4f}"),
+                         ("f0 runs", "val_f0_fraction", "{:.3f}")]
         rows = []
         for st in self.stages:
             values = {**st.metrics, "stage": st.stage}
