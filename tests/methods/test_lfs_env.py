@@ -73,8 +73,9 @@ def test_env_episode_length_and_bad_actions(env_parts):
     model, videos = env_parts
     env = InterleavingEnv({"detector": model, "videos": videos, "episode_len": 4})
     env.reset(seed=3)
-    done = [env.step(a)[2] for a in (F1, F0, F1)]
-    assert done == [False, False, True]
+    steps = [env.step(a) for a in (F1, F0, F1)]
+    assert [s[3] for s in steps] == [False, False, True]  # the window ends: truncated (time limit)
+    assert not any(s[2] for s in steps)  # never terminal: the video goes on
     assert env.actions == [F0, F1, F0, F1]
     with pytest.raises(ValueError, match="action must be 0"):
         env.step(2)
@@ -99,4 +100,6 @@ def test_learned_policy_runs_inside_the_detector_without_rllib(env_parts):
         qnet.head.bias.copy_(torch.tensor([1.0, 0.0]))  # now always f0
     _, actions = run_videos(model, frames, learned)
     assert actions.eq(F0).all()
+    with pytest.raises(ValueError, match="history of 20 steps, not 10"):
+        LearnedPolicy(qnet, history=10)
     assert len(dets) == 2 and len(dets[0]) == 10

@@ -219,3 +219,37 @@ def test_task_config_errors():
         _task("lfs.f1_size=48")
     with pytest.raises(ValueError, match="image_fraction"):
         _task("lfs.image_fraction=1.5")
+
+
+def test_collate_pads_videos_of_different_lengths():
+    short = (torch.zeros(2, 3, 8, 8), {"boxes": [torch.zeros(0, 4)] * 2, "labels": [torch.zeros(0, dtype=torch.long)] * 2,
+                                        "image_ids": torch.tensor([1, 2]), "valid": torch.ones(2, dtype=torch.bool),
+                                        "orig_sizes": torch.tensor([[8, 8]] * 2)})
+    long = (torch.ones(4, 3, 8, 8), {"boxes": [torch.zeros(0, 4)] * 4, "labels": [torch.zeros(0, dtype=torch.long)] * 4,
+                                      "image_ids": torch.tensor([5, 6, 7, 8]), "valid": torch.ones(4, dtype=torch.bool),
+                                      "orig_sizes": torch.tensor([[8, 8]] * 4)})
+    frames, targets = collate([short, long])
+    assert frames.shape == (2, 4, 3, 8, 8)
+    assert targets[0]["valid"].tolist() == [True, True, False, False]
+    assert targets[0]["image_ids"].tolist() == [1, 2, 2, 2] and len(targets[0]["boxes"]) == 4
+    assert targets[1]["valid"].all()
+
+
+def test_coco_video_source_frames_and_image_clips(tmp_path):
+    from dynvid.data.synth_writer import write_synthetic
+    from dynvid.data.synthetic import SceneConfig
+    from dynvid.methods.lfs.data import build_detection_dataset
+
+    write_synthetic("detection", tmp_path, 3, cfg=SceneConfig(height=48, width=48, num_frames=6), val_fraction=0.34)
+    train = build_detection_dataset(f"coco-vid:{tmp_path}", "train", size=64, clip_len=3, mode="train",
+                                    image_fraction=1.0)  # every item a shifted-crop clip of one frame
+    val = build_detection_dataset(f"coco-vid:{tmp_path}", "val", size=64, clip_len=3, mode="eval")
+    frames, target = train[0]
+    assert frames.shape == (3, 3, 64, 64)
+    # normalized like the video clips: a crop of a [0, 1] image, not one divided by 255 twice
+    assert frames.mean() > -1.5 and frames.max() > 0.5
+    vframes, vtarget = val[0]
+    assert vframes.shape == (6, 3, 64, 64) and vtarget["valid"].all()
+    gt = val.source.to_coco_gt()
+    assert set(vtarget["image_ids"].tolist()) <= {i["id"] for i in gt["images"]}
+    assert train.num_classes == 6

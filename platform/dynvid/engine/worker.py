@@ -190,7 +190,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         model.load_state_dict(state["model"])
     if cfg.train.sync_batchnorm and world > 1 and cfg.train.use_gpu:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    model = ray.train.torch.prepare_model(model)
+    model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs=getattr(task, "ddp_kwargs", None))
     device = ray.train.torch.get_device()
     amp = _Amp(cfg.train.amp, device)
     lr_mults = task.lr_multipliers(model, stage) if hasattr(task, "lr_multipliers") else None

@@ -84,6 +84,7 @@ class LFSTask:
         self.steps_per_epoch: int | None = None
         self.val_gt: dict | None = None
         self._costs: dict[str, float] | None = None
+        self._actions_rng: torch.Generator | None = None
         self.stages = (
             Stage("interleaved", f"interleaved detector, LSTM unrolled {c.unroll} steps, random extractor per step "
                   "(Sec. 3.3)", init_from_previous=False,
@@ -132,10 +133,15 @@ class LFSTask:
 
     # ---- training ---------------------------------------------------------------------------
 
+    #: DDP: a clip whose random schedule never runs f1 leaves f1 without gradients
+    ddp_kwargs = {"find_unused_parameters": True}
+
     def training_step(self, model: nn.Module, batch, stage: Stage):
         frames, targets = batch
         B, T = frames.shape[:2]
-        actions = random_actions(T)
+        if self._actions_rng is None:  # the same schedule on every rank: one seed for all workers
+            self._actions_rng = torch.Generator().manual_seed(self.cfg.train.seed)
+        actions = random_actions(T, self._actions_rng)
         cls_logits, box_codes, anchors = model(frames, actions.to(frames.device))
         cls_sum, loc_sum = cls_logits.new_zeros(()), cls_logits.new_zeros(())
         for b, target in enumerate(targets):
@@ -160,7 +166,7 @@ class LFSTask:
         if c.policy:
             from dynvid.methods.lfs.policy import load_policy
 
-            return LearnedPolicy(load_policy(c.policy), c.history, name=f"learned ({c.policy})")
+            return LearnedPolicy(load_policy(c.policy), name=f"learned ({c.policy})")
         return FixedPolicy(c.tau)
 
     @torch.no_grad()

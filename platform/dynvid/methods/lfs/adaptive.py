@@ -64,7 +64,10 @@ def train_adaptive_policy(task, cfg: ExperimentConfig, detector: str, out_dir: s
     os.makedirs(out_dir, exist_ok=True)
     local = _local_checkpoint(detector)
     model, val = load_detector(task, cfg, local)
-    env_config = {"checkpoint": local, "experiment": to_dict(cfg), "gamma": c.gamma, "episode_len": c.episode_len,
+    from dynvid.engine.storage import is_remote
+
+    # env runners on other nodes read an s3:// detector themselves; a local path serves one node
+    env_config = {"checkpoint": detector if is_remote(detector) else local, "experiment": to_dict(cfg), "gamma": c.gamma, "episode_len": c.episode_len,
                   "history": c.history, "num_videos": c.policy_videos, "cache_size": c.policy_videos or 64,
                   "seed": cfg.train.seed}
     if not ray.is_initialized():
@@ -86,7 +89,7 @@ def train_adaptive_policy(task, cfg: ExperimentConfig, detector: str, out_dir: s
     # judge it: the learned policy next to the fixed ones, on every validation frame
     loader = torch.utils.data.DataLoader(val, batch_size=max(1, cfg.data.batch_size), collate_fn=val.collate_fn)
     post = dict(score_threshold=c.score_threshold, nms_iou=c.nms_iou, max_detections=c.max_detections)
-    learned = LearnedPolicy(load_policy(path), c.history, name=f"learned γ={c.gamma:g}")
+    learned = LearnedPolicy(load_policy(path), name=f"learned γ={c.gamma:g}")
     policies = [learned] + ([] if fixed_rows else fixed_policies(c.taus))
     rows = evaluate_policies(model, loader, task.val_gt, policies, **post)
     fixed = fixed_rows or {k: v for k, v in rows.items() if k != learned.name}

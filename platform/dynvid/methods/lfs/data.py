@@ -117,7 +117,7 @@ class SyntheticDetectionSource:
         boxes = [torch.from_numpy(v.boxes[p]).float() for p in positions]
         labels = [torch.from_numpy(v.box_classes[p]).long() for p in positions]
         ids = torch.tensor([index * FRAME_ID_BASE + p for p in positions], dtype=torch.int64)
-        return frames, boxes, labels, ids
+        return frames, boxes, labels, ids, torch.ones(len(positions), dtype=torch.bool)
 
     def to_coco_gt(self, num_frames: int | None = None) -> dict:
         """COCO ground truth of every frame (the first ``num_frames`` per video when given)."""
@@ -171,25 +171,27 @@ class DetectionClips(torch.utils.data.Dataset):
         n = self.source.num_frames(index)
         if self.mode == "eval":
             positions = list(range(n if self.eval_frames is None else min(n, self.eval_frames)))
-            frames, boxes, labels, ids = self.source.read(index, positions)
+            frames, boxes, labels, ids, valid = self.source.read(index, positions)
         else:
             g = item_generator(self.seed, self.epoch, index)
             if float(torch.rand(1, generator=g)) < self.image_fraction:
                 p = int(torch.randint(n, (1,), generator=g))
-                image, b, lab, pid = self.source.read(index, [p])
-                frames, boxes, labels = shifted_crops(image[0].float() / 255.0, b[0], lab[0], self.clip_len, g)
+                image, b, lab, pid, _ = self.source.read(index, [p])
+                image = image[0].float() / 255.0 if image.dtype == torch.uint8 else image[0]
+                frames, boxes, labels = shifted_crops(image, b[0], lab[0], self.clip_len, g)
                 ids = pid.repeat(self.clip_len)
+                valid = torch.ones(self.clip_len, dtype=torch.bool)
             else:
                 span = (self.clip_len - 1) * self.frame_stride + 1
                 start = int(torch.randint(max(1, n - span + 1), (1,), generator=g))
                 positions = [min(n - 1, start + k * self.frame_stride) for k in range(self.clip_len)]
-                frames, boxes, labels, ids = self.source.read(index, positions)
+                frames, boxes, labels, ids, valid = self.source.read(index, positions)
         H, W = frames.shape[-2:]
         target = {
             "boxes": [_normalize_boxes(b, H, W) for b in boxes],
             "labels": labels,
             "image_ids": ids,
-            "valid": torch.ones(len(ids), dtype=torch.bool),
+            "valid": valid,
             "orig_sizes": torch.tensor([[H, W]] * len(ids), dtype=torch.int64),
         }
         return _prepare(frames, self.size), target
@@ -213,14 +215,16 @@ class CocoVideoSource:
 
     def read(self, index: int, positions: Sequence[int]):
         v = self._index[index]
-        frames, boxes, labels, ids = [], [], [], []
+        frames, boxes, labels, ids, valid = [], [], [], [], []
         for p in positions:  # one test window per frame: clip_len=1, windows in video order
             item = self.dataset._load(self._window(v, p), skip_bad=False)
             frames.append(item["frames"][0])
             boxes.append(item["boxes"][0])
             labels.append(item["labels"][0] - 1)
             ids.append(int(item["image_ids"][0]))
-        return (torch.stack(frames), boxes, labels, torch.tensor(ids, dtype=torch.int64))
+            valid.append(bool(item["valid"][0]))  # an unreadable frame is kept, zeroed, not scored
+        return (torch.stack(frames), boxes, labels, torch.tensor(ids, dtype=torch.int64),
+                torch.tensor(valid, dtype=torch.bool))
 
     def _window(self, v: int, p: int) -> int:
         if not hasattr(self, "_offsets"):
@@ -240,8 +244,24 @@ class CocoVideoSource:
 
 
 def collate(batch: Sequence[tuple[torch.Tensor, dict]]) -> tuple[torch.Tensor, list[dict]]:
-    """Stack frames ``(B, T, 3, S, S)``; keep the targets as a list of ``B`` dicts."""
-    return torch.stack([b[0] for b in batch]), [b[1] for b in batch]
+    """Stack frames ``(B, T, 3, S, S)``; keep the targets as a list of ``B`` dicts. Videos of
+    different lengths are padded to the longest by repeating their last frame, flagged
+    ``valid=False`` (not scored)."""
+    T = max(len(frames) for frames, _ in batch)
+    out_frames, targets = [], []
+    for frames, target in batch:
+        pad = T - len(frames)
+        if pad:
+            frames = torch.cat([frames, frames[-1:].expand(pad, *frames.shape[1:])])
+            target = dict(target)
+            for key in ("boxes", "labels"):
+                target[key] = list(target[key]) + [target[key][-1]] * pad
+            for key in ("image_ids", "orig_sizes"):
+                target[key] = torch.cat([target[key], target[key][-1:].expand(pad, *target[key].shape[1:])])
+            target["valid"] = torch.cat([target["valid"], torch.zeros(pad, dtype=torch.bool)])
+        out_frames.append(frames)
+        targets.append(target)
+    return torch.stack(out_frames), targets
 
 
 def build_detection_dataset(spec: str, split: str, *, size: int, clip_len: int, mode: str, seed: int = 0,

@@ -13,12 +13,14 @@ A gymnasium environment around a frozen interleaved detector on videos:
   every frame during policy training, from the same previous state.
 
 An episode is ``episode_len`` consecutive frames of a random video; frame 0 runs f0
-(``a_0 = 0``) inside :meth:`reset`. The carried memory follows the detector's rule (no
+(``a_0 = 0``) inside :meth:`reset`; the episode ends truncated (a time limit: the video goes
+on), so the Q-target still bootstraps from its last state. The carried memory follows the detector's rule (no
 state update under f1). Each extractor's features of a video's frames are computed once
 (they do not depend on the state) and cached, so a step costs two memory and head
 evaluations.
 
-Choices: rewards use the per-frame SSD loss (summed classification and localisation,
+Choices: ``c_t − c_{t−1}`` is the change between consecutive memory outputs (the states
+the policy observed), also when f1 left the carried state unchanged; rewards use the per-frame SSD loss (summed classification and localisation,
 normalized by the positives), the same quantity the detector was trained on; the env
 runs with one intra-op thread so several env runners share a machine.
 """
@@ -188,6 +190,7 @@ class InterleavingEnv(gym.Env):
             self._kept = chosen
         self._eta = update_history(self._eta, torch.tensor([a]))
         self.actions.append(a)
-        terminated = self._t + 1 >= self._len
+        # an episode is a window of a longer video: its end is a time limit, not a terminal state
+        truncated = self._t + 1 >= self._len
         info = {"loss_f0": float(losses[F0]), "loss_f1": float(losses[F1]), "f0": a == F0}
-        return self._observation(), reward, terminated, False, info
+        return self._observation(), reward, False, truncated, info

@@ -63,8 +63,12 @@ class FixedPolicy:
 class LearnedPolicy:
     """Greedy actions of a Q-network (``policy.QNetwork``) on Eq. 1's observation."""
 
-    def __init__(self, qnet: torch.nn.Module, history: int = 20, name: str = "learned") -> None:
-        self.qnet, self.history, self.name = qnet.eval(), history, name
+    def __init__(self, qnet: torch.nn.Module, history: int | None = None, name: str = "learned") -> None:
+        trained = getattr(qnet, "kwargs", {}).get("history")
+        if history is not None and trained is not None and history != trained:
+            raise ValueError(f"the policy was trained with an action history of {trained} steps, not {history} "
+                             "(lfs.history)")
+        self.qnet, self.history, self.name = qnet.eval(), history or trained or 20, name
         self.eta: torch.Tensor | None = None
 
     def reset(self, batch: int) -> None:
@@ -74,11 +78,11 @@ class LearnedPolicy:
     def next_actions(self, t: int, candidate, previous, actions: torch.Tensor) -> torch.Tensor:
         from dynvid.methods.lfs.policy import make_observation
 
-        self.eta = update_history(self.eta, actions)
         c, h = candidate
+        self.eta = update_history(self.eta.to(c.device), actions.to(c.device))
         c_prev, h_prev = previous if previous is not None else (torch.zeros_like(c), torch.zeros_like(h))
         obs = make_observation(c, h, c_prev, h_prev, self.eta.to(c.dtype))
-        return self.qnet(obs).argmax(1).to(actions.device)
+        return self.qnet.to(c.device)(obs).argmax(1).to(actions.device)
 
 
 def _unwrap(model: torch.nn.Module) -> InterleavedDetector:
@@ -123,7 +127,9 @@ def _to_rows(dets: list[dict], target: dict) -> list[dict]:
 def evaluate_policies(model: InterleavedDetector, loader: Iterable, gt: dict, policies: list, *,
                       costs: dict[str, float] | None = None, **post) -> dict[str, dict[str, float]]:
     """mAP@0.5, AP@[.5:.95], fraction of f0 runs and amortized GMACs per frame of each policy
-    over every valid frame of ``loader``'s videos (items ``(frames, targets)``)."""
+    over every valid frame of ``loader``'s videos (items ``(frames, targets)``). Under
+    ``torch.distributed`` the ranks' detections are gathered and scored together, so every
+    rank returns the metrics of all videos (``videos`` stays this rank's count)."""
     m = _unwrap(model)
     was = m.training
     m.eval()
@@ -138,13 +144,19 @@ def evaluate_policies(model: InterleavedDetector, loader: Iterable, gt: dict, po
                 dets, actions = run_videos(m, frames, p, **post)
                 for b, target in enumerate(targets):
                     rows[p.name].extend(_to_rows(dets[b], target))
-                    valid = target["valid"]
+                    valid = target["valid"].cpu()
                     acts = actions[b][valid]
                     runs[p.name][0] += float((acts == F0).sum())
                     runs[p.name][1] += float(valid.sum())
                     runs[p.name][2] += float(m.frame_macs(acts, costs).sum())
     finally:
         m.train(was)
+    if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+        # each rank saw its shard of the videos: score all detections once, on every rank
+        gathered = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(gathered, (rows, runs))
+        rows = {k: [r for g in gathered for r in g[0][k]] for k in rows}
+        runs = {k: [sum(g[1][k][i] for g in gathered) for i in range(3)] for k in runs}
     out = {}
     for p in policies:
         ap = coco_evaluate(gt, rows[p.name])

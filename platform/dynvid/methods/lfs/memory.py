@@ -1,6 +1,7 @@
 """The speed-optimized LSTM memory of Looking Fast and Slow (Liu et al., 2019, Sec. 3.2, Fig. 3).
 
-A convolutional LSTM with three changes that make it cheap enough to run on every frame:
+A convolutional LSTM with the paper's changes that make it cheap enough to run on every frame
+(bottleneck with skip, groups) and two bounded-range choices:
 
 1. **Bottleneck with a skip to the output** (after the Bottleneck-LSTM of Liu & Zhu [22]):
    the gates are computed from a bottleneck ``b_t = ReLU6(W_b ⋆ [x_t, h_{t-1}])`` rather
@@ -11,8 +12,8 @@ A convolutional LSTM with three changes that make it cheap enough to run on ever
    computes its own bottleneck ``^g b_t`` from ``[x_t, ^g h_{t-1}]`` and its own gates
    from ``^g b_t``, all with grouped convolutions. ``c_t``, ``h_t`` and
    ``M_t = [^1h_t, ^1b_t, …, ^Gh_t, ^Gb_t]`` are the concatenated slices.
-3. **State clipping** and ReLU6 activations (φ = ReLU6 as in [22]) keep the state in a
-   bounded range.
+3. ReLU6 activations (φ = ReLU6 as in [22]); and, dynvid's choice rather than one of the
+   paper's three changes, the cell state clipped to a bounded range.
 
 The paper's model uses a 320-channel state (output 640 = state + bottleneck), Table 1's
 comparison a 1024-channel input. Skipping the state update when f1 runs is the
