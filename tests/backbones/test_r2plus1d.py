@@ -237,6 +237,7 @@ def test_bad_builder_arguments(kwargs: dict) -> None:
 
 # name -> (builder kwargs for a tiny variant, input shape)
 TINY = {
+    "efficientnet_b0": ({"num_classes": 7}, (1, 3, 32, 32)),  # no width multiplier: ANT varies expansion ratios
     "i3d": ({"width_mult": 0.125, "num_classes": 7}, (1, 3, 8, 32, 32)),
     "r2plus1d_18": ({"width_mult": 0.25, "num_classes": 7}, (1, 3, 8, 32, 32)),
     "x3d_m": ({"width_mult": 0.25, "num_classes": 7}, (1, 3, 8, 32, 32)),

@@ -15,6 +15,7 @@ from typing import Any
 
 from torch import nn
 
+from dynvid.backbones.efficientnet import EfficientNet, EfficientNetSupernet, efficientnet_b0
 from dynvid.backbones.i3d import I3D, i3d
 from dynvid.backbones.mobilenetv2 import MobileNetV2, mobilenet_v2
 from dynvid.backbones.r2plus1d import R2Plus1D, r2plus1d_18
@@ -23,12 +24,15 @@ from dynvid.backbones.x3d import X3D, x3d_m
 
 __all__ = [
     "BACKBONES",
+    "EfficientNet",
+    "EfficientNetSupernet",
     "I3D",
     "MobileNetV2",
     "R2Plus1D",
     "ResNet",
     "X3D",
     "build_backbone",
+    "efficientnet_b0",
     "i3d",
     "list_backbones",
     "mobilenet_v2",
@@ -41,6 +45,7 @@ __all__ = [
 ]
 
 BACKBONES: dict[str, Callable[..., nn.Module]] = {
+    "efficientnet_b0": efficientnet_b0,  # ANT's backbone (its supernet: EfficientNetSupernet)
     "i3d": i3d,  # I3D-InceptionV2
     "mobilenet_v2": mobilenet_v2,
     "r2plus1d_18": r2plus1d_18,

@@ -1,0 +1,280 @@
+"""EfficientNet-B0 and its weight-sharing width supernet (ANT, Sec. 3.1 and 4.1).
+
+EfficientNet-B0 (Tan & Le, 2019): a stem conv, one MBConv1 stage, six MBConv6 stages and a
+1×1 head conv. ANT ("Adaptive Network across Time", ``shared/papers/ant-adapt-network-
+across-time.txt``) turns the six MBConv6 stages into a supernet: each stage runs with an
+expansion ratio in {1, …, 6}, the hidden width ``in · ratio`` taken as the **first**
+channels of the shared weights (expand conv output rows, depthwise filters, SE input/output,
+project conv input columns, BatchNorm statistics), giving 6^6 subnets.
+
+- :class:`EfficientNet` is a static network; ``expand_ratios`` gives each MBConv6 stage its
+  ratio (all 6 = EfficientNet-B0, with torchvision's state-dict keys, so its checkpoints
+  load). A static NAS subnet is an ``EfficientNet`` with other ratios.
+- :class:`EfficientNetSupernet` has B0's modules and keys (a trained standalone B0 initialises
+  it, as ANT does) and runs any configuration: ``forward(x, ratios)``. Its elastic blocks
+  compute with the sliced weights only (real skipping) and report the MACs they ran to the
+  cost meter. :meth:`EfficientNetSupernet.subnet` builds the standalone ``EfficientNet`` of a
+  configuration holding the sliced weights; both compute the same function.
+- :func:`mbconv_macs` and :func:`supernet_macs` are the width formula.
+
+Choices: the squeeze-and-excitation width stays ``max(1, in // 4)`` at every ratio
+(torchvision's rule depends on the block input, which the ratio does not change); a stage's
+blocks share its ratio (ANT's gates pick a width per stage).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from dynvid.metrics.cost import conv_macs, record_cost
+
+__all__ = ["B0_STAGES", "EfficientNet", "EfficientNetSupernet", "MBConv", "efficientnet_b0", "mbconv_macs",
+           "supernet_macs", "RATIOS"]
+
+# expand ratio, kernel, stride, out channels, blocks — EfficientNet-B0's table
+B0_STAGES = (
+    (1, 3, 1, 16, 1),
+    (6, 3, 2, 24, 2),
+    (6, 5, 2, 40, 2),
+    (6, 3, 2, 80, 3),
+    (6, 5, 1, 112, 3),
+    (6, 5, 2, 192, 4),
+    (6, 3, 1, 320, 1),
+)
+STEM, HEAD = 32, 1280
+RATIOS = (1, 2, 3, 4, 5, 6)
+"""Expansion ratios of each elastic stage (Sec. 4.1)."""
+
+
+def _conv_bn(cin: int, cout: int, kernel: int = 1, stride: int = 1, groups: int = 1, act: bool = True) -> nn.Sequential:
+    layers = [nn.Conv2d(cin, cout, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)]
+    if act:
+        layers.append(nn.SiLU(inplace=True))
+    return nn.Sequential(*layers)
+
+
+class SqueezeExcitation(nn.Module):
+    """torchvision's SE block (``fc1``, ``fc2`` 1×1 convs with bias), SiLU then sigmoid."""
+
+    def __init__(self, channels: int, squeeze: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Conv2d(channels, squeeze, 1)
+        self.fc2 = nn.Conv2d(squeeze, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = F.adaptive_avg_pool2d(x, 1)
+        return x * torch.sigmoid(self.fc2(F.silu(self.fc1(s))))
+
+
+class MBConv(nn.Module):
+    """Mobile inverted bottleneck (torchvision layout: ``block.{expand, depthwise, se, project}``).
+
+    Args:
+        cin, cout: block input / output channels.
+        hidden: expanded width (``cin × ratio``).
+        kernel, stride: the depthwise conv.
+        has_expand: keep a 1×1 expand conv (MBConv6 stages keep it at every ratio, even 1).
+    """
+
+    def __init__(self, cin: int, cout: int, hidden: int, kernel: int, stride: int, has_expand: bool = True) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [_conv_bn(cin, hidden)] if has_expand else []
+        layers += [_conv_bn(hidden, hidden, kernel, stride, groups=hidden),
+                   SqueezeExcitation(hidden, max(1, cin // 4)),
+                   _conv_bn(hidden, cout, act=False)]
+        self.block = nn.Sequential(*layers)
+        self.has_expand, self.kernel, self.stride = has_expand, kernel, stride
+        self.cin, self.cout, self.hidden = cin, cout, hidden
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.block(x)
+        return out + x if self.residual else out
+
+
+def _bn(x: torch.Tensor, bn: nn.BatchNorm2d, n: int, training: bool) -> torch.Tensor:
+    """BatchNorm over the first ``n`` channels with the sliced statistics and affine."""
+    rm = bn.running_mean[:n] if bn.running_mean is not None else None
+    rv = bn.running_var[:n] if bn.running_var is not None else None
+    if training and bn.track_running_stats and bn.num_batches_tracked is not None:
+        bn.num_batches_tracked.add_(1)
+    return F.batch_norm(x, rm, rv, bn.weight[:n], bn.bias[:n], training or not bn.track_running_stats,
+                        bn.momentum if bn.momentum is not None else 0.1, bn.eps)
+
+
+class ElasticMBConv(MBConv):
+    """An MBConv6 block of the supernet: ``forward(x, hidden)`` runs the first ``hidden``
+    channels of its weights (``hidden = cin × ratio``) and records the MACs it ran."""
+
+    counts_own_cost = True
+
+    def forward(self, x: torch.Tensor, hidden: int | None = None) -> torch.Tensor:
+        n = self.hidden if hidden is None else hidden
+        if not 1 <= n <= self.hidden:
+            raise ValueError(f"hidden width must be in [1, {self.hidden}], got {n}")
+        expand, dw, se, project = self.block
+        h = F.conv2d(x, expand[0].weight[:n])
+        h = F.silu(_bn(h, expand[1], n, self.training))
+        h = F.conv2d(h, dw[0].weight[:n], None, self.stride, (self.kernel - 1) // 2, groups=n)
+        h = F.silu(_bn(h, dw[1], n, self.training))
+        s = F.adaptive_avg_pool2d(h, 1)
+        s = F.silu(F.conv2d(s, se.fc1.weight[:, :n], se.fc1.bias))
+        h = h * torch.sigmoid(F.conv2d(s, se.fc2.weight[:n], se.fc2.bias[:n]))
+        out = _bn(F.conv2d(h, project[0].weight[:, :n]), project[1], self.cout, self.training)
+        record_cost(self, mbconv_macs(self.cin, self.cout, 0, self.kernel, self.stride, x.shape[-2], x.shape[-1],
+                                      hidden=n))
+        return out + x if self.residual else out
+
+
+def mbconv_macs(cin: int, cout: int, ratio: float, kernel: int, stride: int, height: int, width: int,
+                hidden: int | None = None) -> int:
+    """MACs of one MBConv on an ``height × width`` input with hidden width ``cin · ratio``:
+    expand 1×1, depthwise ``k×k`` (at the output size), SE (two 1×1 on the pooled vector),
+    project 1×1."""
+    n = hidden if hidden is not None else int(round(cin * ratio))
+    pad = (kernel - 1) // 2
+    oh, ow = (height + 2 * pad - kernel) // stride + 1, (width + 2 * pad - kernel) // stride + 1
+    squeeze = max(1, cin // 4)
+    return (conv_macs(cin, n, 1, (height, width)) + conv_macs(n, n, kernel, (oh, ow), groups=n)
+            + 2 * n * squeeze + conv_macs(n, cout, 1, (oh, ow)))
+
+
+def _stage_ratios(ratios: Sequence[int] | None) -> tuple[int, ...]:
+    ratios = tuple(ratios) if ratios is not None else (6,) * 6
+    if len(ratios) != 6 or any(r not in RATIOS for r in ratios):
+        raise ValueError(f"ratios must be 6 expansion ratios, one per MBConv6 stage, each in {RATIOS}; got {ratios}")
+    return ratios
+
+
+class EfficientNet(nn.Module):
+    """Static EfficientNet-B0-style network; returns logits.
+
+    Args:
+        num_classes: classifier outputs.
+        expand_ratios: the ratio of each of the six MBConv6 stages (B0: all 6).
+        dropout: before the classifier (torchvision: 0.2).
+    """
+
+    takes_clips = False
+    block_class = MBConv
+
+    def __init__(self, num_classes: int = 1000, expand_ratios: Sequence[int] | None = None, dropout: float = 0.2) -> None:
+        super().__init__()
+        ratios = _stage_ratios(expand_ratios)
+        layers: list[nn.Module] = [_conv_bn(3, STEM, 3, 2)]
+        cin = STEM
+        for i, (t, k, s, c, n) in enumerate(B0_STAGES):
+            t = t if i == 0 else ratios[i - 1]
+            blocks = []
+            for j in range(n):
+                block = MBConv if i == 0 else self.block_class
+                blocks.append(block(cin, c, cin * t, k, s if j == 0 else 1, has_expand=i > 0))
+                cin = c
+            layers.append(nn.Sequential(*blocks))
+        layers.append(_conv_bn(cin, HEAD))
+        self.features = nn.Sequential(*layers)
+        self.num_features = HEAD
+        self.ratios = ratios
+        self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(HEAD, num_classes))
+        for m in self.modules():  # torchvision's initialisation
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                r = 1.0 / math.sqrt(m.out_features)
+                nn.init.uniform_(m.weight, -r, r)
+                nn.init.zeros_(m.bias)
+
+    def stage_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The outputs of the stem, the seven stages and the head conv (strides 2 … 32)."""
+        outs = []
+        for layer in self.features:
+            x = layer(x)
+            outs.append(x)
+        return outs
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.flatten(F.adaptive_avg_pool2d(self.features(x), 1), 1)
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.classifier(features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+class EfficientNetSupernet(EfficientNet):
+    """EfficientNet-B0 whose six MBConv6 stages run any ratio in {1, …, 6} on shared weights.
+
+    ``forward(x, ratios)`` / ``stage_features(x, ratios)`` with ``ratios`` one per stage
+    (None: all 6, the full network). Keys equal :class:`EfficientNet`'s at ratio 6.
+    """
+
+    block_class = ElasticMBConv
+
+    def __init__(self, num_classes: int = 1000, dropout: float = 0.2) -> None:
+        super().__init__(num_classes, None, dropout)
+
+    def stage_features(self, x: torch.Tensor, ratios: Sequence[int] | None = None) -> list[torch.Tensor]:
+        ratios = _stage_ratios(ratios)
+        outs = []
+        for i, layer in enumerate(self.features):
+            if 2 <= i <= 7:
+                for block in layer:
+                    x = block(x, block.cin * ratios[i - 2])
+            else:
+                x = layer(x)
+            outs.append(x)
+        return outs
+
+    def forward_features(self, x: torch.Tensor, ratios: Sequence[int] | None = None) -> torch.Tensor:
+        return torch.flatten(F.adaptive_avg_pool2d(self.stage_features(x, ratios)[-1], 1), 1)
+
+    def forward(self, x: torch.Tensor, ratios: Sequence[int] | None = None) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x, ratios))
+
+    def subnet(self, ratios: Sequence[int]) -> EfficientNet:
+        """The standalone network of configuration ``ratios`` holding this supernet's sliced weights."""
+        ratios = _stage_ratios(ratios)
+        net = EfficientNet(self.classifier[1].out_features, ratios, self.classifier[0].p)
+        own = self.state_dict()
+        sliced = {}
+        for key, target in net.state_dict().items():
+            src = own[key]
+            if src.shape != target.shape:
+                src = src[tuple(slice(0, d) for d in target.shape)] if src.dim() else src
+            sliced[key] = src.clone()
+        net.load_state_dict(sliced)
+        return net
+
+
+def supernet_macs(ratios: Sequence[int] | None, height: int = 224, width: int = 224, num_classes: int = 1000) -> int:
+    """MACs of the configuration ``ratios`` at ``height × width``: stem, MBConv blocks by
+    :func:`mbconv_macs` (the MBConv1 stage has no expand conv), head conv and classifier."""
+    ratios = _stage_ratios(ratios)
+    h, w = (height + 1) // 2, (width + 1) // 2
+    total = conv_macs(3, STEM, 3, (h, w))
+    cin = STEM
+    for i, (t, k, s, c, n) in enumerate(B0_STAGES):
+        for j in range(n):
+            stride = s if j == 0 else 1
+            if i == 0:
+                total += mbconv_macs(cin, c, t, k, stride, h, w) - conv_macs(cin, cin * t, 1, (h, w))
+            else:
+                total += mbconv_macs(cin, c, ratios[i - 1], k, stride, h, w)
+            h, w = (h + 2 * ((k - 1) // 2) - k) // stride + 1, (w + 2 * ((k - 1) // 2) - k) // stride + 1
+            cin = c
+    return total + conv_macs(cin, HEAD, 1, (h, w)) + HEAD * num_classes
+
+
+def efficientnet_b0(num_classes: int = 1000, width_mult: float = 1.0, **kwargs) -> EfficientNet:
+    """EfficientNet-B0 (5.29 M parameters, 0.39 GMACs at 224×224 for 1000 classes)."""
+    if width_mult != 1.0:
+        raise ValueError(f"efficientnet_b0 has no width multiplier here (ANT varies expansion ratios); got {width_mult}")
+    return EfficientNet(num_classes, **kwargs)

@@ -1,0 +1,116 @@
+"""EfficientNet-B0 and ANT's weight-sharing supernet (Sec. 3.1, 4.1): published size and cost,
+torchvision keys, sliced subnets equal standalone networks, the width formula over all 6^6
+configurations."""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+import pytest
+import torch
+
+from dynvid.backbones.efficientnet import (RATIOS, EfficientNet, EfficientNetSupernet, efficientnet_b0, mbconv_macs,
+                                            supernet_macs)
+from dynvid.metrics.cost import CostMeter
+
+
+def test_b0_published_size_cost_and_keys():
+    net = efficientnet_b0()
+    assert sum(p.numel() for p in net.parameters()) == 5_288_548  # torchvision's EfficientNet_B0 figure
+    with CostMeter(net.eval()) as meter, torch.no_grad():
+        net(torch.zeros(1, 3, 224, 224))
+    assert meter.per_sample_macs.item() == supernet_macs(None) == pytest.approx(0.39e9, rel=0.02)
+    sd = net.state_dict()
+    # torchvision's layout: stem, MBConv1 (no expand conv), MBConv6 blocks, head conv, classifier
+    assert sd["features.0.0.weight"].shape == (32, 3, 3, 3)
+    assert sd["features.1.0.block.0.0.weight"].shape == (32, 1, 3, 3)  # MBConv1: depthwise first
+    assert sd["features.1.0.block.1.fc1.weight"].shape == (8, 32, 1, 1)
+    assert sd["features.2.0.block.0.0.weight"].shape == (96, 16, 1, 1)  # MBConv6: expand 16 -> 96
+    assert sd["features.2.0.block.2.fc1.weight"].shape == (4, 96, 1, 1)  # SE squeeze = in // 4
+    assert sd["features.7.0.block.3.0.weight"].shape == (320, 1152, 1, 1)
+    assert sd["features.8.0.weight"].shape == (1280, 320, 1, 1)
+    assert sd["classifier.1.weight"].shape == (1000, 1280)
+    with pytest.raises(ValueError, match="no width multiplier"):
+        efficientnet_b0(width_mult=0.5)
+
+
+def test_supernet_keys_equal_b0_so_a_standalone_b0_initialises_it():
+    b0 = EfficientNet(10)
+    sup = EfficientNetSupernet(10)
+    sup.load_state_dict(b0.state_dict())  # strict
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(sup.eval()(x), b0.eval()(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("ratios", [(6,) * 6, (1,) * 6, (3, 1, 6, 2, 5, 4), (2, 5, 1, 6, 3, 4)])
+def test_subnet_equals_standalone_with_sliced_weights_and_costs_the_formula(ratios):
+    torch.manual_seed(0)
+    sup = EfficientNetSupernet(7)
+    with torch.no_grad():  # non-trivial BN statistics, so slicing them is checked too
+        for m in sup.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    sup.eval()
+    sub = sup.subnet(ratios).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad(), CostMeter(sup) as m_sup:
+        y = sup(x, ratios)
+    with torch.no_grad(), CostMeter(sub) as m_sub:
+        y_sub = sub(x)
+    assert torch.allclose(y, y_sub, atol=1e-5)
+    # the supernet ran only the sliced channels: its metered MACs are the smaller network's
+    assert m_sup.per_sample_macs[0].item() == m_sub.per_sample_macs[0].item() == supernet_macs(ratios, 64, 64, 7)
+    assert sum(p.numel() for p in sub.parameters()) <= sum(p.numel() for p in sup.parameters())
+
+
+def test_all_configurations_are_addressable_and_follow_the_width_formula():
+    configs = list(itertools.product(RATIOS, repeat=6))
+    assert len(configs) == 6 ** 6
+    macs = {c: supernet_macs(c, 64, 64, 10) for c in configs}
+    assert len(set(macs.values())) > 6 ** 5  # configurations are told apart by their cost
+    full, smallest = macs[(6,) * 6], macs[(1,) * 6]
+    assert all(smallest <= v <= full for v in macs.values())
+    # the width formula: every stage's cost is affine in its hidden width (MBConv: all layers
+    # but the project conv's output grow linearly with it), so equal steps in one stage's
+    # ratio add equal MACs whatever the other stages do
+    rng = random.Random(0)
+    for _ in range(20):
+        c = list(rng.choice(configs))
+        stage = rng.randrange(6)
+        steps = []
+        for r in (1, 2, 3):
+            lo, hi = c.copy(), c.copy()
+            lo[stage], hi[stage] = r, r + 1
+            steps.append(macs[tuple(hi)] - macs[tuple(lo)])
+        assert steps[0] == steps[1] == steps[2] > 0
+    sup = EfficientNetSupernet(10).eval()
+    for c in rng.sample(configs, 3):  # and the executed path costs what the formula says
+        with torch.no_grad(), CostMeter(sup) as meter:
+            sup(torch.zeros(1, 3, 64, 64), c)
+        assert meter.per_sample_macs.item() == macs[c]
+
+
+def test_mbconv_formula_single_block():
+    # 16 -> 24 channels, ratio 6, 3x3 stride 2 on 8x8: expand 16*96*64, dw 96*9*16, SE 2*96*4, project 96*24*16
+    assert mbconv_macs(16, 24, 6, 3, 2, 8, 8) == 16 * 96 * 64 + 96 * 9 * 16 + 2 * 96 * 4 + 96 * 24 * 16
+
+
+def test_elastic_batchnorm_trains_only_the_active_slice():
+    sup = EfficientNetSupernet(5).train()
+    block = sup.features[2][0]
+    bn = block.block[0][1]  # the expand conv's BN: 96 channels, ratio 2 uses 32
+    before = bn.running_mean.clone()
+    sup(torch.randn(4, 3, 32, 32), (2, 6, 6, 6, 6, 6))
+    assert not torch.equal(bn.running_mean[:32], before[:32])
+    assert torch.equal(bn.running_mean[32:], before[32:])
+
+
+def test_bad_ratios():
+    sup = EfficientNetSupernet(5)
+    with pytest.raises(ValueError, match="6 expansion ratios"):
+        sup(torch.zeros(1, 3, 32, 32), (6, 6, 6))
+    with pytest.raises(ValueError, match="each in"):
+        sup.subnet((7, 6, 6, 6, 6, 6))
