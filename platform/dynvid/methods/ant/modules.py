@@ -1,0 +1,150 @@
+"""ANT's building blocks (Liu et al., "ANT: Adapt Network across Time", Sec. 3.1–3.3):
+supernet training helpers, the fusion module, the dynamic gate and the key-frame rule.
+
+- :func:`sandwich_configs`: the sandwich rule (Yu & Huang; BigNAS) — each step trains the
+  largest subnet, the smallest and ``n`` random ones.
+- :func:`inplace_distillation_loss`: in-place knowledge distillation (Sec. 3.1, [2]) — the
+  other subnets of a sandwich step learn the largest subnet's detections (its class
+  probabilities as soft targets, its box codes by smooth-L1), the largest learns the labels.
+- :func:`recalibrate_bn`: BatchNorm statistics recomputed for one subnet before it is
+  evaluated (shared statistics belong to no subnet; Once-for-All / BigNAS practice).
+- :class:`FusionModule` (Sec. 3.2, Fig. 2): the last key frame's stage features and the
+  current ones, concatenated → 1×1 conv → BN/SiLU → 3×3 depthwise → BN/SiLU.
+- :class:`DynamicGate` (Sec. 3.2, [18]): global pool → FC → ReLU → FC → one score per
+  width of the next stage; Gumbel-softmax in training, argmax at inference.
+- :func:`stem_deviation` and :class:`KeyFrameSelector` (Sec. 3.3): the normalized L1
+  deviation of the stem features from the last key frame's; above the threshold the frame
+  becomes a key frame.
+
+Choices: the gate's hidden width is ``max(8, C // 4)`` (the paper cites [18] without sizes);
+the deviation is ``mean |s_t − s_k| / (mean |s_k| + ε)`` per frame, so the threshold is a
+relative change, independent of the stem's scale.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterable, Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from dynvid.backbones.efficientnet import RATIOS
+
+__all__ = ["DynamicGate", "FusionModule", "KeyFrameSelector", "inplace_distillation_loss", "recalibrate_bn",
+           "sandwich_configs", "stem_deviation"]
+
+LARGEST, SMALLEST = (max(RATIOS),) * 6, (min(RATIOS),) * 6
+
+
+def sandwich_configs(rng: random.Random, num_random: int = 2) -> list[tuple[int, ...]]:
+    """The subnets of one sandwich step: largest, smallest, then ``num_random`` random ones."""
+    return [LARGEST, SMALLEST] + [tuple(rng.choice(RATIOS) for _ in range(6)) for _ in range(num_random)]
+
+
+def inplace_distillation_loss(student_cls: torch.Tensor, student_box: torch.Tensor, teacher_cls: torch.Tensor,
+                              teacher_box: torch.Tensor) -> torch.Tensor:
+    """KD from the largest subnet's detections: sigmoid BCE against its (detached) class
+    probabilities, averaged over anchors and classes, plus smooth-L1 on its box codes."""
+    soft = torch.sigmoid(teacher_cls.detach())
+    cls = F.binary_cross_entropy_with_logits(student_cls, soft)
+    box = F.smooth_l1_loss(student_box, teacher_box.detach())
+    return cls + box
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, forward: Callable[[torch.Tensor], object], batches: Iterable[torch.Tensor]) -> int:
+    """Reset every BatchNorm's running statistics and recompute them as the plain average over
+    ``batches`` run through ``forward`` (a subnet of ``model``) in train mode. Only BN buffers
+    change; returns the number of batches seen. The model comes back in eval mode."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [bn.momentum for bn in bns]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative moving average: every batch counts the same
+    model.train()
+    n = 0
+    try:
+        for x in batches:
+            forward(x)
+            n += 1
+    finally:
+        for bn, m in zip(bns, momenta):
+            bn.momentum = m
+        model.eval()
+    if n == 0:
+        raise ValueError("recalibrate_bn needs at least one batch")
+    return n
+
+
+class FusionModule(nn.Module):
+    """Fuse the last key frame's stage features with the current frame's (Sec. 3.2)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.reduce = nn.Sequential(nn.Conv2d(2 * channels, channels, 1, bias=False), nn.BatchNorm2d(channels),
+                                    nn.SiLU(inplace=True))
+        self.depthwise = nn.Sequential(nn.Conv2d(channels, channels, 3, 1, 1, groups=channels, bias=False),
+                                       nn.BatchNorm2d(channels), nn.SiLU(inplace=True))
+
+    def forward(self, key: torch.Tensor, current: torch.Tensor) -> torch.Tensor:
+        if key.shape != current.shape:
+            raise ValueError(f"key-frame features {tuple(key.shape)} and current {tuple(current.shape)} differ")
+        return self.depthwise(self.reduce(torch.cat([key, current], 1)))
+
+
+class DynamicGate(nn.Module):
+    """Scores of the next stage's widths from a stage feature map: ``(B, C, H, W) -> (B, W)``."""
+
+    def __init__(self, channels: int, num_widths: int = len(RATIOS), hidden: int | None = None) -> None:
+        super().__init__()
+        hidden = hidden or max(8, channels // 4)
+        self.fc1 = nn.Linear(channels, hidden)
+        self.fc2 = nn.Linear(hidden, num_widths)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.relu(self.fc1(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))))
+
+    @staticmethod
+    def decide(scores: torch.Tensor, tau: float | None = None) -> torch.Tensor:
+        """One-hot choice per sample: Gumbel-softmax straight-through when ``tau`` is given
+        (training, gradients reach the scores), argmax otherwise (inference)."""
+        if tau is not None:
+            from dynvid.methods.liteeval.gumbel import gumbel_softmax
+
+            return gumbel_softmax(scores, tau, hard=True)
+        return F.one_hot(scores.argmax(1), scores.shape[1]).to(scores.dtype)
+
+
+def stem_deviation(stem: torch.Tensor, key_stem: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Normalized L1 deviation per frame: ``mean|s_t − s_k| / (mean|s_k| + ε)`` over all but dim 0."""
+    dims = tuple(range(1, stem.dim()))
+    return (stem - key_stem).abs().mean(dims) / (key_stem.abs().mean(dims) + eps)
+
+
+class KeyFrameSelector:
+    """Sec. 3.3: the first frame is a key frame; a later frame is one when its stem features
+    deviate from the last key frame's by more than ``threshold`` (inference knob)."""
+
+    def __init__(self, threshold: float) -> None:
+        if threshold < 0:
+            raise ValueError(f"the key-frame threshold must be >= 0, got {threshold}")
+        self.threshold = threshold
+        self.key_stem: torch.Tensor | None = None
+
+    def reset(self) -> None:
+        self.key_stem = None
+
+    def __call__(self, stem: torch.Tensor) -> bool:
+        """Decide for one frame's stem features ``(1, C, H, W)`` (or ``(C, H, W)``)."""
+        if self.key_stem is None or float(stem_deviation(stem.unsqueeze(0) if stem.dim() == 3 else stem,
+                                                         self.key_stem)) > self.threshold:
+            self.key_stem = stem.unsqueeze(0) if stem.dim() == 3 else stem
+            return True
+        return False
+
+    def schedule(self, stems: Sequence[torch.Tensor]) -> list[bool]:
+        """Key-frame flags of a sequence (the selector is reset first)."""
+        self.reset()
+        return [self(s) for s in stems]

@@ -1,0 +1,86 @@
+"""ANT building blocks: sandwich rule, in-place KD, BN recalibration, fusion, gate, key frames."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from dynvid.backbones.efficientnet import EfficientNetSupernet
+from dynvid.methods.ant.modules import (DynamicGate, FusionModule, KeyFrameSelector, inplace_distillation_loss,
+                                        recalibrate_bn, sandwich_configs, stem_deviation)
+
+
+def test_sandwich_configs():
+    configs = sandwich_configs(random.Random(0), num_random=3)
+    assert configs[0] == (6,) * 6 and configs[1] == (1,) * 6 and len(configs) == 5
+    assert all(len(c) == 6 and set(c) <= set(range(1, 7)) for c in configs)
+
+
+def test_inplace_distillation_is_zero_only_at_the_teacher_and_does_not_train_it():
+    t_cls, t_box = torch.randn(2, 10, 3, requires_grad=True), torch.randn(2, 10, 4, requires_grad=True)
+    s_cls, s_box = torch.randn(2, 10, 3, requires_grad=True), torch.randn(2, 10, 4, requires_grad=True)
+    loss = inplace_distillation_loss(s_cls, s_box, t_cls, t_box)
+    loss.backward()
+    assert t_cls.grad is None and t_box.grad is None and s_cls.grad.abs().sum() > 0
+    same = inplace_distillation_loss(t_cls.detach(), t_box.detach(), t_cls, t_box)
+    entropy = torch.nn.functional.binary_cross_entropy_with_logits(t_cls.detach(), torch.sigmoid(t_cls.detach()))
+    assert same.item() == pytest.approx(entropy.item(), abs=1e-6)  # the BCE floor: the teacher's own entropy
+    assert loss.item() > same.item()
+
+
+def test_bn_recalibration_changes_only_bn_buffers():
+    torch.manual_seed(0)
+    sup = EfficientNetSupernet(5)
+    before_params = {k: v.clone() for k, v in sup.named_parameters()}
+    before_buffers = {k: v.clone() for k, v in sup.named_buffers()}
+    batches = [torch.randn(4, 3, 32, 32) for _ in range(3)]
+    n = recalibrate_bn(sup, lambda x: sup(x, (2, 3, 1, 6, 4, 5)), batches)
+    assert n == 3 and not sup.training
+    for k, v in sup.named_parameters():
+        assert torch.equal(v, before_params[k]), k
+    changed = [k for k, v in sup.named_buffers() if not torch.equal(v, before_buffers[k])]
+    assert changed and all(".running_" in k or k.endswith("num_batches_tracked") for k in changed)
+    bn = sup.features[0][1]  # the stem's BN: the plain mean of the 3 batches' statistics
+    with torch.no_grad():
+        means = [sup.features[0][0](x).mean((0, 2, 3)) for x in batches]
+    assert torch.allclose(bn.running_mean, torch.stack(means).mean(0), atol=1e-5)
+    assert bn.momentum == 0.1  # restored
+    with pytest.raises(ValueError, match="at least one batch"):
+        recalibrate_bn(sup, lambda x: sup(x), [])
+
+
+def test_fusion_module_shapes_and_errors():
+    fuse = FusionModule(16)
+    out = fuse(torch.randn(2, 16, 4, 4), torch.randn(2, 16, 4, 4))
+    assert out.shape == (2, 16, 4, 4)
+    with pytest.raises(ValueError, match="differ"):
+        fuse(torch.randn(2, 16, 4, 4), torch.randn(2, 16, 2, 2))
+
+
+def test_gate_gumbel_path_has_gradients_and_hard_path_is_argmax():
+    torch.manual_seed(0)
+    gate = DynamicGate(16)
+    x = torch.randn(3, 16, 4, 4)
+    scores = gate(x)
+    assert scores.shape == (3, 6)
+    choice = DynamicGate.decide(scores, tau=1.0)
+    assert torch.allclose(choice.sum(1), torch.ones(3)) and torch.allclose(choice, choice.round(), atol=1e-6)
+    (choice * torch.arange(6.0)).sum().backward()
+    assert gate.fc1.weight.grad.abs().sum() > 0
+    hard = DynamicGate.decide(scores.detach())
+    assert torch.equal(hard.argmax(1), scores.argmax(1))
+
+
+def test_key_frame_rule_on_a_constructed_sequence():
+    base = torch.ones(1, 4, 2, 2)
+    stems = [base, base * 1.05, base * 1.15, base * 1.2, base * 2.0, base * 2.1]
+    # deviation from the last key: 0.05 (no), 0.15 (yes) -> key 1.15; 1.2/1.15 -> 0.043 (no);
+    # 2.0/1.15 -> 0.74 (yes) -> key 2.0; 2.1 -> 0.05 (no)
+    assert KeyFrameSelector(0.1).schedule(stems) == [True, False, True, False, True, False]
+    assert KeyFrameSelector(0.0).schedule(stems) == [True] * 6
+    assert KeyFrameSelector(10.0).schedule(stems) == [True] + [False] * 5
+    assert stem_deviation(base * 1.5, base).item() == pytest.approx(0.5)
+    with pytest.raises(ValueError):
+        KeyFrameSelector(-1.0)
