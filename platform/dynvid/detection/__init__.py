@@ -9,6 +9,8 @@ live in ``dynvid.data.coco_vid``.
 
 - :mod:`~dynvid.detection.ssdlite`: the SSDLite head (constant 256-channel levels, one shared
   box predictor) and post-processing.
+- :mod:`~dynvid.detection.efficientdet`: EfficientDet's anchors, BiFPN neck (fast normalized
+  fusion) and class/box head, for ANT.
 
 COCO-style evaluation (mAP@0.5, AP@[.5:.95]) is ``dynvid.metrics.detection``.
 """
