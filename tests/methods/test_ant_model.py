@@ -1,0 +1,51 @@
+"""The ANT detector: key frames at full width, non-key frames through fusion + gates with
+per-sample widths that run only the chosen channels."""
+
+from __future__ import annotations
+
+import torch
+
+from dynvid.methods.ant.model import ELASTIC, ANTDetector
+
+
+def _detector():
+    torch.manual_seed(0)
+    return ANTDetector(num_classes=3, fpn_channels=16, fpn_layers=1, head_repeats=1)
+
+
+def test_key_then_nonkey_frames_shapes_and_choices():
+    m = _detector().eval()
+    frames = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        cls, box, outs = m.forward_static(frames)
+        key = m.key_features(outs)
+        cls2, box2, choices = m.forward_nonkey(torch.randn(2, 3, 64, 64), key)
+    assert cls.shape == cls2.shape and box.shape == box2.shape
+    assert choices.shape == (2, 6) and set(choices.flatten().tolist()) <= set(range(1, 7))
+
+
+def test_hard_path_runs_only_the_chosen_widths():
+    m = _detector().eval()
+    calls = []
+    first = m.backbone.features[ELASTIC[0]][0]
+    orig = first.forward
+    first.forward = lambda x, hidden=None: calls.append((len(x), hidden)) or orig(x, hidden)
+    x = torch.randn(3, first.cin, 16, 16)
+    with torch.no_grad():  # per-sample choices: ratio 1, 6 and 3 (indices 0, 5, 2)
+        out = m._run_stage(ELASTIC[0], x, torch.tensor([0, 5, 2]), None)
+    assert sorted(calls) == sorted([(1, first.cin * 1), (1, first.cin * 6), (1, first.cin * 3)])
+    ref = x[1:2]
+    with torch.no_grad():
+        for block in m.backbone.features[ELASTIC[0]]:
+            ref = block(ref, block.cin * 6)
+    assert torch.allclose(out[1:2], ref, atol=1e-6)
+
+
+def test_gumbel_path_gives_gates_gradients():
+    m = _detector().train()
+    frames = torch.randn(2, 3, 64, 64)
+    key = [k.detach() for k in m.key_features(m.forward_static(frames)[2])]
+    cls, box, _ = m.forward_nonkey(torch.randn(2, 3, 64, 64), key, tau=1.0)
+    (cls.sum() + box.sum()).backward()
+    assert all(g.fc2.weight.grad is not None and g.fc2.weight.grad.abs().sum() > 0 for g in m.gates)
+    assert all(f.reduce[0].weight.grad.abs().sum() > 0 for f in m.fusions)
