@@ -29,7 +29,7 @@ def test_hard_path_runs_only_the_chosen_widths():
     calls = []
     first = m.backbone.features[ELASTIC[0]][0]
     orig = first.forward
-    first.forward = lambda x, hidden=None: calls.append((len(x), hidden)) or orig(x, hidden)
+    first.forward = lambda x, hidden=None, rows=None, batch=None: calls.append((len(x), hidden)) or orig(x, hidden, rows, batch)
     x = torch.randn(3, first.cin, 16, 16)
     with torch.no_grad():  # per-sample choices: ratio 1, 6 and 3 (indices 0, 5, 2)
         out = m._run_stage(ELASTIC[0], x, torch.tensor([0, 5, 2]), None)
@@ -49,3 +49,23 @@ def test_gumbel_path_gives_gates_gradients():
     (cls.sum() + box.sum()).backward()
     assert all(g.fc2.weight.grad is not None and g.fc2.weight.grad.abs().sum() > 0 for g in m.gates)
     assert all(f.reduce[0].weight.grad.abs().sum() > 0 for f in m.fusions)
+
+
+def test_per_sample_cost_follows_each_samples_widths():
+    from dynvid.backbones.efficientnet import mbconv_macs
+    from dynvid.metrics.cost import CostMeter
+
+    m = _detector().eval()
+    stage = m.backbone.features[ELASTIC[0]]
+    x = torch.randn(3, stage[0].cin, 16, 16)
+    with torch.no_grad(), CostMeter(m, batch_size=3) as meter:
+        m._run_stage(ELASTIC[0], x, torch.tensor([0, 5, 0]), None)
+
+    def stage_macs(ratio):
+        total, h, cin = 0, 16, stage[0].cin
+        for block in stage:
+            total += mbconv_macs(block.cin, block.cout, ratio, block.kernel, block.stride, h, h)
+            h = (h + 2 * ((block.kernel - 1) // 2) - block.kernel) // block.stride + 1
+        return total
+
+    assert meter.per_sample_macs.tolist() == [stage_macs(1), stage_macs(6), stage_macs(1)]

@@ -113,7 +113,10 @@ class ElasticMBConv(MBConv):
 
     counts_own_cost = True
 
-    def forward(self, x: torch.Tensor, hidden: int | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, hidden: int | None = None, rows: torch.Tensor | None = None,
+                batch: int | None = None) -> torch.Tensor:
+        """``rows``/``batch``: ``x`` holds rows ``rows`` of a batch of ``batch`` samples (a
+        sub-batch that chose this width): the cost is recorded for those samples only."""
         n = self.hidden if hidden is None else hidden
         if not 1 <= n <= self.hidden:
             raise ValueError(f"hidden width must be in [1, {self.hidden}], got {n}")
@@ -126,8 +129,13 @@ class ElasticMBConv(MBConv):
         s = F.silu(F.conv2d(s, se.fc1.weight[:, :n], se.fc1.bias))
         h = h * torch.sigmoid(F.conv2d(s, se.fc2.weight[:n], se.fc2.bias[:n]))
         out = _bn(F.conv2d(h, project[0].weight[:, :n]), project[1], self.cout, self.training)
-        record_cost(self, mbconv_macs(self.cin, self.cout, 0, self.kernel, self.stride, x.shape[-2], x.shape[-1],
-                                      hidden=n))
+        macs = mbconv_macs(self.cin, self.cout, 0, self.kernel, self.stride, x.shape[-2], x.shape[-1], hidden=n)
+        if rows is not None:
+            per_sample = torch.zeros(batch, dtype=torch.float64)
+            per_sample[rows.cpu()] = float(macs)
+            record_cost(self, per_sample)
+        else:
+            record_cost(self, macs)
         return out + x if self.residual else out
 
 

@@ -92,7 +92,7 @@ class ANTDetector(nn.Module):
             rows = (choice == k).nonzero().squeeze(1)
             y = x.index_select(0, rows) if len(rows) < len(x) else x
             for block in self.backbone.features[i]:
-                y = block(y, block.cin * RATIOS[k])
+                y = block(y, block.cin * RATIOS[k], rows, len(x))
             if onehot is not None:  # straight-through: value 1, gradient to the gate's scores
                 y = y * onehot.index_select(0, rows)[:, k].view(-1, 1, 1, 1)
             if len(rows) == len(x):
