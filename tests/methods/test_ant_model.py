@@ -62,7 +62,7 @@ def test_per_sample_cost_follows_each_samples_widths():
         m._run_stage(ELASTIC[0], x, torch.tensor([0, 5, 0]), None)
 
     def stage_macs(ratio):
-        total, h, cin = 0, 16, stage[0].cin
+        total, h = 0, 16
         for block in stage:
             total += mbconv_macs(block.cin, block.cout, ratio, block.kernel, block.stride, h, h)
             h = (h + 2 * ((block.kernel - 1) // 2) - block.kernel) // block.stride + 1
