@@ -27,6 +27,7 @@ __all__ = [
     "VaredConfig",
     "LiteEvalConfig",
     "LFSConfig",
+    "AntConfig",
     "TrainConfig",
     "ExperimentConfig",
     "from_dict",
@@ -371,6 +372,24 @@ class LFSConfig:
 
 
 @dataclass
+class AntConfig:
+    """ANT (Adapt Network across Time, Sec. 3–4). Used by ``method="ant"`` (work in progress)."""
+
+    image_size: int = 512
+    """Input resolution (EfficientDet-D0: 512)."""
+    fpn_channels: int = 64
+    """BiFPN width (D0: 64; D0+ is 1.1× wider)."""
+    fpn_layers: int = 3
+    """BiFPN layers (D0: 3)."""
+    head_repeats: int = 3
+    """Conv repeats of the class and box nets (D0: 3)."""
+    sandwich_random: int = 2
+    """Random subnets per sandwich step, besides the largest and the smallest (Sec. 3.1)."""
+    kd_weight: float = 1.0
+    """Weight of the in-place distillation loss of the non-largest subnets."""
+
+
+@dataclass
 class ExperimentConfig:
     """A whole run: data, model, optimization, execution."""
 
@@ -381,6 +400,7 @@ class ExperimentConfig:
     vared: VaredConfig = field(default_factory=VaredConfig)
     liteeval: LiteEvalConfig = field(default_factory=LiteEvalConfig)
     lfs: LFSConfig = field(default_factory=LFSConfig)
+    ant: AntConfig = field(default_factory=AntConfig)
 
     def run_name(self, method: str = "static") -> str:
         """Deterministic name encoding the run (mmaction2 style), e.g.
