@@ -25,3 +25,25 @@ def test_sandwich_step_updates_shared_weights_and_distils_from_the_largest():
     m.zero_grad()
     loss2, logs2 = sandwich_step(m, frames, targets, random.Random(0), num_random=0, kd_weight=0.0)
     assert abs(float(loss2.detach()) - logs2["largest_loss"]) < 1e-5
+
+
+def test_gate_step_trains_fusion_and_gates_and_penalises_width():
+    from dynvid.methods.ant.training import gate_step
+
+    torch.manual_seed(0)
+    m = ANTDetector(num_classes=3, fpn_channels=16, fpn_layers=1, head_repeats=1).train()
+    clips = torch.randn(2, 3, 3, 64, 64)
+    box = {"boxes": torch.tensor([[0.1, 0.1, 0.5, 0.6]]), "labels": torch.tensor([1])}
+    targets = [[box] * 3, [box] * 3]
+    loss, logs = gate_step(m, clips, targets, tau=1.0)
+    loss.backward()
+    assert logs["kd_loss"] > 0 and 1 / 6 <= logs["width"] <= 1.0
+    assert all(g.fc2.weight.grad.abs().sum() > 0 for g in m.gates)
+    assert all(f.reduce[0].weight.grad.abs().sum() > 0 for f in m.fusions)
+    # the width term pushes every gate towards smaller ratios: the score of ratio 6 falls
+    m.zero_grad()
+    loss_cost, _ = gate_step(m, clips, targets, tau=1.0, kd_weight=0.0, cost_weight=1000.0)
+    loss_cost.backward()
+    grad6 = sum(float(g.fc2.bias.grad[5]) for g in m.gates)
+    grad1 = sum(float(g.fc2.bias.grad[0]) for g in m.gates)
+    assert grad6 > grad1  # descending the loss lowers ratio 6's score relative to ratio 1's

@@ -67,22 +67,28 @@ class ANTDetector(nn.Module):
         """What a key frame stores: the input of each elastic stage."""
         return [outs[i - 1] for i in ELASTIC]
 
-    def forward_nonkey(self, frames: torch.Tensor, key: Sequence[torch.Tensor], tau: float | None = None):
+    def forward_nonkey(self, frames: torch.Tensor, key: Sequence[torch.Tensor], tau: float | None = None,
+                       details: bool = False):
         """A non-key frame: fusion + gate per elastic stage. Returns ``(cls, box, choices)``,
-        ``choices`` ``(B, 6)`` the ratio each sample ran in each stage."""
+        ``choices`` ``(B, 6)`` the ratio each sample ran in each stage; with ``details`` also
+        ``{"fused": [6 fused maps], "onehots": [6 (B, 6) choices]}`` (stage-2 training)."""
         f = self.backbone.features
         x = f[1](f[0](frames))
         outs = [None, x]
-        choices = []
+        choices, fused_maps, onehots = [], [], []
         for s, i in enumerate(ELASTIC):
             fused = self.fusions[s](key[s], x)
             onehot = DynamicGate.decide(self.gates[s](fused), tau)
             choice = onehot.argmax(1)
             x = self._run_stage(i, fused, choice, onehot if tau is not None else None)
             choices.append(torch.tensor(RATIOS)[choice.cpu()])
+            fused_maps.append(fused)
+            onehots.append(onehot)
             outs.append(x)
         outs.append(f[8](x))
         cls, box = self.detect(outs)
+        if details:
+            return cls, box, torch.stack(choices, 1), {"fused": fused_maps, "onehots": onehots}
         return cls, box, torch.stack(choices, 1)
 
     def _run_stage(self, i: int, x: torch.Tensor, choice: torch.Tensor, onehot: torch.Tensor | None) -> torch.Tensor:
