@@ -184,7 +184,6 @@ def _inference_trial(config: dict, context: dict) -> None:
     """One inference trial: the checkpoint with this trial's knobs, evaluated once."""
     from ray import tune
 
-    from dynvid.engine import tracking
     from dynvid.engine.task import get_task
 
     spec: SweepSpec = context["spec"]
@@ -198,14 +197,25 @@ def _inference_trial(config: dict, context: dict) -> None:
     stage = next(s for s in task.stages if s.name == stage_name)
     metrics = evaluate_checkpoint(task, model, cfg, stage, need_test=any(k.startswith("test_") for k in spec.objectives))
     metrics["eval_time_s"] = time.perf_counter() - t0
+    _finish_trial(spec, context, trial_id, knobs, metrics)
+
+
+def _finish_trial(spec: SweepSpec, context: dict, trial_id: str, knobs: dict, metrics: dict) -> None:
+    """Log a one-report trial (inference, policy) as a child run of the sweep, then report its
+    numeric metrics to Tune."""
+    from ray import tune
+
+    from dynvid.engine import tracking
+
+    numeric = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
     uri = context.get("tracking_uri")
     if uri:
         experiment = context["config"]["train"]["mlflow_experiment"]  # the sweep's, not the checkpoint's
         run_id = tracking.open_trial_run(uri, experiment, f"{spec.name}_{trial_id}",
                                          {**knobs, "checkpoint": spec.init_from},
                                          _trial_tags(spec, trial_id, knobs), context["parent_run_id"])
-        tracking.finish_job_run(uri, run_id, metrics)
-    tune.report(metrics)
+        tracking.finish_job_run(uri, run_id, numeric)
+    tune.report(numeric)
 
 
 def _policy_trial(config: dict, context: dict) -> None:
@@ -213,7 +223,6 @@ def _policy_trial(config: dict, context: dict) -> None:
     knobs (``Task.train_policy``), evaluated once, reported."""
     from ray import tune
 
-    from dynvid.engine import tracking
     from dynvid.engine.task import get_task
 
     spec: SweepSpec = context["spec"]
@@ -227,14 +236,7 @@ def _policy_trial(config: dict, context: dict) -> None:
     out_dir = f"{context['path']}/policies/{trial_id}"
     metrics = get_task(spec.method, cfg).train_policy(cfg, spec.init_from, out_dir, context.get("tracking_uri"))
     metrics["train_time_s"] = time.perf_counter() - t0
-    uri = context.get("tracking_uri")
-    if uri:
-        experiment = context["config"]["train"]["mlflow_experiment"]
-        run_id = tracking.open_trial_run(uri, experiment, f"{spec.name}_{trial_id}",
-                                         {**knobs, "checkpoint": spec.init_from},
-                                         _trial_tags(spec, trial_id, knobs), context["parent_run_id"])
-        tracking.finish_job_run(uri, run_id, {k: v for k, v in metrics.items() if isinstance(v, (int, float))})
-    tune.report({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+    _finish_trial(spec, context, trial_id, knobs, metrics)
 
 
 def evaluate_checkpoint(task, model, cfg: ExperimentConfig, stage, need_test: bool = False) -> dict:

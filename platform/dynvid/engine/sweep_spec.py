@@ -217,9 +217,11 @@ def spec_from_dict(data: dict, source: str = "<dict>") -> SweepSpec:
             raise _err(f"{source}: objectives.{late[0]}", "is measured after the last epoch only; optuna and ASHA "
                        "need an objective every epoch reports (val_*)")
     stage_names = [s.name for s in task.stages]
-    if spec.stages is not None and kind != "policy":
+    if spec.stages is not None:
         if kind == "inference":
             raise _err(f"{source}: stages", "an inference sweep trains nothing; remove 'stages'")
+        if kind == "policy":
+            raise _err(f"{source}: stages", "a policy sweep trains no model stage; remove 'stages'")
         if not isinstance(spec.stages, list) or not spec.stages:
             raise _err(f"{source}: stages", f"must be a non-empty list of {', '.join(stage_names)}")
         for s in spec.stages:
@@ -234,8 +236,6 @@ def spec_from_dict(data: dict, source: str = "<dict>") -> SweepSpec:
         if not spec.init_from:
             raise _err(f"{source}: init_from", "a policy sweep trains on a frozen checkpoint: give it "
                        "(a folder, s3://… or models:/NAME@ALIAS)")
-        if spec.stages is not None:
-            raise _err(f"{source}: stages", "a policy sweep trains no model stage; remove 'stages'")
         allowed = tuple(getattr(task, "policy_knobs", ()))
         for key in spec.knobs:
             if key not in allowed:
