@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     from dynvid.engine.trainer import fit
     from dynvid.methods.lfs import LFSTask
-    from dynvid.methods.lfs.adaptive import train_adaptive_policy
+    from dynvid.methods.lfs.adaptive import train_policies
     from dynvid.methods.lfs.evaluation import evaluate_policies
     from dynvid.methods.lfs.report import curve_table, fixed_policies, latency_rows, load_detector
 
@@ -64,16 +64,10 @@ def main(argv: list[str] | None = None) -> int:
         loader = torch.utils.data.DataLoader(val, batch_size=cfg.data.batch_size, collate_fn=val.collate_fn)
         fixed = evaluate_policies(model, loader, task.val_gt, fixed_policies(c.taus), **post)
         print(f"\nfixed policies\n{curve_table(fixed)}", flush=True)
-        learned, rows = {}, []
-        for gamma in args.gamma:
-            g_cfg = apply_overrides(cfg, [f"lfs.gamma={gamma}"])
-            m = train_adaptive_policy(LFSTask(g_cfg), g_cfg, detector, os.path.join(tmp, f"policy-{gamma:g}"),
-                                      fixed_rows=fixed)
-            m.pop("fixed_rows")
+        policies = train_policies(cfg, detector, args.gamma, tmp, fixed=fixed)
+        learned, rows = policies["learned"], policies["rows"]
+        for m in rows:
             m["policy"] = os.path.basename(m["policy"])
-            rows.append(m)
-            learned[f"learned γ={gamma:g}"] = {"AP50": m["val_AP50"], "AP": m["val_AP"],
-                                                "f0_fraction": m["val_f0_fraction"], "gmacs_per_frame": m["val_gflops_avg"]}
         latency = latency_rows(model, val[0][0], c.tau, repeats=1 if args.smoke_test else 3)
         costs = {k: v / 1e9 for k, v in model.component_macs().items()}
 

@@ -24,7 +24,7 @@ import json
 import os
 import sys
 
-from dynvid.config import ConfigError, ExperimentConfig, apply_overrides
+from dynvid.config import ConfigError, ExperimentConfig
 from dynvid.data.errors import DatasetError
 from dynvid.methods.lfs.presets import job_config
 
@@ -50,42 +50,21 @@ def build_config(args: argparse.Namespace) -> ExperimentConfig:
 
 def run(cfg: ExperimentConfig, detector: str | None, gammas: list[float], say=print) -> dict:
     """Train one policy per γ on ``detector`` (trained first when None); returns the rows."""
-    from dynvid.config import to_dict
-    from dynvid.engine import tracking
     from dynvid.engine.trainer import fit
-    from dynvid.methods.lfs import LFSTask
-    from dynvid.methods.lfs.adaptive import train_adaptive_policy
+    from dynvid.methods.lfs.adaptive import train_policies
     from dynvid.methods.lfs.report import curve_table
 
     if detector is None:
         result = fit(cfg, method="lfs", register=False)
         detector = result.stages[-1].checkpoint_path
-    storage = cfg.train.storage_path
-    uri = tracking.resolve_tracking_uri(cfg.train.mlflow_tracking_uri) if cfg.train.mlflow_tracking_uri else None
-    rows, fixed, learned = [], None, {}
-    for gamma in gammas:
-        g_cfg = apply_overrides(cfg, [f"lfs.gamma={gamma}"])
-        name = f"{g_cfg.run_name('lfs')}-policy-gamma{gamma:g}"
-        out_dir = os.path.join(os.path.abspath(storage), name)
-        task = LFSTask(g_cfg)
-        m = train_adaptive_policy(task, g_cfg, detector, out_dir, progress=say, fixed_rows=fixed)
-        fixed = m.pop("fixed_rows")
-        learned[f"learned γ={gamma:g}"] = {"AP50": m["val_AP50"], "AP": m["val_AP"],
-                                            "f0_fraction": m["val_f0_fraction"],
-                                            "gmacs_per_frame": m["val_gflops_avg"]}
-        rows.append(m)
-        if uri:
-            run_id = tracking.start_job_run(uri, cfg.train.mlflow_experiment, name,
-                                            {"method": "lfs", "stage": "policy", "detector": detector, **to_dict(g_cfg)})
-            tracking.finish_job_run(uri, run_id, {k: v for k, v in m.items() if isinstance(v, (int, float))},
-                                    artifacts=[m["policy"], os.path.join(out_dir, "policy_report.json")])
-    table = curve_table({**fixed, **learned})
+    out = train_policies(cfg, detector, gammas, os.path.abspath(cfg.train.storage_path), progress=say)
+    table = curve_table({**out["fixed"], **out["learned"]})
     say(f"\n[dynvid] Looking Fast and Slow policies (every val frame)\n{table}")
-    for m in rows:
+    for m in out["rows"]:
         verdict = "≥" if m["AP50_gain_vs_fixed"] >= 0 else "<"
         say(f"[dynvid] γ={m['gamma']:g}: learned {m['val_AP50']:.4f} {verdict} fixed {m['fixed_AP50_at_f0']:.4f} "
             f"at {m['val_f0_fraction']:.3f} f0 runs; policy {m['policy']}")
-    return {"detector": detector, "fixed": fixed, "learned": rows, "table": table}
+    return {"detector": detector, "fixed": out["fixed"], "learned": out["rows"], "table": table}
 
 
 def main(argv: list[str] | None = None) -> int:

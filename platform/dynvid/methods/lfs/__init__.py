@@ -38,7 +38,7 @@ from dynvid.config import ExperimentConfig
 from dynvid.data.datasets import scene_config
 from dynvid.detection.losses import detection_loss
 from dynvid.engine.task import Stage
-from dynvid.methods.lfs.model import F0, F1, InterleavedDetector, fixed_schedule
+from dynvid.methods.lfs.model import F0, F1, InterleavedDetector, fixed_schedule, unwrap
 
 __all__ = ["LFSTask", "build_detector", "random_actions"]
 
@@ -55,9 +55,6 @@ def build_detector(cfg: ExperimentConfig, num_classes: int) -> InterleavedDetect
     return InterleavedDetector(num_classes, c.f0_width, c.f1_width, c.f0_size, c.f1_size, c.memory_input,
                                c.state_channels, c.groups, c.state_clip, c.skip_f1_update, c.num_levels, c.tau)
 
-
-def _unwrap(model: nn.Module) -> InterleavedDetector:
-    return model.module if hasattr(model, "module") else model
 
 
 class LFSTask:
@@ -177,7 +174,7 @@ class LFSTask:
 
         if self.val_gt is None:
             raise RuntimeError("LFSTask.evaluate needs the validation ground truth: call datasets() first")
-        m = _unwrap(model)
+        m = unwrap(model)
         c = self.cfg.lfs
         policy = self.policy()
         r = evaluate_policies(m, loader, self.val_gt, [policy], score_threshold=c.score_threshold,
@@ -214,6 +211,7 @@ class LFSTask:
         self.cfg = cfg
         metrics = train_adaptive_policy(self, cfg, detector, out_dir)
         metrics.pop("fixed_rows")
+        metrics.pop("row")
         return metrics
 
     def report(self, cfg: ExperimentConfig, stages: list, out_dir: str) -> dict:

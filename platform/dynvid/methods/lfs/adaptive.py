@@ -17,11 +17,11 @@ import os
 
 import torch
 
-from dynvid.config import ExperimentConfig, to_dict
+from dynvid.config import ExperimentConfig, apply_overrides, to_dict
 from dynvid.methods.lfs.evaluation import LearnedPolicy, evaluate_policies
 from dynvid.methods.lfs.report import fixed_policies, load_detector
 
-__all__ = ["fixed_at", "train_adaptive_policy"]
+__all__ = ["fixed_at", "train_adaptive_policy", "train_policies"]
 
 
 def fixed_at(curve: list[tuple[float, float]], f0_fraction: float) -> float:
@@ -53,7 +53,8 @@ def train_adaptive_policy(task, cfg: ExperimentConfig, detector: str, out_dir: s
     learned policy, ``fixed_AP50_at_f0`` (the fixed policies at the same fraction of f0
     runs) and ``AP50_gain_vs_fixed``, the DQN's returns, and ``policy`` (the exported file).
     ``fixed_rows`` (from an earlier call on the same detector) saves re-evaluating the
-    fixed policies.
+    fixed policies; they come back as ``fixed_rows``, and the learned policy's table row as
+    ``row``.
     """
     import ray
 
@@ -107,4 +108,33 @@ def train_adaptive_policy(task, cfg: ExperimentConfig, detector: str, out_dir: s
                   f, indent=2, default=str)
     progress(f"[dynvid] lfs policy γ={c.gamma:g}: mAP@0.5 {mine['AP50']:.4f} at {mine['f0_fraction']:.3f} f0 runs "
              f"({mine['gmacs_per_frame']:.4f} GMACs/frame); fixed policies at that fraction {matched:.4f}")
-    return {**metrics, "fixed_rows": fixed}
+    return {**metrics, "fixed_rows": fixed, "row": mine}
+
+
+def train_policies(cfg: ExperimentConfig, detector: str, gammas, out_root: str, progress=print,
+                   fixed: dict | None = None) -> dict:
+    """One DQN policy per γ in ``gammas`` on the detector checkpoint ``detector``, each in
+    ``out_root/<run name>-policy-gamma<γ>`` and, when ``train.mlflow_tracking_uri`` is set,
+    an MLflow run with its policy file. The fixed policies are evaluated with the first γ
+    (or given as ``fixed``). Returns ``{"fixed": rows by name, "learned": rows by name,
+    "rows": [metrics of each γ]}``."""
+    from dynvid.engine import tracking
+    from dynvid.methods.lfs import LFSTask
+
+    t = cfg.train
+    uri = tracking.resolve_tracking_uri(t.mlflow_tracking_uri) if t.mlflow_tracking_uri else None
+    rows, learned = [], {}
+    for gamma in gammas:
+        g_cfg = apply_overrides(cfg, [f"lfs.gamma={gamma}"])
+        name = f"{g_cfg.run_name('lfs')}-policy-gamma{gamma:g}"
+        out_dir = os.path.join(out_root, name)
+        m = train_adaptive_policy(LFSTask(g_cfg), g_cfg, detector, out_dir, progress=progress, fixed_rows=fixed)
+        fixed = m.pop("fixed_rows")
+        learned[f"learned γ={gamma:g}"] = m.pop("row")
+        rows.append(m)
+        if uri:
+            run_id = tracking.start_job_run(uri, t.mlflow_experiment, name,
+                                            {"method": "lfs", "stage": "policy", "detector": detector, **to_dict(g_cfg)})
+            tracking.finish_job_run(uri, run_id, {k: v for k, v in m.items() if isinstance(v, (int, float))},
+                                    artifacts=[m["policy"], os.path.join(out_dir, "policy_report.json")])
+    return {"fixed": fixed, "learned": learned, "rows": rows}

@@ -52,12 +52,12 @@ def _load_from_config(env_config: dict):
     from dynvid.config import ExperimentConfig, from_dict
     from dynvid.methods.lfs import LFSTask
     from dynvid.methods.lfs.data import build_detection_dataset
-    from dynvid.methods.lfs.report import load_detector
+    from dynvid.methods.lfs.report import load_detector_model
     from dynvid.data.datasets import scene_config
 
     cfg = from_dict(ExperimentConfig, env_config["experiment"], where="env_config.experiment")
     task = LFSTask(cfg)
-    model, _ = load_detector(task, cfg, env_config["checkpoint"])
+    model = load_detector_model(task, cfg, env_config["checkpoint"])  # the env builds its own videos
     d = cfg.data
     scene = scene_config(d)
     split = env_config.get("split", d.train_split)

@@ -32,7 +32,7 @@ from collections.abc import Iterable
 import torch
 
 from dynvid.detection.ssdlite import postprocess
-from dynvid.methods.lfs.model import F0, F1, InterleavedDetector, fixed_schedule
+from dynvid.methods.lfs.model import F0, F1, InterleavedDetector, fixed_schedule, unwrap
 from dynvid.metrics.detection import coco_evaluate, to_coco_detections
 
 __all__ = ["FixedPolicy", "LearnedPolicy", "evaluate_policies", "latency_summary", "run_async", "run_sync",
@@ -85,16 +85,13 @@ class LearnedPolicy:
         return self.qnet.to(c.device)(obs).argmax(1).to(actions.device)
 
 
-def _unwrap(model: torch.nn.Module) -> InterleavedDetector:
-    return model.module if hasattr(model, "module") else model
-
 
 @torch.no_grad()
 def run_videos(model: InterleavedDetector, frames: torch.Tensor, policy, *, score_threshold: float = 0.05,
                nms_iou: float = 0.6, max_detections: int = 100):
     """Run ``policy`` over videos ``frames (B, T, 3, S, S)``. Returns ``(detections [B][T]
     dicts of normalized xyxy ``boxes``, ``scores``, ``labels``; actions (B, T))``."""
-    m = _unwrap(model)
+    m = unwrap(model)
     B, T = frames.shape[:2]
     policy.reset(B)
     actions = torch.zeros(B, T, dtype=torch.long)
@@ -130,7 +127,7 @@ def evaluate_policies(model: InterleavedDetector, loader: Iterable, gt: dict, po
     over every valid frame of ``loader``'s videos (items ``(frames, targets)``). Under
     ``torch.distributed`` the ranks' detections are gathered and scored together, so every
     rank returns the metrics of all videos (``videos`` stays this rank's count)."""
-    m = _unwrap(model)
+    m = unwrap(model)
     was = m.training
     m.eval()
     costs = costs or m.component_macs()
@@ -171,7 +168,7 @@ def evaluate_policies(model: InterleavedDetector, loader: Iterable, gt: dict, po
 @torch.no_grad()
 def run_sync(model: InterleavedDetector, frames: torch.Tensor, tau: int) -> list[float]:
     """Per-frame latency (s) of the synchronous detector on one video ``(T, 3, S, S)``."""
-    m = _unwrap(model).eval()
+    m = unwrap(model).eval()
     actions = fixed_schedule(len(frames), tau)
     state, out = None, []
     for t in range(len(frames)):
@@ -189,7 +186,7 @@ def run_async(model: InterleavedDetector, frames: torch.Tensor, tau: int) -> tup
     previous f0 run has finished (otherwise that launch is skipped, as a real-time system
     would), on a second thread; its result (the memory state after ``m(f0(I_k), s)``)
     replaces the state when ready. Frame 0 waits for its f0 run: there is no memory yet."""
-    m = _unwrap(model).eval()
+    m = unwrap(model).eval()
     lock = threading.Lock()
     shared = {"state": None, "done": 0}
     worker: threading.Thread | None = None

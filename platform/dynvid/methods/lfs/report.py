@@ -20,7 +20,7 @@ from dynvid.methods.lfs.evaluation import FixedPolicy, evaluate_policies, latenc
 from dynvid.methods.lfs.model import InterleavedDetector
 from dynvid.tables import format_table
 
-__all__ = ["curve_table", "detector_report", "fixed_policies", "latency_rows", "load_detector"]
+__all__ = ["curve_table", "detector_report", "fixed_policies", "latency_rows", "load_detector", "load_detector_model"]
 
 F1_ONLY_TAU = 10**9
 
@@ -34,6 +34,15 @@ def fixed_policies(taus) -> list[FixedPolicy]:
 
 def load_detector(task, cfg: ExperimentConfig, checkpoint: str):
     """``(model in eval mode, val dataset)`` of the detector checkpoint (local path or URI)."""
+    model = load_detector_model(task, cfg, checkpoint)
+    stage = task.stages[-1]
+    _, val = task.datasets(stage.config(cfg), stage)
+    return model, val
+
+
+def load_detector_model(task, cfg: ExperimentConfig, checkpoint: str) -> InterleavedDetector:
+    """The detector of a checkpoint (local path or URI) in eval mode, without building any data;
+    a checkpoint of another architecture than ``cfg.lfs`` is refused."""
     from dynvid.engine.checkpoint import load_checkpoint
     from dynvid.engine.storage import fetch_checkpoint
 
@@ -44,11 +53,9 @@ def load_detector(task, cfg: ExperimentConfig, checkpoint: str):
     if differ:
         raise ValueError(f"detector checkpoint {checkpoint} was trained with {', '.join(differ)}: run with the "
                          "detector's architecture settings")
-    stage = task.stages[-1]
-    train, val = task.datasets(stage.config(cfg), stage)
-    model = task.build_model(cfg, val.num_classes)
+    model = task.build_model(cfg, task.num_classes_from_state(ckpt["model"]))
     model.load_state_dict(ckpt["model"])
-    return model.eval(), val
+    return model.eval()
 
 
 ARCHITECTURE = ("f0_width", "f1_width", "f0_size", "f1_size", "memory_input", "state_channels", "groups",
