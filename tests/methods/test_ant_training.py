@@ -37,7 +37,7 @@ def test_gate_step_trains_fusion_and_gates_and_penalises_width():
     targets = [[box] * 3, [box] * 3]
     loss, logs = gate_step(m, clips, targets, tau=1.0)
     loss.backward()
-    assert logs["kd_loss"] > 0 and 1 / 6 <= logs["width"] <= 1.0
+    assert logs["kd_loss"] > 0 and 1 / 6 <= logs["cost"] <= 1.0
     assert all(g.fc2.weight.grad.abs().sum() > 0 for g in m.gates)
     assert all(f.reduce[0].weight.grad.abs().sum() > 0 for f in m.fusions)
     # the width term pushes every gate towards smaller ratios: the score of ratio 6 falls

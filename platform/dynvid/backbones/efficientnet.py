@@ -34,7 +34,7 @@ from torch.nn import functional as F
 from dynvid.metrics.cost import conv_macs, record_cost
 
 __all__ = ["B0_STAGES", "EfficientNet", "EfficientNetSupernet", "MBConv", "efficientnet_b0", "mbconv_macs",
-           "supernet_macs", "RATIOS"]
+           "scaled_channels", "stage_ratios", "supernet_macs", "RATIOS"]
 
 # expand ratio, kernel, stride, out channels, blocks — EfficientNet-B0's table
 B0_STAGES = (
@@ -152,7 +152,17 @@ def mbconv_macs(cin: int, cout: int, ratio: float, kernel: int, stride: int, hei
             + 2 * n * squeeze + conv_macs(n, cout, 1, (oh, ow)))
 
 
-def _stage_ratios(ratios: Sequence[int] | None) -> tuple[int, ...]:
+def scaled_channels(channels: int, width_mult: float = 1.0, divisor: int = 8) -> int:
+    """``channels × width_mult`` rounded to a multiple of ``divisor``, never below 90% of it
+    (the EfficientNet/MobileNet rule); ANT's D0+ widens every backbone channel by 1.1."""
+    if width_mult == 1.0:
+        return channels
+    v = channels * width_mult
+    out = max(divisor, int(v + divisor / 2) // divisor * divisor)
+    return out + divisor if out < 0.9 * v else out
+
+
+def stage_ratios(ratios: Sequence[int] | None) -> tuple[int, ...]:
     ratios = tuple(ratios) if ratios is not None else (6,) * 6
     if len(ratios) != 6 or any(r not in RATIOS for r in ratios):
         raise ValueError(f"ratios must be 6 expansion ratios, one per MBConv6 stage, each in {RATIOS}; got {ratios}")
@@ -166,29 +176,32 @@ class EfficientNet(nn.Module):
         num_classes: classifier outputs.
         expand_ratios: the ratio of each of the six MBConv6 stages (B0: all 6).
         dropout: before the classifier (torchvision: 0.2).
+        width_mult: every channel count × this (rounded to multiples of 8; ANT's D0+: 1.1).
     """
 
     takes_clips = False
     block_class = MBConv
 
-    def __init__(self, num_classes: int = 1000, expand_ratios: Sequence[int] | None = None, dropout: float = 0.2) -> None:
+    def __init__(self, num_classes: int = 1000, expand_ratios: Sequence[int] | None = None, dropout: float = 0.2,
+                 width_mult: float = 1.0) -> None:
         super().__init__()
-        ratios = _stage_ratios(expand_ratios)
-        layers: list[nn.Module] = [_conv_bn(3, STEM, 3, 2)]
-        cin = STEM
+        ratios = stage_ratios(expand_ratios)
+        stem, head = scaled_channels(STEM, width_mult), scaled_channels(HEAD, width_mult)
+        layers: list[nn.Module] = [_conv_bn(3, stem, 3, 2)]
+        cin = stem
         for i, (t, k, s, c, n) in enumerate(B0_STAGES):
-            t = t if i == 0 else ratios[i - 1]
+            t, c = (t if i == 0 else ratios[i - 1]), scaled_channels(c, width_mult)
             blocks = []
             for j in range(n):
                 block = MBConv if i == 0 else self.block_class
                 blocks.append(block(cin, c, cin * t, k, s if j == 0 else 1, has_expand=i > 0))
                 cin = c
             layers.append(nn.Sequential(*blocks))
-        layers.append(_conv_bn(cin, HEAD))
+        layers.append(_conv_bn(cin, head))
         self.features = nn.Sequential(*layers)
-        self.num_features = HEAD
-        self.ratios = ratios
-        self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(HEAD, num_classes))
+        self.num_features = head
+        self.ratios, self.width_mult = ratios, width_mult
+        self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(head, num_classes))
         for m in self.modules():  # torchvision's initialisation
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out")
@@ -199,10 +212,11 @@ class EfficientNet(nn.Module):
                 nn.init.uniform_(m.weight, -r, r)
                 nn.init.zeros_(m.bias)
 
-    def stage_features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The outputs of the stem, the seven stages and the head conv (strides 2 … 32)."""
+    def stage_features(self, x: torch.Tensor, upto: int | None = None) -> list[torch.Tensor]:
+        """The outputs of the stem, the seven stages and the head conv (strides 2 … 32); with
+        ``upto`` only those of ``features[:upto]`` (the rest is not computed)."""
         outs = []
-        for layer in self.features:
+        for layer in self.features[:upto]:
             x = layer(x)
             outs.append(x)
         return outs
@@ -226,13 +240,14 @@ class EfficientNetSupernet(EfficientNet):
 
     block_class = ElasticMBConv
 
-    def __init__(self, num_classes: int = 1000, dropout: float = 0.2) -> None:
-        super().__init__(num_classes, None, dropout)
+    def __init__(self, num_classes: int = 1000, dropout: float = 0.2, width_mult: float = 1.0) -> None:
+        super().__init__(num_classes, None, dropout, width_mult)
 
-    def stage_features(self, x: torch.Tensor, ratios: Sequence[int] | None = None) -> list[torch.Tensor]:
-        ratios = _stage_ratios(ratios)
+    def stage_features(self, x: torch.Tensor, ratios: Sequence[int] | None = None,
+                       upto: int | None = None) -> list[torch.Tensor]:
+        ratios = stage_ratios(ratios)
         outs = []
-        for i, layer in enumerate(self.features):
+        for i, layer in enumerate(self.features[:upto]):
             if 2 <= i <= 7:
                 for block in layer:
                     x = block(x, block.cin * ratios[i - 2])
@@ -249,8 +264,8 @@ class EfficientNetSupernet(EfficientNet):
 
     def subnet(self, ratios: Sequence[int]) -> EfficientNet:
         """The standalone network of configuration ``ratios`` holding this supernet's sliced weights."""
-        ratios = _stage_ratios(ratios)
-        net = EfficientNet(self.classifier[1].out_features, ratios, self.classifier[0].p)
+        ratios = stage_ratios(ratios)
+        net = EfficientNet(self.classifier[1].out_features, ratios, self.classifier[0].p, self.width_mult)
         own = self.state_dict()
         sliced = {}
         for key, target in net.state_dict().items():
@@ -262,14 +277,17 @@ class EfficientNetSupernet(EfficientNet):
         return net
 
 
-def supernet_macs(ratios: Sequence[int] | None, height: int = 224, width: int = 224, num_classes: int = 1000) -> int:
+def supernet_macs(ratios: Sequence[int] | None, height: int = 224, width: int = 224, num_classes: int = 1000,
+                  width_mult: float = 1.0, head: bool = True) -> int:
     """MACs of the configuration ``ratios`` at ``height × width``: stem, MBConv blocks by
-    :func:`mbconv_macs` (the MBConv1 stage has no expand conv), head conv and classifier."""
-    ratios = _stage_ratios(ratios)
+    :func:`mbconv_macs` (the MBConv1 stage has no expand conv), head conv and classifier
+    (``head=False``: up to the last MBConv stage, as a detector's backbone runs)."""
+    ratios = stage_ratios(ratios)
     h, w = (height + 1) // 2, (width + 1) // 2
-    total = conv_macs(3, STEM, 3, (h, w))
-    cin = STEM
+    cin = scaled_channels(STEM, width_mult)
+    total = conv_macs(3, cin, 3, (h, w))
     for i, (t, k, s, c, n) in enumerate(B0_STAGES):
+        c = scaled_channels(c, width_mult)
         for j in range(n):
             stride = s if j == 0 else 1
             if i == 0:
@@ -278,7 +296,10 @@ def supernet_macs(ratios: Sequence[int] | None, height: int = 224, width: int = 
                 total += mbconv_macs(cin, c, ratios[i - 1], k, stride, h, w)
             h, w = (h + 2 * ((k - 1) // 2) - k) // stride + 1, (w + 2 * ((k - 1) // 2) - k) // stride + 1
             cin = c
-    return total + conv_macs(cin, HEAD, 1, (h, w)) + HEAD * num_classes
+    if not head:
+        return total
+    last = scaled_channels(HEAD, width_mult)
+    return total + conv_macs(cin, last, 1, (h, w)) + last * num_classes
 
 
 def efficientnet_b0(num_classes: int = 1000, width_mult: float = 1.0, **kwargs) -> EfficientNet:

@@ -16,7 +16,7 @@ from torch import nn
 
 from dynvid.config import ExperimentConfig, apply_overrides
 
-__all__ = ["DataTask", "ReportingTask", "Stage", "Task", "get_task", "presets", "TASKS"]
+__all__ = ["DataTask", "ReportingTask", "Stage", "Task", "get_task", "presets", "TASKS", "unwrap_model"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,11 @@ class Stage:
     def config(self, cfg: ExperimentConfig) -> ExperimentConfig:
         """The job's config with this stage's overrides applied."""
         return apply_overrides(cfg, list(self.overrides)) if self.overrides else cfg
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The network inside a DDP wrapper (``prepare_model``), or the model itself."""
+    return model.module if hasattr(model, "module") else model
 
 
 class Task(Protocol):
@@ -124,7 +129,13 @@ def _lfs(cfg: ExperimentConfig) -> Task:
     return LFSTask(cfg)
 
 
-TASKS = {"static": _static, "vared": _vared, "liteeval": _liteeval, "lfs": _lfs}
+def _ant(cfg: ExperimentConfig) -> Task:
+    from dynvid.methods.ant import ANTTask
+
+    return ANTTask(cfg)
+
+
+TASKS = {"static": _static, "vared": _vared, "liteeval": _liteeval, "lfs": _lfs, "ant": _ant}
 
 
 def presets(method: str) -> dict[str, list[str]]:
@@ -140,6 +151,10 @@ def presets(method: str) -> dict[str, list[str]]:
         return PRESETS
     if method == "lfs":
         from dynvid.methods.lfs.presets import PRESETS
+
+        return PRESETS
+    if method == "ant":
+        from dynvid.methods.ant.presets import PRESETS
 
         return PRESETS
     return {}

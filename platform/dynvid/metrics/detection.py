@@ -14,7 +14,7 @@ import io
 
 import torch
 
-__all__ = ["coco_evaluate", "to_coco_detections"]
+__all__ = ["coco_evaluate", "to_coco_detections", "video_detection_rows"]
 
 _NAMES = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large")
 
@@ -27,6 +27,20 @@ def to_coco_detections(image_id: int, boxes: torch.Tensor, scores: torch.Tensor,
     for (x1, y1, x2, y2), s, c in zip(boxes.tolist(), scores.tolist(), labels.tolist()):
         rows.append({"image_id": int(image_id), "category_id": int(c) + label_offset,
                      "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(s)})
+    return rows
+
+
+def video_detection_rows(dets: list[dict], target: dict) -> list[dict]:
+    """COCO rows of one video's per-frame detections (normalized xyxy ``boxes``, ``scores``,
+    ``labels``), scaled to each frame's ``orig_sizes``; frames flagged ``valid=False`` (padding)
+    are skipped."""
+    rows = []
+    for t, d in enumerate(dets):
+        if not bool(target["valid"][t]):
+            continue
+        h, w = (int(v) for v in target["orig_sizes"][t])
+        boxes = d["boxes"].clamp(0, 1) * d["boxes"].new_tensor([w, h, w, h])
+        rows.extend(to_coco_detections(int(target["image_ids"][t]), boxes, d["scores"], d["labels"]))
     return rows
 
 

@@ -11,7 +11,14 @@ per-stage fusion modules and dynamic gates for non-key frames.
   each group runs only its width (real skipping); in training the output of a group is
   multiplied by its straight-through one-hot entry, so the Gumbel-softmax gradient reaches
   the gate while only the chosen width is computed.
-- The neck and head are shared by all frames (P3, P4, P5 = the outputs of features 3, 5, 7).
+- The neck and head are shared by all frames (P3, P4, P5 = the outputs of features 3, 5, 7);
+  the backbone's 1×1 head conv (features 8) feeds no level and is never run.
+- ``temporal=False`` is the non-temporal dynamic baseline of Fig. 4 ([18]): no fusion
+  modules and no key frames; each stage's gate reads the current frame's features only.
+- ``width_mult=1.1`` is D0+ (Table 1): every backbone channel 1.1× wider.
+
+All training forwards go through ``forward(frames, run=fn)`` (``fn(module, frames)``), so a
+whole sandwich step or clip is one call of the (DDP-wrapped) module.
 
 Choices: the gate of stage ``s`` reads the fused input of that stage (the paper: "fused
 stage-level features … decide the stage width"); the neck reads each stage's output.
@@ -19,12 +26,12 @@ stage-level features … decide the stage width"); the neck reads each stage's o
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
 
-from dynvid.backbones.efficientnet import RATIOS, EfficientNetSupernet
+from dynvid.backbones.efficientnet import RATIOS, EfficientNetSupernet, stage_ratios
 from dynvid.detection.efficientdet import BiFPN, EfficientDetHead
 from dynvid.methods.ant.modules import DynamicGate, FusionModule
 
@@ -42,42 +49,84 @@ class ANTDetector(nn.Module):
     """
 
     def __init__(self, num_classes: int, fpn_channels: int = 64, fpn_layers: int = 3, head_repeats: int = 3,
-                 levels: int = 5) -> None:
+                 levels: int = 5, width_mult: float = 1.0, temporal: bool = True) -> None:
         super().__init__()
-        self.backbone = EfficientNetSupernet(num_classes=1)
+        self.backbone = EfficientNetSupernet(num_classes=1, width_mult=width_mult)
         widths = [self.backbone.features[i][0].cin for i in ELASTIC]  # channels entering each elastic stage
-        self.fusions = nn.ModuleList(FusionModule(c) for c in widths)
+        self.temporal = temporal
+        self.fusions = nn.ModuleList(FusionModule(c) for c in widths) if temporal else None
         self.gates = nn.ModuleList(DynamicGate(c) for c in widths)
+        self.stem_frozen = False
         outs = [self.backbone.features[i][-1].cout for i in NECK_LEVELS]
         self.neck = BiFPN(outs, fpn_channels, fpn_layers, levels)
         self.head = EfficientDetHead(fpn_channels, num_classes, repeats=head_repeats, levels=levels)
+
+    def forward(self, frames: torch.Tensor, ratios: Sequence[int] | None = None,
+                run: Callable[[ANTDetector, torch.Tensor], object] | None = None):
+        """``(cls, box)`` of the subnet ``ratios`` (None: the full network) — the registered
+        model's signature — or, with ``run``, whatever ``run(self, frames)`` returns."""
+        if run is not None:
+            return run(self, frames)
+        cls, box, _ = self.forward_static(frames, ratios)
+        return cls, box
+
+    def freeze_stem(self) -> None:
+        """Stage 2 (Sec. 3.2): the stem's weights get no gradient and its BatchNorm keeps its
+        statistics, so the key-frame rule's features do not drift."""
+        self.stem_frozen = True
+        for p in self.backbone.features[0].parameters():
+            p.requires_grad_(False)
+        self.backbone.features[0].eval()
+
+    def train(self, mode: bool = True) -> ANTDetector:
+        super().train(mode)
+        if self.stem_frozen:
+            self.backbone.features[0].eval()
+        return self
+
+    def stem(self, frames: torch.Tensor) -> torch.Tensor:
+        """The stem conv's output: the key-frame rule's features (Sec. 3.3)."""
+        return self.backbone.features[0](frames)
 
     def detect(self, stage_outputs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         feats = self.neck([stage_outputs[i] for i in NECK_LEVELS])
         self.last_sizes = [tuple(f.shape[-2:]) for f in feats]
         return self.head(feats)
 
-    def forward_static(self, frames: torch.Tensor, ratios: Sequence[int] | None = None):
-        """A fixed subnet on every frame: ``(cls, box, stage outputs)``."""
-        outs = self.backbone.stage_features(frames, ratios)
+    def forward_static(self, frames: torch.Tensor, ratios: Sequence[int] | None = None,
+                       stem: torch.Tensor | None = None):
+        """A fixed subnet on every frame: ``(cls, box, stage outputs)``; ``stem``: the frames'
+        stem output when already computed (the key-frame rule ran it)."""
+        outs = self._from_stem(self.stem(frames) if stem is None else stem, ratios)
         cls, box = self.detect(outs)
         return cls, box, outs
+
+    def _from_stem(self, stem: torch.Tensor, ratios: Sequence[int] | None) -> list[torch.Tensor]:
+        f, ratios = self.backbone.features, stage_ratios(ratios)
+        x = f[1](stem)
+        outs = [stem, x]
+        for s, i in enumerate(ELASTIC):
+            for block in f[i]:
+                x = block(x, block.cin * ratios[s])
+            outs.append(x)
+        return outs
 
     def key_features(self, outs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """What a key frame stores: the input of each elastic stage."""
         return [outs[i - 1] for i in ELASTIC]
 
-    def forward_nonkey(self, frames: torch.Tensor, key: Sequence[torch.Tensor], tau: float | None = None,
-                       details: bool = False):
+    def forward_nonkey(self, frames: torch.Tensor, key: Sequence[torch.Tensor] | None, tau: float | None = None,
+                       details: bool = False, stem: torch.Tensor | None = None):
         """A non-key frame: fusion + gate per elastic stage. Returns ``(cls, box, choices)``,
         ``choices`` ``(B, 6)`` the ratio each sample ran in each stage; with ``details`` also
-        ``{"fused": [6 fused maps], "onehots": [6 (B, 6) choices]}`` (stage-2 training)."""
+        ``{"fused": [6 fused maps], "onehots": [6 (B, 6) choices]}`` (stage-2 training).
+        ``key`` is ignored (may be None) by the non-temporal network."""
         f = self.backbone.features
-        x = f[1](f[0](frames))
+        x = f[1](self.stem(frames) if stem is None else stem)
         outs = [None, x]
         choices, fused_maps, onehots = [], [], []
         for s, i in enumerate(ELASTIC):
-            fused = self.fusions[s](key[s], x)
+            fused = self.fusions[s](key[s], x) if self.temporal else x
             onehot = DynamicGate.decide(self.gates[s](fused), tau)
             choice = onehot.argmax(1)
             x = self._run_stage(i, fused, choice, onehot if tau is not None else None)
@@ -85,7 +134,6 @@ class ANTDetector(nn.Module):
             fused_maps.append(fused)
             onehots.append(onehot)
             outs.append(x)
-        outs.append(f[8](x))
         cls, box = self.detect(outs)
         if details:
             return cls, box, torch.stack(choices, 1), {"fused": fused_maps, "onehots": onehots}

@@ -32,8 +32,8 @@ from torch.nn import functional as F
 
 from dynvid.backbones.efficientnet import RATIOS
 
-__all__ = ["DynamicGate", "FusionModule", "KeyFrameSelector", "inplace_distillation_loss", "recalibrate_bn",
-           "sandwich_configs", "stem_deviation"]
+__all__ = ["DynamicGate", "FusionModule", "KeyFrameSelector", "bn_buffers", "inplace_distillation_loss",
+           "recalibrate_bn", "sandwich_configs", "stem_deviation"]
 
 LARGEST, SMALLEST = (max(RATIOS),) * 6, (min(RATIOS),) * 6
 
@@ -76,6 +76,14 @@ def recalibrate_bn(model: nn.Module, forward: Callable[[torch.Tensor], object], 
     if n == 0:
         raise ValueError("recalibrate_bn needs at least one batch")
     return n
+
+
+def bn_buffers(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of every BatchNorm buffer (running statistics, batch counts), to restore with
+    ``model.load_state_dict(saved, strict=False)`` after a recalibrated evaluation."""
+    names = {name for name, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+    return {k: v.clone() for k, v in model.state_dict().items() if k.rpartition(".")[0] in names
+            and k.rpartition(".")[2] in ("running_mean", "running_var", "num_batches_tracked")}
 
 
 class FusionModule(nn.Module):

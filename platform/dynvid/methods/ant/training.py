@@ -9,27 +9,40 @@ largest subnet's detections (:func:`~.modules.inplace_distillation_loss`); the l
 summed, so one optimizer step updates the shared weights for all of them. Before a subnet
 is evaluated its BatchNorm statistics are recalibrated (:func:`~.modules.recalibrate_bn`).
 
+Stage 0 (:func:`static_step`): the standalone network (all ratios 6) on the labels, which
+initialises the supernet (Sec. 3.1: "we first train a standalone network … as the
+initialization of supernet").
+
 Stage 2 (:func:`gate_step`): fusion modules and gates trained with the supernet on clips
 with a fixed schedule of one key frame in ``key_every`` (3). Key frames run the full
 network; non-key frames run fusion + Gumbel gates and learn the labels plus a KD loss
 between their fused stage inputs and the golden ones (the same frame through the full
 network, no gradient). Choice: a width-cost term ``cost_weight · mean_s E[ratio_s / 6]``
 (over the gates' straight-through one-hots) keeps the gates from always picking the full
-width; the paper does not state its cost objective.
+width; the paper does not state its cost objective. With a cost table
+(:func:`stage_costs`, ``ant.cost_metric``) the term is ``Σ_s E[cost_s(ratio_s)]`` instead,
+the table normalized so the full network costs 1: ``latency`` (default) is a lookup table of
+each stage's single-core latency at each ratio, measured on the worker (FBNet-style); it
+matters because on a CPU the first elastic stage, at the highest resolution, takes far more
+than its share of MACs (measured at 192×192: stage 1 at ratio 6 instead of 1 adds 11 ms to a
+15 ms subnet, each other stage ≤ 2 ms). ``macs`` takes the width formula instead.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 
 import torch
+from torch.nn import functional as F
 
+from dynvid.backbones.efficientnet import RATIOS
 from dynvid.detection.efficientdet import retina_anchors
 from dynvid.detection.losses import detection_loss
-from dynvid.methods.ant.model import ANTDetector
+from dynvid.engine.task import unwrap_model
 from dynvid.methods.ant.modules import inplace_distillation_loss, sandwich_configs
 
-__all__ = ["detection_loss_batch", "gate_step", "sandwich_step"]
+__all__ = ["detection_loss_batch", "gate_step", "sandwich_step", "stage_costs", "static_step"]
 
 
 def detection_loss_batch(cls: torch.Tensor, box: torch.Tensor, anchors: torch.Tensor, targets: list[dict]) -> torch.Tensor:
@@ -43,49 +56,114 @@ def detection_loss_batch(cls: torch.Tensor, box: torch.Tensor, anchors: torch.Te
     return total / len(targets)
 
 
-def sandwich_step(model: ANTDetector, frames: torch.Tensor, targets: list[dict], rng: random.Random,
+def _anchors(model, frames: torch.Tensor) -> torch.Tensor:
+    return retina_anchors(unwrap_model(model).last_sizes, tuple(frames.shape[-2:])).to(frames.device)
+
+
+def static_step(model, frames: torch.Tensor, targets: list[dict]) -> tuple[torch.Tensor, dict[str, float]]:
+    """The standalone network (the full width) on the labels."""
+    cls, box = model(frames)
+    loss = detection_loss_batch(cls, box, _anchors(model, frames), targets)
+    return loss, {"loss": float(loss.detach())}
+
+
+def sandwich_step(model, frames: torch.Tensor, targets: list[dict], rng: random.Random,
                   num_random: int = 2, kd_weight: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:
-    """The summed loss of one sandwich step and its parts (see the module docstring)."""
+    """The summed loss of one sandwich step and its parts (see the module docstring). All
+    subnets run inside one call of ``model`` (one DDP forward)."""
     configs = sandwich_configs(rng, num_random)
-    cls, box, _ = model.forward_static(frames, configs[0])
-    anchors = retina_anchors(model.last_sizes, tuple(frames.shape[-2:])).to(frames.device)
-    largest = detection_loss_batch(cls, box, anchors, targets)
-    teacher = (cls.detach(), box.detach())
-    kd_total = cls.new_zeros(())
-    for config in configs[1:]:
-        s_cls, s_box, _ = model.forward_static(frames, config)
-        kd_total = kd_total + inplace_distillation_loss(s_cls, s_box, *teacher)
+    outputs = model(frames, run=lambda m, x: [m.forward_static(x, c)[:2] for c in configs])
+    (cls, box), students = outputs[0], outputs[1:]
+    largest = detection_loss_batch(cls, box, _anchors(model, frames), targets)
+    kd_total = sum(inplace_distillation_loss(s_cls, s_box, cls.detach(), box.detach()) for s_cls, s_box in students)
     loss = largest + kd_weight * kd_total
     return loss, {"loss": float(loss.detach()), "largest_loss": float(largest.detach()),
-                  "kd_loss": float(kd_total.detach()) / max(1, len(configs) - 1)}
+                  "kd_loss": float(kd_total.detach()) / max(1, len(students))}
 
 
-def gate_step(model: ANTDetector, clips: torch.Tensor, targets: list[list[dict]], tau: float, key_every: int = 3,
-              kd_weight: float = 1.0, cost_weight: float = 0.1) -> tuple[torch.Tensor, dict[str, float]]:
-    """Stage-2 loss over clips ``(B, T, 3, H, W)`` with ``targets[b][t]`` per frame."""
-    from torch.nn import functional as F
-
-    from dynvid.backbones.efficientnet import RATIOS
-
-    B, T = clips.shape[:2]
-    widths = torch.tensor(RATIOS, dtype=clips.dtype, device=clips.device) / max(RATIOS)
-    det_total, kd_total, cost_total, nonkey = clips.new_zeros(()), clips.new_zeros(()), clips.new_zeros(()), 0
-    key = None
-    for t in range(T):
-        frame_targets = [targets[b][t] for b in range(B)]
+def _clip_forward(model, clips: torch.Tensor, tau: float, key_every: int) -> list[tuple]:
+    """Stage 2's schedule over clips ``(B, T, …)``: per frame ``(cls, box, details, golden)``;
+    key frames have ``details = golden = None``."""
+    key, out = None, []
+    for t in range(clips.shape[1]):
+        x = clips[:, t]
         if t % key_every == 0:
-            cls, box, outs = model.forward_static(clips[:, t])
+            cls, box, outs = model.forward_static(x)
             key = model.key_features(outs)
+            out.append((cls, box, None, None))
         else:
-            cls, box, _, d = model.forward_nonkey(clips[:, t], key, tau=tau, details=True)
-            with torch.no_grad():
-                golden = model.key_features(model.forward_static(clips[:, t])[2])
-            kd_total = kd_total + sum(F.mse_loss(f, g) for f, g in zip(d["fused"], golden)) / len(golden)
-            cost_total = cost_total + torch.stack([(oh * widths).sum(1).mean() for oh in d["onehots"]]).mean()
-            nonkey += 1
-        anchors = retina_anchors(model.last_sizes, tuple(clips.shape[-2:])).to(clips.device)
-        det_total = det_total + detection_loss_batch(cls, box, anchors, frame_targets)
+            cls, box, _, d = model.forward_nonkey(x, key, tau=tau, details=True)
+            with torch.no_grad():  # golden features: the same frame through the whole network
+                golden = model.key_features(model.forward_static(x)[2])
+            out.append((cls, box, d, golden))
+    return out
+
+
+@torch.no_grad()
+def stage_costs(model, size: int, metric: str = "latency", repeats: int = 5) -> torch.Tensor:
+    """``(6, len(RATIOS))`` cost of each elastic stage at each ratio on a ``size × size`` frame,
+    normalized so that the full network's stages sum to 1: measured single-core latency with
+    batch 1 (median of ``repeats``) or MACs by the width formula."""
+    import time
+
+    from dynvid.backbones.efficientnet import mbconv_macs
+    from dynvid.methods.ant.model import ELASTIC
+
+    m = unwrap_model(model)
+    if metric not in ("latency", "macs"):
+        raise ValueError(f"ant.cost_metric must be 'latency' or 'macs', got {metric!r}")
+    was, before = m.training, torch.get_num_threads()
+    m.eval()
+    torch.set_num_threads(1)
+    table = torch.zeros(len(ELASTIC), len(RATIOS), dtype=torch.float64)
+    try:
+        device = next(m.parameters()).device
+        outs = m.backbone.stage_features(torch.zeros(1, 3, size, size, device=device), upto=ELASTIC[-1] + 1)
+        for s, i in enumerate(ELASTIC):
+            blocks = m.backbone.features[i]
+            for k, r in enumerate(RATIOS):
+                if metric == "macs":
+                    h = outs[i - 1].shape[-1]
+                    cost = 0
+                    for b in blocks:
+                        cost += mbconv_macs(b.cin, b.cout, r, b.kernel, b.stride, h, h)
+                        h = (h + 2 * ((b.kernel - 1) // 2) - b.kernel) // b.stride + 1
+                    table[s, k] = cost
+                    continue
+                times = []
+                for _ in range(repeats + 1):
+                    x = outs[i - 1]
+                    t0 = time.perf_counter()
+                    for b in blocks:
+                        x = b(x, b.cin * r)
+                    times.append(time.perf_counter() - t0)
+                table[s, k] = sorted(times[1:])[len(times[1:]) // 2]
+    finally:
+        torch.set_num_threads(before)
+        m.train(was)
+    return (table / table[:, -1].sum()).float()
+
+
+def gate_step(model, clips: torch.Tensor, targets: Sequence[Sequence[dict]], tau: float, key_every: int = 3,
+              kd_weight: float = 1.0, cost_weight: float = 0.1,
+              costs: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """Stage-2 loss over clips ``(B, T, 3, H, W)`` with ``targets[b][t]`` per frame; ``costs``
+    a :func:`stage_costs` table (None: the mean ratio / 6)."""
+    B, T = clips.shape[:2]
+    if costs is None:
+        costs = (torch.tensor(RATIOS, dtype=clips.dtype) / max(RATIOS) / 6).expand(6, len(RATIOS))
+    costs = costs.to(device=clips.device, dtype=clips.dtype)
+    frames_out = model(clips, run=lambda m, x: _clip_forward(m, x, tau, key_every))
+    anchors = _anchors(model, clips[:, 0])
+    det_total, kd_total, cost_total, nonkey = clips.new_zeros(()), clips.new_zeros(()), clips.new_zeros(()), 0
+    for t, (cls, box, d, golden) in enumerate(frames_out):
+        det_total = det_total + detection_loss_batch(cls, box, anchors, [targets[b][t] for b in range(B)])
+        if d is None:
+            continue
+        kd_total = kd_total + sum(F.mse_loss(f, g) for f, g in zip(d["fused"], golden)) / len(golden)
+        cost_total = cost_total + sum((oh * costs[s]).sum(1).mean() for s, oh in enumerate(d["onehots"]))
+        nonkey += 1
     det, kd, cost = det_total / T, kd_total / max(1, nonkey), cost_total / max(1, nonkey)
     loss = det + kd_weight * kd + cost_weight * cost
     return loss, {"loss": float(loss.detach()), "det_loss": float(det.detach()), "kd_loss": float(kd.detach()),
-                  "width": float(cost.detach())}
+                  "cost": float(cost.detach())}

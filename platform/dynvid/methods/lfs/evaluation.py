@@ -33,7 +33,7 @@ import torch
 
 from dynvid.detection.ssdlite import postprocess
 from dynvid.methods.lfs.model import F0, F1, InterleavedDetector, fixed_schedule, unwrap
-from dynvid.metrics.detection import coco_evaluate, to_coco_detections
+from dynvid.metrics.detection import coco_evaluate, video_detection_rows
 
 __all__ = ["FixedPolicy", "LearnedPolicy", "evaluate_policies", "latency_summary", "run_async", "run_sync",
            "run_videos", "update_history"]
@@ -109,17 +109,6 @@ def run_videos(model: InterleavedDetector, frames: torch.Tensor, policy, *, scor
     return dets, actions
 
 
-def _to_rows(dets: list[dict], target: dict) -> list[dict]:
-    rows = []
-    for t, d in enumerate(dets):
-        if not bool(target["valid"][t]):
-            continue
-        h, w = (int(v) for v in target["orig_sizes"][t])
-        boxes = d["boxes"].clamp(0, 1) * d["boxes"].new_tensor([w, h, w, h])
-        rows.extend(to_coco_detections(int(target["image_ids"][t]), boxes, d["scores"], d["labels"]))
-    return rows
-
-
 @torch.no_grad()
 def evaluate_policies(model: InterleavedDetector, loader: Iterable, gt: dict, policies: list, *,
                       costs: dict[str, float] | None = None, **post) -> dict[str, dict[str, float]]:
@@ -140,7 +129,7 @@ def evaluate_policies(model: InterleavedDetector, loader: Iterable, gt: dict, po
             for p in policies:
                 dets, actions = run_videos(m, frames, p, **post)
                 for b, target in enumerate(targets):
-                    rows[p.name].extend(_to_rows(dets[b], target))
+                    rows[p.name].extend(video_detection_rows(dets[b], target))
                     valid = target["valid"].cpu()
                     acts = actions[b][valid]
                     runs[p.name][0] += float((acts == F0).sum())

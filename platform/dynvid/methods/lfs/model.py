@@ -36,6 +36,7 @@ from torch.nn import functional as F
 
 from dynvid.backbones.mobilenetv2 import ConvBNReLU, MobileNetV2
 from dynvid.detection.ssdlite import SSDLiteHead
+from dynvid.engine.task import unwrap_model as unwrap
 from dynvid.methods.lfs.memory import GroupedConvLSTM
 from dynvid.metrics.cost import CostMeter
 
@@ -51,11 +52,6 @@ def fixed_schedule(num_frames: int, tau: int) -> torch.Tensor:
         raise ValueError(f"tau must be >= 0, got {tau}")
     t = torch.arange(num_frames)
     return torch.where(t % (tau + 1) == 0, F0, F1).long()
-
-
-def unwrap(model: nn.Module) -> "InterleavedDetector":
-    """The detector inside a DDP wrapper (or the model itself)."""
-    return model.module if hasattr(model, "module") else model
 
 
 def _trunk(width: float, last_stride: int) -> tuple[nn.Sequential, int]:

@@ -93,11 +93,9 @@ def job_config(data: str | None, smoke_test: bool, config_file: str | None, over
                extra: list[str] = ()):
     """The config of the LFS jobs: ``EMBEDDED`` (or ``PAPER`` on ``data``), ``extra``, the smoke
     budget, then the YAML file and ``--set`` overrides."""
-    from dynvid.config import ExperimentConfig, apply_overrides, load_config
+    from dynvid.config import preset_job_config
 
-    defaults = list(EMBEDDED) + (PAPER + [f"data.dataset={data}"] if data else []) + list(extra)
-    defaults += (SMOKE + POLICY_SMOKE) if smoke_test else []
-    return load_config(ExperimentConfig, config_file, overrides, base=apply_overrides(ExperimentConfig(), defaults))
+    return preset_job_config(EMBEDDED, PAPER, SMOKE + POLICY_SMOKE, data, smoke_test, config_file, overrides, extra)
 
 
 #: ``preset:`` names of a sweep spec

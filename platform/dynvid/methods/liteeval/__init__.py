@@ -37,7 +37,7 @@ from torch import nn
 
 from dynvid.backbones import BACKBONES, build_backbone
 from dynvid.config import ExperimentConfig
-from dynvid.engine.task import Stage
+from dynvid.engine.task import Stage, unwrap_model
 from dynvid.methods.liteeval.gumbel import gumbel_softmax, temperature_at
 from dynvid.methods.liteeval.model import FrameClassifiers, LSTMBaseline, LiteEval, LiteEvalCore
 from dynvid.metrics.classification import AccuracyMeter
@@ -53,10 +53,6 @@ KNOBS = ("liteeval.gamma", "liteeval.usage_weight", "liteeval.tau_start", "litee
 def usage_loss(use: torch.Tensor, gamma: float) -> torch.Tensor:
     """Eq. 7's second term before λ: ``(mean_t B_t − γ)²`` averaged over videos; ``use`` is (B, T)."""
     return ((use.mean(1) - gamma) ** 2).mean()
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if hasattr(model, "module") else model
 
 
 class LiteEvalTask:
@@ -164,7 +160,7 @@ class LiteEvalTask:
         """(coarse, fine) features (B, T, D): from the cache, or from the frozen CNNs."""
         if isinstance(inputs, (tuple, list)):
             return inputs[0], inputs[1]
-        m = _unwrap(model)
+        m = unwrap_model(model)
         x = m.step_inputs(inputs)
         with torch.no_grad():
             coarse = torch.stack([m.coarse(x[:, t]) for t in range(m.steps)], 1)
@@ -183,13 +179,13 @@ class LiteEvalTask:
     def training_step(self, model: nn.Module, batch, stage: Stage):
         inputs, labels = batch
         if stage.name == "cnns":
-            clips = inputs if _unwrap(model).fine.net.takes_clips else inputs[:, :, 0]
+            clips = inputs if unwrap_model(model).fine.net.takes_clips else inputs[:, :, 0]
             coarse, fine = model(clips)
             loss = F.cross_entropy(coarse, labels) + F.cross_entropy(fine, labels)
             return loss, {"loss": float(loss.detach()), "coarse_acc": float((coarse.argmax(1) == labels).float().mean()),
                           "acc": float((fine.argmax(1) == labels).float().mean())}
         features = self._features(model, inputs)
-        m = _unwrap(model)
+        m = unwrap_model(model)
         if stage.name == "lstm":
             logits = model(features)
             loss = F.cross_entropy(logits, labels)
@@ -212,7 +208,7 @@ class LiteEvalTask:
     def evaluate(self, model: nn.Module, loader, stage: Stage) -> dict[str, float]:
         """``cnns``: per-step accuracy of both CNNs. ``lstm`` / ``liteeval``: offline video
         accuracy, GFLOPs per video (the path that ran) and fine-feature reads."""
-        m = _unwrap(model)
+        m = unwrap_model(model)
         was = m.training
         m.eval()
         try:

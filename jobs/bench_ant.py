@@ -1,0 +1,125 @@
+"""Benchmark: ANT — static network vs static NAS subnets vs non-temporal dynamic vs ANT (Table 1, Fig. 4).
+
+    python jobs/bench_ant.py [--smoke-test] [--out FILE.json] [--thresholds 0.2 0.4 0.8]
+                             [--set key=value ...]
+
+On the embedded synthetic detection scenes with fixed seeds and the detection job's laptop
+configuration (``jobs/ant_detection.py``): the three stages are trained (or, with that job's
+``train.storage_path`` given by ``--set``, found done and not retrained), then the
+non-temporal dynamic network's gates stage is trained from the same supernet. Every network
+runs over every frame of the val videos: AP@[.5:.95], AP50, amortized GMACs per frame
+(avg/min/max), parameters and amortized single-core latency (``torch.set_num_threads(1)``,
+batch 1, frame by frame) — the standalone D0, static NAS subnets of the supernet under
+``ant.nas_budgets`` (BatchNorm recalibrated), ANT at each key-frame threshold, and the
+non-temporal network.
+
+Targets (issue "ANT"): at ``ant.key_threshold`` ANT's amortized single-core latency is
+≥ 1.2× lower than the standalone network's, at an AP drop ≤ 0.5 AP points (0.005 on the 0–1
+scale; the paper: 320 → 262 ms at −0.2); and ANT lies above the static-NAS curve (its AP ≥
+the NAS curve's, linear between the NAS points and D0, at ANT's GMACs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from dynvid.config import ExperimentConfig, apply_overrides
+from dynvid.methods.ant.presets import EMBEDDED, SMOKE
+
+BENCH = ["train.mlflow_tracking_uri=null", "train.log_every=20"]
+
+
+def curve_at(points: list[tuple[float, float]], x: float) -> float:
+    """The piecewise-linear curve through ``(cost, AP)`` points at ``x`` (flat beyond the ends)."""
+    pts = sorted(points)
+    if x <= pts[0][0]:
+        return pts[0][1]
+    for (x0, y0), (x1, y1) in zip(pts, pts[1:]):
+        if x <= x1:
+            return y0 + (y1 - y0) * (x - x0) / (x1 - x0) if x1 > x0 else max(y0, y1)
+    return pts[-1][1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--smoke-test", action="store_true")
+    p.add_argument("--out")
+    p.add_argument("--thresholds", type=float, nargs="+", help="key-frame thresholds of the ANT curve "
+                   "(default: ant.key_threshold and 4 around it)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    args = p.parse_args(argv)
+    from dynvid.engine.trainer import fit
+    from dynvid.methods.ant import ANTTask
+    from dynvid.methods.ant.report import compare, comparison_table
+
+    torch.set_num_threads(2)
+    with tempfile.TemporaryDirectory(prefix="bench-ant-") as tmp:
+        base = EMBEDDED + BENCH + (SMOKE if args.smoke_test else []) + [f"train.storage_path={tmp}"]
+        cfg = apply_overrides(ExperimentConfig(), base + args.overrides)
+        c = cfg.ant
+        result = fit(cfg, method="ant", register=False, report=False)
+        ckpts = {s.stage: s.checkpoint_path for s in result.stages}
+        nontemporal_cfg = apply_overrides(cfg, ["ant.temporal=false"])
+        nt = fit(nontemporal_cfg, method="ant", stages=["gates"], init_from=ckpts["supernet"], register=False,
+                 report=False)
+        ckpts["nontemporal"] = nt.stages[-1].checkpoint_path
+        thresholds = args.thresholds or sorted({c.key_threshold * f for f in (0.25, 0.5, 1.0, 2.0, 4.0)})
+        task = ANTTask(cfg)
+        out = compare(task, cfg, ckpts, thresholds=thresholds)
+    rows = out["rows"]
+    print(f"\nANT benchmark: EfficientDet-D0 (width ×{c.width_mult:g}) at {c.image_size}×{c.image_size}, "
+          f"{int(next(iter(rows.values()))['videos'])} val videos, every frame; latency on 1 core, batch 1")
+    print(comparison_table(rows))
+
+    d0 = rows["D0 (static)"]
+    ant = rows[f"ANT τ={c.key_threshold:g}"]
+    nas_points = [(r["gmacs_avg"], r["AP"]) for name, r in rows.items() if name.startswith("NAS")]
+    nas_points.append((d0["gmacs_avg"], d0["AP"]))
+    speedup = d0["latency_ms"] / ant["latency_ms"]
+    drop = d0["AP"] - ant["AP"]
+    above = ant["AP"] - curve_at(nas_points, ant["gmacs_avg"])
+    nas_lat = [(r["latency_ms"], r["AP"]) for name, r in rows.items() if name.startswith("NAS")]
+    nas_lat.append((d0["latency_ms"], d0["AP"]))
+    above_latency = ant["AP"] - curve_at(nas_lat, ant["latency_ms"])
+    nontemporal = rows.get("non-temporal")
+    targets = [
+        {"name": "latency_speedup_vs_D0", "value": speedup, "target": 1.2, "direction": "max", "met": speedup >= 1.2},
+        {"name": "AP_drop_vs_D0", "value": drop, "target": 0.005, "direction": "min", "met": drop <= 0.005},
+        {"name": "AP_above_static_NAS_curve_at_GMACs", "value": above, "target": 0.0, "direction": "max",
+         "met": above >= 0.0},
+    ]
+    print(f"\nANT τ={c.key_threshold:g} vs D0: latency {d0['latency_ms']:.1f} -> {ant['latency_ms']:.1f} ms "
+          f"({speedup:.2f}×), AP {d0['AP']:.4f} -> {ant['AP']:.4f} (drop {drop:+.4f}); above the NAS curve by "
+          f"{above:+.4f} AP at equal GMACs ({above_latency:+.4f} at equal latency)")
+    for t in targets:
+        print(f"  {t['name']}: {t['value']:.4f} (target {'>=' if t['direction'] == 'max' else '<='} {t['target']}) "
+              f"-> {'met' if t['met'] else 'MISSED'}")
+    summary = {"latency_speedup": speedup, "AP_drop": drop, "AP_above_nas_gmacs": above,
+               "AP_above_nas_latency": above_latency,
+               "ant_minus_nontemporal_AP": ant["AP"] - nontemporal["AP"] if nontemporal else None}
+    result_json = {
+        "benchmark": "ant",
+        "config": {"image_size": c.image_size, "width_mult": c.width_mult, "fpn_channels": c.fpn_channels,
+                   "key_threshold": c.key_threshold, "thresholds": thresholds, "nas_budgets": list(c.nas_budgets),
+                   "nas_candidates": c.nas_candidates, "epochs": {"static": cfg.optim.epochs,
+                   "supernet": c.supernet_epochs or cfg.optim.epochs, "gates": c.gate_epochs},
+                   "cost_metric": c.cost_metric, "cost_weight": c.cost_weight, "seed": cfg.train.seed,
+                   "smoke_test": args.smoke_test, "train_videos": cfg.data.synthetic_train_videos,
+                   "val_videos": cfg.data.synthetic_val_videos, "eval_frames": c.eval_frames},
+        "results": {"rows": rows, "nas": out["nas"], "summary": summary,
+                    "stage_times_s": {s.stage: s.metrics.get("stage_time_s") for s in result.stages}},
+        "targets": targets,
+    }
+    if args.out:
+        Path(args.out).write_text(json.dumps(result_json, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,230 @@
+"""Evaluation of ANT and its baselines over whole videos (Sec. 4, Table 1, Fig. 4).
+
+A *mode* says how each frame of a video runs:
+
+- :class:`StaticMode`: one fixed subnet on every frame — the full network (EfficientDet-D0)
+  or a static NAS subnet.
+- :class:`AntMode`: adaptive key frames (Sec. 3.3). The stem runs on every frame; a frame
+  whose normalized L1 stem deviation from the last key frame's exceeds ``threshold`` (and
+  the first frame) is a key frame: the whole network, its stage features stored. Other
+  frames run fusion + gates (:meth:`ANTDetector.forward_nonkey`), the stem reused.
+  ``threshold=None`` with ``key_every`` gives the fixed schedule of training.
+- :class:`NonTemporalMode`: the non-temporal dynamic network, gates on every frame.
+
+:func:`run_videos` runs a batch of videos frame by frame; videos decide independently, and
+each sub-batch (key / non-key rows, and inside a stage each width) runs only its own path.
+MACs per frame come from the cost meter over what ran (stem, key-frame rule, fusion, gates,
+the chosen widths, neck and head). :func:`evaluate_modes` scores every valid frame with
+COCO AP@[.5:.95] (UA-DETRAC's metric) and AP50, and reports amortized GMACs per frame
+(avg/min/max over frames), the fraction of key frames and the mean chosen ratio.
+:func:`amortized_latency` times a mode on single videos with batch 1 on one CPU core
+(``torch.set_num_threads(1)``, Table 1's protocol).
+
+Choice: the key-frame deviation costs ``3 · |stem|`` elementwise operations; it is not a
+MAC and is not counted (as the paper's GMAC column does not count it).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from dynvid.backbones.efficientnet import RATIOS
+from dynvid.detection.efficientdet import retina_anchors
+from dynvid.detection.ssdlite import postprocess
+from dynvid.engine.task import unwrap_model
+from dynvid.methods.ant.model import ANTDetector
+from dynvid.methods.ant.modules import stem_deviation
+from dynvid.metrics.cost import CostMeter
+from dynvid.metrics.detection import coco_evaluate, video_detection_rows
+
+__all__ = ["AntMode", "NonTemporalMode", "StaticMode", "amortized_latency", "evaluate_modes", "run_videos"]
+
+FULL = (max(RATIOS),) * 6
+
+
+@dataclass(frozen=True)
+class StaticMode:
+    """A fixed subnet ``ratios`` on every frame."""
+
+    ratios: tuple[int, ...] = FULL
+    name: str = "static"
+
+
+@dataclass(frozen=True)
+class AntMode:
+    """ANT: adaptive key frames at ``threshold`` (or every ``key_every`` frames when None)."""
+
+    threshold: float | None = 0.3
+    key_every: int = 3
+    name: str = "ANT"
+
+
+@dataclass(frozen=True)
+class NonTemporalMode:
+    """The non-temporal dynamic network: gates on the current frame only."""
+
+    name: str = "non-temporal"
+
+
+def _metered(model: ANTDetector, count: bool, batch: int, fn):
+    if not count:
+        return fn(), None
+    with CostMeter(model, batch_size=batch) as meter:
+        out = fn()
+    return out, meter.per_sample_macs
+
+
+def _scatter(rows: torch.Tensor, values: Sequence[torch.Tensor], into: list[torch.Tensor | None], batch: int) -> None:
+    for k, v in enumerate(values):
+        if into[k] is None:
+            into[k] = v.new_zeros(batch, *v.shape[1:])
+        into[k] = into[k].index_copy(0, rows, v)
+
+
+@torch.no_grad()
+def run_videos(model: ANTDetector, frames: torch.Tensor, mode, *, count: bool = True, post: dict | None = None):
+    """Run ``mode`` over videos ``frames (B, T, 3, S, S)`` in order. Returns ``{"dets": [B][T]
+    detections (normalized xyxy) or None without ``post``, "macs": (B, T), "keys": (B, T) bool,
+    "ratios": (B, T, 6)}``; ``count=False`` skips the cost meter (latency runs)."""
+    m = unwrap_model(model)
+    if isinstance(mode, (AntMode, NonTemporalMode)) and m.temporal != isinstance(mode, AntMode):
+        raise ValueError(f"mode {mode.name!r} needs a {'temporal' if isinstance(mode, AntMode) else 'non-temporal'} "
+                         f"ANT detector (ant.temporal={'true' if isinstance(mode, AntMode) else 'false'}); this one is "
+                         f"{'temporal' if m.temporal else 'non-temporal'}")
+    B, T = frames.shape[:2]
+    macs = torch.zeros(B, T, dtype=torch.float64)
+    keys = torch.zeros(B, T, dtype=torch.bool)
+    ratios = torch.full((B, T, 6), max(RATIOS), dtype=torch.long)
+    dets: list[list[dict]] = [[] for _ in range(B)]
+    key_feats: list[torch.Tensor | None] = [None] * 6
+    key_stem: torch.Tensor | None = None
+    anchors = None
+    for t in range(T):
+        x = frames[:, t]
+        if isinstance(mode, StaticMode):
+            (cls, box, _), cost = _metered(m, count, B, lambda: m.forward_static(x, mode.ratios))
+            ratios[:, t] = torch.tensor(mode.ratios)
+            keys[:, t] = True
+        elif isinstance(mode, NonTemporalMode):
+            (cls, box, choice), cost = _metered(m, count, B, lambda: m.forward_nonkey(x, None))
+            ratios[:, t] = choice
+        else:
+            stem, cost = _metered(m, count, B, lambda: m.stem(x))
+            if key_stem is None:
+                is_key = torch.ones(B, dtype=torch.bool)
+            elif mode.threshold is None:
+                is_key = torch.full((B,), t % mode.key_every == 0)
+            else:
+                is_key = (stem_deviation(stem, key_stem) > mode.threshold).cpu()
+            cls_parts: list[torch.Tensor | None] = [None, None]
+            for want_key in (True, False):
+                rows = (is_key == want_key).nonzero().squeeze(1)
+                if len(rows) == 0:
+                    continue
+                r = rows.to(x.device)
+                xs, ss = x.index_select(0, r), stem.index_select(0, r)
+                if want_key:
+                    (c, b, outs), sub = _metered(m, count, len(rows), lambda: m.forward_static(xs, stem=ss))
+                    _scatter(r, m.key_features(outs), key_feats, B)
+                    key_stem = stem.clone() if key_stem is None else key_stem.index_copy(0, r, ss)
+                else:
+                    kf = [k.index_select(0, r) for k in key_feats]
+                    (c, b, choice), sub = _metered(m, count, len(rows), lambda: m.forward_nonkey(xs, kf, stem=ss))
+                    ratios[rows, t] = choice
+                _scatter(r, [c, b], cls_parts, B)
+                if count:
+                    cost = cost.index_add(0, rows, sub)
+            cls, box = cls_parts
+            keys[:, t] = is_key
+        if count:
+            macs[:, t] = cost
+        if post is not None:
+            if anchors is None:
+                anchors = retina_anchors(m.last_sizes, tuple(x.shape[-2:])).to(x.device)
+            for b, d in enumerate(postprocess(cls, box, anchors, **post)):
+                dets[b].append(d)
+    return {"dets": dets if post is not None else None, "macs": macs, "keys": keys, "ratios": ratios}
+
+
+def _gather(rows: dict, stats: dict) -> tuple[dict, dict]:
+    """Under ``torch.distributed`` every rank gets all ranks' detections and frame statistics."""
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return rows, stats
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, (rows, stats))
+    rows = {k: [r for g in gathered for r in g[0][k]] for k in rows}
+    stats = {k: {s: torch.cat([g[1][k][s] for g in gathered]) for s in stats[k]} for k in stats}
+    return rows, stats
+
+
+@torch.no_grad()
+def evaluate_modes(model: ANTDetector, loader: Iterable, gt: dict, modes: Sequence, *, score_threshold: float = 0.05,
+                   nms_iou: float = 0.5, max_detections: int = 100, only_seen: bool = False) -> dict[str, dict[str, float]]:
+    """Per mode: AP (@[.5:.95]), AP50, GMACs per frame (``gmacs_avg/min/max``), fraction of key
+    frames and mean chosen expansion ratio over every valid frame of ``loader``'s videos (items
+    ``(frames, targets)``, targets as :func:`dynvid.methods.lfs.data.collate`). Under
+    ``torch.distributed`` the ranks' results are scored together. ``only_seen``: score against
+    the ground truth of the frames ``loader`` holds only (a subset of ``gt``'s videos)."""
+    m = unwrap_model(model)
+    was = m.training
+    m.eval()
+    post = dict(score_threshold=score_threshold, iou_threshold=nms_iou, max_detections=max_detections)
+    rows: dict[str, list] = {md.name: [] for md in modes}
+    stats: dict[str, dict[str, list]] = {md.name: {"macs": [], "keys": [], "ratios": []} for md in modes}
+    videos, seen = 0, set()
+    try:
+        for frames, targets in loader:
+            videos += len(targets)
+            seen.update(int(i) for tg in targets for i, ok in zip(tg["image_ids"], tg["valid"]) if ok)
+            for md in modes:
+                out = run_videos(m, frames, md, post=post)
+                for b, target in enumerate(targets):
+                    rows[md.name].extend(video_detection_rows(out["dets"][b], target))
+                    valid = target["valid"].cpu()
+                    for k in ("macs", "keys", "ratios"):
+                        stats[md.name][k].append(out[k][b][valid])
+    finally:
+        m.train(was)
+    stats = {k: {s: torch.cat(v) for s, v in st.items()} for k, st in stats.items()}
+    rows, stats = _gather(rows, stats)
+    if only_seen:
+        gt = {**gt, "images": [im for im in gt["images"] if im["id"] in seen],
+              "annotations": [a for a in gt["annotations"] if a["image_id"] in seen]}
+    result = {}
+    for md in modes:
+        ap = coco_evaluate(gt, rows[md.name])
+        st = stats[md.name]
+        g = st["macs"] / 1e9
+        result[md.name] = {"AP": ap["AP"], "AP50": ap["AP50"], "AP75": ap["AP75"], "gmacs_avg": float(g.mean()),
+                           "gmacs_min": float(g.min()), "gmacs_max": float(g.max()),
+                           "key_fraction": float(st["keys"].float().mean()),
+                           "mean_ratio": float(st["ratios"].float().mean()),
+                           "frames": float(len(g)), "videos": float(videos)}
+    return result
+
+
+@torch.no_grad()
+def amortized_latency(model: ANTDetector, videos: Sequence[torch.Tensor], mode, threads: int = 1,
+                      warmup: int = 3) -> dict[str, float]:
+    """Amortized latency (ms per frame) of ``mode`` over ``videos`` (each ``(T, 3, S, S)``),
+    frame by frame with batch 1 on ``threads`` intra-op threads (Table 1: one CPU core);
+    ``warmup`` frames of the first video run first, untimed."""
+    m = unwrap_model(model).eval()
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        run_videos(m, videos[0][None, :warmup], mode, count=False)
+        total, frames = 0.0, 0
+        for v in videos:
+            t0 = time.perf_counter()
+            run_videos(m, v[None], mode, count=False)
+            total += time.perf_counter() - t0
+            frames += len(v)
+    finally:
+        torch.set_num_threads(before)
+    return {"latency_ms": 1000.0 * total / max(frames, 1), "frames": float(frames), "threads": float(threads)}

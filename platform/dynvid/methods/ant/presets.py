@@ -1,0 +1,99 @@
+"""Named base configurations of the ANT jobs (``jobs/ant_detection.py``, ``jobs/bench_ant.py``)
+and of ``search_spaces/ant.yaml``.
+
+- ``EMBEDDED``: the laptop-sized run on the embedded synthetic detection scenes (the
+  traffic-like sprites of ``synthetic:detection``, 1.5× the default size and at most one
+  distractor, as the Looking Fast and Slow preset, generated at 192×192). The architecture is
+  EfficientDet-D0's (EfficientNet-B0 supernet, 3 BiFPN layers of 64 channels, 3 head
+  repeats) at 192 instead of 512, so that the three stages fit two cores: 192 is the smallest
+  multiple of 64 at which the full network's single-core latency is still dominated by the
+  backbone (measured: 32 ms full vs 20 ms at every ratio 1), so width choices can show.
+  No COCO weights exist here, so the standalone network trains from scratch, with Adam
+  (lr 0.002, the rate that trained the LFS detector from scratch); stage 2 uses a rate ~4×
+  lower, as the paper's 0.01 → 0.002.
+- ``PAPER``: Sec. 4.1 on a COCO-style video dataset (``--data coco-vid:ROOT``): 512×512,
+  SGD with momentum 0.9, weight decay 4e-5, lr 0.01, batch 16, 4 epochs per stage 0/1,
+  then 8 epochs of stage 2 at 0.002.
+- ``SMOKE``: a tiny budget on top of any configuration.
+"""
+
+from __future__ import annotations
+
+__all__ = ["EMBEDDED", "PAPER", "PRESETS", "SMOKE", "job_config"]
+
+EMBEDDED = [
+    "data.dataset=synthetic:detection",
+    "data.synthetic_height=192",
+    "data.synthetic_width=192",
+    "data.synthetic_frames=48",
+    "data.synthetic_max_distractors=1",
+    "data.synthetic_object_scale=1.5",
+    "data.synthetic_train_videos=320",
+    "data.synthetic_val_videos=32",
+    "data.batch_size=8",
+    "data.loader_workers=1",
+    "ant.image_size=192",
+    "ant.supernet_epochs=8",
+    "ant.gate_epochs=4",
+    "ant.gate_lr=0.0005",
+    "ant.eval_frames=24",
+    "optim.optimizer=adam",
+    "optim.lr=0.002",
+    "optim.weight_decay=0",
+    "optim.warmup_epochs=0.5",
+    "optim.epochs=20",
+    "optim.grad_clip=10.0",
+    "train.eval_every=10",
+    "train.num_workers=1",
+    "train.cpus_per_worker=2",
+]
+
+PAPER = [
+    "ant.image_size=512",
+    "ant.supernet_epochs=4",
+    "ant.gate_epochs=8",
+    "ant.gate_lr=0.002",
+    "ant.eval_frames=null",
+    "data.batch_size=16",
+    "optim.optimizer=sgd",
+    "optim.lr=0.01",
+    "optim.momentum=0.9",
+    "optim.weight_decay=4e-5",
+    "optim.epochs=4",
+]
+
+SMOKE = [
+    "data.synthetic_train_videos=8",
+    "data.synthetic_val_videos=4",
+    "data.synthetic_frames=8",
+    "data.synthetic_height=128",
+    "data.synthetic_width=128",
+    "data.batch_size=4",
+    "data.loader_workers=0",
+    "ant.image_size=128",
+    "ant.supernet_epochs=1",
+    "ant.gate_epochs=1",
+    "ant.eval_frames=6",
+    "ant.recalib_batches=1",
+    "ant.nas_budgets=[0.6]",
+    "ant.nas_candidates=2",
+    "ant.nas_videos=2",
+    "ant.latency_videos=1",
+    "ant.max_detections=20",
+    "optim.epochs=1",
+    "train.eval_every=1",
+    "train.cpus_per_worker=1",
+]
+
+
+def job_config(data: str | None, smoke_test: bool, config_file: str | None, overrides: list[str],
+               extra: list[str] = ()):
+    """The config of the ANT jobs: ``EMBEDDED`` (or ``PAPER`` on ``data``), ``extra``, the smoke
+    budget, then the YAML file and ``--set`` overrides."""
+    from dynvid.config import preset_job_config
+
+    return preset_job_config(EMBEDDED, PAPER, SMOKE, data, smoke_test, config_file, overrides, extra)
+
+
+#: ``preset:`` names of a sweep spec
+PRESETS = {"embedded": EMBEDDED, "smoke": EMBEDDED + SMOKE}

@@ -1,0 +1,185 @@
+"""Table 1 / Fig. 4 comparisons of ANT (Sec. 4): the job's report and the benchmark's rows.
+
+:func:`compare` evaluates, over every frame of the val videos, with AP@[.5:.95], AP50,
+amortized GMACs per frame, parameters and amortized single-core latency:
+
+- ``D0 (static)``: the standalone network of stage 0, all ratios 6 (Table 1's D0);
+- ``NAS <budget>``: static subnets of the stage-1 supernet found by :func:`.nas.nas_search`
+  under backbone-MAC budgets, BatchNorm recalibrated (Fig. 4's "D0 w/ NAS");
+- ``ANT τ=<threshold>``: the stage-2 network with adaptive key frames at each threshold;
+- ``non-temporal``: the non-temporal dynamic network (Fig. 4's "NonTemp DN"), when given.
+
+Parameters: a static network counts the backbone up to its last MBConv stage (the sliced
+weights of a subnet), the BiFPN and the head; ANT counts everything it may run (the whole
+supernet, fusion modules and gates).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+
+import torch
+
+from dynvid.config import ExperimentConfig
+from dynvid.methods.ant.evaluation import FULL, AntMode, NonTemporalMode, StaticMode, amortized_latency, evaluate_modes
+from dynvid.methods.ant.model import ELASTIC, ANTDetector
+from dynvid.tables import format_table
+
+__all__ = ["ARCHITECTURE", "compare", "comparison_table", "detector_params", "job_report", "load_model"]
+
+ARCHITECTURE = ("image_size", "width_mult", "fpn_channels", "fpn_layers", "head_repeats")
+"""``ant`` keys that shape the detector's weights: a checkpoint fixes them."""
+
+
+def load_model(task, cfg: ExperimentConfig, checkpoint: str, temporal: bool | None = None) -> ANTDetector:
+    """The detector of a checkpoint (local path or URI) in eval mode; a checkpoint of another
+    architecture than ``cfg.ant`` is refused. ``temporal``: build the (non-)temporal network
+    (a static or supernet checkpoint has no fusion weights: they stay untrained and unused)."""
+    from dynvid.engine.checkpoint import load_checkpoint
+    from dynvid.engine.storage import fetch_checkpoint
+    from dynvid.methods.ant import build_detector
+
+    ckpt = load_checkpoint(fetch_checkpoint(checkpoint))
+    trained = ckpt["config"].get("ant", {})
+    differ = [f"ant.{k}={trained[k]!r} (config: {getattr(cfg.ant, k)!r})" for k in ARCHITECTURE
+              if k in trained and float(trained[k]) != float(getattr(cfg.ant, k))]
+    if differ:
+        raise ValueError(f"ANT checkpoint {checkpoint} was trained with {', '.join(differ)}: run with its settings")
+    if temporal is None:
+        temporal = bool(trained.get("temporal", cfg.ant.temporal))
+    model = build_detector(cfg, task.num_classes_from_state(ckpt["model"]), temporal=temporal)
+    model.load_state_dict(ckpt["model"], strict=False)
+    return model.eval()
+
+
+def detector_params(model: ANTDetector, ratios: Sequence[int] | None = None) -> int:
+    """Parameters of the static network ``ratios`` (sliced), or with None of everything the
+    dynamic network may run."""
+    count = lambda mods: sum(p.numel() for m in mods for p in m.parameters())  # noqa: E731
+    shared = count([model.neck, model.head])
+    if ratios is None:
+        dynamic = [model.gates] + ([model.fusions] if model.temporal else [])
+        return shared + count(model.backbone.features[:ELASTIC[-1] + 1]) + count(dynamic)
+    return shared + count(model.backbone.subnet(ratios).features[:ELASTIC[-1] + 1])
+
+
+def _post(cfg: ExperimentConfig) -> dict:
+    c = cfg.ant
+    return dict(score_threshold=c.score_threshold, nms_iou=c.nms_iou, max_detections=c.max_detections)
+
+
+def _loader(dataset, cfg: ExperimentConfig):
+    return torch.utils.data.DataLoader(dataset, batch_size=max(1, cfg.data.batch_size), collate_fn=dataset.collate_fn)
+
+
+def _row(model: ANTDetector, mode, loader, gt, cfg, latency_videos, params: int, say) -> dict:
+    r = evaluate_modes(model, loader, gt, [mode], **_post(cfg))[mode.name]
+    r["params_m"] = params / 1e6
+    if latency_videos:
+        r["latency_ms"] = amortized_latency(model, latency_videos, mode)["latency_ms"]
+    say(f"[dynvid] {mode.name}: AP {r['AP']:.4f} AP50 {r['AP50']:.4f} {r['gmacs_avg']:.4f} GMACs/frame"
+        + (f" {r['latency_ms']:.1f} ms/frame (1 core)" if latency_videos else ""))
+    return r
+
+
+def compare(task, cfg: ExperimentConfig, checkpoints: dict[str, str], thresholds: Sequence[float] | None = None,
+            nas: bool = True, latency: bool = True, say=print) -> dict:
+    """Rows of Table 1 / Fig. 4 (see the module docstring). ``checkpoints``: ``static``,
+    ``supernet``, ``gates`` and optionally ``nontemporal`` (stage checkpoints; missing ones
+    skip their rows). Returns ``{"rows": {name: metrics}, "nas": search results}``."""
+    from dynvid.methods.ant.modules import bn_buffers
+    from dynvid.methods.ant.nas import backbone_macs, nas_search
+    from dynvid.methods.lfs.data import build_detection_dataset
+
+    c = cfg.ant
+    stage = task.stages[-1]
+    _, val = task.datasets(stage.config(cfg), stage)
+    gt, loader = task.val_gt, _loader(val, cfg)
+    lat_videos = [val[i][0] for i in range(min(c.latency_videos, len(val)))] if latency else []
+    rows: dict[str, dict] = {}
+    if checkpoints.get("static"):
+        m = load_model(task, cfg, checkpoints["static"], temporal=False)
+        rows["D0 (static)"] = _row(m, StaticMode(FULL, "D0 (static)"), loader, gt, cfg, lat_videos,
+                                   detector_params(m, FULL), say)
+    searched = []
+    if nas and checkpoints.get("supernet"):
+        m = load_model(task, cfg, checkpoints["supernet"], temporal=False)
+        batches = task.recalibration_batches(cfg)
+        d = cfg.data
+        search = build_detection_dataset(d.dataset, d.train_split, mode="eval", size=c.image_size, clip_len=1,
+                                         eval_frames=c.eval_frames, num_videos=d.synthetic_train_videos,
+                                         seed=cfg.train.seed, content_seed=d.synthetic_seed, scene=_scene(cfg),
+                                         max_bad_fraction=d.max_bad_fraction)
+        search_gt = search.source.to_coco_gt(c.eval_frames)
+        subset = torch.utils.data.Subset(search, range(min(c.nas_videos, len(search))))
+        search_loader = torch.utils.data.DataLoader(subset, batch_size=max(1, d.batch_size),
+                                                    collate_fn=search.collate_fn)
+        saved = bn_buffers(m)
+
+        def score(ratios):
+            task.recalibrated(m, ratios, batches)
+            rows_ = evaluate_modes(m, search_loader, search_gt, [StaticMode(ratios)], only_seen=True, **_post(cfg))
+            return rows_["static"]["AP"]
+
+        searched = nas_search(c.nas_budgets, c.nas_candidates, lambda r: backbone_macs(r, c.image_size, c.width_mult),
+                              score, seed=cfg.train.seed, say=say)
+        for s in searched:
+            ratios = tuple(s["ratios"])
+            task.recalibrated(m, ratios, batches)
+            name = f"NAS {s['budget']:g} {''.join(map(str, ratios))}"
+            rows[name] = _row(m, StaticMode(ratios, name), loader, gt, cfg, lat_videos, detector_params(m, ratios), say)
+            rows[name]["ratios"] = list(ratios)
+        m.load_state_dict(saved, strict=False)
+    if checkpoints.get("gates"):
+        m = load_model(task, cfg, checkpoints["gates"], temporal=True)
+        params = detector_params(m)
+        for th in (thresholds if thresholds is not None else [c.key_threshold]):
+            name = f"ANT τ={th:g}"
+            rows[name] = _row(m, AntMode(th, name=name), loader, gt, cfg, lat_videos, params, say)
+            rows[name]["threshold"] = th
+    if checkpoints.get("nontemporal"):
+        m = load_model(task, cfg, checkpoints["nontemporal"], temporal=False)
+        rows["non-temporal"] = _row(m, NonTemporalMode(), loader, gt, cfg, lat_videos, detector_params(m), say)
+    return {"rows": rows, "nas": searched}
+
+
+def _scene(cfg: ExperimentConfig):
+    from dynvid.data.datasets import scene_config
+
+    return scene_config(cfg.data)
+
+
+def comparison_table(rows: dict[str, dict], markdown: bool = False) -> str:
+    header = ["network", "AP", "AP50", "GMACs avg", "min", "max", "params (M)", "latency ms (1 core)", "key frames",
+              "mean ratio"]
+    body = [[name, f"{r['AP']:.4f}", f"{r['AP50']:.4f}", f"{r['gmacs_avg']:.4f}", f"{r['gmacs_min']:.4f}",
+             f"{r['gmacs_max']:.4f}", f"{r['params_m']:.2f}",
+             f"{r['latency_ms']:.1f}" if "latency_ms" in r else "-", f"{r['key_fraction']:.3f}",
+             f"{r['mean_ratio']:.2f}"] for name, r in rows.items()]
+    return format_table(header, body, markdown)
+
+
+def job_report(task, cfg: ExperimentConfig, stages: list, out_dir: str) -> dict:
+    """Table 1 for the job: the standalone network vs ANT at ``ant.key_threshold``."""
+    ckpts = {s.stage: s.checkpoint_path for s in stages if s.checkpoint_path}
+    if "gates" not in ckpts or not cfg.ant.temporal:
+        return {"metrics": {}, "table": "", "markdown": "", "artifacts": []}
+    result = compare(task, cfg, {"static": ckpts.get("static"), "gates": ckpts["gates"]}, nas=False)
+    rows = result["rows"]
+    metrics = {}
+    for name, key in (("D0 (static)", "static"), (f"ANT τ={cfg.ant.key_threshold:g}", "ant")):
+        if name in rows:
+            metrics.update({f"{key}_{k}": v for k, v in rows[name].items() if isinstance(v, float)})
+    if "static_latency_ms" in metrics and "ant_latency_ms" in metrics:
+        metrics["latency_speedup"] = metrics["static_latency_ms"] / metrics["ant_latency_ms"]
+        metrics["AP_drop"] = metrics["static_AP"] - metrics["ant_AP"]
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, "ant_report.json")
+    with open(path, "w") as f:
+        json.dump({"rows": rows, "key_threshold": cfg.ant.key_threshold}, f, indent=2)
+    n = int(next(iter(rows.values()))["videos"]) if rows else 0
+    table = f"ANT vs the standalone network, {n} val videos, every frame (Table 1)\n{comparison_table(rows)}"
+    return {"metrics": metrics, "table": table, "markdown": f"### ANT (Table 1)\n\n{comparison_table(rows, True)}",
+            "artifacts": [path]}

@@ -1,0 +1,104 @@
+"""ANT evaluation modes over videos: the key-frame rule decides per video, non-key frames run
+only the gates' widths, cost follows the path that ran, and sub-batches give the same
+detections as single videos."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dynvid.backbones.efficientnet import mbconv_macs
+from dynvid.methods.ant.evaluation import AntMode, NonTemporalMode, StaticMode, amortized_latency, run_videos
+from dynvid.methods.ant.model import ANTDetector
+from dynvid.metrics.cost import CostMeter
+
+POST = dict(score_threshold=0.0, iou_threshold=0.5, max_detections=5)
+
+
+def _model(temporal: bool = True) -> ANTDetector:
+    torch.manual_seed(0)
+    return ANTDetector(num_classes=3, fpn_channels=16, fpn_layers=1, head_repeats=1, temporal=temporal).eval()
+
+
+def _force_ratio(model: ANTDetector, index: int) -> None:
+    """Make every gate choose ratio ``index + 1`` whatever its input."""
+    with torch.no_grad():
+        for g in model.gates:
+            g.fc2.weight.zero_()
+            g.fc2.bias.fill_(-10.0)
+            g.fc2.bias[index] = 10.0
+
+
+def _videos() -> torch.Tensor:
+    """Two videos of 5 frames: video 0 is still; video 1 cuts to another scene at frame 3."""
+    g = torch.Generator().manual_seed(1)
+    a, b = torch.randn(3, 64, 64, generator=g), torch.randn(3, 64, 64, generator=g)
+    v0 = a.expand(5, 3, 64, 64).clone()
+    v1 = torch.stack([a, a, a, b, b])
+    return torch.stack([v0, v1])
+
+
+def test_key_frames_follow_the_stem_deviation_per_video():
+    m = _model()
+    out = run_videos(m, _videos(), AntMode(threshold=0.1))
+    assert out["keys"].tolist() == [[True, False, False, False, False], [True, False, False, True, False]]
+    # the fixed schedule of training: one key frame in key_every
+    fixed = run_videos(m, _videos(), AntMode(threshold=None, key_every=2))
+    assert fixed["keys"].tolist() == [[True, False, True, False, True]] * 2
+
+
+def test_nonkey_frames_run_only_the_chosen_width_and_cost_follows_the_path():
+    m = _model()
+    _force_ratio(m, 0)  # ratio 1 everywhere
+    frames = _videos()
+    out = run_videos(m, frames, AntMode(threshold=0.1))
+    assert (out["ratios"][~out["keys"]] == 1).all() and (out["ratios"][out["keys"]] == 6).all()
+    x = frames[:, 0]
+    with CostMeter(m) as key_meter:
+        m.forward_static(x)
+    assert out["macs"][0, 0] == pytest.approx(float(key_meter.per_sample_macs[0]))
+    key = m.key_features(m.forward_static(x)[2])
+    with CostMeter(m) as meter:
+        m.forward_nonkey(x, key)
+    assert out["macs"][0, 1] == pytest.approx(float(meter.per_sample_macs[0]))
+    assert out["macs"][0, 1] < 0.75 * out["macs"][0, 0]
+    # the first elastic block ran at hidden width 16 × 1, not 16 × 6
+    first = m.backbone.features[2][0]
+    assert float(meter.by_module["backbone.features.2.0"][0]) == mbconv_macs(
+        first.cin, first.cout, 1, first.kernel, first.stride, 32, 32)
+
+
+def test_a_batch_of_videos_matches_each_video_alone():
+    m = _model()
+    frames = _videos()
+    both = run_videos(m, frames, AntMode(threshold=0.1), post=POST)
+    for b in range(2):
+        alone = run_videos(m, frames[b:b + 1], AntMode(threshold=0.1), post=POST)
+        assert torch.equal(alone["keys"][0], both["keys"][b])
+        assert torch.allclose(alone["macs"][0], both["macs"][b])
+        for d1, d2 in zip(alone["dets"][0], both["dets"][b]):
+            assert torch.allclose(d1["scores"], d2["scores"], atol=1e-4)
+
+
+def test_static_and_nontemporal_modes_and_their_guards():
+    m = _model()
+    full = run_videos(m, _videos(), StaticMode())
+    small = run_videos(m, _videos(), StaticMode((1,) * 6))
+    assert full["keys"].all() and (small["macs"] < full["macs"]).all()
+    with pytest.raises(ValueError, match="non-temporal ANT detector"):
+        run_videos(m, _videos(), NonTemporalMode())
+    nt = _model(temporal=False)
+    assert nt.fusions is None
+    _force_ratio(nt, 1)
+    out = run_videos(nt, _videos(), NonTemporalMode())
+    assert (out["ratios"] == 2).all() and not out["keys"].any()
+    with pytest.raises(ValueError, match="needs a temporal"):
+        run_videos(nt, _videos(), AntMode())
+
+
+def test_amortized_latency_restores_threads():
+    m = _model()
+    before = torch.get_num_threads()
+    r = amortized_latency(m, [_videos()[1]], AntMode(0.1), warmup=1)
+    assert r["latency_ms"] > 0 and r["frames"] == 5 and r["threads"] == 1
+    assert torch.get_num_threads() == before

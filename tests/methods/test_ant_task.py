@@ -1,0 +1,164 @@
+"""The ANT Task on tiny synthetic detection data: each stage's training step and evaluation,
+the frozen stem of stage 2, BatchNorm restored after the supernet's recalibrated evaluation,
+the stage cost tables, the static NAS search and the D0+ width."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from dynvid.backbones.efficientnet import RATIOS, EfficientNetSupernet, scaled_channels, supernet_macs
+from dynvid.config import ExperimentConfig, apply_overrides
+from dynvid.methods.ant import ANTTask
+from dynvid.methods.ant.model import ELASTIC, ANTDetector
+from dynvid.methods.ant.modules import bn_buffers
+from dynvid.methods.ant.nas import backbone_macs, nas_search, sample_within
+from dynvid.methods.ant.training import gate_step, stage_costs
+from dynvid.metrics.cost import CostMeter
+
+TINY = ["data.dataset=synthetic:detection", "data.synthetic_height=64", "data.synthetic_width=64",
+        "data.synthetic_frames=6", "data.synthetic_train_videos=4", "data.synthetic_val_videos=2", "data.batch_size=2",
+        "ant.image_size=64", "ant.fpn_channels=16", "ant.fpn_layers=1", "ant.head_repeats=1", "ant.recalib_batches=1",
+        "ant.eval_frames=4", "ant.cost_metric=macs"]
+
+
+@pytest.fixture(scope="module")
+def task_and_data():
+    cfg = apply_overrides(ExperimentConfig(), TINY)
+    task = ANTTask(cfg)
+    return cfg, task
+
+
+def _batch(task, cfg, stage):
+    train, val = task.datasets(cfg, stage)
+    loader = torch.utils.data.DataLoader(train, batch_size=2, collate_fn=train.collate_fn)
+    val_loader = torch.utils.data.DataLoader(val, batch_size=2, collate_fn=val.collate_fn)
+    return next(iter(loader)), val_loader
+
+
+@pytest.mark.parametrize("stage_name", ["static", "supernet", "gates"])
+def test_each_stage_trains_and_evaluates(task_and_data, stage_name):
+    cfg, task = task_and_data
+    stage = next(s for s in task.stages if s.name == stage_name)
+    batch, val_loader = _batch(task, cfg, stage)
+    assert batch[0].shape[1] == (3 if stage_name == "gates" else 1)  # clips of key_every frames in stage 2
+    torch.manual_seed(0)
+    model = task.build_model(cfg, 6, stage).train()
+    loss, logs = task.training_step(model, batch, stage)
+    loss.backward()
+    assert torch.isfinite(loss) and logs["loss"] == pytest.approx(float(loss.detach()))
+    if stage_name == "gates":
+        assert "cost" in logs and all(p.grad is None for p in model.backbone.features[0].parameters())
+        assert all(g.fc2.weight.grad is not None for g in model.gates)
+    saved = bn_buffers(model)
+    metrics = task.evaluate(model, val_loader, stage)
+    assert 0.0 <= metrics["AP"] <= 1.0 and metrics["num_samples"] == 2
+    assert metrics["gflops_min"] <= metrics["gflops_avg"] <= metrics["gflops_max"]
+    if stage_name == "supernet":  # the recalibration of each subnet is undone
+        assert metrics["gflops_smallest"] < metrics["gflops_avg"]
+        after = bn_buffers(model)
+        assert all(torch.equal(saved[k], after[k]) for k in saved)
+    if stage_name == "gates":
+        assert 0.0 < metrics["key_fraction"] <= 1.0
+
+
+def test_stage_two_freezes_the_stem_weights_and_statistics(task_and_data):
+    cfg, task = task_and_data
+    model = task.build_model(cfg, 6, task.stages[-1]).train()
+    stem = model.backbone.features[0]
+    assert not any(p.requires_grad for p in stem.parameters()) and not stem.training
+    assert model.backbone.features[1].training
+    before = stem[1].running_mean.clone()
+    model.forward_static(torch.randn(2, 3, 64, 64))
+    assert torch.equal(before, stem[1].running_mean)
+    assert task.num_classes_from_state(model.state_dict()) == 6
+
+
+def test_task_rejects_bad_settings():
+    with pytest.raises(ValueError, match="multiple of 32"):
+        ANTTask(apply_overrides(ExperimentConfig(), ["ant.image_size=100"]))
+    with pytest.raises(ValueError, match="key_every"):
+        ANTTask(apply_overrides(ExperimentConfig(), ["ant.key_every=1"]))
+
+
+def test_stage_cost_tables():
+    torch.manual_seed(0)
+    m = ANTDetector(3, fpn_channels=16, fpn_layers=1, head_repeats=1)
+    macs = stage_costs(m, 64, "macs")
+    assert macs.shape == (6, len(RATIOS)) and float(macs[:, -1].sum()) == pytest.approx(1.0)
+    # each entry is the metered cost of that stage's blocks at that ratio, normalized
+    outs = m.backbone.stage_features(torch.zeros(1, 3, 64, 64), upto=ELASTIC[-1] + 1)
+    metered = torch.tensor([[_stage_macs(m, outs, s, r) for r in RATIOS] for s in range(6)], dtype=torch.float64)
+    assert torch.allclose(macs.double(), metered / metered[:, -1].sum(), rtol=1e-5)
+    latency = stage_costs(m, 64, "latency", repeats=1)
+    assert (latency > 0).all() and float(latency[:, -1].sum()) == pytest.approx(1.0)
+    assert m.training  # the train/eval mode is restored
+    with pytest.raises(ValueError, match="cost_metric"):
+        stage_costs(m, 64, "joules")
+
+
+def _stage_macs(m, outs, s, ratio) -> float:
+    with CostMeter(m, batch_size=1) as meter:
+        x = outs[ELASTIC[s] - 1]
+        for b in m.backbone.features[ELASTIC[s]]:
+            x = b(x, b.cin * ratio)
+    return float(meter.per_sample_macs[0])
+
+
+def test_gate_cost_term_uses_the_table():
+    torch.manual_seed(0)
+    m = ANTDetector(3, fpn_channels=16, fpn_layers=1, head_repeats=1).train()
+    for g in m.gates:  # every gate picks ratio 2
+        with torch.no_grad():
+            g.fc2.weight.zero_()
+            g.fc2.bias.fill_(-30.0)
+            g.fc2.bias[1] = 30.0
+    costs = torch.rand(6, 6)
+    box = {"boxes": torch.tensor([[0.1, 0.1, 0.5, 0.6]]), "labels": torch.tensor([1])}
+    _, logs = gate_step(m, torch.randn(2, 3, 3, 64, 64), [[box] * 3] * 2, tau=0.5, costs=costs)
+    assert logs["cost"] == pytest.approx(float(costs[:, 1].sum()), rel=1e-5)
+
+
+def test_nas_search_respects_budgets_and_keeps_the_best():
+    macs = lambda r: backbone_macs(r, 128)  # noqa: E731
+    full = macs((6,) * 6)
+    rng = random.Random(0)
+    for _ in range(20):
+        r = sample_within(rng, macs, 0.6 * full)
+        assert 0.9 * 0.6 * full <= macs(r) <= 0.6 * full
+    scores = {}
+
+    def score(r):
+        scores[r] = -abs(r[0] - 3) + 0.01 * sum(r)  # any deterministic preference
+        return scores[r]
+
+    out = nas_search([0.5, 0.8], 6, macs, score, seed=1, say=lambda *a: None)
+    assert [o["budget"] for o in out] == [0.5, 0.8]
+    for o in out:
+        assert o["backbone_gmacs"] * 1e9 <= o["budget"] * full
+        within = {r: s for r, s in scores.items() if 0.9 * o["budget"] * full <= macs(r) <= o["budget"] * full}
+        assert o["search_AP"] == max(within.values()) and tuple(o["ratios"]) in within
+    with pytest.raises(ValueError, match="fractions"):
+        nas_search([1.5], 2, macs, score)
+    # backbone MACs are the metered cost of the backbone up to its last MBConv stage
+    net = EfficientNetSupernet(num_classes=1)
+    with CostMeter(net) as meter:
+        net.stage_features(torch.zeros(1, 3, 128, 128), (2, 3, 1, 6, 4, 5), upto=ELASTIC[-1] + 1)
+    assert float(meter.per_sample_macs[0]) == backbone_macs((2, 3, 1, 6, 4, 5), 128)
+
+
+def test_d0_plus_widens_every_backbone_channel():
+    assert [scaled_channels(c, 1.1) for c in (32, 16, 24, 40, 80, 112, 192, 320)] == [32, 16, 24, 48, 88, 120, 208, 352]
+    wide = EfficientNetSupernet(num_classes=1, width_mult=1.1)
+    assert wide.features[7][-1].cout == 352
+    with CostMeter(wide) as meter:
+        wide.stage_features(torch.zeros(1, 3, 96, 96), (1, 2, 3, 4, 5, 6), upto=ELASTIC[-1] + 1)
+    assert float(meter.per_sample_macs[0]) == supernet_macs((1, 2, 3, 4, 5, 6), 96, 96, width_mult=1.1, head=False)
+    sub = wide.subnet((1, 2, 3, 4, 5, 6)).eval()
+    wide.eval()
+    x = torch.randn(1, 3, 96, 96)
+    assert torch.allclose(sub(x), wide(x, (1, 2, 3, 4, 5, 6)), atol=1e-5)
+    d0p = ANTDetector(3, fpn_channels=16, fpn_layers=1, head_repeats=1, width_mult=1.1).eval()
+    assert d0p.forward_static(torch.zeros(1, 3, 64, 64))[0].shape[0] == 1
