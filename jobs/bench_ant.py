@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--smoke-test", action="store_true")
     p.add_argument("--out")
     p.add_argument("--thresholds", type=float, nargs="+", help="key-frame thresholds of the ANT curve "
-                   "(default: ant.key_threshold and 4 around it)")
+                   "(default: ant.key_threshold × 0.5, 0.75, 1, 1.5, 2; ant.key_threshold is always added)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = p.parse_args(argv)
     from dynvid.engine.trainer import fit
@@ -65,11 +65,13 @@ def main(argv: list[str] | None = None) -> int:
         c = cfg.ant
         result = fit(cfg, method="ant", register=False, report=False)
         ckpts = {s.stage: s.checkpoint_path for s in result.stages}
-        nontemporal_cfg = apply_overrides(cfg, ["ant.temporal=false"])
+        nontemporal_cfg = apply_overrides(cfg, ["ant.temporal=false"] + (  # a named run needs its own name
+            [f"train.name={cfg.train.name}-nontemporal"] if cfg.train.name else []))
         nt = fit(nontemporal_cfg, method="ant", stages=["gates"], init_from=ckpts["supernet"], register=False,
                  report=False)
         ckpts["nontemporal"] = nt.stages[-1].checkpoint_path
-        thresholds = args.thresholds or sorted({c.key_threshold * f for f in (0.25, 0.5, 1.0, 2.0, 4.0)})
+        factors = (0.5, 0.75, 1.0, 1.5, 2.0)  # the targets read ant.key_threshold's row: always measured
+        thresholds = sorted(set(args.thresholds or [round(c.key_threshold * f, 4) for f in factors]) | {c.key_threshold})
         task = ANTTask(cfg)
         out = compare(task, cfg, ckpts, thresholds=thresholds)
     rows = out["rows"]

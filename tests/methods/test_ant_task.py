@@ -162,3 +162,20 @@ def test_d0_plus_widens_every_backbone_channel():
     assert torch.allclose(sub(x), wide(x, (1, 2, 3, 4, 5, 6)), atol=1e-5)
     d0p = ANTDetector(3, fpn_channels=16, fpn_layers=1, head_repeats=1, width_mult=1.1).eval()
     assert d0p.forward_static(torch.zeros(1, 3, 64, 64))[0].shape[0] == 1
+
+
+def test_coco_video_data_feeds_every_stage(tmp_path):
+    from dynvid.data.synth_writer import write_synthetic
+    from dynvid.data.synthetic import SceneConfig
+
+    write_synthetic("detection", tmp_path, 3, cfg=SceneConfig(height=48, width=48, num_frames=6), val_fraction=0.34)
+    cfg = apply_overrides(ExperimentConfig(), TINY + [f"data.dataset=coco-vid:{tmp_path}"])
+    task = ANTTask(cfg)
+    gates = task.stages[-1]
+    batch, val_loader = _batch(task, cfg, gates)
+    assert batch[0].shape[1:] == (3, 3, 64, 64)
+    model = task.build_model(cfg, 6, gates)
+    loss, _ = task.training_step(model, batch, gates)
+    assert torch.isfinite(loss)
+    metrics = task.evaluate(model, val_loader, gates)
+    assert metrics["num_samples"] == 1 and 0.0 <= metrics["AP"] <= 1.0

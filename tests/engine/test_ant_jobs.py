@@ -1,0 +1,98 @@
+"""ANT end to end on the shared Ray cluster: the detection job (three Ray Train stages, Table 1
+report, registry), an inference sweep of the key-frame threshold over its checkpoint (Ray
+Tune), and the benchmark on the job's stages (found done, not retrained; the non-temporal
+gates trained from the same supernet; NAS subnets; JSON shape)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dynvid.engine.sweep_spec import spec_from_dict
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = ["ant.image_size=64", "data.synthetic_height=64", "data.synthetic_width=64", "ant.fpn_channels=16",
+        "ant.fpn_layers=1", "ant.head_repeats=1", "data.synthetic_frames=6", "ant.eval_frames=4",
+        "ant.cost_metric=macs"]
+
+
+def _job(name: str):
+    sys.path.insert(0, str(REPO / "jobs"))
+    try:
+        return __import__(name)
+    finally:
+        sys.path.pop(0)
+
+
+def _args(*extra: str) -> list[str]:
+    out = list(extra)
+    for item in TINY:
+        out += ["--set", item]
+    return out
+
+
+@pytest.fixture(scope="module")
+def ant_job(ray_cluster, mlflow_server, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ant")
+    out = tmp / "job.json"
+    args = _args("--smoke-test", "--out", str(out), "--tracking-uri", mlflow_server,
+                 "--set", f"train.storage_path={tmp}/runs", "--set", "train.name=smoke-ant")
+    assert _job("ant_detection").main(args) == 0
+    return json.loads(out.read_text()), tmp
+
+
+def test_job_trains_three_stages_reports_table1_and_registers(ant_job):
+    result, _ = ant_job
+    assert list(result["checkpoints"]) == ["static", "supernet", "gates"]
+    metrics = result["metrics"]
+    assert {"val_AP", "val_AP50", "val_key_fraction", "val_mean_ratio", "val_gflops_avg"} <= set(metrics)
+    saved = json.loads(Path(result["report"]["artifacts"][0]).read_text())
+    rows = saved["rows"]
+    assert list(rows) == ["D0 (static)", "ANT τ=0.45"]  # the embedded preset's threshold
+    d0, ant = rows["D0 (static)"], rows["ANT τ=0.45"]
+    assert d0["key_fraction"] == 1.0 and d0["mean_ratio"] == 6.0
+    assert d0["gmacs_min"] == d0["gmacs_max"]  # a static network costs the same on every frame
+    assert ant["params_m"] > d0["params_m"]  # fusion modules and gates on top of the supernet
+    assert d0["latency_ms"] > 0 and ant["latency_ms"] > 0
+    assert result["report"]["metrics"]["latency_speedup"] == pytest.approx(d0["latency_ms"] / ant["latency_ms"])
+    assert result["registered"]["name"] == "ant-efficientdet_d0-synthetic-detection"
+
+
+def test_key_threshold_inference_sweep(ant_job, mlflow_server):
+    from dynvid.engine.sweep import run_sweep
+
+    result, tmp = ant_job
+    shipped = yaml.safe_load((REPO / "search_spaces" / "ant.yaml").read_text())
+    spec = spec_from_dict({**shipped, "name": "tiny_ant_threshold", "preset": "smoke",
+                           "init_from": result["checkpoints"]["gates"],
+                           "overrides": {k: (int(v) if v.isdigit() else v) for k, v in (t.split("=") for t in TINY)},
+                           "knobs": {"ant.key_threshold": {"grid": [0.0, 100.0]}}}, "test-ant-threshold")
+    sweep = run_sweep(spec, storage_path=str(tmp / "runs"), tracking_uri=mlflow_server)
+    assert all(t.error is None for t in sweep.trials), [t.error for t in sweep.trials]
+    by = {t.knobs["ant.key_threshold"]: t.metrics for t in sweep.trials}
+    assert by[0.0]["val_key_fraction"] > 0.5  # every frame that changed at all is a key frame
+    assert by[100.0]["val_key_fraction"] == pytest.approx(1 / 4)  # only each video's first frame (4 frames)
+
+
+def test_bench_reuses_the_stages_and_writes_targets(ant_job, tmp_path):
+    _, tmp = ant_job
+    out = tmp_path / "bench.json"
+    args = _args("--smoke-test", "--out", str(out), "--thresholds", "0.3", "100",
+                 "--set", f"train.storage_path={tmp}/runs", "--set", "train.name=smoke-ant")
+    assert _job("bench_ant").main(args) == 0
+    report = json.loads(out.read_text())
+    assert set(report) == {"benchmark", "config", "results", "targets"}
+    rows = report["results"]["rows"]
+    assert {"D0 (static)", "ANT τ=0.3", "ANT τ=0.45", "ANT τ=100", "non-temporal"} <= set(rows)
+    nas = [name for name in rows if name.startswith("NAS")]
+    assert len(nas) == 1 and rows[nas[0]]["gmacs_avg"] < rows["D0 (static)"]["gmacs_avg"]
+    assert rows["non-temporal"]["key_fraction"] == 0.0
+    assert rows["ANT τ=100"]["key_fraction"] <= rows["ANT τ=0.3"]["key_fraction"]
+    names = [t["name"] for t in report["targets"]]
+    assert names == ["latency_speedup_vs_D0", "AP_drop_vs_D0", "AP_above_static_NAS_curve_at_GMACs"]
+    for t in report["targets"]:
+        assert t["met"] == (t["value"] >= t["target"] if t["direction"] == "max" else t["value"] <= t["target"])
