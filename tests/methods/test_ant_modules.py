@@ -47,6 +47,17 @@ def test_bn_recalibration_changes_only_bn_buffers():
         means = [sup.features[0][0](x).mean((0, 2, 3)) for x in batches]
     assert torch.allclose(bn.running_mean, torch.stack(means).mean(0), atol=1e-5)
     assert bn.momentum == 0.1  # restored
+    # an elastic block's sliced BN (ratio 2: 32 of 96 channels) gets the plain mean too
+    import copy
+
+    from torch.nn import functional as F
+
+    ref = copy.deepcopy(sup).train()
+    expand = sup.features[2][0].block[0]
+    with torch.no_grad():
+        means = [F.conv2d(ref.features[1](ref.features[0](x)), expand[0].weight[:32]).mean((0, 2, 3)) for x in batches]
+    assert torch.allclose(expand[1].running_mean[:32], torch.stack(means).mean(0), atol=1e-5)
+    assert torch.equal(expand[1].running_mean[32:], torch.zeros(64))  # channels the subnet never ran: reset
     with pytest.raises(ValueError, match="at least one batch"):
         recalibrate_bn(sup, lambda x: sup(x), [])
 

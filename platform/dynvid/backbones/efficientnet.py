@@ -101,10 +101,12 @@ def _bn(x: torch.Tensor, bn: nn.BatchNorm2d, n: int, training: bool) -> torch.Te
     """BatchNorm over the first ``n`` channels with the sliced statistics and affine."""
     rm = bn.running_mean[:n] if bn.running_mean is not None else None
     rv = bn.running_var[:n] if bn.running_var is not None else None
+    factor = bn.momentum if bn.momentum is not None else 0.0
     if training and bn.track_running_stats and bn.num_batches_tracked is not None:
         bn.num_batches_tracked.add_(1)
-    return F.batch_norm(x, rm, rv, bn.weight[:n], bn.bias[:n], training or not bn.track_running_stats,
-                        bn.momentum if bn.momentum is not None else 0.1, bn.eps)
+        if bn.momentum is None:  # cumulative average, as nn.BatchNorm2d (BN recalibration uses it)
+            factor = 1.0 / float(bn.num_batches_tracked)
+    return F.batch_norm(x, rm, rv, bn.weight[:n], bn.bias[:n], training or not bn.track_running_stats, factor, bn.eps)
 
 
 class ElasticMBConv(MBConv):

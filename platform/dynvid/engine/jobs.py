@@ -1,0 +1,67 @@
+"""What the training jobs (``jobs/*.py``) share: their common arguments and the run → print →
+JSON flow around :func:`dynvid.engine.trainer.fit`, so each job keeps only its own options
+and configuration (STYLE.md: thin entry points)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+
+from dynvid.config import ConfigError, ExperimentConfig
+from dynvid.data.errors import DatasetError
+
+__all__ = ["build_job_config", "job_parser", "run_training_job"]
+
+
+def job_parser(description: str, section: str, example: str, data_help: str) -> argparse.ArgumentParser:
+    """The arguments every training job takes: ``--config``, ``--set``, ``--data``,
+    ``--num-workers``, ``--tracking-uri``, ``--smoke-test``, ``--out``."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--config", help=f"YAML config file (sections: data, model, optim, train, {section})")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help=f"override a config field, e.g. --set {example} (repeatable)")
+    p.add_argument("--data", metavar="SPEC", help=data_help)
+    p.add_argument("--num-workers", type=int, default=1, help="Ray Train workers")
+    p.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI (default: sqlite:///runs/mlflow.db)")
+    p.add_argument("--smoke-test", action="store_true", help="tiny budget: checks the job end to end")
+    p.add_argument("--out", help="write the final metrics and report as JSON to this file")
+    return p
+
+
+def build_job_config(job_config: Callable[..., ExperimentConfig], args: argparse.Namespace) -> ExperimentConfig:
+    """The config from a method's ``presets.job_config`` and the common arguments."""
+    overrides = args.overrides + ([f"train.mlflow_tracking_uri={args.tracking_uri}"] if args.tracking_uri else [])
+    return job_config(args.data, args.smoke_test, args.config, overrides, [f"train.num_workers={args.num_workers}"])
+
+
+def run_training_job(prog: str, method: str, job_config: Callable[..., ExperimentConfig],
+                     args: argparse.Namespace) -> int:
+    """Build the config (:func:`build_job_config`), train every stage of ``method``, print where
+    everything went and write ``--out``. Bad input (config, storage, tracking, dataset) is one
+    line on stderr, exit 2."""
+    from dynvid.engine.storage import StorageError
+    from dynvid.engine.tracking import TrackingError
+    from dynvid.engine.trainer import fit  # imports Ray
+
+    try:
+        cfg = build_job_config(job_config, args)
+        result = fit(cfg, method=method)
+    except (ConfigError, StorageError, TrackingError, DatasetError, ValueError) as exc:  # bad input: one line
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    report = result.report or {}
+    print(f"\n[dynvid] run {result.run_name} finished; results under {result.storage_path}")
+    for stage in result.stages:
+        print(f"[dynvid] stage {stage.stage}: checkpoint {stage.checkpoint_path}")
+    if result.registered:
+        print(f"[dynvid] registered model: models:/{result.registered['name']}@candidate "
+              f"(version {result.registered['version']})")
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump({"run_name": result.run_name, "metrics": result.metrics, "registered": result.registered,
+                       "report": {k: v for k, v in report.items() if k != "table"},
+                       "stages": {s.stage: s.metrics for s in result.stages},
+                       "checkpoints": {s.stage: s.checkpoint_path for s in result.stages}}, f, indent=2, default=str)
+    return 0
