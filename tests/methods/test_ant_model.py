@@ -69,3 +69,39 @@ def test_per_sample_cost_follows_each_samples_widths():
         return total
 
     assert meter.per_sample_macs.tolist() == [stage_macs(1), stage_macs(6), stage_macs(1)]
+
+
+def test_width_statistics_are_each_ratios_recalibrated_statistics():
+    import copy
+
+    from dynvid.methods.ant.modules import recalibrate_bn
+
+    torch.manual_seed(0)
+    m = ANTDetector(num_classes=3, fpn_channels=16, fpn_layers=1, head_repeats=1)
+    m.freeze_stem()
+    stem_mean = m.backbone.features[0][1].running_mean.clone()
+    batches = [torch.randn(2, 3, 64, 64) for _ in range(2)]
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():  # a few training steps' worth of drifted shared statistics
+        m.train()
+        for r in (1, 4, 6):
+            m.forward_static(torch.randn(2, 3, 64, 64) * 3, (r,) * 6)
+    reference = copy.deepcopy(m)
+    assert not m.width_stats_ready
+    m.calibrate_width_statistics(batches)
+    assert m.width_stats_ready and m.training  # the train/eval mode is kept
+    assert torch.equal(m.backbone.features[0][1].running_mean, stem_mean)  # the frozen stem is left alone
+    m.eval()
+    with torch.no_grad():
+        for r in (1, 3, 6):
+            recalibrate_bn(reference, lambda b: reference.forward_static(b, (r,) * 6), batches)
+            ours = m.forward_static(x, (r,) * 6)[2][-1]
+            theirs = reference.forward_static(x, (r,) * 6)[2][-1]
+            assert torch.allclose(ours, theirs, atol=1e-4), r
+    # in training, a width updates only its own row
+    block = m.backbone.features[2][0]
+    rows = block.width_mean.clone()
+    m.train()
+    m.forward_static(torch.randn(2, 3, 64, 64), (2,) * 6)
+    changed = (block.width_mean != rows).any(-1)  # (BN, ratio)
+    assert changed[:, 1].all() and not changed[:, [0, 2, 3, 4, 5]].any()

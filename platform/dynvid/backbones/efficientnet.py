@@ -97,10 +97,12 @@ class MBConv(nn.Module):
         return out + x if self.residual else out
 
 
-def _bn(x: torch.Tensor, bn: nn.BatchNorm2d, n: int, training: bool) -> torch.Tensor:
-    """BatchNorm over the first ``n`` channels with the sliced statistics and affine."""
-    rm = bn.running_mean[:n] if bn.running_mean is not None else None
-    rv = bn.running_var[:n] if bn.running_var is not None else None
+def _bn(x: torch.Tensor, bn: nn.BatchNorm2d, n: int, training: bool, mean: torch.Tensor | None = None,
+        var: torch.Tensor | None = None) -> torch.Tensor:
+    """BatchNorm over the first ``n`` channels with the sliced statistics (or ``mean``/``var``,
+    views that training updates in place) and affine."""
+    rm = mean if mean is not None else (bn.running_mean[:n] if bn.running_mean is not None else None)
+    rv = var if var is not None else (bn.running_var[:n] if bn.running_var is not None else None)
     factor = bn.momentum if bn.momentum is not None else 0.0
     if training and bn.track_running_stats and bn.num_batches_tracked is not None:
         bn.num_batches_tracked.add_(1)
@@ -111,9 +113,44 @@ def _bn(x: torch.Tensor, bn: nn.BatchNorm2d, n: int, training: bool) -> torch.Te
 
 class ElasticMBConv(MBConv):
     """An MBConv6 block of the supernet: ``forward(x, hidden)`` runs the first ``hidden``
-    channels of its weights (``hidden = cin × ratio``) and records the MACs it ran."""
+    channels of its weights (``hidden = cin × ratio``) and records the MACs it ran.
+
+    :meth:`add_width_statistics` gives it private BatchNorm statistics per expansion ratio
+    ("switchable BN", Yu et al., Slimmable Networks): once ``width_stats_ready`` is set, a
+    ratio normalizes with, and in training updates, its own statistics, while the affine
+    weights stay shared."""
 
     counts_own_cost = True
+
+    def add_width_statistics(self) -> None:
+        """Buffers ``width_mean``/``width_var`` (expand, depthwise, project BN × ratio × channel)
+        and ``width_stats_ready``; unused until ready."""
+        c = max(self.hidden, self.cout)
+        self.register_buffer("width_mean", torch.zeros(3, len(RATIOS), c))
+        self.register_buffer("width_var", torch.ones(3, len(RATIOS), c))
+        self.register_buffer("width_stats_ready", torch.zeros((), dtype=torch.bool))
+
+    def _bns(self) -> tuple[nn.BatchNorm2d, nn.BatchNorm2d, nn.BatchNorm2d]:
+        return self.block[0][1], self.block[1][1], self.block[3][1]
+
+    @torch.no_grad()
+    def store_width_statistics(self, ratio: int) -> None:
+        """Copy the shared BatchNorm statistics (e.g. just recalibrated at ``ratio``) into ``ratio``'s row."""
+        k = RATIOS.index(ratio)
+        for i, bn in enumerate(self._bns()):
+            c = bn.running_mean.numel()
+            self.width_mean[i, k, :c] = bn.running_mean
+            self.width_var[i, k, :c] = bn.running_var
+
+    def _stats(self, i: int, n: int, channels: int):
+        ready = getattr(self, "width_stats_ready", None)
+        if ready is None or not bool(ready):
+            return None, None
+        if n % self.cin or n // self.cin not in RATIOS:
+            raise ValueError(f"width statistics exist for ratios {RATIOS}; hidden width {n} is cin {self.cin} × "
+                             f"{n / self.cin:g}")
+        k = RATIOS.index(n // self.cin)
+        return self.width_mean[i, k, :channels], self.width_var[i, k, :channels]
 
     def forward(self, x: torch.Tensor, hidden: int | None = None, rows: torch.Tensor | None = None,
                 batch: int | None = None) -> torch.Tensor:
@@ -124,13 +161,14 @@ class ElasticMBConv(MBConv):
             raise ValueError(f"hidden width must be in [1, {self.hidden}], got {n}")
         expand, dw, se, project = self.block
         h = F.conv2d(x, expand[0].weight[:n])
-        h = F.silu(_bn(h, expand[1], n, self.training))
+        h = F.silu(_bn(h, expand[1], n, self.training, *self._stats(0, n, n)))
         h = F.conv2d(h, dw[0].weight[:n], None, self.stride, (self.kernel - 1) // 2, groups=n)
-        h = F.silu(_bn(h, dw[1], n, self.training))
+        h = F.silu(_bn(h, dw[1], n, self.training, *self._stats(1, n, n)))
         s = F.adaptive_avg_pool2d(h, 1)
         s = F.silu(F.conv2d(s, se.fc1.weight[:, :n], se.fc1.bias))
         h = h * torch.sigmoid(F.conv2d(s, se.fc2.weight[:n], se.fc2.bias[:n]))
-        out = _bn(F.conv2d(h, project[0].weight[:, :n]), project[1], self.cout, self.training)
+        out = _bn(F.conv2d(h, project[0].weight[:, :n]), project[1], self.cout, self.training,
+                  *self._stats(2, n, self.cout))
         macs = mbconv_macs(self.cin, self.cout, 0, self.kernel, self.stride, x.shape[-2], x.shape[-1], hidden=n)
         if rows is not None:
             per_sample = torch.zeros(batch, dtype=torch.float64)

@@ -27,9 +27,11 @@ Modules:
    ``ant.temporal=false`` this stage trains the non-temporal baseline instead. Its evaluation
    runs adaptive key frames at ``ant.key_threshold`` (an inference knob: ``search_spaces/ant.yaml``).
 
-Choice: the gates stage keeps the BatchNorm statistics it trained with (every non-key frame's
-width is the gate's choice, so no fixed subnet's statistics apply); static subnets are
-recalibrated.
+Choice (BatchNorm): the supernet's shared statistics fit no width (they average over all
+the subnets it trained). Static subnets are recalibrated before evaluation. The dynamic
+network gets private statistics per expansion ratio in each elastic block ("switchable
+BN", Slimmable Networks): calibrated per ratio on training frames at the start of stage 2,
+updated by stage-2 training, and used at inference by whichever width each frame runs.
 """
 
 from __future__ import annotations
@@ -159,6 +161,9 @@ class ANTTask:
                                  c.kd_weight)
         per_frame = [frame_targets(targets, t) for t in range(frames.shape[1])]
         clip_targets = [[per_frame[t][b] for t in range(frames.shape[1])] for b in range(frames.shape[0])]
+        m = unwrap_model(model)
+        if not m.width_stats_ready:  # the first step of stage 2 (a resumed run has them in its checkpoint)
+            m.calibrate_width_statistics(self.recalibration_batches())
         if self._costs is None:  # measured once per worker, on its own hardware
             self._costs = stage_costs(model, c.image_size, c.cost_metric)
         return gate_step(model, frames, clip_targets, c.gumbel_tau, c.key_every, c.fusion_kd_weight, c.cost_weight,

@@ -125,19 +125,26 @@ def run_videos(model: ANTDetector, frames: torch.Tensor, mode, *, count: bool = 
                 rows = (is_key == want_key).nonzero().squeeze(1)
                 if len(rows) == 0:
                     continue
+                whole = len(rows) == B  # no gathering and scattering when every video agrees
                 r = rows.to(x.device)
-                xs, ss = x.index_select(0, r), stem.index_select(0, r)
+                xs, ss = (x, stem) if whole else (x.index_select(0, r), stem.index_select(0, r))
                 if want_key:
                     (c, b, outs), sub = _metered(m, count, len(rows), lambda: m.forward_static(xs, stem=ss))
-                    _scatter(r, m.key_features(outs), key_feats, B)
-                    key_stem = stem.clone() if key_stem is None else key_stem.index_copy(0, r, ss)
+                    if whole:
+                        key_feats, key_stem = list(m.key_features(outs)), stem
+                    else:
+                        _scatter(r, m.key_features(outs), key_feats, B)
+                        key_stem = key_stem.index_copy(0, r, ss)
                 else:
-                    kf = [k.index_select(0, r) for k in key_feats]
+                    kf = key_feats if whole else [k.index_select(0, r) for k in key_feats]
                     (c, b, choice), sub = _metered(m, count, len(rows), lambda: m.forward_nonkey(xs, kf, stem=ss))
                     ratios[rows, t] = choice
-                _scatter(r, [c, b], cls_parts, B)
+                if whole:
+                    cls_parts = [c, b]
+                else:
+                    _scatter(r, [c, b], cls_parts, B)
                 if count:
-                    cost = cost.index_add(0, rows, sub)
+                    cost = cost + sub if whole else cost.index_add(0, rows, sub)
             cls, box = cls_parts
             keys[:, t] = is_key
         if count:

@@ -56,14 +56,15 @@ def inplace_distillation_loss(student_cls: torch.Tensor, student_box: torch.Tens
 @torch.no_grad()
 def recalibrate_bn(model: nn.Module, forward: Callable[[torch.Tensor], object], batches: Iterable[torch.Tensor]) -> int:
     """Reset every BatchNorm's running statistics and recompute them as the plain average over
-    ``batches`` run through ``forward`` (a subnet of ``model``) in train mode. Only BN buffers
+    ``batches`` run through ``forward`` (a subnet of ``model``) in train mode (BatchNorms the
+    model keeps in eval mode in training, like a frozen stem, are left alone). Only BN buffers
     change; returns the number of batches seen. The model comes back in eval mode."""
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    model.train()  # a BatchNorm the model keeps in eval mode (a frozen stem) keeps its statistics
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
     momenta = [bn.momentum for bn in bns]
     for bn in bns:
         bn.reset_running_stats()
         bn.momentum = None  # cumulative moving average: every batch counts the same
-    model.train()
     n = 0
     try:
         for x in batches:
