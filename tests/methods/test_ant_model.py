@@ -3,6 +3,7 @@ per-sample widths that run only the chosen channels."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from dynvid.methods.ant.model import ELASTIC, ANTDetector
@@ -105,3 +106,13 @@ def test_width_statistics_are_each_ratios_recalibrated_statistics():
     m.forward_static(torch.randn(2, 3, 64, 64), (2,) * 6)
     changed = (block.width_mean != rows).any(-1)  # (BN, ratio)
     assert changed[:, 1].all() and not changed[:, [0, 2, 3, 4, 5]].any()
+
+
+def test_a_checkpoint_without_width_statistics_still_loads_strictly():
+    m = ANTDetector(num_classes=3, fpn_channels=16, fpn_layers=1, head_repeats=1)
+    old = {k: v for k, v in m.state_dict().items() if ".width_" not in k}
+    fresh = ANTDetector(num_classes=3, fpn_channels=16, fpn_layers=1, head_repeats=1)
+    fresh.load_state_dict(old)  # strict: the width statistics are filled in, not ready
+    assert not fresh.width_stats_ready
+    with pytest.raises(RuntimeError, match="Missing key"):
+        fresh.load_state_dict({k: v for k, v in old.items() if "head" not in k})

@@ -130,6 +130,13 @@ class ElasticMBConv(MBConv):
         self.register_buffer("width_var", torch.ones(3, len(RATIOS), c))
         self.register_buffer("width_stats_ready", torch.zeros((), dtype=torch.bool))
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # a checkpoint from before the width statistics existed: they start unused (not ready)
+        for name in ("width_mean", "width_var", "width_stats_ready"):
+            if hasattr(self, name) and prefix + name not in state_dict:
+                state_dict[prefix + name] = getattr(self, name).clone()
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def _bns(self) -> tuple[nn.BatchNorm2d, nn.BatchNorm2d, nn.BatchNorm2d]:
         return self.block[0][1], self.block[1][1], self.block[3][1]
 
