@@ -55,3 +55,14 @@ def test_anchor_layout_and_scales() -> None:
     assert anchors[4:8].mean(0)[0] > first.mean(0)[0]  # next cell is to the right (row-major)
     with pytest.raises(ValueError):
         ssd_anchors([(2, 2)], aspect_ratios=(1.0, 0.0))
+
+
+def test_postprocess_keeps_the_top_k_candidates_before_nms():
+    from dynvid.detection.ssdlite import postprocess
+
+    anchors = torch.rand(50, 2) * 0.5
+    anchors = torch.cat([anchors, anchors + 0.3], 1)
+    logits = torch.linspace(-1, 3, 50 * 2).view(1, 50, 2)  # every pair above the threshold
+    capped = postprocess(logits, torch.zeros(1, 50, 4), anchors, 0.05, 1.0, 1000, pre_nms_top_k=10)[0]
+    assert len(capped["scores"]) == 10  # IoU threshold 1.0: NMS drops nothing, the cap does
+    assert torch.allclose(capped["scores"], torch.sigmoid(logits.flatten()).topk(10).values)

@@ -94,14 +94,21 @@ class SSDLiteHead(nn.Module):
 
 @torch.no_grad()
 def postprocess(cls_logits: torch.Tensor, box_codes: torch.Tensor, anchors: torch.Tensor,
-                score_threshold: float = 0.05, iou_threshold: float = 0.6, max_detections: int = 100) -> list[dict]:
-    """Per image: decoded boxes (anchor coordinates), scores and labels after per-class NMS."""
+                score_threshold: float = 0.05, iou_threshold: float = 0.6, max_detections: int = 100,
+                pre_nms_top_k: int = 1000) -> list[dict]:
+    """Per image: decoded boxes (anchor coordinates), scores and labels after per-class NMS of
+    the ``pre_nms_top_k`` best-scoring (anchor, class) pairs above ``score_threshold`` (the
+    cap keeps an unsure detector's NMS from growing quadratically; torchvision's RetinaNet
+    keeps 1000 per level)."""
     out = []
     for logits, codes in zip(cls_logits, box_codes):
         scores = torch.sigmoid(logits)  # (N, C)
         boxes = decode(codes, anchors)
         anchor_idx, labels = (scores > score_threshold).nonzero(as_tuple=True)
         s = scores[anchor_idx, labels]
+        if len(s) > pre_nms_top_k:
+            top = s.topk(pre_nms_top_k).indices
+            anchor_idx, labels, s = anchor_idx[top], labels[top], s[top]
         b = boxes[anchor_idx]
         keep = batched_nms(b, s, labels, iou_threshold)[:max_detections]
         out.append({"boxes": b[keep], "scores": s[keep], "labels": labels[keep]})
