@@ -62,6 +62,15 @@ def test_bn_recalibration_changes_only_bn_buffers():
         recalibrate_bn(sup, lambda x: sup(x), [])
 
 
+def test_untrained_fusion_passes_the_current_features_through():
+    fuse = FusionModule(8).eval()
+    key, current = torch.randn(2, 8, 4, 4), torch.randn(2, 8, 4, 4)
+    assert torch.equal(fuse(key, current), current)
+    with torch.no_grad():
+        fuse.depthwise[1].weight.fill_(1.0)
+    assert not torch.allclose(fuse(key, current), fuse(torch.zeros_like(key), current))  # now it reads the key
+
+
 def test_fusion_module_shapes_and_errors():
     fuse = FusionModule(16)
     out = fuse(torch.randn(2, 16, 4, 4), torch.randn(2, 16, 4, 4))

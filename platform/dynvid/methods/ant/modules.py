@@ -9,7 +9,8 @@ supernet training helpers, the fusion module, the dynamic gate and the key-frame
 - :func:`recalibrate_bn`: BatchNorm statistics recomputed for one subnet before it is
   evaluated (shared statistics belong to no subnet; Once-for-All / BigNAS practice).
 - :class:`FusionModule` (Sec. 3.2, Fig. 2): the last key frame's stage features and the
-  current ones, concatenated → 1×1 conv → BN/SiLU → 3×3 depthwise → BN/SiLU.
+  current ones, concatenated → 1×1 conv → BN/SiLU → 3×3 depthwise → BN/SiLU, added to the
+  current features (zero-initialised: our choice, see the class).
 - :class:`DynamicGate` (Sec. 3.2, [18]): global pool → FC → ReLU → FC → one score per
   width of the next stage; Gumbel-softmax in training, argmax at inference.
 - :func:`stem_deviation` and :class:`KeyFrameSelector` (Sec. 3.3): the normalized L1
@@ -88,7 +89,14 @@ def bn_buffers(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 class FusionModule(nn.Module):
-    """Fuse the last key frame's stage features with the current frame's (Sec. 3.2)."""
+    """Fuse the last key frame's stage features with the current frame's (Sec. 3.2).
+
+    Choice: the fused map is added to the current features, and the last BatchNorm's scale
+    starts at zero, so an untrained fusion passes the current features through (the
+    zero-init residual of Goyal et al.). With the literal concat → conv → conv, the random
+    fusion replaced every non-key stage input at the start of stage 2; on the embedded run
+    the non-key frames' detection loss stayed twice the non-temporal network's after 4
+    epochs (0.72 vs 0.37) and ANT lost 0.19 AP."""
 
     def __init__(self, channels: int) -> None:
         super().__init__()
@@ -96,11 +104,12 @@ class FusionModule(nn.Module):
                                     nn.SiLU(inplace=True))
         self.depthwise = nn.Sequential(nn.Conv2d(channels, channels, 3, 1, 1, groups=channels, bias=False),
                                        nn.BatchNorm2d(channels), nn.SiLU(inplace=True))
+        nn.init.zeros_(self.depthwise[1].weight)
 
     def forward(self, key: torch.Tensor, current: torch.Tensor) -> torch.Tensor:
         if key.shape != current.shape:
             raise ValueError(f"key-frame features {tuple(key.shape)} and current {tuple(current.shape)} differ")
-        return self.depthwise(self.reduce(torch.cat([key, current], 1)))
+        return current + self.depthwise(self.reduce(torch.cat([key, current], 1)))
 
 
 class DynamicGate(nn.Module):
