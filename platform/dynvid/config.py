@@ -424,6 +424,8 @@ class AntConfig:
     """Frames per val video in the evaluation (None = all)."""
     latency_videos: int = 2
     """Val videos whose frames time the amortized single-core latency (``torch.set_num_threads(1)``)."""
+    latency_rounds: int = 3
+    """Interleaved timing rounds over all compared networks; each reports the median."""
     score_threshold: float = 0.05
     """Detections below this score are dropped before NMS."""
     nms_iou: float = 0.5

@@ -83,8 +83,9 @@ class ANTTask:
         if c.key_threshold < 0 or c.gumbel_tau <= 0 or c.width_mult <= 0:
             raise ValueError(f"ant.key_threshold must be >= 0, ant.gumbel_tau and ant.width_mult > 0; got "
                              f"{c.key_threshold}, {c.gumbel_tau}, {c.width_mult}")
-        if c.gate_epochs < 1 or c.supernet_epochs < 0 or c.recalib_batches < 1:
-            raise ValueError("ant.gate_epochs and ant.recalib_batches must be >= 1 and ant.supernet_epochs >= 0")
+        if c.gate_epochs < 1 or c.supernet_epochs < 0 or c.recalib_batches < 1 or c.latency_rounds < 1:
+            raise ValueError("ant.gate_epochs, ant.recalib_batches and ant.latency_rounds must be >= 1 and "
+                             "ant.supernet_epochs >= 0")
         self.cfg = cfg
         self.val_gt: dict | None = None
         self._train = None

@@ -85,6 +85,7 @@ SMOKE = [
     "ant.nas_candidates=2",
     "ant.nas_videos=2",
     "ant.latency_videos=1",
+    "ant.latency_rounds=1",
     "ant.max_detections=20",
     "optim.epochs=1",
     "train.eval_every=1",

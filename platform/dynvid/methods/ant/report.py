@@ -16,6 +16,7 @@ supernet, fusion modules and gates).
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from collections.abc import Sequence
@@ -74,14 +75,28 @@ def _loader(dataset, cfg: ExperimentConfig):
     return torch.utils.data.DataLoader(dataset, batch_size=max(1, cfg.data.batch_size), collate_fn=dataset.collate_fn)
 
 
-def _row(model: ANTDetector, mode, loader, gt, cfg, latency_videos, params: int, say) -> dict:
+def _row(model: ANTDetector, mode, loader, gt, cfg, params: int, timed: list | None, say) -> dict:
     r = evaluate_modes(model, loader, gt, [mode], **_post(cfg))[mode.name]
     r["params_m"] = params / 1e6
-    if latency_videos:
-        r["latency_ms"] = amortized_latency(model, latency_videos, mode)["latency_ms"]
-    say(f"[dynvid] {mode.name}: AP {r['AP']:.4f} AP50 {r['AP50']:.4f} {r['gmacs_avg']:.4f} GMACs/frame"
-        + (f" {r['latency_ms']:.1f} ms/frame (1 core)" if latency_videos else ""))
+    if timed is not None:  # timed later, interleaved with the other rows
+        timed.append((mode.name, copy.deepcopy(model), mode))
+    say(f"[dynvid] {mode.name}: AP {r['AP']:.4f} AP50 {r['AP50']:.4f} {r['gmacs_avg']:.4f} GMACs/frame")
     return r
+
+
+def _time_rows(rows: dict, timed: list, videos, rounds: int, say) -> None:
+    """Amortized single-core latency of every row, measured in ``rounds`` interleaved rounds
+    (row A, B, C, A, B, C, …) and reported as the median, so that a slow spell of the machine
+    does not land on one row only."""
+    samples: dict[str, list[float]] = {name: [] for name, _, _ in timed}
+    for _ in range(rounds):
+        for name, model, mode in timed:
+            samples[name].append(amortized_latency(model, videos, mode)["latency_ms"])
+    for name, values in samples.items():
+        rows[name]["latency_ms"] = sorted(values)[len(values) // 2]
+        rows[name]["latency_ms_rounds"] = values
+        say(f"[dynvid] {name}: {rows[name]['latency_ms']:.1f} ms/frame on 1 core (rounds: "
+            f"{', '.join(f'{v:.1f}' for v in values)})")
 
 
 def compare(task, cfg: ExperimentConfig, checkpoints: dict[str, str], thresholds: Sequence[float] | None = None,
@@ -98,11 +113,12 @@ def compare(task, cfg: ExperimentConfig, checkpoints: dict[str, str], thresholds
     _, val = task.datasets(stage.config(cfg), stage)
     gt, loader = task.val_gt, _loader(val, cfg)
     lat_videos = [val[i][0] for i in range(min(c.latency_videos, len(val)))] if latency else []
+    timed: list | None = [] if latency else None
     rows: dict[str, dict] = {}
     if checkpoints.get("static"):
         m = load_model(task, cfg, checkpoints["static"], temporal=False)
-        rows["D0 (static)"] = _row(m, StaticMode(FULL, "D0 (static)"), loader, gt, cfg, lat_videos,
-                                   detector_params(m, FULL), say)
+        rows["D0 (static)"] = _row(m, StaticMode(FULL, "D0 (static)"), loader, gt, cfg, detector_params(m, FULL),
+                                   timed, say)
     searched = []
     if nas and checkpoints.get("supernet"):
         m = load_model(task, cfg, checkpoints["supernet"], temporal=False)
@@ -129,7 +145,7 @@ def compare(task, cfg: ExperimentConfig, checkpoints: dict[str, str], thresholds
             ratios = tuple(s["ratios"])
             task.recalibrated(m, ratios, batches)
             name = f"NAS {s['budget']:g} {''.join(map(str, ratios))}"
-            rows[name] = _row(m, StaticMode(ratios, name), loader, gt, cfg, lat_videos, detector_params(m, ratios), say)
+            rows[name] = _row(m, StaticMode(ratios, name), loader, gt, cfg, detector_params(m, ratios), timed, say)
             rows[name]["ratios"] = list(ratios)
         m.load_state_dict(saved, strict=False)
     if checkpoints.get("gates"):
@@ -137,11 +153,13 @@ def compare(task, cfg: ExperimentConfig, checkpoints: dict[str, str], thresholds
         params = detector_params(m)
         for th in (thresholds if thresholds is not None else [c.key_threshold]):
             name = f"ANT τ={th:g}"
-            rows[name] = _row(m, AntMode(th, name=name), loader, gt, cfg, lat_videos, params, say)
+            rows[name] = _row(m, AntMode(th, name=name), loader, gt, cfg, params, timed, say)
             rows[name]["threshold"] = th
     if checkpoints.get("nontemporal"):
         m = load_model(task, cfg, checkpoints["nontemporal"], temporal=False)
-        rows["non-temporal"] = _row(m, NonTemporalMode(), loader, gt, cfg, lat_videos, detector_params(m), say)
+        rows["non-temporal"] = _row(m, NonTemporalMode(), loader, gt, cfg, detector_params(m), timed, say)
+    if timed:
+        _time_rows(rows, timed, lat_videos, c.latency_rounds, say)
     return {"rows": rows, "nas": searched}
 
 
