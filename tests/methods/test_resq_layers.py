@@ -70,3 +70,32 @@ def test_modes_that_are_not_ready_say_so():
         QuantConv2d(nn.Linear(3, 3))
     with pytest.raises(ValueError, match="quantized mode"):
         q.calibrate("float", x)
+
+
+def test_bops_of_each_mode_on_a_single_layer():
+    from dynvid.metrics.cost import CostMeter, conv_macs
+
+    conv = _conv()
+    frames = _frames()
+    macs = conv_macs(4, 6, (3, 3), (8, 8))
+    expected = {"float": 32 * 32, "frame": 4 * 4, "key": 8 * 8, "residual": 4 * 4}
+    q = QuantConv2d(conv, key_bits=(8, 8), res_bits=(4, 4))
+    for mode in ("frame", "key", "residual"):
+        q.calibrate(mode, frames[0] if mode != "residual" else frames[1] - frames[0])
+    model = nn.Sequential(q)
+    for mode in ("float", "frame", "key", "residual"):
+        q.mode = mode
+        with torch.no_grad(), CostMeter(model) as meter:
+            model(frames[1] if mode == "residual" else frames[0])
+        assert meter.per_sample_macs.tolist() == [macs] * 2
+        assert meter.per_sample_bops.tolist() == [macs * expected[mode]] * 2, mode
+    zero = QuantConv2d(conv, key_bits=(8, 8), res_bits=(8, 0))  # a 0-bit residual is skipped
+    zero.calibrate("key", frames[0])
+    assert zero.calibrate("residual", frames[1] - frames[0]) == 1.0  # nothing to calibrate at 0 bits
+    zero.mode = "key"
+    with torch.no_grad():
+        z_key = zero(frames[0])
+        zero.mode = "residual"
+        with CostMeter(zero, batch_size=2) as meter:
+            out = zero(frames[1])
+    assert torch.equal(out, z_key) and meter.per_sample_macs.tolist() == [0.0, 0.0]

@@ -17,8 +17,12 @@ scales from :meth:`calibrate` (Eq. 8 line search on the layer's own inputs: fram
 ``key``/``frame``, residuals for ``residual``). Bit-widths ``>= 32`` are full precision, so
 ``W32A32->W32A32`` reproduces the float layer (up to float rounding of ``w ∗ x_k + w ∗ δ``).
 
-Not wired yet (issue 9 in progress): the cost meter's BOPs for the quantized modes, the
-model wrapper, calibration over a network and Dynamic-ResQ.
+Cost: the layer reports its MACs to the cost meter with the bits of the mode that ran
+(BOPs = MACs × weight bits × activation bits, Sec. 5; float counts 32 × 32). A residual at
+0 activation bits is not computed at all (``ẑ_t = ẑ_k``) and costs nothing.
+
+Not wired yet (issue 9 in progress): the model wrapper, calibration over a network and
+Dynamic-ResQ.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from torch.nn import functional as F
 
 from dynvid.methods.resq.quantizers import (FLOAT_BITS, line_search_range, minmax_range, quantize,
                                             scale_from_range)
+from dynvid.metrics.cost import conv_macs, record_cost
 
 __all__ = ["MODES", "QuantConv2d"]
 
@@ -36,12 +41,16 @@ MODES = ("float", "frame", "key", "residual")
 
 
 class QuantConv2d(nn.Module):
-    """Args:
+    """A convolution run in float, frame, key or residual mode (see the module docstring).
+
+    Args:
         conv: the trained convolution (kept, unchanged).
         key_bits: ``(weight, activation)`` bits of keyframes (Φ), e.g. ``(8, 8)``.
         res_bits: ``(weight, activation)`` bits of residuals and of frame quantization (Θ).
         per_channel: per-output-channel weight scales (channel quantization) instead of one.
     """
+
+    counts_own_cost = True
 
     def __init__(self, conv: nn.Conv2d, key_bits: tuple[int, int] = (8, 8), res_bits: tuple[int, int] = (4, 4),
                  per_channel: bool = False) -> None:
@@ -76,7 +85,7 @@ class QuantConv2d(nn.Module):
         if mode not in ("key", "frame", "residual"):
             raise ValueError(f"calibrate a quantized mode (key, frame, residual), got {mode!r}")
         bits = self._bits(mode)[1]
-        if bits >= FLOAT_BITS:
+        if bits >= FLOAT_BITS or bits == 0:  # nothing to calibrate: identity or all-zero
             self.act_scale[mode] = 1.0
             return 1.0
         out = line_search_range(inputs, self.conv.weight, self.weight_q(mode), lambda x, w: self._conv(x, w, False),
@@ -94,20 +103,32 @@ class QuantConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mode = self.mode
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if mode == "float":
-            return self.conv(x)
-        if mode == "frame":
-            return self._conv(self._act(x, "frame"), self.weight_q("frame"), True)
-        if mode == "key":
+            z = self.conv(x)
+        elif mode == "frame":
+            z = self._conv(self._act(x, "frame"), self.weight_q("frame"), True)
+        elif mode == "key":
             z = self._conv(self._act(x, "key"), self.weight_q("key"), False)
             self.x_key, self.z_key = x.detach(), z.detach()
-            return z + self._bias_map(z)
-        if mode == "residual":
+            z = z + self._bias_map(z)
+        else:
             if self.x_key is None or self.x_key.shape != x.shape:
                 raise RuntimeError("QuantConv2d: a residual step needs a keyframe of the same shape first (mode 'key')")
+            if self.res_bits[1] == 0:  # a 0-bit residual: nothing to compute, the keyframe's output stands
+                self._record(x, self.z_key, 0)
+                return self.z_key + self._bias_map(self.z_key)
             z = self._conv(self._act(x - self.x_key, "residual"), self.weight_q("residual"), False) + self.z_key
-            return z + self._bias_map(z)
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+            z = z + self._bias_map(z)
+        self._record(x, z, 1)
+        return z
+
+    def _record(self, x: torch.Tensor, z: torch.Tensor, ran: int) -> None:
+        c = self.conv
+        w_bits, a_bits = (FLOAT_BITS, FLOAT_BITS) if self.mode == "float" else self._bits(self.mode)
+        macs = ran * conv_macs(c.in_channels, c.out_channels, c.kernel_size, tuple(z.shape[-2:]), c.groups)
+        record_cost(self, float(macs), weight_bits=min(w_bits, FLOAT_BITS), act_bits=min(a_bits, FLOAT_BITS))
 
     def _bias_map(self, z: torch.Tensor) -> torch.Tensor | float:
         b = self.conv.bias
