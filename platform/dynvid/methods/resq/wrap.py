@@ -1,0 +1,109 @@
+"""Model-agnostic ResQ: wrap every ``nn.Conv2d`` of any ``nn.Module`` in a
+:class:`~.layers.QuantConv2d`, switch the whole network between modes, run a sequence with
+keyframes every ``T`` frames (Sec. 4: "keyframes at fixed frame intervals, with a given
+period T"), and calibrate every layer's activation quantizers on its own inputs (Sec. 4.1).
+
+Choice: calibration captures each layer's inputs from the **float** network (one pass per
+calibration sequence): frames for the ``key`` and ``frame`` quantizers, the differences to
+the sequence's keyframe for the ``residual`` quantizers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from dynvid.methods.resq.layers import MODES, QuantConv2d
+
+__all__ = ["calibrate_model", "quant_layers", "run_sequence", "set_mode", "wrap_model"]
+
+
+def wrap_model(model: nn.Module, key_bits: tuple[int, int] = (8, 8), res_bits: tuple[int, int] = (4, 4),
+               per_channel: bool = False) -> nn.Module:
+    """Replace every ``nn.Conv2d`` of ``model`` (in place) by a ``QuantConv2d`` around it; returns ``model``."""
+    for name, child in list(model.named_children()):
+        if isinstance(child, nn.Conv2d):
+            setattr(model, name, QuantConv2d(child, key_bits, res_bits, per_channel))
+        elif not isinstance(child, QuantConv2d):
+            wrap_model(child, key_bits, res_bits, per_channel)
+    return model
+
+
+def quant_layers(model: nn.Module) -> list[QuantConv2d]:
+    layers = [m for m in model.modules() if isinstance(m, QuantConv2d)]
+    if not layers:
+        raise ValueError("the model has no QuantConv2d layer: call wrap_model() first")
+    return layers
+
+
+def set_mode(model: nn.Module, mode: str) -> None:
+    """Put every quantized layer in ``mode`` (``float``, ``frame``, ``key``, ``residual``)."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    for layer in quant_layers(model):
+        layer.mode = mode
+
+
+@torch.no_grad()
+def run_sequence(model: nn.Module, frames: torch.Tensor, period: int, quantization: str = "residual") -> list:
+    """Outputs of ``frames (T, B, …)`` frame by frame: ``residual`` (ResQ: a keyframe every
+    ``period`` frames, residuals between), ``frame`` (frame quantization) or ``float``."""
+    if period < 1:
+        raise ValueError(f"the keyframe period T must be >= 1, got {period}")
+    if quantization not in ("residual", "frame", "float"):
+        raise ValueError(f"quantization must be 'residual', 'frame' or 'float', got {quantization!r}")
+    outs = []
+    for t, x in enumerate(frames):
+        if quantization == "residual":
+            set_mode(model, "key" if t % period == 0 else "residual")
+        else:
+            set_mode(model, quantization)
+        outs.append(model(x))
+    return outs
+
+
+@torch.no_grad()
+def calibrate_model(model: nn.Module, sequences: Iterable[torch.Tensor], period: int, candidates: int = 20) -> int:
+    """Calibrate the ``key``, ``frame`` and ``residual`` activation quantizers of every layer
+    on ``sequences`` (each ``(T, B, …)``; ``c`` samples in all, 64 in the paper) with the
+    Eq. (8) line search over ``candidates`` points (20). Returns the number of frames seen."""
+    layers = quant_layers(model)
+    captured: dict[int, dict[str, list[torch.Tensor]]] = {id(m): {"key": [], "frame": [], "residual": []}
+                                                          for m in layers}
+    current: dict[int, torch.Tensor] = {}
+    keys: dict[int, torch.Tensor] = {}
+    state = {"key": True}
+
+    def hook(module, inputs):
+        x = inputs[0].detach()
+        store = captured[id(module)]
+        store["frame"].append(x)
+        if state["key"]:
+            keys[id(module)] = x
+            store["key"].append(x)
+        else:
+            store["residual"].append(x - keys[id(module)])
+        current[id(module)] = x
+
+    handles = [m.register_forward_pre_hook(hook) for m in layers]
+    seen = 0
+    try:
+        set_mode(model, "float")
+        for seq in sequences:
+            for t, x in enumerate(seq):
+                state["key"] = t % period == 0
+                model(x)
+                seen += 1
+    finally:
+        for h in handles:
+            h.remove()
+    if seen == 0:
+        raise ValueError("calibrate_model needs at least one frame")
+    for m in layers:
+        store = captured[id(m)]
+        for mode in ("key", "frame", "residual"):
+            if store[mode]:
+                m.calibrate(mode, torch.cat(store[mode]), candidates)
+    return seen
