@@ -291,10 +291,14 @@ class EfficientNetSupernet(EfficientNet):
         super().__init__(num_classes, None, dropout, width_mult)
 
     def stage_features(self, x: torch.Tensor, ratios: Sequence[int] | None = None,
-                       upto: int | None = None) -> list[torch.Tensor]:
+                       upto: int | None = None, start: int = 0) -> list[torch.Tensor]:
+        """The outputs of ``features[start:upto]`` on ``x`` (the input of ``features[start]``,
+        e.g. a stem output already computed) at the configuration ``ratios``."""
         ratios = stage_ratios(ratios)
         outs = []
         for i, layer in enumerate(self.features[:upto]):
+            if i < start:
+                continue
             if 2 <= i <= 7:
                 for block in layer:
                     x = block(x, block.cin * ratios[i - 2])

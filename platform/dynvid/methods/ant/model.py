@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from dynvid.backbones.efficientnet import RATIOS, EfficientNetSupernet, stage_ratios
+from dynvid.backbones.efficientnet import RATIOS, EfficientNetSupernet
 from dynvid.detection.efficientdet import BiFPN, EfficientDetHead
 from dynvid.methods.ant.modules import DynamicGate, FusionModule
 
@@ -134,14 +134,7 @@ class ANTDetector(nn.Module):
         return cls, box, outs
 
     def _from_stem(self, stem: torch.Tensor, ratios: Sequence[int] | None) -> list[torch.Tensor]:
-        f, ratios = self.backbone.features, stage_ratios(ratios)
-        x = f[1](stem)
-        outs = [stem, x]
-        for s, i in enumerate(ELASTIC):
-            for block in f[i]:
-                x = block(x, block.cin * ratios[s])
-            outs.append(x)
-        return outs
+        return [stem] + self.backbone.stage_features(stem, ratios, upto=ELASTIC[-1] + 1, start=1)
 
     def key_features(self, outs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """What a key frame stores: the input of each elastic stage."""

@@ -75,11 +75,14 @@ def _loader(dataset, cfg: ExperimentConfig):
     return torch.utils.data.DataLoader(dataset, batch_size=max(1, cfg.data.batch_size), collate_fn=dataset.collate_fn)
 
 
-def _row(model: ANTDetector, mode, loader, gt, cfg, params: int, timed: list | None, say) -> dict:
+def _row(model: ANTDetector, mode, loader, gt, cfg, params: int, timed: list | None, say,
+         snapshot: bool = False) -> dict:
+    """Evaluate ``mode``; the row is timed later, interleaved with the others (``snapshot``:
+    time a copy, for a model whose BatchNorm statistics change before then)."""
     r = evaluate_modes(model, loader, gt, [mode], **_post(cfg))[mode.name]
     r["params_m"] = params / 1e6
-    if timed is not None:  # timed later, interleaved with the other rows
-        timed.append((mode.name, copy.deepcopy(model), mode))
+    if timed is not None:
+        timed.append((mode.name, copy.deepcopy(model) if snapshot else model, mode))
     say(f"[dynvid] {mode.name}: AP {r['AP']:.4f} AP50 {r['AP50']:.4f} {r['gmacs_avg']:.4f} GMACs/frame")
     return r
 
@@ -104,6 +107,7 @@ def compare(task, cfg: ExperimentConfig, checkpoints: dict[str, str], thresholds
     """Rows of Table 1 / Fig. 4 (see the module docstring). ``checkpoints``: ``static``,
     ``supernet``, ``gates`` and optionally ``nontemporal`` (stage checkpoints; missing ones
     skip their rows). Returns ``{"rows": {name: metrics}, "nas": search results}``."""
+    from dynvid.data.datasets import scene_config
     from dynvid.methods.ant.modules import bn_buffers
     from dynvid.methods.ant.nas import backbone_macs, nas_search
     from dynvid.methods.lfs.data import build_detection_dataset
@@ -126,7 +130,7 @@ def compare(task, cfg: ExperimentConfig, checkpoints: dict[str, str], thresholds
         d = cfg.data
         search = build_detection_dataset(d.dataset, d.train_split, mode="eval", size=c.image_size, clip_len=1,
                                          eval_frames=c.eval_frames, num_videos=d.synthetic_train_videos,
-                                         seed=cfg.train.seed, content_seed=d.synthetic_seed, scene=_scene(cfg),
+                                         seed=cfg.train.seed, content_seed=d.synthetic_seed, scene=scene_config(d),
                                          max_bad_fraction=d.max_bad_fraction)
         search_gt = search.source.to_coco_gt(c.eval_frames)
         subset = torch.utils.data.Subset(search, range(min(c.nas_videos, len(search))))
@@ -145,7 +149,8 @@ def compare(task, cfg: ExperimentConfig, checkpoints: dict[str, str], thresholds
             ratios = tuple(s["ratios"])
             task.recalibrated(m, ratios, batches)
             name = f"NAS {s['budget']:g} {''.join(map(str, ratios))}"
-            rows[name] = _row(m, StaticMode(ratios, name), loader, gt, cfg, detector_params(m, ratios), timed, say)
+            rows[name] = _row(m, StaticMode(ratios, name), loader, gt, cfg, detector_params(m, ratios), timed, say,
+                              snapshot=True)  # the next subnet recalibrates m
             rows[name]["ratios"] = list(ratios)
         m.load_state_dict(saved, strict=False)
     if checkpoints.get("gates"):
@@ -161,12 +166,6 @@ def compare(task, cfg: ExperimentConfig, checkpoints: dict[str, str], thresholds
     if timed:
         _time_rows(rows, timed, lat_videos, c.latency_rounds, say)
     return {"rows": rows, "nas": searched}
-
-
-def _scene(cfg: ExperimentConfig):
-    from dynvid.data.datasets import scene_config
-
-    return scene_config(cfg.data)
 
 
 def comparison_table(rows: dict[str, dict], markdown: bool = False) -> str:
