@@ -14,7 +14,7 @@ import io
 
 import torch
 
-__all__ = ["coco_evaluate", "to_coco_detections", "video_detection_rows"]
+__all__ = ["coco_evaluate", "gather_from_ranks", "to_coco_detections", "video_detection_rows"]
 
 _NAMES = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large")
 
@@ -42,6 +42,18 @@ def video_detection_rows(dets: list[dict], target: dict) -> list[dict]:
         boxes = d["boxes"].clamp(0, 1) * d["boxes"].new_tensor([w, h, w, h])
         rows.extend(to_coco_detections(int(target["image_ids"][t]), boxes, d["scores"], d["labels"]))
     return rows
+
+
+def gather_from_ranks(obj):
+    """Every rank's ``obj`` (a list, one per rank) under ``torch.distributed`` with more than one
+    rank, else ``None``: each rank evaluated its shard of the videos, and detections are scored
+    once over all of them."""
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return None
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
 
 
 def coco_evaluate(gt, detections: list[dict]) -> dict[str, float]:

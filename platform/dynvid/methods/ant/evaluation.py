@@ -39,7 +39,7 @@ from dynvid.engine.task import unwrap_model
 from dynvid.methods.ant.model import ANTDetector
 from dynvid.methods.ant.modules import stem_deviation
 from dynvid.metrics.cost import CostMeter
-from dynvid.metrics.detection import coco_evaluate, video_detection_rows
+from dynvid.metrics.detection import coco_evaluate, gather_from_ranks, video_detection_rows
 
 __all__ = ["AntMode", "NonTemporalMode", "StaticMode", "amortized_latency", "evaluate_modes", "run_videos"]
 
@@ -91,10 +91,12 @@ def run_videos(model: ANTDetector, frames: torch.Tensor, mode, *, count: bool = 
     detections (normalized xyxy) or None without ``post``, "macs": (B, T), "keys": (B, T) bool,
     "ratios": (B, T, 6)}``; ``count=False`` skips the cost meter (latency runs)."""
     m = unwrap_model(model)
-    if isinstance(mode, (AntMode, NonTemporalMode)) and m.temporal != isinstance(mode, AntMode):
-        raise ValueError(f"mode {mode.name!r} needs a {'temporal' if isinstance(mode, AntMode) else 'non-temporal'} "
-                         f"ANT detector (ant.temporal={'true' if isinstance(mode, AntMode) else 'false'}); this one is "
-                         f"{'temporal' if m.temporal else 'non-temporal'}")
+    if isinstance(mode, (AntMode, NonTemporalMode)):
+        needed = isinstance(mode, AntMode)
+        if m.temporal != needed:
+            kind = lambda temporal: "temporal" if temporal else "non-temporal"  # noqa: E731
+            raise ValueError(f"mode {mode.name!r} needs a {kind(needed)} ANT detector (ant.temporal="
+                             f"{str(needed).lower()}); this one is {kind(m.temporal)}")
     B, T = frames.shape[:2]
     macs = torch.zeros(B, T, dtype=torch.float64)
     keys = torch.zeros(B, T, dtype=torch.bool)
@@ -159,11 +161,9 @@ def run_videos(model: ANTDetector, frames: torch.Tensor, mode, *, count: bool = 
 
 def _gather(rows: dict, stats: dict) -> tuple[dict, dict]:
     """Under ``torch.distributed`` every rank gets all ranks' detections and frame statistics."""
-    dist = torch.distributed
-    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+    gathered = gather_from_ranks((rows, stats))
+    if gathered is None:
         return rows, stats
-    gathered = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, (rows, stats))
     rows = {k: [r for g in gathered for r in g[0][k]] for k in rows}
     stats = {k: {s: torch.cat([g[1][k][s] for g in gathered]) for s in stats[k]} for k in stats}
     return rows, stats

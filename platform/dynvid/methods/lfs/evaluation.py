@@ -33,7 +33,7 @@ import torch
 
 from dynvid.detection.ssdlite import postprocess
 from dynvid.methods.lfs.model import F0, F1, InterleavedDetector, fixed_schedule, unwrap
-from dynvid.metrics.detection import coco_evaluate, video_detection_rows
+from dynvid.metrics.detection import coco_evaluate, gather_from_ranks, video_detection_rows
 
 __all__ = ["FixedPolicy", "LearnedPolicy", "evaluate_policies", "latency_summary", "run_async", "run_sync",
            "run_videos", "update_history"]
@@ -137,10 +137,8 @@ def evaluate_policies(model: InterleavedDetector, loader: Iterable, gt: dict, po
                     runs[p.name][2] += float(m.frame_macs(acts, costs).sum())
     finally:
         m.train(was)
-    if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
-        # each rank saw its shard of the videos: score all detections once, on every rank
-        gathered = [None] * torch.distributed.get_world_size()
-        torch.distributed.all_gather_object(gathered, (rows, runs))
+    gathered = gather_from_ranks((rows, runs))
+    if gathered is not None:
         rows = {k: [r for g in gathered for r in g[0][k]] for k in rows}
         runs = {k: [sum(g[1][k][i] for g in gathered) for i in range(3)] for k in runs}
     out = {}
