@@ -463,10 +463,11 @@ def _tuner(spec: SweepSpec, trainable, root: str, filesystem, concurrency: int, 
     search_alg, scheduler = None, None
     metrics, modes = list(spec.objectives), list(spec.objectives.values())
     if spec.search == "optuna":
-        from optuna.samplers import NSGAIISampler
         from ray.tune.search.optuna import OptunaSearch
 
-        search_alg = OptunaSearch(metric=metrics, mode=modes, sampler=NSGAIISampler(seed=seed))
+        from dynvid.engine._optuna import PicklableNSGAIISampler
+
+        search_alg = OptunaSearch(metric=metrics, mode=modes, sampler=PicklableNSGAIISampler(seed=seed))
     elif spec.search == "random":
         from ray.tune.search import BasicVariantGenerator
 
