@@ -99,3 +99,110 @@ def test_bops_of_each_mode_on_a_single_layer():
         with CostMeter(zero, batch_size=2) as meter:
             out = zero(frames[1])
     assert torch.equal(out, z_key) and meter.per_sample_macs.tolist() == [0.0, 0.0]
+
+
+def test_bit_configurations_in_the_papers_notation():
+    from dynvid.methods.resq.layers import parse_bits
+
+    assert parse_bits("W8A8->W4A4") == ((8, 8), (4, 4), None)
+    assert parse_bits("W4A4→W3A3") == ((4, 4), (3, 3), None)
+    assert parse_bits("W8A8->W8A{0,4,8}") == ((8, 8), (8, 8), (0, 4, 8))
+    assert parse_bits("W8A8->W4A[8,0,4]") == ((8, 8), (4, 8), (0, 4, 8))
+    for bad in ("W8A8", "8->4", "W8A8->W8A{4}", "W8A8->W8A{4,4}"):
+        with pytest.raises(ValueError, match="W8A8->W4A4|two distinct"):
+            parse_bits(bad)
+
+
+def _dynamic(pool=(0, 4, 8), tau=None):
+    from dynvid.methods.resq.policy import TAU
+
+    conv = _conv()
+    frames = _frames()
+    q = QuantConv2d(conv, key_bits=(8, 8), res_bits=(8, pool[-1]), res_pool=pool, tau=TAU if tau is None else tau)
+    q.calibrate("key", frames[0])
+    q.calibrate("residual", torch.cat([x - frames[0] for x in frames[1:]]))
+    return conv, frames, q
+
+
+def test_dynamic_resq_quantizes_each_pixel_with_the_policys_choice():
+    from dynvid.methods.resq.policy import error_maps, select_quantizers
+    from dynvid.methods.resq.quantizers import quantize
+    from dynvid.metrics.cost import CostMeter, conv_macs
+
+    conv, frames, q = _dynamic(tau=0.05)
+    assert all(q.pool_scale[b] > 0 for b in (4, 8)) and q.pool_scale[4] > q.pool_scale[8]
+    x = frames[1].clone()
+    x[:, :, :4] = frames[0][:, :, :4]  # the top half is static: its residual is exactly zero
+    q.record_bits = True
+    with torch.no_grad():
+        q.mode = "key"
+        z_key = q(frames[0])
+        q.mode = "residual"
+        with CostMeter(q, batch_size=2) as meter:
+            out = q(x)
+    delta = x - frames[0]
+    w_hat = q.weight_q("residual")
+    scales = [1.0, q.pool_scale[4], q.pool_scale[8]]
+    choice = select_quantizers(error_maps(delta, scales, (0, 4, 8), w_hat), 0.05)
+    bits = torch.tensor([0, 4, 8])[choice]
+    assert torch.equal(q.last_bits.long(), bits)
+    assert (bits[:, :4] == 0).all() and (bits[:, 4:] > 0).any()  # static pixels skipped, moving ones not
+    mixed = sum(quantize(delta, s, b) * (choice == i).unsqueeze(1) for i, (s, b) in enumerate(zip(scales, (0, 4, 8))))
+    expected = torch.nn.functional.conv2d(mixed, w_hat, None, 1, 1) + z_key
+    assert torch.allclose(out, expected, atol=1e-5)
+    macs = conv_macs(4, 6, (3, 3), (8, 8))
+    mean_bits = bits.flatten(1).double().mean(1)
+    policy = 3 * 4 * 8 * 8 * 8 * 8  # 3 quantizers x C x H x W MACs at A8 x A8
+    assert torch.allclose(meter.per_sample_bops, macs * 8 * mean_bits + policy)
+    on = (bits > 0).flatten(1).double().mean(1)
+    assert torch.allclose(meter.per_sample_macs, macs * on + 3 * 4 * 8 * 8)
+
+
+def test_dynamic_resq_skips_a_static_frame_and_reproduces_float_with_a_lossless_pool():
+    from dynvid.metrics.cost import CostMeter
+
+    conv, frames, q = _dynamic()
+    with torch.no_grad():
+        q.mode = "key"
+        z_key = q(frames[0])
+        q.mode = "residual"
+        with CostMeter(q, batch_size=2) as meter:
+            out = q(frames[0])  # nothing moved: every pixel at 0 bits, the convolution does not run
+    assert torch.equal(out, z_key) and meter.per_sample_macs.tolist() == [3 * 4 * 64] * 2  # the policy only
+    lossless = QuantConv2d(conv, key_bits=(32, 32), res_bits=(32, 32), res_pool=(0, 32), tau=0.0)
+    with torch.no_grad():
+        lossless.mode = "key"
+        lossless(frames[0])
+        lossless.mode = "residual"
+        assert torch.allclose(lossless(frames[1]), conv(frames[1]), atol=1e-5)
+
+
+def test_qat_scales_start_from_ptq_and_learn_through_the_ste():
+    conv = _conv()
+    frames = _frames()
+    q = QuantConv2d(conv, key_bits=(8, 8), res_bits=(4, 4))
+    q.calibrate("key", frames[0])
+    q.calibrate("residual", frames[1] - frames[0])
+    q.enable_qat()
+    assert float(q.qat_scale["key"].detach()) == pytest.approx(q.act_scale["key"])
+    assert float(q.qat_scale["residual"].detach()) == pytest.approx(q.act_scale["residual"])
+    q.train()
+    q.mode = "key"
+    q(frames[0])
+    q.mode = "residual"
+    q(frames[1]).square().sum().backward()
+    assert q.qat_scale["residual"].grad is not None and q.qat_scale["residual"].grad != 0
+    assert q.qat_scale["key"].grad != 0  # the residual step reaches the keyframe's quantizer
+    assert conv.weight.grad is not None and conv.weight.grad.abs().sum() > 0
+    state = q.state_dict()
+    assert {"qat_scale.key", "qat_scale.residual", "conv.weight"} <= set(state)
+
+
+def test_float_checkpoints_load_into_wrapped_layers():
+    from dynvid.methods.resq.wrap import wrap_model
+
+    float_net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 2, 1))
+    wrapped = wrap_model(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 2, 1)))
+    wrapped.load_state_dict(float_net.state_dict())
+    assert torch.equal(wrapped[0].conv.weight, float_net[0].weight)
+    assert torch.equal(wrapped[2].conv.bias, float_net[2].bias)

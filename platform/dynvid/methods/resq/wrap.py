@@ -3,9 +3,15 @@
 keyframes every ``T`` frames (Sec. 4: "keyframes at fixed frame intervals, with a given
 period T"), and calibrate every layer's activation quantizers on its own inputs (Sec. 4.1).
 
+Frame quantization, the baseline, uses the same notation and the same keyframes: in
+``W8A8->W4A4`` every T-th frame runs at W8A8 and the frames between at W4A4, each frame on its
+own (no residual). The two schemes then have exactly the same BOPs, so the comparison of Fig. 5
+and Fig. 7 is at equal cost.
+
 Choice: calibration captures each layer's inputs from the **float** network (one pass per
-calibration sequence): frames for the ``key`` and ``frame`` quantizers, the differences to
-the sequence's keyframe for the ``residual`` quantizers.
+calibration sequence): keyframes for the ``key`` quantizers, the other frames for the
+``frame`` quantizers, the differences to the sequence's keyframe for the ``residual`` ones
+(every bit-width of a Dynamic-ResQ pool).
 """
 
 from __future__ import annotations
@@ -15,20 +21,34 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from dynvid.methods.resq.layers import MODES, QuantConv2d
+from dynvid.methods.resq.layers import MODES, QuantConv2d, parse_bits
+from dynvid.methods.resq.policy import TAU
 
-__all__ = ["calibrate_model", "quant_layers", "run_sequence", "set_mode", "wrap_model"]
+__all__ = ["calibrate_model", "configure", "quant_layers", "run_sequence", "set_mode", "wrap_model"]
 
 
 def wrap_model(model: nn.Module, key_bits: tuple[int, int] = (8, 8), res_bits: tuple[int, int] = (4, 4),
-               per_channel: bool = False) -> nn.Module:
-    """Replace every ``nn.Conv2d`` of ``model`` (in place) by a ``QuantConv2d`` around it; returns ``model``."""
+               per_channel: bool = False, res_pool: tuple[int, ...] | None = None, tau: float = TAU) -> nn.Module:
+    """Replace every ``nn.Conv2d`` of ``model`` (in place) by a ``QuantConv2d`` around it; returns
+    ``model``. Its state dict keeps loading float checkpoints (see ``QuantConv2d``)."""
     for name, child in list(model.named_children()):
         if isinstance(child, nn.Conv2d):
-            setattr(model, name, QuantConv2d(child, key_bits, res_bits, per_channel))
+            setattr(model, name, QuantConv2d(child, key_bits, res_bits, per_channel, res_pool, tau))
         elif not isinstance(child, QuantConv2d):
-            wrap_model(child, key_bits, res_bits, per_channel)
+            wrap_model(child, key_bits, res_bits, per_channel, res_pool, tau)
     return model
+
+
+def configure(model: nn.Module, bits: str, per_channel: bool = False, tau: float = TAU) -> None:
+    """Set every quantized layer to the bit configuration ``bits`` in the paper's notation
+    (``"W8A8->W4A4"``, ``"W8A8->W8A{0,4,8}"``); the activation scales are reset (calibrate again)."""
+    key_bits, res_bits, pool = parse_bits(bits)
+    for layer in quant_layers(model):
+        layer.key_bits, layer.res_bits, layer.res_pool, layer.tau = key_bits, res_bits, pool, tau
+        layer.per_channel = per_channel
+        layer.act_scale = {"key": None, "frame": None, "residual": None}
+        layer.pool_scale = {b: None for b in (pool or ())}
+        layer.x_key = layer.z_key = None
 
 
 def quant_layers(model: nn.Module) -> list[QuantConv2d]:
@@ -49,7 +69,8 @@ def set_mode(model: nn.Module, mode: str) -> None:
 @torch.no_grad()
 def run_sequence(model: nn.Module, frames: torch.Tensor, period: int, quantization: str = "residual") -> list:
     """Outputs of ``frames (T, B, …)`` frame by frame: ``residual`` (ResQ: a keyframe every
-    ``period`` frames, residuals between), ``frame`` (frame quantization) or ``float``."""
+    ``period`` frames, residuals between), ``frame`` (frame quantization: the same keyframes at
+    the keyframe bits, every other frame quantized on its own) or ``float``."""
     if period < 1:
         raise ValueError(f"the keyframe period T must be >= 1, got {period}")
     if quantization not in ("residual", "frame", "float"):
@@ -58,6 +79,8 @@ def run_sequence(model: nn.Module, frames: torch.Tensor, period: int, quantizati
     for t, x in enumerate(frames):
         if quantization == "residual":
             set_mode(model, "key" if t % period == 0 else "residual")
+        elif quantization == "frame":
+            set_mode(model, "key" if t % period == 0 else "frame")
         else:
             set_mode(model, quantization)
         outs.append(model(x))
@@ -79,11 +102,11 @@ def calibrate_model(model: nn.Module, sequences: Iterable[torch.Tensor], period:
     def hook(module, inputs):
         x = inputs[0].detach()
         store = captured[id(module)]
-        store["frame"].append(x)
         if state["key"]:
             keys[id(module)] = x
             store["key"].append(x)
         else:
+            store["frame"].append(x)
             store["residual"].append(x - keys[id(module)])
         current[id(module)] = x
 
@@ -103,6 +126,8 @@ def calibrate_model(model: nn.Module, sequences: Iterable[torch.Tensor], period:
         raise ValueError("calibrate_model needs at least one frame")
     for m in layers:
         store = captured[id(m)]
+        if not store["frame"]:  # period 1: no frame between keyframes; fit the frame quantizer on keyframes
+            store["frame"] = store["key"]
         for mode in ("key", "frame", "residual"):
             if store[mode]:
                 m.calibrate(mode, torch.cat(store[mode]), candidates)
