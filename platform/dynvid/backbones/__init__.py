@@ -6,6 +6,9 @@ arguments and returns an ``nn.Module`` whose ``forward`` returns logits, with
 a ``num_features`` attribute and ``takes_clips``: True for 3-D clip networks (input
 ``(B, 3, T, H, W)``), False for 2-D frame networks (``(B, 3, H, W)``).
 State-dict keys follow torchvision where torchvision has the same network.
+
+Dense-prediction networks are not in the registry (they return per-pixel logits):
+:class:`DDRNet` (``ddrnet23_slim``, ``ddrnet23``), ResQ's segmentation network.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any
 
 from torch import nn
 
+from dynvid.backbones.ddrnet import DDRNet, ddrnet23, ddrnet23_slim
 from dynvid.backbones.efficientnet import EfficientNet, EfficientNetSupernet, efficientnet_b0
 from dynvid.backbones.i3d import I3D, i3d
 from dynvid.backbones.mobilenetv2 import MobileNetV2, mobilenet_v2
@@ -24,6 +28,7 @@ from dynvid.backbones.x3d import X3D, x3d_m
 
 __all__ = [
     "BACKBONES",
+    "DDRNet",
     "EfficientNet",
     "EfficientNetSupernet",
     "I3D",
@@ -32,6 +37,8 @@ __all__ = [
     "ResNet",
     "X3D",
     "build_backbone",
+    "ddrnet23",
+    "ddrnet23_slim",
     "efficientnet_b0",
     "i3d",
     "list_backbones",
