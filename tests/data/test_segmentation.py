@@ -283,3 +283,51 @@ def test_too_many_bad_frames_raises(seg_root):
     with pytest.raises(DatasetError, match="1 of 7 files unreadable") as e:
         ds[0]
     assert str(bad) in str(e.value)
+
+
+def _synthetic(mode="test", clip_len=3, **kw):
+    from dynvid.data.segmentation import SyntheticSegmentation
+    from dynvid.data.synthetic import SceneConfig
+
+    scene = SceneConfig(height=32, width=40, num_frames=7)
+    return SyntheticSegmentation(2, "val", scene, clip_len=clip_len, mode=mode, **kw)
+
+
+def test_synthetic_segmentation_labels_are_the_rendered_masks_and_cover_every_frame_once():
+    ds = _synthetic(max_frames=5)
+    assert ds.num_classes == 7 and ds.classes[0] == "background"
+    assert len(ds) == 2 * 2  # 5 frames in windows of 3: [0, 1, 2], [3, 4, pad]
+    seen = []
+    for i in range(len(ds)):
+        item = ds[i]
+        video = ds.source.get(item["video_index"])
+        assert item["frames"].shape == (3, 3, 32, 40) and item["labels"].shape == (3, 32, 40)
+        for t, (fid, ok) in enumerate(zip(item["frame_ids"].tolist(), item["valid"].tolist())):
+            if ok:
+                seen.append((item["video_index"], fid))
+                assert torch.equal(item["labels"][t], torch.from_numpy(video.masks[fid]).long())
+                assert torch.allclose(item["frames"][t], torch.from_numpy(video.frames[fid]).permute(2, 0, 1) / 255.0)
+            else:
+                assert (item["labels"][t] == 255).all()
+    assert sorted(seen) == [(v, f) for v in range(2) for f in range(5)]
+
+
+def test_synthetic_segmentation_train_flip_applies_to_frames_and_labels():
+    flipped = _synthetic("train", clip_len=2, hflip_prob=1.0, seed=4)[0]
+    plain = _synthetic("train", clip_len=2, hflip_prob=0.0, seed=4)[0]
+    assert torch.equal(flipped["frame_ids"], plain["frame_ids"])
+    assert torch.equal(flipped["labels"], plain["labels"].flip(-1))
+    assert torch.equal(flipped["frames"], plain["frames"].flip(-1))
+
+
+def test_build_segmentation_dataset_specs(seg_root):
+    from dynvid.data.segmentation import SyntheticSegmentation, VideoSegmentation, build_segmentation_dataset
+
+    assert isinstance(build_segmentation_dataset("synthetic:segmentation", "train", clip_len=1, mode="train",
+                                                 num_videos=2), SyntheticSegmentation)
+    assert isinstance(build_segmentation_dataset(f"video-seg:{seg_root}", "train", clip_len=1, mode="test"),
+                      VideoSegmentation)
+    with pytest.raises(DatasetError, match="synthetic:segmentation"):
+        build_segmentation_dataset("synthetic:actions", "train", clip_len=1, mode="train", num_videos=2)
+    with pytest.raises(DatasetError, match="video-seg:ROOT"):
+        build_segmentation_dataset("kinetics:/x", "train", clip_len=1, mode="train")

@@ -52,7 +52,7 @@ from dynvid.data.coco_vid import hflip_clip, read_rgb
 from dynvid.data.errors import AnnotationError, BadFileLog, DatasetError, UnreadableFile
 from dynvid.data.sampling import eval_windows, item_generator, sample_clip
 
-__all__ = ["VideoSegmentation", "read_label", "read_list_file", "pad_clip", "crop_clip"]
+__all__ = ["SyntheticSegmentation", "VideoSegmentation", "build_segmentation_dataset", "read_label", "read_list_file", "pad_clip", "crop_clip"]
 
 logger = logging.getLogger(__name__)
 
@@ -372,3 +372,100 @@ class VideoSegmentation(Dataset):
             "video": video.name,
             "video_index": v,
         }
+
+
+class SyntheticSegmentation(Dataset):
+    """The embedded segmentation data: synthetic scenes (:mod:`dynvid.data.synthetic`) with their
+    per-pixel class masks as labels (0 background, ``k`` = ``OBJECT_CLASSES[k - 1]``), rendered on
+    the fly, deterministic from ``(content_seed, split, index)``. Items, modes and windows are
+    those of :class:`VideoSegmentation` (``mode="test"``: every frame of the first
+    ``max_frames`` of each video exactly once, in windows of ``clip_len``); nothing is unreadable.
+
+    Args:
+        num_videos: videos in the split.
+        split: split name (its videos differ from every other split's).
+        scene: how the scenes look (size, frames, sprites).
+        clip_len, mode, seed, hflip_prob: as :class:`VideoSegmentation`.
+        content_seed: seed of the scenes themselves.
+        max_frames: test mode scores the first ``max_frames`` frames of each video (None: all).
+    """
+
+    ignore_index = 255
+
+    def __init__(self, num_videos: int, split: str = "train", scene=None, clip_len: int = 1, mode: str = "train",
+                 seed: int = 0, content_seed: int = 0, hflip_prob: float = 0.5, max_frames: int | None = None) -> None:
+        from dynvid.data.synthetic import OBJECT_CLASSES, SceneConfig, SyntheticVideoSource
+
+        if mode not in ("train", "test"):
+            raise ValueError(f"mode must be 'train' or 'test', got {mode!r}")
+        if clip_len < 1 or num_videos < 1:
+            raise ValueError(f"clip_len and num_videos must be >= 1, got {clip_len}, {num_videos}")
+        self.source = SyntheticVideoSource(num_videos, seed=content_seed, cfg=scene or SceneConfig(), split=split)
+        self.split, self.clip_len, self.mode, self.seed, self.hflip_prob = split, clip_len, mode, seed, hflip_prob
+        self.epoch = 0
+        self._classes = ["background", *OBJECT_CLASSES]
+        frames = self.source.cfg.num_frames if max_frames is None else min(max_frames, self.source.cfg.num_frames)
+        self.frames_per_video = frames
+        if mode == "train":
+            self._items = [(v, None, None) for v in range(num_videos)]
+        else:
+            self._items = [(v, pos, valid) for v in range(num_videos) for pos, valid in eval_windows(frames, clip_len, 1)]
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self._classes)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self._classes)
+
+    @property
+    def videos(self) -> list[str]:
+        return [f"{self.split}_{i:05d}" for i in range(len(self.source))]
+
+    @property
+    def bad_files(self) -> list[str]:
+        """Always empty: rendered frames cannot be unreadable."""
+        return []
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __getitem__(self, index: int) -> dict:
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} items")
+        v, pos, valid = self._items[index]
+        g = item_generator(self.seed, self.epoch, index)
+        if pos is None:
+            pos, valid = sample_clip(self.frames_per_video, self.clip_len, 1, g)
+        video = self.source.get(v)
+        frames = torch.from_numpy(video.frames[pos]).permute(0, 3, 1, 2).float().div_(255.0)
+        labels = torch.from_numpy(video.masks[pos].astype(np.int64))
+        labels[~torch.tensor(valid)] = self.ignore_index  # tail padding counts once
+        if self.mode == "train" and float(torch.rand((), generator=g)) < self.hflip_prob:
+            frames, labels = hflip_clip(frames), hflip_clip(labels)
+        return {"frames": frames.contiguous(), "labels": labels.contiguous(),
+                "frame_ids": torch.tensor(pos, dtype=torch.int64), "valid": torch.tensor(valid, dtype=torch.bool),
+                "video": self.videos[v], "video_index": v}
+
+
+def build_segmentation_dataset(spec: str, split: str, *, clip_len: int, mode: str, seed: int = 0, scene=None,
+                               content_seed: int = 0, num_videos: int = 0, max_frames: int | None = None,
+                               crop_size: int | None = None, max_bad_fraction: float = 0.05):
+    """``synthetic:segmentation`` (the embedded scenes) or ``video-seg:ROOT`` (the Cityscapes /
+    CamVid style folders of :class:`VideoSegmentation`, as ``dynvid data synth --task segmentation``
+    writes them)."""
+    kind, _, arg = spec.partition(":")
+    if kind == "synthetic":
+        if arg != "segmentation":
+            raise DatasetError(f"dataset {spec!r}: the synthetic segmentation data is 'synthetic:segmentation'")
+        return SyntheticSegmentation(num_videos, split, scene, clip_len, mode, seed, content_seed,
+                                     max_frames=max_frames)
+    if kind == "video-seg":
+        return VideoSegmentation(arg, split, clip_len, 1, mode, crop_size=crop_size if mode == "train" else None,
+                                 max_bad_fraction=max_bad_fraction, seed=seed)
+    raise DatasetError(f"dataset {spec!r}: ResQ reads 'synthetic:segmentation' or 'video-seg:ROOT' (folders "
+                       "ROOT/frames, ROOT/labels, ROOT/classes.txt, ROOT/{split}_videos.txt)")
