@@ -52,7 +52,7 @@ from dynvid.data.coco_vid import hflip_clip, read_rgb
 from dynvid.data.errors import AnnotationError, BadFileLog, DatasetError, UnreadableFile
 from dynvid.data.sampling import eval_windows, item_generator, sample_clip
 
-__all__ = ["SyntheticSegmentation", "VideoSegmentation", "build_segmentation_dataset", "read_label", "read_list_file", "pad_clip", "crop_clip"]
+__all__ = ["SyntheticSegmentation", "VideoSegmentation", "build_segmentation_dataset", "collate_segmentation", "read_label", "read_list_file", "pad_clip", "crop_clip"]
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +111,17 @@ def crop_clip(
     """The same ``size=(h, w)`` window at ``(top, left)`` of every frame and label."""
     h, w = size
     return frames[..., top : top + h, left : left + w], labels[..., top : top + h, left : left + w]
+
+
+def collate_segmentation(items: Sequence[dict]) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """Batch items as ``(frames (B, T, 3, H, W), labels (B, T, H, W), meta)``, ``meta`` holding
+    ``valid (B, T)``, ``frame_ids (B, T)``, ``video_index (B,)`` and the ``video`` names: the
+    ``(inputs, targets, …)`` shape the engine's training loop counts samples by."""
+    meta = {"valid": torch.stack([it["valid"] for it in items]),
+            "frame_ids": torch.stack([it["frame_ids"] for it in items]),
+            "video_index": torch.tensor([it["video_index"] for it in items]),
+            "video": [it["video"] for it in items]}
+    return (torch.stack([it["frames"] for it in items]), torch.stack([it["labels"] for it in items]), meta)
 
 
 @dataclass
@@ -457,7 +468,15 @@ def build_segmentation_dataset(spec: str, split: str, *, clip_len: int, mode: st
                                crop_size: int | None = None, max_bad_fraction: float = 0.05):
     """``synthetic:segmentation`` (the embedded scenes) or ``video-seg:ROOT`` (the Cityscapes /
     CamVid style folders of :class:`VideoSegmentation`, as ``dynvid data synth --task segmentation``
-    writes them)."""
+    writes them). Its ``collate_fn`` is :func:`collate_segmentation`."""
+    dataset = _build_segmentation(spec, split, clip_len, mode, seed, scene, content_seed, num_videos, max_frames,
+                                  crop_size, max_bad_fraction)
+    dataset.collate_fn = collate_segmentation
+    return dataset
+
+
+def _build_segmentation(spec, split, clip_len, mode, seed, scene, content_seed, num_videos, max_frames, crop_size,
+                        max_bad_fraction):
     kind, _, arg = spec.partition(":")
     if kind == "synthetic":
         if arg != "segmentation":

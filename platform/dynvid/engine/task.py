@@ -135,7 +135,13 @@ def _ant(cfg: ExperimentConfig) -> Task:
     return ANTTask(cfg)
 
 
-TASKS = {"static": _static, "vared": _vared, "liteeval": _liteeval, "lfs": _lfs, "ant": _ant}
+def _resq(cfg: ExperimentConfig) -> Task:
+    from dynvid.methods.resq import ResQTask
+
+    return ResQTask(cfg)
+
+
+TASKS = {"static": _static, "vared": _vared, "liteeval": _liteeval, "lfs": _lfs, "ant": _ant, "resq": _resq}
 
 
 def presets(method: str) -> dict[str, list[str]]:
@@ -155,6 +161,10 @@ def presets(method: str) -> dict[str, list[str]]:
         return PRESETS
     if method == "ant":
         from dynvid.methods.ant.presets import PRESETS
+
+        return PRESETS
+    if method == "resq":
+        from dynvid.methods.resq.presets import PRESETS
 
         return PRESETS
     return {}

@@ -63,6 +63,10 @@ class FitResult:
             cols = [c for c in cols if not c[1].startswith(("val_clip", "test_video"))]
             cols[2:2] = [("mAP@0.5", "val_AP50", "{:.4f}"), ("AP", "val_AP", "{:.4f}"),
                          ("f0 runs", "val_f0_fraction", "{:.3f}")]
+        if any("val_mIoU" in st.metrics for st in self.stages):  # segmentation: float and quantized mIoU
+            cols = [c for c in cols if not c[1].startswith(("val_clip", "test_video"))]
+            cols[2:2] = [("mIoU float", "val_mIoU_float", "{:.4f}"), ("mIoU quant", "val_mIoU", "{:.4f}"),
+                         ("GBOPs quant", "val_gbops_avg", "{:.2f}")]
         rows = []
         for st in self.stages:
             values = {**st.metrics, "stage": st.stage}
@@ -250,7 +254,8 @@ def _finish_tracking(cfg, task, method, uri, parent, result: FitResult, register
         model = task.build_model(cfg, int(m["num_classes"]))
         model.load_state_dict(ckpt["model"])
         model.eval()
-        accuracy = m.get("test_video_top1", m.get("val_video_top1", m.get("val_clip_top1", m.get("val_AP50"))))
+        accuracy = m.get("test_video_top1", m.get("val_video_top1", m.get("val_clip_top1", m.get("val_AP50",
+                         m.get("val_mIoU")))))
         card = registry.model_card(name, method, backbone, cfg.data.dataset, m, cost, to_dict(cfg))
         if hasattr(task, "example_input"):
             example = task.example_input(cfg)

@@ -304,8 +304,9 @@ def _summary(val: dict[str, float]) -> str:
     for key, value in val.items():
         if key.endswith(("_top1", "_top5")):
             parts.append(f"{key.replace('_top', '-')} {value:.4f}")
-    parts += [f"{k} {v:.4f}" for k, v in val.items() if k in ("AP50", "AP")]
+    parts += [f"{k} {v:.4f}" for k, v in val.items() if k in ("AP50", "AP", "mIoU_float", "mIoU")]
     parts.append(f"GFLOPs {val['gflops_avg']:.3f}")
+    parts += [f"GBOPs {v:.2f}" for k, v in val.items() if k == "gbops_avg"]
     parts += [f"{k} {v:.2f}" for k, v in val.items() if k in ("fine_reads", "f0_fraction")]
     return " ".join(parts)
 

@@ -166,31 +166,33 @@ class QuantConv2d(nn.Module):
         out = line_search_range(inputs, w, w_hat, lambda x, wt: self._conv(x, wt, False), a_bits, candidates)
         return out["scale"]
 
-    def quantizer_names(self) -> list[str]:
-        """Names of the activation quantizers this layer holds (``key``, ``frame``, ``residual``, ``res<b>``)."""
-        return ["key", "frame", "residual"] + [f"res{b}" for b in self.pool_scale]
-
     def enable_qat(self) -> None:
-        """QAT: the activation scales become trainable parameters, initialised by PTQ (the values
-        :meth:`calibrate` set; NaN where a quantizer is not calibrated yet — call
-        :meth:`init_qat_from_ptq` after calibrating)."""
-        for name in self.quantizer_names():
+        """QAT: the ``key``, ``frame`` and ``residual`` activation scales become trainable
+        parameters, initialised by PTQ (the values :meth:`calibrate` set; NaN where a quantizer
+        is not calibrated yet — call :meth:`init_qat_from_ptq` after calibrating). The bits they
+        were trained at are kept with them (``qat_bits``); at other bits the PTQ scales apply."""
+        for name in ("key", "frame", "residual"):
             if name not in self.qat_scale:
                 self.qat_scale[name] = nn.Parameter(torch.tensor(float("nan")))
+        self.register_buffer("qat_bits", torch.tensor([*self.key_bits, *self.res_bits]))
         self.init_qat_from_ptq()
+
+    @property
+    def qat_ready(self) -> bool:
+        """QAT scales exist and were trained at the layer's current bits."""
+        bits = getattr(self, "qat_bits", None)
+        return bits is not None and bits.tolist() == [*self.key_bits, *self.res_bits]
 
     @torch.no_grad()
     def init_qat_from_ptq(self) -> None:
         for name, p in self.qat_scale.items():
-            value = self.pool_scale[int(name[3:])] if name.startswith("res") and name != "residual" \
-                else self.act_scale[name]
-            if value is not None:
-                p.fill_(value)
+            if self.act_scale[name] is not None:
+                p.fill_(self.act_scale[name])
 
     def _scale(self, name: str, pool_bits: int | None = None):
-        key = name if pool_bits is None else f"res{pool_bits}"
-        if key in self.qat_scale and not math.isnan(float(self.qat_scale[key].detach())):
-            return self.qat_scale[key]
+        if (pool_bits is None and name in self.qat_scale and self.qat_ready
+                and not math.isnan(float(self.qat_scale[name].detach()))):
+            return self.qat_scale[name]
         value = self.act_scale[name] if pool_bits is None else self.pool_scale[pool_bits]
         if value is None:
             bits = self._bits(name)[1] if pool_bits is None else pool_bits

@@ -24,7 +24,7 @@ from torch import nn
 from dynvid.methods.resq.layers import MODES, QuantConv2d, parse_bits
 from dynvid.methods.resq.policy import TAU
 
-__all__ = ["calibrate_model", "configure", "quant_layers", "run_sequence", "set_mode", "wrap_model"]
+__all__ = ["calibrate_model", "configure", "quant_layers", "reset_state", "run_sequence", "set_mode", "wrap_model"]
 
 
 def wrap_model(model: nn.Module, key_bits: tuple[int, int] = (8, 8), res_bits: tuple[int, int] = (4, 4),
@@ -56,6 +56,13 @@ def quant_layers(model: nn.Module) -> list[QuantConv2d]:
     if not layers:
         raise ValueError("the model has no QuantConv2d layer: call wrap_model() first")
     return layers
+
+
+def reset_state(model: nn.Module) -> None:
+    """Forget every layer's keyframe (``x_k``, ``ẑ_k``) and recorded bit map: a new sequence
+    starts, and a model that trained with QAT holds no graph."""
+    for layer in quant_layers(model):
+        layer.x_key = layer.z_key = layer.last_bits = None
 
 
 def set_mode(model: nn.Module, mode: str) -> None:
@@ -111,7 +118,8 @@ def calibrate_model(model: nn.Module, sequences: Iterable[torch.Tensor], period:
         current[id(module)] = x
 
     handles = [m.register_forward_pre_hook(hook) for m in layers]
-    seen = 0
+    seen, was_training = 0, model.training
+    model.eval()  # the float pass must not move BatchNorm statistics
     try:
         set_mode(model, "float")
         for seq in sequences:
@@ -120,6 +128,7 @@ def calibrate_model(model: nn.Module, sequences: Iterable[torch.Tensor], period:
                 model(x)
                 seen += 1
     finally:
+        model.train(was_training)
         for h in handles:
             h.remove()
     if seen == 0:

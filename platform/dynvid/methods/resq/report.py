@@ -1,0 +1,148 @@
+"""Frame quantization vs ResQ vs Dynamic-ResQ (Sec. 5, Fig. 5 / Fig. 7): the job's report and the
+benchmark's rows.
+
+:func:`compare` evaluates one checkpoint over every frame of the val videos with a keyframe every
+T frames, PTQ-calibrated on the same c training frames for every configuration:
+
+- ``float``: the network in floating point (BOPs at 32 × 32 bits);
+- for a static configuration such as ``W8A8->W4A4``: ``frame W8A8->W4A4`` (frame quantization:
+  keyframes at W8A8, the other frames at W4A4 on their own) and ``ResQ W8A8->W4A4`` (residuals
+  at W4A4): the same BOPs by construction;
+- for a pool such as ``W8A8->W8A{0,4,8}``: ``Dynamic-ResQ W8A8->W8A{0,4,8}`` (policy cost included).
+
+Rows hold mIoU, per-class IoU, GBOPs per frame (avg / min / max) and GMACs per frame.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from dynvid.config import ExperimentConfig
+from dynvid.tables import format_table
+
+__all__ = ["compare", "comparison_table", "job_report", "load_model", "row_name", "slug"]
+
+
+def slug(name: str) -> str:
+    """A metric-safe name: ``"ResQ W8A8->W4A4"`` → ``"ResQ_W8A8_W4A4"``."""
+    return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_")
+
+
+def row_name(scheme: str, bits: str) -> str:
+    return {"frame": "frame", "resq": "ResQ", "dynamic": "Dynamic-ResQ"}[scheme] + f" {bits.replace(' ', '')}"
+
+
+def load_model(task, cfg: ExperimentConfig, checkpoint: str) -> nn.Module:
+    """The network of a ``float`` or ``qat`` checkpoint (local path or URI), in eval mode."""
+    from dynvid.engine.checkpoint import load_checkpoint
+    from dynvid.engine.storage import fetch_checkpoint
+
+    ckpt = load_checkpoint(fetch_checkpoint(checkpoint))
+    stage_name = ckpt["metadata"]["stage"]
+    trained = ckpt["config"].get("resq", {})
+    if trained.get("network", cfg.resq.network) != cfg.resq.network:
+        raise ValueError(f"ResQ checkpoint {checkpoint} holds resq.network={trained['network']!r} "
+                         f"(config: {cfg.resq.network!r}): run with its settings")
+    stage = next((s for s in task.stages if s.name == stage_name), None)
+    if stage is None:  # a QAT checkpoint read by a task configured without QAT: rebuild its wrapping
+        from dynvid.engine.task import Stage
+
+        stage = Stage(stage_name)
+    if stage_name == "qat":
+        cfg = _with_bits(cfg, trained.get("bits", cfg.resq.bits))
+    model = task.build_model(cfg, task.num_classes_from_state(ckpt["model"]), stage)
+    model.load_state_dict(ckpt["model"])
+    return model.eval()
+
+
+def _with_bits(cfg: ExperimentConfig, bits: str) -> ExperimentConfig:
+    import dataclasses
+
+    return dataclasses.replace(cfg, resq=dataclasses.replace(cfg.resq, bits=bits))
+
+
+def compare(task, cfg: ExperimentConfig, checkpoint: str, bits: Sequence[str], say=print,
+            maps_dir: str | None = None) -> dict:
+    """Rows of Fig. 5 / Fig. 7 (see the module docstring) and, with ``maps_dir``, the bit-width
+    map figure of the first pool configuration. Returns ``{"rows", "maps"}``."""
+    from dynvid.methods.resq import IGNORE_INDEX, num_outputs
+    from dynvid.methods.resq.evaluation import (bit_width_maps, evaluate_videos, quantized_copy,
+                                                save_bit_width_figure)
+    from dynvid.methods.resq.layers import parse_bits
+    from dynvid.methods.resq.wrap import set_mode
+
+    c = cfg.resq
+    stage = task.stages[-1]
+    _, val = task.datasets(stage.config(cfg), stage)
+    loader = torch.utils.data.DataLoader(val, batch_size=max(1, cfg.data.batch_size), collate_fn=val.collate_fn)
+    model = load_model(task, cfg, checkpoint)
+    n = num_outputs(model)
+    calibration = task.calibration(cfg)
+    rows: dict[str, dict] = {}
+
+    def run(name: str, net: nn.Module, scheme: str, config: str) -> None:
+        r = evaluate_videos(net, loader, scheme, c.period, n, IGNORE_INDEX)
+        r.update(bits=config, scheme=scheme, period=c.period)
+        rows[name] = r
+        say(f"[dynvid] {name}: mIoU {r['mIoU']:.4f}, {r['gbops_avg']:.2f} GBOPs/frame "
+            f"(min {r['gbops_min']:.2f}, max {r['gbops_max']:.2f})")
+
+    if any(True for _ in model.modules() if hasattr(_, "qat_scale")):
+        set_mode(model, "float")
+    run("float", model, "float", "W32A32")
+    maps = None
+    for spec in bits:
+        pool = parse_bits(spec)[2]
+        q = quantized_copy(model, spec, calibration, c.period, c.per_channel, c.tau, c.calib_candidates)
+        if pool is None:
+            run(row_name("frame", spec), q, "frame", spec)
+            run(row_name("resq", spec), q, "resq", spec)
+            continue
+        run(row_name("dynamic", spec), q, "resq", spec)
+        if maps_dir and maps is None:
+            video = val[0]["frames"][:max(2, c.map_frames)]
+            figure = bit_width_maps(q, c.map_layer, video)
+            os.makedirs(maps_dir, exist_ok=True)
+            maps = save_bit_width_figure(video, figure, pool, os.path.join(maps_dir, f"bit_width_maps_{slug(spec)}.png"))
+            shares = {b: float(sum((m == b).mean() for m in figure[1:]) / max(1, len(figure) - 1)) for b in pool}
+            rows[row_name("dynamic", spec)]["map_bit_shares"] = {str(b): v for b, v in shares.items()}
+            say(f"[dynvid] bit-width maps of {c.map_layer} ({spec}): {maps}; pixel shares "
+                + ", ".join(f"A{b} {v:.2f}" for b, v in shares.items()))
+    return {"rows": rows, "maps": maps}
+
+
+def comparison_table(rows: dict[str, dict], markdown: bool = False) -> str:
+    header = ["scheme", "mIoU", "GBOPs avg", "min", "max", "GMACs/frame"]
+    body = [[name, f"{r['mIoU']:.4f}", f"{r['gbops_avg']:.2f}", f"{r['gbops_min']:.2f}", f"{r['gbops_max']:.2f}",
+             f"{r['gmacs_avg']:.3f}"] for name, r in rows.items()]
+    return format_table(header, body, markdown)
+
+
+def job_report(task, cfg: ExperimentConfig, stages: list, out_dir: str) -> dict:
+    """The last stage's network at every ``resq.report_bits`` configuration, and a bit-width map."""
+    ckpts = [s.checkpoint_path for s in stages if s.checkpoint_path]
+    if not ckpts:
+        return {"metrics": {}, "table": "", "markdown": "", "artifacts": []}
+    result = compare(task, cfg, ckpts[-1], cfg.resq.report_bits, maps_dir=out_dir)
+    rows = result["rows"]
+    metrics = {}
+    for name, r in rows.items():
+        metrics[f"{slug(name)}_mIoU"] = r["mIoU"]
+        metrics[f"{slug(name)}_gbops_avg"] = r["gbops_avg"]
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, "resq_report.json")
+    with open(path, "w") as f:
+        json.dump({"rows": rows, "period": cfg.resq.period, "tau": cfg.resq.tau, "checkpoint": ckpts[-1]}, f,
+                  indent=2)
+    videos = int(rows["float"]["videos"])
+    how = "PTQ" if stages[-1].stage != "qat" else f"QAT at {cfg.resq.bits}, PTQ elsewhere"
+    title = f"Frame quantization vs ResQ vs Dynamic-ResQ, {how}, T={cfg.resq.period}, {videos} val videos, every frame"
+    artifacts = [path] + ([result["maps"]] if result["maps"] else [])
+    return {"metrics": metrics, "table": f"{title}\n{comparison_table(rows)}",
+            "markdown": f"### ResQ (Fig. 5 / Fig. 7)\n\n{comparison_table(rows, True)}", "artifacts": artifacts}

@@ -1,0 +1,109 @@
+"""The ResQ Task on the embedded segmentation data (no Ray): the float stage's step and
+evaluation (BOPs of the protocol through a whole DDRNet), the QAT stage from a float
+checkpoint, the report with its bit-width map, and bad configurations."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+
+from dynvid.engine.checkpoint import save_checkpoint
+from dynvid.engine.task import get_task
+from dynvid.engine.trainer import StageResult
+from dynvid.methods.resq.presets import job_config
+
+
+def _cfg(*overrides):
+    return job_config(None, True, None, list(overrides))
+
+
+def _loader(ds, batch=4):
+    return torch.utils.data.DataLoader(ds, batch_size=batch, collate_fn=ds.collate_fn)
+
+
+def _setup(*overrides):
+    cfg = _cfg(*overrides)
+    task = get_task("resq", cfg)
+    stage = task.stages[0]
+    train, val = task.datasets(stage.config(cfg), stage)
+    torch.manual_seed(0)
+    return cfg, task, stage, train, val, task.build_model(cfg, val.num_classes, stage)
+
+
+def test_float_step_and_the_protocols_bops_through_the_network():
+    cfg, task, stage, train, val, model = _setup()
+    assert [s.name for s in task.stages] == ["float"] and val.num_classes == 7
+    frames, labels, meta = next(iter(_loader(train)))
+    assert frames.shape == (4, 1, 3, 64, 64) and labels.shape == (4, 1, 64, 64)
+    loss, logs = task.training_step(model, (frames, labels, meta), stage)
+    loss.backward()
+    assert torch.isfinite(loss) and model.conv1[0].weight.grad.abs().sum() > 0
+    out = task.evaluate(model, _loader(val), stage)
+    assert 0 <= out["mIoU"] <= 1 and 0 <= out["mIoU_float"] <= 1 and out["num_samples"] == 2
+    # W8A8->W4A4 with T = 3 over 6-frame videos: keyframes 0 and 3 at 8x8 bits, the rest at 4x4
+    macs = out["gflops_avg"]
+    assert out["gbops_float"] == pytest.approx(macs * 32 * 32)
+    assert out["gbops_avg"] == pytest.approx(macs * (2 * 64 + 4 * 16) / 6)
+    assert out["gbops_max"] == pytest.approx(macs * 64) and out["gbops_min"] == pytest.approx(macs * 16)
+
+
+def test_w32a32_resq_scores_exactly_the_float_network():
+    cfg, task, stage, train, val, model = _setup("resq.bits=W32A32->W32A32")
+    out = task.evaluate(model.eval(), _loader(val), stage)
+    assert out["mIoU"] == pytest.approx(out["mIoU_float"], abs=1e-9)
+    assert out["gbops_avg"] == pytest.approx(out["gbops_float"])
+
+
+def test_qat_stage_starts_from_the_float_checkpoint_and_trains_the_scales(tmp_path):
+    cfg, task, stage, train, val, model = _setup("resq.qat_epochs=1")
+    assert [s.name for s in task.stages] == ["float", "qat"]
+    qat = task.stages[1]
+    assert "optim.lr=0.0005" in qat.overrides
+    net = task.build_model(cfg, val.num_classes, qat)
+    missing, unexpected = net.load_state_dict(model.state_dict(), strict=False)
+    assert not unexpected and missing and all("qat_scale" in k or "qat_bits" in k for k in missing)
+    train, _ = task.datasets(qat.config(cfg), qat)
+    batch = next(iter(_loader(train, 2)))
+    assert batch[0].shape[1] == cfg.resq.period  # clips of T frames: one keyframe, then residuals
+    net.train()
+    loss, _ = task.training_step(net, batch, qat)
+    loss.backward()
+    layer = net.conv1[0]
+    assert not torch.isnan(layer.qat_scale["residual"]) and layer.qat_scale["residual"].grad is not None
+    assert layer.qat_scale["key"].grad is not None and layer.qat_ready
+    out = task.evaluate(net, _loader(val), qat)
+    assert 0 <= out["mIoU"] <= 1 and out["gbops_avg"] < out["gbops_float"]
+
+
+def test_report_compares_schemes_at_equal_bops_and_saves_bit_width_maps(tmp_path):
+    cfg, task, stage, train, val, model = _setup("resq.report_bits=['W8A8->W4A4', 'W8A8->W8A{0,4,8}']",
+                                                 "resq.map_frames=4")
+    ckpt = save_checkpoint(tmp_path / "ckpt", model, {"resq": {"network": "ddrnet23_slim"}},
+                           {"method": "resq", "stage": "float"})
+    out = task.report(cfg, [StageResult("float", "r", {}, str(ckpt))], str(tmp_path / "report"))
+    rows = {k.split("_mIoU")[0]: v for k, v in out["metrics"].items() if k.endswith("_mIoU")}
+    assert set(rows) == {"float", "frame_W8A8_W4A4", "ResQ_W8A8_W4A4", "Dynamic_ResQ_W8A8_W8A_0_4_8"}
+    m = out["metrics"]
+    assert m["frame_W8A8_W4A4_gbops_avg"] == pytest.approx(m["ResQ_W8A8_W4A4_gbops_avg"])
+    assert m["Dynamic_ResQ_W8A8_W8A_0_4_8_gbops_avg"] < m["float_gbops_avg"]
+    png = [p for p in out["artifacts"] if p.endswith(".png")]
+    assert len(png) == 1
+    with Image.open(png[0]) as im:
+        assert im.size == (4 * (64 + 4), 2 * 64 + 12)
+    assert "ResQ W8A8->W4A4" in out["table"]
+
+
+@pytest.mark.parametrize("override,match", [
+    ("resq.bits=W8->W4", "paper's notation"),
+    ("resq.scheme=fast", "resq.scheme"),
+    ("resq.period=0", "resq.period"),
+    ("resq.network=unet", "resq.network"),
+])
+def test_bad_configurations_are_named(override, match):
+    cfg = _cfg(override)
+    with pytest.raises(ValueError, match=match):
+        task = get_task("resq", cfg)
+        task.build_model(cfg, 7)
+    with pytest.raises(ValueError, match="frame quantization has no residuals"):
+        get_task("resq", _cfg("resq.scheme=frame", "resq.bits=W8A8->W8A{0,4,8}"))
