@@ -206,3 +206,41 @@ def test_float_checkpoints_load_into_wrapped_layers():
     wrapped.load_state_dict(float_net.state_dict())
     assert torch.equal(wrapped[0].conv.weight, float_net[0].weight)
     assert torch.equal(wrapped[2].conv.bias, float_net[2].bias)
+
+
+def test_linear_layers_run_every_mode_like_convolutions():
+    from dynvid.methods.resq.layers import QuantLinear
+    from dynvid.metrics.cost import CostMeter
+
+    torch.manual_seed(0)
+    fc = nn.Linear(6, 5)
+    g = torch.Generator().manual_seed(3)
+    key = torch.randn(2, 4, 6, generator=g)  # (B, rows, features)
+    nxt = key + 0.05 * torch.randn(2, 4, 6, generator=g)
+    nxt[:, :2] = key[:, :2]  # two static rows
+    exact = QuantLinear(fc, key_bits=(32, 32), res_bits=(32, 32))
+    with torch.no_grad():
+        exact.mode = "key"
+        assert torch.allclose(exact(key), fc(key), atol=1e-6)
+        exact.mode = "residual"
+        assert torch.allclose(exact(nxt), fc(nxt), atol=1e-5)
+    q = QuantLinear(fc, key_bits=(8, 8), res_bits=(8, 8), res_pool=(0, 4, 8), tau=1e-3)
+    q.calibrate("key", key)
+    q.calibrate("residual", nxt - key)
+    q.record_bits = True
+    with torch.no_grad():
+        q.mode = "key"
+        q(key)
+        q.mode = "residual"
+        with CostMeter(q, batch_size=2) as meter:
+            out = q(nxt)
+    assert out.shape == (2, 4, 5) and q.last_bits.shape == (2, 4)
+    assert (q.last_bits[:, :2] == 0).all() and (q.last_bits[:, 2:] > 0).all()
+    assert torch.allclose(out, fc(nxt), atol=0.05)
+    on = (q.last_bits > 0).double().mean(1)
+    assert torch.allclose(meter.per_sample_macs, 6 * 5 * 4 * on + 3 * 4 * 6)  # rows computed + the policy
+    with pytest.raises(TypeError, match="nn.Linear"):
+        QuantLinear(nn.Conv2d(1, 1, 1))
+    state = nn.Linear(6, 5).state_dict()
+    q.load_state_dict(state)
+    assert torch.equal(q.linear.weight, state["weight"])

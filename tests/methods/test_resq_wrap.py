@@ -53,3 +53,17 @@ def test_residual_quantization_beats_frame_quantization_on_correlated_frames():
     frame = run_sequence(net, video, period=3, quantization="frame")
     err = lambda outs: sum(float(torch.linalg.vector_norm(o - r)) for o, r in zip(outs, reference))  # noqa: E731
     assert err(resq) < err(frame)
+
+
+def test_wrap_covers_linear_layers_and_a_mixed_network_keeps_w32a32_exact():
+    from dynvid.methods.resq.layers import QuantLinear
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 10 * 10, 5)).eval()
+    video = _video(4)
+    with torch.no_grad():
+        reference = [net(x) for x in video]
+    wrap_model(net, key_bits=(32, 32), res_bits=(32, 32))
+    assert [type(m) for m in quant_layers(net)] == [QuantConv2d, QuantLinear]
+    for a, b in zip(run_sequence(net, video, period=2), reference):
+        assert torch.allclose(a, b, atol=1e-5)

@@ -2,7 +2,8 @@
 Sec. 4.2).
 
 :class:`QuantConv2d` wraps a trained ``nn.Conv2d`` (its weights stay the float ones) and runs
-it in one of four modes, set per sequence step by the caller:
+it in one of four modes, set per sequence step by the caller (:class:`QuantLinear` does the same
+for an ``nn.Linear``, a "pixel" being one row of its input):
 
 - ``"float"``: the wrapped convolution.
 - ``"frame"``: frame quantization, the baseline — a frame on its own,
@@ -55,9 +56,9 @@ from torch.nn import functional as F
 from dynvid.methods.resq.policy import TAU, error_maps, select_quantizers
 from dynvid.methods.resq.quantizers import (FLOAT_BITS, line_search_range, minmax_range, quantize,
                                             quantize_ste, scale_from_range)
-from dynvid.metrics.cost import conv_macs, record_cost
+from dynvid.metrics.cost import conv_macs, linear_macs, record_cost
 
-__all__ = ["MODES", "QuantConv2d", "parse_bits"]
+__all__ = ["MODES", "QuantConv2d", "QuantLinear", "parse_bits"]
 
 MODES = ("float", "frame", "key", "residual")
 
@@ -95,15 +96,19 @@ class QuantConv2d(nn.Module):
     """
 
     counts_own_cost = True
+    wraps: type = nn.Conv2d
+    """The float layer type, kept under the attribute :attr:`inner` (a state-dict prefix)."""
+    inner = "conv"
 
-    def __init__(self, conv: nn.Conv2d, key_bits: tuple[int, int] = (8, 8), res_bits: tuple[int, int] = (4, 4),
+    def __init__(self, conv: nn.Module, key_bits: tuple[int, int] = (8, 8), res_bits: tuple[int, int] = (4, 4),
                  per_channel: bool = False, res_pool: tuple[int, ...] | None = None, tau: float = TAU) -> None:
         super().__init__()
-        if not isinstance(conv, nn.Conv2d):
-            raise TypeError(f"QuantConv2d wraps an nn.Conv2d, got {type(conv).__name__}")
+        if not isinstance(conv, self.wraps):
+            raise TypeError(f"{type(self).__name__} wraps an nn.{self.wraps.__name__}, got {type(conv).__name__}")
         if res_pool is not None and (list(res_pool) != sorted(set(res_pool)) or len(res_pool) < 2):
             raise ValueError(f"res_pool must hold at least two distinct bit-widths in ascending order, got {res_pool}")
-        self.conv, self.key_bits, self.res_bits, self.per_channel = conv, tuple(key_bits), tuple(res_bits), per_channel
+        setattr(self, self.inner, conv)
+        self.key_bits, self.res_bits, self.per_channel = tuple(key_bits), tuple(res_bits), per_channel
         self.res_pool, self.tau = (tuple(res_pool) if res_pool is not None else None), tau
         self.mode = "float"
         self.act_scale: dict[str, float | None] = {"key": None, "frame": None, "residual": None}
@@ -118,8 +123,9 @@ class QuantConv2d(nn.Module):
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         for name in ("weight", "bias"):
-            if prefix + name in state_dict and prefix + "conv." + name not in state_dict:
-                state_dict[prefix + "conv." + name] = state_dict.pop(prefix + name)
+            inner = f"{prefix}{self.inner}.{name}"
+            if prefix + name in state_dict and inner not in state_dict:
+                state_dict[inner] = state_dict.pop(prefix + name)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # ---- quantizers ------------------------------------------------------------------------
@@ -133,11 +139,16 @@ class QuantConv2d(nn.Module):
     def weight_q(self, mode: str) -> torch.Tensor:
         """``q(w; Θ_w)`` (or Φ_w for ``key``) with the min–max range of Eq. (7)."""
         bits = self._bits(mode)[0]
-        w = self.conv.weight
+        w = self.op.weight
         if bits >= FLOAT_BITS:
             return w
         scale = scale_from_range(*minmax_range(w.detach(), self.per_channel), bits).to(w.device)
         return quantize_ste(w, scale, bits) if self._ste() else quantize(w, scale, bits)
+
+    @property
+    def op(self) -> nn.Module:
+        """The wrapped float layer."""
+        return getattr(self, self.inner)
 
     def _conv(self, x: torch.Tensor, w: torch.Tensor, bias: bool) -> torch.Tensor:
         c = self.conv
@@ -160,7 +171,7 @@ class QuantConv2d(nn.Module):
     def _search(self, inputs: torch.Tensor, w_bits: int, a_bits: int, candidates: int) -> float:
         if a_bits >= FLOAT_BITS or a_bits == 0:  # nothing to calibrate: identity or all-zero
             return 1.0
-        w = self.conv.weight
+        w = self.op.weight
         w_hat = w if w_bits >= FLOAT_BITS else quantize(w, scale_from_range(*minmax_range(w, self.per_channel),
                                                                            w_bits), w_bits)
         out = line_search_range(inputs, w, w_hat, lambda x, wt: self._conv(x, wt, False), a_bits, candidates)
@@ -217,7 +228,7 @@ class QuantConv2d(nn.Module):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if mode == "float":
-            z = self.conv(x)
+            z = self.op(x)
         elif mode == "frame":
             z = self._conv(self._act(x, "frame"), self.weight_q("frame"), True)
         elif mode == "key":
@@ -243,35 +254,50 @@ class QuantConv2d(nn.Module):
         pool = self.res_pool
         w_hat = self.weight_q("residual")
         scales = [float(self._scale("residual", b)) if 0 < b < FLOAT_BITS else 1.0 for b in pool]
-        choice = select_quantizers(error_maps(delta.detach(), scales, pool, w_hat.detach()), self.tau)  # (B, H, W)
+        maps = error_maps(self._channels_first(delta.detach()), scales, pool, w_hat.detach())
+        choice = select_quantizers(maps, self.tau)  # (B, H, W); a linear layer: (B, …) over its rows
         bits = torch.tensor(pool, dtype=torch.float64, device=delta.device)[choice]
         if self.record_bits:
             self.last_bits = bits.to(torch.uint8).cpu()
-        B, C, H, W = delta.shape
-        c = self.conv
-        full = conv_macs(c.in_channels, c.out_channels, c.kernel_size,
-                         (self.z_key.shape[-2], self.z_key.shape[-1]), c.groups)
-        on = (bits > 0).flatten(1).double().mean(1)  # fraction of pixels computed, per sample
-        mean_bits = bits.flatten(1).mean(1) / on.clamp_min(1e-12)  # mean bits of those pixels
+        B = delta.shape[0]
+        full = self._macs(self.z_key)
+        on = (bits > 0).reshape(B, -1).double().mean(1)  # fraction of pixels computed, per sample
+        mean_bits = bits.reshape(B, -1).mean(1) / on.clamp_min(1e-12)  # mean bits of those pixels
         record_cost(self, full * on, weight_bits=self.res_bits[0], act_bits=torch.where(on > 0, mean_bits, 0.0))
-        record_cost(self, float(len(pool) * C * H * W), weight_bits=self.key_bits[1], act_bits=self.key_bits[1])
+        record_cost(self, float(len(pool) * delta[0].numel()), weight_bits=self.key_bits[1],
+                    act_bits=self.key_bits[1])
         if not bool((bits > 0).any()):  # every pixel at 0 bits: the keyframe's output stands
             return self.z_key + self._bias_map(self.z_key)
         mixed = torch.zeros_like(delta)
         for i, b in enumerate(pool):
             if b == 0:
                 continue
-            mask = (choice == i).unsqueeze(1)
+            mask = self._pixel_mask(choice == i)
             if bool(mask.any()):
                 scale = self._scale("residual", b) if b < FLOAT_BITS else 1.0
                 mixed = mixed + self._q(delta, scale, b) * mask
         z = self._conv(mixed, w_hat, False) + self.z_key
         return z + self._bias_map(z)
 
-    def _record(self, x: torch.Tensor, z: torch.Tensor, ran: int) -> None:
+    # ---- what differs between a convolution and a linear layer --------------------------------
+
+    def _macs(self, z: torch.Tensor) -> float:
+        """MACs per sample of the whole layer for an output ``z``."""
         c = self.conv
+        return float(conv_macs(c.in_channels, c.out_channels, c.kernel_size, tuple(z.shape[-2:]), c.groups))
+
+    @staticmethod
+    def _channels_first(t: torch.Tensor) -> torch.Tensor:
+        return t
+
+    @staticmethod
+    def _pixel_mask(mask: torch.Tensor) -> torch.Tensor:
+        """A per-pixel ``(B, H, W)`` mask broadcast over the channels of ``(B, C, H, W)``."""
+        return mask.unsqueeze(1)
+
+    def _record(self, x: torch.Tensor, z: torch.Tensor, ran: int) -> None:
         w_bits, a_bits = (FLOAT_BITS, FLOAT_BITS) if self.mode == "float" else self._bits(self.mode)
-        macs = ran * conv_macs(c.in_channels, c.out_channels, c.kernel_size, tuple(z.shape[-2:]), c.groups)
+        macs = ran * self._macs(z)
         record_cost(self, float(macs), weight_bits=min(w_bits, FLOAT_BITS), act_bits=min(a_bits, FLOAT_BITS))
 
     def _bias_map(self, z: torch.Tensor) -> torch.Tensor | float:
@@ -282,3 +308,31 @@ class QuantConv2d(nn.Module):
         res = f"W{self.res_bits[0]}A" + ("{" + ",".join(map(str, self.res_pool)) + "}" if self.res_pool
                                          else str(self.res_bits[1]))
         return f"W{self.key_bits[0]}A{self.key_bits[1]}->{res}, per_channel={self.per_channel}, mode={self.mode}"
+
+
+class QuantLinear(QuantConv2d):
+    """:class:`QuantConv2d`'s modes for an ``nn.Linear`` over inputs ``(B, …, in_features)``:
+    a "pixel" of Dynamic-ResQ is a row (one position of the leading dimensions), whose features
+    share one quantizer. State-dict keys: ``linear.weight``, ``linear.bias`` (a float
+    checkpoint's ``weight``/``bias`` load too)."""
+
+    wraps = nn.Linear
+    inner = "linear"
+
+    def _conv(self, x: torch.Tensor, w: torch.Tensor, bias: bool) -> torch.Tensor:
+        return F.linear(x, w, self.linear.bias if bias else None)
+
+    def _macs(self, z: torch.Tensor) -> float:
+        rows = z[0].numel() // self.linear.out_features if z.dim() > 1 else 1
+        return float(linear_macs(self.linear.in_features, self.linear.out_features, rows))
+
+    @staticmethod
+    def _channels_first(t: torch.Tensor) -> torch.Tensor:
+        return t.movedim(-1, 1)
+
+    @staticmethod
+    def _pixel_mask(mask: torch.Tensor) -> torch.Tensor:
+        return mask.unsqueeze(-1)
+
+    def _bias_map(self, z: torch.Tensor) -> torch.Tensor | float:
+        return self.linear.bias if self.linear.bias is not None else 0.0

@@ -1,5 +1,5 @@
-"""Model-agnostic ResQ: wrap every ``nn.Conv2d`` of any ``nn.Module`` in a
-:class:`~.layers.QuantConv2d`, switch the whole network between modes, run a sequence with
+"""Model-agnostic ResQ: wrap every ``nn.Conv2d`` and ``nn.Linear`` of any ``nn.Module`` in a
+:class:`~.layers.QuantConv2d` / :class:`~.layers.QuantLinear`, switch the whole network between modes, run a sequence with
 keyframes every ``T`` frames (Sec. 4: "keyframes at fixed frame intervals, with a given
 period T"), and calibrate every layer's activation quantizers on its own inputs (Sec. 4.1).
 
@@ -21,7 +21,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from dynvid.methods.resq.layers import MODES, QuantConv2d, parse_bits
+from dynvid.methods.resq.layers import MODES, QuantConv2d, QuantLinear, parse_bits
 from dynvid.methods.resq.policy import TAU
 
 __all__ = ["calibrate_model", "configure", "quant_layers", "reset_state", "run_sequence", "set_mode", "wrap_model"]
@@ -29,11 +29,14 @@ __all__ = ["calibrate_model", "configure", "quant_layers", "reset_state", "run_s
 
 def wrap_model(model: nn.Module, key_bits: tuple[int, int] = (8, 8), res_bits: tuple[int, int] = (4, 4),
                per_channel: bool = False, res_pool: tuple[int, ...] | None = None, tau: float = TAU) -> nn.Module:
-    """Replace every ``nn.Conv2d`` of ``model`` (in place) by a ``QuantConv2d`` around it; returns
+    """Replace every ``nn.Conv2d`` / ``nn.Linear`` of ``model`` (in place) by a ``QuantConv2d`` /
+    ``QuantLinear`` around it; returns
     ``model``. Its state dict keeps loading float checkpoints (see ``QuantConv2d``)."""
     for name, child in list(model.named_children()):
         if isinstance(child, nn.Conv2d):
             setattr(model, name, QuantConv2d(child, key_bits, res_bits, per_channel, res_pool, tau))
+        elif isinstance(child, nn.Linear):
+            setattr(model, name, QuantLinear(child, key_bits, res_bits, per_channel, res_pool, tau))
         elif not isinstance(child, QuantConv2d):
             wrap_model(child, key_bits, res_bits, per_channel, res_pool, tau)
     return model
