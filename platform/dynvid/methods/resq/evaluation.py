@@ -147,21 +147,22 @@ def bit_width_maps(model: nn.Module, layer: str, video: torch.Tensor) -> list[np
     return maps
 
 
-# Fig. 6's colour code: dark blue, light blue, yellow for the lowest, middle and highest bits
+# Fig. 6's colour code: dark blue, light blue, yellow from the lowest to the highest bits (a
+# larger pool continues with orange and red)
 _PALETTE = np.array([[20, 40, 120], [90, 170, 230], [250, 220, 40], [240, 120, 30], [200, 30, 30]], np.uint8)
 
 
 def save_bit_width_figure(video: torch.Tensor, maps: list[np.ndarray | None], pool: tuple[int, ...],
                           path: str) -> str:
-    """A PNG strip: the frames on top, their bit-width maps below (keyframe: blank), colour by
-    the pool's bit-widths from low to high (Fig. 6); a legend row of the colours at the left."""
-    from PIL import Image
+    """A PNG strip: the frames on top, their bit-width maps below (the keyframe's place holds the
+    legend), colour by the pool's bit-widths from low to high (Fig. 6)."""
+    from PIL import Image, ImageDraw
 
+    if len(pool) > len(_PALETTE):
+        raise ValueError(f"bit-width maps colour at most {len(_PALETTE)} bit-widths, got {list(pool)}")
     frames = (video.clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy() * 255).astype(np.uint8)
     T, H, W = frames.shape[:3]
-    colors = _PALETTE[np.linspace(0, len(_PALETTE) - 1, len(pool)).round().astype(int)] if len(pool) <= 5 \
-        else _PALETTE[np.linspace(0, 4, len(pool)).astype(int)]
-    lut = {b: colors[i] for i, b in enumerate(pool)}
+    lut = {b: _PALETTE[i] for i, b in enumerate(pool)}
     canvas = np.full((2 * H + 12, T * (W + 4), 3), 255, np.uint8)
     for t in range(T):
         x = t * (W + 4)
@@ -171,9 +172,15 @@ def save_bit_width_figure(video: torch.Tensor, maps: list[np.ndarray | None], po
             rgb = np.zeros(bits.shape + (3,), np.uint8)
             for b, c in lut.items():
                 rgb[bits == b] = c
-            img = np.array(Image.fromarray(rgb).resize((W, H), Image.NEAREST))
-            canvas[H + 4:2 * H + 4, x:x + W] = img
-    for i, b in enumerate(pool):  # legend: one swatch per bit-width, low to high, under the keyframe
-        canvas[H + 8 + i * 10:H + 16 + i * 10, 4:12] = lut[b]
-    Image.fromarray(canvas).save(path)
+            canvas[H + 4:2 * H + 4, x:x + W] = np.array(Image.fromarray(rgb).resize((W, H), Image.NEAREST))
+    image = Image.fromarray(canvas)
+    draw = ImageDraw.Draw(image)
+    for i, b in enumerate(pool):  # legend under the keyframe: a swatch and its bit-width
+        y = H + 8 + i * 12
+        if y + 10 > 2 * H + 4:
+            break
+        draw.rectangle([4, y, 12, y + 8], fill=tuple(int(v) for v in lut[b]))
+        draw.text((16, y - 1), f"A{b}", fill=(0, 0, 0))
+    draw.text((16, 2 * H - 8), "key", fill=(0, 0, 0))
+    image.save(path)
     return path
