@@ -21,7 +21,6 @@ network (NAS subnet or D0) that costs at most ANT's GMACs has a higher AP.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
@@ -29,7 +28,8 @@ from pathlib import Path
 
 import torch
 
-from dynvid.config import ExperimentConfig, apply_overrides
+from dynvid.config import apply_overrides
+from dynvid.engine.jobs import bench_config, bench_parser
 from dynvid.methods.ant.presets import EMBEDDED, SMOKE
 
 BENCH = ["train.mlflow_tracking_uri=null", "train.log_every=20"]
@@ -65,12 +65,9 @@ def targets_from_rows(rows: dict, key_threshold: float) -> tuple[list[dict], dic
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--smoke-test", action="store_true")
-    p.add_argument("--out")
+    p = bench_parser(__doc__.splitlines()[0])
     p.add_argument("--thresholds", type=float, nargs="+", help="key-frame thresholds of the ANT curve "
                    "(default: ant.key_threshold × 0.5, 0.75, 1, 1.5, 2; ant.key_threshold is always added)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = p.parse_args(argv)
     from dynvid.engine.trainer import fit
     from dynvid.methods.ant import ANTTask
@@ -78,8 +75,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(2)
     with tempfile.TemporaryDirectory(prefix="bench-ant-") as tmp:
-        base = EMBEDDED + BENCH + (SMOKE if args.smoke_test else []) + [f"train.storage_path={tmp}"]
-        cfg = apply_overrides(ExperimentConfig(), base + args.overrides)
+        cfg = bench_config(EMBEDDED + BENCH, SMOKE, args, tmp)
         c = cfg.ant
         result = fit(cfg, method="ant", register=False, report=False)
         ckpts = {s.stage: s.checkpoint_path for s in result.stages}

@@ -19,7 +19,6 @@ neighbouring τ); asynchronous worst-case latency below synchronous worst-case l
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -28,19 +27,16 @@ from pathlib import Path
 
 import torch
 
-from dynvid.config import ExperimentConfig, apply_overrides
+from dynvid.engine.jobs import bench_config, bench_parser
 from dynvid.methods.lfs.presets import EMBEDDED, POLICY_SMOKE, SMOKE
 
 BENCH = ["train.mlflow_tracking_uri=null", "train.log_every=20", "lfs.taus=[1, 4, 9, 19]"]
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--smoke-test", action="store_true")
-    p.add_argument("--out")
+    p = bench_parser(__doc__.splitlines()[0])
     p.add_argument("--detector", metavar="CKPT", help="a trained detector checkpoint (default: train it)")
     p.add_argument("--gamma", type=float, nargs="+", default=[0.4, 0.2, 0.1], help="speed rewards γ (Eq. 2)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = p.parse_args(argv)
     from dynvid.engine.trainer import fit
     from dynvid.methods.lfs import LFSTask
@@ -50,9 +46,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(2)
     with tempfile.TemporaryDirectory(prefix="bench-lfs-") as tmp:
-        smoke = (SMOKE + POLICY_SMOKE + ["lfs.taus=[1, 4]"]) if args.smoke_test else []
-        base = EMBEDDED + BENCH + smoke + [f"train.storage_path={tmp}"]
-        cfg = apply_overrides(ExperimentConfig(), base + args.overrides)
+        cfg = bench_config(EMBEDDED + BENCH, SMOKE + POLICY_SMOKE + ["lfs.taus=[1, 4]"], args, tmp)
         detector = args.detector
         if detector is None:
             result = fit(cfg, method="lfs", register=False, report=False)

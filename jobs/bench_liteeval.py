@@ -17,7 +17,6 @@ at most 1 point lower (the paper: 51.8% fewer on FCVID at equal mAP).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
@@ -25,7 +24,8 @@ from pathlib import Path
 
 import torch
 
-from dynvid.config import ExperimentConfig, apply_overrides
+from dynvid.config import ExperimentConfig
+from dynvid.engine.jobs import bench_config, bench_parser
 from dynvid.methods.liteeval.presets import EMBEDDED, SMOKE
 
 TARGET_GFLOPS_SAVING = 0.40
@@ -54,18 +54,14 @@ def time_models(cfg: ExperimentConfig, checkpoint: str, num_classes: int, videos
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--smoke-test", action="store_true")
-    p.add_argument("--out")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p = bench_parser(__doc__.splitlines()[0])
     args = p.parse_args(argv)
     from dynvid.engine.trainer import fit
     from dynvid.methods.liteeval.evaluation import rows_table
 
     torch.set_num_threads(2)
     with tempfile.TemporaryDirectory(prefix="bench-liteeval-") as tmp:
-        base = EMBEDDED + BENCH + (SMOKE if args.smoke_test else []) + [f"train.storage_path={tmp}"]
-        cfg = apply_overrides(ExperimentConfig(), base + args.overrides)
+        cfg = bench_config(EMBEDDED + BENCH, SMOKE, args, tmp)
         result = fit(cfg, method="liteeval", register=False)
         report = result.report or {}
         if not report.get("metrics"):

@@ -21,7 +21,6 @@ quantization's at equal or lower BOPs; Dynamic-ResQ spends ≥ 30% fewer BOPs th
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sys
@@ -30,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from dynvid.config import ExperimentConfig, apply_overrides
+from dynvid.engine.jobs import bench_config, bench_parser
 from dynvid.methods.resq.presets import EMBEDDED, SMOKE
 
 BENCH = ["train.mlflow_tracking_uri=null", "train.log_every=10", "resq.qat_epochs=0", "resq.period=3"]
@@ -65,10 +64,7 @@ def targets_from_rows(rows: dict) -> tuple[list[dict], dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--smoke-test", action="store_true")
-    p.add_argument("--out")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p = bench_parser(__doc__.splitlines()[0])
     args = p.parse_args(argv)
     from dynvid.engine.trainer import fit
     from dynvid.methods.resq import ResQTask
@@ -76,8 +72,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(2)
     with tempfile.TemporaryDirectory(prefix="bench-resq-") as tmp:
-        base = EMBEDDED + BENCH + (SMOKE if args.smoke_test else []) + [f"train.storage_path={tmp}"]
-        cfg = apply_overrides(ExperimentConfig(), base + args.overrides)
+        cfg = bench_config(EMBEDDED + BENCH, SMOKE, args, tmp)
         c = cfg.resq
         result = fit(cfg, method="resq", register=False, report=False)
         checkpoint = result.stages[-1].checkpoint_path

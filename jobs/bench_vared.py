@@ -19,7 +19,6 @@ fraction of the theoretical saving that becomes wall-clock).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
@@ -28,6 +27,7 @@ from pathlib import Path
 import torch
 
 from dynvid.config import ExperimentConfig, apply_overrides
+from dynvid.engine.jobs import bench_config, bench_parser
 
 from dynvid.methods.vared.presets import EMBEDDED, SMOKE  # the main job's configuration
 
@@ -102,10 +102,7 @@ def scale_check(smoke: bool) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--smoke-test", action="store_true")
-    p.add_argument("--out")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p = bench_parser(__doc__.splitlines()[0])
     args = p.parse_args(argv)
     from dynvid.engine.task import get_task
     from dynvid.engine.trainer import fit
@@ -114,10 +111,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(2)
     with tempfile.TemporaryDirectory(prefix="bench-vared-") as tmp:
-        base = EMBEDDED + BENCH + (SMOKE if args.smoke_test else []) + [f"train.storage_path={tmp}"]
-        if args.smoke_test:
-            base += ["data.synthetic_val_videos=16", "train.test_videos=4"]
-        cfg = apply_overrides(ExperimentConfig(), base + args.overrides)
+        cfg = bench_config(EMBEDDED + BENCH, SMOKE + ["data.synthetic_val_videos=16", "train.test_videos=4"], args, tmp)
         task_stages = [s.config(cfg).optim.epochs for s in get_task("vared", cfg).stages]
         budget = sum(task_stages)
         dyn = fit(cfg, method="vared", register=False)

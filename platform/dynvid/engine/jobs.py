@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dynvid.config import ConfigError, ExperimentConfig
 from dynvid.data.errors import DatasetError
 
-__all__ = ["build_job_config", "job_parser", "run_training_job"]
+__all__ = ["bench_config", "bench_parser", "build_job_config", "job_parser", "run_training_job"]
 
 
 def job_parser(description: str, section: str, example: str, data_help: str) -> argparse.ArgumentParser:
@@ -28,6 +28,26 @@ def job_parser(description: str, section: str, example: str, data_help: str) -> 
     p.add_argument("--smoke-test", action="store_true", help="tiny budget: checks the job end to end")
     p.add_argument("--out", help="write the final metrics and report as JSON to this file")
     return p
+
+
+def bench_parser(description: str) -> argparse.ArgumentParser:
+    """The arguments every training benchmark takes: ``--smoke-test``, ``--out``, ``--set``."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--smoke-test", action="store_true", help="tiny budget: checks the benchmark end to end")
+    p.add_argument("--out", help="write the JSON result ({benchmark, config, results, targets}) here")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field (repeatable); e.g. the job's train.storage_path to reuse its stages")
+    return p
+
+
+def bench_config(presets: list[str], smoke: list[str], args: argparse.Namespace, storage_path: str) -> ExperimentConfig:
+    """A benchmark's config: ``presets``, ``smoke`` under ``--smoke-test``, storage under
+    ``storage_path`` (a temporary folder), then the ``--set`` overrides (which may point the
+    storage at a finished job's, whose stages are then found done)."""
+    from dynvid.config import apply_overrides
+
+    base = list(presets) + (list(smoke) if args.smoke_test else []) + [f"train.storage_path={storage_path}"]
+    return apply_overrides(ExperimentConfig(), base + args.overrides)
 
 
 def build_job_config(job_config: Callable[..., ExperimentConfig], args: argparse.Namespace) -> ExperimentConfig:
