@@ -244,3 +244,19 @@ def test_linear_layers_run_every_mode_like_convolutions():
     state = nn.Linear(6, 5).state_dict()
     q.load_state_dict(state)
     assert torch.equal(q.linear.weight, state["weight"])
+
+
+def test_a_qat_scale_pushed_below_zero_still_quantizes():
+    from dynvid.methods.resq.layers import QAT_MIN_SCALE
+
+    conv = _conv()
+    frames = _frames()
+    q = QuantConv2d(conv, key_bits=(8, 8), res_bits=(4, 4))
+    q.calibrate("key", frames[0])
+    q.enable_qat()
+    with torch.no_grad():
+        q.qat_scale["key"].fill_(-0.5)
+    q.mode = "key"
+    out = q(frames[0])
+    assert torch.isfinite(out).all()
+    assert float(q._scale("key")) == pytest.approx(QAT_MIN_SCALE)

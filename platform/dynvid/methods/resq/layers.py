@@ -61,6 +61,8 @@ from dynvid.metrics.cost import conv_macs, linear_macs, record_cost
 __all__ = ["MODES", "QuantConv2d", "QuantLinear", "parse_bits"]
 
 MODES = ("float", "frame", "key", "residual")
+QAT_MIN_SCALE = 1e-6
+"""A learned QAT scale is used as at least this (the gradient step can cross zero)."""
 
 
 def parse_bits(spec: str) -> tuple[tuple[int, int], tuple[int, int], tuple[int, ...] | None]:
@@ -203,7 +205,7 @@ class QuantConv2d(nn.Module):
     def _scale(self, name: str, pool_bits: int | None = None):
         if (pool_bits is None and name in self.qat_scale and self.qat_ready
                 and not math.isnan(float(self.qat_scale[name].detach()))):
-            return self.qat_scale[name]
+            return self.qat_scale[name].clamp_min(QAT_MIN_SCALE)  # a step may push a learned scale to <= 0
         value = self.act_scale[name] if pool_bits is None else self.pool_scale[pool_bits]
         if value is None:
             bits = self._bits(name)[1] if pool_bits is None else pool_bits
