@@ -1,6 +1,7 @@
 """Benchmark: ResQ — frame quantization vs ResQ vs Dynamic-ResQ, PTQ (Sec. 5, Fig. 5 / Fig. 7).
 
-    python jobs/bench_resq.py [--smoke-test] [--out FILE.json] [--set key=value ...]
+    python jobs/bench_resq.py [--smoke-test] [--out FILE.json] [--checkpoint CKPT] [--taus 0.003 0.03]
+                              [--set key=value ...]
 
 On the embedded synthetic segmentation scenes with fixed seeds and the segmentation job's
 laptop configuration (``jobs/resq_segmentation.py``): the float DDRNet-23-slim is trained (or,
@@ -65,6 +66,10 @@ def targets_from_rows(rows: dict) -> tuple[list[dict], dict]:
 
 def main(argv: list[str] | None = None) -> int:
     p = bench_parser(__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", metavar="CKPT", help="a trained float (or QAT) checkpoint folder or URI "
+                   "(default: train the float stage, or find the job's done under its train.storage_path)")
+    p.add_argument("--taus", type=float, nargs="*", default=[0.003, 0.03],
+                   help="more Dynamic-ResQ thresholds to run besides resq.tau (the targets read resq.tau's row)")
     args = p.parse_args(argv)
     from dynvid.engine.trainer import fit
     from dynvid.methods.resq import ResQTask
@@ -74,9 +79,12 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-resq-") as tmp:
         cfg = bench_config(EMBEDDED + BENCH, SMOKE, args, tmp)
         c = cfg.resq
-        result = fit(cfg, method="resq", register=False, report=False)
-        checkpoint = result.stages[-1].checkpoint_path
-        out = compare(ResQTask(cfg), cfg, checkpoint, [*STATIC, REFERENCE, DYNAMIC], maps_dir=tmp)
+        checkpoint, stage_time = args.checkpoint, None
+        if checkpoint is None:
+            result = fit(cfg, method="resq", register=False, report=False)
+            checkpoint, stage_time = result.stages[-1].checkpoint_path, result.stages[-1].metrics.get("stage_time_s")
+        taus = [t for t in args.taus if t != c.tau]
+        out = compare(ResQTask(cfg), cfg, checkpoint, [*STATIC, REFERENCE, DYNAMIC], maps_dir=tmp, taus=taus)
         maps = None
         if out["maps"] and args.out:
             maps = str(Path(args.out).with_name(Path(args.out).stem + "_bit_width_maps.png"))
@@ -99,9 +107,9 @@ def main(argv: list[str] | None = None) -> int:
                    "calib_candidates": c.calib_candidates, "per_channel": c.per_channel, "epochs": cfg.optim.epochs,
                    "seed": cfg.train.seed, "smoke_test": args.smoke_test,
                    "train_videos": cfg.data.synthetic_train_videos, "val_videos": cfg.data.synthetic_val_videos,
-                   "frames_per_video": cfg.data.synthetic_frames, "map_layer": c.map_layer},
+                   "frames_per_video": cfg.data.synthetic_frames, "map_layer": c.map_layer, "taus": taus},
         "results": {"rows": rows, "summary": summary, "bit_width_maps": maps,
-                    "float_stage_time_s": result.stages[-1].metrics.get("stage_time_s")},
+                    "checkpoint": checkpoint, "float_stage_time_s": stage_time},
         "targets": targets,
     }
     if args.out:

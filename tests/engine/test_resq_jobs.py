@@ -1,7 +1,7 @@
 """ResQ end to end on the shared Ray cluster: the segmentation job (float stage on Ray Train,
 PTQ evaluation, frame / ResQ / Dynamic-ResQ report with its bit-width map, registry), an
 inference sweep of the bit configuration and keyframe period over its checkpoint (Ray Tune),
-and the benchmark on the job's stage (found done, not retrained; JSON shape and targets)."""
+and the benchmark on the job's checkpoint (not retrained; JSON shape and targets)."""
 
 from __future__ import annotations
 
@@ -67,17 +67,21 @@ def test_bits_and_period_inference_sweep(resq_job, mlflow_server):
 
 
 def test_bench_reuses_the_stage_and_writes_targets(resq_job, tmp_path):
-    _, tmp = resq_job
+    result, _ = resq_job
     out = tmp_path / "bench.json"
-    args = ["--smoke-test", "--out", str(out), "--set", f"train.storage_path={tmp}/runs",
-            "--set", "train.name=smoke-resq"]
+    args = ["--smoke-test", "--out", str(out), "--taus", "0.01", "--checkpoint", result["checkpoints"]["float"]]
     assert _job("bench_resq").main(args) == 0
     report = json.loads(out.read_text())
     assert set(report) == {"benchmark", "config", "results", "targets"}
     rows = report["results"]["rows"]
     assert {"float", "frame W8A8->W4A4", "ResQ W8A8->W4A4", "frame W4A4->W3A3", "ResQ W4A4->W3A3",
-            "frame W8A8->W8A8", "ResQ W8A8->W8A8", "Dynamic-ResQ W8A8->W8A{0,4,8}"} == set(rows)
-    assert report["results"]["float_stage_time_s"] is not None  # found done: the job's stage, not retrained
+            "frame W8A8->W8A8", "ResQ W8A8->W8A8", "Dynamic-ResQ W8A8->W8A{0,4,8}",
+            "Dynamic-ResQ W8A8->W8A{0,4,8} τ=0.01"} == set(rows)
+    shares = rows["Dynamic-ResQ W8A8->W8A{0,4,8}"]["bit_shares"]
+    assert set(shares) == {"0", "4", "8"} and sum(shares.values()) == pytest.approx(1.0)
+    loose = rows["Dynamic-ResQ W8A8->W8A{0,4,8} τ=0.01"]
+    assert loose["tau"] == 0.01 and loose["bit_shares"]["8"] <= shares["8"]  # a larger τ stops earlier
+    assert report["results"]["checkpoint"] == result["checkpoints"]["float"]  # the job's network, not retrained
     assert Path(report["results"]["bit_width_maps"]).is_file()
     names = [t["name"] for t in report["targets"]]
     assert names == ["ResQ_minus_frame_mIoU_W8A8->W4A4", "ResQ_minus_frame_mIoU_W4A4->W3A3",

@@ -107,3 +107,16 @@ def test_bad_configurations_are_named(override, match):
         task.build_model(cfg, 7)
     with pytest.raises(ValueError, match="frame quantization has no residuals"):
         get_task("resq", _cfg("resq.scheme=frame", "resq.bits=W8A8->W8A{0,4,8}"))
+
+
+def test_dynamic_evaluation_reports_the_share_of_pixels_at_each_bit_width():
+    cfg, task, stage, train, val, model = _setup("resq.bits=W8A8->W8A{0,4,8}")
+    from dynvid.methods.resq.evaluation import evaluate_videos, quantized_copy
+
+    q = quantized_copy(model, cfg.resq.bits, task.calibration(cfg), 3, candidates=4)
+    out = evaluate_videos(q, _loader(val), "resq", 3, 7)
+    shares = out["bit_shares"]
+    assert set(shares) == {"0", "4", "8"} and sum(shares.values()) == pytest.approx(1.0)
+    # the mean bits of the residual pixels bound the BOPs: keyframes at 8x8, residuals at 8 x mean bits
+    mean_bits = sum(int(b) * v for b, v in shares.items())
+    assert mean_bits <= 8 and "bit_shares" not in evaluate_videos(model, _loader(val), "float", 3, 7)

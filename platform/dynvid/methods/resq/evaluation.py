@@ -3,7 +3,8 @@ averaged over every frame; PTQ calibration of a quantized copy; Dynamic-ResQ bit
 
 - :func:`evaluate_videos`: mIoU over the confusion matrix of every valid frame and BOPs per
   frame (avg / min / max, from the cost meter over the path that ran) of a model run as
-  ``float``, ``frame`` or ``residual`` (ResQ / Dynamic-ResQ) over videos ``(B, T, 3, H, W)``.
+  ``float``, ``frame`` or ``residual`` (ResQ / Dynamic-ResQ) over videos ``(B, T, 3, H, W)``;
+  for Dynamic-ResQ also the share of residual pixels given each bit-width (all layers).
   "Split each video into sequences of length T whose first frame is a keyframe" (Sec. 5.1) is
   the same as a keyframe at every ``t % T == 0`` of the whole video, which is what runs.
 - :func:`calibration_sequences`: the c = 64 calibration frames as clips of T frames from the
@@ -56,6 +57,9 @@ def evaluate_videos(model: nn.Module, loader: Iterable, scheme: str, period: int
         raise ValueError(f"scheme {scheme!r} needs a quantized model (quantized_copy / wrap_model)")
     was = m.training
     m.eval()
+    layers = quant_layers(m) if wrapped else []
+    for layer in layers:
+        layer.bit_counts = {}
     cm = torch.zeros(num_classes, num_classes, dtype=torch.long)
     bops, macs, videos = [], [], 0
     try:
@@ -76,16 +80,25 @@ def evaluate_videos(model: nn.Module, loader: Iterable, scheme: str, period: int
                 macs.append(meter.per_sample_macs[v])
     finally:
         m.train(was)
+    counts: dict[int, int] = {}
+    for layer in layers:
+        for b, c in layer.bit_counts.items():
+            counts[b] = counts.get(b, 0) + c
     bops_t, macs_t = torch.cat(bops), torch.cat(macs)
-    gathered = gather_from_ranks((cm, bops_t, macs_t, videos))
+    gathered = gather_from_ranks((cm, bops_t, macs_t, videos, counts))
     if gathered is not None:
         cm = sum(g[0] for g in gathered)
         bops_t, macs_t = torch.cat([g[1] for g in gathered]), torch.cat([g[2] for g in gathered])
         videos = sum(g[3] for g in gathered)
+        counts = {b: sum(g[4].get(b, 0) for g in gathered) for b in counts}
     g = bops_t / 1e9
-    return {"mIoU": mean_iou(cm), "gbops_avg": float(g.mean()), "gbops_min": float(g.min()),
-            "gbops_max": float(g.max()), "gmacs_avg": float(macs_t.mean() / 1e9), "frames": float(len(g)),
-            "videos": float(videos), "iou": [None if math.isnan(x) else x for x in iou_per_class(cm).tolist()]}
+    out = {"mIoU": mean_iou(cm), "gbops_avg": float(g.mean()), "gbops_min": float(g.min()),
+           "gbops_max": float(g.max()), "gmacs_avg": float(macs_t.mean() / 1e9), "frames": float(len(g)),
+           "videos": float(videos), "iou": [None if math.isnan(x) else x for x in iou_per_class(cm).tolist()]}
+    if counts:  # Dynamic-ResQ: share of residual pixels (over every layer and step) at each bit-width
+        total = max(1, sum(counts.values()))
+        out["bit_shares"] = {str(b): c / total for b, c in sorted(counts.items())}
+    return out
 
 
 def calibration_sequences(dataset, samples: int, period: int, batch: int = 8) -> list[torch.Tensor]:

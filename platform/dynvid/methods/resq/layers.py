@@ -118,6 +118,7 @@ class QuantConv2d(nn.Module):
         self.qat_scale = nn.ParameterDict()
         self.x_key: torch.Tensor | None = None
         self.z_key: torch.Tensor | None = None
+        self.bit_counts: dict[int, int] = {}  # Dynamic-ResQ: pixels given each bit-width so far
         self.record_bits = False
         self.last_bits: torch.Tensor | None = None  # (B, H, W) bits per input pixel of the last dynamic step
 
@@ -261,6 +262,8 @@ class QuantConv2d(nn.Module):
         bits = torch.tensor(pool, dtype=torch.float64, device=delta.device)[choice]
         if self.record_bits:
             self.last_bits = bits.to(torch.uint8).cpu()
+        for i, count in enumerate(torch.bincount(choice.flatten(), minlength=len(pool)).tolist()):
+            self.bit_counts[pool[i]] = self.bit_counts.get(pool[i], 0) + count
         B = delta.shape[0]
         full = self._macs(self.z_key)
         on = (bits > 0).reshape(B, -1).double().mean(1)  # fraction of pixels computed, per sample

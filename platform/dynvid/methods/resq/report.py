@@ -68,14 +68,15 @@ def _with_bits(cfg: ExperimentConfig, bits: str) -> ExperimentConfig:
 
 
 def compare(task, cfg: ExperimentConfig, checkpoint: str, bits: Sequence[str], say=print,
-            maps_dir: str | None = None) -> dict:
+            maps_dir: str | None = None, taus: Sequence[float] = ()) -> dict:
     """Rows of Fig. 5 / Fig. 7 (see the module docstring) and, with ``maps_dir``, the bit-width
-    map figure of the first pool configuration. Returns ``{"rows", "maps"}``."""
+    map figure of the first pool configuration; ``taus``: more Dynamic-ResQ rows at these
+    thresholds (``… τ=<tau>``) besides ``resq.tau``'s. Returns ``{"rows", "maps"}``."""
     from dynvid.methods.resq import IGNORE_INDEX, num_outputs
     from dynvid.methods.resq.evaluation import (bit_width_maps, evaluate_videos, quantized_copy,
                                                 save_bit_width_figure)
     from dynvid.methods.resq.layers import parse_bits
-    from dynvid.methods.resq.wrap import set_mode
+    from dynvid.methods.resq.wrap import quant_layers, set_mode
 
     c = cfg.resq
     stage = task.stages[-1]
@@ -105,6 +106,13 @@ def compare(task, cfg: ExperimentConfig, checkpoint: str, bits: Sequence[str], s
             run(row_name("resq", spec), q, "resq", spec)
             continue
         run(row_name("dynamic", spec), q, "resq", spec)
+        for tau in taus:
+            for layer in quant_layers(q):
+                layer.tau = tau
+            run(f"{row_name('dynamic', spec)} τ={tau:g}", q, "resq", spec)
+            rows[f"{row_name('dynamic', spec)} τ={tau:g}"]["tau"] = tau
+        for layer in quant_layers(q):
+            layer.tau = c.tau
         if maps_dir and maps is None:
             video = val[0]["frames"][:max(2, c.map_frames)]
             figure = bit_width_maps(q, c.map_layer, video)
@@ -117,10 +125,15 @@ def compare(task, cfg: ExperimentConfig, checkpoint: str, bits: Sequence[str], s
     return {"rows": rows, "maps": maps}
 
 
+def _shares(r: dict) -> str:
+    shares = r.get("bit_shares")
+    return " ".join(f"A{b} {v:.2f}" for b, v in shares.items()) if shares else "-"
+
+
 def comparison_table(rows: dict[str, dict], markdown: bool = False) -> str:
-    header = ["scheme", "mIoU", "GBOPs avg", "min", "max", "GMACs/frame"]
+    header = ["scheme", "mIoU", "GBOPs avg", "min", "max", "GMACs/frame", "residual pixels by bits"]
     body = [[name, f"{r['mIoU']:.4f}", f"{r['gbops_avg']:.2f}", f"{r['gbops_min']:.2f}", f"{r['gbops_max']:.2f}",
-             f"{r['gmacs_avg']:.3f}"] for name, r in rows.items()]
+             f"{r['gmacs_avg']:.3f}", _shares(r)] for name, r in rows.items()]
     return format_table(header, body, markdown)
 
 
