@@ -120,3 +120,25 @@ def test_dynamic_evaluation_reports_the_share_of_pixels_at_each_bit_width():
     # the mean bits of the residual pixels bound the BOPs: keyframes at 8x8, residuals at 8 x mean bits
     mean_bits = sum(int(b) * v for b, v in shares.items())
     assert mean_bits <= 8 and "bit_shares" not in evaluate_videos(model, _loader(val), "float", 3, 7)
+
+
+def test_folder_dataset_written_by_data_synth_trains_and_evaluates(tmp_path):
+    """``--data video-seg:ROOT`` (the paper configuration) on folders ``dynvid data synth`` writes."""
+    from dynvid.data.synth_writer import write_synthetic
+    from dynvid.data.synthetic import SceneConfig
+
+    root = tmp_path / "seg"
+    write_synthetic("segmentation", root, 5, cfg=SceneConfig(height=48, width=64, num_frames=5), val_fraction=0.4)
+    cfg = job_config(f"video-seg:{root}", True, None, ["resq.crop_size=32", "resq.eval_frames=3"])
+    assert cfg.optim.optimizer == "sgd" and cfg.data.dataset == f"video-seg:{root}"
+    task = get_task("resq", cfg)
+    stage = task.stages[0]
+    train, val = task.datasets(stage.config(cfg), stage)
+    frames, labels, meta = next(iter(_loader(train, 2)))
+    assert frames.shape == (2, 1, 3, 32, 32) and labels.shape == (2, 1, 32, 32)  # the training crop
+    model = task.build_model(cfg, val.num_classes, stage)
+    loss, _ = task.training_step(model, (frames, labels, meta), stage)
+    assert torch.isfinite(loss)
+    assert len(val) == 2 * 2  # 2 val videos of 5 frames in windows of 3 (the second padded)
+    out = task.evaluate(model, _loader(val), stage)
+    assert 0 <= out["mIoU"] <= 1 and out["num_samples"] == 4
