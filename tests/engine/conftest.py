@@ -1,18 +1,23 @@
-"""Engine fixtures: a real S3 endpoint over HTTP on 127.0.0.1 (moto's standalone server)."""
+"""Engine fixtures: a real S3 endpoint over HTTP on 127.0.0.1 (moto's standalone server) and a
+real ``mlflow server``, both started by the local stack of ``infra/local/stack.py`` (the same
+code a developer runs with ``python infra/local/stack.py up``), and a local Ray instance."""
 
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "infra" / "local"))
+import stack  # noqa: E402  (infra/local/stack.py)
+
+sys.path.pop(0)
+
 # Fake, recognisable credentials: moto accepts any; tests check they never leak into messages.
-FAKE_S3_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing-key-id-123",
-    "AWS_SECRET_ACCESS_KEY": "testing-secret-key-456",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
+FAKE_S3_ENV = dict(stack.FAKE_CREDENTIALS)
 # Variables that would let the developer's own AWS setup leak into the tests.
 _CLEARED = ("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_REGION", "AWS_ENDPOINT_URL_S3", "AWS_CA_BUNDLE")
 
@@ -40,20 +45,12 @@ class S3Server:
 
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory):
-    """moto's S3 server on 127.0.0.1 (a free port), with ``AWS_ENDPOINT_URL``, fake
+    """The stack's S3 endpoint on 127.0.0.1 (a free port), with ``AWS_ENDPOINT_URL``, fake
     credentials and ``MLFLOW_S3_ENDPOINT_URL`` set in ``os.environ`` until the session ends
     (then restored), and one bucket. Stopped by its own handle."""
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)  # port 0: the OS picks a free one
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
+    service = stack.start_s3(tmp_path_factory.mktemp("s3"))
     env = {
-        **FAKE_S3_ENV,
-        "AWS_ENDPOINT_URL": endpoint,
-        "MLFLOW_S3_ENDPOINT_URL": endpoint,
-        "AWS_EC2_METADATA_DISABLED": "true",
+        **service.env,
         "AWS_CONFIG_FILE": str(tmp_path_factory.mktemp("aws") / "config"),  # absent: no profiles
         "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path_factory.mktemp("aws") / "credentials"),
     }
@@ -62,8 +59,8 @@ def s3_server(tmp_path_factory):
         os.environ.pop(name, None)
     os.environ.update(env)
     try:
-        s3 = S3Server(endpoint=endpoint, bucket="dynvid-test", env=env)
-        s3.client().create_bucket(Bucket=s3.bucket)
+        s3 = S3Server(endpoint=service.url, bucket="dynvid-test", env=env)
+        stack.create_bucket(service, s3.bucket)
         yield s3
     finally:
         for name, value in saved.items():
@@ -71,83 +68,25 @@ def s3_server(tmp_path_factory):
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-        server.stop()
+        service.stop()
 
 
 # ---- MLflow tracking server ----------------------------------------------------------------
 
 def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _stop_process_group(proc) -> None:
-    """Stop a server started with ``start_new_session=True`` by its own handle: SIGTERM
-    (``mlflow server`` forwards it to its uvicorn child), then SIGKILL to the group."""
-    import signal
-    import subprocess
-
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            pass
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)  # the group this fixture created; leftovers only
-    except (ProcessLookupError, PermissionError):
-        pass
-    proc.wait(timeout=10)
+    return stack.free_port()
 
 
 @pytest.fixture(scope="session")
 def mlflow_server(s3_server, tmp_path_factory):
-    """A real ``mlflow server`` on 127.0.0.1 (a free port): SQLite backend store in a temp
-    folder, artifacts proxied to ``s3://<s3_server.bucket>/mlartifacts`` on the moto server.
+    """The stack's ``mlflow server`` on 127.0.0.1 (a free port): SQLite backend store in a temp
+    folder, artifacts proxied to ``s3://<s3_server.bucket>/mlartifacts`` on the S3 endpoint.
     Clients need no S3 credentials. Yields the server URI; stopped by its own handle."""
-    import subprocess
-    import sys
-    import time
-    import urllib.request
-    from pathlib import Path
-
-    root = tmp_path_factory.mktemp("mlflow-server")
-    port = _free_port()
-    uri = f"http://127.0.0.1:{port}"
-    env = {**os.environ, **s3_server.env,
-           "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",  # no job-runner process: faster start, one child
-           "MLFLOW_DISABLE_TELEMETRY": "true"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    log = open(root / "server.log", "wb")
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "mlflow"), "server",
-         "--backend-store-uri", f"sqlite:///{root}/mlflow.db",
-         "--artifacts-destination", f"s3://{s3_server.bucket}/mlartifacts",
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    service = stack.start_mlflow(tmp_path_factory.mktemp("mlflow-server"), s3_server.env, s3_server.bucket)
     try:
-        deadline = time.monotonic() + 90  # ~20-30 s on 2 busy cores (imports, DB migrations)
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"mlflow server exited with {proc.returncode}:\n"
-                                   + (root / "server.log").read_text()[-3000:])
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("mlflow server did not answer /health in 90 s:\n"
-                                   + (root / "server.log").read_text()[-3000:])
-            time.sleep(0.5)
-        yield uri
+        yield service.url
     finally:
-        _stop_process_group(proc)
-        log.close()
+        service.stop()
 
 
 # ---- Ray ------------------------------------------------------------------------------------
