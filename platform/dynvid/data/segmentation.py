@@ -132,7 +132,29 @@ class _Video:
     label_paths: list[str]
 
 
-class VideoSegmentation(Dataset):
+class _SegmentationItems(Dataset):
+    """What both segmentation datasets share: class names in ``self._classes``, the epoch
+    mixed into the per-item seeds, and the item count from ``self._items``."""
+
+    @property
+    def classes(self) -> list[str]:
+        """Class names; index = class id (0 = background)."""
+        return list(self._classes)
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes, background included (``len(classes)``)."""
+        return len(self._classes)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch mixed into the per-item seeds (new random clips each epoch)."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class VideoSegmentation(_SegmentationItems):
     """Clips of RGB frames with per-pixel class labels.
 
     Args:
@@ -262,16 +284,6 @@ class VideoSegmentation(Dataset):
     # ---- metadata -------------------------------------------------------------------
 
     @property
-    def classes(self) -> list[str]:
-        """Class names; index = class id (0 = background)."""
-        return list(self._classes)
-
-    @property
-    def num_classes(self) -> int:
-        """Number of classes, background included (``len(classes)``)."""
-        return len(self._classes)
-
-    @property
     def videos(self) -> list[str]:
         """Video names in list-file order."""
         return [v.name for v in self._videos]
@@ -280,10 +292,6 @@ class VideoSegmentation(Dataset):
     def bad_files(self) -> list[str]:
         """Paths found unreadable so far (in this process)."""
         return list(self._bad.files)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch mixed into the per-item seeds (new random clips each epoch)."""
-        self.epoch = int(epoch)
 
     def verify_files(self) -> list[str]:
         """Read every frame and label once: unreadable ones go to ``bad_files`` (raising
@@ -297,9 +305,6 @@ class VideoSegmentation(Dataset):
         return self.bad_files
 
     # ---- items ----------------------------------------------------------------------
-
-    def __len__(self) -> int:
-        return len(self._items)
 
     def __getitem__(self, index: int) -> dict:
         if not 0 <= index < len(self):
@@ -385,7 +390,7 @@ class VideoSegmentation(Dataset):
         }
 
 
-class SyntheticSegmentation(Dataset):
+class SyntheticSegmentation(_SegmentationItems):
     """The embedded segmentation data: synthetic scenes (:mod:`dynvid.data.synthetic`) with their
     per-pixel class masks as labels (0 background, ``k`` = ``OBJECT_CLASSES[k - 1]``), rendered on
     the fly, deterministic from ``(content_seed, split, index)``. Items, modes and windows are
@@ -423,14 +428,6 @@ class SyntheticSegmentation(Dataset):
             self._items = [(v, pos, valid) for v in range(num_videos) for pos, valid in eval_windows(frames, clip_len, 1)]
 
     @property
-    def classes(self) -> list[str]:
-        return list(self._classes)
-
-    @property
-    def num_classes(self) -> int:
-        return len(self._classes)
-
-    @property
     def videos(self) -> list[str]:
         return [f"{self.split}_{i:05d}" for i in range(len(self.source))]
 
@@ -438,12 +435,6 @@ class SyntheticSegmentation(Dataset):
     def bad_files(self) -> list[str]:
         """Always empty: rendered frames cannot be unreadable."""
         return []
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return len(self._items)
 
     def __getitem__(self, index: int) -> dict:
         if not 0 <= index < len(self):
