@@ -56,16 +56,26 @@ class Service:
         return self.proc.pid
 
     def stop(self, timeout: float = 20) -> None:
-        stop_pid(self.proc.pid, timeout)
+        """SIGTERM the service's process group, wait for the process itself (reaping it: a
+        zombie would look alive to a group probe), then SIGKILL whatever is left of the group."""
         try:
-            self.proc.wait(timeout=10)
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             pass
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # leftovers of the group this service created
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.proc.wait(timeout=10)
 
 
 def stop_pid(pid: int, timeout: float = 20) -> None:
-    """SIGTERM the process group ``pid`` leads (``mlflow server`` forwards it to uvicorn), wait,
-    then SIGKILL what is left of that group."""
+    """For a process this one did not start (``down``): SIGTERM the process group ``pid`` leads
+    (``mlflow server`` forwards it to uvicorn), wait for the group to go, then SIGKILL what is left."""
     try:
         os.killpg(pid, signal.SIGTERM)
     except (ProcessLookupError, PermissionError):
