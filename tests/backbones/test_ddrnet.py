@@ -29,3 +29,19 @@ def test_keys_follow_the_released_layout():
         assert k in keys, k
     with pytest.raises(ValueError, match="num_classes"):
         DDRNet(num_classes=0)
+
+
+def test_bilateral_fusion_exchanges_the_pre_fusion_outputs():
+    """The high branch gets compression3 of layer3's own output, not of the already-fused low branch:
+    zeroing down3 must leave the high branch (hence compression3's input) unchanged."""
+    torch.manual_seed(0)
+    net = DDRNet(num_classes=3).eval()
+    seen = []
+    net.compression3.register_forward_hook(lambda m, i, o: seen.append(i[0].clone()))
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        net(x)
+        torch.nn.init.zeros_(net.down3[0].weight)
+        net.down3[1].bias.data.fill_(5.0)  # a fused low branch would now differ everywhere
+        net(x)
+    assert torch.equal(seen[0], seen[1])

@@ -182,17 +182,19 @@ class DDRNet(nn.Module):
         x = self.layer2(F.relu(self.layer1(self.conv1(x))))  # 1/8
         hi_size = x.shape[-2:]
 
+        # Bilateral fusion exchanges the branches' stage outputs: each side receives the other's
+        # output from *before* this exchange (as the authors' code does).
         low = self.layer3(F.relu(x))  # 1/16
         high = self.layer3_(F.relu(x))  # 1/8
-        low = low + self.down3(F.relu(high))
-        high = high + F.interpolate(self.compression3(F.relu(low)), size=hi_size, mode="bilinear",
-                                    align_corners=False)
+        low, high = (low + self.down3(F.relu(high)),
+                     high + F.interpolate(self.compression3(F.relu(low)), size=hi_size, mode="bilinear",
+                                          align_corners=False))
 
         low = self.layer4(F.relu(low))  # 1/32
         high = self.layer4_(F.relu(high))
-        low = low + self.down4(F.relu(high))
-        high = high + F.interpolate(self.compression4(F.relu(low)), size=hi_size, mode="bilinear",
-                                    align_corners=False)
+        low, high = (low + self.down4(F.relu(high)),
+                     high + F.interpolate(self.compression4(F.relu(low)), size=hi_size, mode="bilinear",
+                                          align_corners=False))
 
         high = self.layer5_(F.relu(high))
         low = F.interpolate(self.spp(self.layer5(F.relu(low))), size=hi_size, mode="bilinear", align_corners=False)
