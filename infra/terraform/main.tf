@@ -36,4 +36,11 @@ module "mlflow" {
   artifacts_uri         = module.storage.mlflow_artifacts_uri
   instance_profile_name = module.storage.mlflow_instance_profile_name
   role_name             = module.storage.mlflow_role_name
+  ray_role_names        = module.storage.ray_role_names
+}
+
+# The Ray nodes' image: AWS's current Deep Learning Base AMI (NVIDIA driver, CUDA, Ubuntu 22.04).
+# Ray 2.60's `latest_dlami` still resolves to an Ubuntu 18.04 image, too old for torch 2.13.
+data "aws_ssm_parameter" "ray_ami" {
+  name = var.ray_ami_ssm_parameter
 }

@@ -14,8 +14,18 @@ output "checkpoints_uri" {
 }
 
 output "ray_node_instance_profile" {
-  description = "Instance profile of the Ray nodes (cluster/aws-gpu.yaml: IamInstanceProfile.Name)."
+  description = "Instance profile of the Ray workers (cluster/aws-gpu.yaml: IamInstanceProfile.Name)."
   value       = module.storage.ray_node_instance_profile_name
+}
+
+output "ray_head_instance_profile" {
+  description = "Instance profile of the Ray head (the autoscaler's EC2 rights)."
+  value       = module.storage.ray_head_instance_profile_name
+}
+
+output "ray_node_ami" {
+  description = "ImageId for cluster/aws-gpu.yaml (replaces ami-REPLACE_WITH_RAY_NODE_AMI)."
+  value       = nonsensitive(data.aws_ssm_parameter.ray_ami.value)
 }
 
 output "ray_node_role_arn" {

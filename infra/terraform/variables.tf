@@ -98,3 +98,9 @@ variable "db_instance_class" {
   type        = string
   default     = "db.t4g.micro"
 }
+
+variable "ray_ami_ssm_parameter" {
+  description = "SSM parameter naming the Ray nodes' AMI (cluster/aws-gpu.yaml: ImageId = terraform output ray_node_ami)."
+  type        = string
+  default     = "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id"
+}

@@ -38,9 +38,14 @@ def test_aws_config_passes_rays_own_validation():
     assert set(types) == {"head", "gpu_8x", "cpu_decode"} and prepared["head_node_type"] == "head"
     assert types["head"]["resources"] == {"CPU": 0}
     assert sum(t.get("max_workers", 0) for t in types.values()) <= prepared["max_workers"]
-    for t in types.values():
-        assert t["node_config"]["IamInstanceProfile"] == {"Name": "dynvid-ray-node"}
+    for name, t in types.items():  # the head runs the autoscaler: its own profile with EC2 rights
+        assert t["node_config"]["IamInstanceProfile"] == {"Name": "dynvid-ray-head" if name == "head"
+                                                          else "dynvid-ray-node"}
         assert t["node_config"]["MetadataOptions"] == {"HttpTokens": "required"}
+        assert t["node_config"]["ImageId"] == "ami-REPLACE_WITH_RAY_NODE_AMI"  # terraform output ray_node_ami
+    assert all(e.startswith("/") or "/" not in e for e in config["rsync_exclude"])  # anchored: keeps dynvid/data/
+    assert "/data" in config["rsync_exclude"]
+    assert "~/.mlflow/credentials" in config["setup_commands"][2]  # the MLflow login, from Secrets Manager
     # installs the project exactly as the README does (make install), from the mounted repo
     assert config["setup_commands"][0] == "cd ~/dynvid && make install"
     assert list(config["file_mounts"].items()) == [("/home/ubuntu/dynvid", ".")]
@@ -60,7 +65,7 @@ def test_instance_profile_is_the_one_terraform_creates():
     variables = (REPO / "infra" / "terraform" / "variables.tf").read_text()
     storage = (REPO / "infra" / "terraform" / "modules" / "storage" / "main.tf").read_text()
     assert 'default     = "dynvid"' in variables.split('variable "name_prefix"')[1].split("}")[0]
-    assert '"${var.name_prefix}-ray-node"' in storage
+    assert '"${var.name_prefix}-ray-node"' in storage and '"${var.name_prefix}-ray-head"' in storage
 
 
 # ---- KubeRay -------------------------------------------------------------------------------------
@@ -137,3 +142,7 @@ def test_configs_share_the_runtime_env():
     env = {e["name"]: e.get("value") for e in head["containers"][0]["env"]}
     for name, value in shared["env_vars"].items():
         assert env[name] == value
+    for group in _load(CLUSTER / "kuberay" / "raycluster.yaml")["spec"]["workerGroupSpecs"]:
+        worker = {e["name"]: e for e in group["template"]["spec"]["containers"][0]["env"]}
+        assert worker["RAY_TRAIN_ENABLE_PRINT_PATCH"]["value"] == shared["env_vars"]["RAY_TRAIN_ENABLE_PRINT_PATCH"]
+        assert "secretKeyRef" in worker["MLFLOW_TRACKING_PASSWORD"]["valueFrom"]  # rank-0 workers log to MLflow

@@ -150,11 +150,9 @@ module "storage" {{
         assert _statements(trust)["Ec2Nodes"]["Principal"] == {"Service": "ec2.amazonaws.com"}
         ray = _statements(iam.get_role_policy(RoleName="dynvid-ray-node",
                                               PolicyName="s3-datasets-read-checkpoints-rw")["PolicyDocument"])
-        assert set(ray) == {"ListOwnPrefixes", "ReadDatasets", "ReadWriteCheckpoints"}
-        assert _as_list(ray["ListOwnPrefixes"]["Action"]) == ["s3:ListBucket"]
-        assert _as_list(ray["ListOwnPrefixes"]["Resource"]) == [arn]
-        assert _as_list(ray["ListOwnPrefixes"]["Condition"]["StringLike"]["s3:prefix"]) == ["checkpoints/*",
-                                                                                            "datasets/*"]
+        assert set(ray) == {"ListBucket", "ReadDatasets", "ReadWriteCheckpoints"}
+        assert _as_list(ray["ListBucket"]["Action"]) == ["s3:ListBucket"]  # key names (404 vs 403), no objects
+        assert _as_list(ray["ListBucket"]["Resource"]) == [arn]
         assert _as_list(ray["ReadDatasets"]["Action"]) == ["s3:GetObject"]
         assert _as_list(ray["ReadDatasets"]["Resource"]) == [f"{arn}/datasets/*"]
         assert _as_list(ray["ReadWriteCheckpoints"]["Action"]) == ["s3:AbortMultipartUpload", "s3:DeleteObject",
@@ -163,9 +161,44 @@ module "storage" {{
         mlflow = _statements(iam.get_role_policy(RoleName="dynvid-mlflow-server",
                                                  PolicyName="s3-mlflow-artifacts-rw")["PolicyDocument"])
         assert _as_list(mlflow["ReadWriteArtifacts"]["Resource"]) == [f"{arn}/mlflow/*"]
+        head_profile = iam.get_instance_profile(InstanceProfileName="dynvid-ray-head")["InstanceProfile"]
+        assert [r["RoleName"] for r in head_profile["Roles"]] == ["dynvid-ray-head"]
+        head_s3 = _statements(iam.get_role_policy(RoleName="dynvid-ray-head",
+                                                  PolicyName="s3-datasets-read-checkpoints-rw")["PolicyDocument"])
+        assert head_s3 == ray  # drivers run on the head: the nodes' S3 access, no more
+        autoscaler = _statements(iam.get_role_policy(RoleName="dynvid-ray-head",
+                                                     PolicyName="ray-autoscaler")["PolicyDocument"])
+        node_role = iam.get_role(RoleName="dynvid-ray-node")["Role"]["Arn"]
+        assert "iam:PassRole" in _as_list(autoscaler["PassNodeRole"]["Action"])
+        assert node_role in _as_list(autoscaler["PassNodeRole"]["Resource"])  # only the node role is passed
+        assert not any(a.startswith(("iam:", "s3:")) for a in _as_list(autoscaler["LaunchWorkers"]["Action"]))
         for doc in (ray, mlflow):  # least privilege: no wildcard action or bucket-wide object access
             for s in doc.values():
                 assert s["Effect"] == "Allow" and not any("*" in a for a in _as_list(s["Action"]))
                 assert all(r == arn or (r.startswith(f"{arn}/") and r != f"{arn}/*") for r in _as_list(s["Resource"]))
     finally:
         s3.stop()
+
+
+def test_mlflow_server_bootstrap_renders_to_valid_bash(tf, tmp_path):
+    """The server's user_data renders with terraform's own templatefile, and both the bootstrap and
+    the start script it installs parse as bash; secrets come from Secrets Manager at start, the
+    URL-encoded password has no trailing newline and its % are doubled for configparser."""
+    template = tf.root / "modules" / "mlflow" / "user_data.sh.tftpl"
+    expr = (f'templatefile("{template}", {{mlflow_version="3.17.2", db_host="db.example", db_secret_arn="arn:db", '
+            'admin_secret_arn="arn:admin", artifacts_uri="s3://b/mlflow", port=5000})\n')
+    out = subprocess.run([TERRAFORM, "console"], input=expr, cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "CHECKPOINT_DISABLE": "1"})
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert lines[0] == "<<EOT" and lines[-1] == "EOT"
+    script = "\n".join(lines[1:-1]) + "\n"
+    (tmp_path / "user_data.sh").write_text(script)
+    start = script.split("<<'SCRIPT'\n", 1)[1].split("\nSCRIPT\n", 1)[0] + "\n"
+    (tmp_path / "mlflow-start").write_text(start)
+    for name in ("user_data.sh", "mlflow-start"):
+        check = subprocess.run(["bash", "-n", str(tmp_path / name)], capture_output=True, text=True)
+        assert check.returncode == 0, f"{name}: {check.stderr}"
+    assert "jq -r '.password|@uri'" in start and "${uri//%/%%}" in start
+    assert "MLFLOW_BACKEND_STORE_URI" in start and "--backend-store-uri" not in script  # never on argv
+    assert "DB_SECRET_ARN=arn:db" in script and "--app-name basic-auth" in start

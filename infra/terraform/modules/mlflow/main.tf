@@ -11,6 +11,12 @@ resource "aws_security_group" "server" {
   name        = "${var.name_prefix}-mlflow-server"
   description = "MLflow tracking server"
   vpc_id      = var.vpc_id
+  lifecycle {
+    precondition {
+      condition     = var.vpc_id != null && var.server_subnet_id != null && length(var.database_subnet_ids) >= 2
+      error_message = "The MLflow server needs vpc_id, server_subnet_id and two database_subnet_ids (or set create_mlflow_server = false)."
+    }
+  }
   ingress {
     description = "MLflow (basic auth)"
     from_port   = var.port
@@ -87,6 +93,22 @@ resource "aws_iam_role_policy" "secrets" {
   policy = data.aws_iam_policy_document.secrets.json
 }
 
+# The Ray nodes read the MLflow login into ~/.mlflow/credentials at setup (cluster/aws-gpu.yaml).
+data "aws_iam_policy_document" "read_login" {
+  statement {
+    sid       = "ReadMlflowLogin"
+    actions   = ["secretsmanager:GetSecretValue"]
+    resources = [aws_secretsmanager_secret.admin.arn]
+  }
+}
+
+resource "aws_iam_role_policy" "ray_read_login" {
+  for_each = toset(var.ray_role_names)
+  name     = "read-mlflow-login"
+  role     = each.value
+  policy   = data.aws_iam_policy_document.read_login.json
+}
+
 resource "aws_instance" "server" {
   ami                    = data.aws_ssm_parameter.al2023.value
   instance_type          = var.instance_type
@@ -109,6 +131,9 @@ resource "aws_instance" "server" {
     port             = var.port
   })
   user_data_replace_on_change = true
+  lifecycle {
+    ignore_changes = [ami] # a new AL2023 release must not replace the server (and its address)
+  }
   tags = {
     Name = "${var.name_prefix}-mlflow-server"
   }

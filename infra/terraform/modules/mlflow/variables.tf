@@ -57,3 +57,9 @@ variable "port" {
   type    = number
   default = 5000
 }
+
+variable "ray_role_names" {
+  description = "Roles of the Ray head and nodes: they may read the MLflow login secret."
+  type        = list(string)
+  default     = []
+}

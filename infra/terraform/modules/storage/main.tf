@@ -121,20 +121,24 @@ data "aws_iam_policy_document" "ray_node_trust" {
         variable = "${replace(statement.value, "/^.*oidc-provider\\//", "")}:sub"
         values   = ["system:serviceaccount:${var.kubernetes_service_account}"]
       }
+      condition {
+        test     = "StringEquals"
+        variable = "${replace(statement.value, "/^.*oidc-provider\\//", "")}:aud"
+        values   = ["sts.amazonaws.com"]
+      }
     }
   }
 }
 
+# ListBucket is granted on the bucket without a prefix condition: without it S3 answers a
+# HEAD of a missing key with 403 instead of 404 (a HEAD carries no s3:prefix), which breaks the
+# existence checks pyarrow's S3 filesystem makes for Ray Train's storage_path. It lists key
+# names only; object access stays limited to the prefixes below.
 data "aws_iam_policy_document" "ray_node_s3" {
   statement {
-    sid       = "ListOwnPrefixes"
+    sid       = "ListBucket"
     actions   = ["s3:ListBucket"]
     resources = [local.bucket_arn]
-    condition {
-      test     = "StringLike"
-      variable = "s3:prefix"
-      values   = ["${local.prefixes.datasets}*", "${local.prefixes.checkpoints}*"]
-    }
   }
   statement {
     sid       = "ReadDatasets"
@@ -145,6 +149,14 @@ data "aws_iam_policy_document" "ray_node_s3" {
     sid       = "ReadWriteCheckpoints"
     actions   = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"]
     resources = ["${local.bucket_arn}/${local.prefixes.checkpoints}*"]
+  }
+  dynamic "statement" {
+    for_each = var.kms_key_arn == null ? [] : [var.kms_key_arn]
+    content {
+      sid       = "UseBucketKey"
+      actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
+      resources = [statement.value]
+    }
   }
 }
 
@@ -164,6 +176,45 @@ resource "aws_iam_instance_profile" "ray_node" {
   role = aws_iam_role.ray_node.name
 }
 
+# The head node runs Ray's autoscaler: it launches and terminates the worker instances, and
+# hands them the node role. Its S3 access is the nodes' (drivers run there).
+data "aws_iam_policy_document" "ray_head_autoscaler" {
+  statement {
+    sid = "LaunchWorkers"
+    actions = ["ec2:RunInstances", "ec2:TerminateInstances", "ec2:StartInstances", "ec2:StopInstances",
+      "ec2:CreateTags", "ec2:DescribeInstances", "ec2:DescribeImages", "ec2:DescribeSubnets", "ec2:DescribeSecurityGroups",
+    "ec2:DescribeKeyPairs", "ec2:DescribeInstanceTypes", "ec2:DescribeAvailabilityZones"]
+    resources = ["*"]
+  }
+  statement {
+    sid       = "PassNodeRole"
+    actions   = ["iam:PassRole", "iam:GetInstanceProfile"]
+    resources = [aws_iam_role.ray_node.arn, aws_iam_instance_profile.ray_node.arn]
+  }
+}
+
+resource "aws_iam_role" "ray_head" {
+  name               = "${var.name_prefix}-ray-head"
+  assume_role_policy = data.aws_iam_policy_document.ec2_trust.json
+}
+
+resource "aws_iam_role_policy" "ray_head_s3" {
+  name   = "s3-datasets-read-checkpoints-rw"
+  role   = aws_iam_role.ray_head.id
+  policy = data.aws_iam_policy_document.ray_node_s3.json
+}
+
+resource "aws_iam_role_policy" "ray_head_autoscaler" {
+  name   = "ray-autoscaler"
+  role   = aws_iam_role.ray_head.id
+  policy = data.aws_iam_policy_document.ray_head_autoscaler.json
+}
+
+resource "aws_iam_instance_profile" "ray_head" {
+  name = "${var.name_prefix}-ray-head"
+  role = aws_iam_role.ray_head.name
+}
+
 data "aws_iam_policy_document" "ec2_trust" {
   statement {
     actions = ["sts:AssumeRole"]
@@ -176,19 +227,22 @@ data "aws_iam_policy_document" "ec2_trust" {
 
 data "aws_iam_policy_document" "mlflow_s3" {
   statement {
-    sid       = "ListArtifacts"
+    sid       = "ListBucket"
     actions   = ["s3:ListBucket"]
     resources = [local.bucket_arn]
-    condition {
-      test     = "StringLike"
-      variable = "s3:prefix"
-      values   = ["${local.prefixes.mlflow}*"]
-    }
   }
   statement {
     sid       = "ReadWriteArtifacts"
     actions   = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"]
     resources = ["${local.bucket_arn}/${local.prefixes.mlflow}*"]
+  }
+  dynamic "statement" {
+    for_each = var.kms_key_arn == null ? [] : [var.kms_key_arn]
+    content {
+      sid       = "UseBucketKey"
+      actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
+      resources = [statement.value]
+    }
   }
 }
 

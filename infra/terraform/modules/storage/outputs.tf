@@ -33,3 +33,12 @@ output "mlflow_role_name" {
 output "mlflow_instance_profile_name" {
   value = aws_iam_instance_profile.mlflow.name
 }
+
+output "ray_head_instance_profile_name" {
+  value = aws_iam_instance_profile.ray_head.name
+}
+
+output "ray_role_names" {
+  description = "The Ray head and node roles (they read MLflow's login from Secrets Manager)."
+  value       = [aws_iam_role.ray_head.name, aws_iam_role.ray_node.name]
+}

@@ -156,7 +156,8 @@ class ResQTask:
         d = cfg.data
         if d.dataset.startswith("synthetic"):
             return min(cfg.resq.eval_frames or d.synthetic_frames, d.synthetic_frames)
-        return cfg.resq.eval_frames or 30
+        period = cfg.resq.period  # a multiple of T, so that no window boundary adds a keyframe
+        return max(period, (cfg.resq.eval_frames or 30) // period * period)
 
     def eval_dataset(self, cfg: ExperimentConfig):
         """The validation videos alone (inference sweeps over the ResQ knobs)."""

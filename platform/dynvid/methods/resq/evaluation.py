@@ -80,17 +80,22 @@ def evaluate_videos(model: nn.Module, loader: Iterable, scheme: str, period: int
                 macs.append(meter.per_sample_macs[v])
     finally:
         m.train(was)
+        if wrapped:
+            reset_state(m)
     counts: dict[int, int] = {}
     for layer in layers:
         for b, c in layer.bit_counts.items():
             counts[b] = counts.get(b, 0) + c
-    bops_t, macs_t = torch.cat(bops), torch.cat(macs)
+    empty = torch.zeros(0, dtype=torch.float64)  # a rank whose shard is empty still joins the gather
+    bops_t, macs_t = (torch.cat(bops) if bops else empty), (torch.cat(macs) if macs else empty)
     gathered = gather_from_ranks((cm, bops_t, macs_t, videos, counts))
     if gathered is not None:
         cm = sum(g[0] for g in gathered)
         bops_t, macs_t = torch.cat([g[1] for g in gathered]), torch.cat([g[2] for g in gathered])
         videos = sum(g[3] for g in gathered)
-        counts = {b: sum(g[4].get(b, 0) for g in gathered) for b in counts}
+        counts = {b: sum(g[4].get(b, 0) for g in gathered) for b in set().union(*(g[4] for g in gathered))}
+    if len(bops_t) == 0:
+        raise ValueError("evaluate_videos: no valid frame to score (an empty validation split?)")
     g = bops_t / 1e9
     out = {"mIoU": mean_iou(cm), "gbops_avg": float(g.mean()), "gbops_min": float(g.min()),
            "gbops_max": float(g.max()), "gmacs_avg": float(macs_t.mean() / 1e9), "frames": float(len(g)),

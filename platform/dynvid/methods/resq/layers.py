@@ -193,9 +193,10 @@ class QuantConv2d(nn.Module):
 
     @property
     def qat_ready(self) -> bool:
-        """QAT scales exist and were trained at the layer's current bits."""
+        """QAT scales exist and were trained at the layer's current bits (static ResQ: a pool's
+        quantizers were never trained, so Dynamic-ResQ is PTQ-calibrated)."""
         bits = getattr(self, "qat_bits", None)
-        return bits is not None and bits.tolist() == [*self.key_bits, *self.res_bits]
+        return bits is not None and self.res_pool is None and bits.tolist() == [*self.key_bits, *self.res_bits]
 
     @torch.no_grad()
     def init_qat_from_ptq(self) -> None:
