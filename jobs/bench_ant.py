@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from dynvid.config import apply_overrides
-from dynvid.engine.jobs import bench_config, bench_parser
+from dynvid.engine.jobs import bench_config, bench_parser, print_targets
 from dynvid.methods.ant.presets import EMBEDDED, SMOKE
 
 BENCH = ["train.mlflow_tracking_uri=null", "train.log_every=20"]
@@ -99,9 +99,7 @@ def main(argv: list[str] | None = None) -> int:
           f"({summary['latency_speedup']:.2f}×), AP {d0['AP']:.4f} -> {ant['AP']:.4f} (drop {summary['AP_drop']:+.4f}); "
           f"against the best static network at ≤ its cost: {summary['AP_above_nas_front_gmacs']:+.4f} AP (GMACs), "
           f"{summary['AP_above_nas_front_latency']:+.4f} (latency)")
-    for t in targets:
-        print(f"  {t['name']}: {t['value']:.4f} (target {'>=' if t['direction'] == 'max' else '<='} {t['target']}) "
-              f"-> {'met' if t['met'] else 'MISSED'}")
+    print_targets(targets)
     result_json = {
         "benchmark": "ant",
         "config": {"image_size": c.image_size, "width_mult": c.width_mult, "fpn_channels": c.fpn_channels,

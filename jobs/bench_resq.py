@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from dynvid.engine.jobs import bench_config, bench_parser
+from dynvid.engine.jobs import bench_config, bench_parser, print_targets
 from dynvid.methods.resq.presets import EMBEDDED, SMOKE
 
 BENCH = ["train.mlflow_tracking_uri=null", "train.log_every=10", "resq.qat_epochs=0", "resq.period=3"]
@@ -95,9 +95,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{int(rows['float']['videos'])} val videos, every frame")
     print(comparison_table(rows))
     targets, summary = targets_from_rows(rows)
-    for t in targets:
-        print(f"  {t['name']}: {t['value']:.4f} (target {'>=' if t['direction'] == 'max' else '<='} {t['target']}) "
-              f"-> {'met' if t['met'] else 'MISSED'}")
+    print_targets(targets)
     if maps:
         print(f"bit-width maps (Fig. 6) of {c.map_layer}: {maps}")
     result_json = {

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dynvid.config import ConfigError, ExperimentConfig
 from dynvid.data.errors import DatasetError
 
-__all__ = ["bench_config", "bench_parser", "build_job_config", "job_parser", "run_training_job"]
+__all__ = ["bench_config", "bench_parser", "print_targets", "build_job_config", "job_parser", "run_training_job"]
 
 
 def job_parser(description: str, section: str, example: str, data_help: str) -> argparse.ArgumentParser:
@@ -48,6 +48,13 @@ def bench_config(presets: list[str], smoke: list[str], args: argparse.Namespace,
 
     base = list(presets) + (list(smoke) if args.smoke_test else []) + [f"train.storage_path={storage_path}"]
     return apply_overrides(ExperimentConfig(), base + args.overrides)
+
+
+def print_targets(targets: list[dict]) -> None:
+    """One line per benchmark target of the JSON's ``targets``: value, bound and met / MISSED."""
+    for t in targets:
+        print(f"  {t['name']}: {t['value']:.4f} (target {'>=' if t['direction'] == 'max' else '<='} {t['target']}) "
+              f"-> {'met' if t['met'] else 'MISSED'}")
 
 
 def build_job_config(job_config: Callable[..., ExperimentConfig], args: argparse.Namespace) -> ExperimentConfig:

@@ -134,7 +134,20 @@ data "aws_iam_policy_document" "ray_node_trust" {
 # HEAD of a missing key with 403 instead of 404 (a HEAD carries no s3:prefix), which breaks the
 # existence checks pyarrow's S3 filesystem makes for Ray Train's storage_path. It lists key
 # names only; object access stays limited to the prefixes below.
+# With an SSE-KMS key, every role that reads or writes objects also needs the key.
+data "aws_iam_policy_document" "bucket_key" {
+  dynamic "statement" {
+    for_each = var.kms_key_arn == null ? [] : [var.kms_key_arn]
+    content {
+      sid       = "UseBucketKey"
+      actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
+      resources = [statement.value]
+    }
+  }
+}
+
 data "aws_iam_policy_document" "ray_node_s3" {
+  source_policy_documents = [data.aws_iam_policy_document.bucket_key.json]
   statement {
     sid       = "ListBucket"
     actions   = ["s3:ListBucket"]
@@ -149,14 +162,6 @@ data "aws_iam_policy_document" "ray_node_s3" {
     sid       = "ReadWriteCheckpoints"
     actions   = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"]
     resources = ["${local.bucket_arn}/${local.prefixes.checkpoints}*"]
-  }
-  dynamic "statement" {
-    for_each = var.kms_key_arn == null ? [] : [var.kms_key_arn]
-    content {
-      sid       = "UseBucketKey"
-      actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
-      resources = [statement.value]
-    }
   }
 }
 
@@ -226,6 +231,7 @@ data "aws_iam_policy_document" "ec2_trust" {
 }
 
 data "aws_iam_policy_document" "mlflow_s3" {
+  source_policy_documents = [data.aws_iam_policy_document.bucket_key.json]
   statement {
     sid       = "ListBucket"
     actions   = ["s3:ListBucket"]
@@ -235,14 +241,6 @@ data "aws_iam_policy_document" "mlflow_s3" {
     sid       = "ReadWriteArtifacts"
     actions   = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"]
     resources = ["${local.bucket_arn}/${local.prefixes.mlflow}*"]
-  }
-  dynamic "statement" {
-    for_each = var.kms_key_arn == null ? [] : [var.kms_key_arn]
-    content {
-      sid       = "UseBucketKey"
-      actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
-      resources = [statement.value]
-    }
   }
 }
 
