@@ -212,13 +212,10 @@ class ResQTask:
         """The float network (``mIoU_float``, ``gflops_avg``) and the configured quantization
         (``mIoU``, ``gbops_avg/min/max``, ``bits``-dependent) over every frame of the val videos."""
         from dynvid.methods.resq.evaluation import evaluate_videos, quantized_copy
-        from dynvid.methods.resq.wrap import set_mode
 
         c = self.cfg.resq
         m = unwrap_model(model)
         n = num_outputs(m)
-        if stage.name == "qat":
-            set_mode(m, "float")
         fl = evaluate_videos(m, loader, "float", c.period, n, IGNORE_INDEX)
         q = quantized_copy(m, c.bits, self.calibration(), c.period, c.per_channel, c.tau, c.calib_candidates)
         r = evaluate_videos(q, loader, c.scheme, c.period, n, IGNORE_INDEX)

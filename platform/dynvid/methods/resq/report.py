@@ -76,7 +76,7 @@ def compare(task, cfg: ExperimentConfig, checkpoint: str, bits: Sequence[str], s
     from dynvid.methods.resq.evaluation import (bit_width_maps, evaluate_videos, quantized_copy,
                                                 save_bit_width_figure)
     from dynvid.methods.resq.layers import parse_bits
-    from dynvid.methods.resq.wrap import quant_layers, set_mode
+    from dynvid.methods.resq.wrap import quant_layers
 
     c = cfg.resq
     stage = task.stages[-1]
@@ -94,8 +94,6 @@ def compare(task, cfg: ExperimentConfig, checkpoint: str, bits: Sequence[str], s
         say(f"[dynvid] {name}: mIoU {r['mIoU']:.4f}, {r['gbops_avg']:.2f} GBOPs/frame "
             f"(min {r['gbops_min']:.2f}, max {r['gbops_max']:.2f})")
 
-    if any(True for _ in model.modules() if hasattr(_, "qat_scale")):
-        set_mode(model, "float")
     run("float", model, "float", "W32A32")
     maps = None
     for spec in bits:
