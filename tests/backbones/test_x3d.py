@@ -201,7 +201,7 @@ def test_features_are_the_fc1_activations() -> None:
         features = model.features(x)
         x = model.res5(model.res4(model.res3(model.res2(model.stem(x)))))
         pooled = torch.flatten(model.avgpool(model.conv5(x)), 1)
-    assert torch.equal(features, torch.relu(model.fc1(pooled)))
+    torch.testing.assert_close(features, torch.relu(model.fc1(pooled)), rtol=0, atol=1e-6)
     assert model.fc.in_features == model.num_features == 512
 
 

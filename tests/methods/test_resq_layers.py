@@ -28,9 +28,11 @@ def test_w32a32_reproduces_the_float_layer():
     frames = _frames()
     with torch.no_grad():
         q.mode = "frame"
-        assert torch.equal(q(frames[1]), conv(frames[1]))
+        # W32A32 is the float layer up to rounding: key mode adds the bias after a bias-free
+        # convolution, which a different kernel may round differently (seen: 2.4e-7)
+        torch.testing.assert_close(q(frames[1]), conv(frames[1]), rtol=0, atol=1e-5)
         q.mode = "key"
-        assert torch.equal(q(frames[0]), conv(frames[0]))
+        torch.testing.assert_close(q(frames[0]), conv(frames[0]), rtol=0, atol=1e-5)
         q.mode = "residual"
         for x in frames[1:]:
             assert torch.allclose(q(x), conv(x), atol=1e-5)
