@@ -105,6 +105,14 @@ class DataConfig:
     synthetic_object_scale: float = 1.0
     """Synthetic scenes: sprite sizes times this (the actor capped at half the short side);
     the detection preset of Looking Fast and Slow uses larger objects for its coarse grid."""
+    synthetic_noise_std: float | None = None
+    """Synthetic scenes: sensor read noise, the standard deviation of a Gaussian added to every
+    pixel, channel and frame in grey levels of [0, 255], deterministic from ``synthetic_seed``.
+    None: the data's default, 2.0 for ``synthetic:segmentation`` (ResQ's residuals are then not
+    exactly zero wherever the renderer repeated a pixel), 0 (noise-free) for the other synthetic data."""
+    synthetic_shot_noise: float | None = None
+    """Synthetic scenes: sensor shot noise gain, variance ``gain · v`` (grey levels²) at pixel value
+    ``v`` on top of the read noise. None: 0.03 for ``synthetic:segmentation``, 0 for the other synthetic data."""
 
 
 @dataclass
