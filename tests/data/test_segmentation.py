@@ -331,3 +331,87 @@ def test_build_segmentation_dataset_specs(seg_root):
         build_segmentation_dataset("synthetic:actions", "train", clip_len=1, mode="train", num_videos=2)
     with pytest.raises(DatasetError, match="video-seg:ROOT"):
         build_segmentation_dataset("kinetics:/x", "train", clip_len=1, mode="train")
+
+
+# ---- sensor noise of the embedded scenes (issue 18, item 11) ----------------------------------
+
+
+def _noisy(mode="test", clip_len=3, std=2.0, shot=0.03, **kw):
+    from dynvid.data.segmentation import SyntheticSegmentation
+    from dynvid.data.synthetic import SceneConfig
+
+    scene = SceneConfig(height=32, width=40, num_frames=7, noise_std=std, shot_noise=shot)
+    return SyntheticSegmentation(2, "val", scene, clip_len=clip_len, mode=mode, **kw)
+
+
+def _bytes(frames: torch.Tensor) -> np.ndarray:
+    return (frames * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def test_noisy_items_are_the_frames_of_the_whole_noisy_video_and_labels_stay_clean():
+    ds = _noisy(max_frames=6)
+    for i in range(len(ds)):
+        item = ds[i]
+        noisy, clean = ds.source.get(item["video_index"]), ds.source.get(item["video_index"], noise=False)
+        ids = item["frame_ids"].numpy()
+        assert np.array_equal(_bytes(item["frames"]), noisy.frames[ids])  # noise on the returned frames only
+        assert not np.array_equal(noisy.frames[ids], clean.frames[ids])
+        assert np.array_equal(noisy.masks, clean.masks)
+        ok = item["valid"].numpy()
+        assert torch.equal(item["labels"][ok], torch.from_numpy(clean.masks[ids[ok]]).long())
+    # a training clip of one frame carries the same noise as that frame in the whole video
+    train = _noisy("train", clip_len=1, hflip_prob=0.0, seed=3)
+    item = train[1]
+    fid = int(item["frame_ids"][0])
+    assert np.array_equal(_bytes(item["frames"])[0], train.source.get(1).frames[fid])
+
+
+def test_sensor_noise_has_the_read_plus_shot_variance_and_is_seeded_per_frame():
+    from dynvid.data.synthetic import add_sensor_noise
+
+    grey = np.full((2, 200, 200, 3), 100, np.uint8)
+    noisy = add_sensor_noise(grey, [0, 1], seed=0, index=5, noise_std=2.0, shot_noise=0.03)
+    diff = noisy.astype(np.float64) - 100
+    # variance 2² + 0.03 · 100 = 7 grey levels², plus 1/12 from rounding to integers
+    assert diff.std() == pytest.approx(np.sqrt(7 + 1 / 12), rel=0.02) and abs(diff.mean()) < 0.05
+    bright = add_sensor_noise(np.full((1, 200, 200, 3), 200, np.uint8), [0], 0, 5, 2.0, 0.03)
+    assert (bright.astype(np.float64) - 200).std() == pytest.approx(np.sqrt(4 + 6 + 1 / 12), rel=0.02)
+    assert np.array_equal(add_sensor_noise(grey[:1], [1], 0, 5, 2.0, 0.03)[0], noisy[1])  # frame 1 alone
+    assert not np.array_equal(noisy[0], noisy[1])  # independent per frame
+    assert not np.array_equal(add_sensor_noise(grey, [0, 1], 1, 5, 2.0, 0.03), noisy)  # and per seed
+    assert add_sensor_noise(grey, [0, 1], 0, 5, 0.0, 0.0) is grey
+    clipped = add_sensor_noise(np.array([[[[0, 255, 254]]]], np.uint8), [0], 0, 0, 50.0, 0.0)
+    assert clipped.dtype == np.uint8  # clipped to [0, 255], not wrapped around
+
+
+def test_noise_removes_the_exactly_repeated_pixels_of_the_renderer():
+    """The saving of Dynamic-ResQ must not come from residuals that are exactly zero only because
+    the renderer repeated a background pixel: with noise, next to none are."""
+    def zero_share(ds):
+        frames = ds[0]["frames"] * 255
+        residual = frames[1:] - frames[:1]
+        return float((residual == 0).all(1).float().mean())  # every channel of the pixel exactly 0
+
+    assert zero_share(_noisy(clip_len=7, std=0.0, shot=0.0)) > 0.05
+    assert zero_share(_noisy(clip_len=7)) < 0.005
+
+
+def test_segmentation_scenes_are_noisy_by_default_and_the_other_synthetic_data_are_not():
+    from dynvid.config import DataConfig
+    from dynvid.data.datasets import scene_config
+    from dynvid.data.synthetic import SceneConfig, generate_video
+
+    seg = scene_config(DataConfig(dataset="synthetic:segmentation"))
+    assert (seg.noise_std, seg.shot_noise) == (2.0, 0.03)
+    actions = scene_config(DataConfig(dataset="synthetic:actions"))
+    assert (actions.noise_std, actions.shot_noise) == (0.0, 0.0)
+    off = scene_config(DataConfig(dataset="synthetic:segmentation", synthetic_noise_std=0.0, synthetic_shot_noise=0.0))
+    assert (off.noise_std, off.shot_noise) == (0.0, 0.0)
+    on = scene_config(DataConfig(dataset="synthetic:actions", synthetic_noise_std=3.0))
+    assert (on.noise_std, on.shot_noise) == (3.0, 0.0)
+    with pytest.raises(DatasetError, match="synthetic_noise_std"):
+        scene_config(DataConfig(dataset="synthetic:segmentation", synthetic_noise_std=-1.0))
+    with pytest.raises(ValueError, match="noise_std"):
+        SceneConfig(shot_noise=-0.1)
+    cfg = SceneConfig(height=32, width=40, num_frames=4)  # noise-free scenes render as before
+    assert np.array_equal(generate_video(3, 0, cfg).frames, generate_video(3, 0, cfg, noise=False).frames)

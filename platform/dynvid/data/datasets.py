@@ -24,7 +24,7 @@ from dynvid.config import DataConfig
 from dynvid.data.clips import ClipSpec, VideoClipDataset
 from dynvid.data.errors import DatasetError
 from dynvid.data.kinetics import KineticsDataset
-from dynvid.data.synthetic import ACTION_CLASSES, SceneConfig, SyntheticVideoSource
+from dynvid.data.synthetic import ACTION_CLASSES, DEFAULT_SENSOR_NOISE, SceneConfig, SyntheticVideoSource
 
 __all__ = ["SyntheticActions", "clip_spec", "build_clip_dataset", "build_test_dataset", "parse_spec", "scene_config"]
 
@@ -119,10 +119,17 @@ def scene_config(cfg: DataConfig) -> SceneConfig:
     k = cfg.synthetic_object_scale
     if k <= 0:
         raise DatasetError(f"data.synthetic_object_scale must be > 0, got {k}")
+    kind, _, name = cfg.dataset.partition(":")
+    std, shot = DEFAULT_SENSOR_NOISE.get(name, (0.0, 0.0)) if kind == "synthetic" else (0.0, 0.0)  # the default
+    std = std if cfg.synthetic_noise_std is None else cfg.synthetic_noise_std
+    shot = shot if cfg.synthetic_shot_noise is None else cfg.synthetic_shot_noise
+    if std < 0 or shot < 0:
+        raise DatasetError(f"data.synthetic_noise_std and data.synthetic_shot_noise must be >= 0, got {std}, {shot}")
     return SceneConfig(height=cfg.synthetic_height, width=cfg.synthetic_width, num_frames=cfg.synthetic_frames,
                        max_distractors=cfg.synthetic_max_distractors,
                        actor_size=tuple(min(0.5, v * k) for v in base.actor_size),
-                       distractor_size=tuple(min(0.5, v * k) for v in base.distractor_size))
+                       distractor_size=tuple(min(0.5, v * k) for v in base.distractor_size),
+                       noise_std=std, shot_noise=shot)
 
 
 def build_clip_dataset(cfg: DataConfig, split: str, mode: str, seed: int = 0) -> VideoClipDataset:

@@ -396,6 +396,8 @@ class SyntheticSegmentation(_SegmentationItems):
     the fly, deterministic from ``(content_seed, split, index)``. Items, modes and windows are
     those of :class:`VideoSegmentation` (``mode="test"``: every frame of the first
     ``max_frames`` of each video exactly once, in windows of ``clip_len``); nothing is unreadable.
+    The scene's sensor noise (``scene.noise_std``, ``scene.shot_noise``) is added to the frames
+    an item returns only, each exactly as in the whole noisy video (labels are the clean masks).
 
     Args:
         num_videos: videos in the split.
@@ -437,14 +439,19 @@ class SyntheticSegmentation(_SegmentationItems):
         return []
 
     def __getitem__(self, index: int) -> dict:
+        from dynvid.data.synthetic import add_sensor_noise
+
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} items")
         v, pos, valid = self._items[index]
         g = item_generator(self.seed, self.epoch, index)
         if pos is None:
             pos, valid = sample_clip(self.frames_per_video, self.clip_len, 1, g)
-        video = self.source.get(v)
-        frames = torch.from_numpy(video.frames[pos]).permute(0, 3, 1, 2).float().div_(255.0)
+        video = self.source.get(v, noise=False)  # noise below, on the frames returned only
+        c = self.source.cfg
+        raw = add_sensor_noise(video.frames[pos], pos, self.source.seed, self.source.video_index(v), c.noise_std,
+                               c.shot_noise)
+        frames = torch.from_numpy(raw).permute(0, 3, 1, 2).float().div_(255.0)
         labels = torch.from_numpy(video.masks[pos].astype(np.int64))
         labels[~torch.tensor(valid)] = self.ignore_index  # tail padding counts once
         if self.mode == "train" and float(torch.rand((), generator=g)) < self.hflip_prob:

@@ -28,6 +28,12 @@ Scene model
 - **Distractors**: 0 to ``max_distractors`` smaller sprites (6-12 %) that are either static
   or wobble in a small bounded random walk. They never translate steadily, rotate, zoom,
   blink or orbit, so they cannot mimic any action and the label stays learnable.
+- **Sensor noise** (off unless ``SceneConfig.noise_std`` / ``shot_noise`` are set): a
+  rendered frame repeats its background exactly wherever nothing moved, which no camera
+  does. :func:`add_sensor_noise` adds Gaussian read noise and signal-dependent shot noise,
+  independent per pixel, channel and frame, then rounds back to uint8 like a sensor's ADC.
+  Frame ``t``'s noise is drawn from its own seed ``(seed, index, t)``, so any subset of
+  frames can be made noisy on its own and matches the whole noisy video.
 
 Annotations come out of the renderer itself: per-frame boxes (xyxy, the tight extent of an
 object's in-frame mask pixels before occlusion, so a box always covers the object's mask
@@ -52,11 +58,13 @@ import numpy as np
 
 __all__ = [
     "ACTION_CLASSES",
+    "DEFAULT_SENSOR_NOISE",
     "OBJECT_CLASSES",
     "SPLITS",
     "SceneConfig",
     "SyntheticVideo",
     "SyntheticVideoSource",
+    "add_sensor_noise",
     "generate_video",
 ]
 
@@ -84,6 +92,13 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 _SPLIT_INDEX_OFFSET = 1 << 40  # split k uses indices [k * 2**40, (k + 1) * 2**40)
 _ZOOM_DIAMETER = (0.10, 0.40)  # zooming actors sweep this diameter range (fraction of the short side)
+_NOISE_STREAM = 0x5E5  # keeps the noise seeds apart from the scene's SeedSequence([seed, index])
+
+DEFAULT_SENSOR_NOISE: dict[str, tuple[float, float]] = {"segmentation": (2.0, 0.03)}
+"""``(noise_std, shot_noise)`` of the synthetic data of each kind (``synthetic:<kind>``) when the
+config leaves them unset; a kind not listed is rendered noise-free. Segmentation (ResQ) gets noise
+so that its residuals are not exactly zero wherever the renderer repeated a pixel: about 2.8
+grey levels of standard deviation at mid-grey, a well-lit consumer camera's 8-bit output."""
 
 
 @dataclass(frozen=True)
@@ -113,6 +128,12 @@ class SceneConfig:
     """Largest camera-shake offset as a fraction of the short side (2 px at 128)."""
     distractor_wobble: float = 0.02
     """Largest wobble offset of a moving distractor, fraction of the short side."""
+    noise_std: float = 0.0
+    """Sensor read noise: standard deviation of a Gaussian added to every pixel, channel and
+    frame, in grey levels of [0, 255] (0: noise-free)."""
+    shot_noise: float = 0.0
+    """Sensor shot noise gain: a pixel of value ``v`` gets variance ``shot_noise · v`` (grey
+    levels²) on top of the read noise, Poisson-like (0: none)."""
 
     def __post_init__(self) -> None:
         if self.height < 16 or self.width < 16:
@@ -127,6 +148,8 @@ class SceneConfig:
             lo, hi = getattr(self, name)
             if not 0 < lo <= hi:
                 raise ValueError(f"{name} must satisfy 0 < low <= high, got {(lo, hi)}")
+        if not (self.noise_std >= 0 and self.shot_noise >= 0):
+            raise ValueError(f"noise_std and shot_noise must be >= 0, got {self.noise_std}, {self.shot_noise}")
         if self.actor_size[1] > 0.5:
             raise ValueError(f"actor_size above 0.5 of the frame leaves no room to move: {self.actor_size}")
 
@@ -443,11 +466,32 @@ def _render_sprite(
     return boxes, has, mask_index
 
 
+def add_sensor_noise(frames: np.ndarray, frame_ids, seed: int, index: int, noise_std: float,
+                     shot_noise: float) -> np.ndarray:
+    """Frames ``(n, H, W, 3)`` uint8 of video ``index`` (dataset ``seed``) with sensor noise:
+    ``round(v + sqrt(noise_std² + shot_noise · v) · z)`` clipped to [0, 255], ``z`` standard
+    normal per pixel and channel, drawn for frame ``frame_ids[k]`` from the seed
+    ``(seed, index, frame_ids[k])`` alone. Returns a new array (the input when both are 0)."""
+    if noise_std < 0 or shot_noise < 0:
+        raise ValueError(f"noise_std and shot_noise must be >= 0, got {noise_std}, {shot_noise}")
+    if noise_std == 0 and shot_noise == 0:
+        return frames
+    out = np.empty_like(frames)
+    for k, t in enumerate(frame_ids):
+        rng = np.random.default_rng([seed, index, _NOISE_STREAM, int(t)])
+        v = frames[k].astype(np.float32)
+        z = rng.standard_normal(v.shape, dtype=np.float32)
+        noisy = v + np.sqrt(np.float32(noise_std) ** 2 + np.float32(shot_noise) * v) * z
+        out[k] = np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
+    return out
+
+
 def generate_video(
     index: int,
     seed: int = 0,
     cfg: SceneConfig = SceneConfig(),
     label: int | None = None,
+    noise: bool = True,
 ) -> SyntheticVideo:
     """Render video ``index`` of the dataset with ``seed``.
 
@@ -457,6 +501,8 @@ def generate_video(
         cfg: scene size, length and motion ranges.
         label: action class; ``None`` draws one from the video's RNG. The appearance
             (background, actor shape and colour, distractors) does not depend on the label.
+        noise: add ``cfg``'s sensor noise; False renders the noise-free frames (then
+            :func:`add_sensor_noise` on some of them gives exactly those frames of the noisy video).
     """
     if index < 0 or seed < 0:
         raise ValueError(f"index and seed must be >= 0, got index={index} seed={seed}")
@@ -512,6 +558,8 @@ def generate_video(
         box_classes.append(all_classes[sel])
         ids.append(all_ids[sel])
 
+    if noise:
+        frames = add_sensor_noise(frames, range(T), seed, index, cfg.noise_std, cfg.shot_noise)
     motion = float(actor.path_length.mean()) if T > 1 else 0.0
     return SyntheticVideo(
         frames=frames,
@@ -574,9 +622,14 @@ class SyntheticVideoSource:
             raise IndexError(f"video index {i} out of range for {self.num_videos} {self.split} videos")
         return i
 
-    def get(self, i: int) -> SyntheticVideo:
+    def video_index(self, i: int) -> int:
+        """The index ``generate_video`` renders video ``i`` of this split at."""
+        return self._offset + self._check(i)
+
+    def get(self, i: int, noise: bool = True) -> SyntheticVideo:
+        """Video ``i``; ``noise=False``: without the scene's sensor noise (see :func:`generate_video`)."""
         i = self._check(i)
-        return generate_video(self._offset + i, self.seed, self.cfg, label=i % len(ACTION_CLASSES))
+        return generate_video(self._offset + i, self.seed, self.cfg, label=i % len(ACTION_CLASSES), noise=noise)
 
     def __getitem__(self, i: int) -> SyntheticVideo:
         return self.get(i)
