@@ -1,9 +1,19 @@
 """Video encode/decode: frame accuracy, seeking, frame-rate resampling, resize, bad files."""
 
+import av
 import numpy as np
 import pytest
 
-from dynvid.data.video_io import VideoDecodeError, probe_video, read_clip, read_video, short_side_size, write_video
+from dynvid.data.video_io import (
+    VideoDecodeError,
+    display_rotation,
+    probe_video,
+    probe_videos,
+    read_clip,
+    read_video,
+    short_side_size,
+    write_video,
+)
 
 
 def _ramp_video(path, num_frames=60, h=48, w=64, fps=25.0):
@@ -83,3 +93,59 @@ def test_truncated_file_fails_cleanly(tmp_path, ramp):
     cut.write_bytes(data[: len(data) // 3])
     with pytest.raises(VideoDecodeError, match="cut.mp4"):
         read_clip(cut, [0, 20, 40])
+
+
+def test_probe_videos_keeps_order_and_returns_errors(tmp_path, ramp):
+    seen = []
+    out = probe_videos([ramp, tmp_path / "gone.mp4", ramp], threads=2, progress=lambda d, t: seen.append((d, t)))
+    assert [type(x).__name__ for x in out] == ["VideoInfo", "VideoDecodeError", "VideoInfo"]
+    assert "gone.mp4" in str(out[1]) and out[2].num_frames == 60
+    assert seen == [(1, 3), (2, 3), (3, 3)]
+
+
+# ---- display rotation (phone videos) ------------------------------------------------------------
+
+def _marked_frames(n=6, h=48, w=64):
+    """Stored frames: black with a white block in the top-left corner."""
+    frames = np.zeros((n, h, w, 3), np.uint8)
+    frames[:, : h // 4, : w // 4] = 255
+    return frames
+
+
+def _bright_corner(frame) -> str:
+    h, w = frame.shape[:2]
+    corners = {"top-left": frame[: h // 8, : w // 8], "top-right": frame[: h // 8, -(w // 8):],
+               "bottom-left": frame[-(h // 8):, : w // 8], "bottom-right": frame[-(h // 8):, -(w // 8):]}
+    return max(corners, key=lambda k: corners[k].mean())
+
+
+# Displayed the way ffmpeg/ffplay show them: the display-matrix angle is counter-clockwise,
+# so +90 turns the stored top-left corner to the bottom-left, -90 (an iPhone portrait video,
+# `rotate=90` tag) turns it to the top-right.
+@pytest.mark.parametrize("ccw, corner", [(90, "bottom-left"), (-90, "top-right"), (180, "bottom-right"), (0, "top-left")])
+def test_display_rotation_is_applied(tmp_path, ccw, corner):
+    path = tmp_path / f"rot{ccw}.mp4"
+    write_video(path, _marked_frames(), 12, rotation=ccw)
+    with av.open(str(path)) as c:  # the file carries what PyAV documents (counter-clockwise degrees)
+        assert next(c.decode(video=0)).rotation % 360 == ccw % 360
+    info = probe_video(path)
+    portrait = ccw in (90, -90)
+    assert (info.height, info.width) == ((64, 48) if portrait else (48, 64))
+    assert info.rotation == ccw % 360
+    clip = read_clip(path, [0, 3])
+    assert clip.shape == (2, info.height, info.width, 3)
+    assert _bright_corner(clip[1]) == corner
+    small = read_clip(path, [0, 3], short_side=24)  # resized in stored axes, then turned
+    assert small.shape == ((2, 32, 24, 3) if portrait else (2, 24, 32, 3))
+    assert _bright_corner(small[0]) == corner
+    full = read_video(path)
+    assert full.shape[1:3] == clip.shape[1:3] and _bright_corner(full[-1]) == corner
+
+
+def test_rotation_conventions():
+    # display matrix: counter-clockwise; legacy `rotate` tag: clockwise (ffmpeg: rotate=90 -> transpose=clock)
+    assert display_rotation(-90.0) == 270 and display_rotation(90.0) == 90
+    assert display_rotation(-180.0) == 180 and display_rotation(None) == 0 and display_rotation(89.6) == 90
+    assert display_rotation(0, "90") == 270 and display_rotation(None, "270") == 90
+    assert display_rotation(90.0, "90") == 90  # the matrix wins
+    assert display_rotation(0, "sideways") == 0
