@@ -202,7 +202,11 @@ def train_loop_per_worker(loop_config: dict) -> None:
         start_epoch = state["metadata"]["epoch"] + 1
         global_step = state["train_state"]["global_step"]
 
-    say(f"[dynvid] {task.name}/{stage.name}: {len(train_ds)} train / {len(val_ds)} val videos, "
+    bad = _bad_videos(train_ds, val_ds)
+    skipped = ""
+    if any(bad.values()):
+        skipped = f" ({bad.get('data_bad_videos_train', 0)} / {bad.get('data_bad_videos_val', 0)} skipped: missing or unreadable)"
+    say(f"[dynvid] {task.name}/{stage.name}: {len(train_ds)} train / {len(val_ds)} val videos{skipped}, "
         f"{train_ds.num_classes} classes, {world} worker(s), {steps_per_epoch} steps/epoch, "
         f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M params")
 
@@ -287,6 +291,7 @@ def _epochs(run: StageRun, start_epoch: int, global_step: int, state: dict | Non
         metrics = {f"train_{k}": v / max(seen, 1) for k, v in sums.items()}
         metrics.update(epoch=epoch + 1, lr=scheduler.get_last_lr()[0], num_classes=train_ds.num_classes,
                        throughput_clips_per_s=seen * world / elapsed, epoch_time_s=elapsed)
+        metrics.update(_bad_videos(train_ds, getattr(val_loader, "dataset", None)))
         last = epoch + 1 == epochs
         if cfg.train.eval_every > 0 and (last or (epoch + 1) % cfg.train.eval_every == 0):
             val = reduce_metrics(task.evaluate(model, val_loader, stage))
@@ -296,6 +301,13 @@ def _epochs(run: StageRun, start_epoch: int, global_step: int, state: dict | Non
             metrics.update(_final_test(cfg, task, stage, model, say))
         tracker.log_metrics(metrics, step=epoch + 1)
         _report(metrics, model, optimizer, scheduler, cfg, loop_config, epoch, global_step, rank)
+
+
+def _bad_videos(train_ds, val_ds) -> dict[str, int]:
+    """``data_bad_videos_{train,val}``: the missing or unreadable videos each dataset skipped
+    (those with a ``bad_videos`` record; counted at load, plus any this process met since)."""
+    return {f"data_bad_videos_{name}": len(ds.bad_videos)
+            for name, ds in (("train", train_ds), ("val", val_ds)) if hasattr(ds, "bad_videos")}
 
 
 def _summary(val: dict[str, float]) -> str:
