@@ -18,7 +18,10 @@ video — and recorded in ``bad_videos`` with its path and reason, with one warn
 When the bad videos known to this process exceed ``max_bad_fraction`` of the dataset, the
 next item raises :class:`~dynvid.data.errors.DatasetError` listing them: a few broken files
 in a scraped dataset are normal; a broken mount is not, and must not train silently on
-what is left. (With DataLoader workers each worker counts the files it met.)
+what is left. File-backed subclasses find missing and unreadable files when they are built
+(:class:`~dynvid.data.kinetics.KineticsDataset` probes every video) and start the count
+with them; a file that fails only later, mid-stream, is added when an item meets it. (With
+DataLoader workers each worker counts the files it met.)
 
 Randomness: train-mode item ``i`` in epoch ``e`` draws from ``default_rng([seed, e, i])``,
 so augmentation is reproducible whatever the number of loader workers; call
@@ -34,7 +37,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from dynvid.data.errors import BadFileLog, UnreadableFile
+from dynvid.data.errors import BadFileLog, UnreadableFile, check_max_bad_fraction
 from dynvid.data.sampling import random_clip_indices, uniform_clip_indices
 from dynvid.data.transforms import EvalViewsTransform, TrainClipTransform, resize_short_side
 
@@ -82,10 +85,10 @@ class VideoClipDataset(Dataset):
         self.mode = mode
         self.seed = seed
         self.epoch = 0
-        if not 0.0 <= max_bad_fraction <= 1.0:
-            raise ValueError(f"max_bad_fraction must be in [0, 1], got {max_bad_fraction}")
-        self.max_bad_fraction = max_bad_fraction
-        self._bad: BadFileLog | None = None  # created on first use: len() needs the subclass
+        self.max_bad_fraction = check_max_bad_fraction(max_bad_fraction)
+        # Created on first use (len() needs the subclass), or by a subclass that finds bad
+        # files up front (KineticsDataset probes every video).
+        self._bad: BadFileLog | None = None
         self.train_transform = TrainClipTransform(
             crop_size=spec.crop_size, short_side=spec.train_short_side, flip_prob=spec.flip_prob
         )
@@ -126,7 +129,7 @@ class VideoClipDataset(Dataset):
 
     @property
     def bad_videos(self) -> dict[str, str]:
-        """Unreadable videos met so far in this process: path -> reason."""
+        """Missing or unreadable videos known so far in this process: path (or id) -> reason."""
         return self._bad.files if self._bad is not None else {}
 
     def set_epoch(self, epoch: int) -> None:

@@ -11,6 +11,8 @@ A spec names where the videos are:
 - ``kinetics:DIR`` (or just ``DIR``) — Kinetics-style folder: ``DIR/{split}.csv`` or
   ``DIR/{split}_list.txt``, optional ``DIR/classes.txt``, videos under
   ``DIR/videos/{split}``, ``DIR/{split}`` or ``DIR`` (what ``dynvid data synth`` writes).
+  Every split's class indices come from ``classes.txt`` or the training split's
+  annotation (``data.train_split``), never from the split's own labels.
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ import torch
 
 from dynvid.config import DataConfig
 from dynvid.data.clips import ClipSpec, VideoClipDataset
-from dynvid.data.errors import DatasetError
-from dynvid.data.kinetics import KineticsDataset
+from dynvid.data.errors import DatasetError, check_max_bad_fraction
+from dynvid.data.kinetics import KineticsDataset, find_annotation
 from dynvid.data.synthetic import ACTION_CLASSES, DEFAULT_SENSOR_NOISE, SceneConfig, SyntheticVideoSource
 
 __all__ = ["SyntheticActions", "clip_spec", "build_clip_dataset", "build_test_dataset", "parse_spec", "scene_config"]
@@ -134,6 +136,7 @@ def scene_config(cfg: DataConfig) -> SceneConfig:
 
 def build_clip_dataset(cfg: DataConfig, split: str, mode: str, seed: int = 0) -> VideoClipDataset:
     """The clip dataset for ``split`` in ``mode`` ("train", "val" = clip-1, "test" = K×3 views)."""
+    check_max_bad_fraction(cfg.max_bad_fraction)  # also for data that never reads a file
     kind, arg = parse_spec(cfg.dataset)
     if kind == "synthetic":
         spec = clip_spec(cfg, default_flip_prob=0.0)  # classes are defined by direction
@@ -151,10 +154,18 @@ def build_clip_dataset(cfg: DataConfig, split: str, mode: str, seed: int = 0) ->
     root = Path(arg)
     if not root.is_dir():
         raise DatasetError(f"dataset folder not found: {root} (from dataset spec {cfg.dataset!r})")
-    for name in (f"{split}.csv", f"{split}_list.txt", f"{split}.txt"):
-        if (root / name).is_file():
-            return KineticsDataset(root / name, spec=spec, mode=mode, seed=seed, max_bad_fraction=cfg.max_bad_fraction)
-    raise DatasetError(f"{root}: no annotation for split {split!r} (looked for {split}.csv, {split}_list.txt, {split}.txt)")
+    annotation = find_annotation(root, split)
+    if annotation is None:
+        raise DatasetError(f"{root}: no annotation for split {split!r} (looked for {split}.csv, {split}_list.txt, {split}.txt)")
+    # Every split indexes its labels by the training split's classes (or classes.txt).
+    train_annotation = find_annotation(root, cfg.train_split)
+    if train_annotation is None and not (root / "classes.txt").is_file():
+        raise DatasetError(
+            f"{root}: no annotation for the training split {cfg.train_split!r} and no classes.txt; "
+            f"the class indices of split {split!r} come from one of them"
+        )
+    return KineticsDataset(annotation, spec=spec, mode=mode, seed=seed, max_bad_fraction=cfg.max_bad_fraction,
+                           train_annotation=train_annotation)
 
 
 def build_test_dataset(cfg: DataConfig, max_videos: int | None = None, seed: int = 0) -> torch.utils.data.Dataset:

@@ -21,6 +21,7 @@ exceptions across processes).
 from __future__ import annotations
 
 import logging
+import math
 import os
 from typing import Callable, TypeVar
 
@@ -28,7 +29,7 @@ T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DatasetError", "AnnotationError", "UnreadableFile", "BadFileLog"]
+__all__ = ["DatasetError", "AnnotationError", "UnreadableFile", "BadFileLog", "check_max_bad_fraction"]
 
 
 class DatasetError(ValueError):
@@ -79,6 +80,19 @@ class UnreadableFile(Exception):
         return (type(self), (self.path, self.reason))
 
 
+def check_max_bad_fraction(value: float) -> float:
+    """``value`` as a float when it is a fraction in [0, 1], else :class:`DatasetError`."""
+    try:
+        fraction = float(value)
+    except (TypeError, ValueError):
+        fraction = math.nan
+    if not 0.0 <= fraction <= 1.0:  # also rejects NaN
+        raise DatasetError(
+            f"max_bad_fraction (data.max_bad_fraction) must be a fraction in [0, 1], got {value!r}"
+        )
+    return fraction
+
+
 class BadFileLog:
     """Records unreadable files and raises once too many of the dataset's files are bad.
 
@@ -89,8 +103,7 @@ class BadFileLog:
     """
 
     def __init__(self, total: int, max_fraction: float, what: str) -> None:
-        if not 0.0 <= max_fraction <= 1.0:
-            raise ValueError(f"max_bad_fraction must be in [0, 1], got {max_fraction}")
+        check_max_bad_fraction(max_fraction)
         self.total = max(int(total), 1)
         self.max_fraction = float(max_fraction)
         self.what = what
@@ -98,6 +111,12 @@ class BadFileLog:
 
     def __contains__(self, path: str) -> bool:
         return path in self.files
+
+    def add(self, files: dict[str, str]) -> None:
+        """Record files found bad up front (e.g. by probing at load), without a warning
+        each and without checking the fraction: the caller reports them together."""
+        for path, reason in files.items():
+            self.files.setdefault(path, reason)
 
     def record(self, path: str, reason: str) -> None:
         if path not in self.files:
