@@ -51,6 +51,24 @@ def test_inspect_reports_unreadable(actions_dir, tmp_path, capsys):
     assert "1 unreadable file" in captured.err
 
 
+def test_inspect_reports_duplicates_and_train_classes(actions_dir, tmp_path, capsys):
+    root = tmp_path / "k"
+    shutil.copytree(actions_dir, root)
+    (root / "classes.txt").unlink()  # class indices from train.csv, also for val
+    lines = (root / "train.csv").read_text().splitlines()
+    (root / "train.csv").write_text("\n".join(lines + [lines[2], lines[2], lines[1]]) + "\n")
+    assert main(["data", "inspect", str(root)]) == 0
+    captured = capsys.readouterr()
+    train, val = (json.loads(captured.out)["splits"][s] for s in ("train", "val"))
+    n = len(lines) - 1
+    assert train["duplicates"] == 3 and train["videos_listed"] == train["readable"] == n
+    assert [(d["line"], d["repeats_line"]) for d in train["duplicate_examples"]] == [(n + 2, 3), (n + 3, 3), (n + 4, 2)]
+    assert train["duplicate_examples"][0]["video"] == lines[2].split(",")[1] + "_000000_000002"
+    assert "3 duplicate annotation row(s)" in captured.err
+    assert val["duplicates"] == 0 and val["num_classes"] == train["num_classes"]
+    assert list(val["videos_per_class"]) == list(train["videos_per_class"])
+
+
 def test_synth_detection_and_segmentation_inspect(tmp_path, capsys):
     det, seg = tmp_path / "det", tmp_path / "seg"
     assert main(["data", "synth", "--task", "detection", "--out", str(det), "--videos", "3", *SMALL]) == 0

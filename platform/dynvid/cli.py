@@ -1,7 +1,7 @@
 """``dynvid`` command line.
 
     dynvid data synth --task actions|detection|segmentation --out DIR --videos N
-    dynvid data inspect PATH            counts, classes, durations, unreadable files
+    dynvid data inspect PATH            counts, classes, durations, unreadable files, duplicates
     dynvid cost MODEL --input 3x16x112x112
     dynvid train [--config FILE] [--set key=value ...]
     dynvid models list [NAME] [--tracking-uri URI] [--json]
@@ -74,10 +74,11 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
 
 # ---- data inspect -------------------------------------------------------------------------
 
-def _inspect_kinetics(root: Path, decode: bool) -> dict:
-    from dynvid.data.kinetics import KineticsDataset
-    from dynvid.data.video_io import VideoDecodeError, probe_video, read_clip
+def _inspect_kinetics(root: Path, decode: bool, train_split: str) -> dict:
+    from dynvid.data.kinetics import KineticsDataset, find_annotation
+    from dynvid.data.video_io import VideoDecodeError, read_clip
 
+    folder = root.parent if root.is_file() else root
     if root.is_file():
         annotations = [root]
     else:
@@ -87,29 +88,37 @@ def _inspect_kinetics(root: Path, decode: bool) -> dict:
         annotations = [p for p in annotations if p.suffix == ".csv" or p.name[: -len("_list.txt")] not in stems]
     if not annotations:
         raise DatasetError(f"{root}: no Kinetics CSV ({{split}}.csv) or list file ({{split}}_list.txt) found")
+    # Class indices of every split come from the training split, as in training.
+    train_annotation = find_annotation(folder, train_split)
     report: dict = {"path": str(root), "format": "kinetics", "splits": {}}
     for ann in annotations:
-        ds = KineticsDataset(ann, max_bad_fraction=1.0)
-        durations, unreadable = [], {}
+        # Building the dataset probes every video (missing and unreadable ones are recorded).
+        ds = KineticsDataset(ann, max_bad_fraction=1.0, train_annotation=train_annotation)
+        unreadable = dict(ds.unreadable_videos)
+        durations = []
         per_class = [0] * ds.num_classes
         for i, rec in enumerate(ds.records):
-            try:
-                info = probe_video(rec.path)
-                if decode:
+            info = ds.info(i)
+            if decode:
+                try:
                     read_clip(rec.path, [0, max(0, info.num_frames - 1)], info=info)
-                durations.append(info.duration)
-                per_class[rec.label] += 1
-            except VideoDecodeError as exc:
-                unreadable[rec.path] = exc.reason
-            if (i + 1) % 200 == 0:
-                print(f"\r[dynvid] {ann.name}: probed {i + 1}/{len(ds.records)}", end="", file=sys.stderr, flush=True)
+                except VideoDecodeError as exc:
+                    unreadable[rec.path] = exc.reason
+                    continue
+                if (i + 1) % 200 == 0:
+                    print(f"\r[dynvid] {ann.name}: decoded {i + 1}/{len(ds.records)}", end="", file=sys.stderr, flush=True)
+            durations.append(info.duration)
+            per_class[rec.label] += 1
         split = ann.stem[: -len("_list")] if ann.name.endswith("_list.txt") else ann.stem
         report["splits"][split] = {
             "annotation": str(ann),
-            "videos_listed": len(ds.records) + len(ds.missing_videos),
-            "videos_found": len(ds.records),
+            "videos_listed": len(ds.records) + len(ds.missing_videos) + len(ds.unreadable_videos),
+            "videos_found": len(ds.records) + len(ds.unreadable_videos),
             "missing": len(ds.missing_videos),
             "missing_examples": ds.missing_videos[:10],
+            "duplicates": len(ds.duplicates),
+            "duplicate_examples": [{"line": d.line, "repeats_line": d.first_line, "video": d.video}
+                                   for d in ds.duplicates[:10]],
             "readable": len(durations),
             "unreadable": unreadable,
             "num_classes": ds.num_classes,
@@ -163,11 +172,15 @@ def cmd_data_inspect(args: argparse.Namespace) -> int:
     elif root.is_dir() and (root / "labels").is_dir():
         report = _inspect_segmentation(root)
     else:
-        report = _inspect_kinetics(root, args.decode)
+        report = _inspect_kinetics(root, args.decode, args.train_split)
     print(json.dumps(report, indent=2))
     bad = sum(len(s.get("unreadable", {})) for s in report["splits"].values())
     if bad:
         print(f"[dynvid] {bad} unreadable file(s), listed under 'unreadable'", file=sys.stderr)
+    dups = sum(s.get("duplicates", 0) for s in report["splits"].values())
+    if dups:
+        print(f"[dynvid] {dups} duplicate annotation row(s), dropped in training; examples under "
+              f"'duplicate_examples'", file=sys.stderr)
     return 0
 
 
@@ -293,9 +306,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--val-fraction", type=float, default=0.2)
     s.set_defaults(func=cmd_data_synth)
 
-    i = data.add_parser("inspect", help="counts, classes, durations and unreadable files of a dataset")
+    i = data.add_parser("inspect", help="counts, classes, durations, unreadable files and duplicate rows of a dataset")
     i.add_argument("path", help="Kinetics-style folder / CSV / list file, COCO-VID folder, or segmentation folder")
     i.add_argument("--decode", action="store_true", help="also decode the first and last frame of every video")
+    i.add_argument("--train-split", default="train", metavar="SPLIT",
+                   help="Kinetics: the split whose labels define every split's class indices, as data.train_split "
+                        "(default train; classes.txt wins when present)")
     i.set_defaults(func=cmd_data_inspect)
 
     c = sub.add_parser("cost", help="GFLOPs (MACs) and parameters of a backbone")
