@@ -4,7 +4,8 @@ averaged over every frame; PTQ calibration of a quantized copy; Dynamic-ResQ bit
 - :func:`evaluate_videos`: mIoU over the confusion matrix of every valid frame and BOPs per
   frame (avg / min / max, from the cost meter over the path that ran) of a model run as
   ``float``, ``frame`` or ``residual`` (ResQ / Dynamic-ResQ) over videos ``(B, T, 3, H, W)``;
-  for Dynamic-ResQ also the share of residual pixels given each bit-width (all layers).
+  for Dynamic-ResQ also the share of residual pixels given each bit-width (all layers) and the
+  share of residual pixels that are exactly zero in every channel (which any policy skips for free).
   "Split each video into sequences of length T whose first frame is a keyframe" (Sec. 5.1) is
   the same as a keyframe at every ``t % T == 0`` of the whole video, which is what runs.
 - :func:`calibration_sequences`: the c = 64 calibration frames as clips of T frames from the
@@ -59,7 +60,7 @@ def evaluate_videos(model: nn.Module, loader: Iterable, scheme: str, period: int
     m.eval()
     layers = quant_layers(m) if wrapped else []
     for layer in layers:
-        layer.bit_counts = {}
+        layer.bit_counts, layer.zero_pixels = {}, 0
     cm = torch.zeros(num_classes, num_classes, dtype=torch.long)
     bops, macs, videos = [], [], 0
     try:
@@ -86,14 +87,16 @@ def evaluate_videos(model: nn.Module, loader: Iterable, scheme: str, period: int
     for layer in layers:
         for b, c in layer.bit_counts.items():
             counts[b] = counts.get(b, 0) + c
+    zeros = sum(layer.zero_pixels for layer in layers)
     empty = torch.zeros(0, dtype=torch.float64)  # a rank whose shard is empty still joins the gather
     bops_t, macs_t = (torch.cat(bops) if bops else empty), (torch.cat(macs) if macs else empty)
-    gathered = gather_from_ranks((cm, bops_t, macs_t, videos, counts))
+    gathered = gather_from_ranks((cm, bops_t, macs_t, videos, counts, zeros))
     if gathered is not None:
         cm = sum(g[0] for g in gathered)
         bops_t, macs_t = torch.cat([g[1] for g in gathered]), torch.cat([g[2] for g in gathered])
         videos = sum(g[3] for g in gathered)
         counts = {b: sum(g[4].get(b, 0) for g in gathered) for b in set().union(*(g[4] for g in gathered))}
+        zeros = sum(g[5] for g in gathered)
     if len(bops_t) == 0:
         raise ValueError("evaluate_videos: no valid frame to score (an empty validation split?)")
     g = bops_t / 1e9
@@ -103,6 +106,7 @@ def evaluate_videos(model: nn.Module, loader: Iterable, scheme: str, period: int
     if counts:  # Dynamic-ResQ: share of residual pixels (over every layer and step) at each bit-width
         total = max(1, sum(counts.values()))
         out["bit_shares"] = {str(b): c / total for b, c in sorted(counts.items())}
+        out["zero_residual_share"] = zeros / total
     return out
 
 

@@ -15,7 +15,8 @@ for an ``nn.Linear``, a "pixel" being one row of its input):
   low-variance residual is quantized at low precision. The bias is added once.
   With a quantizer **pool** (``res_pool``, e.g. ``(0, 4, 8)``) this is Dynamic-ResQ (Sec. 4.2):
   every pixel of ``δ_t`` gets the quantizer that Eq. (10)–(11) select (:mod:`.policy`), the
-  channels of a pixel sharing one.
+  channels of a pixel sharing one. The mixed-precision residual is then convolved densely in
+  float (see "What BOPs model" below).
 
 Weight scales come from Eq. (7) (min–max, per tensor or per output channel); activation
 scales from :meth:`calibrate` (Eq. 8 line search on the layer's own inputs: frames for
@@ -39,6 +40,17 @@ pool (the squared channel norm), counted at the keyframe activation bits for bot
 (a choice: the paper counts the policy but does not say at which precision; the residual
 it reads is the difference of two keyframe-precision activations). When every pixel of a
 sample batch is at 0 bits the convolution does not run.
+
+What BOPs model, and what runs: BOPs are the cost on hardware with integer kernels at each
+bit-width that also skips the pixels given 0 bits and runs every other pixel at its own
+bit-width (mixed precision within one layer; the paper's Limitations, Sec. 6, note this needs
+specialized hardware or gather–scatter convolutions). This PyTorch path does neither: every
+mode is fake quantization (values rounded to the grid, kept and multiplied in float, so W4A4
+takes the clock time of W32A32), and a Dynamic-ResQ residual is one dense float convolution
+over the whole map with its 0-bit pixels zero-filled — every pixel is computed. Only a 0-bit
+static residual, or a dynamic one whose pixels are all at 0 bits, skips the convolution. So
+BOPs savings here are counted, not timed; no speedup on the clock is claimed (a residual
+frame takes about a keyframe's time, plus the policy's error maps for Dynamic-ResQ).
 
 Choice: BatchNorm is not folded into the convolutions; it stays a float per-channel affine
 after the quantized convolution (the paper does not say; folding would change the weight
@@ -119,6 +131,7 @@ class QuantConv2d(nn.Module):
         self.x_key: torch.Tensor | None = None
         self.z_key: torch.Tensor | None = None
         self.bit_counts: dict[int, int] = {}  # Dynamic-ResQ: pixels given each bit-width so far
+        self.zero_pixels = 0  # Dynamic-ResQ: residual pixels seen so far whose every channel is exactly 0
         self.record_bits = False
         self.last_bits: torch.Tensor | None = None  # (B, H, W) bits per input pixel of the last dynamic step
 
@@ -254,11 +267,17 @@ class QuantConv2d(nn.Module):
         return z
 
     def _dynamic(self, delta: torch.Tensor) -> torch.Tensor:
-        """Dynamic-ResQ: Eq. (10) error maps, Eq. (11) per-pixel quantizer, the mixed-precision residual."""
+        """Dynamic-ResQ: Eq. (10) error maps, Eq. (11) per-pixel quantizer, the mixed-precision residual.
+
+        The cost meter gets the BOPs of hardware that skips 0-bit pixels and runs each other pixel
+        at its bits; the convolution below runs densely in float over every pixel (0-bit pixels
+        zero-filled), so nothing is skipped on the clock."""
         pool = self.res_pool
         w_hat = self.weight_q("residual")
         scales = [float(self._scale("residual", b)) if 0 < b < FLOAT_BITS else 1.0 for b in pool]
-        maps = error_maps(self._channels_first(delta.detach()), scales, pool, w_hat.detach())
+        delta_cf = self._channels_first(delta.detach())
+        maps = error_maps(delta_cf, scales, pool, w_hat.detach())
+        self.zero_pixels += int((delta_cf == 0).all(1).sum())
         choice = select_quantizers(maps, self.tau)  # (B, H, W); a linear layer: (B, …) over its rows
         bits = torch.tensor(pool, dtype=torch.float64, device=delta.device)[choice]
         if self.record_bits:
