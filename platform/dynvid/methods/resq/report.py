@@ -8,9 +8,12 @@ T frames, PTQ-calibrated on the same c training frames for every configuration:
 - for a static configuration such as ``W8A8->W4A4``: ``frame W8A8->W4A4`` (frame quantization:
   keyframes at W8A8, the other frames at W4A4 on their own) and ``ResQ W8A8->W4A4`` (residuals
   at W4A4): the same BOPs by construction;
-- for a pool such as ``W8A8->W8A{0,4,8}``: ``Dynamic-ResQ W8A8->W8A{0,4,8}`` (policy cost included).
+- for a pool such as ``W8A8->W8A{0,4,8}``: ``Dynamic-ResQ W8A8->W8A{0,4,8}`` (policy cost included);
+- with ``periods``: the ResQ (or Dynamic-ResQ) row of a configuration at other keyframe periods
+  (``… T=<T>``), each PTQ-calibrated on clips of that T: the mIoU–BOPs curves of Fig. 5, which
+  sweeps T. :func:`curve_value` reads such a curve at a given BOPs.
 
-Rows hold mIoU, per-class IoU, GBOPs per frame (avg / min / max) and GMACs per frame.
+Rows hold mIoU, per-class IoU, GBOPs per frame (avg / min / max), GMACs per frame and the period T.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from torch import nn
 from dynvid.config import ExperimentConfig
 from dynvid.tables import format_table
 
-__all__ = ["compare", "comparison_table", "job_report", "load_model", "row_name", "slug"]
+__all__ = ["compare", "comparison_table", "curve_value", "job_report", "load_model", "row_name", "slug"]
 
 
 def slug(name: str) -> str:
@@ -67,11 +70,37 @@ def _with_bits(cfg: ExperimentConfig, bits: str) -> ExperimentConfig:
     return dataclasses.replace(cfg, resq=dataclasses.replace(cfg.resq, bits=bits))
 
 
+def _with_period(cfg: ExperimentConfig, period: int) -> ExperimentConfig:
+    import dataclasses
+
+    return dataclasses.replace(cfg, resq=dataclasses.replace(cfg.resq, period=period))
+
+
+def curve_value(points: Sequence[tuple[float, float]], x: float) -> float | None:
+    """The piecewise-linear curve through ``(x, y)`` points (e.g. GBOPs, mIoU of one configuration
+    over several T) read at ``x``; None outside the points' x range (no extrapolation). Points at
+    the same x are averaged."""
+    by_x: dict[float, list[float]] = {}
+    for px, py in points:
+        by_x.setdefault(float(px), []).append(float(py))
+    xs = sorted(by_x)
+    if not xs or x < xs[0] or x > xs[-1]:
+        return None
+    ys = [sum(by_x[v]) / len(by_x[v]) for v in xs]
+    for (x0, y0), (x1, y1) in zip(zip(xs, ys), zip(xs[1:], ys[1:])):
+        if x0 <= x <= x1:
+            return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+    return ys[0]  # a single point, at exactly its x
+
+
 def compare(task, cfg: ExperimentConfig, checkpoint: str, bits: Sequence[str], say=print,
-            maps_dir: str | None = None, taus: Sequence[float] = ()) -> dict:
+            maps_dir: str | None = None, taus: Sequence[float] = (),
+            periods: dict[str, Sequence[int]] | None = None) -> dict:
     """Rows of Fig. 5 / Fig. 7 (see the module docstring) and, with ``maps_dir``, the bit-width
     map figure of the first pool configuration; ``taus``: more Dynamic-ResQ rows at these
-    thresholds (``… τ=<tau>``) besides ``resq.tau``'s. Returns ``{"rows", "maps"}``."""
+    thresholds (``… τ=<tau>``) besides ``resq.tau``'s; ``periods``: configuration (one of
+    ``bits``) → more keyframe periods T to run its ResQ / Dynamic-ResQ row at (``… T=<T>``; a
+    pool needs T >= 2). Returns ``{"rows", "maps"}``."""
     from dynvid.methods.resq import IGNORE_INDEX, num_outputs
     from dynvid.methods.resq.evaluation import (bit_width_maps, evaluate_videos, quantized_copy,
                                                 save_bit_width_figure)
@@ -79,20 +108,41 @@ def compare(task, cfg: ExperimentConfig, checkpoint: str, bits: Sequence[str], s
     from dynvid.methods.resq.wrap import quant_layers
 
     c = cfg.resq
+    periods = dict(periods or {})
+    unknown = [spec for spec in periods if spec not in bits]
+    if unknown:
+        raise ValueError(f"periods for {unknown}: not among the compared configurations {list(bits)}")
+    for spec, ts in periods.items():
+        if any(int(t) < (2 if parse_bits(spec)[2] else 1) for t in ts):
+            raise ValueError(f"periods of {spec}: T >= 1 (a Dynamic-ResQ pool: T >= 2), got {list(ts)}")
     stage = task.stages[-1]
-    _, val = task.datasets(stage.config(cfg), stage)
-    loader = torch.utils.data.DataLoader(val, batch_size=max(1, cfg.data.batch_size), collate_fn=val.collate_fn)
+
+    def val_loader(period: int):
+        _, val = task.datasets(stage.config(_with_period(cfg, period)), stage)  # folder windows: multiples of T
+        return val, torch.utils.data.DataLoader(val, batch_size=max(1, cfg.data.batch_size),
+                                                collate_fn=val.collate_fn)
+
+    val, loader = val_loader(c.period)
     model = load_model(task, cfg, checkpoint)
     n = num_outputs(model)
     calibration = task.calibration(cfg)
     rows: dict[str, dict] = {}
 
-    def run(name: str, net: nn.Module, scheme: str, config: str) -> None:
-        r = evaluate_videos(net, loader, scheme, c.period, n, IGNORE_INDEX)
-        r.update(bits=config, scheme=scheme, period=c.period)
+    def run(name: str, net: nn.Module, scheme: str, config: str, period: int = c.period, data=loader) -> None:
+        r = evaluate_videos(net, data, scheme, period, n, IGNORE_INDEX)
+        r.update(bits=config, scheme=scheme, period=period)
         rows[name] = r
         say(f"[dynvid] {name}: mIoU {r['mIoU']:.4f}, {r['gbops_avg']:.2f} GBOPs/frame "
             f"(min {r['gbops_min']:.2f}, max {r['gbops_max']:.2f})")
+
+    def sweep(spec: str, name: str) -> None:  # Fig. 5's curve: the configuration at other T
+        for t in periods.get(spec, ()):
+            t = int(t)
+            if t == c.period:
+                continue
+            q_t = quantized_copy(model, spec, task.calibration(_with_period(cfg, t)), t, c.per_channel, c.tau,
+                                 c.calib_candidates)
+            run(f"{name} T={t}", q_t, "resq", spec, t, val_loader(t)[1])
 
     run("float", model, "float", "W32A32")
     maps = None
@@ -102,8 +152,10 @@ def compare(task, cfg: ExperimentConfig, checkpoint: str, bits: Sequence[str], s
         if pool is None:
             run(row_name("frame", spec), q, "frame", spec)
             run(row_name("resq", spec), q, "resq", spec)
+            sweep(spec, row_name("resq", spec))
             continue
         run(row_name("dynamic", spec), q, "resq", spec)
+        sweep(spec, row_name("dynamic", spec))
         for tau in taus:
             for layer in quant_layers(q):
                 layer.tau = tau
@@ -129,9 +181,11 @@ def _shares(r: dict) -> str:
 
 
 def comparison_table(rows: dict[str, dict], markdown: bool = False) -> str:
-    header = ["scheme", "mIoU", "GBOPs avg", "min", "max", "GMACs/frame", "residual pixels by bits"]
-    body = [[name, f"{r['mIoU']:.4f}", f"{r['gbops_avg']:.2f}", f"{r['gbops_min']:.2f}", f"{r['gbops_max']:.2f}",
-             f"{r['gmacs_avg']:.3f}", _shares(r)] for name, r in rows.items()]
+    header = ["scheme", "T", "mIoU", "GBOPs avg", "min", "max", "GMACs/frame", "residual pixels by bits",
+              "exactly 0"]
+    body = [[name, str(r.get("period", "")), f"{r['mIoU']:.4f}", f"{r['gbops_avg']:.2f}", f"{r['gbops_min']:.2f}",
+             f"{r['gbops_max']:.2f}", f"{r['gmacs_avg']:.3f}", _shares(r),
+             f"{r['zero_residual_share']:.3f}" if "zero_residual_share" in r else "-"] for name, r in rows.items()]
     return format_table(header, body, markdown)
 
 
