@@ -69,14 +69,23 @@ def test_bits_and_period_inference_sweep(resq_job, mlflow_server):
 def test_bench_reuses_the_stage_and_writes_targets(resq_job, tmp_path):
     result, _ = resq_job
     out = tmp_path / "bench.json"
-    args = ["--smoke-test", "--out", str(out), "--taus", "0.01", "--checkpoint", result["checkpoints"]["float"]]
+    args = ["--smoke-test", "--out", str(out), "--taus", "0.01", "--periods", "1", "2",
+            "--checkpoint", result["checkpoints"]["float"]]
     assert _job("bench_resq").main(args) == 0
     report = json.loads(out.read_text())
     assert set(report) == {"benchmark", "config", "results", "targets"}
     rows = report["results"]["rows"]
     assert {"float", "frame W8A8->W4A4", "ResQ W8A8->W4A4", "frame W4A4->W3A3", "ResQ W4A4->W3A3",
-            "frame W8A8->W8A8", "ResQ W8A8->W8A8", "Dynamic-ResQ W8A8->W8A{0,4,8}",
+            "frame W8A8->W8A8", "ResQ W8A8->W8A8", "frame W8A8->W8A4", "ResQ W8A8->W8A4", "ResQ W8A8->W8A4 T=1",
+            "ResQ W8A8->W8A4 T=2", "Dynamic-ResQ W8A8->W8A{0,4,8}", "Dynamic-ResQ W8A8->W8A{0,4,8} T=2",
             "Dynamic-ResQ W8A8->W8A{0,4,8} τ=0.01"} == set(rows)
+    assert report["config"]["noise_std"] == 2.0 and report["config"]["shot_noise"] == 0.03  # noisy by default
+    # Fig. 5's static curve over T: T = 1 is every frame a W8A8 keyframe; T = 2 half of them at W8A4
+    macs = rows["float"]["gmacs_avg"]
+    assert rows["ResQ W8A8->W8A4 T=1"]["gbops_avg"] == pytest.approx(macs * 64)
+    assert rows["ResQ W8A8->W8A4 T=2"]["gbops_avg"] == pytest.approx(macs * (64 + 32) / 2)
+    assert rows["ResQ W8A8->W8A4"]["gbops_avg"] == pytest.approx(macs * (2 * 64 + 4 * 32) / 6)  # T = 3, 6 frames
+    assert rows["Dynamic-ResQ W8A8->W8A{0,4,8} T=2"]["period"] == 2
     shares = rows["Dynamic-ResQ W8A8->W8A{0,4,8}"]["bit_shares"]
     assert set(shares) == {"0", "4", "8"} and sum(shares.values()) == pytest.approx(1.0)
     loose = rows["Dynamic-ResQ W8A8->W8A{0,4,8} τ=0.01"]
@@ -85,7 +94,57 @@ def test_bench_reuses_the_stage_and_writes_targets(resq_job, tmp_path):
     assert Path(report["results"]["bit_width_maps"]).is_file()
     names = [t["name"] for t in report["targets"]]
     assert names == ["ResQ_minus_frame_mIoU_W8A8->W4A4", "ResQ_minus_frame_mIoU_W4A4->W3A3",
-                     "Dynamic_ResQ_BOPs_saving_vs_ResQ_W8A8->W8A8", "Dynamic_ResQ_mIoU_drop_vs_ResQ_W8A8->W8A8"]
+                     "Dynamic_ResQ_BOPs_saving_vs_ResQ_W8A8->W8A8", "Dynamic_ResQ_mIoU_drop_vs_ResQ_W8A8->W8A8",
+                     "Dynamic_ResQ_minus_ResQ_W8A8->W8A4_mIoU_at_equal_BOPs"]
     for t in report["targets"]:
         if t["direction"] == "min":
             assert t["met"] == (t["value"] <= t["target"])
+    curve = report["results"]["summary"]["static_resq_W8A8->W8A4_curve"]
+    assert sorted(p["T"] for p in curve) == [1, 2, 3]
+
+
+def _row(bits, scheme, period, gbops, miou, **extra):
+    return {"bits": bits, "scheme": scheme, "period": period, "gbops_avg": gbops, "mIoU": miou, **extra}
+
+
+def test_curve_value_reads_a_piecewise_linear_curve():
+    from dynvid.methods.resq.report import curve_value
+
+    points = [(10.0, 0.5), (20.0, 0.7), (30.0, 0.75)]
+    assert curve_value(points, 15.0) == pytest.approx(0.6)
+    assert curve_value(list(reversed(points)), 25.0) == pytest.approx(0.725)  # any order
+    assert curve_value(points, 10.0) == 0.5 and curve_value(points, 30.0) == 0.75
+    assert curve_value(points, 9.9) is None and curve_value(points, 30.1) is None  # no extrapolation
+    assert curve_value([(10.0, 0.5)], 10.0) == 0.5 and curve_value([], 1.0) is None
+
+
+def _bench_rows(dynamic_bops: float, dynamic_miou: float) -> dict:
+    """Rows of a benchmark run with static ResQ W8A8->W8A4 at T = 1 (30 GBOPs), 2 (22.5), 3 (20)."""
+    rows = {"float": _row("W32A32", "float", 3, 480.0, 0.76)}
+    for bits in ("W8A8->W4A4", "W4A4->W3A3", "W8A8->W8A8"):
+        rows[f"frame {bits}"] = _row(bits, "frame", 3, 15.0, 0.40)
+        rows[f"ResQ {bits}"] = _row(bits, "resq", 3, 15.0, 0.70)
+    rows["ResQ W8A8->W8A8"].update(gbops_avg=30.0, mIoU=0.76)
+    rows["frame W8A8->W8A4"] = _row("W8A8->W8A4", "frame", 3, 20.0, 0.60)
+    rows["ResQ W8A8->W8A4"] = _row("W8A8->W8A4", "resq", 3, 20.0, 0.70)
+    rows["ResQ W8A8->W8A4 T=1"] = _row("W8A8->W8A4", "resq", 1, 30.0, 0.76)
+    rows["ResQ W8A8->W8A4 T=2"] = _row("W8A8->W8A4", "resq", 2, 22.5, 0.72)
+    rows["Dynamic-ResQ W8A8->W8A{0,4,8}"] = _row("W8A8->W8A{0,4,8}", "resq", 3, dynamic_bops, dynamic_miou)
+    rows["Dynamic-ResQ W8A8->W8A{0,4,8} τ=0.01"] = _row("W8A8->W8A{0,4,8}", "resq", 3, 1.0, 0.99, tau=0.01)
+    return rows
+
+
+@pytest.mark.parametrize("bops,miou,gap,how,met", [
+    (21.0, 0.72, 0.72 - (0.70 + 0.02 * 1 / 2.5), "interpolated", True),  # above the static curve
+    (21.0, 0.70, 0.70 - 0.708, "interpolated", False),  # above static at its own T = 3, below the curve
+    (26.25, 0.70, 0.70 - 0.74, "interpolated", False),  # between T = 2 and T = 1
+    (18.0, 0.71, 0.01, "cheapest point", True),  # cheaper than every static point and better
+    (31.0, 0.80, 0.04, "outside", False),  # dearer than static at T = 1: no claim
+])
+def test_the_equal_bops_target_reads_the_static_curve_over_t(bops, miou, gap, how, met):
+    targets, summary = _job("bench_resq").targets_from_rows(_bench_rows(bops, miou))
+    t = targets[-1]
+    assert t["name"] == "Dynamic_ResQ_minus_ResQ_W8A8->W8A4_mIoU_at_equal_BOPs"
+    assert t["value"] == pytest.approx(gap) and t["reference"] == how and t["met"] is met
+    assert summary["dynamic_over_resq_W8A8->W8A4_gbops_same_T"] == pytest.approx(bops / 20.0)
+    assert [p["T"] for p in summary["static_resq_W8A8->W8A4_curve"]] == [3, 2, 1]  # by BOPs; τ rows left out
