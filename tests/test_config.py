@@ -1,6 +1,17 @@
 import pytest
 
-from dynvid.config import ConfigError, ExperimentConfig, apply_overrides, from_dict, load_config, to_dict
+from dynvid.config import (
+    NOT_IN_RUN_IDENTITY,
+    ConfigError,
+    ExperimentConfig,
+    apply_overrides,
+    check_ranges,
+    from_dict,
+    identity_config,
+    load_config,
+    short_digest,
+    to_dict,
+)
 
 
 def test_defaults_round_trip():
@@ -54,8 +65,47 @@ def test_yaml_layering(tmp_path):
 def test_run_name_is_deterministic_and_encodes_the_run():
     a = apply_overrides(ExperimentConfig(), ["model.width_mult=0.25"])
     assert a.run_name() == apply_overrides(ExperimentConfig(), ["model.width_mult=0.25"]).run_name()
-    assert a.run_name().startswith("static_r2plus1d_18-w0.25_8x4x112_synthetic-actions")
+    assert a.run_name().startswith("static_r2plus1d_18-w0.25_8x4x112_synthetic-actions_e10_s0_h")
     assert a.run_name() != ExperimentConfig().run_name()
+
+
+def test_run_name_ends_with_a_hash_of_everything_that_changes_the_run():
+    base = ExperimentConfig()
+    assert apply_overrides(base, ["optim.lr=0.2"]).run_name() != base.run_name()  # not in the readable part
+    assert apply_overrides(base, ["train.log_every=1", "train.storage_path=/elsewhere"]).run_name() == base.run_name()
+    assert base.run_name("static", digest="1a2b3c4d").endswith("_s0_h1a2b3c4d")
+    assert apply_overrides(base, ["train.name=mine"]).run_name("static", digest="1a2b3c4d") == "mine"
+    for spec in ("kinetics:/data/k400/", "s3://bucket/k400/", "kinetics:s3://bucket/k400"):
+        assert "_k400_e10" in apply_overrides(base, [f"data.dataset={spec}"]).run_name()
+
+
+def test_identity_config_leaves_out_what_does_not_change_the_run():
+    data = identity_config(ExperimentConfig())
+    for key in NOT_IN_RUN_IDENTITY:
+        section, name = key.split(".")
+        assert name not in data[section], key
+    assert data["optim"]["lr"] == 0.1 and data["data"]["dataset"] == "synthetic:actions"
+    assert short_digest({"a": 1, "b": [1, 2]}) == short_digest({"b": (1, 2), "a": 1})
+
+
+@pytest.mark.parametrize("override,message", [
+    ("data.max_bad_fraction=1.5", "data.max_bad_fraction must be in [0, 1], got 1.5"),
+    ("data.batch_size=0", "data.batch_size must be >= 1, got 0"),
+    ("optim.epochs=0", "optim.epochs must be >= 1, got 0"),
+    ("optim.lr=0", "optim.lr must be > 0, got 0.0"),
+    ("optim.label_smoothing=1", "optim.label_smoothing must be in [0, 1), got 1.0"),
+    ("data.ingest=spark", "data.ingest must be one of torch, ray_data, got 'spark'"),
+    ("train.checkpoint_score_order=best", "train.checkpoint_score_order must be one of max, min"),
+])
+def test_check_ranges_names_the_key_rule_and_value(override, message):
+    with pytest.raises(ConfigError) as err:
+        check_ranges(apply_overrides(ExperimentConfig(), [override]))
+    assert message in str(err.value)
+
+
+def test_defaults_and_optional_unset_values_are_in_range():
+    check_ranges(ExperimentConfig())  # grad_clip, target_fps, threads, test_videos: None is not checked
+    check_ranges(apply_overrides(ExperimentConfig(), ["data.max_bad_fraction=1", "train.max_failures=-1"]))
 
 
 def test_float_fields_accept_exponent_notation_without_a_dot():

@@ -11,6 +11,8 @@ worker's first line.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import types
 import typing
 from dataclasses import dataclass, field
@@ -30,7 +32,12 @@ __all__ = [
     "AntConfig",
     "TrainConfig",
     "ExperimentConfig",
+    "NOT_IN_RUN_IDENTITY",
+    "RANGES",
+    "check_ranges",
     "from_dict",
+    "identity_config",
+    "short_digest",
     "to_dict",
     "load_config",
     "preset_job_config",
@@ -497,32 +504,163 @@ class ExperimentConfig:
     ant: AntConfig = field(default_factory=AntConfig)
     resq: ResQConfig = field(default_factory=ResQConfig)
 
-    def run_name(self, method: str = "static") -> str:
-        """Deterministic name encoding the run (mmaction2 style), e.g.
-        ``static_r2plus1d_18-w0.25_8x4x112_synthetic-actions_e10_s0``."""
+    def run_name(self, method: str = "static", digest: str | None = None) -> str:
+        """The run's name, the key its stages resume by: ``train.name`` when set, else a name
+        that encodes the run (mmaction2 style) and ends with ``_h<digest>``, a short hash of
+        the run's identity, e.g. ``static_r2plus1d_18-w0.25_8x4x112_synthetic-actions_e10_s0_h1a2b3c4d``.
+
+        The engine passes the digest of the full identity (config, dataset files, start
+        checkpoint: :mod:`dynvid.engine.identity`); without one, the hash covers the config
+        alone (:func:`identity_config`)."""
         if self.train.name:
             return self.train.name
+        if digest is None:
+            digest = short_digest({"method": method, "config": identity_config(self)})
+        return f"{self._readable_name(method)}_h{digest}"
+
+    def _readable_name(self, method: str) -> str:
         d, m = self.data, self.model
+        dataset = d.dataset.rstrip("/").split("/")[-1].replace(":", "-") or "data"
         if method == "ant":  # the supernet's resolution and width; the non-temporal baseline named as such
             c = self.ant
-            dataset = d.dataset.split("/")[-1].replace(":", "-") or "data"
             width = "" if c.width_mult == 1.0 else f"-w{c.width_mult:g}"
             kind = "" if c.temporal else "-nontemporal"
             return f"ant{kind}_effdet-d0{width}x{c.image_size}_{dataset}_e{self.optim.epochs}_s{self.train.seed}"
         if method == "resq":  # the network and its input size; QAT named with its bits
             c = self.resq
-            dataset = d.dataset.split("/")[-1].replace(":", "-") or "data"
             qat = f"-qat{c.qat_epochs}" if c.qat_epochs else ""
             return (f"resq_{c.network}x{d.synthetic_height}x{d.synthetic_width}{qat}_{dataset}"
                     f"_e{self.optim.epochs}_s{self.train.seed}")
         if method == "lfs":  # two extractors: width × resolution of each
             c = self.lfs
-            dataset = d.dataset.split("/")[-1].replace(":", "-") or "data"
             return (f"lfs_mnv2-{c.f0_width:g}x{c.f0_size}-{c.f1_width:g}x{c.f1_size}_{dataset}"
                     f"_e{self.optim.epochs}_s{self.train.seed}")
         width = "" if m.width_mult == 1.0 else f"-w{m.width_mult:g}"
-        dataset = d.dataset.split("/")[-1].replace(":", "-") or "data"
         return f"{method}_{m.backbone}{width}_{d.clip_len}x{d.stride}x{d.crop_size}_{dataset}_e{self.optim.epochs}_s{self.train.seed}"
+
+
+# ---- run identity -----------------------------------------------------------------------------
+
+#: Settings that do not change what a run computes, left out of its identity (a rerun that
+#: changes only these resumes the run): its name and where results go, how much is printed,
+#: retention and fault tolerance, and the CPUs that decode and compute (results do not depend
+#: on them: augmentation draws from ``(seed, epoch, video)``, whatever process decodes).
+#: ``optim.epochs`` is left out so that a named run (``train.name``) can be extended with more
+#: epochs; a derived name carries the epochs (``_e10``), so there a new count is a new run.
+#: ``liteeval.feature_cache`` is set by the driver between stages.
+NOT_IN_RUN_IDENTITY = (
+    "train.name",
+    "train.storage_path",
+    "train.mlflow_tracking_uri",
+    "train.mlflow_experiment",
+    "train.log_every",
+    "train.max_failures",
+    "train.checkpoints_to_keep",
+    "train.checkpoint_score",
+    "train.checkpoint_score_order",
+    "train.cpus_per_worker",
+    "train.threads",
+    "data.loader_workers",
+    "data.decoders",
+    "data.cpus_per_decoder",
+    "optim.epochs",
+    "liteeval.feature_cache",
+)
+
+
+def identity_config(cfg: ExperimentConfig) -> dict:
+    """``cfg`` as a nested dict without the ``NOT_IN_RUN_IDENTITY`` settings: what a resumed
+    run must share with the run it continues."""
+    data = to_dict(cfg)
+    for key in NOT_IN_RUN_IDENTITY:
+        section, name = key.split(".")
+        data[section].pop(name)
+    return data
+
+
+def short_digest(obj: Any, length: int = 8) -> str:
+    """The first ``length`` hex digits of the SHA-256 of ``obj`` as canonical JSON (sorted
+    keys, tuples as lists): equal for equal contents, whatever the key order."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+# ---- value ranges -----------------------------------------------------------------------------
+
+#: Allowed values of the settings every run has, checked on the driver before anything starts
+#: (:func:`check_ranges`): ``">= 1"``, ``"> 0"``, intervals (``"[0, 1]"``, ``"[0, 1)"``) or a
+#: tuple of choices. An optional setting left at None is not checked.
+RANGES: dict[str, str | tuple[str, ...]] = {
+    "data.clip_len": ">= 1",
+    "data.stride": ">= 1",
+    "data.target_fps": "> 0",
+    "data.crop_size": ">= 1",
+    "data.train_short_side": ">= 1",
+    "data.test_short_side": ">= 1",
+    "data.num_test_clips": ">= 1",
+    "data.num_test_crops": "[1, 3]",
+    "data.flip_prob": "[0, 1]",
+    "data.batch_size": ">= 1",
+    "data.loader_workers": ">= 0",
+    "data.ingest": ("torch", "ray_data"),
+    "data.decoders": ">= 1",
+    "data.cpus_per_decoder": "> 0",
+    "data.max_bad_fraction": "[0, 1]",
+    "data.synthetic_train_videos": ">= 1",
+    "data.synthetic_val_videos": ">= 1",
+    "data.synthetic_height": ">= 1",
+    "data.synthetic_width": ">= 1",
+    "data.synthetic_frames": ">= 1",
+    "data.synthetic_max_distractors": ">= 0",
+    "data.synthetic_object_scale": "> 0",
+    "model.width_mult": "> 0",
+    "model.num_classes": ">= 1",
+    "optim.optimizer": ("sgd", "adam"),
+    "optim.lr": "> 0",
+    "optim.momentum": "[0, 1)",
+    "optim.weight_decay": ">= 0",
+    "optim.epochs": ">= 1",
+    "optim.warmup_epochs": ">= 0",
+    "optim.warmup_start_factor": "(0, 1]",
+    "optim.label_smoothing": "[0, 1)",
+    "optim.grad_clip": "> 0",
+    "train.num_workers": ">= 1",
+    "train.cpus_per_worker": ">= 0",
+    "train.eval_every": ">= 0",
+    "train.test_videos": ">= 1",
+    "train.log_every": ">= 1",
+    "train.threads": ">= 1",
+    "train.max_failures": ">= -1",
+    "train.checkpoints_to_keep": ">= 1",
+    "train.checkpoint_score_order": ("max", "min"),
+    "train.grad_accum_steps": ">= 1",
+}
+
+
+def _allowed(value: Any, rule: str | tuple[str, ...]) -> bool:
+    if isinstance(rule, tuple):
+        return value in rule
+    if rule.startswith(">="):
+        return value >= float(rule[2:])
+    if rule.startswith(">"):
+        return value > float(rule[1:])
+    low, high = (float(v) for v in rule[1:-1].split(","))
+    above = value >= low if rule[0] == "[" else value > low
+    below = value <= high if rule[-1] == "]" else value < high
+    return above and below
+
+
+def check_ranges(cfg: ExperimentConfig) -> None:
+    """Raise a :class:`ConfigError` naming the first setting outside its ``RANGES`` rule, with
+    the rule and the value (e.g. ``data.max_bad_fraction must be in [0, 1], got 1.5``)."""
+    data = to_dict(cfg)
+    for key, rule in RANGES.items():
+        section, name = key.split(".")
+        value = data[section][name]
+        if value is not None and not _allowed(value, rule):
+            wanted = f"one of {', '.join(rule)}" if isinstance(rule, tuple) else (
+                f"in {rule}" if rule[0] in "[(" else rule)
+            raise ConfigError(f"{key} must be {wanted}, got {value!r}")
 
 
 # ---- conversion -----------------------------------------------------------------------------
