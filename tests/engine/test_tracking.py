@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -18,6 +19,7 @@ from dynvid.engine.tracking import (
     TrackingError,
     check_tracking_uri,
     finish_job_run,
+    git_info,
     resolve_tracking_uri,
     scrub_params,
     start_job_run,
@@ -240,3 +242,60 @@ def test_sqlite_default_without_server(tmp_path, monkeypatch):
     client = mlflow.MlflowClient(uri)
     assert client.get_run(tracker.run_id).data.tags[PARENT_TAG] == parent
     assert client.get_run(parent).data.params["model.backbone"] == "r2plus1d_18"
+
+
+# ---- which code trained it ----------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _git(*args: str, cwd: Path) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_git_info_prefers_what_the_submitting_side_recorded(monkeypatch):
+    """A job running from Ray's copy of the working directory (no .git) gets the commit from
+    the env vars that ``infra/local/run_main_job.sh`` puts in its runtime env."""
+    monkeypatch.setenv("DYNVID_GIT_COMMIT", "0123456789abcdef0123456789abcdef01234567")
+    monkeypatch.setenv("DYNVID_GIT_DIRTY", "true")
+    assert git_info() == {"git_commit": "0123456789abcdef0123456789abcdef01234567", "git_dirty": "true"}
+    monkeypatch.setenv("DYNVID_GIT_COMMIT", "not a commit")  # ignored: the checkout is asked instead
+    assert git_info()["git_commit"] != "not a commit"
+
+
+def test_git_info_of_a_checkout(tmp_path, monkeypatch):
+    """``python jobs/x.py`` run directly: the checkout holding the code, with its dirty flag."""
+    monkeypatch.delenv("DYNVID_GIT_COMMIT", raising=False)
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for args in (["init", "-q"], ["config", "user.email", "t@example.com"], ["config", "user.name", "t"]):
+        _git(*args, cwd=repo)
+    (repo / "code.py").write_text("x = 1\n")
+    _git("add", "code.py", cwd=repo)
+    _git("commit", "-q", "-m", "c", cwd=repo)
+    head = _git("rev-parse", "HEAD", cwd=repo)
+    (repo / "notes.txt").write_text("untracked files do not make it dirty")
+    assert git_info(repo) == {"git_commit": head, "git_dirty": "false"}
+    (repo / "code.py").write_text("x = 2\n")
+    assert git_info(repo) == {"git_commit": head, "git_dirty": "true"}
+    # no cwd given: the checkout holding the package first, then the working directory's
+    from dynvid.engine import tracking
+
+    monkeypatch.setattr(tracking, "_PACKAGE_DIR", repo)
+    monkeypatch.chdir(tmp_path)
+    assert git_info()["git_commit"] == head
+    monkeypatch.setattr(tracking, "_PACKAGE_DIR", tmp_path)
+    monkeypatch.chdir(repo)
+    assert git_info()["git_commit"] == head
+    monkeypatch.chdir(tmp_path)
+    assert git_info() == {"git_commit": "unknown", "git_dirty": "unknown"}
+
+
+def test_job_runs_are_tagged_with_commit_and_dirty_flag(tmp_path, monkeypatch):
+    monkeypatch.setenv("DYNVID_GIT_COMMIT", "89abcdef0123456789abcdef0123456789abcdef")
+    monkeypatch.setenv("DYNVID_GIT_DIRTY", "false")
+    uri = resolve_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    run_id = start_job_run(uri, "dynvid", "tagged", {})
+    tags = mlflow.MlflowClient(uri).get_run(run_id).data.tags
+    assert tags["mlflow.source.git.commit"] == "89abcdef0123456789abcdef0123456789abcdef"
+    assert tags["dynvid.git_dirty"] == "false"

@@ -3,8 +3,9 @@
 A job's final model is logged with ``mlflow.pytorch.log_model`` under the job's parent run
 and registered as a new version of ``{method}-{backbone}-{dataset}`` (e.g.
 ``static-r2plus1d_18-synthetic-actions``), with the alias ``candidate``, tags (method,
-backbone, dataset, gflops, accuracy, git commit) and a model card (``README.md`` next to
-the model files, ``model_card.md`` in the run, and the version's description).
+backbone, dataset, gflops, accuracy, git commit and dirty flag) and a model card
+(``README.md`` next to the model files, ``model_card.md`` in the run, and the version's
+description).
 
 Aliases, not the deprecated stages, mark what is deployed: ``dynvid models promote NAME
 VERSION --alias production`` moves the alias. Load a version back with
@@ -32,7 +33,7 @@ from dynvid.engine.tracking import (
     TrackingError,
     check_tracking_uri,
     flatten,
-    git_commit,
+    git_info,
     mlflow_client,
     redact_uri,
     scrub_params,
@@ -181,8 +182,9 @@ def log_and_register(uri: str, run_id: str, model: torch.nn.Module, input_exampl
         model: the final model (a DDP wrapper is unwrapped); saved in eval mode.
         input_example: a batch of inputs (stored with the model, gives its signature).
         name: registered model name, e.g. from :func:`registered_name`.
-        tags: version tags (method, backbone, dataset, gflops, accuracy; ``git_commit`` is
-            added when absent), scrubbed of secrets.
+        tags: version tags (method, backbone, dataset, gflops, accuracy; ``git_commit`` and
+            ``git_dirty`` of :func:`~dynvid.engine.tracking.git_info` are added when absent),
+            scrubbed of secrets.
         model_card: markdown from :func:`model_card`.
         alias: set on the new version (moved from the version that had it).
         build_info: ``{"config", "method", "stage"}`` the model was built from, stored next to
@@ -198,7 +200,7 @@ def log_and_register(uri: str, run_id: str, model: torch.nn.Module, input_exampl
     _check_name(name)
     _check_alias(alias)
     client = mlflow_client(uri)
-    tags = {k: str(v) for k, v in scrub_params({"git_commit": git_commit(), **dict(tags)}).items()}
+    tags = {k: str(v) for k, v in scrub_params({**git_info(), **dict(tags)}).items()}
     card = scrub_text(model_card)
     model = getattr(model, "module", model)
     was_training = model.training
@@ -303,7 +305,7 @@ def list_models(uri: str, name: str | None = None) -> list[dict]:
         for v in _versions(client, model_name):
             metrics = {}
             for key, value in v.tags.items():
-                if key == "git_commit":
+                if key in ("git_commit", "git_dirty"):
                     continue
                 try:
                     metrics[key] = float(value)

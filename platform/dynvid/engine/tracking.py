@@ -50,6 +50,7 @@ __all__ = [
     "finish_job_run",
     "flatten",
     "git_commit",
+    "git_info",
     "mlflow_client",
     "redact_uri",
     "resolve_tracking_uri",
@@ -375,15 +376,47 @@ def use_tracking_uri(uri: str, experiment_id: str | None = None) -> Iterator[Non
                 os.environ[key] = value
 
 
-def git_commit(cwd: str | os.PathLike | None = None) -> str:
-    """``git rev-parse HEAD`` of the dynvid checkout (or ``cwd``); ``"unknown"`` if none."""
-    cwd = cwd or Path(__file__).resolve().parent
+#: Set by the submitting side (``infra/local/run_main_job.sh`` passes them in the job's runtime
+#: env): a job running from Ray's copy of the working directory has no ``.git`` to ask.
+GIT_COMMIT_ENV = "DYNVID_GIT_COMMIT"
+GIT_DIRTY_ENV = "DYNVID_GIT_DIRTY"
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def _git(args: list[str], cwd: str | os.PathLike) -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5)
+        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    commit = out.stdout.strip()
-    return commit if out.returncode == 0 and re.fullmatch(r"[0-9a-f]{40,64}", commit) else "unknown"
+        return None
+    return out.stdout if out.returncode == 0 else None
+
+
+def git_info(cwd: str | os.PathLike | None = None) -> dict[str, str]:
+    """``{"git_commit": sha, "git_dirty": "true" | "false"}`` of the code this process runs.
+
+    From, in order: ``DYNVID_GIT_COMMIT`` / ``DYNVID_GIT_DIRTY`` (set by whoever submitted the
+    job from a checkout); the git checkout holding the dynvid package (or ``cwd`` when given);
+    the git checkout of the working directory; else ``"unknown"`` for both. The package's
+    checkout comes before the working directory's: it holds the code that trains, while the
+    working directory may be another project's. Dirty = tracked files changed since the commit
+    (untracked files do not count, as in ``git describe --dirty``)."""
+    commit = os.environ.get(GIT_COMMIT_ENV, "").strip().lower()
+    if re.fullmatch(r"[0-9a-f]{7,64}", commit):
+        dirty = os.environ.get(GIT_DIRTY_ENV, "").strip().lower()
+        return {"git_commit": commit, "git_dirty": dirty if dirty in ("true", "false") else "unknown"}
+    for folder in ([cwd] if cwd is not None else [_PACKAGE_DIR, Path.cwd()]):
+        head = (_git(["rev-parse", "HEAD"], folder) or "").strip()
+        if re.fullmatch(r"[0-9a-f]{40,64}", head):
+            status = _git(["status", "--porcelain", "--untracked-files=no"], folder)
+            dirty = "unknown" if status is None else ("true" if status.strip() else "false")
+            return {"git_commit": head, "git_dirty": dirty}
+    return {"git_commit": "unknown", "git_dirty": "unknown"}
+
+
+def git_commit(cwd: str | os.PathLike | None = None) -> str:
+    """The commit of :func:`git_info`: ``DYNVID_GIT_COMMIT``, else ``git rev-parse HEAD`` of the
+    package's checkout (or ``cwd``), else of the working directory; ``"unknown"`` if none."""
+    return git_info(cwd)["git_commit"]
 
 
 # ---- runs ---------------------------------------------------------------------------------
@@ -494,17 +527,22 @@ def start_job_run(uri: str, experiment: str, run_name: str, params: dict, tags: 
     UI lists and compares a sweep's trials under it.
 
     The flattened, scrubbed config is logged as params (once: a resumed run only gets the
-    params it lacks, as MLflow params cannot change). The run is tagged with the git commit.
+    params it lacks, as MLflow params cannot change). The run is tagged with the git commit
+    and dirty flag (:func:`git_info`).
     Leaves no active run in this process.
     """
-    tags = {"mlflow.source.git.commit": git_commit(), **dict(tags or {})}
-    return _open_run(uri, experiment, run_name, params, tags, parent_run_id, "job")
+    return _open_run(uri, experiment, run_name, params, {**_git_tags(), **dict(tags or {})}, parent_run_id, "job")
 
 
 def start_sweep_run(uri: str, experiment: str, sweep_name: str, params: dict) -> str:
     """Open (or resume, by name) a sweep's parent run (the spec and base config as params)."""
-    tags = {"mlflow.source.git.commit": git_commit()}
-    return _open_run(uri, experiment, sweep_name, params, tags, None, "sweep")
+    return _open_run(uri, experiment, sweep_name, params, _git_tags(), None, "sweep")
+
+
+def _git_tags() -> dict[str, str]:
+    """MLflow's commit tag and dynvid's dirty flag (:func:`git_info`)."""
+    info = git_info()
+    return {"mlflow.source.git.commit": info["git_commit"], "dynvid.git_dirty": info["git_dirty"]}
 
 
 def open_trial_run(uri: str, experiment: str, run_name: str, params: dict, tags: dict, parent_run_id: str) -> str:
