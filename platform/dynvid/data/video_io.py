@@ -144,7 +144,7 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
             first = next(container.decode(stream), None)
             if first is None:
                 raise VideoDecodeError(path, "no decodable frame")
-            rotation = display_rotation(getattr(first, "rotation", 0), stream.metadata.get("rotate"))
+            rotation = display_rotation(first.rotation, stream.metadata.get("rotate"))
             width, height = first.width, first.height
             if rotation in (90, 270):
                 width, height = height, width
@@ -371,8 +371,6 @@ def write_video(
             stream.pix_fmt = "yuv420p" if even else "yuv444p"
             stream.codec_context.gop_size = max(1, int(round(keyframe_interval_s * fps)))
             if rotation:
-                if not hasattr(stream, "set_display_rotation"):
-                    raise ValueError(f"writing a display rotation needs a newer PyAV (have {av.__version__})")
                 stream.set_display_rotation(rotation)
             if codec == "libx264":
                 stream.options = {"crf": str(crf), "preset": "veryfast"}
