@@ -1,10 +1,17 @@
 """Video encode/decode: frame accuracy, seeking, frame-rate resampling, resize, bad files."""
 
+import json
+import logging
+import os
+import pickle
+
 import av
 import numpy as np
 import pytest
 
+from dynvid.data import video_io
 from dynvid.data.video_io import (
+    ProbeCache,
     VideoDecodeError,
     display_rotation,
     probe_video,
@@ -149,3 +156,106 @@ def test_rotation_conventions():
     assert display_rotation(0, "90") == 270 and display_rotation(None, "270") == 90
     assert display_rotation(90.0, "90") == 90  # the matrix wins
     assert display_rotation(0, "sideways") == 0
+
+
+# ---- probe cache ---------------------------------------------------------------------------------
+
+@pytest.fixture
+def probe_calls(monkeypatch):
+    """The paths probe_video is called with (probe_videos calls it through the module)."""
+    calls, real = [], video_io.probe_video
+
+    def counting(path):
+        calls.append(os.fspath(path))
+        return real(path)
+
+    monkeypatch.setattr(video_io, "probe_video", counting)
+    return calls
+
+
+@pytest.fixture
+def mixed_videos(tmp_path):
+    """A plain video, a rotated one and a corrupt one."""
+    plain, rotated, bad = tmp_path / "plain.mp4", tmp_path / "rot.mp4", tmp_path / "bad.mp4"
+    _ramp_video(plain, num_frames=12)
+    write_video(rotated, _marked_frames(), 12, rotation=-90)
+    bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"garbage" * 100)
+    return [plain, rotated, bad]
+
+
+def _as_compared(results):
+    return [r if isinstance(r, video_io.VideoInfo) else (type(r), r.path, r.reason) for r in results]
+
+
+def test_probe_cache_answers_for_unchanged_files(tmp_path, mixed_videos, probe_calls):
+    cache = ProbeCache("my-list", folder=tmp_path / "cache")
+    first = probe_videos(mixed_videos, threads=2, cache=cache)
+    assert len(probe_calls) == 3 and first[1].rotation == 270 and isinstance(first[2], VideoDecodeError)
+    assert list((tmp_path / "cache").iterdir()) == [cache.path]  # no temporary file left
+    probe_calls.clear()
+    again = probe_videos(mixed_videos, threads=2, cache=ProbeCache("my-list", folder=tmp_path / "cache"))
+    assert probe_calls == []
+    assert _as_compared(again) == _as_compared(first)  # rotation and the failure reason included
+    assert _as_compared(again) == _as_compared(probe_videos(mixed_videos))  # and as without a cache
+
+
+def test_probe_cache_reprobes_changed_and_new_files(tmp_path, mixed_videos, probe_calls):
+    cache = ProbeCache("my-list", folder=tmp_path / "cache")
+    probe_videos(mixed_videos[:2], cache=cache)
+    st = mixed_videos[0].stat()
+    os.utime(mixed_videos[0], ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    probe_calls.clear()
+    probe_videos(mixed_videos, cache=cache)
+    assert sorted(probe_calls) == sorted(map(str, [mixed_videos[0], mixed_videos[2]]))
+    entries = cache.load()
+    assert sorted(entries) == sorted(os.path.abspath(p) for p in mixed_videos)
+    probe_calls.clear()
+    probe_videos(mixed_videos[1:], cache=cache)  # a video left the list: dropped from the file
+    assert probe_calls == [] and len(cache.load()) == 2
+
+
+def test_transient_failures_are_not_cached(tmp_path, mixed_videos, monkeypatch):
+    def failing(path):
+        raise VideoDecodeError(path, "OSError: [Errno 5] Input/output error", transient=True)
+
+    monkeypatch.setattr(video_io, "probe_video", failing)
+    cache = ProbeCache("my-list", folder=tmp_path / "cache")
+    assert all(isinstance(r, VideoDecodeError) for r in probe_videos(mixed_videos[:1], cache=cache))
+    assert cache.load() == {}
+    err = pickle.loads(pickle.dumps(VideoDecodeError("a.mp4", "EIO", transient=True)))
+    assert (err.path, err.reason, err.transient) == ("a.mp4", "EIO", True)
+
+
+def test_corrupt_or_foreign_cache_files_are_ignored(tmp_path, mixed_videos, probe_calls, caplog):
+    cache = ProbeCache("my-list", folder=tmp_path / "cache")
+    first = probe_videos(mixed_videos, cache=cache)
+    data = json.loads(cache.path.read_text())
+    for content, warns in [
+        (json.dumps({**data, "av": "0.1"}), False),  # another PyAV: stale, not an error
+        ("{not json", True),
+        (b"\xff\xfe\x00", True),
+        ("[]", True),
+        (json.dumps({**data, "videos": {"x": [1, 2]}}), True),
+    ]:
+        if isinstance(content, bytes):
+            cache.path.write_bytes(content)
+        else:
+            cache.path.write_text(content)
+        probe_calls.clear()
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="dynvid.data.video_io"):
+            results = probe_videos(mixed_videos, cache=cache)
+        assert len(probe_calls) == 3 and _as_compared(results) == _as_compared(first)
+        assert (str(cache.path) in caplog.text) == warns, content
+        assert len(cache.load()) == 3  # rewritten
+
+
+def test_unwritable_cache_folder_warns_once_and_probes(tmp_path, mixed_videos, probe_calls, caplog):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    with caplog.at_level(logging.WARNING, logger="dynvid.data.video_io"):
+        for name in ("list-a", "list-b"):
+            results = probe_videos(mixed_videos, cache=ProbeCache(name, folder=blocker / "probe"))
+            assert _as_compared(results) == _as_compared(probe_videos(mixed_videos))
+    assert caplog.text.count("cannot write the probe cache") == 1
+    assert len(probe_calls) == 4 * 3

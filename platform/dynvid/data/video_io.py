@@ -24,6 +24,13 @@ Every PyAV/FFmpeg failure surfaces as :class:`VideoDecodeError` naming the file,
 corrupt video can be skipped and reported by the dataset instead of raising a raw
 traceback from deep inside PyAV.
 
+**Probe cache**: every process that builds a dataset (the driver, then each Ray Train
+worker for each split, at every stage) would probe all its videos again — minutes for
+Kinetics. :class:`ProbeCache` keeps the results of one video list on disk
+(``$DYNVID_CACHE_DIR/probe``, default ``~/.cache/dynvid/probe``), keyed by each file's
+absolute path, size and modification time, so a later process probes only new or changed
+files.
+
 Writing is atomic (temporary file in the same directory, then ``os.replace``): an
 interrupted ``dynvid data synth`` never leaves a truncated mp4 under its final name.
 Key frames are placed every 2 seconds by default, close to what YouTube (the source of
@@ -32,8 +39,13 @@ Kinetics) uses, which keeps seeks cheap.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
+import logging
 import math
 import os
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
@@ -50,6 +62,7 @@ __all__ = [
     "VideoInfo",
     "probe_video",
     "probe_videos",
+    "ProbeCache",
     "display_rotation",
     "read_clip",
     "read_video",
@@ -58,8 +71,20 @@ __all__ = [
 ]
 
 
+log = logging.getLogger(__name__)
+
+
 class VideoDecodeError(UnreadableFile):
-    """A video file cannot be opened or decoded. ``path`` names the file."""
+    """A video file cannot be opened or decoded. ``path`` names the file; ``transient`` is
+    True when the operating system reported the failure (missing file, I/O error, permission,
+    too many open files), which may pass, rather than FFmpeg rejecting the file's bytes."""
+
+    def __init__(self, path: str | os.PathLike, reason: str, transient: bool = False) -> None:
+        super().__init__(path, reason)
+        self.transient = transient
+
+    def __reduce__(self):
+        return (type(self), (self.path, self.reason, self.transient))
 
     def __str__(self) -> str:
         return f"cannot decode video {self.path}: {self.reason}"
@@ -115,7 +140,7 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
     check that the stream decodes at all): a few milliseconds for a Kinetics-sized H.264 file."""
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise VideoDecodeError(path, "file does not exist")
+        raise VideoDecodeError(path, "file does not exist", transient=True)
     try:
         with av.open(path) as container:
             if not container.streams.video:
@@ -161,13 +186,14 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
     except VideoDecodeError:
         raise
     except (av.FFmpegError, OSError, ValueError, ZeroDivisionError) as exc:
-        raise VideoDecodeError(path, _av_error_reason(exc)) from None
+        raise VideoDecodeError(path, _av_error_reason(exc), transient=isinstance(exc, OSError)) from None
 
 
 def probe_videos(
     paths: Sequence[str | os.PathLike],
     threads: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    cache: ProbeCache | None = None,
 ) -> list[VideoInfo | VideoDecodeError]:
     """:func:`probe_video` for many files, in order: each item is the info or the error.
 
@@ -179,22 +205,150 @@ def probe_videos(
         paths: video files.
         threads: pool size; default ``min(16, cpu count)``.
         progress: called as ``progress(done, total)`` after each file.
+        cache: results of an earlier probe of these files; files whose size and modification
+            time are unchanged are not probed again, and the cache is rewritten with this
+            probe's results when anything changed.
     """
+    known = cache.load() if cache is not None else {}
 
-    def one(path: str | os.PathLike) -> VideoInfo | VideoDecodeError:
+    def one(path: str | os.PathLike) -> tuple[VideoInfo | VideoDecodeError, str | None, _Entry | None]:
+        path = os.fspath(path)
+        key, stamp = None, None
+        if cache is not None:
+            try:
+                st = os.stat(path)  # before probing: a file changed meanwhile is re-probed next time
+                key, stamp = os.path.abspath(path), (st.st_size, st.st_mtime_ns)
+            except OSError:
+                pass  # probe_video names the problem; nothing to cache
+        hit = known.get(key) if key is not None else None
+        if hit is not None and hit[:2] == stamp:
+            return _from_entry(path, hit), key, hit
         try:
-            return probe_video(path)
+            result: VideoInfo | VideoDecodeError = probe_video(path)
         except VideoDecodeError as exc:
-            return exc
+            result = exc
+        if stamp is None or getattr(result, "transient", False):
+            return result, None, None
+        value = result.reason if isinstance(result, VideoDecodeError) else _info_values(result)
+        return result, key, (*stamp, value)
 
     threads = threads or min(16, os.cpu_count() or 1)
     out: list[VideoInfo | VideoDecodeError] = []
+    entries: dict[str, _Entry] = {}
     with ThreadPoolExecutor(max(1, threads)) as pool:
-        for result in pool.map(one, paths):
+        for result, key, entry in pool.map(one, paths):
             out.append(result)
+            if entry is not None:
+                entries[key] = entry  # type: ignore[index]
             if progress is not None:
                 progress(len(out), len(paths))
+    if cache is not None:
+        reused = sum(1 for key, entry in entries.items() if known.get(key) is entry)
+        log.info("%s: %d of %d probe results reused from %s", cache.name, reused, len(out), cache.path)
+        if entries != known:
+            cache.save(entries)
     return out
+
+
+# ---- probe cache ----------------------------------------------------------------------------
+
+_INFO_FIELDS = [f.name for f in dataclasses.fields(VideoInfo) if f.name != "path"]
+_CACHE_VERSION = 1  # bump when probe_video's results change for the same file
+_Entry = tuple  # (size, mtime_ns, [VideoInfo field values but path] or the failure reason)
+_warned_folders: set[str] = set()
+
+
+def _probe_cache_folder() -> Path:
+    """``$DYNVID_CACHE_DIR/probe``, else ``$XDG_CACHE_HOME/dynvid/probe`` (as the storage
+    caches), else ``~/.cache/dynvid/probe``; read at each use, so tests can point it away."""
+    root = os.environ.get("DYNVID_CACHE_DIR")
+    if not root:
+        root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dynvid"
+    return Path(root) / "probe"
+
+
+def _info_values(info: VideoInfo) -> list:
+    return [getattr(info, name) for name in _INFO_FIELDS]
+
+
+def _from_entry(path: str, entry: _Entry) -> VideoInfo | VideoDecodeError:
+    if isinstance(entry[2], str):
+        return VideoDecodeError(path, entry[2])
+    return VideoInfo(path, *entry[2])
+
+
+class ProbeCache:
+    """The :func:`probe_video` results of one list of videos, kept on disk across processes.
+
+    One JSON file per list, ``<folder>/<hash of name>.json``, holding for each video (by
+    absolute path) its size, modification time (ns) and either its :class:`VideoInfo` or the
+    reason it is unreadable; an entry is used only while size and time still match. Failures
+    the operating system reported (``VideoDecodeError.transient``) are never kept. The file is
+    written whole to a temporary file and renamed over the old one, so processes building
+    the same dataset at once each read a complete file. The cache can only save time: an
+    unreadable or corrupt file is ignored with a warning, and an unwritable folder turns the
+    cache off with one warning per process. Files written by another PyAV version or an
+    older dynvid are ignored (FFmpeg may probe the same file differently).
+
+    Args:
+        name: what the list is, e.g. the annotation file's absolute path (hashed for the
+            file name, stored in the file for a reader).
+        folder: default ``$DYNVID_CACHE_DIR/probe``, else ``~/.cache/dynvid/probe``.
+    """
+
+    def __init__(self, name: str | os.PathLike, folder: str | os.PathLike | None = None):
+        self.name = os.fspath(name)
+        self.folder = Path(folder) if folder is not None else _probe_cache_folder()
+        self.path = self.folder / f"{hashlib.sha256(self.name.encode()).hexdigest()[:24]}.json"
+
+    def load(self) -> dict[str, _Entry]:
+        """absolute path -> entry; empty when there is no usable file."""
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:  # ValueError: bad JSON or bad UTF-8
+            log.warning("ignoring the probe cache %s of %s: %s", self.path, self.name, exc)
+            return {}
+        try:
+            if (data["version"], data["av"], data["fields"]) != (_CACHE_VERSION, av.__version__, _INFO_FIELDS):
+                return {}
+            entries = {}
+            for key, (size, mtime_ns, result) in data["videos"].items():
+                if not (isinstance(size, int) and isinstance(mtime_ns, int)):
+                    raise ValueError(f"bad size/mtime for {key}")
+                if not isinstance(result, str):
+                    VideoInfo(key, *result)  # the right number of fields
+                entries[key] = (size, mtime_ns, result)
+            return entries
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            log.warning("ignoring the probe cache %s of %s: unexpected content (%s: %s)",
+                        self.path, self.name, type(exc).__name__, exc)
+            return {}
+
+    def save(self, entries: dict[str, _Entry]) -> None:
+        """Replace the file with ``entries``; on an OS error, warn (once per folder) and go on."""
+        data = {"version": _CACHE_VERSION, "av": av.__version__, "name": self.name, "fields": _INFO_FIELDS,
+                "videos": entries}
+        tmp = None
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=f".{self.path.stem}.", suffix=".tmp")
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(data, f, separators=(",", ":"))
+            os.replace(tmp, self.path)
+            tmp = None
+        except OSError as exc:
+            if str(self.folder) not in _warned_folders:
+                _warned_folders.add(str(self.folder))
+                log.warning("cannot write the probe cache in %s (%s): every process probes its videos "
+                            "again; set DYNVID_CACHE_DIR to a writable folder", self.folder, exc)
+        finally:
+            if tmp is not None:
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
 
 
 def short_side_size(height: int, width: int, short_side: int) -> tuple[int, int]:
