@@ -2,12 +2,14 @@
 
 import csv
 import logging
+import os
 import shutil
 
 import pytest
 import torch
 
 from dynvid.config import DataConfig
+from dynvid.data import video_io
 from dynvid.data.clips import ClipSpec
 from dynvid.data.datasets import build_clip_dataset
 from dynvid.data.errors import AnnotationError, DatasetError
@@ -273,6 +275,67 @@ def test_max_bad_fraction_outside_0_1_is_rejected(kinetics_dir, bad):
         KineticsDataset(kinetics_dir / "train.csv", spec=SPEC, max_bad_fraction=bad)
     with pytest.raises(DatasetError, match=r"data\.max_bad_fraction"):
         build_clip_dataset(DataConfig(max_bad_fraction=bad), "train", "train")  # synthetic data too
+
+
+# ---- probe cache: later constructions probe only new or changed videos ----------------------------
+
+@pytest.fixture
+def probe_calls(tmp_path, monkeypatch):
+    """A probe cache of this test's own (tmp_path/cache) and the paths probe_video is called with."""
+    monkeypatch.setenv("DYNVID_CACHE_DIR", str(tmp_path / "cache"))
+    calls, real = [], video_io.probe_video
+
+    def counting(path):
+        calls.append(os.fspath(path))
+        return real(path)
+
+    monkeypatch.setattr(video_io, "probe_video", counting)
+    return calls
+
+
+def _probed(ds):
+    return ds.records, [ds.info(i) for i in range(len(ds))], ds.unreadable_videos
+
+
+def test_second_construction_reuses_the_probe(kinetics_dir, tmp_path, probe_calls):
+    root = _copy(kinetics_dir, tmp_path)
+    _, junk = _break_two(root)
+    first = KineticsDataset(root / "train.csv", spec=SPEC, max_bad_fraction=0.2)
+    assert len(probe_calls) == 11
+    assert len(list((tmp_path / "cache" / "probe").glob("*.json"))) == 1
+    probe_calls.clear()
+    second = KineticsDataset(root / "train.csv", spec=SPEC, max_bad_fraction=0.2, mode="test")
+    assert probe_calls == []
+    assert _probed(second) == _probed(first)  # the unreadable one too, with its reason
+    assert list(second.unreadable_videos) == [junk]
+
+
+def test_changed_video_is_probed_again(kinetics_dir, tmp_path, probe_calls):
+    root = _copy(kinetics_dir, tmp_path)
+    KineticsDataset(root / "train.csv", spec=SPEC, max_bad_fraction=0.2)
+    videos = sorted((root / "videos" / "train").rglob("*.mp4"))
+    st = videos[3].stat()
+    os.utime(videos[3], ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # touched
+    videos[7].write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"junk" * 50)  # corrupted since
+    probe_calls.clear()
+    ds = KineticsDataset(root / "train.csv", spec=SPEC, max_bad_fraction=0.2)
+    assert sorted(probe_calls) == sorted([str(videos[3]), str(videos[7])])
+    assert list(ds.unreadable_videos) == [str(videos[7])] and len(ds) == 11
+
+
+def test_corrupt_probe_cache_is_ignored(kinetics_dir, tmp_path, probe_calls, caplog):
+    root = _copy(kinetics_dir, tmp_path)
+    first = KineticsDataset(root / "train_list.txt", spec=SPEC)
+    [cache_file] = (tmp_path / "cache" / "probe").glob("*.json")
+    cache_file.write_text(cache_file.read_text()[:100])  # e.g. a full disk
+    probe_calls.clear()
+    with caplog.at_level(logging.WARNING):
+        second = KineticsDataset(root / "train_list.txt", spec=SPEC)
+    assert len(probe_calls) == 12 and _probed(second) == _probed(first)
+    assert f"ignoring the probe cache {cache_file}" in caplog.text
+    probe_calls.clear()
+    KineticsDataset(root / "train_list.txt", spec=SPEC)  # rewritten whole
+    assert probe_calls == []
 
 
 # ---- byte-order marks ---------------------------------------------------------------------------

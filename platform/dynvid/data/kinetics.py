@@ -24,9 +24,12 @@ path) with the same label is dropped — the first is kept — and reported once
 Kinetics is scraped from YouTube and every copy misses some videos. Every listed video is
 probed when the dataset is built: missing and unreadable ones are dropped and recorded
 (``bad_videos``), and loading fails only when together they are more than
-``max_bad_fraction`` of the videos listed. A malformed line, a label outside the class
-list, or a missing annotation file / video folder raises an error that names the file and
-line.
+``max_bad_fraction`` of the videos listed. The probe results are cached on disk
+(:class:`~dynvid.data.video_io.ProbeCache`, one file per annotation): after the first
+process on a machine, the driver and every worker probe only new or changed videos.
+
+A malformed line, a label outside the class list, or a missing annotation file / video
+folder raises an error that names the file and line.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ import numpy as np
 from dynvid.data.clips import ClipSpec, VideoClipDataset
 from dynvid.data.errors import AnnotationError, BadFileLog, DatasetError
 from dynvid.data.sampling import resampled_length
-from dynvid.data.video_io import VideoDecodeError, VideoInfo, probe_video, probe_videos, read_clip
+from dynvid.data.video_io import ProbeCache, VideoDecodeError, VideoInfo, probe_video, probe_videos, read_clip
 
 __all__ = [
     "VideoRecord",
@@ -282,9 +285,11 @@ class KineticsDataset(VideoClipDataset):
     """Clip dataset over video files listed in a Kinetics CSV or a ``path label`` list.
 
     Every listed video is probed at construction (a thread pool; a few ms a video, progress
-    printed for large sets): missing and unreadable ones are dropped and recorded in
-    ``bad_videos`` (path or CSV key -> reason), and :class:`DatasetError` is raised when
-    they are more than ``max_bad_fraction`` of the (de-duplicated) videos listed.
+    printed for large sets; the annotation's :class:`ProbeCache` answers for files unchanged
+    since an earlier construction in any process on the machine): missing and unreadable
+    ones are dropped and recorded in ``bad_videos`` (path or CSV key -> reason), and
+    :class:`DatasetError` is raised when they are more than ``max_bad_fraction`` of the
+    (de-duplicated) videos listed.
 
     Args:
         annotation: the CSV (``.csv``) or list file (anything else).
@@ -300,6 +305,8 @@ class KineticsDataset(VideoClipDataset):
         train_annotation: the training split's annotation, whose labels define the class
             indices of every split; default ``annotation`` itself.
         probe_threads: threads probing the videos (default ``min(16, cpu count)``).
+        probe_cache_dir: folder of the probe cache; default ``$DYNVID_CACHE_DIR/probe``, else
+            ``~/.cache/dynvid/probe``.
     """
 
     def __init__(
@@ -313,6 +320,7 @@ class KineticsDataset(VideoClipDataset):
         max_bad_fraction: float = 0.05,
         train_annotation: str | os.PathLike | None = None,
         probe_threads: int | None = None,
+        probe_cache_dir: str | os.PathLike | None = None,
     ):
         super().__init__(spec, mode=mode, seed=seed, max_bad_fraction=max_bad_fraction)
         annotation = Path(annotation)
@@ -343,7 +351,8 @@ class KineticsDataset(VideoClipDataset):
         # Probe every video now: an unreadable file counts against max_bad_fraction before
         # training starts, not only when some epoch happens to read it.
         infos = probe_videos([r.path for r in listed.records], probe_threads,
-                             _ProgressPrinter(annotation, len(listed.records)))
+                             _ProgressPrinter(annotation, len(listed.records)),
+                             cache=ProbeCache(annotation.resolve(), probe_cache_dir))
         self.records: list[VideoRecord] = []
         self._info: dict[int, VideoInfo] = {}
         self.unreadable_videos: dict[str, str] = {}
