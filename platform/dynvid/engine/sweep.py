@@ -319,6 +319,7 @@ def run_sweep(spec: SweepSpec, storage_path: str | None = None, tracking_uri: st
     from ray import tune
 
     from dynvid.engine import tracking
+    from dynvid.engine.preflight import check_inputs, resolve_local_paths
     from dynvid.engine.storage import check_storage, fetch_checkpoint, is_remote, ray_storage
     from dynvid.engine.task import get_task, presets
     from dynvid.engine.trainer import init_ray
@@ -342,6 +343,9 @@ def run_sweep(spec: SweepSpec, storage_path: str | None = None, tracking_uri: st
     elif spec.init_from and spec.init_from.startswith("models:/"):
         raise ConfigError(f"{spec.source}: init_from {spec.init_from} is in the MLflow registry; give a tracking URI")
     cfg = apply_overrides(cfg, [f"train.mlflow_tracking_uri={_flow(uri)}"])
+    # before Ray: absolute local paths (trial actors run in their own folders); a training
+    # sweep's config and datasets are checked once here rather than failing in every trial
+    cfg = check_inputs(cfg, spec.method)[0] if spec.kind == "training" else resolve_local_paths(cfg)[0]
     init_ray()
     cluster = ray.cluster_resources()
     if spec.kind == "training" and cfg.train.use_gpu and cluster.get("GPU", 0) < cfg.train.num_workers:

@@ -1,10 +1,12 @@
 """The driver: run a method's stages with Ray Train.
 
-``fit(cfg, method)`` starts (or joins) Ray, then for each stage of the method builds a
-``TorchTrainer`` over :func:`dynvid.engine.worker.train_loop_per_worker` and runs it; a
-stage with ``init_from_previous`` starts from the previous stage's best checkpoint. Run
-names are deterministic (``{run_name}-{stage}``), so rerunning the same job resumes each
-stage from its last checkpoint instead of starting over.
+``fit(cfg, method)`` checks its input on the driver (:mod:`dynvid.engine.preflight`), starts
+(or joins) Ray, then for each stage of the method builds a ``TorchTrainer`` over
+:func:`dynvid.engine.worker.train_loop_per_worker` and runs it; a stage with
+``init_from_previous`` starts from the previous stage's checkpoint. Run names are
+deterministic (``{run_name}-{stage}``, the run name ending with a hash of the run's identity:
+:mod:`dynvid.engine.identity`), so rerunning the same job resumes each stage from its last
+checkpoint instead of starting over, and a run on other data or settings starts its own.
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ from ray.train.torch import TorchTrainer
 from dynvid.config import ExperimentConfig, apply_overrides, to_dict
 from dynvid.engine import registry, tracking
 from dynvid.engine.checkpoint import load_checkpoint
-from dynvid.engine.storage import check_storage, credential_env, fetch_checkpoint, is_remote, ray_storage
-from dynvid.engine.task import get_task
+from dynvid.engine.preflight import prepare_run
+from dynvid.engine.storage import credential_env, fetch_checkpoint, is_remote, ray_storage
 from dynvid.engine.worker import train_loop_per_worker
 from dynvid.tables import format_table
 
@@ -107,10 +109,13 @@ def fit(
 ) -> FitResult:
     """Train every stage of ``method`` on Ray Train; returns the metrics of each stage.
 
-    Before anything starts, the storage path and the MLflow tracking URI are checked (an
-    unreachable endpoint fails here, naming it). With tracking on, the job is an MLflow
-    parent run and each stage a child run (logged by the rank-0 worker); at the end the
-    final model is logged and registered (alias ``candidate``) with a model card.
+    Before Ray starts, :func:`dynvid.engine.preflight.prepare_run` makes local paths absolute
+    and checks the config's ranges, the storage path, the MLflow tracking URI, the start
+    checkpoint and the datasets of the first stage (bad input fails here in seconds, naming
+    the file, line, key or URI), and settles the run's name and identity (a name reused for
+    another experiment is refused: :mod:`dynvid.engine.identity`). With tracking on, the job
+    is an MLflow parent run and each stage a child run (logged by the rank-0 worker); at the
+    end the final model is logged and registered (alias ``candidate``) with a model card.
 
     Args:
         cfg: the experiment.
@@ -127,26 +132,16 @@ def fit(
         run_tags: extra tags of the job's MLflow run (a sweep trial's knobs).
         report: run the method's driver-side report (``Task.report``) after the last stage.
     """
-    task = get_task(method, cfg)
-    run_stages = list(task.stages)
-    if stages is not None:
-        valid = [s.name for s in task.stages]
-        unknown = [s for s in stages if s not in valid]
-        if unknown or not stages:
-            raise ValueError(f"stages {stages!r}: {method} has stages {', '.join(valid)}")
-        run_stages = [s for s in task.stages if s.name in stages]
-    run_name = cfg.run_name(method)
-    check_storage(cfg.train.storage_path)
-    uri = cfg.train.mlflow_tracking_uri
-    if uri:
-        uri = tracking.resolve_tracking_uri(uri)
-        tracking.check_tracking_uri(uri)
+    run = prepare_run(cfg, method, init_from, stages)  # every check and the run's name, before Ray starts
+    cfg, task, run_stages, init_from, run_name, uri = (run.cfg, run.task, run.stages, run.init_from, run.run_name,
+                                                       run.tracking_uri)
     init_ray()
     storage, filesystem = ray_storage(cfg.train.storage_path)
     shown = cfg.train.storage_path if is_remote(cfg.train.storage_path) else storage
     result = FitResult(run_name=run_name, storage_path=shown)
     parent = tracking.start_job_run(uri, cfg.train.mlflow_experiment, run_name,
-                                    {"method": method, **to_dict(cfg)}, tags=run_tags,
+                                    {"method": method, **to_dict(cfg)},
+                                    tags={"dynvid.run_identity": run.identity.digest, **dict(run_tags or {})},
                                     parent_run_id=parent_run_id) if uri else None
     try:
         datasets = _ray_datasets(cfg)
