@@ -21,6 +21,7 @@ network (NAS subnet or D0) that costs at most ANT's GMACs has a higher AP.
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import tempfile
@@ -29,7 +30,7 @@ from pathlib import Path
 import torch
 
 from dynvid.config import apply_overrides
-from dynvid.engine.jobs import bench_config, bench_parser, print_targets
+from dynvid.engine.jobs import bench_config, bench_parser, exit_on_bad_input, print_targets
 from dynvid.methods.ant.presets import EMBEDDED, SMOKE
 
 BENCH = ["train.mlflow_tracking_uri=null", "train.log_every=20"]
@@ -69,6 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--thresholds", type=float, nargs="+", help="key-frame thresholds of the ANT curve "
                    "(default: ant.key_threshold × 0.5, 0.75, 1, 1.5, 2; ant.key_threshold is always added)")
     args = p.parse_args(argv)
+    # bad input (config, dataset, storage) is found before Ray starts: one line, exit 2
+    return exit_on_bad_input("bench_ant", lambda: run(args))
+
+
+def run(args: argparse.Namespace) -> int:
     from dynvid.engine.trainer import fit
     from dynvid.methods.ant import ANTTask
     from dynvid.methods.ant.report import compare, comparison_table

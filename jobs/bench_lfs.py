@@ -19,6 +19,7 @@ neighbouring τ); asynchronous worst-case latency below synchronous worst-case l
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -27,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from dynvid.engine.jobs import bench_config, bench_parser
+from dynvid.engine.jobs import bench_config, bench_parser, exit_on_bad_input
 from dynvid.methods.lfs.presets import EMBEDDED, POLICY_SMOKE, SMOKE
 
 BENCH = ["train.mlflow_tracking_uri=null", "train.log_every=20", "lfs.taus=[1, 4, 9, 19]"]
@@ -38,6 +39,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--detector", metavar="CKPT", help="a trained detector checkpoint (default: train it)")
     p.add_argument("--gamma", type=float, nargs="+", default=[0.4, 0.2, 0.1], help="speed rewards γ (Eq. 2)")
     args = p.parse_args(argv)
+    # bad input (config, dataset, storage) is found before Ray starts: one line, exit 2
+    return exit_on_bad_input("bench_lfs", lambda: run(args))
+
+
+def run(args: argparse.Namespace) -> int:
+    from dynvid.engine.preflight import resolve_local_paths
     from dynvid.engine.trainer import fit
     from dynvid.methods.lfs import LFSTask
     from dynvid.methods.lfs.adaptive import train_policies
@@ -47,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(2)
     with tempfile.TemporaryDirectory(prefix="bench-lfs-") as tmp:
         cfg = bench_config(EMBEDDED + BENCH, SMOKE + POLICY_SMOKE + ["lfs.taus=[1, 4]"], args, tmp)
-        detector = args.detector
+        cfg, detector = resolve_local_paths(cfg, args.detector)  # RLlib's env runners read it in other folders
         if detector is None:
             result = fit(cfg, method="lfs", register=False, report=False)
             detector = result.stages[-1].checkpoint_path

@@ -19,6 +19,7 @@ fraction of the theoretical saving that becomes wall-clock).
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import tempfile
@@ -27,7 +28,7 @@ from pathlib import Path
 import torch
 
 from dynvid.config import ExperimentConfig, apply_overrides
-from dynvid.engine.jobs import bench_config, bench_parser
+from dynvid.engine.jobs import bench_config, bench_parser, exit_on_bad_input
 
 from dynvid.methods.vared.presets import EMBEDDED, SMOKE  # the main job's configuration
 
@@ -104,6 +105,11 @@ def scale_check(smoke: bool) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = bench_parser(__doc__.splitlines()[0])
     args = p.parse_args(argv)
+    # bad input (config, dataset, storage) is found before Ray starts: one line, exit 2
+    return exit_on_bad_input("bench_vared", lambda: run(args))
+
+
+def run(args: argparse.Namespace) -> int:
     from dynvid.engine.task import get_task
     from dynvid.engine.trainer import fit
     from dynvid.methods.vared.analysis import comparison_table

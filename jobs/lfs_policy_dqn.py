@@ -24,9 +24,10 @@ import json
 import os
 import sys
 
-from dynvid.config import ConfigError, ExperimentConfig
-from dynvid.data.errors import DatasetError
+from dynvid.config import ExperimentConfig
+from dynvid.engine.jobs import exit_on_bad_input
 from dynvid.methods.lfs.presets import job_config
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -50,13 +51,17 @@ def build_config(args: argparse.Namespace) -> ExperimentConfig:
 
 def run(cfg: ExperimentConfig, detector: str | None, gammas: list[float], say=print) -> dict:
     """Train one policy per γ on ``detector`` (trained first when None); returns the rows."""
+    from dynvid.engine.preflight import check_inputs, resolve_local_paths
     from dynvid.engine.trainer import fit
     from dynvid.methods.lfs.adaptive import train_policies
     from dynvid.methods.lfs.report import curve_table
 
-    if detector is None:
+    if detector is None:  # fit checks the input before Ray starts
+        cfg = resolve_local_paths(cfg)[0]  # absolute: RLlib's env runners read the dataset in other folders
         result = fit(cfg, method="lfs", register=False)
         detector = result.stages[-1].checkpoint_path
+    else:
+        cfg, detector = check_inputs(cfg, "lfs", detector)
     out = train_policies(cfg, detector, gammas, os.path.abspath(cfg.train.storage_path), progress=say)
     table = curve_table({**out["fixed"], **out["learned"]})
     say(f"\n[dynvid] Looking Fast and Slow policies (every val frame)\n{table}")
@@ -69,15 +74,13 @@ def run(cfg: ExperimentConfig, detector: str | None, gammas: list[float], say=pr
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from dynvid.engine.storage import StorageError
-    from dynvid.engine.tracking import TrackingError
+    # bad input (config, dataset, storage, tracking) is found before Ray starts: one line, exit 2
+    return exit_on_bad_input("lfs_policy_dqn", lambda: _main(args))
 
-    try:
-        cfg = build_config(args)
-        out = run(cfg, args.detector, args.gamma or [cfg.lfs.gamma])
-    except (ConfigError, StorageError, TrackingError, DatasetError, ValueError) as exc:  # bad input: one line
-        print(f"lfs_policy_dqn: error: {exc}", file=sys.stderr)
-        return 2
+
+def _main(args: argparse.Namespace) -> int:
+    cfg = build_config(args)
+    out = run(cfg, args.detector, args.gamma or [cfg.lfs.gamma])
     if args.out:
         with open(args.out, "w") as f:
             json.dump(out, f, indent=2, default=str)

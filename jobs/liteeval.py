@@ -22,8 +22,8 @@ import argparse
 import json
 import sys
 
-from dynvid.config import ConfigError, ExperimentConfig, apply_overrides, load_config
-from dynvid.data.errors import DatasetError
+from dynvid.config import ExperimentConfig, apply_overrides, load_config
+from dynvid.engine.jobs import exit_on_bad_input
 from dynvid.methods.liteeval.presets import EMBEDDED, PAPER, SMOKE
 
 
@@ -54,16 +54,14 @@ def build_config(args: argparse.Namespace) -> ExperimentConfig:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from dynvid.engine.storage import StorageError
-    from dynvid.engine.tracking import TrackingError
+    # bad input (config, dataset, storage, tracking) is found before Ray starts: one line, exit 2
+    return exit_on_bad_input("liteeval", lambda: train(args))
+
+
+def train(args: argparse.Namespace) -> int:
     from dynvid.engine.trainer import fit  # imports Ray
 
-    try:
-        cfg = build_config(args)
-        result = fit(cfg, method="liteeval")
-    except (ConfigError, StorageError, TrackingError, DatasetError, ValueError) as exc:  # bad input: one line
-        print(f"liteeval: error: {exc}", file=sys.stderr)
-        return 2
+    result = fit(build_config(args), method="liteeval")
     report = result.report or {}
     print(f"\n[dynvid] run {result.run_name} finished; results under {result.storage_path}")
     for stage in result.stages:

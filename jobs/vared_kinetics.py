@@ -15,6 +15,11 @@ twelve minutes on 2 cores. With ``--data kinetics:/path`` (or ``s3://…``) it s
 paper configuration of the chosen ``--backbone``: full width, 16 frames, 112 crops for
 R(2+1)D-18 and 224 for I3D / X3D-M, SGD with Nesterov momentum and cosine decay, base lr
 0.18 (R(2+1)D) or 1.8 (I3D, X3D) scaled to the batch, K = 10 test clips × 3 crops.
+
+Bad input (a config value, the dataset folder and its annotations, storage, tracking) is found
+on the driver before Ray starts (``dynvid.engine.preflight``) and printed as one line, exit
+status 2. A rerun with the same config and data resumes the run; other settings or data are a
+new run (``dynvid.engine.identity``).
 """
 
 from __future__ import annotations
@@ -23,8 +28,8 @@ import argparse
 import json
 import sys
 
-from dynvid.config import ConfigError, ExperimentConfig, apply_overrides, load_config
-from dynvid.data.errors import DatasetError
+from dynvid.config import ExperimentConfig, apply_overrides, load_config
+from dynvid.engine.jobs import exit_on_bad_input
 from dynvid.methods.vared.presets import EMBEDDED, SMOKE, paper_config
 
 
@@ -46,33 +51,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def build_config(args: argparse.Namespace) -> ExperimentConfig:
+    """The paper configuration of ``--backbone`` on ``--data`` (or the embedded one), then the
+    YAML file and the ``--set`` overrides."""
+    if args.data:
+        defaults = paper_config(args.backbone, args.data, args.num_workers)
+    else:
+        defaults = EMBEDDED + [f"model.backbone={args.backbone}"]
+    defaults += [f"train.num_workers={args.num_workers}"] + (SMOKE if args.smoke_test else [])
+    base = apply_overrides(ExperimentConfig(), defaults)
+    overrides = args.overrides + ([f"train.mlflow_tracking_uri={args.tracking_uri}"] if args.tracking_uri else [])
+    return load_config(ExperimentConfig, args.config, overrides, base=base)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from dynvid.engine.storage import StorageError
-    from dynvid.engine.tracking import TrackingError
+    # bad input (config, dataset, storage, tracking) is found before Ray starts: one line, exit 2
+    return exit_on_bad_input("vared_kinetics", lambda: train(args))
+
+
+def train(args: argparse.Namespace) -> int:
     from dynvid.engine.trainer import fit  # imports Ray
 
-    try:
-        if args.data:
-            defaults = paper_config(args.backbone, args.data, args.num_workers)
-        else:
-            defaults = EMBEDDED + [f"model.backbone={args.backbone}"]
-        defaults += [f"train.num_workers={args.num_workers}"] + (SMOKE if args.smoke_test else [])
-        base = apply_overrides(ExperimentConfig(), defaults)
-    except (ConfigError, ValueError) as exc:
-        print(f"vared_kinetics: error: {exc}", file=sys.stderr)
-        return 2
-    overrides = args.overrides + ([f"train.mlflow_tracking_uri={args.tracking_uri}"] if args.tracking_uri else [])
-    try:
-        cfg = load_config(ExperimentConfig, args.config, overrides, base=base)
-    except ConfigError as exc:
-        print(f"vared_kinetics: error: {exc}", file=sys.stderr)
-        return 2
-    try:
-        result = fit(cfg, method="vared", init_from=args.init_from)
-    except (StorageError, TrackingError, DatasetError) as exc:  # bad input: one line, no traceback
-        print(f"vared_kinetics: error: {exc}", file=sys.stderr)
-        return 2
+    result = fit(build_config(args), method="vared", init_from=args.init_from)
     m = result.metrics
     chance = 1.0 / m["num_classes"] if m.get("num_classes") else float("nan")
     print(f"\n[dynvid] run {result.run_name} finished; results under {result.storage_path}")

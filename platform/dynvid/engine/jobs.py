@@ -1,18 +1,40 @@
-"""What the training jobs (``jobs/*.py``) share: their common arguments and the run → print →
-JSON flow around :func:`dynvid.engine.trainer.fit`, so each job keeps only its own options
-and configuration (STYLE.md: thin entry points)."""
+"""What the training jobs (``jobs/*.py``) share: their common arguments, the run → print →
+JSON flow around :func:`dynvid.engine.trainer.fit`, and the rule for bad input
+(:func:`exit_on_bad_input`), so each job keeps only its own options and configuration
+(STYLE.md: thin entry points)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Callable
 
 from dynvid.config import ConfigError, ExperimentConfig
 from dynvid.data.errors import DatasetError
+from dynvid.engine.storage import StorageError
+from dynvid.engine.tracking import TrackingError
 
-__all__ = ["bench_config", "bench_parser", "print_targets", "build_job_config", "job_parser", "run_training_job"]
+__all__ = ["BAD_INPUT", "bench_config", "bench_parser", "exit_on_bad_input", "print_targets", "build_job_config",
+           "job_parser", "run_training_job"]
+
+#: What a job reports as one line and exit status 2 rather than a traceback: a config key or
+#: value, a dataset file or folder, a storage location, a tracking store. ``fit`` finds these
+#: on the driver before Ray starts (:mod:`dynvid.engine.preflight`). ValueError covers the rest
+#: of the argument checks (an unknown method, backbone or stage).
+BAD_INPUT: tuple[type[Exception], ...] = (ConfigError, DatasetError, StorageError, TrackingError, ValueError)
+
+
+def exit_on_bad_input(prog: str, body: Callable[[], int]) -> int:
+    """``body()``, its exit status; a ``BAD_INPUT`` error becomes ``prog: error: message`` on one
+    line of stderr and exit status 2."""
+    try:
+        return body()
+    except BAD_INPUT as exc:
+        message = re.sub(r"\s*\n\s*", " ", str(exc).strip())  # one line, even for a multi-line message
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        return 2
 
 
 def job_parser(description: str, section: str, example: str, data_help: str) -> argparse.ArgumentParser:
@@ -36,14 +58,16 @@ def bench_parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--smoke-test", action="store_true", help="tiny budget: checks the benchmark end to end")
     p.add_argument("--out", help="write the JSON result ({benchmark, config, results, targets}) here")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field (repeatable); e.g. the job's train.storage_path to reuse its stages")
+                   help="override a config field (repeatable); e.g. the job's train.storage_path to reuse the "
+                        "stages it trained with the same settings (same run identity)")
     return p
 
 
 def bench_config(presets: list[str], smoke: list[str], args: argparse.Namespace, storage_path: str) -> ExperimentConfig:
     """A benchmark's config: ``presets``, ``smoke`` under ``--smoke-test``, storage under
     ``storage_path`` (a temporary folder), then the ``--set`` overrides (which may point the
-    storage at a finished job's, whose stages are then found done)."""
+    storage at a finished job's, whose stages are then found done when the job ran the same
+    experiment: its run name hashes the run's identity, see :mod:`dynvid.engine.identity`)."""
     from dynvid.config import apply_overrides
 
     base = list(presets) + (list(smoke) if args.smoke_test else []) + [f"train.storage_path={storage_path}"]
@@ -66,18 +90,15 @@ def build_job_config(job_config: Callable[..., ExperimentConfig], args: argparse
 def run_training_job(prog: str, method: str, job_config: Callable[..., ExperimentConfig],
                      args: argparse.Namespace) -> int:
     """Build the config (:func:`build_job_config`), train every stage of ``method``, print where
-    everything went and write ``--out``. Bad input (config, storage, tracking, dataset) is one
-    line on stderr, exit 2."""
-    from dynvid.engine.storage import StorageError
-    from dynvid.engine.tracking import TrackingError
+    everything went and write ``--out``. Bad input (config, dataset, storage, tracking) is one
+    line on stderr, exit 2 (:func:`exit_on_bad_input`), found before Ray starts."""
+    return exit_on_bad_input(prog, lambda: _train_and_report(method, job_config, args))
+
+
+def _train_and_report(method: str, job_config: Callable[..., ExperimentConfig], args: argparse.Namespace) -> int:
     from dynvid.engine.trainer import fit  # imports Ray
 
-    try:
-        cfg = build_job_config(job_config, args)
-        result = fit(cfg, method=method)
-    except (ConfigError, StorageError, TrackingError, DatasetError, ValueError) as exc:  # bad input: one line
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 2
+    result = fit(build_job_config(job_config, args), method=method)
     report = result.report or {}
     print(f"\n[dynvid] run {result.run_name} finished; results under {result.storage_path}")
     for stage in result.stages:
