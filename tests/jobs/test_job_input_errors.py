@@ -92,7 +92,7 @@ def test_bad_csv_header(folder, tmp_path, no_ray, capsys):
 
 
 def test_short_row(folder, tmp_path, no_ray, capsys):
-    rewrite_line(folder / "train.csv", 3, lambda line: ",".join(line.split(",")[:3]))  # no time_end, no split
+    rewrite_line(folder / "train.csv", 3, lambda line: ",".join(line.split(",")[:-1]))  # no split: one field short
     assert vared_kinetics.main(run_job(f"kinetics:{folder}", tmp_path)) == 2
     assert f"{folder}/train.csv:3" in one_error_line(capsys)
 
@@ -137,10 +137,17 @@ def test_s3_dataset_with_a_bad_bucket_name(tmp_path, no_ray, capsys):
     assert "s3://B/k400" in one_error_line(capsys)
 
 
-def test_the_job_process_prints_one_line(folder, tmp_path):
-    """The whole process, as a user runs it: the error line alone on stderr (no traceback),
-    exit status 2, no stage folder."""
-    rewrite_line(folder / "val.csv", 2, lambda line: line.replace(",", ";"))
+@pytest.mark.parametrize("damage", ["val_row", "bad_files"])
+def test_the_job_process_prints_one_line(folder, tmp_path, damage):
+    """The whole process, as a user runs it: the error line alone on stderr (no traceback, no
+    log warning before it), exit status 2, no stage folder."""
+    if damage == "val_row":
+        rewrite_line(folder / "val.csv", 2, lambda line: line.replace(",", ";"))
+        where = f"{folder}/val.csv:2"
+    else:  # 3 of 8 unreadable: over the threshold, so no "videos skipped" warning either
+        for video in sorted((folder / "videos" / "train").rglob("*.mp4"))[:3]:
+            video.write_bytes(b"not a video")
+        where = f"{folder}/train.csv: 3 of 8 videos"
     env = {**os.environ, "RAY_ADDRESS": "127.0.0.1:9"}  # were the checks to pass, no local cluster would start
     done = subprocess.run([sys.executable, str(REPO / "jobs" / "vared_kinetics.py"),
                            *run_job(f"kinetics:{folder}", tmp_path)], capture_output=True, text=True, timeout=600,
@@ -148,7 +155,7 @@ def test_the_job_process_prints_one_line(folder, tmp_path):
     assert done.returncode == 2, done.stderr[-3000:]
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("vared_kinetics: error: "), done.stderr[-3000:]
-    assert f"{folder}/val.csv:2" in lines[0]
+    assert where in lines[0]
     assert not list((tmp_path / "runs").glob("*-base"))  # no stage started
 
 

@@ -158,7 +158,7 @@ def _parse_csv(csv_path: Path) -> Iterator[tuple[int, str, str]]:
             raise AnnotationError(csv_path, f"header lacks columns {missing_cols}; found {header}", line=1)
         for row in reader:
             line = reader.line_num
-            if None in row or any(row[c] is None for c in KINETICS_COLUMNS):
+            if None in row or any(v is None for v in row.values()):  # too many or too few fields
                 raise AnnotationError(csv_path, f"expected {len(header)} fields, got {row}", line=line)
             label, yid = row["label"].strip(), row["youtube_id"].strip()
             if not label or not yid:
@@ -366,10 +366,6 @@ class KineticsDataset(VideoClipDataset):
         self._bad.add({key: f"not found under {root}" for key in self.missing_videos})
         self._bad.add(self.unreadable_videos)
         bad = self._bad.files
-        if bad:
-            log.warning("%s: %d of %d videos skipped (%d missing under %s, %d unreadable), e.g. %s",
-                        annotation, len(bad), total, len(self.missing_videos), root,
-                        len(self.unreadable_videos), next(iter(bad)))
         if len(bad) > self.max_bad_fraction * total:
             shown = "; ".join(f"{p} ({r})" for p, r in list(bad.items())[:5])
             raise DatasetError(
@@ -379,6 +375,10 @@ class KineticsDataset(VideoClipDataset):
             )
         if not self.records:
             raise DatasetError(f"{annotation}: none of the {total} videos listed is readable")
+        if bad:  # only under the threshold: over it, the error above is the one line a job prints
+            log.warning("%s: %d of %d videos skipped (%d missing under %s, %d unreadable), e.g. %s",
+                        annotation, len(bad), total, len(self.missing_videos), root,
+                        len(self.unreadable_videos), next(iter(bad)))
 
     @staticmethod
     def _default_csv_root(csv_path: Path) -> Path:

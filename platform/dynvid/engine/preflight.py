@@ -89,16 +89,18 @@ def resolve_local_paths(cfg: ExperimentConfig, init_from: str | None = None) -> 
 
 
 def stage_datasets(task: Task, cfg: ExperimentConfig, stage: Stage) -> tuple:
-    """``(train, val)`` of ``stage`` as a worker builds them: the Task's own (its ``datasets``
-    hook), else the engine's clip datasets of ``data.train_split`` / ``data.val_split``."""
+    """``(train, val, own)`` of ``stage``, built as every worker builds them (the worker loop
+    calls this too, so the driver's check cannot drift from it): the Task's own datasets (its
+    ``datasets`` hook; ``own`` True), else the engine's clip datasets of ``data.train_split`` /
+    ``data.val_split``."""
     own = task.datasets(cfg, stage) if hasattr(task, "datasets") else None
     if own is not None:
-        return own
+        return (*own, True)
     from dynvid.data.datasets import build_clip_dataset
 
     d = cfg.data
     return (build_clip_dataset(d, d.train_split, "train", seed=cfg.train.seed),
-            build_clip_dataset(d, d.val_split, "val", seed=cfg.train.seed))
+            build_clip_dataset(d, d.val_split, "val", seed=cfg.train.seed), False)
 
 
 def check_datasets(task: Task, cfg: ExperimentConfig) -> None:
@@ -114,7 +116,7 @@ def check_datasets(task: Task, cfg: ExperimentConfig) -> None:
     stage = task.stages[0]
     stage_cfg = stage.config(dataclasses.replace(cfg, data=localize_dataset(cfg.data)))
     try:
-        train, _ = stage_datasets(task, stage_cfg, stage)
+        train, _, _ = stage_datasets(task, stage_cfg, stage)
     except OSError as exc:  # an unreadable annotation file or folder: name it, as DatasetErrors do
         raise DatasetError(f"{exc.filename or cfg.data.dataset}: {exc.strerror or exc}") from None
     d = stage_cfg.data

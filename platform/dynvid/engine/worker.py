@@ -28,10 +28,11 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 
 from dynvid.config import ExperimentConfig, from_dict, to_dict
-from dynvid.data.datasets import build_clip_dataset, build_test_dataset
+from dynvid.data.datasets import build_test_dataset
 from dynvid.engine.checkpoint import load_checkpoint, save_checkpoint
 from dynvid.engine.ingest import StreamedBatches, localize_dataset, remote_dataset_uri
 from dynvid.engine.optim import build_optimizer, build_scheduler
+from dynvid.engine.preflight import stage_datasets
 from dynvid.engine.storage import fetch_checkpoint
 from dynvid.engine.task import Stage, Task, get_task
 from dynvid.engine.tracking import Tracker
@@ -154,13 +155,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
     # ---- data -------------------------------------------------------------------------------
     cfg = _localize_dataset(cfg, say)
     d = cfg.data
-    own = task.datasets(cfg, stage) if hasattr(task, "datasets") else None
-    if own is not None:  # the Task's own data (e.g. LiteEval's feature cache)
-        train_ds, val_ds = own
-    else:
-        train_ds = build_clip_dataset(d, d.train_split, "train", seed=cfg.train.seed)
-        val_ds = build_clip_dataset(d, d.val_split, "val", seed=cfg.train.seed)
-    if d.ingest == "ray_data" and own is None:
+    train_ds, val_ds, own = stage_datasets(task, cfg, stage)  # own: the Task's data (e.g. LiteEval's feature cache)
+    if d.ingest == "ray_data" and not own:
         train_loader = StreamedBatches(ray.train.get_dataset_shard("train"), d.batch_size, len(train_ds), world)
     else:
         train_loader = _loader(train_ds, d.batch_size, True, d.loader_workers, True, seed=cfg.train.seed)
