@@ -103,6 +103,18 @@ def test_empty_split(folder, tmp_path, no_ray, capsys):
     assert f"{folder}/val.csv" in one_error_line(capsys)
 
 
+@pytest.mark.parametrize("classes_txt", [True, False])
+def test_a_val_class_absent_from_train(folder, tmp_path, no_ray, capsys, classes_txt):
+    """The class list is the training split's: a val label outside it is named before anything
+    trains (it used to train all three stages and fail loading the checkpoint)."""
+    if not classes_txt:
+        (folder / "classes.txt").unlink(missing_ok=True)
+    rewrite_line(folder / "val.csv", 2, lambda line: "juggling" + line[line.index(","):])
+    assert vared_kinetics.main(run_job(f"kinetics:{folder}", tmp_path)) == 2
+    line = one_error_line(capsys)
+    assert f"{folder}/val.csv:2" in line and "'juggling'" in line
+
+
 @pytest.mark.parametrize("damage", ["missing", "unreadable"])
 def test_too_many_bad_files(folder, tmp_path, no_ray, capsys, damage):
     videos = sorted((folder / "videos" / "train").rglob("*.mp4"))
