@@ -13,6 +13,7 @@ from dynvid.methods.liteeval import LiteEvalTask, usage_loss
 from dynvid.methods.liteeval.evaluation import offline_rows, online_rows
 from dynvid.methods.liteeval.features import cache_key
 from dynvid.methods.liteeval.presets import EMBEDDED, SMOKE
+from dynvid.metrics.cost import model_cost
 
 TINY = EMBEDDED + SMOKE + ["liteeval.coarse_hidden=8", "liteeval.fine_hidden=16"]
 
@@ -145,29 +146,82 @@ def test_offline_baselines_and_costs() -> None:
 
 def test_online_baselines_use_k_fine_frames() -> None:
     data, manifest, model = _fake_cache()
-    rows = online_rows(data, manifest, model, budgets=(1, 2))
+    rows = online_rows(data, manifest, model, budgets=(1, 3))
     names = [r["method"] for r in rows]
-    assert names == ["LiteEval K=1", "UNIFORM-K K=1", "SEQ-K K=1", "LiteEval K=2", "UNIFORM-K K=2", "SEQ-K K=2"]
-    seq2 = rows[5]
+    assert names == ["LiteEval K=1", "UNIFORM-K K=1", "SEQ-K K=1", "LiteEval K=3", "UNIFORM-K K=3", "SEQ-K K=3"]
+    seq3 = rows[5]
     p = np.exp(data["fine_logits"]) / np.exp(data["fine_logits"]).sum(-1, keepdims=True)
-    assert seq2["top1"] == pytest.approx(float((p[:, :2].mean(1).argmax(1) == data["label"]).mean()))
-    assert seq2["gflops"] == pytest.approx(2 * 1002 / 1e9)
-    assert rows[0]["fine_reads"] <= 1 and rows[3]["fine_reads"] <= 2  # the budget holds
+    assert seq3["top1"] == pytest.approx(float((p[:, :3].mean(1).argmax(1) == data["label"]).mean()))
+    assert seq3["gflops"] == pytest.approx(3 * 1002 / 1e9)
+    # a video stops at its K-th read and decides as offline up to there: min(offline reads, K) reads
+    _, offline = offline_rows(data, manifest, model)
+    offline_reads = offline["use"].sum(1)
+    assert offline_reads.min() < 3 < offline_reads.max()  # K = 3 cuts some videos, not all
+    assert rows[0]["fine_reads"] == pytest.approx(float(np.minimum(offline_reads, 1).mean()))
+    assert rows[3]["fine_reads"] == pytest.approx(float(np.minimum(offline_reads, 3).mean()))
 
 
-def test_pixel_mode_trains_and_evaluates_from_frames() -> None:
-    """``liteeval.features=pixels``: the stage reads videos, the frozen CNNs run inside the step."""
+def _step_features_macs(net: torch.nn.Module, shape: tuple[int, ...], classes: int) -> float:
+    """MACs of one time step through a backbone's features, measured on the static network
+    alone (its classifier, ``num_features × classes``, taken off): the by-hand unit cost."""
+    return model_cost(net, shape)["macs"] - net.num_features * classes
+
+
+@pytest.mark.parametrize("decide", ["gate", "always_fine", "always_coarse"])
+def test_pixel_mode_evaluation_counts_what_the_gates_chose(decide: str) -> None:
+    """``liteeval.features=pixels``: the stage reads videos and the frozen CNNs run inside the
+    step. The evaluation's GFLOPs per video must equal the cost computed by hand — T coarse
+    steps (coarse CNN + cRNN + gate) plus, per fine read, the fine CNN and the fRNN, plus
+    the classifier — and its fine reads must equal the rows the fine CNN actually ran,
+    which are the recorded hard gate decisions."""
     cfg = _cfg("liteeval.features=pixels")
     task = LiteEvalTask(cfg)
     task.steps_per_epoch = 1
     stage = task.stage("liteeval")
     assert task.datasets(cfg, stage) is None  # the engine's clip datasets: whole videos
-    model = task.build_model(cfg, 12, stage)
-    torch.manual_seed(0)
-    video, labels = torch.randn(2, 3, 64, 48, 48), torch.tensor([1, 2])
-    loss, logs = task.training_step(model.train(), (video, labels), stage)
+    classes, b, t = 12, 4, cfg.liteeval.steps
+    video, labels = torch.randn(b, 3, 64, 48, 48, generator=torch.Generator().manual_seed(1)), torch.arange(b)
+    for seed in range(20):  # a gate whose decisions differ between steps and videos
+        torch.manual_seed(seed)
+        model = task.build_model(cfg, classes, stage)
+        if decide != "gate":
+            with torch.no_grad():
+                model.core.gate.weight.zero_()
+                model.core.gate.bias.copy_(torch.tensor([0.0, 1.0] if decide == "always_fine" else [1.0, 0.0]))
+        with torch.no_grad():
+            model.eval()(video)
+        if decide != "gate" or 0 < model.last_use.sum() < model.last_use.numel():
+            break
+    # a training step first: the pixel path trains the gate through every step
+    loss, logs = task.training_step(model.train(), (video[:2], labels[:2]), stage)
     loss.backward()
     assert model.core.gate.weight.grad is not None and logs["tau"] == pytest.approx(5.0)
+    if decide == "gate":
+        with torch.no_grad():
+            model.eval()(video)
+        assert 0 < model.last_use.sum() < model.last_use.numel()
+
+    fine_rows = []
+    features = model.fine.net.forward_features
+    model.fine.net.forward_features = lambda x: fine_rows.append(x.shape[0]) or features(x)
     metrics = task.evaluate(model, [(video, labels)], stage)
-    assert metrics["num_samples"] == 2 and metrics["gflops_avg"] > 0
-    assert 0 <= metrics["fine_reads"] <= 8
+    use = model.last_use  # the hard decisions of this evaluation, (B, T)
+    reads = use.sum(1).double()
+    assert torch.equal(use, use.round())
+    assert sum(fine_rows) == int(use.sum())  # the fine CNN ran once per B_t = 1, never for B_t = 0
+    expected_reads = {"always_fine": float(t), "always_coarse": 0.0}.get(decide, float(reads.mean()))
+    assert metrics["fine_reads"] == pytest.approx(expected_reads)
+    assert metrics["fine_reads"] == pytest.approx(sum(fine_rows) / b)
+
+    le, core = cfg.liteeval, model.core
+    fine_cnn = _step_features_macs(model.fine.net, (3, le.snippet_len, 48, 48), classes)
+    coarse_cnn = _step_features_macs(model.coarse.net, (3, le.snippet_len, le.coarse_size, le.coarse_size), classes)
+    dc, df = model.coarse.net.num_features, model.fine.net.num_features
+    hc, hf = le.coarse_hidden, le.fine_hidden
+    crnn, frnn = 4 * (dc + hc) * hc, 4 * (dc + df + hf) * hf  # LSTM cells: 4 gates × (input + hidden) × hidden
+    gate, classifier = (dc + hf) * 2, hf * classes
+    per_video = t * (coarse_cnn + crnn + gate) + reads * (fine_cnn + frnn) + classifier
+    assert metrics["gflops_avg"] == pytest.approx(float(per_video.mean()) / 1e9, rel=1e-9)
+    assert metrics["gflops_min"] == pytest.approx(float(per_video.min()) / 1e9, rel=1e-9)
+    assert metrics["gflops_max"] == pytest.approx(float(per_video.max()) / 1e9, rel=1e-9)
+    assert metrics["num_samples"] == b
