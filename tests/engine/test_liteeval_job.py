@@ -56,7 +56,13 @@ def test_stages_report_and_registry(liteeval_job) -> None:
     assert any("/train/" in k and k.endswith(".parquet") for k in keys)
     assert any("/val/" in k and k.endswith(".parquet") for k in keys)
     report = result["report"]
-    assert {"liteeval_top1", "uniform_top1", "gflops_saving_vs_uniform"} <= set(report["metrics"])
+    m = report["metrics"]
+    assert {"liteeval_top1", "uniform_top1", "gflops_saving_vs_uniform", "lstm_top1", "top1_drop_vs_lstm"} <= set(m)
+    # the LSTM comparison of Table 1 (the benchmark's target): its row of the saved table
+    saved = json.loads(Path(next(a for a in report["artifacts"] if a.endswith(".json"))).read_text())
+    lstm = next(r for r in saved["offline"] if r["method"] == "LSTM")
+    assert m["gflops_ratio_vs_lstm"] == pytest.approx(m["liteeval_gflops"] / lstm["gflops"])
+    assert m["top1_drop_vs_lstm"] == pytest.approx(lstm["top1"] - m["liteeval_top1"])
     names = sorted(Path(p).name for p in report["artifacts"])
     assert names == ["accuracy_vs_gflops.png", "fine_usage_per_class.png", "liteeval_report.json"]
     assert result["registered"]["name"] == "liteeval-r2plus1d_18-synthetic-actions"

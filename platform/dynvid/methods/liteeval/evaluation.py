@@ -224,6 +224,11 @@ def stage_report(task, cfg, stages: list, out_dir: str) -> dict:
         "gflops_saving_vs_uniform": 1.0 - lite["gflops"] / uni["gflops"],
         "top1_drop_vs_uniform": uni["top1"] - lite["top1"],
     }
+    if "LSTM" in by:  # Table 1's other baseline: LiteEval should match it at about half its cost
+        lstm = by["LSTM"]
+        metrics.update(lstm_top1=lstm["top1"], lstm_gflops=lstm["gflops"],
+                       top1_drop_vs_lstm=lstm["top1"] - lite["top1"],
+                       gflops_ratio_vs_lstm=lite["gflops"] / lstm["gflops"])
     artifacts = _plots(offline, online, run, data["label"], list(classes), out_dir)
     path = os.path.join(out_dir, "liteeval_report.json")
     with open(path, "w") as f:
@@ -235,5 +240,8 @@ def stage_report(task, cfg, stages: list, out_dir: str) -> dict:
              f"Online, budget K of fine reads\n{rows_table(online)}\n\n"
              f"GFLOPs saved vs UNIFORM: {100 * metrics['gflops_saving_vs_uniform']:.1f}%  "
              f"top-1 change: {100 * (lite['top1'] - uni['top1']):+.1f} pts")
+    if "lstm_top1" in metrics:
+        table += (f"\nGFLOPs vs LSTM: {100 * metrics['gflops_ratio_vs_lstm']:.1f}%  "
+                  f"top-1 change: {100 * -metrics['top1_drop_vs_lstm']:+.1f} pts")
     markdown = f"### LiteEval offline\n\n{rows_table(offline, True)}\n\n### Online (budget K)\n\n{rows_table(online, True)}"
     return {"metrics": metrics, "table": table, "markdown": markdown, "artifacts": artifacts}
