@@ -54,10 +54,14 @@ def _parse_size(text: str) -> tuple[int, int]:
 
 def cmd_data_synth(args: argparse.Namespace) -> int:
     from dynvid.data.synth_writer import write_synthetic
-    from dynvid.data.synthetic import SceneConfig
+    from dynvid.data.synthetic import DEFAULT_SENSOR_NOISE, SceneConfig
 
     height, width = args.size
-    scene = SceneConfig(height=height, width=width, num_frames=args.frames, fps=args.fps)
+    noise_std, shot_noise = DEFAULT_SENSOR_NOISE.get(args.task, (0.0, 0.0))  # as synthetic:<task> renders
+    noise_std = noise_std if args.noise_std is None else args.noise_std
+    shot_noise = shot_noise if args.shot_noise is None else args.shot_noise
+    scene = SceneConfig(height=height, width=width, num_frames=args.frames, fps=args.fps,
+                        noise_std=noise_std, shot_noise=shot_noise)
     t0 = time.perf_counter()
 
     def progress(done: int, total: int) -> None:
@@ -304,6 +308,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--frames", type=int, default=64, help="frames per video")
     s.add_argument("--fps", type=float, default=25.0)
     s.add_argument("--val-fraction", type=float, default=0.2)
+    s.add_argument("--noise-std", type=float, default=None, metavar="SIGMA",
+                   help="sensor read noise in grey levels (default: as synthetic:<task>, 2.0 for segmentation, else 0)")
+    s.add_argument("--shot-noise", type=float, default=None, metavar="GAIN",
+                   help="sensor shot noise gain, variance GAIN*v (default: 0.03 for segmentation, else 0)")
     s.set_defaults(func=cmd_data_synth)
 
     i = data.add_parser("inspect", help="counts, classes, durations, unreadable files and duplicate rows of a dataset")

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from dynvid.config import DataConfig
-from dynvid.data import video_io
 from dynvid.data.clips import ClipSpec
 from dynvid.data.datasets import build_clip_dataset
 from dynvid.data.errors import AnnotationError, DatasetError
@@ -279,19 +278,7 @@ def test_max_bad_fraction_outside_0_1_is_rejected(kinetics_dir, bad):
 
 # ---- probe cache: later constructions probe only new or changed videos ----------------------------
 
-@pytest.fixture
-def probe_calls(tmp_path, monkeypatch):
-    """A probe cache of this test's own (tmp_path/cache) and the paths probe_video is called with."""
-    monkeypatch.setenv("DYNVID_CACHE_DIR", str(tmp_path / "cache"))
-    calls, real = [], video_io.probe_video
-
-    def counting(path):
-        calls.append(os.fspath(path))
-        return real(path)
-
-    monkeypatch.setattr(video_io, "probe_video", counting)
-    return calls
-
+# probe_calls: tests/data/conftest.py
 
 def _probed(ds):
     return ds.records, [ds.info(i) for i in range(len(ds))], ds.unreadable_videos

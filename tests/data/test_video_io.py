@@ -160,18 +160,7 @@ def test_rotation_conventions():
 
 # ---- probe cache ---------------------------------------------------------------------------------
 
-@pytest.fixture
-def probe_calls(monkeypatch):
-    """The paths probe_video is called with (probe_videos calls it through the module)."""
-    calls, real = [], video_io.probe_video
-
-    def counting(path):
-        calls.append(os.fspath(path))
-        return real(path)
-
-    monkeypatch.setattr(video_io, "probe_video", counting)
-    return calls
-
+# probe_calls: tests/data/conftest.py
 
 @pytest.fixture
 def mixed_videos(tmp_path):

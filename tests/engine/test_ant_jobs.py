@@ -6,7 +6,6 @@ gates trained from the same supernet; NAS subnets; JSON shape)."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,11 +20,7 @@ TINY = ["ant.image_size=64", "data.synthetic_height=64", "data.synthetic_width=6
 
 
 def _job(name: str):
-    sys.path.insert(0, str(REPO / "jobs"))
-    try:
-        return __import__(name)
-    finally:
-        sys.path.pop(0)
+    return __import__(name)
 
 
 def _args(*extra: str) -> list[str]:

@@ -6,7 +6,6 @@ kinds over the detector: an inference sweep of τ and a policy sweep of γ (Ray 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,17 +14,12 @@ import torch
 from dynvid.engine.sweep_spec import spec_from_dict
 from dynvid.methods.lfs.policy import QNetwork, load_policy
 
-REPO = Path(__file__).resolve().parents[2]
 TINY = ["lfs.f0_size=64", "lfs.f1_size=32", "lfs.memory_input=32", "lfs.state_channels=16", "lfs.num_levels=2",
         "data.synthetic_height=64", "data.synthetic_width=64", "lfs.unroll=3"]
 
 
 def _job(name: str):
-    sys.path.insert(0, str(REPO / "jobs"))
-    try:
-        return __import__(name)
-    finally:
-        sys.path.pop(0)
+    return __import__(name)
 
 
 def _args(*extra: str) -> list[str]:

@@ -5,7 +5,6 @@ of the cached path with the pixel model (same decisions, same cost)."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,6 @@ from dynvid.methods.liteeval.evaluation import run_offline
 from dynvid.methods.liteeval.features import build_feature_cache, load_split
 from dynvid.methods.liteeval.presets import EMBEDDED, SMOKE
 
-REPO = Path(__file__).resolve().parents[2]
 TINY = ["liteeval.coarse_hidden=16", "liteeval.fine_hidden=32", "data.synthetic_train_videos=16",
         "data.cpus_per_decoder=2",  # one actor takes the whole 2-CPU cluster: the writes must not wait for CPUs
         "data.synthetic_val_videos=6"]
@@ -28,11 +26,7 @@ TINY = ["liteeval.coarse_hidden=16", "liteeval.fine_hidden=32", "data.synthetic_
 
 @pytest.fixture(scope="module")
 def liteeval_job(ray_cluster, s3_server, mlflow_server, tmp_path_factory):
-    sys.path.insert(0, str(REPO / "jobs"))
-    try:
-        import liteeval
-    finally:
-        sys.path.pop(0)
+    import liteeval
     tmp = tmp_path_factory.mktemp("liteeval")
     out = tmp / "result.json"
     storage = s3_server.uri("liteeval-job")

@@ -6,7 +6,6 @@ and the benchmark on the job's checkpoint (not retrained; JSON shape and targets
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,11 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _job(name: str):
-    sys.path.insert(0, str(REPO / "jobs"))
-    try:
-        return __import__(name)
-    finally:
-        sys.path.pop(0)
+    return __import__(name)
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,6 @@
 """The Ray Train driver end to end on a real local Ray cluster: train, checkpoint, resume, track."""
 
 import json
-import sys
 from pathlib import Path
 
 import mlflow
@@ -10,7 +9,6 @@ import pytest
 from dynvid.config import ExperimentConfig, apply_overrides
 from dynvid.engine.checkpoint import load_checkpoint
 
-REPO = Path(__file__).resolve().parents[2]
 TINY = [
     "model.width_mult=0.125",
     "data.clip_len=4",
@@ -150,11 +148,7 @@ def test_unreachable_tracking_uri_fails_before_training(ray_cluster, tmp_path):
 
 def test_main_job_smoke(ray_cluster, mlflow_server, tmp_path):
     """The main job runs VA-RED²'s three stages, reports, and logs the report to MLflow."""
-    sys.path.insert(0, str(REPO / "jobs"))
-    try:
-        import vared_kinetics
-    finally:
-        sys.path.pop(0)
+    import vared_kinetics
     out = tmp_path / "result.json"
     args = ["--smoke-test", "--out", str(out), "--set", f"train.storage_path={tmp_path}/runs"]
     for item in TINY:

@@ -1,18 +1,10 @@
 """Smoke run of the data benchmark: it measures and writes the shared benchmark JSON shape."""
 
 import json
-import sys
-from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def test_bench_data_smoke(tmp_path, capsys):
-    sys.path.insert(0, str(REPO / "jobs"))
-    try:
-        import bench_data
-    finally:
-        sys.path.pop(0)
+    import bench_data
     out = tmp_path / "bench.json"
     assert bench_data.main(["--smoke-test", "--out", str(out)]) == 0
     report = json.loads(out.read_text())

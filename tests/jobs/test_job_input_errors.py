@@ -9,16 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import vared_kinetics  # jobs/ is on pytest's pythonpath (pyproject.toml)
 
 from dynvid.data.synth_writer import write_synthetic
 from dynvid.data.synthetic import SceneConfig
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "jobs"))
-try:
-    import vared_kinetics
-finally:
-    sys.path.pop(0)
 
 
 class RayWouldStart(Exception):
@@ -177,11 +173,7 @@ JOBS = ["vared_kinetics", "liteeval", "ant_detection", "lfs_interleaved", "resq_
 
 @pytest.mark.parametrize("job", JOBS)
 def test_every_training_job_reports_bad_input_in_one_line(job, tmp_path, no_ray, capsys):
-    sys.path.insert(0, str(REPO / "jobs"))
-    try:
-        module = __import__(job)
-    finally:
-        sys.path.pop(0)
+    module = __import__(job)
     args = ["--set", f"train.storage_path={tmp_path}/runs", "--set", "train.mlflow_tracking_uri=null",
             "--set", "data.max_bad_fraction=1.5"]
     assert module.main(args) == 2

@@ -1,15 +1,11 @@
 """``jobs/sweep.py``: the Ray job entry point forwards to ``dynvid sweep run`` (the sweep itself
 runs in tests/engine/test_sweep.py on the shared Ray cluster); bad input is one line, exit 2."""
 
-import sys
 from pathlib import Path
 
+import sweep as sweep_job  # jobs/ is on pytest's pythonpath (pyproject.toml)
+
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "jobs"))
-try:
-    import sweep as sweep_job
-finally:
-    sys.path.pop(0)
 
 
 def test_help_and_missing_argument(capsys):

@@ -1,19 +1,10 @@
 """The main job's configuration layer: the paper configuration per backbone and bad arguments
 (the end-to-end smoke run is in tests/engine/test_trainer.py, on the shared Ray cluster)."""
 
-import sys
-from pathlib import Path
-
 import pytest
+import vared_kinetics  # jobs/ is on pytest's pythonpath (pyproject.toml)
 
 from dynvid.config import ExperimentConfig, apply_overrides
-
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "jobs"))
-try:
-    import vared_kinetics
-finally:
-    sys.path.pop(0)
 
 
 @pytest.mark.parametrize("backbone,crop,base_lr", [("r2plus1d_18", 112, 0.18), ("i3d", 224, 1.8), ("x3d_m", 224, 1.8)])
