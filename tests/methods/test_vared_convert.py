@@ -67,3 +67,44 @@ def test_forcing_cheaper_choices_lowers_measured_cost():
 def test_unknown_backbone_rule_is_a_clear_error():
     with pytest.raises(ValueError, match="r2plus1d_18"):
         make_dynamic(tiny_r2plus1d(), "resnet50", VaredConfig(), (3, 8, 32, 32))
+
+
+@pytest.mark.parametrize("backbone", ["r2plus1d_18", "x3d_m"])
+def test_the_converted_model_is_the_static_model_before_training(backbone):
+    """Issue 19, cause 3: with its gates deciding (not forced), the freshly converted model
+    computes the static network's function in eval mode, and in train mode (batch statistics)."""
+    torch.manual_seed(0)
+    static = build_backbone(backbone, width_mult=0.125, num_classes=5)
+    dynamic = make_dynamic(build_backbone(backbone, width_mult=0.125, num_classes=5), backbone, VaredConfig(),
+                           (3, 8, 32, 32))
+    dynamic.load_state_dict(static.state_dict(), strict=False)
+    with torch.no_grad():  # BatchNorm statistics away from their defaults, as after training
+        for m in static.modules():
+            if isinstance(m, nn.BatchNorm3d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+    dynamic.load_state_dict(static.state_dict(), strict=False)
+    x = torch.randn(4, 3, 8, 32, 32)
+    for training in (False, True):
+        static.train(training), dynamic.train(training)
+        with torch.no_grad():
+            torch.manual_seed(2)  # X3D's head has dropout: the same draws on both sides
+            expected = static(x)
+            torch.manual_seed(2)
+            torch.testing.assert_close(dynamic(x), expected, atol=1e-5, rtol=1e-4)
+
+
+def test_layers_with_one_output_frame_get_no_temporal_choices():
+    """Issue 19, cause 4: ⌈1/R⌉ = 1, so R > 1 saves nothing on a one-frame output."""
+    dynamic = make_dynamic(tiny_r2plus1d(), "r2plus1d_18", VaredConfig(), (3, 4, 32, 32))
+    frames = {}
+    hooks = [m.register_forward_hook(lambda m, a, out, n=n: frames.__setitem__(n, out.shape[2]))
+             for n, m in dynamic_layers(dynamic)]
+    with torch.no_grad():
+        dynamic.eval()(torch.randn(1, 3, 4, 32, 32))
+    for h in hooks:
+        h.remove()
+    assert 1 in frames.values() and any(f > 1 for f in frames.values())
+    for name, layer in dynamic_layers(dynamic):
+        assert layer.temporal_factors == ((1,) if frames[name] == 1 else (1, 2)), name
+        assert layer.channel_ratios == (1.0, 0.5)

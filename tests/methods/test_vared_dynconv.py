@@ -108,16 +108,19 @@ def test_hard_path_is_selected_per_sample_within_a_batch():
     _, dyn = make("spatial_1x3x3", search_space=3)
     perturb_cheap_ops(dyn)
     x = torch.randn(4, 8, 8, 10, 10)
-    # sample 0: all; 1: half channels; 2: quarter frames; 3: nothing computed
+    # sample 0: all; 1: half channels; 2: quarter frames; 3: every weight 0
     v_t = torch.tensor([[0.9, 0, 0], [0.5, 0.2, 0], [0, 0, 0.7], [0, 0, 0]])
-    v_c = torch.tensor([[0.8, 0, 0], [0, 0.6, 0.1], [0.3, 0, 0], [0.5, 0, 0]])
+    v_c = torch.tensor([[0.8, 0, 0], [0, 0.6, 0.1], [0.3, 0, 0], [0, 0, 0]])
     with CostMeter(dyn) as meter:
         batch_out = dyn.dynamic_forward(x, v_t, v_c, hard=True)
     alone = torch.cat([dyn.dynamic_forward(x[i : i + 1], v_t[i : i + 1], v_c[i : i + 1], hard=True) for i in range(4)])
     torch.testing.assert_close(batch_out, alone, atol=1e-6, rtol=0)
     macs = meter.per_sample_macs
-    assert macs[0] > macs[1] > macs[2] > macs[3] == 0
-    assert torch.count_nonzero(batch_out[3]) == 0
+    assert macs[0] > macs[1] > macs[2] > macs[3] > 0
+    # no silent layer (issue 19, cause 1): all weights 0 runs the cheapest choice, r = 1/4, R = 4
+    cheapest = torch.tensor([[0.0, 0.0, 1.0]])
+    torch.testing.assert_close(batch_out[3:], dyn.dynamic_forward(x[3:], cheapest, cheapest, hard=True), atol=1e-6, rtol=0)
+    assert torch.count_nonzero(batch_out[3]) > 0.9 * batch_out[3].numel()
 
 
 # Executed MACs, written out from the layer sizes (not from the code under test):
@@ -140,7 +143,8 @@ HW = 5 * 5
         ("r=1/2,R=2", [0, 1], [0, 1], FULL // 4 + 4 * 4 * HW + 8 * 4 * HW),
         # both choices weighted: the largest runs, the smaller one's cheap op runs too
         ("r=1 and 1/2", [1, 0], [0.5, 0.5], FULL + 4 * 8 * HW),
-        ("nothing", [0, 0], [1, 0], 0),
+        # every weight 0: the cheapest choice runs (issue 19, cause 1), r = 1/2 and R = 2
+        ("all weights 0", [0, 0], [0, 0], FULL // 4 + 4 * 4 * HW + 8 * 4 * HW),
     ],
 )
 def test_executed_macs_are_r_over_R_of_the_conv_plus_cheap_ops(choice, v_t, v_c, expected):
@@ -188,6 +192,8 @@ def test_depthwise_hard_path_slices_input_channels_too(monkeypatch):
 
 def test_gradients_reach_the_gate_and_cheap_ops_in_training():
     _, dyn = make("spatial_1x3x3", search_space=3)
+    with torch.no_grad():  # every choice on (they start off: see the converted-model test)
+        dyn.gate.fc2.bias.fill_(0.5)
     dyn.train()
     x = torch.randn(4, 8, 8, 10, 10)
     out = dyn(x)
@@ -199,8 +205,8 @@ def test_gradients_reach_the_gate_and_cheap_ops_in_training():
 
 def test_executed_index_and_fraction():
     v = torch.tensor([[0.3, 0.2, 0.0], [0.0, 0.5, 0.1], [0.0, 0.0, 0.2], [0.0, 0.0, 0.0]])
-    assert executed_index(v).tolist() == [0, 1, 2, 3]
-    assert executed_fraction(v, [1.0, 0.5, 0.25]).tolist() == [1.0, 0.5, 0.25, 0.0]
+    assert executed_index(v).tolist() == [0, 1, 2, 2]  # all 0: the cheapest runs
+    assert executed_fraction(v, [1.0, 0.5, 0.25]).tolist() == [1.0, 0.5, 0.25, 0.25]
 
 
 def test_straight_through_fraction_has_exact_value_and_a_gradient():
@@ -211,8 +217,8 @@ def test_straight_through_fraction_has_exact_value_and_a_gradient():
     dyn.dynamic_forward(torch.randn(1, 8, 8, 10, 10), v_t, v_c, hard=False)
     assert dyn.last_fraction.item() == pytest.approx(1.0 * 0.5)  # r_s = 1 (V_c[0] > 0), R_s = 2
     dyn.last_fraction.sum().backward()
-    assert v_c.grad[0, 0] > v_c.grad[0, 1] > 0  # the expensive choice is pushed hardest
-    assert v_t.grad[0, 0] > v_t.grad[0, 1] > 0
+    assert v_c.grad[0, 0] > 0 > v_c.grad[0, 1]  # weight moves from the expensive choice to the cheap one
+    assert v_t.grad[0, 0] > 0 and v_t.grad[0, 1] == pytest.approx(0.0, abs=1e-7)  # cheap alone: at its minimum
 
 
 @pytest.mark.parametrize("kwargs,match", [
@@ -310,15 +316,16 @@ def test_from_conv_refuses_non_zero_padding_modes():
         DynamicConv3d.from_conv(conv, gate_frames=4)
 
 
-def test_threshold_drops_small_weights_keeps_the_cheapest_and_the_sum():
+def test_threshold_drops_small_weights_and_keeps_the_cheapest():
     v = torch.tensor([[0.2, 0.5, 0.1], [0.0, 0.0, 0.0], [0.6, 0.0, 0.0], [0.1, 0.2, 0.0]])
     out = dynconv.threshold_weights(v, 0.3)
-    # row 0: 0.2 dropped, 0.1 kept (the cheapest non-zero choice), rescaled to the sum 0.8
-    assert torch.allclose(out[0], torch.tensor([0.0, 0.5, 0.1]) * 0.8 / 0.6)
+    # row 0: 0.2 dropped, 0.1 kept (the cheapest non-zero choice)
+    assert torch.equal(out[0], torch.tensor([0.0, 0.5, 0.1]))
     assert torch.equal(out[1], v[1])  # all zero stays zero
     assert torch.equal(out[2], v[2])  # the only choice is kept
-    assert torch.allclose(out[3], torch.tensor([0.0, 0.3, 0.0]))  # both under: the cheapest takes the sum
-    assert torch.allclose(out.sum(1), v.sum(1))
+    assert torch.equal(out[3], torch.tensor([0.0, 0.2, 0.0]))  # both under: the cheapest is kept
+    # the mix is normalised afterwards, so the layer keeps its gain
+    torch.testing.assert_close(dynconv.mixing_weights(out)[0], torch.tensor([0.0, 5 / 6, 1 / 6]))
     assert torch.equal(dynconv.threshold_weights(v, 0.0), v)  # 0 = the thesis' rule
 
 
@@ -353,3 +360,95 @@ class _Fixed(nn.Module):
 
     def forward(self, x):
         return self.v
+
+
+# ---- issue 19: the mechanism's causes, one test each -------------------------------------------
+
+def test_mixing_weights_are_normalised_and_never_all_zero():
+    v = torch.tensor([[0.6, 0.2, 0.0], [0.0, 0.0, 0.0], [0.0, 0.3, 0.3]])
+    w = dynconv.mixing_weights(v)
+    torch.testing.assert_close(w, torch.tensor([[0.75, 0.25, 0.0], [0.0, 0.0, 1.0], [0.0, 0.5, 0.5]]))
+    assert torch.equal(w > 0, torch.tensor([[True, True, False], [False, False, True], [False, True, True]]))
+
+
+@pytest.mark.parametrize("name", list(CONVS))
+def test_no_sample_is_ever_silent(name):
+    """Cause 1: a gate that outputs 0 everywhere still runs the cheapest choice, in training and
+    inference, and is charged for it."""
+    _, dyn = make(name, search_space=3)
+    with torch.no_grad():
+        dyn.gate.fc2.bias.fill_(-5.0)  # every V = 0
+    x = torch.randn(3, 8, 8, 10, 10)
+    for training in (True, False):
+        dyn.train(training)
+        with torch.no_grad(), CostMeter(dyn) as meter:
+            y = dyn(x)
+        assert bool((dyn.last_v_t[:, -1] == 1).all()) and bool((dyn.last_v_c[:, -1] == 1).all())
+        assert all(torch.count_nonzero(y[i]) > 0.5 * y[i].numel() for i in range(3))
+        assert bool((meter.per_sample_macs > 0).all())
+    # the charged cost is the cheapest sub-convolution's (r = 1/4, R = 4) plus its cheap operations
+    cheapest = torch.tensor([[0.0, 0.0, 1.0]]).expand(3, -1)
+    with torch.no_grad(), CostMeter(dyn) as forced:
+        dyn.dynamic_forward(x, cheapest, cheapest, hard=True)
+    torch.testing.assert_close(meter.per_sample_macs - forced.per_sample_macs,
+                               torch.full((3,), float(8 * 8 * 32 + 32 * 6), dtype=torch.float64))  # + the gate
+
+
+def test_efficiency_surrogate_moves_weight_to_the_cheap_choice():
+    """Cause 2: descending the Eq. 3.6 surrogate over the gate ends at "the cheapest choice alone",
+    not at "every gate 0" (which the surrogate over raw V, Σ f_i V[i], would reach)."""
+    torch.manual_seed(0)
+    gate = SoftModulationGate(in_channels=4, frames=2, hidden=8, num_temporal=1, num_channel=3).train()
+    x = torch.randn(16, 4, 2, 3, 3)
+    factors = [1.0, 0.5, 0.25]
+    opt = torch.optim.SGD([gate.fc2.bias], lr=1.0)
+    start = dynconv.mixing_weights(gate(x)[1]).detach()
+    assert bool((start[:, 0] == 1).all())  # starts on "compute all" alone
+    for _ in range(300):
+        opt.zero_grad()
+        dynconv.soft_fraction(dynconv.mixing_weights(gate(x)[1]), factors).mean().backward()
+        opt.step()
+    _, v_c = gate(x)
+    assert bool((v_c[:, 2] > 0).all()), "the cheap choice must be on, not every gate off"
+    assert bool((dynconv.executed_index(v_c) == 2).all())
+    assert bool((v_c[:, 0] == 0).all())
+
+
+def test_gate_starts_on_compute_all_alone_and_off_choices_still_learn():
+    """Cause 3/4: every cheaper choice starts at exactly 0 for any input (so the converted model
+    is the static one), and the straight-through max still gives their logits a gradient."""
+    torch.manual_seed(1)
+    gate = SoftModulationGate(in_channels=6, frames=4, hidden=32, num_temporal=3, num_channel=3).train()
+    x = torch.randn(64, 6, 4, 5, 5) * 50  # saturates the hidden tanh: the worst case
+    v_t, v_c = gate(x)
+    for v in (v_t, v_c):
+        assert bool((v[:, 0] > 0).all()) and bool((v[:, 1:] == 0).all())
+    (v_t[:, 1:].sum() + v_c[:, 1:].sum()).backward()
+    grad = gate.fc2.bias.grad
+    assert bool((grad[[1, 2, 4, 5]] > 0).all())  # the off choices' logits are pushed up by the loss
+
+
+def test_forced_all_skips_every_mixing_multiply(monkeypatch):
+    """A forced "all" in inference is the static conv's output tensor itself: no copy, no scale."""
+    _, dyn = make("spatial_1x3x3", search_space=2)
+    dyn.eval()
+    dyn.force("all")
+    produced = []
+    real = dynconv.frame_conv3d
+    monkeypatch.setattr(dynconv, "frame_conv3d", lambda *a: produced.append(real(*a)) or produced[-1])
+    with torch.no_grad():
+        y = dyn(torch.randn(2, 8, 8, 10, 10))
+    assert len(produced) == 1 and y.data_ptr() == produced[0].data_ptr()
+
+
+@pytest.mark.parametrize("frames", [7, 8])
+def test_temporal_cheap_op_is_charged_for_the_kept_frames_only(frames):
+    """Cause 5: with R = 4 on T_o = 7, frames 0 and 4 are computed and 5 are generated (not 6)."""
+    _, dyn = make("pointwise", search_space=3)
+    dyn.eval()
+    x = torch.randn(1, 8, frames, 4, 4)
+    with torch.no_grad(), CostMeter(dyn) as meter:
+        dyn.dynamic_forward(x, torch.tensor([[0.0, 0.0, 1.0]]), torch.tensor([[1.0, 0.0, 0.0]]), hard=True)
+    computed = -(-frames // 4)
+    expected = 8 * 8 * computed * 16 + 8 * (frames - computed) * 16  # conv on 2 frames + Φ^t on the rest
+    assert meter.per_sample_macs.item() == expected

@@ -1,8 +1,10 @@
 """VA-RED² analysis: policy statistics, figures, measured speed, and the comparison table.
 
 - Per-layer, per-class fraction of computed features (thesis Sec. 4.8, Fig. 4-1): for each
-  dynamic layer, the temporal fraction 1/R_s and the channel fraction r_s that the hard
-  path executed, averaged per class; saved as a heatmap PNG.
+  dynamic layer, the temporal fraction ⌈T_o/R_s⌉/T_o (the share of output frames computed,
+  the fraction the efficiency loss uses, not the nominal 1/R) and the channel fraction
+  ⌈r_s·C⌉/C that the hard path executed, averaged per class; saved as a heatmap PNG.
+- Per-layer share of the clips at each choice (:func:`choice_shares`, :func:`policy_table`).
 - Instance-level cost distribution (App. B.4, Fig. B-6): a histogram of the measured
   GFLOPs per clip of the dynamic model, with the static model's cost marked.
 - Speed (Tables 4.1–4.2, "clip/second"): clips per second of the model in inference mode
@@ -25,15 +27,18 @@ from dynvid.metrics.cost import CostMeter
 from dynvid.metrics.speed import compare_throughput, measure_throughput
 from dynvid.tables import format_table
 from dynvid.methods.vared.convert import dynamic_layers
-from dynvid.methods.vared.dynconv import executed_fraction
+from dynvid.backbones.frameconv import use_frame_convs
+from dynvid.methods.vared.dynconv import executed_fraction, executed_index
 
 __all__ = [
+    "choice_shares",
     "comparison_table",
     "compare_throughput",
     "measure_throughput",
     "plot_cost_histogram",
     "plot_policy_heatmap",
     "policy_stats",
+    "policy_table",
     "stage_report",
 ]
 
@@ -44,13 +49,16 @@ def policy_stats(model: nn.Module, loader: Iterable) -> dict:
     the executed temporal and channel fraction of every dynamic layer, the measured MACs and
     whether the prediction was right.
 
-    Returns ``{"layers": [names], "temporal": (N, L), "channel": (N, L), "macs": (N,),
-    "labels": (N,), "correct": (N,)}`` (tensors; L = 0 for a static model).
+    Returns ``{"layers": [names], "temporal": (N, L), "channel": (N, L), "temporal_choice": (N, L),
+    "channel_choice": (N, L), "choices": {"temporal": [R per layer], "channel": [r per layer]},
+    "macs": (N,), "labels": (N,), "correct": (N,)}`` (tensors; L = 0 for a static model). The
+    fractions are those of the sub-convolution that ran; ``*_choice`` is the executed index.
     """
     was_training = model.training
     model.eval()
     layers = dynamic_layers(model)
     temporal, channel, macs, labels, correct = [], [], [], [], []
+    t_choice, c_choice = [], []
     for clips, y in loader:
         with CostMeter(model) as meter:
             logits = model(clips)
@@ -58,9 +66,11 @@ def policy_stats(model: nn.Module, loader: Iterable) -> dict:
         labels.append(y)
         correct.append(logits.argmax(1).cpu() == y.cpu())
         if layers:
-            temporal.append(torch.stack([executed_fraction(m.last_v_t, [1 / r for r in m.temporal_factors])
+            temporal.append(torch.stack([executed_fraction(m.last_v_t, m.frame_fractions(m._last_out_size[0]))
                                          for _, m in layers], 1).cpu())
-            channel.append(torch.stack([executed_fraction(m.last_v_c, m.channel_ratios) for _, m in layers], 1).cpu())
+            channel.append(torch.stack([executed_fraction(m.last_v_c, m.channel_fractions) for _, m in layers], 1).cpu())
+            t_choice.append(torch.stack([executed_index(m.last_v_t) for _, m in layers], 1).cpu())
+            c_choice.append(torch.stack([executed_index(m.last_v_c) for _, m in layers], 1).cpu())
     model.train(was_training)
     n = sum(len(y) for y in labels)
     empty = torch.zeros(n, 0)
@@ -68,10 +78,39 @@ def policy_stats(model: nn.Module, loader: Iterable) -> dict:
         "layers": [name for name, _ in layers],
         "temporal": torch.cat(temporal) if temporal else empty,
         "channel": torch.cat(channel) if channel else empty,
+        "temporal_choice": torch.cat(t_choice) if t_choice else empty.long(),
+        "channel_choice": torch.cat(c_choice) if c_choice else empty.long(),
+        "choices": {"temporal": [list(m.temporal_factors) for _, m in layers],
+                    "channel": [list(m.channel_ratios) for _, m in layers]},
         "macs": torch.cat(macs),
         "labels": torch.cat(labels),
         "correct": torch.cat(correct),
     }
+
+
+def choice_shares(stats: dict) -> list[dict]:
+    """Per dynamic layer, the share of clips at each executed choice:
+    ``[{"layer", "temporal": {"R=1": share, ...}, "channel": {"r=1": share, ...}}]``."""
+    out = []
+    for k, name in enumerate(stats["layers"]):
+        row = {"layer": name}
+        for key, label in (("temporal", "R={:g}"), ("channel", "r={:g}")):
+            picked = stats[f"{key}_choice"][:, k]
+            values = stats["choices"][key][k]
+            row[key] = {label.format(v): float((picked == i).float().mean()) for i, v in enumerate(values)}
+        out.append(row)
+    return out
+
+
+def policy_table(stats: dict, markdown: bool = False) -> str:
+    """:func:`choice_shares` as a table: one row per dynamic layer, the share of clips at each
+    temporal and channel choice."""
+    shares = choice_shares(stats)
+    t_labels = sorted({k for r in shares for k in r["temporal"]}, key=lambda s: float(s[2:]))
+    c_labels = sorted({k for r in shares for k in r["channel"]}, key=lambda s: -float(s[2:]))
+    rows = [[_short(r["layer"]), *(f"{r['temporal'][k]:.2f}" if k in r["temporal"] else "–" for k in t_labels),
+             *(f"{r['channel'][k]:.2f}" if k in r["channel"] else "–" for k in c_labels)] for r in shares]
+    return format_table(["layer", *t_labels, *c_labels], rows, markdown)
 
 
 def per_class_mean(values: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -96,7 +135,7 @@ def plot_policy_heatmap(stats: dict, class_names: Sequence[str], path: str | os.
     layers = stats["layers"]
     fig, axes = plt.subplots(1, 2, figsize=(max(8, 0.45 * len(layers) * 2 + 4), max(3, 0.3 * k + 1.5)),
                              constrained_layout=True)
-    for ax, key, title in ((axes[0], "temporal", "temporal-wise (1/R)"), (axes[1], "channel", "channel-wise (r)")):
+    for ax, key, title in ((axes[0], "temporal", "temporal-wise (⌈T/R⌉/T)"), (axes[1], "channel", "channel-wise (r)")):
         grid = per_class_mean(stats[key], stats["labels"], k)
         im = ax.imshow(grid.numpy(), vmin=0, vmax=1, cmap="viridis", aspect="auto")
         ax.set_title(f"fraction of features computed, {title}")
@@ -179,6 +218,7 @@ def stage_report(task, cfg, stages: list, out_dir: str, throughput_clips: int = 
         model = task.build_model(stage.config(cfg), val.num_classes, stage)
         model.load_state_dict(load_checkpoint(fetch_checkpoint(by_name[stage_name].checkpoint_path))["model"])
         models[key] = model.eval()
+    use_frame_convs(models["static"])  # timed with the dynamic convs' implementation of 1×k×k convs
     stats = {key: policy_stats(m, loader) for key, m in models.items()}
     clips = torch.stack([val[i][0] for i in range(min(throughput_clips, len(val)))])
     speed = compare_throughput(models, clips)
@@ -206,9 +246,13 @@ def stage_report(task, cfg, stages: list, out_dir: str, throughput_clips: int = 
     summary = os.path.join(out_dir, "vared_report.json")
     with open(summary, "w") as f:
         json.dump({"rows": rows, "metrics": metrics, "layers": stats["dynamic"]["layers"],
+                   "choice_shares": choice_shares(stats["dynamic"]),
                    "threads": torch.get_num_threads(), "throughput_clips": len(clips)}, f, indent=2)
     title = f"VA-RED² {cfg.model.backbone} on {cfg.data.dataset} (clips/s: 1 clip per forward, " \
             f"{torch.get_num_threads()} thread(s))"
-    return {"metrics": metrics, "table": f"{title}\n{comparison_table(rows)}",
-            "markdown": f"### {title}\n\n{comparison_table(rows, markdown=True)}",
+    policy = "share of val clips at each choice, per dynamic layer (finetuned model)"
+    return {"metrics": metrics,
+            "table": f"{title}\n{comparison_table(rows)}\n\n{policy}\n{policy_table(stats['dynamic'])}",
+            "markdown": f"### {title}\n\n{comparison_table(rows, markdown=True)}\n\n{policy}:\n\n"
+                        f"{policy_table(stats['dynamic'], markdown=True)}",
             "artifacts": [heatmap, histogram, summary], "rows": rows}

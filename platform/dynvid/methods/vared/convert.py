@@ -12,6 +12,9 @@ rather than in the backbones (they stay plain static networks):
   depthwise, 1×1×1 projection), "point-wise convolutions ... right after the depth-wise
   convolutions" being the ones Fig. 4-1 discusses; stem, shortcuts and head stay static.
 
+A layer whose output has one frame at the configured clip length gets no temporal choices
+(R = 2 or 4 would still compute that one frame; issue 19, cause 4).
+
 Conversion keeps every parameter name of the static network (the dynamic conv *is* a
 ``nn.Conv3d`` with extra ``gate`` / ``cheap_*`` children), so stage 2 loads the stage-1
 checkpoint with only the new gate and cheap-operation keys missing.
@@ -63,11 +66,11 @@ def target_names(model: nn.Module, backbone: str) -> list[str]:
 
 
 @torch.no_grad()
-def _input_frames(model: nn.Module, names: Sequence[str], input_shape: Sequence[int]) -> dict[str, int]:
-    """Frames each target conv sees for one clip of ``input_shape`` = (C, T, H, W)."""
-    frames: dict[str, int] = {}
-    handles = [model.get_submodule(n).register_forward_pre_hook(
-        lambda m, args, n=n: frames.__setitem__(n, args[0].shape[2])) for n in names]
+def _frames(model: nn.Module, names: Sequence[str], input_shape: Sequence[int]) -> dict[str, tuple[int, int]]:
+    """``(input frames, output frames)`` of each target conv for one clip of ``input_shape`` = (C, T, H, W)."""
+    frames: dict[str, tuple[int, int]] = {}
+    handles = [model.get_submodule(n).register_forward_hook(
+        lambda m, args, out, n=n: frames.__setitem__(n, (args[0].shape[2], out.shape[2]))) for n in names]
     was_training = model.training
     p = next(model.parameters())
     try:
@@ -91,12 +94,15 @@ def make_dynamic(model: nn.Module, backbone: str, cfg: VaredConfig, input_shape:
         input_shape: ``(C, T, H, W)`` of one clip; fixes the frames of each gate's descriptor.
     """
     names = target_names(model, backbone)
-    frames = _input_frames(model, names, input_shape)
+    frames = _frames(model, names, input_shape)
     for name in names:
         conv = model.get_submodule(name)
+        frames_in, frames_out = frames.get(name, (1, 1))
+        # a layer with one output frame computes that frame at every R (⌈1/R⌉ = 1): temporal
+        # choices there save nothing and only add a gate output, so the layer is channel-only
         dyn = DynamicConv3d.from_conv(
-            conv, search_space=cfg.search_space, temporal=cfg.temporal, channel=cfg.channel,
-            gate_frames=max(1, frames.get(name, 1)), gate_hidden=cfg.gate_hidden, cheap_kernel=cfg.cheap_kernel,
+            conv, search_space=cfg.search_space, temporal=cfg.temporal and frames_out > 1, channel=cfg.channel,
+            gate_frames=max(1, frames_in), gate_hidden=cfg.gate_hidden, cheap_kernel=cfg.cheap_kernel,
             gate_threshold=cfg.gate_threshold)
         parent, _, attr = name.rpartition(".")
         setattr(model.get_submodule(parent) if parent else model, attr, dyn)

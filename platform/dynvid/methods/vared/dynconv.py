@@ -10,10 +10,11 @@ conv's temporal stride times R, Eq. 3.1) and the channel choices r ∈ {1, 1/2, 
 (the first ⌈r·C_out⌉ output channels computed, Sec. 3.1). The gate emits V_t (S_t values)
 and V_c (S_c values) per sample, each in [0, 1) (``max(tanh(·), 0)``).
 
-Output (Eq. 3.5, the same formula in training and inference)::
+Output (Eq. 3.5, the same formula in training and inference, with the weights normalised,
+w = V / ΣV, see :func:`mixing_weights`)::
 
-    Y_c = Σ_i V_c[i] · [Y'_i, Φ^c_i(Y'_i)],   Y'_i = f(X)[:, :⌈r_i C⌉]
-    Y   = Σ_j V_t[j] · E_{R_j}(Y_c)            E_R: keep frames iR, rebuild iR+1..iR+R-1 by Φ^t
+    Y_c = Σ_i w_c[i] · [Y'_i, Φ^c_i(Y'_i)],   Y'_i = f(X)[:, :⌈r_i C⌉]
+    Y   = Σ_j w_t[j] · E_{R_j}(Y_c)            E_R: keep frames iR, rebuild iR+1..iR+R-1 by Φ^t
 
 Shared weights (Sec. 3.3, Eq. A.1). Every choice reads the leading slice of one output:
 in training the full conv runs once and every term of the sum is cut from it (constant
@@ -22,22 +23,26 @@ weight* runs — i_s = the smallest i with V[i] > 0 — as a real sub-convolutio
 kernel ``weight[:⌈r C⌉]`` at temporal stride ``R·stride``, and every smaller term is cut
 from that output. Because V[i] = 0 for i < i_s, both paths compute the same function
 (checked by the tests); the inference path just does not compute what is multiplied by
-zero. When every V_c (or every V_t) of a sample is 0, its output is 0 and the conv does
-not run at all. Samples of one batch are grouped by their (i_s, j_s) and each group runs
+zero. When every V_c (or every V_t) of a sample is 0, the cheapest choice runs (no layer
+is ever silent). Samples of one batch are grouped by their (i_s, j_s) and each group runs
 its own sub-convolution.
 
 Inference implementation (what makes the saving reach the clock on a CPU):
 
 - A ``1×k×k`` kernel (R(2+1)D's spatial convolutions, X3D's and I3D's pointwise ones) sees
   one frame, so its sub-convolution runs as one batched ``conv2d`` over every R·stride-th
-  frame (oneDNN, whose time follows the output size; CPU ``conv3d`` spends most of its
-  time on im2col of the input whatever the number of filters). Other kernels run as
-  ``conv3d`` with the larger temporal stride.
+  frame (:mod:`dynvid.backbones.frameconv`; a static network is timed with the same
+  implementation through ``use_frame_convs``). Other kernels run as ``conv3d`` with the
+  larger temporal stride.
 - With ``cheap_kernel=1`` every Φ is a per-channel scale, so each term of Eq. 3.5 is a
   per-channel coefficient times a slice of the computed output: the output is written
   with one multiply-add per term into fresh tensors, the gate weights folded into the
   coefficients (``_mix_fused``), instead of materialising every term.
-- The decision is read into Python once per layer; the cost bookkeeping runs only while a
+- The decision is read to the host once per layer and batch as one integer per sample (no
+  read at all for a forced policy); samples are grouped by executed choice and each group
+  runs one sub-convolution. A group with one choice per dimension (weight 1) returns the
+  sub-convolution's output itself, with the cheap operations' outputs added: a forced
+  "all" is the static conv with no extra work. The cost bookkeeping runs only while a
   :class:`~dynvid.metrics.cost.CostMeter` is active.
 
 The thesis's A.1 text says "the smallest index with V[i] = 0"; the largest computed
@@ -65,10 +70,17 @@ is not (like BN and ReLU, see :mod:`dynvid.metrics.cost`).
 Gate (Eq. 3.4): ``G`` pools X over H, W to ``C_in · T_g`` values (adaptive pooling to the
 T_g frames the layer sees at the configured clip length, so other clip lengths still
 run), then FC → BN → tanh → FC (+ β) → max(tanh, 0). β starts at +1 for the "compute
-all" choice (V ≈ 0.76) and 0 for the others (V ≈ 0, half of them just above), so a
-dynamic model initialised from the static base starts near it; +1 rather than a
-saturating +2 leaves the efficiency loss a short way to switch "all" off (β at +2 barely
-moved in a 2-epoch finetune here). The gate's MACs (two FCs) are counted every forward.
+all" choice and -0.25 for the others, with FC2 small enough that every other V is exactly
+0 for any input: with the normalised mix (:func:`mixing_weights`), a dynamic model
+initialised from the static base computes exactly the static function until its gates
+move (issue 19, cause 3). The max is straight-through in training (gradient of tanh
+everywhere), so an "off" choice still learns when to come on (cause 4). The gate's MACs
+(two FCs) are counted every forward.
+
+Departures from the thesis, each for a measured reason (issue 19): Eq. 3.5's sum is
+normalised and an all-zero decision runs the cheapest choice (:func:`mixing_weights`);
+the efficiency surrogate is taken over the normalised weights (:func:`soft_fraction`);
+the gate's max is straight-through; the gate starts on "compute all" alone.
 """
 
 from __future__ import annotations
@@ -80,6 +92,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dynvid.backbones.frameconv import frame_conv3d, is_frame_conv
 from dynvid.metrics.cost import conv_macs, linear_macs, metering, record_cost
 
 __all__ = [
@@ -89,6 +102,7 @@ __all__ = [
     "executed_index",
     "executed_fraction",
     "expand_frames",
+    "mixing_weights",
     "soft_fraction",
     "threshold_weights",
 ]
@@ -96,6 +110,8 @@ __all__ = [
 TEMPORAL_FACTORS = (1, 2, 4)  # R = 2^p
 CHANNEL_RATIOS = (1.0, 0.5, 0.25)  # r = (1/2)^p
 _BELOW_ONE = 1.0 - 2.0**-24  # the largest float32 below 1
+_INIT_FC2_L1 = 0.2  # |FC2(h)| <= 0.2 at the start (each row's L1 norm), h in (-1, 1)
+_INIT_OFF_BIAS = -0.25  # β of every choice but "compute all" (+1) at the start
 
 
 def choices(search_space: int, enabled: bool, values: Sequence) -> tuple:
@@ -105,33 +121,67 @@ def choices(search_space: int, enabled: bool, values: Sequence) -> tuple:
     return tuple(values[:search_space]) if enabled else tuple(values[:1])
 
 
-def executed_index(v: torch.Tensor) -> torch.Tensor:
-    """i_s per sample: the first choice with a non-zero weight, ``len(choices)`` if none (A.1).
+def mixing_weights(v: torch.Tensor) -> torch.Tensor:
+    """The weights of Eq. 3.5's sum, normalised: ``w = V / Σ_i V[i]``; a sample whose V are all
+    0 gets its cheapest choice alone (``w = e_S``).
+
+    Two departures from the thesis' unnormalised sum, both for reasons measured here (issue 19):
+
+    - *No silent layer.* With ``Y = Σ V[i]·f_i`` a sample whose V are all 0 gets Y = 0 at zero
+      cost, outside the thesis' search space ({1, ½} or {1, ½, ¼}: the cheapest choice at
+      least runs), and the efficiency loss rewards it. Here it runs the cheapest choice.
+    - *The layer keeps its gain.* ``Σ V[i]`` ranges over [0, S) with V ∈ [0, 1): an
+      unnormalised sum scales each conv's output by it (≈ 0.76 at the gate's start) against
+      BatchNorm statistics fitted at gain 1, and a converted model started far from the
+      static base (eval accuracy fell from 0.52 to 0.13 at conversion). Normalised, the
+      output is a convex combination of the choices' outputs, and a gate that starts on
+      "compute all" alone computes exactly the static function.
+
+    The executed choice (A.1: the largest with a non-zero weight) is unchanged: ``w[i] > 0``
+    exactly where ``V[i] > 0``.
 
     Args:
-        v: ``(B, S)`` gate weights.
+        v: ``(B, S)`` gate outputs in [0, 1).
     """
-    nonzero = v > 0
+    total = v.sum(1, keepdim=True)
+    cheapest = torch.zeros_like(v)
+    cheapest[:, -1] = 1.0
+    return torch.where(total > 0, v / total.clamp_min(torch.finfo(v.dtype).tiny), cheapest)
+
+
+def executed_index(w: torch.Tensor) -> torch.Tensor:
+    """i_s per sample: the first (largest) choice with a non-zero weight (A.1); the cheapest
+    choice when every weight is 0 (the fallback of :func:`mixing_weights`).
+
+    Args:
+        w: ``(B, S)`` gate or mixing weights.
+    """
+    nonzero = w > 0
     first = nonzero.to(torch.int64).argmax(1)
-    return torch.where(nonzero.any(1), first, torch.full_like(first, v.shape[1]))
+    return torch.where(nonzero.any(1), first, torch.full_like(first, w.shape[1] - 1))
 
 
-def executed_fraction(v: torch.Tensor, factors: Sequence[float]) -> torch.Tensor:
-    """The computed fraction of the largest executed choice per sample (r_l^s, or 1/R_l^s),
-    0 when every weight is 0. ``factors[i]`` is the fraction of choice i (r_i or 1/R_i)."""
-    table = torch.tensor([*factors, 0.0], dtype=v.dtype, device=v.device)
-    return table[executed_index(v)]
+def executed_fraction(w: torch.Tensor, factors: Sequence[float]) -> torch.Tensor:
+    """The computed fraction of the largest executed choice per sample (r_l^s, or the frame
+    share ⌈T_o/R⌉/T_o). ``factors[i]`` is the fraction of choice i."""
+    table = torch.tensor(list(factors), dtype=w.dtype, device=w.device)
+    return table[executed_index(w)]
 
 
-def soft_fraction(v: torch.Tensor, factors: Sequence[float]) -> torch.Tensor:
-    """Differentiable surrogate of :func:`executed_fraction`: ``Σ_i factors[i] · V[i]``.
+def soft_fraction(w: torch.Tensor, factors: Sequence[float]) -> torch.Tensor:
+    """Differentiable surrogate of :func:`executed_fraction`: ``Σ_i factors[i] · w[i]`` over
+    the *normalised* weights ``w`` of :func:`mixing_weights`.
 
-    The executed fraction is piecewise constant in V, so the efficiency loss (Eq. 3.6)
-    takes its value from :func:`executed_fraction` and its gradient from this surrogate
-    (straight-through): lowering it lowers the weight of expensive choices first, which is
-    what eventually zeroes V[0] and halves the layer.
+    The executed fraction is piecewise constant in V, so the efficiency loss (Eq. 3.6) takes
+    its value from :func:`executed_fraction` and its gradient from this surrogate
+    (straight-through, this implementation's: A.1 runs the largest filter throughout training,
+    which would make L_e a constant). Over normalised weights, ∂/∂V[i] = (f_i − Σ_k w_k f_k) / ΣV:
+    negative for choices cheaper than the current mix and positive for dearer ones, so the
+    loss moves weight from the expensive choice to the cheap one, whose minimum is "the
+    cheapest choice alone". Over raw V (``Σ f_i V[i]``) every partial derivative is positive
+    and the minimum is "every gate 0", which pushes the cheap choice down with the dear one.
     """
-    return v @ torch.tensor(list(factors), dtype=v.dtype, device=v.device)
+    return w @ torch.tensor(list(factors), dtype=w.dtype, device=w.device)
 
 
 def threshold_weights(v: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -148,6 +198,9 @@ def threshold_weights(v: torch.Tensor, threshold: float) -> torch.Tensor:
     Args:
         v: ``(B, S)`` gate weights in [0, 1).
         threshold: in [0, 1).
+
+    The kept weights are normalised by :func:`mixing_weights` like any others, so the layer's
+    output keeps its scale.
     """
     if threshold <= 0:
         return v
@@ -155,11 +208,7 @@ def threshold_weights(v: torch.Tensor, threshold: float) -> torch.Tensor:
     s = v.shape[1]
     last = (s - 1) - nonzero.flip(1).to(torch.int64).argmax(1)  # the cheapest non-zero choice
     keep = (v > threshold) | (F.one_hot(last, s).bool() & nonzero)
-    kept = v * keep
-    # keep the layer's gain: the remaining weights are scaled to the sum of the original ones
-    # (Eq. 3.5's output is a sum of V-weighted terms, and the BatchNorm after it is frozen)
-    total, left = v.sum(1, keepdim=True), kept.sum(1, keepdim=True)
-    return torch.where(left > 0, kept * (total / left.clamp_min(1e-12)), kept)
+    return v * keep
 
 
 def expand_frames(computed: torch.Tensor, R: int, frames: int, scale: torch.Tensor | None,
@@ -213,9 +262,14 @@ class SoftModulationGate(nn.Module):
         self.bn = nn.BatchNorm1d(hidden)
         self.fc2 = nn.Linear(hidden, num_temporal + num_channel)
         with torch.no_grad():
-            self.fc2.weight.mul_(0.1)
-            bias = torch.zeros(num_temporal + num_channel)
-            bias[0] = bias[num_temporal] = 1.0  # "compute all" starts on: V ≈ tanh(1) = 0.76
+            # β: "compute all" at +1, every other choice at -0.25. FC2's weights are scaled so
+            # that |FC2(h)| <= 0.2 for any h in (-1, 1)^D_h: every cheaper choice starts exactly
+            # at 0 and "all" above 0 for every input, so with the normalised mix (mixing_weights)
+            # the converted model computes the static function exactly until the gates move; a
+            # cheap choice is a short way (0.05–0.45 in z) from coming on.
+            self.fc2.weight.mul_(_INIT_FC2_L1 / self.fc2.weight.abs().sum(1, keepdim=True).clamp_min(1e-12))
+            bias = torch.full((num_temporal + num_channel,), _INIT_OFF_BIAS)
+            bias[0] = bias[num_temporal] = 1.0
             self.fc2.bias.copy_(bias)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -227,7 +281,14 @@ class SoftModulationGate(nn.Module):
         # φ = max(tanh(·), 0) in [0, 1); float32 tanh rounds to exactly 1 past |z| ≈ 9, so the
         # top is held at the largest float32 below 1 to keep the open interval of Eq. 3.4
         # (under float16 autocast that bound itself rounds to 1).
-        v = torch.tanh(self.fc2(hidden)).clamp(0.0, _BELOW_ONE)
+        t = torch.tanh(self.fc2(hidden))
+        v = t.clamp(0.0, _BELOW_ONE)
+        if torch.is_grad_enabled():
+            # Straight-through max: the forward value is Eq. 3.4's, the gradient tanh's
+            # everywhere. A choice whose V is 0 (z < 0) still learns from the loss whether it
+            # should come on; through max's zero gradient it could never return (a cheap
+            # choice that starts off, as it does here, would stay off). This implementation's.
+            v = t + (v - t).detach()
         if metering():
             record_cost(self, linear_macs(self.fc1.in_features, self.fc1.out_features)
                         + linear_macs(self.fc2.in_features, self.fc2.out_features))
@@ -337,26 +398,28 @@ class DynamicConv3d(nn.Conv3d):
         return self.dynamic_forward(x, v_t, v_c, hard=not self.training)
 
     def dynamic_forward(self, x: torch.Tensor, v_t: torch.Tensor, v_c: torch.Tensor, hard: bool) -> torch.Tensor:
-        """Eq. 3.5 with the decision given: ``hard=False`` the shared-weight soft path (full
-        conv once), ``hard=True`` only the selected sub-convolution per sample group."""
+        """Eq. 3.5 with the decision given (V of Eq. 3.4, normalised by :func:`mixing_weights`):
+        ``hard=False`` the shared-weight soft path (full conv once), ``hard=True`` only the
+        selected sub-convolution per group of samples."""
         b = x.shape[0]
         if v_t.shape != (b, len(self.temporal_factors)) or v_c.shape != (b, len(self.channel_ratios)):
             raise ValueError(f"decision shapes {tuple(v_t.shape)}, {tuple(v_c.shape)} do not match batch "
                              f"{b} with {len(self.temporal_factors)} temporal / "
                              f"{len(self.channel_ratios)} channel choices")
         out_size = self._out_size(x)
-        self.last_v_t, self.last_v_c = v_t, v_c
+        w_t, w_c = mixing_weights(v_t), mixing_weights(v_c)
+        self.last_v_t, self.last_v_c = w_t, w_c
         if not hard:
             c_frac, t_frac = self.channel_fractions, self.frame_fractions(out_size[0])
-            exact = executed_fraction(v_c, c_frac) * executed_fraction(v_t, t_frac)
-            soft = soft_fraction(v_c, c_frac) * soft_fraction(v_t, t_frac)
+            exact = executed_fraction(w_c, c_frac) * executed_fraction(w_t, t_frac)
+            soft = soft_fraction(w_c, c_frac) * soft_fraction(w_t, t_frac)
             self.last_fraction = soft + (exact - soft).detach()  # straight-through (see soft_fraction)
             full = self._conv(x, self.out_channels, 1)
             if metering():  # the soft path runs the full conv and every cheap operation
-                ones = [[1.0] * len(self.channel_ratios)], [[1.0] * len(self.temporal_factors)]
-                record_cost(self, self._hard_macs(0, 0, ones[0], ones[1], full.shape[2:])[0])
-            return self._mix(full, v_t, v_c, None, None, 0, 0, out_size[0])
-        return self._hard_forward(x, v_t, v_c, out_size)
+                every = (1 << len(self.channel_ratios)) - 1 | ((1 << len(self.temporal_factors)) - 1) << len(self.channel_ratios)
+                record_cost(self, self._hard_macs(0, 0, [every] * b, full.shape[2:], out_size[0])[0])
+            return self._mix(full, w_t, w_c, 0, 0, None, None, out_size[0])
+        return self._hard_forward(x, w_t, w_c, out_size)
 
     @property
     def channel_fractions(self) -> list[float]:
@@ -367,47 +430,68 @@ class DynamicConv3d(nn.Conv3d):
         """⌈T_o/R_j⌉ / T_o: the share of the output frames each temporal choice computes."""
         return [math.ceil(out_frames / R) / out_frames for R in self.temporal_factors]
 
-    def _hard_forward(self, x: torch.Tensor, v_t: torch.Tensor, v_c: torch.Tensor, out_size) -> torch.Tensor:
-        """Group the samples by (i_s, j_s) and run each group's sub-convolution. The decision is
-        read once into Python lists: per-layer overhead matters at batch 1 on a CPU."""
-        st, sc = len(self.temporal_factors), len(self.channel_ratios)
-        vt, vc = v_t.tolist(), v_c.tolist()
-        groups: dict[tuple[int, int], list[int]] = {}
-        for row, (wt, wc) in enumerate(zip(vt, vc)):
-            i = next((k for k, w in enumerate(wc) if w > 0), sc)
-            j = next((k for k, w in enumerate(wt) if w > 0), st)
-            groups.setdefault((i, j), []).append(row)
+    # ---- the hard (inference) path -------------------------------------------------------
+    #
+    # A decision is read to the host once per layer and batch, as one small integer per sample
+    # (its "code": bit i of the low S_c bits set when w_c[i] > 0, bit j of the next S_t bits when
+    # w_t[j] > 0): the only host-device synchronisation a decision needs, and none at all for a
+    # forced policy, whose code is known in advance. Samples are grouped by their executed
+    # choice (the lowest set bit of each half); each group runs one sub-convolution, and the
+    # union of its codes says which terms of Eq. 3.5 have a non-zero weight in it.
+
+    def _codes(self, w_t: torch.Tensor, w_c: torch.Tensor) -> list[int]:
+        if isinstance(self.policy, int):  # forced: one-hot weights, the code is known
+            sc, st = len(self.channel_ratios), len(self.temporal_factors)
+            return [(1 << min(self.policy, sc - 1)) | (1 << min(self.policy, st - 1)) << sc] * w_t.shape[0]
+        cache = self.__dict__.setdefault("_bit_values", {})
+        if w_t.device not in cache:
+            sc, st = len(self.channel_ratios), len(self.temporal_factors)
+            cache[w_t.device] = (torch.tensor([1 << i for i in range(sc)], device=w_t.device),
+                                 torch.tensor([1 << (sc + j) for j in range(st)], device=w_t.device))
+        bits_c, bits_t = cache[w_t.device]
+        code = ((w_c > 0).long() * bits_c).sum(1) + ((w_t > 0).long() * bits_t).sum(1)
+        return code.tolist()
+
+    def _hard_forward(self, x: torch.Tensor, w_t: torch.Tensor, w_c: torch.Tensor, out_size) -> torch.Tensor:
+        sc = len(self.channel_ratios)
+        low = (1 << sc) - 1
+        codes = self._codes(w_t, w_c)
+        groups: dict[tuple[int, int], list] = {}
+        for row, code in enumerate(codes):
+            bc, bt = code & low, code >> sc
+            key = ((bc & -bc).bit_length() - 1, (bt & -bt).bit_length() - 1)  # lowest set bits
+            group = groups.get(key)
+            if group is None:
+                groups[key] = [[row], bc, bt]
+            else:
+                group[0].append(row)
+                group[1] |= bc
+                group[2] |= bt
         self.last_fraction = None
         metered = metering()
-        per_sample = [0.0] * len(vt)
+        per_sample = [0.0] * len(codes)
+        fused = self.cheap_kernel == 1 and not torch.is_grad_enabled()
         out = None
-        for (i, j), rows in groups.items():
-            whole = len(rows) == len(vt)
-            if i == sc or j == st:
-                y = None  # every weight zero: the output is 0 and nothing runs
-            else:
-                if whole:
-                    xs, vts, vcs = x, v_t, v_c
-                else:
-                    index = torch.tensor(rows, device=x.device)
-                    xs, vts, vcs = x[index], v_t[index], v_c[index]
-                computed = self._conv(xs, self.computed_channels[i], self.temporal_factors[j])
-                sub_vt, sub_vc = [vt[r] for r in rows], [vc[r] for r in rows]
-                if self.cheap_kernel == 1 and not torch.is_grad_enabled():
-                    y = self._mix_fused(computed, vts, vcs, sub_vt, sub_vc, i, j, out_size[0])
-                else:
-                    y = self._mix(computed, vts, vcs, sub_vt, sub_vc, i, j, out_size[0])
-                if metered:
-                    for r, macs in zip(rows, self._hard_macs(i, j, sub_vc, sub_vt, computed.shape[2:])):
-                        per_sample[r] = macs
+        for (i, j), (rows, mask_c, mask_t) in groups.items():
+            whole = len(rows) == len(codes)
             if whole:
-                out = y if y is not None else x.new_zeros((x.shape[0], self.out_channels, *out_size))
-            elif y is not None:
+                xs, wts, wcs = x, w_t, w_c
+            else:
+                index = torch.tensor(rows, device=x.device)
+                xs, wts, wcs = x.index_select(0, index), w_t.index_select(0, index), w_c.index_select(0, index)
+            computed = self._conv(xs, self.computed_channels[i], self.temporal_factors[j])
+            mix = self._mix_fused if fused else self._mix
+            y = mix(computed, wts, wcs, i, j, mask_c, mask_t, out_size[0])
+            if metered:
+                for r, macs in zip(rows, self._hard_macs(i, j, [codes[r] for r in rows], computed.shape[2:],
+                                                         out_size[0])):
+                    per_sample[r] = macs
+            if whole:
+                out = y
+            else:
                 if out is None:  # the conv's dtype (autocast may differ from the input's)
-                    out = y.new_zeros((x.shape[0], self.out_channels, *out_size))
-                out[index] = y.to(out.dtype)
-        if out is None:  # every group computed nothing
-            out = x.new_zeros((x.shape[0], self.out_channels, *out_size))
+                    out = y.new_empty((x.shape[0], self.out_channels, *out_size))
+                out.index_copy_(0, index, y.to(out.dtype))
         if metered:
             record_cost(self, torch.tensor(per_sample, dtype=torch.float64))
         return out
@@ -419,81 +503,116 @@ class DynamicConv3d(nn.Conv3d):
         return self._last_out_size
 
     def _conv(self, x: torch.Tensor, channels: int, R: int) -> torch.Tensor:
-        """The sub-convolution: the first ``channels`` filters at temporal stride ``R·stride``."""
+        """The sub-convolution: the first ``channels`` filters at temporal stride ``R·stride``.
+        In inference a one-frame kernel runs through the 2-D path (:mod:`dynvid.backbones.frameconv`),
+        the implementation a static network gets from ``use_frame_convs``."""
         stride = (self.stride[0] * R, self.stride[1], self.stride[2])
         weight = self.weight if channels == self.out_channels else self.weight[:channels]
         bias = None if self.bias is None else self.bias[:channels]
         groups = self.groups
         if self.depthwise and channels != self.out_channels:
             x, groups = x[:, :channels], channels  # a depthwise filter reads only its own channel
-        if self.kernel_size[0] == 1 and self.padding[0] == 0 and not torch.is_grad_enabled():
-            # A 1×k×k kernel sees one frame: the sub-convolution is a 2-D convolution of every
-            # stride-th frame. Run as one batched conv2d it uses the oneDNN kernels, whose time
-            # follows the output size, where CPU conv3d (im2col) spends most of its time on the
-            # input whatever the number of filters. Same arithmetic, same result.
-            frames = x[:, :, :: stride[0]]
-            b, c, t, h, w = frames.shape
-            y = F.conv2d(frames.transpose(1, 2).reshape(b * t, c, h, w), weight[:, :, 0], bias,
-                         stride[1:], self.padding[1:], self.dilation[1:], groups)
-            return y.view(b, t, *y.shape[1:]).transpose(1, 2)
+        if not torch.is_grad_enabled() and is_frame_conv(self.kernel_size, self.padding):
+            return frame_conv3d(x, weight, bias, stride, self.padding, self.dilation, groups)
         return F.conv3d(x, weight, bias, stride, self.padding, self.dilation, groups)
 
-    def _mix_fused(self, computed: torch.Tensor, v_t: torch.Tensor, v_c: torch.Tensor, vt: list, vc: list,
-                   i_s: int, j_s: int, out_frames: int) -> torch.Tensor:
+    def _mix_fused(self, computed: torch.Tensor, w_t: torch.Tensor, w_c: torch.Tensor, i_s: int, j_s: int,
+                   mask_c: int, mask_t: int, out_frames: int) -> torch.Tensor:
         """:meth:`_mix` for inference with per-channel-scale cheap operations (K = 1), written
-        into two output tensors with one multiply-add per term instead of building every
-        term: Φ^c and Φ^t are per-channel scales, so each term is a per-channel coefficient
-        times a slice of the computed output, and the gate weights fold into the coefficients."""
+        with one multiply-add per term into fresh tensors instead of building every term:
+        Φ^c and Φ^t are per-channel scales, so each term is a per-channel coefficient times a
+        slice of the computed output, and the gate weights fold into the coefficients. A
+        group with one non-zero choice per dimension has weight 1 there (normalised), and
+        its output is the computed one, with only the cheap operations' outputs added."""
+        active_c = [i for i in range(i_s, len(self.channel_ratios)) if mask_c >> i & 1]
+        active_t = [j for j in range(j_s, len(self.temporal_factors)) if mask_t >> j & 1]
+        if len(active_c) == 1 and len(active_t) == 1:
+            return self._single_choice(computed, i_s, j_s, out_frames)
         b, k_s, t_s, h, w = computed.shape
         c_out = self.out_channels
         dtype, device = computed.dtype, computed.device
-        # ---- channels: y_c[c] = Σ_i V_c[i] · (Y[c] if c < k_i else a_i[c - k_i] · Y[(c - k_i) mod k_i])
-        active_c = [i for i in range(i_s, len(self.channel_ratios)) if any(wc[i] > 0 for wc in vc)]
-        # direct[b, c] = Σ_{i >= i_s, c < k_i} V_c[b, i]  (zero weights add nothing)
-        direct = v_c[:, i_s:] @ self._direct_mask(dtype, device)[i_s:, :k_s]
-        if k_s == c_out and len(active_c) == 1:
-            # a fresh conv output: scale in place (not at all when every weight is 1, a forced "all")
-            y_c = computed if all(wc[i_s] == 1.0 for wc in vc) else computed.mul_(direct.view(b, k_s, 1, 1, 1))
+        # ---- channels: y_c[c] = Σ_i w_c[i] · (Y[c] if c < k_i else a_i[c - k_i] · Y[(c - k_i) mod k_i])
+        single_c = len(active_c) == 1
+        if single_c and k_s == c_out:
+            y_c = computed
         else:
             y_c = computed.new_empty((b, c_out, t_s, h, w))
-            torch.mul(computed, direct.view(b, k_s, 1, 1, 1), out=y_c[:, :k_s])
-            if k_s < c_out:
-                y_c[:, k_s:].zero_()
+            if single_c:
+                y_c[:, :k_s].copy_(computed)
+            else:
+                # direct[b, c] = Σ_{i >= i_s, c < k_i} w_c[b, i]  (zero weights add nothing)
+                direct = w_c[:, i_s:] @ self._direct_mask(dtype, device)[i_s:, :k_s]
+                torch.mul(computed, direct.view(b, k_s, 1, 1, 1), out=y_c[:, :k_s])
+                if k_s < c_out:
+                    y_c[:, k_s:].zero_()
             for i in active_c:
                 k = self.computed_channels[i]
                 if k == c_out:
                     continue
-                coef = v_c[:, i : i + 1] * self.cheap_channel[i - 1].scale.view(1, -1)  # (b, C - k)
+                scale = self.cheap_channel[i - 1].scale.to(dtype)
+                coef = scale.view(1, -1) if single_c else w_c[:, i : i + 1] * scale.view(1, -1)  # (b|1, C - k)
                 for start in range(0, c_out - k, k):  # generated channel k + m reads channel m mod k
                     n = min(k, c_out - k - start)
-                    y_c[:, k + start : k + start + n].addcmul_(computed[:, :n], coef[:, start : start + n].view(b, n, 1, 1, 1))
-        # ---- frames: y[iR + m] = Σ_j V_t[j] · φ_{R_j, m} · y_c[frame iR], φ_{R, 0} = 1
-        active_t = [j for j in range(j_s, len(self.temporal_factors)) if any(wt[j] > 0 for wt in vt)]
+                    c = coef[:, start : start + n].view(-1, n, 1, 1, 1)
+                    if single_c:
+                        torch.mul(computed[:, :n], c, out=y_c[:, k + start : k + start + n])
+                    else:
+                        y_c[:, k + start : k + start + n].addcmul_(computed[:, :n], c)
+        # ---- frames: y[iR + m] = Σ_j w_t[j] · φ_{R_j, m} · y_c[frame iR], φ_{R, 0} = 1
+        single_t = len(active_t) == 1
         R_s = self.temporal_factors[j_s]
+        if single_t and R_s == 1:
+            return y_c
         R_max = max(self.temporal_factors[j] for j in active_t)
-        if R_max == 1:
-            if all(wt[j_s] == 1.0 for wt in vt):
-                return y_c
-            return y_c.mul_(v_t[:, active_t[0]].view(b, 1, 1, 1, 1))
         padded = math.ceil(out_frames / R_max) * R_max
         y = y_c.new_empty((b, c_out, padded, h, w))
         first = True
         for j in active_t:
             R = self.temporal_factors[j]
-            src = y_c[:, :, :: R // R_s]  # the frames iR of the output
-            n = src.shape[2]
-            view = y.view(b, c_out, padded // R, R, h, w)[:, :, :n]
-            ones = torch.ones(c_out, 1, dtype=dtype, device=device)
-            table = torch.cat([ones, self.cheap_temporal[j - 1].scale.to(dtype)], 1) if R > 1 else ones
-            coef = v_t[:, j].view(b, 1, 1) * table.unsqueeze(0)  # (b, C, R): 1, then Φ^t_{R, m} scales
+            src = y_c[:, :, :: R // R_s] if R != R_s else y_c  # the frames iR of the output
+            view = y.view(b, c_out, padded // R, R, h, w)
+            table = self.cheap_temporal[j - 1].scale.to(dtype) if R > 1 else None  # (C, R - 1)
             for m in range(R):
-                c = coef[:, :, m].view(b, c_out, 1, 1, 1)
-                if first:
-                    torch.mul(src, c, out=view[:, :, :, m])
+                n = math.ceil((out_frames - m) / R)  # frames iR + m that are kept (< T_o)
+                if m == 0:
+                    c = None if single_t else w_t[:, j].view(b, 1, 1, 1, 1)
                 else:
-                    view[:, :, :, m].addcmul_(src, c)
+                    c = table[:, m - 1].view(1, c_out, 1, 1, 1)
+                    if not single_t:
+                        c = w_t[:, j].view(b, 1, 1, 1, 1) * c
+                dst = view[:, :, :n, m]
+                if first:
+                    dst.copy_(src[:, :, :n]) if c is None else torch.mul(src[:, :, :n], c, out=dst)
+                else:
+                    dst.add_(src[:, :, :n]) if c is None else dst.addcmul_(src[:, :, :n], c)
             first = False
         return y if padded == out_frames else y[:, :, :out_frames]
+
+    def _single_choice(self, computed: torch.Tensor, i: int, j: int, out_frames: int) -> torch.Tensor:
+        """The output of one choice (weight 1) in one pass: each output element is written once,
+        the computed ones copied into frames iR, the generated channels of those frames scaled
+        from the computed ones (Φ^c), the frames iR + m scaled from frame iR (Φ^t)."""
+        b, k, n, h, w = computed.shape
+        c_out, R = self.out_channels, self.temporal_factors[j]
+        if R == 1 and k == c_out:
+            return computed  # "compute all": the sub-convolution's output itself
+        dtype = computed.dtype
+        y = computed.new_empty((b, c_out, n * R, h, w))
+        frames = y.view(b, c_out, n, R, h, w)
+        base = frames[:, :, :, 0]  # frames iR
+        base[:, :k].copy_(computed)
+        if k < c_out:
+            scale = self.cheap_channel[i - 1].scale.to(dtype)
+            for start in range(0, c_out - k, k):  # generated channel k + m reads channel m mod k
+                cnt = min(k, c_out - k - start)
+                torch.mul(computed[:, :cnt], scale[start : start + cnt].view(1, cnt, 1, 1, 1),
+                          out=base[:, k + start : k + start + cnt])
+        if R > 1:
+            table = self.cheap_temporal[j - 1].scale.to(dtype)  # (C, R - 1)
+            for m in range(1, R):
+                kept = math.ceil((out_frames - m) / R)  # frames iR + m < T_o
+                torch.mul(base[:, :, :kept], table[:, m - 1].view(1, c_out, 1, 1, 1), out=frames[:, :, :kept, m])
+        return y if n * R == out_frames else y[:, :, :out_frames]
 
     def _direct_mask(self, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         """(S_c, C) table, 1 where channel c < k_i (channel c is computed by choice i); it
@@ -504,50 +623,53 @@ class DynamicConv3d(nn.Conv3d):
             cache[(dtype, device)] = (torch.arange(self.out_channels, device=device).view(1, -1) < ks).to(dtype)
         return cache[(dtype, device)]
 
-    def _mix(self, computed: torch.Tensor, v_t: torch.Tensor, v_c: torch.Tensor, vt: list | None,
-             vc: list | None, i_s: int, j_s: int, out_frames: int) -> torch.Tensor:
-        """Σ_j V_t[j] E_{R_j}(Σ_i V_c[i] [Y'_i, Φ^c_i(Y'_i)]) from the largest computed output,
-        whose frames are every R_{j_s}-th output frame. On the hard path (``vt``/``vc``: the
-        group's weights as lists) terms whose weight is 0 for the whole group are skipped."""
+    def _mix(self, computed: torch.Tensor, w_t: torch.Tensor, w_c: torch.Tensor, i_s: int, j_s: int,
+             mask_c: int | None, mask_t: int | None, out_frames: int) -> torch.Tensor:
+        """Σ_j w_t[j] E_{R_j}(Σ_i w_c[i] [Y'_i, Φ^c_i(Y'_i)]) from the largest computed output,
+        whose frames are every R_{j_s}-th output frame. On the hard path (``mask_c``/``mask_t``:
+        the union of the group's codes) terms whose weight is 0 for the whole group are skipped;
+        the soft path (masks None) builds every term, each of which carries a gradient."""
         y_c = None
         for i in range(i_s, len(self.channel_ratios)):
-            if vc is not None and not any(w[i] > 0 for w in vc):
+            if mask_c is not None and not mask_c >> i & 1:
                 continue
             k = self.computed_channels[i]
             part = computed if k == self.out_channels else torch.cat(
                 [computed[:, :k], self.cheap_channel[i - 1](computed[:, :k])], 1)
-            term = part * v_c[:, i].view(-1, 1, 1, 1, 1)
+            term = part * w_c[:, i].view(-1, 1, 1, 1, 1)
             y_c = term if y_c is None else y_c + term
         y = None
         R_s = self.temporal_factors[j_s]
         for j in range(j_s, len(self.temporal_factors)):
-            if vt is not None and not any(w[j] > 0 for w in vt):
+            if mask_t is not None and not mask_t >> j & 1:
                 continue
             R = self.temporal_factors[j]
             frames = y_c[:, :, :: R // R_s] if R != R_s else y_c
             if R > 1:
                 cheap = self.cheap_temporal[j - 1]
                 frames = expand_frames(frames, R, out_frames, cheap.scale, cheap.conv)
-            term = frames * v_t[:, j].view(-1, 1, 1, 1, 1)
+            term = frames * w_t[:, j].view(-1, 1, 1, 1, 1)
             y = term if y is None else y + term
         return y
 
-    def _hard_macs(self, i: int, j: int, vc: list, vt: list, computed_size) -> list[float]:
-        """Per-sample MACs of one group on the hard path: the sub-convolution (C(f)·r/R) plus
-        every cheap operation the sample needs (its weight is non-zero). A cheap operation runs
-        for the whole group when any sample of it needs it; a sample is charged only for what
-        it needs, so its cost does not depend on the batch it came in."""
+    def _hard_macs(self, i: int, j: int, codes: list[int], computed_size, out_frames: int) -> list[float]:
+        """Per-sample MACs of one group on the hard path: the sub-convolution (C(f)·r/R, A.2)
+        plus every cheap operation the sample needs (its weight is non-zero, bit set in its
+        code). A cheap operation runs for the whole group when any sample of it needs it; a
+        sample is charged only for what it needs, so its cost does not depend on its batch.
+        Φ^t is charged for the generated frames that are kept (T_o − ⌈T_o/R⌉), not for the
+        ones past T_o that a last incomplete group of R would add."""
+        sc = len(self.channel_ratios)
         k = self.computed_channels[i]
         t_s, h, w = computed_size
         conv = float(t_s * h * w * k * (self.in_channels // self.groups) * math.prod(self.kernel_size))
         kk = self.cheap_kernel ** 2
         channel_ops = [(ii, (self.out_channels - self.computed_channels[ii]) * t_s * h * w * kk)
-                       for ii in range(max(i, 1), len(self.channel_ratios))]
-        R_s = self.temporal_factors[j]
-        temporal_ops = [(jj, self.out_channels * (R - 1) * math.ceil(t_s / (R // R_s)) * h * w * kk)
+                       for ii in range(max(i, 1), sc)]
+        temporal_ops = [(jj, self.out_channels * (out_frames - math.ceil(out_frames / R)) * h * w * kk)
                         for jj, R in enumerate(self.temporal_factors) if jj >= max(j, 1)]
-        return [conv + sum(m for ii, m in channel_ops if wc[ii] > 0) + sum(m for jj, m in temporal_ops if wt[jj] > 0)
-                for wc, wt in zip(vc, vt)]
+        return [conv + sum(m for ii, m in channel_ops if code >> ii & 1)
+                + sum(m for jj, m in temporal_ops if code >> (sc + jj) & 1) for code in codes]
 
     @property
     def full_macs(self) -> int:
