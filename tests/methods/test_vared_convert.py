@@ -108,3 +108,35 @@ def test_layers_with_one_output_frame_get_no_temporal_choices():
     for name, layer in dynamic_layers(dynamic):
         assert layer.temporal_factors == ((1,) if frames[name] == 1 else (1, 2)), name
         assert layer.channel_ratios == (1.0, 0.5)
+
+
+def test_batchnorm_folded_into_the_dynamic_model_keeps_every_choice_exact():
+    """The inference copy with BatchNorm folded (static and dynamic alike, for speed) computes
+    what the unfolded model computes, for forced choices and for mixed gate decisions."""
+    import copy
+
+    from dynvid.backbones.fuse import fold_batchnorm
+
+    torch.manual_seed(0)
+    dynamic = make_dynamic(tiny_r2plus1d(), "r2plus1d_18", VaredConfig(search_space=3), (3, 8, 32, 32))
+    with torch.no_grad():
+        for m in dynamic.modules():
+            if isinstance(m, nn.BatchNorm3d):
+                m.running_mean.uniform_(-0.3, 0.3), m.running_var.uniform_(0.5, 2.0), m.weight.uniform_(0.5, 1.5)
+        for _, layer in dynamic_layers(dynamic):
+            for p in [*layer.cheap_channel.parameters(), *layer.cheap_temporal.parameters()]:
+                p.add_(0.3 * torch.randn_like(p))
+            layer.gate.fc2.bias.uniform_(-0.5, 0.5)  # mixed decisions: several choices on
+            layer.gate.fc2.weight.mul_(20)
+    dynamic.eval()
+    folded = fold_batchnorm(copy.deepcopy(dynamic))
+    assert not any(isinstance(m, nn.BatchNorm3d) for m in folded.modules())
+    x = torch.randn(6, 3, 8, 32, 32)
+    with torch.no_grad():
+        for policy in ("all", 1, 2, None):
+            with force_policy(dynamic, policy), force_policy(folded, policy):
+                torch.testing.assert_close(folded(x), dynamic(x), atol=1e-4, rtol=1e-4)
+        mixed = [len(set(map(tuple, (m.last_v_c > 0).int().tolist()))) for _, m in dynamic_layers(dynamic)]
+        assert max(mixed) > 1  # the gate decisions differ within the batch
+    with pytest.raises(RuntimeError, match="inference only"):
+        folded.train()(x)

@@ -28,12 +28,14 @@ from dynvid.metrics.speed import compare_throughput, measure_throughput
 from dynvid.tables import format_table
 from dynvid.methods.vared.convert import dynamic_layers
 from dynvid.backbones.frameconv import use_frame_convs
+from dynvid.backbones.fuse import fold_batchnorm
 from dynvid.methods.vared.dynconv import executed_fraction, executed_index
 
 __all__ = [
     "choice_shares",
     "comparison_table",
     "compare_throughput",
+    "inference_copy",
     "measure_throughput",
     "plot_cost_histogram",
     "plot_policy_heatmap",
@@ -111,6 +113,16 @@ def policy_table(stats: dict, markdown: bool = False) -> str:
     rows = [[_short(r["layer"]), *(f"{r['temporal'][k]:.2f}" if k in r["temporal"] else "–" for k in t_labels),
              *(f"{r['channel'][k]:.2f}" if k in r["channel"] else "–" for k in c_labels)] for r in shares]
     return format_table(["layer", *t_labels, *c_labels], rows, markdown)
+
+
+def inference_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` prepared for timing, the same way for a static and a dynamic network:
+    one-frame convolutions on the 2-D path (:func:`~dynvid.backbones.frameconv.use_frame_convs`;
+    the dynamic convs use it already) and every BatchNorm that follows a conv folded into it
+    (:func:`~dynvid.backbones.fuse.fold_batchnorm`). It computes the model's function."""
+    import copy
+
+    return fold_batchnorm(use_frame_convs(copy.deepcopy(model).eval()))
 
 
 def per_class_mean(values: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -218,10 +230,9 @@ def stage_report(task, cfg, stages: list, out_dir: str, throughput_clips: int = 
         model = task.build_model(stage.config(cfg), val.num_classes, stage)
         model.load_state_dict(load_checkpoint(fetch_checkpoint(by_name[stage_name].checkpoint_path))["model"])
         models[key] = model.eval()
-    use_frame_convs(models["static"])  # timed with the dynamic convs' implementation of 1×k×k convs
     stats = {key: policy_stats(m, loader) for key, m in models.items()}
     clips = torch.stack([val[i][0] for i in range(min(throughput_clips, len(val)))])
-    speed = compare_throughput(models, clips)
+    speed = compare_throughput({key: inference_copy(m) for key, m in models.items()}, clips)
     os.makedirs(out_dir, exist_ok=True)
     heatmap = plot_policy_heatmap(stats["dynamic"], val.classes, os.path.join(out_dir, "policy_heatmap.png"))
     static_gflops = float(stats["static"]["macs"].mean()) / 1e9

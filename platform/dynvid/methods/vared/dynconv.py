@@ -409,6 +409,9 @@ class DynamicConv3d(nn.Conv3d):
         out_size = self._out_size(x)
         w_t, w_c = mixing_weights(v_t), mixing_weights(v_c)
         self.last_v_t, self.last_v_c = w_t, w_c
+        if self._post_affine is not None and (not hard or torch.is_grad_enabled()):
+            raise RuntimeError("this DynamicConv3d has a BatchNorm folded in (fold_output_affine): "
+                               "it runs inference only (eval mode, no grad)")
         if not hard:
             c_frac, t_frac = self.channel_fractions, self.frame_fractions(out_size[0])
             exact = executed_fraction(w_c, c_frac) * executed_fraction(w_t, t_frac)
@@ -471,6 +474,7 @@ class DynamicConv3d(nn.Conv3d):
         metered = metering()
         per_sample = [0.0] * len(codes)
         fused = self.cheap_kernel == 1 and not torch.is_grad_enabled()
+        post = self._post_affine
         out = None
         for (i, j), (rows, mask_c, mask_t) in groups.items():
             whole = len(rows) == len(codes)
@@ -479,9 +483,14 @@ class DynamicConv3d(nn.Conv3d):
             else:
                 index = torch.tensor(rows, device=x.device)
                 xs, wts, wcs = x.index_select(0, index), w_t.index_select(0, index), w_c.index_select(0, index)
-            computed = self._conv(xs, self.computed_channels[i], self.temporal_factors[j])
-            mix = self._mix_fused if fused else self._mix
-            y = mix(computed, wts, wcs, i, j, mask_c, mask_t, out_size[0])
+            single = fused and not mask_c & (mask_c - 1) and not mask_t & (mask_t - 1)  # one choice each
+            computed = self._conv(xs, self.computed_channels[i], self.temporal_factors[j], folded=single and post is not None)
+            if single:
+                y = self._single_choice(computed, i, j, out_size[0], folded=post is not None)
+            else:
+                y = (self._mix_fused if fused else self._mix)(computed, wts, wcs, i, j, mask_c, mask_t, out_size[0])
+                if post is not None:  # a·Y + b after the mix (its weights sum to 1)
+                    y = torch.addcmul(post[1].to(y.dtype).view(1, -1, 1, 1, 1), y, post[0].to(y.dtype).view(1, -1, 1, 1, 1))
             if metered:
                 for r, macs in zip(rows, self._hard_macs(i, j, [codes[r] for r in rows], computed.shape[2:],
                                                          out_size[0])):
@@ -502,13 +511,15 @@ class DynamicConv3d(nn.Conv3d):
             for d in range(3))
         return self._last_out_size
 
-    def _conv(self, x: torch.Tensor, channels: int, R: int) -> torch.Tensor:
-        """The sub-convolution: the first ``channels`` filters at temporal stride ``R·stride``.
+    def _conv(self, x: torch.Tensor, channels: int, R: int, folded: bool = False) -> torch.Tensor:
+        """The sub-convolution: the first ``channels`` filters at temporal stride ``R·stride``
+        (``folded``: with the folded BatchNorm's scale and shift, see :meth:`fold_output_affine`).
         In inference a one-frame kernel runs through the 2-D path (:mod:`dynvid.backbones.frameconv`),
         the implementation a static network gets from ``use_frame_convs``."""
         stride = (self.stride[0] * R, self.stride[1], self.stride[2])
-        weight = self.weight if channels == self.out_channels else self.weight[:channels]
-        bias = None if self.bias is None else self.bias[:channels]
+        full_weight, full_bias = (self._folded_weight, self._folded_bias) if folded else (self.weight, self.bias)
+        weight = full_weight if channels == self.out_channels else full_weight[:channels]
+        bias = None if full_bias is None else full_bias[:channels]
         groups = self.groups
         if self.depthwise and channels != self.out_channels:
             x, groups = x[:, :channels], channels  # a depthwise filter reads only its own channel
@@ -588,15 +599,22 @@ class DynamicConv3d(nn.Conv3d):
             first = False
         return y if padded == out_frames else y[:, :, :out_frames]
 
-    def _single_choice(self, computed: torch.Tensor, i: int, j: int, out_frames: int) -> torch.Tensor:
+    def _single_choice(self, computed: torch.Tensor, i: int, j: int, out_frames: int,
+                       folded: bool = False) -> torch.Tensor:
         """The output of one choice (weight 1) in one pass: each output element is written once,
         the computed ones copied into frames iR, the generated channels of those frames scaled
-        from the computed ones (Φ^c), the frames iR + m scaled from frame iR (Φ^t)."""
+        from the computed ones (Φ^c), the frames iR + m scaled from frame iR (Φ^t).
+
+        ``folded``: ``computed`` came from the BatchNorm-folded weights (a·conv + b per channel),
+        and the output is the normalised one: a generated channel c from channel m is
+        ``a_c·s·conv_m + b_c = (a_c·s/a_m)·computed_m + (b_c − (a_c·s/a_m)·b_m)``, a generated
+        frame ``a·φ·y + b = φ·(a·y + b) + b·(1 − φ)``; each is one fused multiply-add."""
         b, k, n, h, w = computed.shape
         c_out, R = self.out_channels, self.temporal_factors[j]
         if R == 1 and k == c_out:
             return computed  # "compute all": the sub-convolution's output itself
         dtype = computed.dtype
+        a_post, b_post = (t.to(dtype) for t in self._post_affine) if folded else (None, None)
         y = computed.new_empty((b, c_out, n * R, h, w))
         frames = y.view(b, c_out, n, R, h, w)
         base = frames[:, :, :, 0]  # frames iR
@@ -605,14 +623,49 @@ class DynamicConv3d(nn.Conv3d):
             scale = self.cheap_channel[i - 1].scale.to(dtype)
             for start in range(0, c_out - k, k):  # generated channel k + m reads channel m mod k
                 cnt = min(k, c_out - k - start)
-                torch.mul(computed[:, :cnt], scale[start : start + cnt].view(1, cnt, 1, 1, 1),
-                          out=base[:, k + start : k + start + cnt])
+                dst = base[:, k + start : k + start + cnt]
+                coef = scale[start : start + cnt]
+                if folded:
+                    coef = a_post[k + start : k + start + cnt] * coef / a_post[:cnt]
+                    offset = b_post[k + start : k + start + cnt] - coef * b_post[:cnt]
+                    torch.addcmul(offset.view(1, cnt, 1, 1, 1), computed[:, :cnt], coef.view(1, cnt, 1, 1, 1), out=dst)
+                else:
+                    torch.mul(computed[:, :cnt], coef.view(1, cnt, 1, 1, 1), out=dst)
         if R > 1:
             table = self.cheap_temporal[j - 1].scale.to(dtype)  # (C, R - 1)
             for m in range(1, R):
                 kept = math.ceil((out_frames - m) / R)  # frames iR + m < T_o
-                torch.mul(base[:, :, :kept], table[:, m - 1].view(1, c_out, 1, 1, 1), out=frames[:, :, :kept, m])
+                phi, dst = table[:, m - 1], frames[:, :, :kept, m]
+                if folded:
+                    torch.addcmul((b_post * (1 - phi)).view(1, c_out, 1, 1, 1), base[:, :, :kept],
+                                  phi.view(1, c_out, 1, 1, 1), out=dst)
+                else:
+                    torch.mul(base[:, :, :kept], phi.view(1, c_out, 1, 1, 1), out=dst)
         return y if n * R == out_frames else y[:, :, :out_frames]
+
+    @property
+    def _post_affine(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``(a, b)`` of a BatchNorm folded in by :meth:`fold_output_affine`, else None."""
+        return getattr(self, "_post_scale", None) is not None and (self._post_scale, self._post_shift) or None
+
+    @torch.no_grad()
+    def fold_output_affine(self, scale: torch.Tensor, shift: torch.Tensor) -> bool:
+        """Fold the per-channel affine map ``a·Y + b`` that follows this conv (an eval-mode
+        BatchNorm, see :func:`dynvid.backbones.fuse.fold_batchnorm`) into the inference path.
+        Exact: every output is an affine combination of its choices' outputs (the mixing
+        weights sum to 1), so ``a·Σ w_i Y_i + b = Σ w_i (a·Y_i + b)``. A group with one choice
+        runs the folded sub-convolution and folds ``a, b`` into its cheap operations; any other
+        applies ``a, b`` after the mix. Inference only (the module is put in eval mode); returns
+        False (nothing folded) when a scale is 0 or the sizes differ."""
+        if scale.numel() != self.out_channels or bool((scale.abs() < 1e-12).any()):
+            return False
+        self.eval()
+        self.register_buffer("_post_scale", scale.detach().clone(), persistent=False)
+        self.register_buffer("_post_shift", shift.detach().clone(), persistent=False)
+        self.register_buffer("_folded_weight", self.weight * scale.view(-1, 1, 1, 1, 1), persistent=False)
+        bias = shift.clone() if self.bias is None else self.bias * scale + shift
+        self.register_buffer("_folded_bias", bias, persistent=False)
+        return True
 
     def _direct_mask(self, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         """(S_c, C) table, 1 where channel c < k_i (channel c is computed by choice i); it

@@ -1,0 +1,76 @@
+"""Inference-time folding of BatchNorm into the convolution before it.
+
+In eval mode a ``BatchNorm3d`` is a per-channel affine map ``y = a·x + b`` with
+``a = γ / sqrt(σ² + ε)`` and ``b = β − a·μ``; when it directly follows a convolution it can be
+folded into that convolution's weights and bias, saving one full pass over the feature map.
+On a CPU that pass is a sizeable share of a small network's time (R(2+1)D-18 at 16×112²:
+~8% of a static forward, ~14% of a forward at a cheap VA-RED² choice, which computes fewer
+filters but normalises the same reconstructed output). Applied to the static and the dynamic
+network alike, it keeps a speed comparison like for like.
+
+A plain ``nn.Conv3d`` gets the standard fold. Any other module that exposes
+``fold_output_affine(scale, shift)`` (VA-RED²'s ``DynamicConv3d``) is handed the affine map and
+applies it itself. The BatchNorm is replaced by ``nn.Identity``. Folding is for inference
+copies: the model is put in eval mode and should not be trained afterwards.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from dynvid.backbones.frameconv import FrameConv3d
+
+__all__ = ["bn_affine", "fold_batchnorm"]
+
+
+def bn_affine(bn: nn.BatchNorm3d) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(a, b)`` of the eval-mode BatchNorm ``y = a·x + b`` (running statistics)."""
+    if bn.running_mean is None or bn.running_var is None:
+        raise ValueError("BatchNorm without running statistics cannot be folded")
+    a = torch.rsqrt(bn.running_var + bn.eps)
+    if bn.weight is not None:
+        a = a * bn.weight
+    b = -a * bn.running_mean
+    if bn.bias is not None:
+        b = b + bn.bias
+    return a, b
+
+
+def _trailing_conv(module: nn.Module) -> nn.Module | None:
+    """The module whose output ``module`` returns unchanged: itself if it is a conv (or folds an
+    affine map), the last child of a ``Sequential``, recursively; None otherwise."""
+    if isinstance(module, nn.Conv3d) or hasattr(module, "fold_output_affine"):
+        return module
+    if isinstance(module, nn.Sequential) and len(module):
+        return _trailing_conv(module[-1])
+    return None
+
+
+@torch.no_grad()
+def _fold(conv: nn.Module, bn: nn.BatchNorm3d) -> bool:
+    a, b = bn_affine(bn)
+    if hasattr(conv, "fold_output_affine"):
+        return conv.fold_output_affine(a, b)
+    if type(conv) not in (nn.Conv3d, FrameConv3d) or conv.out_channels != a.numel():
+        return False  # a conv subclass with its own forward may not read weight and bias plainly
+    conv.weight.mul_(a.view(-1, *([1] * (conv.weight.dim() - 1))))
+    if conv.bias is None:
+        conv.bias = nn.Parameter(b.clone())
+    else:
+        conv.bias.mul_(a).add_(b)
+    return True
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """Fold every ``BatchNorm3d`` that directly follows a convolution inside an ``nn.Sequential``
+    (also across a nested ``Sequential`` whose last module is the conv) into it, in place; the
+    model is switched to eval mode. Returns ``model``."""
+    model.eval()
+    for seq in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
+        for k in range(1, len(seq)):
+            if type(seq[k]) is nn.BatchNorm3d:
+                conv = _trailing_conv(seq[k - 1])
+                if conv is not None and _fold(conv, seq[k]):
+                    seq[k] = nn.Identity()
+    return model

@@ -1,0 +1,38 @@
+"""Inference-time BatchNorm folding (``dynvid.backbones.fuse``)."""
+
+import torch
+from torch import nn
+
+from dynvid.backbones import build_backbone
+from dynvid.backbones.frameconv import use_frame_convs
+from dynvid.backbones.fuse import bn_affine, fold_batchnorm
+
+
+def _trained_looking(model: nn.Module) -> nn.Module:
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm3d):
+                m.running_mean.uniform_(-0.3, 0.3)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    return model.eval()
+
+
+def test_bn_affine_is_the_eval_batchnorm():
+    bn = _trained_looking(nn.Sequential(nn.BatchNorm3d(5)))[0]
+    x = torch.randn(2, 5, 3, 4, 4)
+    a, b = bn_affine(bn)
+    torch.testing.assert_close(a.view(1, -1, 1, 1, 1) * x + b.view(1, -1, 1, 1, 1), bn(x))
+
+
+def test_folded_r2plus1d_computes_the_same_function_without_batchnorm():
+    torch.manual_seed(0)
+    model = _trained_looking(build_backbone("r2plus1d_18", width_mult=0.125, num_classes=5))
+    x = torch.randn(2, 3, 8, 32, 32)
+    with torch.no_grad():
+        expected = model(x)
+        folded = fold_batchnorm(use_frame_convs(model))
+        assert not any(isinstance(m, nn.BatchNorm3d) for m in folded.modules())  # every BN follows a conv
+        torch.testing.assert_close(folded(x), expected, atol=1e-5, rtol=1e-4)
