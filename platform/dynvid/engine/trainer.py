@@ -29,7 +29,7 @@ from dynvid.engine.storage import credential_env, fetch_checkpoint, is_remote, r
 from dynvid.engine.worker import train_loop_per_worker
 from dynvid.tables import format_table
 
-__all__ = ["fit", "StageResult", "FitResult", "init_ray"]
+__all__ = ["fit", "EpochHistory", "StageResult", "FitResult", "init_ray"]
 
 
 @dataclass
@@ -76,6 +76,29 @@ class FitResult:
                 values.setdefault(f"test_video_{k}", values.get(f"val_video_{k}"))
             rows.append([fmt.format(values[key]) if values.get(key) is not None else "–" for _, key, fmt in cols])
         return format_table([name for name, _, _ in cols], rows, markdown)
+
+
+class EpochHistory(ray.train.UserCallback):
+    """Every epoch's metrics of the stages a :func:`fit` runs, for the driver (a learning
+    curve): pass it as ``fit(..., train_callbacks=[history])``, then read
+    ``history.epochs()``, rank 0's reported metrics in order (a stage found finished reports
+    its final metrics only). Ray Train calls the callback in its controller process, so the
+    metrics travel back through a Ray queue: create it once Ray runs (:func:`init_ray`)."""
+
+    def __init__(self) -> None:
+        from ray.util.queue import Queue
+
+        self._queue = Queue(actor_options={"num_cpus": 0})
+        self._seen: list[dict] = []
+
+    def after_report(self, run_context, metrics: list[dict], checkpoint) -> None:
+        self._queue.put(dict(metrics[0]))
+
+    def epochs(self) -> list[dict]:
+        """The metrics reported so far, one dict per epoch."""
+        while not self._queue.empty():
+            self._seen.append(self._queue.get())
+        return list(self._seen)
 
 
 # Ray Train V2 tees every worker print into its logger as well, which shows each line twice

@@ -6,7 +6,11 @@ against its GFLOPs ratio.
 
 from __future__ import annotations
 
+import contextlib
+import statistics
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 import torch
 from torch import nn
@@ -41,11 +45,28 @@ def measure_throughput(model: nn.Module, clips: torch.Tensor, batch_size: int = 
 
 
 def compare_throughput(models: dict[str, nn.Module], clips: torch.Tensor, rounds: int = 3,
-                       batch_size: int = 1, min_time_s: float = 1.0) -> dict[str, float]:
-    """Best clips/s of each model over ``rounds`` interleaved rounds on the same clips, so a
-    background spike on a shared machine does not decide a comparison."""
-    best = {key: 0.0 for key in models}
+                       batch_size: int = 1, min_time_s: float = 1.0, statistic: str = "best", warmup: int = 3,
+                       setup: dict[str, Callable[[], AbstractContextManager]] | None = None) -> dict[str, float]:
+    """Clips/s of each model over ``rounds`` interleaved rounds on the same clips (each round
+    times every model once, in turn), so a background spike on a shared machine does not decide
+    a comparison.
+
+    Args:
+        statistic: ``"best"`` (the highest clips/s of the rounds) or ``"median"`` (the median
+            round, which a spike can move neither way).
+        warmup: batches run before each timed measurement (see :func:`measure_throughput`).
+        setup: per model key, a factory of a context manager entered around each of its
+            measurements (e.g. VA-RED²'s ``force_policy``: one network timed under several
+            forced decisions, interleaved with the static one).
+    """
+    if statistic not in ("best", "median"):
+        raise ValueError(f"statistic must be 'best' or 'median', got {statistic!r}")
+    setup = setup or {}
+    seen: dict[str, list[float]] = {key: [] for key in models}
     for _ in range(rounds):
         for key, model in models.items():
-            best[key] = max(best[key], measure_throughput(model, clips, batch_size, min_time_s=min_time_s))
-    return best
+            with setup[key]() if key in setup else contextlib.nullcontext():
+                seen[key].append(measure_throughput(model, clips, batch_size, warmup=warmup, min_time_s=min_time_s))
+    if statistic == "best":
+        return {key: max(values) for key, values in seen.items()}
+    return {key: statistics.median(values) for key, values in seen.items()}
