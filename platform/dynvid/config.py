@@ -240,6 +240,12 @@ class VaredConfig:
     (base 0.18) and 0.1 for I3D/X3D (base 1.8), App. A.2 / Sec. 4.3."""
     dynamic_lr: float | None = None
     """Stage-2 learning rate; None = ``optim.lr`` (the thesis trains base and dynamic alike)."""
+    explore: float = 0.0
+    """Stage 2 only (dynvid's, not the thesis'): share of training samples whose decision, per
+    dynamic layer, is replaced by a uniformly drawn choice, so the cheap choices and their
+    cheap operations are trained before the efficiency finetune turns them on (the thesis'
+    dynamic model trains from scratch with every choice mixed in; ours starts as the static
+    base with the gates on "compute all"). 0 = off."""
 
 
 @dataclass
@@ -606,6 +612,7 @@ RANGES: dict[str, str | tuple[str, ...]] = {
     "data.decoders": ">= 1",
     "data.cpus_per_decoder": "> 0",
     "data.max_bad_fraction": "[0, 1]",
+    "vared.explore": "[0, 1]",
     "data.synthetic_train_videos": ">= 1",
     "data.synthetic_val_videos": ">= 1",
     "data.synthetic_height": ">= 1",

@@ -452,3 +452,28 @@ def test_temporal_cheap_op_is_charged_for_the_kept_frames_only(frames):
     computed = -(-frames // 4)
     expected = 8 * 8 * computed * 16 + 8 * (frames - computed) * 16  # conv on 2 frames + Φ^t on the rest
     assert meter.per_sample_macs.item() == expected
+
+
+def test_exploration_replaces_a_share_of_decisions_by_uniform_one_hot_choices():
+    torch.manual_seed(0)
+    v = torch.tensor([[0.7, 0.0, 0.0]]).expand(4000, -1)
+    out = dynconv.explore_choices(v, 0.5)
+    replaced = (out != v).any(1)
+    assert 0.46 < replaced.float().mean() < 0.54  # a drawn choice has weight 1, the gate's 0.7
+    assert torch.equal(out[replaced].sum(1), torch.ones(int(replaced.sum())))  # one-hot, weight 1
+    counts = out[replaced].argmax(1).bincount(minlength=3).float()
+    assert counts.min() / counts.max() > 0.85  # uniform over the choices
+    assert torch.equal(dynconv.explore_choices(v, 0.0), v)
+
+
+def test_exploration_acts_in_training_only():
+    _, dyn = make("spatial_1x3x3", search_space=3)
+    dyn.explore = 1.0
+    x = torch.randn(64, 8, 8, 10, 10)
+    dyn.train()
+    dyn(x)
+    assert (dyn.last_v_c[:, 1:] > 0).any()  # the gate alone starts on "compute all"
+    dyn.eval()
+    with torch.no_grad():
+        dyn(x)
+    assert bool((dyn.last_v_c[:, 0] == 1).all())

@@ -74,3 +74,15 @@ def test_gate_lr_multiplier_applies_to_the_finetune_only():
     mults = task.lr_multipliers(model, task.stages[2])
     gate_params = {id(p) for _, m in dynamic_layers(model) for p in m.gate.parameters()}
     assert set(mults) == gate_params and set(mults.values()) == {50.0}
+
+
+def test_exploration_is_on_in_the_dynamic_stage_only():
+    cfg = apply_overrides(ExperimentConfig(), [*SMALL, "vared.explore=0.25"])
+    task = get_task("vared", cfg)
+    explore = {s.name: {m.explore for _, m in dynamic_layers(task.build_model(s.config(cfg), 5, s))}
+               for s in task.stages[1:]}
+    assert explore == {"dynamic": {0.25}, "finetune": {0.0}}
+    with pytest.raises(ValueError, match="vared.explore"):
+        from dynvid.config import check_ranges
+
+        check_ranges(apply_overrides(ExperimentConfig(), ["vared.explore=1.5"]))

@@ -104,7 +104,11 @@ class VaredTask(StaticClassification):
         model = build_backbone(m.backbone, num_classes=m.num_classes or num_classes, width_mult=m.width_mult)
         if stage is not None and stage.name == "base":
             return model
-        return make_dynamic(model, m.backbone, cfg.vared, (3, d.clip_len, d.crop_size, d.crop_size))
+        model = make_dynamic(model, m.backbone, cfg.vared, (3, d.clip_len, d.crop_size, d.crop_size))
+        if stage is not None and stage.name == "dynamic":
+            for _, layer in dynamic_layers(model):
+                layer.explore = cfg.vared.explore
+        return model
 
     def lr_multipliers(self, model: nn.Module, stage: Stage) -> dict[int, float]:
         """``vared.gate_lr_mult`` for every gate parameter in the efficiency finetune (engine

@@ -102,6 +102,7 @@ __all__ = [
     "executed_index",
     "executed_fraction",
     "expand_frames",
+    "explore_choices",
     "mixing_weights",
     "soft_fraction",
     "threshold_weights",
@@ -209,6 +210,25 @@ def threshold_weights(v: torch.Tensor, threshold: float) -> torch.Tensor:
     last = (s - 1) - nonzero.flip(1).to(torch.int64).argmax(1)  # the cheapest non-zero choice
     keep = (v > threshold) | (F.one_hot(last, s).bool() & nonzero)
     return v * keep
+
+
+def explore_choices(v: torch.Tensor, share: float) -> torch.Tensor:
+    """Training-time exploration (dynvid's, for the dynamic stage; see ``vared.explore``): each
+    sample's decision is, with probability ``share``, replaced by one choice drawn uniformly
+    (weight 1), so every choice's path (its sub-network and cheap operations Φ) is trained.
+
+    Why: the thesis trains the dynamic model from scratch, its gates starting at random, so
+    every choice is mixed in and trained for 120 epochs; here the dynamic model starts from
+    the static base with every gate on "compute all" (the converted model *is* the base), so
+    the cheap choices and Φ would first be used, untrained, when the efficiency loss turns
+    them on — which cost 13 points in one finetune epoch (issue 19, cause 4).
+    """
+    if share <= 0:
+        return v
+    b, s = v.shape
+    pick = torch.rand(b, 1, device=v.device) < share
+    choice = F.one_hot(torch.randint(s, (b,), device=v.device), s).to(v.dtype)
+    return torch.where(pick, choice, v)
 
 
 def expand_frames(computed: torch.Tensor, R: int, frames: int, scale: torch.Tensor | None,
@@ -346,6 +366,7 @@ class DynamicConv3d(nn.Conv3d):
         self.cheap_temporal = nn.ModuleList(
             _CheapFrames(out_channels, R - 1, cheap_kernel) for R in self.temporal_factors[1:])
         self.policy: str | tuple[torch.Tensor, torch.Tensor] | None = None
+        self.explore = 0.0  # share of training samples given a random choice (explore_choices)
         self.last_v_t: torch.Tensor | None = None
         self.last_v_c: torch.Tensor | None = None
         self.last_fraction: torch.Tensor | None = None
@@ -393,6 +414,8 @@ class DynamicConv3d(nn.Conv3d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         v_t, v_c = self.decide(x)
+        if self.training and self.policy is None and self.explore > 0:
+            v_t, v_c = explore_choices(v_t, self.explore), explore_choices(v_c, self.explore)
         if not self.training and self.policy is None and self.gate_threshold > 0:
             v_t, v_c = threshold_weights(v_t, self.gate_threshold), threshold_weights(v_c, self.gate_threshold)
         return self.dynamic_forward(x, v_t, v_c, hard=not self.training)
