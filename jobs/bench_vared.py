@@ -117,15 +117,10 @@ def train_models(cfg: ExperimentConfig) -> dict:
 
 def load_model(cfg: ExperimentConfig, method: str, stage_name: str, checkpoint: str, num_classes: int) -> nn.Module:
     """The ``method`` network of ``stage_name`` with the weights of ``checkpoint``, in eval mode."""
-    from dynvid.engine.checkpoint import load_checkpoint
-    from dynvid.engine.storage import fetch_checkpoint
     from dynvid.engine.task import get_task
+    from dynvid.methods.vared.analysis import load_stage_model
 
-    task = get_task(method, cfg)
-    stage = next(s for s in task.stages if s.name == stage_name)
-    model = task.build_model(stage.config(cfg), num_classes, stage)
-    model.load_state_dict(load_checkpoint(fetch_checkpoint(checkpoint))["model"])
-    return model.eval()
+    return load_stage_model(get_task(method, cfg), cfg, stage_name, checkpoint, num_classes)
 
 
 @torch.no_grad()

@@ -36,6 +36,7 @@ __all__ = [
     "comparison_table",
     "compare_throughput",
     "inference_copy",
+    "load_stage_model",
     "measure_throughput",
     "plot_cost_histogram",
     "plot_policy_heatmap",
@@ -113,6 +114,18 @@ def policy_table(stats: dict, markdown: bool = False) -> str:
     rows = [[_short(r["layer"]), *(f"{r['temporal'][k]:.2f}" if k in r["temporal"] else "–" for k in t_labels),
              *(f"{r['channel'][k]:.2f}" if k in r["channel"] else "–" for k in c_labels)] for r in shares]
     return format_table(["layer", *t_labels, *c_labels], rows, markdown)
+
+
+def load_stage_model(task, cfg, stage_name: str, checkpoint: str, num_classes: int) -> nn.Module:
+    """``task``'s network of stage ``stage_name`` with the weights of ``checkpoint`` (a local
+    path or URI), in eval mode."""
+    from dynvid.engine.checkpoint import load_checkpoint
+    from dynvid.engine.storage import fetch_checkpoint
+
+    stage = next(s for s in task.stages if s.name == stage_name)
+    model = task.build_model(stage.config(cfg), num_classes, stage)
+    model.load_state_dict(load_checkpoint(fetch_checkpoint(checkpoint))["model"])
+    return model.eval()
 
 
 def inference_copy(model: nn.Module) -> nn.Module:
@@ -213,9 +226,7 @@ def stage_report(task, cfg, stages: list, out_dir: str, throughput_clips: int = 
     both on the same ``val`` clips (policy statistics, cost per clip, clips/s), writes the
     figures and ``vared_report.json`` to ``out_dir`` and returns the comparison table."""
     from dynvid.data.datasets import build_clip_dataset
-    from dynvid.engine.checkpoint import load_checkpoint
     from dynvid.engine.ingest import localize_dataset
-    from dynvid.engine.storage import fetch_checkpoint
 
     by_name = {s.stage: s for s in stages}
     if not all(by_name.get(n) and by_name[n].checkpoint_path for n in ("base", "finetune")):
@@ -224,12 +235,8 @@ def stage_report(task, cfg, stages: list, out_dir: str, throughput_clips: int = 
     data = localize_dataset(cfg.data)
     val = build_clip_dataset(data, data.val_split, "val", seed=cfg.train.seed)
     loader = torch.utils.data.DataLoader(val, batch_size=cfg.data.batch_size, num_workers=cfg.data.loader_workers)
-    models = {}
-    for key, stage_name in (("static", "base"), ("dynamic", "finetune")):
-        stage = next(s for s in task.stages if s.name == stage_name)
-        model = task.build_model(stage.config(cfg), val.num_classes, stage)
-        model.load_state_dict(load_checkpoint(fetch_checkpoint(by_name[stage_name].checkpoint_path))["model"])
-        models[key] = model.eval()
+    models = {key: load_stage_model(task, cfg, stage_name, by_name[stage_name].checkpoint_path, val.num_classes)
+              for key, stage_name in (("static", "base"), ("dynamic", "finetune"))}
     stats = {key: policy_stats(m, loader) for key, m in models.items()}
     clips = torch.stack([val[i][0] for i in range(min(throughput_clips, len(val)))])
     speed = compare_throughput({key: inference_copy(m) for key, m in models.items()}, clips)

@@ -556,12 +556,10 @@ class DynamicConv3d(nn.Conv3d):
         with one multiply-add per term into fresh tensors instead of building every term:
         Φ^c and Φ^t are per-channel scales, so each term is a per-channel coefficient times a
         slice of the computed output, and the gate weights fold into the coefficients. A
-        group with one non-zero choice per dimension has weight 1 there (normalised), and
-        its output is the computed one, with only the cheap operations' outputs added."""
+        dimension with one non-zero choice has weight 1 there (normalised) and needs no
+        multiply; a group with one choice in both dimensions goes to :meth:`_single_choice`."""
         active_c = [i for i in range(i_s, len(self.channel_ratios)) if mask_c >> i & 1]
         active_t = [j for j in range(j_s, len(self.temporal_factors)) if mask_t >> j & 1]
-        if len(active_c) == 1 and len(active_t) == 1:
-            return self._single_choice(computed, i_s, j_s, out_frames)
         b, k_s, t_s, h, w = computed.shape
         c_out = self.out_channels
         dtype, device = computed.dtype, computed.device
@@ -669,7 +667,8 @@ class DynamicConv3d(nn.Conv3d):
     @property
     def _post_affine(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """``(a, b)`` of a BatchNorm folded in by :meth:`fold_output_affine`, else None."""
-        return getattr(self, "_post_scale", None) is not None and (self._post_scale, self._post_shift) or None
+        scale = getattr(self, "_post_scale", None)
+        return None if scale is None else (scale, self._post_shift)
 
     @torch.no_grad()
     def fold_output_affine(self, scale: torch.Tensor, shift: torch.Tensor) -> bool:
