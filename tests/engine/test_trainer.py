@@ -167,6 +167,8 @@ def test_main_job_smoke(ray_cluster, mlflow_server, tmp_path):
     # the report: measured speed of both models, and the figures
     report = result["report"]
     assert report["metrics"]["static_clips_per_s"] > 0 and report["metrics"]["dynamic_clips_per_s"] > 0
+    # and batched, at the job's batch size (capped by the clips the report times)
+    assert report["metrics"]["dynamic_clips_per_s_batched"] > 0 and report["metrics"]["throughput_batch"] > 1
     assert report["metrics"]["dynamic_gflops_min"] <= report["metrics"]["dynamic_gflops_avg"]
     names = sorted(Path(p).name for p in report["artifacts"])
     assert names == ["cost_histogram.png", "policy_heatmap.png", "vared_report.json"]

@@ -56,9 +56,10 @@ def test_policy_stats_and_figures(tmp_path):
 
 def test_comparison_table_reports_relative_gflops():
     rows = [{"model": "static", "gflops_avg": 2.0, "gflops_max": 2.0, "gflops_min": 2.0, "clips_per_s": 10.0,
-             "clip_top1": 0.5, "video_top1": 0.6, "video_top5": 0.9},
+             "clips_per_s_batched": 40.0, "clip_top1": 0.5, "video_top1": 0.6, "video_top5": 0.9},
             {"model": "dynamic", "gflops_avg": 1.5, "gflops_max": 1.8, "gflops_min": 1.0, "clips_per_s": 12.0,
              "clip_top1": 0.52, "video_top1": None, "video_top5": None}]
     table = comparison_table(rows)
     assert "1.500 (-25%)" in table and "1.000 (-50%)" in table and "–" in table
+    assert "clips/s batched" in table and "40.0" in table  # a missing batched speed prints "–"
     assert comparison_table(rows, markdown=True).startswith("| model |")

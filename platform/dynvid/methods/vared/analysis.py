@@ -198,7 +198,8 @@ def plot_cost_histogram(dynamic_gflops: torch.Tensor, static_gflops: float, path
 
 
 ROW_KEYS = (("GFLOPs avg", "gflops_avg", "{:.3f}"), ("GFLOPs max", "gflops_max", "{:.3f}"),
-            ("GFLOPs min", "gflops_min", "{:.3f}"), ("clips/s", "clips_per_s", "{:.1f}"),
+            ("GFLOPs min", "gflops_min", "{:.3f}"), ("clips/s b1", "clips_per_s", "{:.1f}"),
+            ("clips/s batched", "clips_per_s_batched", "{:.1f}"),
             ("clip-1", "clip_top1", "{:.4f}"), ("video-1", "video_top1", "{:.4f}"),
             ("video-5", "video_top5", "{:.4f}"))
 
@@ -239,7 +240,12 @@ def stage_report(task, cfg, stages: list, out_dir: str, throughput_clips: int = 
               for key, stage_name in (("static", "base"), ("dynamic", "finetune"))}
     stats = {key: policy_stats(m, loader) for key, m in models.items()}
     clips = torch.stack([val[i][0] for i in range(min(throughput_clips, len(val)))])
-    speed = compare_throughput({key: inference_copy(m) for key, m in models.items()}, clips)
+    copies = {key: inference_copy(m) for key, m in models.items()}
+    # latency (one clip per forward, where the gates' fixed cost weighs most) and throughput at
+    # the job's batch size, side by side: they differ most at laptop width
+    speed = compare_throughput(copies, clips)
+    batch = max(1, min(cfg.data.batch_size, len(clips)))
+    speed_batched = compare_throughput(copies, clips, batch_size=batch)
     os.makedirs(out_dir, exist_ok=True)
     heatmap = plot_policy_heatmap(stats["dynamic"], val.classes, os.path.join(out_dir, "policy_heatmap.png"))
     static_gflops = float(stats["static"]["macs"].mean()) / 1e9
@@ -251,11 +257,14 @@ def stage_report(task, cfg, stages: list, out_dir: str, throughput_clips: int = 
         gflops = s["macs"] / 1e9
         rows.append({"model": f"{key} ({stage_name})", "gflops_avg": float(gflops.mean()),
                      "gflops_max": float(gflops.max()), "gflops_min": float(gflops.min()),
-                     "clips_per_s": speed[key], "clip_top1": float(s["correct"].float().mean()),
+                     "clips_per_s": speed[key], "clips_per_s_batched": speed_batched[key],
+                     "clip_top1": float(s["correct"].float().mean()),
                      "video_top1": m.get("test_video_top1"), "video_top5": m.get("test_video_top5")})
     metrics = {
         "static_clips_per_s": speed["static"], "dynamic_clips_per_s": speed["dynamic"],
         "speedup": speed["dynamic"] / speed["static"],
+        "static_clips_per_s_batched": speed_batched["static"], "dynamic_clips_per_s_batched": speed_batched["dynamic"],
+        "speedup_batched": speed_batched["dynamic"] / speed_batched["static"], "throughput_batch": batch,
         "gflops_ratio": rows[1]["gflops_avg"] / rows[0]["gflops_avg"],
         "static_gflops_avg": rows[0]["gflops_avg"], "dynamic_gflops_avg": rows[1]["gflops_avg"],
         "dynamic_gflops_min": rows[1]["gflops_min"], "dynamic_gflops_max": rows[1]["gflops_max"],
@@ -266,8 +275,8 @@ def stage_report(task, cfg, stages: list, out_dir: str, throughput_clips: int = 
         json.dump({"rows": rows, "metrics": metrics, "layers": stats["dynamic"]["layers"],
                    "choice_shares": choice_shares(stats["dynamic"]),
                    "threads": torch.get_num_threads(), "throughput_clips": len(clips)}, f, indent=2)
-    title = f"VA-RED² {cfg.model.backbone} on {cfg.data.dataset} (clips/s: 1 clip per forward, " \
-            f"{torch.get_num_threads()} thread(s))"
+    title = f"VA-RED² {cfg.model.backbone} on {cfg.data.dataset} (clips/s: 1 clip per forward (b1) and " \
+            f"{batch} per forward (batched), {torch.get_num_threads()} thread(s))"
     policy = "share of val clips at each choice, per dynamic layer (finetuned model)"
     return {"metrics": metrics,
             "table": f"{title}\n{comparison_table(rows)}\n\n{policy}\n{policy_table(stats['dynamic'])}",
