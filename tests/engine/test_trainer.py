@@ -46,8 +46,9 @@ def test_fit_reports_metrics_and_checkpoint(tiny_run):
     m = result.metrics
     assert m["epoch"] == 1
     for key in ("train_loss", "val_clip_top1", "val_clip_top5", "test_video_top1", "val_gflops_avg",
-                "throughput_clips_per_s", "lr"):
+                "throughput_clips_per_s", "lr", "data_wait_s", "data_wait_fraction"):
         assert key in m, key
+    assert type(m["train_loss"]) is float and 0.0 <= m["data_wait_fraction"] <= 1.0  # logs read to the host
     assert 0.0 <= m["val_clip_top1"] <= 1.0 and m["val_num_samples"] == 8 and m["test_num_samples"] == 4
     assert m["val_gflops_avg"] > 0 and m["val_gflops_min"] == m["val_gflops_max"]  # static network
     ckpt = load_checkpoint(result.stages[0].checkpoint_path)

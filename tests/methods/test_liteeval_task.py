@@ -100,7 +100,7 @@ def test_training_step_loss_is_ce_plus_weighted_usage() -> None:
     task.steps_per_epoch = 1
     torch.manual_seed(0)
     loss, logs = task.training_step(model.train(), batch, task.stage("liteeval"))
-    assert float(loss.detach()) == pytest.approx(logs["ce"] + 2.0 * logs["usage_loss"], rel=1e-5)
+    assert float(loss.detach()) == pytest.approx(float(logs["ce"]) + 2.0 * float(logs["usage_loss"]), rel=1e-5)
     loss.backward()
     assert model.core.gate.weight.grad.abs().sum() > 0
     assert all(p.grad is None for p in model.fine.parameters())  # the CNNs are frozen

@@ -44,6 +44,7 @@ def test_finetune_step_adds_the_efficiency_loss_and_the_dynamic_step_does_not():
     assert "eff_loss" not in logs_dyn
     loss_ft, logs_ft = task.training_step(model, (x, y), task.stages[2])
     assert logs_ft["eff_loss"] > 0
+    logs_ft = {k: float(v) for k, v in logs_ft.items()}  # 0-dim tensors: the engine reads them per log line
     assert logs_ft["loss"] == pytest.approx(logs_ft["acc_loss"] + 0.8 * logs_ft["eff_loss"], rel=1e-5)
     loss_ft.backward()
     gate_grads = [m.gate.fc2.bias.grad for _, m in dynamic_layers(model)]

@@ -60,8 +60,11 @@ class Task(Protocol):
         """The network of ``stage`` (None: the last stage, the model that gets registered)
         for ``cfg`` with ``num_classes`` outputs (returns logits)."""
 
-    def training_step(self, model: nn.Module, batch, stage: Stage) -> tuple[torch.Tensor, dict[str, float]]:
-        """Loss to backpropagate and scalar logs (per-batch means) for one batch."""
+    def training_step(self, model: nn.Module, batch, stage: Stage) -> tuple[torch.Tensor, dict[str, float | torch.Tensor]]:
+        """Loss to backpropagate and scalar logs (per-batch means) for one batch. A log may be a
+        Python float or a detached 0-dim tensor; tensors stay on the device and the engine
+        reads them all in one transfer per log line, so a step needs no host synchronisation
+        (``float(loss)`` would wait for the GPU every step)."""
 
     inference_knobs: tuple[str, ...]
     """Optional: config keys that act only at inference (an inference sweep may vary them over

@@ -254,9 +254,11 @@ def _epochs(run: StageRun, start_epoch: int, global_step: int, state: dict | Non
         _set_epoch(train_loader, train_ds, epoch)
         model.train()
         t0, seen, sums = time.perf_counter(), 0, {}
+        meter = _StepMeter(t0)
         accum = cfg.train.grad_accum_steps
         optimizer.zero_grad(set_to_none=True)
         for step, batch in enumerate(train_loader):
+            meter.batch_ready()
             _maybe_inject_failure(loop_config.get("inject_failure"), epoch, step)
             last_micro = (step + 1) % accum == 0 or step + 1 == steps_per_epoch
             # DDP all-reduces gradients only on the micro-batch that steps the optimizer.
@@ -264,8 +266,7 @@ def _epochs(run: StageRun, start_epoch: int, global_step: int, state: dict | Non
             with sync:
                 with amp.autocast():
                     loss, logs = task.training_step(model, batch, stage)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"non-finite loss {float(loss)} at epoch {epoch + 1} step {step + 1}")
+                meter.check_loss(loss)
                 amp.backward(loss / accum)
             if last_micro:
                 amp.step(optimizer, model.parameters(), cfg.optim.grad_clip)
@@ -274,19 +275,25 @@ def _epochs(run: StageRun, start_epoch: int, global_step: int, state: dict | Non
             global_step += 1
             n = len(batch[1])
             seen += n
-            for k, v in logs.items():
+            for k, v in logs.items():  # a tensor stays on its device: read once per log line
+                v = v.detach().float() if torch.is_tensor(v) else float(v)
                 sums[k] = sums.get(k, 0.0) + v * n
             if (step + 1) % cfg.train.log_every == 0 or step + 1 == steps_per_epoch:
+                means = _host_means(sums, seen)  # the one host synchronisation of the window
+                meter.raise_if_nonfinite(epoch, step)
                 spent = time.perf_counter() - t0
                 left = (steps_per_epoch - step - 1) + steps_per_epoch * (epochs - epoch - 1)
                 say(f"[dynvid] {stage.name} epoch {epoch + 1}/{epochs} step {step + 1}/{steps_per_epoch} "
-                    + " ".join(f"{k}={v / seen:.4f}" for k, v in sums.items())
+                    + " ".join(f"{k}={v:.4f}" for k, v in means.items())
                     + f" lr={scheduler.get_last_lr()[0]:.4g} {seen * world / spent:.1f} clips/s"
-                    + f" ETA {_duration(spent / (step + 1) * left)}")
+                    + f" {meter.split(step + 1)} ETA {_duration(spent / (step + 1) * left)}")
+            meter.step_done()
         elapsed = time.perf_counter() - t0
-        metrics = {f"train_{k}": v / max(seen, 1) for k, v in sums.items()}
+        meter.raise_if_nonfinite(epoch, steps_per_epoch - 1)
+        metrics = {f"train_{k}": v for k, v in _host_means(sums, max(seen, 1)).items()}
         metrics.update(epoch=epoch + 1, lr=scheduler.get_last_lr()[0], num_classes=train_ds.num_classes,
-                       throughput_clips_per_s=seen * world / elapsed, epoch_time_s=elapsed)
+                       throughput_clips_per_s=seen * world / elapsed, epoch_time_s=elapsed,
+                       data_wait_s=meter.waited, data_wait_fraction=meter.waited / max(elapsed, 1e-9))
         metrics.update(_bad_videos(train_ds, getattr(val_loader, "dataset", None)))
         last = epoch + 1 == epochs
         if cfg.train.eval_every > 0 and (last or (epoch + 1) % cfg.train.eval_every == 0):
@@ -317,6 +324,62 @@ def _summary(val: dict[str, float]) -> str:
     parts += [f"GBOPs {v:.2f}" for k, v in val.items() if k == "gbops_avg"]
     parts += [f"{k} {v:.2f}" for k, v in val.items() if k in ("fine_reads", "f0_fraction")]
     return " ".join(parts)
+
+
+class _StepMeter:
+    """Where a training epoch's wall time goes, and the loss check, without a host
+    synchronisation per step.
+
+    *Data wait* is the time the loop is blocked on the loader (from the end of one step to
+    the next batch in hand); *step* is the rest (forward, backward, optimizer, logging). On
+    CUDA the step's kernels run asynchronously, so a step's device time is paid at the next
+    synchronisation, the log line's read of the running means (:func:`_host_means`); over a
+    log window ``wait + step`` is the wall time, and a wait near 0 means the device, not the
+    data, sets the pace.
+
+    The loss is checked for inf/NaN on the device and read at each log line, not after
+    every step (``if not torch.isfinite(loss)`` would stall the CUDA queue once a step); a
+    non-finite loss stops the run at the end of its log window, before any checkpoint."""
+
+    def __init__(self, start: float):
+        self.waited = 0.0
+        self._start = self._mark = start
+        self._bad: torch.Tensor | None = None  # count of non-finite losses since the last check
+        self._window_start = 0
+
+    def batch_ready(self) -> None:
+        now = time.perf_counter()
+        self.waited += now - self._mark
+        self._mark = now
+
+    def step_done(self) -> None:
+        self._mark = time.perf_counter()
+
+    def check_loss(self, loss: torch.Tensor) -> None:
+        bad = (~torch.isfinite(loss.detach())).sum()
+        self._bad = bad if self._bad is None else self._bad + bad
+
+    def raise_if_nonfinite(self, epoch: int, step: int) -> None:
+        if self._bad is not None:
+            count = int(self._bad)
+            if count:
+                raise FloatingPointError(f"non-finite loss in {count} of steps {self._window_start + 1}–{step + 1} "
+                                         f"of epoch {epoch + 1} (checked once per log line, train.log_every)")
+            self._bad = None
+        self._window_start = step + 1
+
+    def split(self, steps: int) -> str:
+        """``data 12 ms step 150 ms``: the mean per step over the ``steps`` done this epoch."""
+        busy = time.perf_counter() - self._start - self.waited
+        return f"data {1000 * self.waited / steps:.0f} ms step {1000 * busy / steps:.0f} ms"
+
+
+def _host_means(sums: dict[str, float | torch.Tensor], count: int) -> dict[str, float]:
+    """The running sums divided by ``count``, as Python floats; the tensors among them (a
+    Task's logs stay on the device, see ``Task.training_step``) are read in one transfer."""
+    keys = [k for k, v in sums.items() if torch.is_tensor(v)]
+    read = dict(zip(keys, torch.stack([sums[k].reshape(()) for k in keys]).tolist())) if keys else {}
+    return {k: read.get(k, v) / max(count, 1) for k, v in sums.items()}
 
 
 def _duration(seconds: float) -> str:

@@ -150,8 +150,8 @@ class LFSTask:
                 cls_sum, loc_sum = cls_sum + cls, loc_sum + loc
         cls_loss, loc_loss = cls_sum / (B * T), loc_sum / (B * T)
         loss = cls_loss + loc_loss
-        return loss, {"loss": float(loss.detach()), "cls_loss": float(cls_loss.detach()),
-                      "loc_loss": float(loc_loss.detach()), "f0_fraction": float((actions == F0).float().mean())}
+        return loss, {"loss": loss.detach(), "cls_loss": cls_loss.detach(), "loc_loss": loc_loss.detach(),
+                      "f0_fraction": float((actions == F0).float().mean())}  # actions: a CPU tensor
 
     # ---- evaluation -------------------------------------------------------------------------
 

@@ -182,14 +182,14 @@ class LiteEvalTask:
             clips = inputs if unwrap_model(model).fine.net.takes_clips else inputs[:, :, 0]
             coarse, fine = model(clips)
             loss = F.cross_entropy(coarse, labels) + F.cross_entropy(fine, labels)
-            return loss, {"loss": float(loss.detach()), "coarse_acc": float((coarse.argmax(1) == labels).float().mean()),
-                          "acc": float((fine.argmax(1) == labels).float().mean())}
+            return loss, {"loss": loss.detach(), "coarse_acc": (coarse.argmax(1) == labels).float().mean(),
+                          "acc": (fine.argmax(1) == labels).float().mean()}
         features = self._features(model, inputs)
         m = unwrap_model(model)
         if stage.name == "lstm":
             logits = model(features)
             loss = F.cross_entropy(logits, labels)
-            return loss, {"loss": float(loss.detach()), "acc": float((logits.argmax(1) == labels).float().mean())}
+            return loss, {"loss": loss.detach(), "acc": (logits.argmax(1) == labels).float().mean()}
         le = self.cfg.liteeval
         tau = self.tau(int(m.global_step))
         logits = model(features, tau=tau)
@@ -198,9 +198,9 @@ class LiteEvalTask:
         usage = usage_loss(use, le.gamma)
         loss = ce + le.usage_weight * usage
         m.global_step += 1
-        return loss, {"loss": float(loss.detach()), "ce": float(ce.detach()), "usage_loss": float(usage.detach()),
-                      "acc": float((logits.argmax(1) == labels).float().mean()),
-                      "fine_fraction": float(use.detach().mean()), "tau": tau}
+        return loss, {"loss": loss.detach(), "ce": ce.detach(), "usage_loss": usage.detach(),
+                      "acc": (logits.argmax(1) == labels).float().mean(),
+                      "fine_fraction": use.detach().float().mean(), "tau": tau}
 
     # ---- evaluation -------------------------------------------------------------------------
 

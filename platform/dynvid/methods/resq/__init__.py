@@ -187,23 +187,27 @@ class ResQTask:
         if stage.name == "float":
             logits = model(frames[:, 0])
             loss = F.cross_entropy(logits, labels[:, 0], ignore_index=IGNORE_INDEX)
-            return loss, {"loss": float(loss.detach())}
+            return loss, {"loss": loss.detach()}
         from dynvid.methods.resq.wrap import calibrate_model, quant_layers, reset_state, set_mode
 
         m = unwrap_model(model)
         layers = quant_layers(m)
-        if any(torch.isnan(p).any() for layer in layers for p in layer.qat_scale.values()):
-            calibrate_model(m, [s.to(device) for s in self.calibration()], self.cfg.resq.period,
-                            self.cfg.resq.calib_candidates)  # PTQ initialises QAT (Sec. 5)
-            for layer in layers:
-                layer.init_qat_from_ptq()
+        # NaN scales: QAT not initialised yet. Checked once per model (host flag), not every
+        # step: the check reads every scale to the host, a CUDA synchronisation per layer.
+        if not getattr(m, "_dynvid_qat_ready", False):
+            if any(torch.isnan(p).any() for layer in layers for p in layer.qat_scale.values()):
+                calibrate_model(m, [s.to(device) for s in self.calibration()], self.cfg.resq.period,
+                                self.cfg.resq.calib_candidates)  # PTQ initialises QAT (Sec. 5)
+                for layer in layers:
+                    layer.init_qat_from_ptq()
+            m._dynvid_qat_ready = True
         losses = []
         for t in range(frames.shape[1]):  # one clip: keyframe, then residuals that reach back to it
             set_mode(m, "key" if t % self.cfg.resq.period == 0 else "residual")
             losses.append(F.cross_entropy(model(frames[:, t]), labels[:, t], ignore_index=IGNORE_INDEX))
         loss = torch.stack(losses).mean()
         reset_state(m)  # the graph stays with the loss; the layers keep no reference to it
-        return loss, {"loss": float(loss.detach())}
+        return loss, {"loss": loss.detach()}
 
     # ---- evaluation -------------------------------------------------------------------------
 

@@ -39,17 +39,23 @@ class StaticClassification:
         logits = model(clips)
         loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
         acc = (logits.argmax(1) == labels).float().mean()
-        return loss, {"loss": float(loss.detach()), "acc": float(acc)}
+        return loss, {"loss": loss.detach(), "acc": acc}
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader, stage: Stage) -> dict[str, float]:
-        """Clip-level (5-D batches) or multi-view video-level (6-D batches) accuracy and cost."""
+        """Clip-level (5-D batches) or multi-view video-level (6-D batches) accuracy and cost.
+
+        The clips go to the model's device: the engine's loaders deliver them there already (a
+        no-op), a plain ``DataLoader`` (sweeps, reports) delivers them on the host."""
         was_training = model.training
         model.eval()
+        device = next(model.parameters()).device
         acc = AccuracyMeter((1, 5))
         cost = CostAccumulator()
         multiview = False
         for clips, labels in loader:
+            if clips.device != device:
+                clips = clips.to(device, non_blocking=True)
             if clips.ndim == 6:  # (B, V, C, T, H, W): K-LeftCenterRight views
                 multiview = True
                 b, v = clips.shape[:2]

@@ -123,18 +123,29 @@ class VaredTask(StaticClassification):
         logits = model(clips)
         loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
         correct = logits.argmax(1) == labels
-        logs = {"acc": float(correct.float().mean())}
+        logs = {"acc": correct.float().mean()}  # tensors: the engine reads them once per log line
         layers = [layer for _, layer in dynamic_layers(model)]
         if layers:
             fractions = torch.stack([layer.last_fraction for layer in layers], 1)
-            costs = torch.tensor([float(layer.full_macs) for layer in layers], device=fractions.device)
-            logs["exec_fraction"] = float((fractions.detach() * costs / costs.sum()).sum(1).mean())
+            costs = self._layer_costs(layers, fractions.device)
+            logs["exec_fraction"] = (fractions.detach() * costs / costs.sum()).sum(1).mean()
             if stage.name == "finetune" and self.efficiency_weight > 0:
                 eff = efficiency_loss(fractions, costs, correct)
-                logs["acc_loss"], logs["eff_loss"] = float(loss.detach()), float(eff.detach())
+                logs["acc_loss"], logs["eff_loss"] = loss.detach(), eff.detach()
                 loss = loss + self.efficiency_weight * eff
-        logs["loss"] = float(loss.detach())
+        logs["loss"] = loss.detach()
         return loss, logs
+
+    def _layer_costs(self, layers: list, device: torch.device) -> torch.Tensor:
+        """``(L,)`` full MACs C(f_l) of the dynamic layers at the last input size, on ``device``;
+        kept per (sizes, device), so a step does not copy a fresh host tensor to the GPU (a copy
+        from pageable memory waits for the queued kernels)."""
+        macs = tuple(float(layer.full_macs) for layer in layers)
+        cache = self.__dict__.setdefault("_cost_cache", {})
+        if (macs, device) not in cache:
+            cache.clear()
+            cache[(macs, device)] = torch.tensor(macs, device=device)
+        return cache[(macs, device)]
 
     def report(self, cfg: ExperimentConfig, stages: list, out_dir: str) -> dict:
         """The paper-style table (static vs dynamic), measured clips/s, the per-layer per-class
