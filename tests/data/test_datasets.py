@@ -25,12 +25,13 @@ def test_synthetic_modes_shapes_and_labels():
     assert val_clip.shape == (3, 4, 32, 32) and views.shape == (6, 3, 4, 32, 32)
 
 
-def test_synthetic_frames_come_from_the_generator():
-    ds = build_clip_dataset(SMALL, "train", "val")
+@pytest.mark.parametrize("mode", ["train", "val", "test"])
+def test_synthetic_frames_come_from_the_generator(mode):
+    ds = build_clip_dataset(SMALL, "train", mode)  # train and val render a clip's frames, test the whole video
     scene = SceneConfig(height=36, width=48, num_frames=16)
     frames = SyntheticVideoSource(24, seed=0, cfg=scene, split="train").get(5).frames
-    got = ds.read_frames(5, [0, 3, 40], short_side=36)
-    assert (got[:2] == frames[[0, 3]]).all() and (got[2] == frames[-1]).all()  # past the end: last frame
+    got = ds.read_frames(5, [0, 3, 40, 3], short_side=36)
+    assert (got[[0, 1, 3]] == frames[[0, 3, 3]]).all() and (got[2] == frames[-1]).all()  # past the end: last frame
 
 
 def test_flip_default_depends_on_dataset(tmp_path):

@@ -12,7 +12,9 @@ from dynvid.data.synthetic import (
     SceneConfig,
     SyntheticVideo,
     SyntheticVideoSource,
+    _value_noise,
     generate_video,
+    render_frames,
 )
 
 SMALL = SceneConfig(height=64, width=86, num_frames=16)
@@ -139,6 +141,36 @@ def test_bad_config_rejected():
         SceneConfig(height=8)
     with pytest.raises(ValueError, match=">= 0"):
         generate_video(-1)
+
+
+@pytest.mark.parametrize("index", range(6))
+@pytest.mark.parametrize("noisy", [False, True])
+def test_render_frames_are_those_frames_of_the_video(index, noisy):
+    cfg = SceneConfig(height=40, width=54, num_frames=20, max_distractors=5,
+                      noise_std=2.0 if noisy else 0.0, shot_noise=0.03 if noisy else 0.0)
+    video = generate_video(index, seed=4, cfg=cfg, label=index * 2 + 1)
+    for ids in ([0, 4, 8, 12], [19], [7, 3, 3, 19, 0], list(range(20))):  # sorted, one, unsorted with repeats, all
+        got = render_frames(index, ids, seed=4, cfg=cfg, label=index * 2 + 1)
+        np.testing.assert_array_equal(got, video.frames[ids])
+    source = SyntheticVideoSource(8, seed=4, cfg=cfg, split="val")
+    np.testing.assert_array_equal(source.frames(index, [2, 5]), source.get(index).frames[[2, 5]])
+    np.testing.assert_array_equal(source.frames(index, [2], noise=False), source.get(index, noise=False).frames[[2]])
+
+
+def test_render_frames_rejects_frames_outside_the_video():
+    with pytest.raises(IndexError, match=r"\[0, 16\)"):
+        render_frames(0, [3, 16], cfg=SMALL)
+
+
+def test_value_noise_is_the_bilinear_upsampling_of_its_grid():
+    """Two taps per pixel equal the product with the dense hat-function matrices (the definition)."""
+    for h, w, cell in ((132, 175, 29.3), (58, 76, 3.1), (40, 50, 40.0)):
+        gh, gw = int(h / cell) + 2, int(w / cell) + 2
+        grid = np.random.default_rng(0).random((gh, gw), dtype=np.float32)
+        hat = lambda n, m: np.maximum(0.0, 1.0 - np.abs(np.arange(n)[:, None] / cell - np.arange(m)[None, :]))  # noqa: E731
+        got = _value_noise(np.random.default_rng(0), h, w, cell)
+        assert got.shape == (h, w) and got.dtype == np.float32
+        np.testing.assert_allclose(got, hat(h, gh) @ grid @ hat(w, gw).T, atol=1e-6)
 
 
 def _actor_track(v: SyntheticVideo) -> tuple[np.ndarray, np.ndarray]:

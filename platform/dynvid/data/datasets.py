@@ -68,10 +68,12 @@ class SyntheticActions(VideoClipDataset):
         return self.scene.num_frames
 
     def read_frames(self, index: int, frame_indices: np.ndarray, short_side: int) -> np.ndarray:
+        ids = np.minimum(frame_indices, self.scene.num_frames - 1)  # past the end: the last frame
+        if self.mode != "test":  # one clip per item: render only its frames
+            return self.source.frames(index, ids)
         if self._cached is None or self._cached[0] != index:
             self._cached = (index, self.source.get(index).frames)
-        frames = self._cached[1]
-        return frames[np.minimum(frame_indices, len(frames) - 1)]
+        return self._cached[1][ids]
 
 
 #: The embedded data at laptop scale, shared by the methods' ``embedded`` presets: 54×72
