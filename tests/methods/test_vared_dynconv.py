@@ -477,3 +477,16 @@ def test_exploration_acts_in_training_only():
     with torch.no_grad():
         dyn(x)
     assert bool((dyn.last_v_c[:, 0] == 1).all())
+
+
+def test_fraction_tables_made_during_evaluation_serve_training() -> None:
+    """The per-choice fraction tables are built once per (values, dtype, device) and reused;
+    one first built under ``torch.inference_mode`` (an evaluation) must still take part in a
+    training step's autograd."""
+    factors = (1.0, 0.5, 0.3125)  # a set no other test builds first
+    with torch.inference_mode():
+        dynconv.soft_fraction(torch.rand(2, 3), factors)
+    w = torch.rand(4, 3, requires_grad=True)
+    dynconv.soft_fraction(w, factors).sum().backward()
+    assert torch.allclose(w.grad, torch.tensor(factors).expand(4, 3))
+    assert executed_fraction(torch.tensor([[0.0, 0.2, 0.1]]), factors).tolist() == [0.5]

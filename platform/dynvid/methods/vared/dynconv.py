@@ -150,6 +150,22 @@ def mixing_weights(v: torch.Tensor) -> torch.Tensor:
     return torch.where(total > 0, v / total.clamp_min(torch.finfo(v.dtype).tiny), cheapest)
 
 
+_TABLES: dict[tuple, torch.Tensor] = {}
+
+
+def _table(values: Sequence, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """``torch.tensor(values)`` on ``device``, built once per (values, dtype, device): a small
+    constant used every step is not copied from the host each time (on CUDA a copy from
+    pageable memory waits for every queued kernel). Built outside inference mode, so a table
+    first made during evaluation can still be used by a training step's autograd."""
+    key = (tuple(values), dtype, device)
+    table = _TABLES.get(key)
+    if table is None:
+        with torch.inference_mode(False), torch.no_grad():
+            table = _TABLES[key] = torch.tensor(key[0], dtype=dtype, device=device)
+    return table
+
+
 def executed_index(w: torch.Tensor) -> torch.Tensor:
     """i_s per sample: the first (largest) choice with a non-zero weight (A.1); the cheapest
     choice when every weight is 0 (the fallback of :func:`mixing_weights`).
@@ -165,8 +181,7 @@ def executed_index(w: torch.Tensor) -> torch.Tensor:
 def executed_fraction(w: torch.Tensor, factors: Sequence[float]) -> torch.Tensor:
     """The computed fraction of the largest executed choice per sample (r_l^s, or the frame
     share ⌈T_o/R⌉/T_o). ``factors[i]`` is the fraction of choice i."""
-    table = torch.tensor(list(factors), dtype=w.dtype, device=w.device)
-    return table[executed_index(w)]
+    return _table(factors, w.dtype, w.device)[executed_index(w)]
 
 
 def soft_fraction(w: torch.Tensor, factors: Sequence[float]) -> torch.Tensor:
@@ -182,7 +197,7 @@ def soft_fraction(w: torch.Tensor, factors: Sequence[float]) -> torch.Tensor:
     cheapest choice alone". Over raw V (``Σ f_i V[i]``) every partial derivative is positive
     and the minimum is "every gate 0", which pushes the cheap choice down with the dear one.
     """
-    return w @ torch.tensor(list(factors), dtype=w.dtype, device=w.device)
+    return w @ _table(factors, w.dtype, w.device)
 
 
 def threshold_weights(v: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -252,6 +267,15 @@ def expand_frames(computed: torch.Tensor, R: int, frames: int, scale: torch.Tens
         generated = computed.unsqueeze(3) * scale.view(1, c, 1, R - 1, 1, 1)
     full = torch.cat([computed.unsqueeze(3), generated], dim=3).reshape(b, c, t * R, h, w)
     return full[:, :, :frames]
+
+
+def _rows_index(rows: list[int], device: torch.device) -> torch.Tensor:
+    """The rows of one group as an index tensor on ``device``. On CUDA it is staged in pinned
+    memory and copied asynchronously: the decision was read to the host once already, and a
+    copy from pageable memory would wait for the queued kernels a second time."""
+    if device.type != "cuda":
+        return torch.tensor(rows, device=device)
+    return torch.tensor(rows, pin_memory=True).to(device, non_blocking=True)
 
 
 class SoftModulationGate(nn.Module):
@@ -504,7 +528,7 @@ class DynamicConv3d(nn.Conv3d):
             if whole:
                 xs, wts, wcs = x, w_t, w_c
             else:
-                index = torch.tensor(rows, device=x.device)
+                index = _rows_index(rows, x.device)
                 xs, wts, wcs = x.index_select(0, index), w_t.index_select(0, index), w_c.index_select(0, index)
             single = fused and not mask_c & (mask_c - 1) and not mask_t & (mask_t - 1)  # one choice each
             computed = self._conv(xs, self.computed_channels[i], self.temporal_factors[j], folded=single and post is not None)
