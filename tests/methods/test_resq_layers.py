@@ -262,3 +262,29 @@ def test_a_qat_scale_pushed_below_zero_still_quantizes():
     out = q(frames[0])
     assert torch.isfinite(out).all()
     assert float(q._scale("key")) == pytest.approx(QAT_MIN_SCALE)
+
+
+def test_qat_forward_reads_nothing_back_from_the_device(monkeypatch):
+    """Whether a QAT scale is set and the bits it was trained at are read to the host once
+    after each change (enable_qat, init, a state-dict load), not on every forward: on CUDA
+    each read is a synchronisation, per layer and frame. A load is a change: a NaN (unset)
+    scale loaded afterwards is seen."""
+    conv = _conv()
+    frames = _frames()
+    q = QuantConv2d(conv, key_bits=(8, 8), res_bits=(4, 4))
+    q.calibrate("key", frames[0])
+    q.calibrate("residual", frames[1] - frames[0])
+    q.enable_qat()
+    q.train()
+    q.mode = "key"
+    q(frames[0])  # the first forward reads the state once
+    with monkeypatch.context() as m:
+        for name in ("tolist", "item", "__float__", "__bool__"):
+            m.setattr(torch.Tensor, name, lambda *a, _n=name: pytest.fail(f"host read: Tensor.{_n}"))
+        q.mode = "residual"
+        q(frames[1]).square().sum().backward()
+        assert q.qat_ready
+    state = q.state_dict()
+    state["qat_scale.residual"] = torch.tensor(float("nan"))
+    q.load_state_dict(state)
+    assert q._scale("residual") == pytest.approx(q.act_scale["residual"])  # unset: PTQ's scale applies

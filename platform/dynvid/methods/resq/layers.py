@@ -59,7 +59,6 @@ ranges of Eq. 7, not the residual scheme).
 
 from __future__ import annotations
 
-import math
 
 import torch
 from torch import nn
@@ -143,6 +142,7 @@ class QuantConv2d(nn.Module):
             if prefix + name in state_dict and inner not in state_dict:
                 state_dict[inner] = state_dict.pop(prefix + name)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._qat_host = None  # the QAT scales and bits may have changed: read them again
 
     # ---- quantizers ------------------------------------------------------------------------
 
@@ -203,23 +203,39 @@ class QuantConv2d(nn.Module):
                 self.qat_scale[name] = nn.Parameter(torch.tensor(float("nan")))
         self.register_buffer("qat_bits", torch.tensor([*self.key_bits, *self.res_bits]))
         self.init_qat_from_ptq()
+        self._qat_host = None
 
     @property
     def qat_ready(self) -> bool:
         """QAT scales exist and were trained at the layer's current bits (static ResQ: a pool's
         quantizers were never trained, so Dynamic-ResQ is PTQ-calibrated)."""
-        bits = getattr(self, "qat_bits", None)
-        return bits is not None and self.res_pool is None and bits.tolist() == [*self.key_bits, *self.res_bits]
+        bits = self._qat_state()[0]
+        return bits is not None and self.res_pool is None and bits == (*self.key_bits, *self.res_bits)
+
+    def _qat_state(self) -> tuple[tuple[int, ...] | None, dict[str, bool]]:
+        """Host copies of ``qat_bits`` and of which QAT scales are set (not NaN), read from the
+        device once after each change made through this class (:meth:`enable_qat`,
+        :meth:`init_qat_from_ptq`, a state-dict load), not on every forward: on CUDA each read
+        is a host synchronisation, per layer and frame. (A scale overwritten through ``.data``
+        by hand is not seen until the next of those.)"""
+        state = getattr(self, "_qat_host", None)
+        if state is None:
+            bits = getattr(self, "qat_bits", None)
+            names = list(self.qat_scale.keys())
+            nan = torch.stack([self.qat_scale[n].detach().reshape(()) for n in names]).isnan().tolist() if names else []
+            state = self._qat_host = (None if bits is None else tuple(bits.tolist()),
+                                      {n: not bad for n, bad in zip(names, nan)})
+        return state
 
     @torch.no_grad()
     def init_qat_from_ptq(self) -> None:
         for name, p in self.qat_scale.items():
             if self.act_scale[name] is not None:
                 p.fill_(self.act_scale[name])
+        self._qat_host = None
 
     def _scale(self, name: str, pool_bits: int | None = None):
-        if (pool_bits is None and name in self.qat_scale and self.qat_ready
-                and not math.isnan(float(self.qat_scale[name].detach()))):
+        if pool_bits is None and name in self.qat_scale and self.qat_ready and self._qat_state()[1][name]:
             return self.qat_scale[name].clamp_min(QAT_MIN_SCALE)  # a step may push a learned scale to <= 0
         value = self.act_scale[name] if pool_bits is None else self.pool_scale[pool_bits]
         if value is None:
