@@ -31,7 +31,7 @@ from dynvid.methods.resq.layers import QuantConv2d, parse_bits
 from dynvid.methods.resq.wrap import calibrate_model, configure, quant_layers, reset_state, set_mode, wrap_model
 from dynvid.metrics.cost import CostMeter
 from dynvid.metrics.detection import gather_from_ranks
-from dynvid.metrics.segmentation import confusion_matrix, iou_per_class, mean_iou
+from dynvid.metrics.segmentation import ConfusionMatrix, iou_per_class, mean_iou
 
 __all__ = ["SCHEMES", "bit_width_maps", "calibration_sequences", "evaluate_videos", "quantized_copy",
            "save_bit_width_figure"]
@@ -61,12 +61,15 @@ def evaluate_videos(model: nn.Module, loader: Iterable, scheme: str, period: int
     layers = quant_layers(m) if wrapped else []
     for layer in layers:
         layer.bit_counts, layer.zero_pixels = {}, 0
-    cm = torch.zeros(num_classes, num_classes, dtype=torch.long)
+    # counted on the labels' device, read back once after the loop: the loader may deliver the
+    # labels on the GPU (Ray's prepare_data_loader) or on the CPU (a sweep), and a per-frame
+    # .cpu() of the predictions was both a host sync and, with CUDA labels, a device mismatch
+    confusion = ConfusionMatrix(num_classes, ignore_index)
     bops, macs, videos = [], [], 0
     try:
+        device = next(m.parameters()).device
         for frames, labels, meta in loader:
-            valid = meta["valid"]
-            device = next(m.parameters()).device
+            valid = meta["valid"].cpu()  # indexes the cost meter's per-sample counts, which are on the host
             videos += frames.shape[0]
             for t in range(frames.shape[1]):
                 if wrapped:
@@ -74,9 +77,9 @@ def evaluate_videos(model: nn.Module, loader: Iterable, scheme: str, period: int
                     set_mode(m, "float" if scheme == "float" else "key" if key else
                              ("residual" if scheme == "resq" else "frame"))
                 with CostMeter(m) as meter:
-                    logits = m(frames[:, t].to(device))
-                cm += confusion_matrix(logits.argmax(1).cpu(), labels[:, t], num_classes, ignore_index)
-                v = valid[:, t].cpu()
+                    logits = m(frames[:, t].to(device, non_blocking=True))
+                confusion.update(logits.argmax(1), labels[:, t])
+                v = valid[:, t]
                 bops.append(meter.per_sample_bops[v])
                 macs.append(meter.per_sample_macs[v])
     finally:
@@ -88,6 +91,7 @@ def evaluate_videos(model: nn.Module, loader: Iterable, scheme: str, period: int
         for b, c in layer.bit_counts.items():
             counts[b] = counts.get(b, 0) + c
     zeros = sum(layer.zero_pixels for layer in layers)
+    cm = confusion.compute()  # on the host: gathered across ranks by pickling
     empty = torch.zeros(0, dtype=torch.float64)  # a rank whose shard is empty still joins the gather
     bops_t, macs_t = (torch.cat(bops) if bops else empty), (torch.cat(macs) if macs else empty)
     gathered = gather_from_ranks((cm, bops_t, macs_t, videos, counts, zeros))
