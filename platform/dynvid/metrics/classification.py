@@ -17,13 +17,20 @@ __all__ = ["topk_correct", "average_view_scores", "mean_average_precision", "Acc
 
 
 def topk_correct(scores: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> dict[int, int]:
-    """Number of samples whose label is among the top-k scores, for each k (k capped at C)."""
+    """Number of samples whose label is among the top-k scores, for each k (k capped at C).
+
+    The labels are compared on the scores' device (a model on the GPU with labels left on the
+    host, or the reverse, would otherwise mix devices in one op), and the counts of every k
+    come back to the host in one read."""
     if scores.ndim != 2 or labels.shape != scores.shape[:1]:
         raise ValueError(f"scores must be (N, C) and labels (N,), got {tuple(scores.shape)}, {tuple(labels.shape)}")
+    if labels.device != scores.device:
+        labels = labels.to(scores.device, non_blocking=True)
     maxk = min(max(ks), scores.shape[1])
     top = scores.topk(maxk, dim=1).indices
     hit = top.eq(labels.view(-1, 1))
-    return {k: int(hit[:, : min(k, maxk)].any(dim=1).sum()) for k in ks}
+    counts = torch.stack([hit[:, : min(k, maxk)].any(dim=1).sum() for k in ks]).tolist()
+    return dict(zip(ks, counts))
 
 
 def mean_average_precision(scores, targets) -> float:
