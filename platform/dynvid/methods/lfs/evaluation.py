@@ -92,6 +92,9 @@ def run_videos(model: InterleavedDetector, frames: torch.Tensor, policy, *, scor
     """Run ``policy`` over videos ``frames (B, T, 3, S, S)``. Returns ``(detections [B][T]
     dicts of normalized xyxy ``boxes``, ``scores``, ``labels``; actions (B, T))``."""
     m = unwrap(model)
+    device = next(m.parameters()).device
+    if frames.device != device:  # a plain DataLoader (reports, benchmarks) delivers host tensors
+        frames = frames.to(device, non_blocking=True)
     B, T = frames.shape[:2]
     policy.reset(B)
     actions = torch.zeros(B, T, dtype=torch.long)
@@ -152,6 +155,15 @@ def evaluate_policies(model: InterleavedDetector, loader: Iterable, gt: dict, po
 
 # ---- latency: synchronous vs asynchronous (Sec. 3.5) ---------------------------------------
 
+def _wait_for(x: torch.Tensor) -> None:
+    """Wait for the kernels this thread queued on ``x``'s CUDA device: a frame's latency ends
+    when its detections exist, not when its kernels were queued (a no-op on the CPU, which
+    runs every op before returning). Only the current stream is waited for, not the whole
+    device, so the async f0 thread's work is not charged to the frame by the wait itself."""
+    if x.is_cuda:
+        torch.cuda.current_stream(x.device).synchronize()
+
+
 @torch.no_grad()
 def run_sync(model: InterleavedDetector, frames: torch.Tensor, tau: int) -> list[float]:
     """Per-frame latency (s) of the synchronous detector on one video ``(T, 3, S, S)``."""
@@ -162,6 +174,7 @@ def run_sync(model: InterleavedDetector, frames: torch.Tensor, tau: int) -> list
         t0 = time.perf_counter()
         cls_logits, box_codes, anchors, state, _ = m.step(frames[t:t + 1], int(actions[t]), state)
         postprocess(cls_logits, box_codes, anchors)
+        _wait_for(frames)
         out.append(time.perf_counter() - t0)
     return out
 
@@ -180,7 +193,7 @@ def run_async(model: InterleavedDetector, frames: torch.Tensor, tau: int) -> tup
 
     def slow(frame: torch.Tensor, state) -> None:
         with torch.no_grad():
-            x = m.extract(frame, torch.tensor([F0]))
+            x = m.extract(frame, torch.full((1,), F0, device=frame.device))
             if state is None:
                 state = m.memory.init_state(1, x.shape[-2], x.shape[-1], like=x)
             _, new = m.memory(x, state)
@@ -189,6 +202,7 @@ def run_async(model: InterleavedDetector, frames: torch.Tensor, tau: int) -> tup
             shared["done"] += 1
 
     latencies = []
+    f1 = torch.full((1,), F1, device=frames.device)  # made once, on the frames' device: no copy per frame
     for t in range(len(frames)):
         t0 = time.perf_counter()
         if t % (tau + 1) == 0 and (worker is None or not worker.is_alive()):
@@ -200,10 +214,11 @@ def run_async(model: InterleavedDetector, frames: torch.Tensor, tau: int) -> tup
                 worker.join()
         with lock:
             state = shared["state"]
-        x = m.extract(frames[t:t + 1], torch.tensor([F1]))
+        x = m.extract(frames[t:t + 1], f1)
         out, _ = m.memory(x, state)  # f1 never writes the memory (Sec. 3.2)
         cls_logits, box_codes, sizes = m.head(out)
-        postprocess(cls_logits, box_codes, m.anchors(sizes))
+        postprocess(cls_logits, box_codes, m.anchors(sizes, cls_logits.device))
+        _wait_for(frames)
         latencies.append(time.perf_counter() - t0)
     if worker is not None:
         worker.join()

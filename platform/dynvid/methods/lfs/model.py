@@ -121,6 +121,8 @@ class InterleavedDetector(nn.Module):
         if tuple(frames.shape[-2:]) != (self.sizes[0],) * 2:
             frames = F.interpolate(frames, size=(self.sizes[0],) * 2, mode="bilinear", align_corners=False,
                                    antialias=True)
+        if actions.device != frames.device:  # rows index the frames: a CPU schedule with GPU frames
+            actions = actions.to(frames.device)
         out = None
         for i in (F0, F1):
             rows = (actions == i).nonzero().squeeze(1)
@@ -146,6 +148,8 @@ class InterleavedDetector(nn.Module):
         """
         if isinstance(actions, int):
             actions = torch.full((len(frames),), actions, dtype=torch.long, device=frames.device)
+        elif actions.device != frames.device:  # the skip rule below mixes them with the states
+            actions = actions.to(frames.device)
         x = self.extract(frames, actions)
         if state is None:
             state = self.memory.init_state(len(frames), x.shape[-2], x.shape[-1], like=x)
@@ -159,6 +163,10 @@ class InterleavedDetector(nn.Module):
         return cls_logits, box_codes, self.anchors(sizes, cls_logits.device), kept, candidate
 
     def anchors(self, sizes: Sequence[tuple[int, int]], device: torch.device | None = None) -> torch.Tensor:
+        """Anchors of feature maps of ``sizes`` on ``device`` (None: the model's, which is where
+        the head's outputs are decoded against them), cached per sizes and device."""
+        if device is None:
+            device = next(self.head.parameters()).device
         key = (tuple(sizes), str(device))
         if key not in self._anchors:
             self._anchors[key] = self.head.anchors(list(sizes)).to(device)
