@@ -67,7 +67,8 @@ def step_macs(model: torch.nn.Module, cfg: ExperimentConfig) -> dict[str, float]
 
     d, le = cfg.data, cfg.liteeval
     shape = (1, 3, le.snippet_len, d.crop_size, d.crop_size) if model.fine.net.takes_clips else (1, 3, d.crop_size, d.crop_size)
-    x = torch.zeros(shape)
+    p = next(model.parameters())
+    x = torch.zeros(shape, device=p.device, dtype=p.dtype)  # where the model is: it may have been built on a GPU
     out = {}
     with torch.no_grad():
         for name in ("coarse", "fine"):

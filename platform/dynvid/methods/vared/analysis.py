@@ -62,9 +62,10 @@ def policy_stats(model: nn.Module, loader: Iterable) -> dict:
     layers = dynamic_layers(model)
     temporal, channel, macs, labels, correct = [], [], [], [], []
     t_choice, c_choice = [], []
+    device = next(model.parameters()).device
     for clips, y in loader:
         with CostMeter(model) as meter:
-            logits = model(clips)
+            logits = model(clips.to(device, non_blocking=True))  # a host loader with a model on the GPU
         macs.append(meter.per_sample_macs)
         labels.append(y)
         correct.append(logits.argmax(1).cpu() == y.cpu())
