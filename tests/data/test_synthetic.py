@@ -167,7 +167,9 @@ def test_value_noise_is_the_bilinear_upsampling_of_its_grid():
     for h, w, cell in ((132, 175, 29.3), (58, 76, 3.1), (40, 50, 40.0)):
         gh, gw = int(h / cell) + 2, int(w / cell) + 2
         grid = np.random.default_rng(0).random((gh, gw), dtype=np.float32)
-        hat = lambda n, m: np.maximum(0.0, 1.0 - np.abs(np.arange(n)[:, None] / cell - np.arange(m)[None, :]))  # noqa: E731
+        def hat(n, m):
+            return np.maximum(0.0, 1.0 - np.abs(np.arange(n)[:, None] / cell - np.arange(m)[None, :]))
+
         got = _value_noise(np.random.default_rng(0), h, w, cell)
         assert got.shape == (h, w) and got.dtype == np.float32
         np.testing.assert_allclose(got, hat(h, gh) @ grid @ hat(w, gw).T, atol=1e-6)
