@@ -93,6 +93,10 @@ def test_temperature_follows_global_steps_across_epochs_and_resume() -> None:
     _, logs = task.training_step(fresh.train(), batch, stage)
     assert logs["tau"] < taus[-1]
     assert 0.0 <= logs["fine_fraction"] <= 1.0 and logs["usage_loss"] >= 0
+    # the step count the Task keeps on the host follows a load into a model that already trained
+    fresh.load_state_dict(task.build_model(_cfg(), 12, stage).state_dict())
+    _, logs = task.training_step(fresh, batch, stage)
+    assert logs["tau"] == pytest.approx(5.0)
 
 
 def test_training_step_loss_is_ce_plus_weighted_usage() -> None:

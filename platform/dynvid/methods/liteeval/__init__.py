@@ -191,13 +191,16 @@ class LiteEvalTask:
             loss = F.cross_entropy(logits, labels)
             return loss, {"loss": loss.detach(), "acc": (logits.argmax(1) == labels).float().mean()}
         le = self.cfg.liteeval
-        tau = self.tau(int(m.global_step))
+        if getattr(m, "_host_step", None) is None:  # the buffer is read once per model, not every step
+            m._host_step = int(m.global_step)
+        tau = self.tau(m._host_step)
         logits = model(features, tau=tau)
         use = m.last_use
         ce = F.cross_entropy(logits, labels)  # Eq. 7: the last step's prediction
         usage = usage_loss(use, le.gamma)
         loss = ce + le.usage_weight * usage
-        m.global_step += 1
+        m.global_step += 1  # the checkpointed count (a resumed run anneals on from it)
+        m._host_step += 1
         return loss, {"loss": loss.detach(), "ce": ce.detach(), "usage_loss": usage.detach(),
                       "acc": (logits.argmax(1) == labels).float().mean(),
                       "fine_fraction": use.detach().float().mean(), "tau": tau}

@@ -350,6 +350,8 @@ class LiteEval(FrozenExtractors):
         # global optimisation step of the Gumbel temperature schedule: in the state dict, so the
         # anneal continues across epochs and resumes (the authors' code restarts it each epoch)
         self.register_buffer("global_step", torch.zeros((), dtype=torch.long))
+        # the Task keeps a host copy of it (``_host_step``, no device read per step); a load replaces it
+        self.register_load_state_dict_post_hook(lambda module, _keys: setattr(module, "_host_step", None))
 
     def forward(self, video: torch.Tensor, budget: int | None = None, force: str | None = None,
                 tau: float = 1.0) -> torch.Tensor:
