@@ -73,10 +73,6 @@ def s3_server(tmp_path_factory):
 
 # ---- MLflow tracking server ----------------------------------------------------------------
 
-def _free_port() -> int:
-    return stack.free_port()
-
-
 @pytest.fixture(scope="session")
 def mlflow_server(s3_server, tmp_path_factory):
     """The stack's ``mlflow server`` on 127.0.0.1 (a free port): SQLite backend store in a temp
@@ -103,12 +99,12 @@ def ray_cluster(s3_server, tmp_path_factory):
     import ray
 
     from dynvid.engine.storage import credential_env
-    from dynvid.engine.trainer import WORKER_ENV
+    from dynvid.engine.trainer import local_ray_options
 
-    ctx = ray.init(num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=_free_port(),
-                   log_to_driver=True,
-                   runtime_env={"env_vars": {**WORKER_ENV, **credential_env()}},
-                   _temp_dir=str(tmp_path_factory.mktemp("ray")))
+    # the dashboard on a free port, its address in every worker's env (local_ray_options says
+    # why: a stale /tmp/ray/ray_current_cluster of a dead `ray start` head once hung CI)
+    ctx = ray.init(num_cpus=2, log_to_driver=True, _temp_dir=str(tmp_path_factory.mktemp("ray")),
+                   **local_ray_options(credential_env()))
     yield ctx
     ray.shutdown()
 

@@ -106,6 +106,28 @@ class EpochHistory(ray.train.UserCallback):
 WORKER_ENV = {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
 
 
+def local_ray_options(env_vars: dict[str, str] | None = None) -> dict:
+    """``ray.init`` arguments of a local instance that this process starts: the dashboard on a
+    free 127.0.0.1 port, and every worker told where it is (``RAY_API_SERVER_ADDRESS``, with
+    ``WORKER_ENV`` and ``env_vars``, in the job's runtime env).
+
+    Ray Train's placement-group cleaner asks the State API (served by the dashboard) whether a
+    trial's controller died, and frees its CPUs when it did (a sweep trial stopped by ASHA).
+    Left to find the API itself, a worker of an instance started by ``ray.init`` reads
+    ``/tmp/ray/ray_current_cluster`` — the last ``ray start`` head on the machine, which may be
+    long dead (every call then times out after a minute and the stopped trial's CPUs stay
+    reserved: the next training waits for them forever) — or, without that file, scans the
+    running GCS processes and refuses when it finds two."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**WORKER_ENV, **(env_vars or {}), "RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}
+    return {"include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": port,
+            "runtime_env": {"env_vars": env}}
+
+
 def init_ray(address: str | None = None) -> None:
     """Join the cluster this process belongs to (a ``ray job`` driver, ``RAY_ADDRESS``) or
     start a local one; quiet when already initialised."""
@@ -115,7 +137,7 @@ def init_ray(address: str | None = None) -> None:
     if address:  # a job on a cluster: its runtime env (cluster/runtime_env.yaml) sets WORKER_ENV
         ray.init(address=address, log_to_driver=True)
     else:  # a local instance: workers get the S3/MLflow credentials of this process, never printed
-        ray.init(log_to_driver=True, runtime_env={"env_vars": {**WORKER_ENV, **credential_env()}})
+        ray.init(log_to_driver=True, **local_ray_options(credential_env()))
 
 
 def fit(
