@@ -136,6 +136,22 @@ class ElasticMBConv(MBConv):
             if hasattr(self, name) and prefix + name not in state_dict:
                 state_dict[prefix + name] = getattr(self, name).clone()
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self.__dict__.pop("_ready_host", None)  # read again from the loaded buffer
+
+    def set_width_stats_ready(self, ready: bool) -> None:
+        """Switch the per-ratio statistics on or off (the buffer, checkpointed, and its host copy)."""
+        self.width_stats_ready.fill_(ready)
+        self._ready_host = bool(ready)
+
+    def stats_ready(self) -> bool:
+        """``width_stats_ready``, read to the host once per change (set, state-dict load) rather
+        than in each of the block's three BatchNorms on every forward: on a GPU each read is a
+        synchronisation, 3 per block and frame."""
+        ready = self.__dict__.get("_ready_host")
+        if ready is None:
+            buffer = getattr(self, "width_stats_ready", None)
+            ready = self._ready_host = buffer is not None and bool(buffer)
+        return ready
 
     def _bns(self) -> tuple[nn.BatchNorm2d, nn.BatchNorm2d, nn.BatchNorm2d]:
         return self.block[0][1], self.block[1][1], self.block[3][1]
@@ -150,8 +166,7 @@ class ElasticMBConv(MBConv):
             self.width_var[i, k, :c] = bn.running_var
 
     def _stats(self, i: int, n: int, channels: int):
-        ready = getattr(self, "width_stats_ready", None)
-        if ready is None or not bool(ready):
+        if not self.stats_ready():
             return None, None
         if n % self.cin or n // self.cin not in RATIOS:
             raise ValueError(f"width statistics exist for ratios {RATIOS}; hidden width {n} is cin {self.cin} × "
@@ -179,7 +194,7 @@ class ElasticMBConv(MBConv):
         macs = mbconv_macs(self.cin, self.cout, 0, self.kernel, self.stride, x.shape[-2], x.shape[-1], hidden=n)
         if rows is not None:
             per_sample = torch.zeros(batch, dtype=torch.float64)
-            per_sample[rows.cpu()] = float(macs)
+            per_sample[rows if rows.device.type == "cpu" else rows.cpu()] = float(macs)  # callers pass host rows
             record_cost(self, per_sample)
         else:
             record_cost(self, macs)

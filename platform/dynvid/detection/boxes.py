@@ -10,31 +10,43 @@ tensor.
   SSDLite uses): centre offsets over the anchor size and log size ratios, multiplied by the
   scale factors (10, 10, 5, 5).
 - :func:`batched_nms`: greedy non-maximum suppression per class, written in torch.
+- :func:`greedy_keep`: the same greedy NMS on padded ``(..., N)`` score-sorted candidates of
+  many images at once, all on the device (postprocessing a batch of frames).
+
+NMS without a Python loop over boxes: the greedy rule "box ``i`` is kept unless a *kept*,
+higher-scoring box overlaps it by more than the threshold" has exactly one solution, and
+iterating ``keep ← valid ∧ ¬any_j(keep_j ∧ overlaps_{j,i})`` from ``keep = valid`` reaches it:
+after ``n`` rounds the ``n`` best boxes are final (each depends only on better ones), and a
+round that changes nothing is that solution. Each round is one tensor op over the IoU matrix
+and costs one read of "changed?" to the host, instead of one read per box (a host–device
+synchronisation each on a GPU); the rounds needed are the longest chain of boxes
+suppressing or freeing each other, a handful in practice, ``N`` at worst.
 """
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["SCALE_FACTORS", "batched_nms", "box_area", "box_iou", "decode", "encode", "nms"]
+__all__ = ["SCALE_FACTORS", "batched_nms", "box_area", "box_iou", "decode", "encode", "greedy_keep", "nms"]
 
 SCALE_FACTORS = (10.0, 10.0, 5.0, 5.0)
 """(y, x, h, w) scale factors of the TF Object Detection API's SSD box coder, here in (x, y, w, h) order."""
 
 
 def box_area(boxes: torch.Tensor) -> torch.Tensor:
-    """Areas of ``(N, 4)`` xyxy boxes (0 for degenerate boxes)."""
-    return (boxes[:, 2] - boxes[:, 0]).clamp_min(0) * (boxes[:, 3] - boxes[:, 1]).clamp_min(0)
+    """Areas of ``(..., N, 4)`` xyxy boxes (0 for degenerate boxes)."""
+    return (boxes[..., 2] - boxes[..., 0]).clamp_min(0) * (boxes[..., 3] - boxes[..., 1]).clamp_min(0)
 
 
 def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``(N, M)`` IoU of every box of ``a`` (N, 4) with every box of ``b`` (M, 4)."""
-    if a.dim() != 2 or b.dim() != 2 or a.shape[-1] != 4 or b.shape[-1] != 4:
+    """``(..., N, M)`` IoU of every box of ``a`` (..., N, 4) with every box of ``b`` (..., M, 4)
+    (leading dimensions broadcast: a batch of images at once)."""
+    if a.dim() < 2 or b.dim() < 2 or a.shape[-1] != 4 or b.shape[-1] != 4:
         raise ValueError(f"box_iou expects (N, 4) and (M, 4) boxes, got {tuple(a.shape)} and {tuple(b.shape)}")
-    lt = torch.max(a[:, None, :2], b[None, :, :2])
-    rb = torch.min(a[:, None, 2:], b[None, :, 2:])
+    lt = torch.max(a[..., :, None, :2], b[..., None, :, :2])
+    rb = torch.min(a[..., :, None, 2:], b[..., None, :, 2:])
     inter = (rb - lt).clamp_min(0).prod(-1)
-    union = box_area(a)[:, None] + box_area(b)[None, :] - inter
+    union = box_area(a)[..., :, None] + box_area(b)[..., None, :] - inter
     return torch.where(union > 0, inter / union.clamp_min(1e-12), torch.zeros_like(inter))
 
 
@@ -66,20 +78,45 @@ def decode(codes: torch.Tensor, anchors: torch.Tensor, scale_factors=SCALE_FACTO
     return torch.stack([x - 0.5 * w, y - 0.5 * h, x + 0.5 * w, y + 0.5 * h], -1)
 
 
+def greedy_keep(boxes: torch.Tensor, valid: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+    """Greedy NMS over candidates already sorted by decreasing score: ``boxes (..., N, 4)``,
+    ``valid (..., N)`` (padding and candidates below the score threshold are False: never
+    kept, never suppress). Returns the ``(..., N)`` kept mask, on the device (see the module
+    docstring for the rounds)."""
+    n = boxes.shape[-2]
+    # over[..., j, i]: the better box j overlaps the worse box i beyond the threshold
+    over = (box_iou(boxes, boxes) > iou_threshold).triu_(1)
+    keep = valid.clone()
+    for _ in range(n):
+        new = valid & ~(over & keep.unsqueeze(-1)).any(-2)
+        if torch.equal(new, keep):  # the one read of each round
+            break
+        keep = new
+    return keep
+
+
 def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
     """Greedy NMS: indices of the kept boxes, by decreasing score. A box is dropped when its
     IoU with a kept, higher-scoring box exceeds ``iou_threshold``."""
     if boxes.shape[0] == 0:
         return torch.zeros(0, dtype=torch.long, device=boxes.device)
     order = scores.argsort(descending=True)
-    iou = box_iou(boxes[order], boxes[order])
-    keep = torch.ones(len(order), dtype=torch.bool, device=boxes.device)
-    for i in range(len(order)):
-        if keep[i]:
-            suppressed = iou[i] > iou_threshold
-            suppressed[: i + 1] = False
-            keep &= ~suppressed
+    keep = greedy_keep(boxes[order], torch.ones(len(order), dtype=torch.bool, device=boxes.device), iou_threshold)
     return order[keep]
+
+
+def class_offsets(boxes: torch.Tensor, classes: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """``(..., N, 1)`` shifts that move each class's boxes apart from every other class's, so one
+    NMS pass serves all classes: ``class × (max − min + 1)`` over the (valid) boxes of each
+    image (leading dimensions)."""
+    if valid is None:
+        span = boxes.amax((-2, -1)) - boxes.amin((-2, -1)) + 1
+    else:
+        inf = torch.tensor(float("inf"), dtype=boxes.dtype, device=boxes.device)
+        hi = torch.where(valid[..., None], boxes, -inf).amax((-2, -1))
+        lo = torch.where(valid[..., None], boxes, inf).amin((-2, -1))
+        span = torch.where(valid.any(-1), hi - lo + 1, torch.ones_like(hi))
+    return classes.to(boxes.dtype)[..., None] * span[..., None, None]
 
 
 def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor, iou_threshold: float) -> torch.Tensor:
@@ -87,5 +124,4 @@ def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor
     boxes are shifted apart per class, so one pass serves all classes."""
     if boxes.shape[0] == 0:
         return torch.zeros(0, dtype=torch.long, device=boxes.device)
-    offset = classes.to(boxes.dtype)[:, None] * (boxes.max() - boxes.min() + 1)
-    return nms(boxes + offset, scores, iou_threshold)
+    return nms(boxes + class_offsets(boxes, classes), scores, iou_threshold)

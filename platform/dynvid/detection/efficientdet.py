@@ -3,7 +3,9 @@ the detector ANT builds on (ANT Sec. 3.1, 4.1: "EfficientDet-D0"), sizes from ar
 
 - :func:`retina_anchors`: EfficientDet's anchors — at every level, scales ``{2^0, 2^(1/3),
   2^(2/3)}`` × aspect ratios ``{0.5, 1, 2}`` of a base size ``anchor_scale · stride`` (4 ·
-  stride), normalised xyxy, cell by cell with the 9 anchors innermost.
+  stride), normalised xyxy, cell by cell with the 9 anchors innermost;
+  :func:`cached_retina_anchors` keeps them per (sizes, device, dtype), so a training step or a
+  frame does not rebuild them on the host and copy them to the GPU.
 - :class:`BiFPN`: P3–P5 from the backbone projected to ``channels``, P6 / P7 by a 1×1
   projection and 3×3 max-pooling with stride 2; each layer a top-down then a bottom-up
   pass whose nodes fuse their inputs with **fast normalized fusion**
@@ -29,7 +31,7 @@ from torch.nn import functional as F
 
 from dynvid.metrics.cost import record_cost
 
-__all__ = ["BiFPN", "EfficientDetHead", "retina_anchors"]
+__all__ = ["BiFPN", "EfficientDetHead", "cached_retina_anchors", "retina_anchors"]
 
 ANCHOR_SCALES = (1.0, 2 ** (1 / 3), 2 ** (2 / 3))
 ANCHOR_RATIOS = (0.5, 1.0, 2.0)
@@ -50,6 +52,23 @@ def retina_anchors(feature_sizes: Sequence[tuple[int, int]], image_size: tuple[i
         centres = torch.stack([cx, cy], -1).reshape(-1, 1, 2)
         out.append(torch.cat([centres - wh / 2, centres + wh / 2], -1).reshape(-1, 4))
     return torch.cat(out)
+
+
+_ANCHOR_CACHE: dict[tuple, torch.Tensor] = {}
+
+
+def cached_retina_anchors(feature_sizes: Sequence[tuple[int, int]], image_size: tuple[int, int],
+                          device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """:func:`retina_anchors` (default scales and ratios) built once per feature sizes, image
+    size, device and dtype, then shared: callers must not modify the tensor in place."""
+    key = (tuple(tuple(int(v) for v in s) for s in feature_sizes), tuple(int(v) for v in image_size),
+           torch.device(device), dtype)
+    anchors = _ANCHOR_CACHE.get(key)
+    if anchors is None:
+        if len(_ANCHOR_CACHE) >= 64:  # a sweep over many sizes: start again rather than grow
+            _ANCHOR_CACHE.clear()
+        anchors = _ANCHOR_CACHE[key] = retina_anchors(key[0], key[1]).to(device=key[2], dtype=dtype)
+    return anchors
 
 
 class SeparableConvBN(nn.Module):

@@ -11,6 +11,10 @@
 - :func:`detection_loss`: classification over all positives and the mined negatives (all
   anchors with the focal loss, which needs no mining) plus smooth-L1 localisation on the
   positives, both normalised by the number of positives.
+- :func:`focal_detection_loss_batched`: the focal :func:`detection_loss` of every image of a
+  batch in one pass (ground truth padded per image), with no read to the host: the per-image
+  loop reads the positives' count and indexes with masks, each a host–device
+  synchronisation on a GPU.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ import torch.nn.functional as F
 
 from dynvid.detection.boxes import box_iou, encode
 
-__all__ = ["detection_loss", "hard_negative_mask", "match_anchors", "sigmoid_focal_loss"]
+__all__ = ["detection_loss", "focal_detection_loss_batched", "hard_negative_mask", "match_anchors",
+           "sigmoid_focal_loss"]
 
 
 def match_anchors(anchors: torch.Tensor, gt_boxes: torch.Tensor, iou_threshold: float = 0.5) -> torch.Tensor:
@@ -89,4 +94,48 @@ def detection_loss(cls_logits: torch.Tensor, box_codes: torch.Tensor, anchors: t
         loc = F.smooth_l1_loss(box_codes[positive], target_codes, reduction="sum", beta=1.0) / num_pos
     else:
         loc = box_codes.sum() * 0.0
+    return cls, loc
+
+
+def focal_detection_loss_batched(cls_logits: torch.Tensor, box_codes: torch.Tensor, anchors: torch.Tensor,
+                                 gt_boxes: list[torch.Tensor], gt_labels: list[torch.Tensor],
+                                 iou_threshold: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(classification (B,), localisation (B,))``: :func:`detection_loss` with ``focal=True``
+    for each image of a batch, computed together.
+
+    Args:
+        cls_logits: ``(B, A, C)``; box_codes: ``(B, A, 4)``; anchors: ``(A, 4)``.
+        gt_boxes, gt_labels: per image ``(G_b, 4)`` boxes and ``(G_b,)`` labels (any device:
+            they are padded where they are and moved to the logits' device in one copy).
+
+    Matching is :func:`match_anchors`'s, per image: the best ground truth per anchor at IoU
+    ``>= iou_threshold``, then every box takes its best anchor (when two boxes share one, the
+    later box wins, as the sequential assignment does)."""
+    B, A, C = cls_logits.shape
+    if len(gt_boxes) != B or len(gt_labels) != B:
+        raise ValueError(f"{B} images of logits but {len(gt_boxes)} box and {len(gt_labels)} label lists")
+    device = cls_logits.device
+    G = max(1, max(len(g) for g in gt_boxes))
+    # one (B, G, 6) table per batch [box, label, valid], padded on the targets' device, one copy
+    rows = [torch.cat([g.reshape(-1, 4).float(), lab.reshape(-1, 1).float(), torch.ones_like(lab.reshape(-1, 1),
+                                                                                         dtype=torch.float32)], 1)
+            for g, lab in zip(gt_boxes, gt_labels)]
+    table = torch.stack([torch.cat([r, r.new_zeros(G - len(r), 6)]) for r in rows]).to(device)
+    boxes, labels, valid = table[..., :4].to(anchors.dtype), table[..., 4].long(), table[..., 5] > 0
+    iou = box_iou(anchors, boxes).masked_fill(~valid[:, None, :], -1.0)  # (B, A, G); padding never matches
+    best_iou, best_gt = iou.max(2)
+    matched = torch.where(best_iou >= iou_threshold, best_gt, torch.full_like(best_gt, -1))
+    gt_index = torch.arange(G, device=device).expand(B, G)
+    forced = torch.full_like(matched, -1).scatter_reduce(
+        1, iou.argmax(1), torch.where(valid, gt_index, torch.full_like(gt_index, -1)), "amax")
+    matched = torch.where(forced >= 0, forced, matched)
+    positive = matched >= 0
+    idx = matched.clamp_min(0)
+    targets = torch.zeros_like(cls_logits).scatter(2, labels.gather(1, idx)[..., None],
+                                                   positive[..., None].to(cls_logits.dtype))
+    num_pos = positive.sum(1).clamp_min(1).to(torch.float32)
+    cls = sigmoid_focal_loss(cls_logits, targets).sum((1, 2)) / num_pos
+    matched_boxes = boxes.gather(1, idx[..., None].expand(B, A, 4))
+    loc = F.smooth_l1_loss(box_codes, encode(matched_boxes, anchors), reduction="none", beta=1.0).sum(2)
+    loc = (loc * positive).sum(1) / num_pos
     return cls, loc

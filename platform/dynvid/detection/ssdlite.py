@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from dynvid.detection.anchors import ASPECT_RATIOS, anchors_per_cell, ssd_anchors
-from dynvid.detection.boxes import batched_nms, decode
+from dynvid.detection.boxes import class_offsets, decode, greedy_keep
 
 __all__ = ["SSDLiteHead", "SharedBoxPredictor", "postprocess"]
 
@@ -95,21 +95,37 @@ class SSDLiteHead(nn.Module):
 @torch.no_grad()
 def postprocess(cls_logits: torch.Tensor, box_codes: torch.Tensor, anchors: torch.Tensor,
                 score_threshold: float = 0.05, iou_threshold: float = 0.6, max_detections: int = 100,
-                pre_nms_top_k: int = 1000) -> list[dict]:
+                pre_nms_top_k: int = 1000, device: torch.device | str | None = None) -> list[dict]:
     """Per image: decoded boxes (anchor coordinates), scores and labels after per-class NMS of
     the ``pre_nms_top_k`` best-scoring (anchor, class) pairs above ``score_threshold`` (the
     cap keeps an unsure detector's NMS from growing quadratically; torchvision's RetinaNet
-    keeps 1000 per level)."""
-    out = []
-    for logits, codes in zip(cls_logits, box_codes):
-        scores = torch.sigmoid(logits)  # (N, C)
-        boxes = decode(codes, anchors)
-        anchor_idx, labels = (scores > score_threshold).nonzero(as_tuple=True)
-        s = scores[anchor_idx, labels]
-        if len(s) > pre_nms_top_k:
-            top = s.topk(pre_nms_top_k).indices
-            anchor_idx, labels, s = anchor_idx[top], labels[top], s[top]
-        b = boxes[anchor_idx]
-        keep = batched_nms(b, s, labels, iou_threshold)[:max_detections]
-        out.append({"boxes": b[keep], "scores": s[keep], "labels": labels[keep]})
-    return out
+    keeps 1000 per level), best first.
+
+    All images of the batch are processed together on the logits' device (candidates
+    padded to the cap, :func:`~dynvid.detection.boxes.greedy_keep`); the detections come back
+    on ``device`` (None: the logits' device) with one read to the host for the whole batch,
+    plus one per NMS round."""
+    B, N, C = cls_logits.shape
+    k = min(pre_nms_top_k, N * C)
+    target = cls_logits.device if device is None else torch.device(device)
+    if k == 0:
+        empty = dict(boxes=torch.zeros(0, 4, device=target), scores=torch.zeros(0, device=target),
+                     labels=torch.zeros(0, dtype=torch.long, device=target))
+        return [dict(empty) for _ in range(B)]
+    scores, flat = torch.sigmoid(cls_logits).reshape(B, N * C).topk(k, dim=1)  # best first
+    valid = scores > score_threshold
+    labels = flat % C
+    boxes = decode(box_codes, anchors).gather(1, (flat // C)[..., None].expand(B, k, 4))
+    keep = greedy_keep(boxes + class_offsets(boxes, labels, valid), valid, iou_threshold)
+    keep &= keep.cumsum(1) <= max_detections
+    # the kept candidates first (still best first), the first max_detections of them read back
+    order = torch.argsort((~keep).to(torch.uint8), dim=1, stable=True)[:, :min(k, max_detections)]
+    packed = torch.cat([boxes.float(), scores.float()[..., None], labels.float()[..., None]], -1)
+    packed = packed.gather(1, order[..., None].expand(*order.shape, 6))
+    counts = keep.sum(1, keepdim=True).to(packed.dtype)[:, None].expand(B, 1, 6)
+    packed = torch.cat([counts, packed], 1)
+    if target != packed.device:
+        packed = packed.to(target)
+    n_kept = [int(n) for n in packed[:, 0, 0].tolist()]  # on the host now (or the one read)
+    return [{"boxes": packed[b, 1:1 + n, :4].to(boxes.dtype), "scores": packed[b, 1:1 + n, 4].to(scores.dtype),
+             "labels": packed[b, 1:1 + n, 5].long()} for b, n in enumerate(n_kept)]

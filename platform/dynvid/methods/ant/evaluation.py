@@ -33,10 +33,10 @@ from dataclasses import dataclass
 import torch
 
 from dynvid.backbones.efficientnet import RATIOS
-from dynvid.detection.efficientdet import retina_anchors
+from dynvid.detection.efficientdet import cached_retina_anchors
 from dynvid.detection.ssdlite import postprocess
 from dynvid.engine.task import unwrap_model
-from dynvid.methods.ant.model import ANTDetector
+from dynvid.methods.ant.model import ANTDetector, row_groups
 from dynvid.methods.ant.modules import stem_deviation
 from dynvid.metrics.cost import CostMeter
 from dynvid.metrics.detection import coco_evaluate, gather_from_ranks, video_detection_rows
@@ -117,21 +117,20 @@ def run_videos(model: ANTDetector, frames: torch.Tensor, mode, *, count: bool = 
         else:
             stem, cost = _metered(m, count, B, lambda: m.stem(x))
             if key_stem is None:
-                is_key = torch.ones(B, dtype=torch.bool)
+                flags, flags_dev = [True] * B, None
             elif mode.threshold is None:
-                is_key = torch.full((B,), t % mode.key_every == 0)
+                flags, flags_dev = [t % mode.key_every == 0] * B, None
             else:
-                is_key = (stem_deviation(stem, key_stem) > mode.threshold).cpu()
+                flags_dev = stem_deviation(stem, key_stem) > mode.threshold
+                flags = flags_dev.tolist()  # the frame's one read: which videos take a key frame
+            is_key = torch.tensor(flags, dtype=torch.bool)
             cls_parts: list[torch.Tensor | None] = [None, None]
-            for want_key in (True, False):
-                rows = (is_key == want_key).nonzero().squeeze(1)
-                if len(rows) == 0:
-                    continue
-                whole = len(rows) == B  # no gathering and scattering when every video agrees
-                r = rows.to(x.device)
+            for flag, r, rows in reversed(row_groups(flags_dev, flags)):  # key frames first
+                whole = r is None  # no gathering and scattering when every video agrees
+                n = B if whole else len(rows)
                 xs, ss = (x, stem) if whole else (x.index_select(0, r), stem.index_select(0, r))
-                if want_key:
-                    (c, b, outs), sub = _metered(m, count, len(rows), lambda: m.forward_static(xs, stem=ss))
+                if flag:
+                    (c, b, outs), sub = _metered(m, count, n, lambda: m.forward_static(xs, stem=ss))
                     if whole:
                         key_feats, key_stem = list(m.key_features(outs)), stem
                     else:
@@ -139,8 +138,11 @@ def run_videos(model: ANTDetector, frames: torch.Tensor, mode, *, count: bool = 
                         key_stem = key_stem.index_copy(0, r, ss)
                 else:
                     kf = key_feats if whole else [k.index_select(0, r) for k in key_feats]
-                    (c, b, choice), sub = _metered(m, count, len(rows), lambda: m.forward_nonkey(xs, kf, stem=ss))
-                    ratios[rows, t] = choice
+                    (c, b, choice), sub = _metered(m, count, n, lambda: m.forward_nonkey(xs, kf, stem=ss))
+                    if whole:
+                        ratios[:, t] = choice
+                    else:
+                        ratios[rows, t] = choice
                 if whole:
                     cls_parts = [c, b]
                 else:
@@ -153,8 +155,8 @@ def run_videos(model: ANTDetector, frames: torch.Tensor, mode, *, count: bool = 
             macs[:, t] = cost
         if post is not None:
             if anchors is None:
-                anchors = retina_anchors(m.last_sizes, tuple(x.shape[-2:])).to(x.device)
-            for b, d in enumerate(postprocess(cls, box, anchors, **post)):
+                anchors = cached_retina_anchors(m.last_sizes, tuple(x.shape[-2:]), x.device)
+            for b, d in enumerate(postprocess(cls, box, anchors, **post, device="cpu")):  # one read per frame
                 dets[b].append(d)
     return {"dets": dets if post is not None else None, "macs": macs, "keys": keys, "ratios": ratios}
 
@@ -187,12 +189,14 @@ def evaluate_modes(model: ANTDetector, loader: Iterable, gt: dict, modes: Sequen
     try:
         for frames, targets in loader:
             videos += len(targets)
-            seen.update(int(i) for tg in targets for i, ok in zip(tg["image_ids"], tg["valid"]) if ok)
+            # the targets' per-frame fields on the host once per batch, not read frame by frame
+            targets = [{k: target[k].cpu() for k in ("valid", "image_ids", "orig_sizes")} for target in targets]
+            seen.update(i for tg in targets for i, ok in zip(tg["image_ids"].tolist(), tg["valid"].tolist()) if ok)
             for md in modes:
                 out = run_videos(m, frames, md, post=post)
                 for b, target in enumerate(targets):
                     rows[md.name].extend(video_detection_rows(out["dets"][b], target))
-                    valid = target["valid"].cpu()
+                    valid = target["valid"]
                     for k in ("macs", "keys", "ratios"):
                         stats[md.name][k].append(out[k][b][valid])
     finally:

@@ -35,7 +35,7 @@ from dynvid.backbones.efficientnet import RATIOS, EfficientNetSupernet
 from dynvid.detection.efficientdet import BiFPN, EfficientDetHead
 from dynvid.methods.ant.modules import DynamicGate, FusionModule
 
-__all__ = ["ANTDetector"]
+__all__ = ["ANTDetector", "row_groups"]
 
 ELASTIC = range(2, 8)  # features[2..7]: the six MBConv6 stages
 NECK_LEVELS = (3, 5, 7)
@@ -93,7 +93,7 @@ class ANTDetector(nn.Module):
     @property
     def width_stats_ready(self) -> bool:
         """Whether the elastic blocks normalize with per-ratio statistics (stage 2 onwards)."""
-        return bool(self._elastic_blocks()[0].width_stats_ready)
+        return self._elastic_blocks()[0].stats_ready()
 
     @torch.no_grad()
     def calibrate_width_statistics(self, batches) -> None:
@@ -106,14 +106,14 @@ class ANTDetector(nn.Module):
 
         was = self.training
         for block in self._elastic_blocks():
-            block.width_stats_ready.fill_(False)
+            block.set_width_stats_ready(False)
         device = next(self.parameters()).device
         for r in sorted(RATIOS):  # the full width last: the shared BatchNorms keep its statistics
             recalibrate_bn(self, lambda x: self.forward_static(x.to(device), (r,) * 6), batches)
             for block in self._elastic_blocks():
                 block.store_width_statistics(r)
         for block in self._elastic_blocks():
-            block.width_stats_ready.fill_(True)
+            block.set_width_stats_ready(True)
         self.train(was)
 
     def stem(self, frames: torch.Tensor) -> torch.Tensor:
@@ -154,8 +154,9 @@ class ANTDetector(nn.Module):
             fused = self.fusions[s](key[s], x) if self.temporal else x
             onehot = DynamicGate.decide(self.gates[s](fused), tau)
             choice = onehot.argmax(1)
-            x = self._run_stage(i, fused, choice, onehot if tau is not None else None)
-            choices.append(torch.tensor(RATIOS)[choice.cpu()])
+            host = choice.tolist()  # the stage's one read: which rows run which width
+            x = self._run_stage(i, fused, choice, onehot if tau is not None else None, host)
+            choices.append(torch.tensor([RATIOS[k] for k in host], dtype=torch.long))
             fused_maps.append(fused)
             onehots.append(onehot)
             outs.append(x)
@@ -164,19 +165,45 @@ class ANTDetector(nn.Module):
             return cls, box, torch.stack(choices, 1), {"fused": fused_maps, "onehots": onehots}
         return cls, box, torch.stack(choices, 1)
 
-    def _run_stage(self, i: int, x: torch.Tensor, choice: torch.Tensor, onehot: torch.Tensor | None) -> torch.Tensor:
-        """Stage ``i`` with a width per sample: each group of samples runs only its width."""
+    def _run_stage(self, i: int, x: torch.Tensor, choice: torch.Tensor, onehot: torch.Tensor | None,
+                   host: list[int] | None = None) -> torch.Tensor:
+        """Stage ``i`` with a width per sample: each group of samples runs only its width.
+        ``host``: ``choice`` already read to the host (else it is read here)."""
+        groups = row_groups(choice, choice.tolist() if host is None else host)
+        if len(groups) == 1:  # every sample agrees: no gathering and scattering
+            (k, _, _), = groups
+            return self._run_group(i, x, k, onehot, None, None, len(x))
         out = None
-        for k in choice.unique().tolist():
-            rows = (choice == k).nonzero().squeeze(1)
-            y = x.index_select(0, rows) if len(rows) < len(x) else x
-            for block in self.backbone.features[i]:
-                y = block(y, block.cin * RATIOS[k], rows, len(x))
-            if onehot is not None:  # straight-through: value 1, gradient to the gate's scores
-                y = y * onehot.index_select(0, rows)[:, k].view(-1, 1, 1, 1)
-            if len(rows) == len(x):
-                return y
+        for k, rows, rows_host in groups:
+            y = self._run_group(i, x.index_select(0, rows), k, onehot, rows, rows_host, len(x))
             if out is None:
                 out = y.new_zeros(len(x), *y.shape[1:])
             out = out.index_copy(0, rows, y)
         return out
+
+    def _run_group(self, i: int, y: torch.Tensor, k: int, onehot: torch.Tensor | None, rows: torch.Tensor | None,
+                   rows_host: torch.Tensor | None, batch: int) -> torch.Tensor:
+        """Stage ``i`` at ratio index ``k`` on the rows ``rows`` (None: all) of a batch of ``batch``;
+        the cost goes to ``rows_host`` (the same rows, on the host: no read back)."""
+        for block in self.backbone.features[i]:
+            y = block(y, block.cin * RATIOS[k], rows_host, batch)
+        if onehot is not None:  # straight-through: value 1, gradient to the gate's scores
+            y = y * (onehot if rows is None else onehot.index_select(0, rows))[:, k].view(-1, 1, 1, 1)
+        return y
+
+
+def row_groups(labels: torch.Tensor, host: list) -> list[tuple[object, torch.Tensor | None, torch.Tensor | None]]:
+    """The rows of each distinct value of ``labels`` (B,), ascending values and rows:
+    ``[(value, rows on labels' device, rows on the host)]``; ``host`` is ``labels.tolist()``,
+    already read, so nothing more is: the device rows are slices of one stable sort, cut at the
+    counts the host knows. A single group gets ``None`` rows (the whole batch)."""
+    values = sorted(set(host))
+    if len(values) == 1:
+        return [(values[0], None, None)]
+    order = torch.argsort(labels, stable=True)
+    out, start = [], 0
+    for v in values:
+        rows_host = [b for b, h in enumerate(host) if h == v]
+        out.append((v, order[start:start + len(rows_host)], torch.tensor(rows_host, dtype=torch.long)))
+        start += len(rows_host)
+    return out

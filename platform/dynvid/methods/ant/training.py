@@ -26,6 +26,11 @@ each stage's single-core latency at each ratio, measured on the worker (FBNet-st
 matters because on a CPU the first elastic stage, at the highest resolution, takes far more
 than its share of MACs (measured at 192×192: stage 1 at ratio 6 instead of 1 adds 11 ms to a
 15 ms subnet, each other stage ≤ 2 ms). ``macs`` takes the width formula instead.
+
+On a GPU a step reads nothing back to the host but its logged losses (one read): the
+detection losses of all images (and, in stage 2, all frames of the clips) are computed in one
+batched pass (:func:`~dynvid.detection.losses.focal_detection_loss_batched`) and the anchors
+are cached per size and device.
 """
 
 from __future__ import annotations
@@ -37,8 +42,8 @@ import torch
 from torch.nn import functional as F
 
 from dynvid.backbones.efficientnet import RATIOS
-from dynvid.detection.efficientdet import retina_anchors
-from dynvid.detection.losses import detection_loss
+from dynvid.detection.efficientdet import cached_retina_anchors
+from dynvid.detection.losses import focal_detection_loss_batched
 from dynvid.engine.task import unwrap_model
 from dynvid.methods.ant.modules import inplace_distillation_loss, sandwich_configs
 
@@ -48,23 +53,25 @@ __all__ = ["detection_loss_batch", "gate_step", "sandwich_step", "stage_costs", 
 def detection_loss_batch(cls: torch.Tensor, box: torch.Tensor, anchors: torch.Tensor, targets: list[dict]) -> torch.Tensor:
     """Focal classification + smooth-L1 localisation, averaged over the images of a batch;
     ``targets[b]`` holds normalized xyxy ``boxes`` and 0-based ``labels``."""
-    total = cls.new_zeros(())
-    for b, t in enumerate(targets):
-        c, loc = detection_loss(cls[b], box[b], anchors, t["boxes"].to(cls.device), t["labels"].to(cls.device),
-                                focal=True)
-        total = total + c + loc
-    return total / len(targets)
+    c, loc = focal_detection_loss_batched(cls, box, anchors, [t["boxes"] for t in targets],
+                                          [t["labels"] for t in targets])
+    return (c + loc).mean()
 
 
 def _anchors(model, frames: torch.Tensor) -> torch.Tensor:
-    return retina_anchors(unwrap_model(model).last_sizes, tuple(frames.shape[-2:])).to(frames.device)
+    return cached_retina_anchors(unwrap_model(model).last_sizes, tuple(frames.shape[-2:]), frames.device)
+
+
+def _logs(**values: torch.Tensor) -> dict[str, float]:
+    """The step's logged values, read to the host together (one synchronisation on a GPU)."""
+    return dict(zip(values, torch.stack([v.detach().float() for v in values.values()]).tolist()))
 
 
 def static_step(model, frames: torch.Tensor, targets: list[dict]) -> tuple[torch.Tensor, dict[str, float]]:
     """The standalone network (the full width) on the labels."""
     cls, box = model(frames)
     loss = detection_loss_batch(cls, box, _anchors(model, frames), targets)
-    return loss, {"loss": float(loss.detach())}
+    return loss, _logs(loss=loss)
 
 
 def sandwich_step(model, frames: torch.Tensor, targets: list[dict], rng: random.Random,
@@ -77,8 +84,8 @@ def sandwich_step(model, frames: torch.Tensor, targets: list[dict], rng: random.
     largest = detection_loss_batch(cls, box, _anchors(model, frames), targets)
     kd_total = sum(inplace_distillation_loss(s_cls, s_box, cls.detach(), box.detach()) for s_cls, s_box in students)
     loss = largest + kd_weight * kd_total
-    return loss, {"loss": float(loss.detach()), "largest_loss": float(largest.detach()),
-                  "kd_loss": float(kd_total.detach()) / max(1, len(students))}
+    kd_total = kd_total if isinstance(kd_total, torch.Tensor) else loss.new_tensor(float(kd_total))
+    return loss, _logs(loss=loss, largest_loss=largest, kd_loss=kd_total / max(1, len(students)))
 
 
 def _clip_forward(model, clips: torch.Tensor, tau: float, key_every: int) -> list[tuple]:
@@ -97,6 +104,11 @@ def _clip_forward(model, clips: torch.Tensor, tau: float, key_every: int) -> lis
                 golden = model.key_features(model.forward_static(x)[2])
             out.append((cls, box, d, golden))
     return out
+
+
+def _wait(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 @torch.no_grad()
@@ -133,9 +145,11 @@ def stage_costs(model, size: int, metric: str = "latency", repeats: int = 5) -> 
                 times = []
                 for _ in range(repeats + 1):
                     x = outs[i - 1]
+                    _wait(device)
                     t0 = time.perf_counter()
                     for b in blocks:
                         x = b(x, b.cin * r)
+                    _wait(device)  # on a GPU the kernels are only queued until here
                     times.append(time.perf_counter() - t0)
                 table[s, k] = sorted(times[1:])[len(times[1:]) // 2]
     finally:
@@ -152,18 +166,20 @@ def gate_step(model, clips: torch.Tensor, targets: Sequence[Sequence[dict]], tau
     B, T = clips.shape[:2]
     if costs is None:
         costs = (torch.tensor(RATIOS, dtype=clips.dtype) / max(RATIOS) / 6).expand(6, len(RATIOS))
-    costs = costs.to(device=clips.device, dtype=clips.dtype)
+    if costs.device != clips.device or costs.dtype != clips.dtype:  # the task keeps its table on the device
+        costs = costs.to(device=clips.device, dtype=clips.dtype)
     frames_out = model(clips, run=lambda m, x: _clip_forward(m, x, tau, key_every))
     anchors = _anchors(model, clips[:, 0])
-    det_total, kd_total, cost_total, nonkey = clips.new_zeros(()), clips.new_zeros(()), clips.new_zeros(()), 0
+    # every frame of every clip in one batched loss: the mean over frames of the per-frame means
+    det = detection_loss_batch(torch.cat([o[0] for o in frames_out]), torch.cat([o[1] for o in frames_out]),
+                               anchors, [targets[b][t] for t in range(T) for b in range(B)])
+    kd_total, cost_total, nonkey = clips.new_zeros(()), clips.new_zeros(()), 0
     for t, (cls, box, d, golden) in enumerate(frames_out):
-        det_total = det_total + detection_loss_batch(cls, box, anchors, [targets[b][t] for b in range(B)])
         if d is None:
             continue
         kd_total = kd_total + sum(F.mse_loss(f, g) for f, g in zip(d["fused"], golden)) / len(golden)
         cost_total = cost_total + sum((oh * costs[s]).sum(1).mean() for s, oh in enumerate(d["onehots"]))
         nonkey += 1
-    det, kd, cost = det_total / T, kd_total / max(1, nonkey), cost_total / max(1, nonkey)
+    kd, cost = kd_total / max(1, nonkey), cost_total / max(1, nonkey)
     loss = det + kd_weight * kd + cost_weight * cost
-    return loss, {"loss": float(loss.detach()), "det_loss": float(det.detach()), "kd_loss": float(kd.detach()),
-                  "cost": float(cost.detach())}
+    return loss, _logs(loss=loss, det_loss=det, kd_loss=kd, cost=cost)
