@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 pytestmark = pytest.mark.integration
@@ -34,3 +37,30 @@ def test_workers_reach_this_instances_state_api_beside_a_stale_ray_start_file(ra
     url, nodes = ray.get(state_api.remote(str(tmp_path)), timeout=120)
     assert url == f"http://{ray_cluster.dashboard_url}"
     assert nodes == 1
+
+
+def test_a_job_outside_a_cluster_starts_locally_when_the_recorded_head_is_gone(tmp_path):
+    """``ray.init()`` joins the head the last ``ray start`` recorded, and waits forever when
+    that head no longer runs (a machine rebooted or a ``make run`` aborted). ``init_ray``
+    checks that it answers and otherwise starts a local instance, saying so."""
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    import stack  # infra/local/stack.py: a free port nobody listens on
+
+    ray_tmp = Path(tempfile.mkdtemp(prefix="dvr", dir="/tmp"))  # short: Ray's socket paths are limited
+    try:
+        (ray_tmp / "ray").mkdir()
+        (ray_tmp / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{stack.free_port()}")
+        env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+        env.update(RAY_TMPDIR=str(ray_tmp), RAY_USAGE_STATS_ENABLED="0")
+        code = ("from dynvid.engine.trainer import init_ray; init_ray(); import ray; "
+                "print('cpus', ray.cluster_resources()['CPU']); ray.shutdown()")
+        proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=180)
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "does not answer: starting a local Ray instance" in proc.stdout
+    assert "cpus" in proc.stdout

@@ -128,16 +128,48 @@ def local_ray_options(env_vars: dict[str, str] | None = None) -> dict:
             "runtime_env": {"env_vars": env}}
 
 
+def _last_ray_start() -> tuple[str | None, bool]:
+    """The address the last ``ray start`` on this machine recorded (``ray_current_cluster`` in
+    Ray's temp folder), and whether a GCS still answers there (a TCP connect, 2 s)."""
+    import socket
+
+    from ray._private.utils import read_ray_address
+
+    try:
+        address = read_ray_address()
+    except OSError:
+        return None, False
+    if not address:
+        return None, False
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=2):
+            return address, True
+    except (OSError, ValueError):
+        return address, False
+
+
 def init_ray(address: str | None = None) -> None:
-    """Join the cluster this process belongs to (a ``ray job`` driver, ``RAY_ADDRESS``) or
-    start a local one; quiet when already initialised."""
+    """Join the cluster this process belongs to (a ``ray job`` driver, ``RAY_ADDRESS``; or the
+    running head of the last ``ray start`` on this machine) or start a local one; quiet when
+    already initialised. A head that ``ray start`` recorded but that no longer runs is
+    ignored with a note: ``ray.init()`` would wait for it forever."""
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
     if address:  # a job on a cluster: its runtime env (cluster/runtime_env.yaml) sets WORKER_ENV
         ray.init(address=address, log_to_driver=True)
-    else:  # a local instance: workers get the S3/MLflow credentials of this process, never printed
-        ray.init(log_to_driver=True, **local_ray_options(credential_env()))
+        return
+    # workers get the S3/MLflow credentials of this process (never printed)
+    recorded, alive = _last_ray_start()
+    if alive:
+        ray.init(address=recorded, log_to_driver=True,
+                 runtime_env={"env_vars": {**WORKER_ENV, **credential_env()}})
+        return
+    if recorded:
+        print(f"[dynvid] the last 'ray start' on this machine recorded a head at {recorded}, which does not "
+              "answer: starting a local Ray instance instead", flush=True)
+    ray.init(address="local", log_to_driver=True, **local_ray_options(credential_env()))
 
 
 def fit(
