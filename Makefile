@@ -1,6 +1,7 @@
 # dynvid — the two commands of the README:
 #   make run    install if needed, start a local Ray head if none, submit the main job
 #   make test   install if needed, run the test suite
+#   make gpu-check  every job, speed table and the engine on CUDA (a CPU dry run without CUDA)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -8,7 +9,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.dynvid-installed
 PYTEST_ARGS ?=
 
-.PHONY: run test install ray-stop clean
+.PHONY: run test gpu-check install ray-stop clean
 
 install: $(STAMP)
 
@@ -24,6 +25,9 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+gpu-check: $(STAMP)
+	$(PY) jobs/gpu_check.py $(ARGS)
 
 ray-stop:
 	-$(VENV)/bin/ray stop
