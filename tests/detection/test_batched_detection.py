@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from dynvid.detection.boxes import batched_nms, box_iou, decode, greedy_keep, nms
-from dynvid.detection.losses import detection_loss, focal_detection_loss_batched
+from dynvid.detection.losses import detection_loss, detection_loss_batched
 from dynvid.detection.ssdlite import postprocess
 
 
@@ -97,7 +97,8 @@ def test_postprocess_of_a_batch_equals_the_per_image_reference(top_k, max_det):
     assert sum(len(d["scores"]) for d in got) > 10  # the case is not trivial
 
 
-def test_batched_focal_loss_equals_each_images_loss_and_gradient():
+@pytest.mark.parametrize("focal", [True, False])
+def test_batched_loss_equals_each_images_loss_and_gradient(focal):
     g = torch.Generator().manual_seed(5)
     anchors = clustered_boxes(64, 2)
     gt_boxes = [clustered_boxes(3, 20), torch.zeros(0, 4), clustered_boxes(1, 21), clustered_boxes(5, 22)]
@@ -105,8 +106,8 @@ def test_batched_focal_loss_equals_each_images_loss_and_gradient():
     gt_labels = [torch.randint(0, 4, (len(b),), generator=g) for b in gt_boxes]
     logits = torch.randn(4, 64, 4, generator=g).requires_grad_(True)
     codes = torch.randn(4, 64, 4, generator=g).requires_grad_(True)
-    cls, loc = focal_detection_loss_batched(logits, codes, anchors, gt_boxes, gt_labels)
-    ref = [detection_loss(logits[b], codes[b], anchors, gt_boxes[b], gt_labels[b], focal=True) for b in range(4)]
+    cls, loc = detection_loss_batched(logits, codes, anchors, gt_boxes, gt_labels, focal=focal)
+    ref = [detection_loss(logits[b], codes[b], anchors, gt_boxes[b], gt_labels[b], focal=focal) for b in range(4)]
     torch.testing.assert_close(cls, torch.stack([c for c, _ in ref]), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(loc, torch.stack([l for _, l in ref]), atol=1e-5, rtol=1e-5)
     assert float(loc[1].detach()) == 0.0 and float(loc[0].detach()) > 0  # no ground truth: no localisation loss
@@ -115,4 +116,4 @@ def test_batched_focal_loss_equals_each_images_loss_and_gradient():
     for a, b in zip(grads, ref_grads):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="4 images of logits but 3 box"):
-        focal_detection_loss_batched(logits, codes, anchors, gt_boxes[:3], gt_labels[:3])
+        detection_loss_batched(logits, codes, anchors, gt_boxes[:3], gt_labels[:3])

@@ -253,3 +253,25 @@ def test_coco_video_source_frames_and_image_clips(tmp_path):
     gt = val.source.to_coco_gt()
     assert set(vtarget["image_ids"].tolist()) <= {i["id"] for i in gt["images"]}
     assert train.num_classes == 6
+
+
+@pytest.mark.parametrize("focal", ["true", "false"])
+def test_training_step_reads_back_nothing_per_clip_or_frame_of_the_batch(focal):
+    """Issue 20: the loss of every frame of every clip is one batched computation; the host
+    reads left in a step (the extractor schedule's rows, the logged f0 fraction) do not grow
+    with the batch (a per-frame loss loop read back ~6 values per frame)."""
+    from dynvid.metrics.syncs import SyncCounter
+
+    task, cfg = _task(f"lfs.focal={focal}")
+    stage = task.stages[0]
+    train, _ = task.datasets(stage.config(cfg), stage)
+    model = task.build_model(cfg, train.num_classes)
+    reads = {}
+    for batch in (2, 4):
+        frames, targets = collate([train[i] for i in range(batch)])
+        task._actions_rng = None  # the same schedule for both batch sizes
+        with SyncCounter() as s:
+            loss, _ = task.training_step(model, (frames, targets), stage)
+        assert torch.isfinite(loss)
+        reads[batch] = s.reads
+    assert reads[2] == reads[4] <= 2 * frames.shape[1], reads

@@ -11,10 +11,9 @@
 - :func:`detection_loss`: classification over all positives and the mined negatives (all
   anchors with the focal loss, which needs no mining) plus smooth-L1 localisation on the
   positives, both normalised by the number of positives.
-- :func:`focal_detection_loss_batched`: the focal :func:`detection_loss` of every image of a
-  batch in one pass (ground truth padded per image), with no read to the host: the per-image
-  loop reads the positives' count and indexes with masks, each a host–device
-  synchronisation on a GPU.
+- :func:`detection_loss_batched`: :func:`detection_loss` of every image of a batch in one
+  pass (ground truth padded per image), with no read to the host: the per-image loop reads
+  the positives' count and indexes with masks, each a host–device synchronisation on a GPU.
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ import torch.nn.functional as F
 
 from dynvid.detection.boxes import box_iou, encode
 
-__all__ = ["detection_loss", "focal_detection_loss_batched", "hard_negative_mask", "match_anchors",
+__all__ = ["detection_loss", "detection_loss_batched", "hard_negative_mask", "match_anchors",
            "sigmoid_focal_loss"]
 
 
@@ -97,16 +96,18 @@ def detection_loss(cls_logits: torch.Tensor, box_codes: torch.Tensor, anchors: t
     return cls, loc
 
 
-def focal_detection_loss_batched(cls_logits: torch.Tensor, box_codes: torch.Tensor, anchors: torch.Tensor,
-                                 gt_boxes: list[torch.Tensor], gt_labels: list[torch.Tensor],
-                                 iou_threshold: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(classification (B,), localisation (B,))``: :func:`detection_loss` with ``focal=True``
-    for each image of a batch, computed together.
+def detection_loss_batched(cls_logits: torch.Tensor, box_codes: torch.Tensor, anchors: torch.Tensor,
+                           gt_boxes: list[torch.Tensor], gt_labels: list[torch.Tensor], *, focal: bool = True,
+                           neg_ratio: float = 3.0, iou_threshold: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(classification (B,), localisation (B,))``: :func:`detection_loss` of each image of a
+    batch, computed together with no read to the host.
 
     Args:
         cls_logits: ``(B, A, C)``; box_codes: ``(B, A, 4)``; anchors: ``(A, 4)``.
         gt_boxes, gt_labels: per image ``(G_b, 4)`` boxes and ``(G_b,)`` labels (any device:
             they are padded where they are and moved to the logits' device in one copy).
+        focal, neg_ratio: as :func:`detection_loss` (without focal: the ``neg_ratio ×
+            #positives`` hardest negatives of each image, at least one, chosen by rank).
 
     Matching is :func:`match_anchors`'s, per image: the best ground truth per anchor at IoU
     ``>= iou_threshold``, then every box takes its best anchor (when two boxes share one, the
@@ -134,7 +135,16 @@ def focal_detection_loss_batched(cls_logits: torch.Tensor, box_codes: torch.Tens
     targets = torch.zeros_like(cls_logits).scatter(2, labels.gather(1, idx)[..., None],
                                                    positive[..., None].to(cls_logits.dtype))
     num_pos = positive.sum(1).clamp_min(1).to(torch.float32)
-    cls = sigmoid_focal_loss(cls_logits, targets).sum((1, 2)) / num_pos
+    if focal:
+        cls = sigmoid_focal_loss(cls_logits, targets).sum((1, 2)) / num_pos
+    else:
+        per_anchor = sigmoid_focal_loss(cls_logits, targets, None, 0.0).sum(2)  # (B, A)
+        npos, nneg = positive.sum(1), (~positive).sum(1)
+        k = torch.minimum(nneg, (neg_ratio * npos).floor().long().clamp_min(1))  # hard_negative_mask's count
+        order = per_anchor.detach().masked_fill(positive, float("-inf")).argsort(1, descending=True)
+        rank = torch.empty_like(order).scatter_(1, order, torch.arange(A, device=device).expand(B, A))
+        keep = positive | ((rank < k[:, None]) & ~positive)
+        cls = (per_anchor * keep).sum(1) / num_pos
     matched_boxes = boxes.gather(1, idx[..., None].expand(B, A, 4))
     loc = F.smooth_l1_loss(box_codes, encode(matched_boxes, anchors), reduction="none", beta=1.0).sum(2)
     loc = (loc * positive).sum(1) / num_pos

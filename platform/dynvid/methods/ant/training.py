@@ -29,7 +29,7 @@ than its share of MACs (measured at 192×192: stage 1 at ratio 6 instead of 1 ad
 
 On a GPU a step reads nothing back to the host but its logged losses (one read): the
 detection losses of all images (and, in stage 2, all frames of the clips) are computed in one
-batched pass (:func:`~dynvid.detection.losses.focal_detection_loss_batched`) and the anchors
+batched pass (:func:`~dynvid.detection.losses.detection_loss_batched`) and the anchors
 are cached per size and device.
 """
 
@@ -43,7 +43,7 @@ from torch.nn import functional as F
 
 from dynvid.backbones.efficientnet import RATIOS
 from dynvid.detection.efficientdet import cached_retina_anchors
-from dynvid.detection.losses import focal_detection_loss_batched
+from dynvid.detection.losses import detection_loss_batched
 from dynvid.engine.task import unwrap_model
 from dynvid.methods.ant.modules import inplace_distillation_loss, sandwich_configs
 
@@ -53,8 +53,8 @@ __all__ = ["detection_loss_batch", "gate_step", "sandwich_step", "stage_costs", 
 def detection_loss_batch(cls: torch.Tensor, box: torch.Tensor, anchors: torch.Tensor, targets: list[dict]) -> torch.Tensor:
     """Focal classification + smooth-L1 localisation, averaged over the images of a batch;
     ``targets[b]`` holds normalized xyxy ``boxes`` and 0-based ``labels``."""
-    c, loc = focal_detection_loss_batched(cls, box, anchors, [t["boxes"] for t in targets],
-                                          [t["labels"] for t in targets])
+    c, loc = detection_loss_batched(cls, box, anchors, [t["boxes"] for t in targets],
+                                    [t["labels"] for t in targets], focal=True)
     return (c + loc).mean()
 
 
