@@ -288,3 +288,38 @@ def test_qat_forward_reads_nothing_back_from_the_device(monkeypatch):
     state["qat_scale.residual"] = torch.tensor(float("nan"))
     q.load_state_dict(state)
     assert q._scale("residual") == pytest.approx(q.act_scale["residual"])  # unset: PTQ's scale applies
+
+
+def test_dynamic_resq_statistics_count_each_pixels_bits_and_the_static_pixels():
+    conv, frames, q = _dynamic(tau=0.05)
+    x = frames[1].clone()
+    x[:, :, :4] = frames[0][:, :, :4]  # the top half is static: every channel of its residual is 0
+    q.record_bits = True
+    with torch.no_grad():
+        q.mode = "key"
+        q(frames[0])
+        q.mode = "residual"
+        q(x)
+        seen = [q.last_bits.long()]
+        q(frames[2])
+        seen.append(q.last_bits.long())
+    counts, zeros = q.statistics()
+    every = torch.cat([b.flatten() for b in seen])
+    assert counts == {b: int((every == b).sum()) for b in (0, 4, 8)}
+    assert zeros == 2 * 4 * 8  # 2 samples x the 4 static rows x 8 columns (frame 2 moves everywhere)
+    q.reset_statistics()
+    assert q.statistics() == ({}, 0)
+
+
+def test_dynamic_resq_step_reads_nothing_back_off_the_cpu():
+    """Off the CPU, Dynamic-ResQ's residual step keeps its statistics on the device and skips
+    the shortcuts that would read a value back (a synchronisation per layer and frame on a
+    GPU). On ``meta`` any such read raises, so the step running there shows it reads nothing."""
+    conv, frames, q = _dynamic(tau=0.05)
+    q = q.to("meta")
+    with torch.no_grad():
+        q.mode = "key"
+        q(frames[0].to("meta"))
+        q.mode = "residual"
+        out = q(frames[1].to("meta"))
+    assert out.device.type == "meta" and out.shape == (2, 6, 8, 8)

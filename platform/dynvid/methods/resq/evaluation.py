@@ -60,7 +60,7 @@ def evaluate_videos(model: nn.Module, loader: Iterable, scheme: str, period: int
     m.eval()
     layers = quant_layers(m) if wrapped else []
     for layer in layers:
-        layer.bit_counts, layer.zero_pixels = {}, 0
+        layer.reset_statistics()
     # counted on the labels' device, read back once after the loop: the loader may deliver the
     # labels on the GPU (Ray's prepare_data_loader) or on the CPU (a sweep), and a per-frame
     # .cpu() of the predictions was both a host sync and, with CUDA labels, a device mismatch
@@ -87,10 +87,12 @@ def evaluate_videos(model: nn.Module, loader: Iterable, scheme: str, period: int
         if wrapped:
             reset_state(m)
     counts: dict[int, int] = {}
+    zeros = 0
     for layer in layers:
-        for b, c in layer.bit_counts.items():
+        layer_counts, layer_zeros = layer.statistics()
+        for b, c in layer_counts.items():
             counts[b] = counts.get(b, 0) + c
-    zeros = sum(layer.zero_pixels for layer in layers)
+        zeros += layer_zeros
     cm = confusion.compute()  # on the host: gathered across ranks by pickling
     empty = torch.zeros(0, dtype=torch.float64)  # a rank whose shard is empty still joins the gather
     bops_t, macs_t = (torch.cat(bops) if bops else empty), (torch.cat(macs) if macs else empty)

@@ -129,8 +129,9 @@ class QuantConv2d(nn.Module):
         self.qat_scale = nn.ParameterDict()
         self.x_key: torch.Tensor | None = None
         self.z_key: torch.Tensor | None = None
-        self.bit_counts: dict[int, int] = {}  # Dynamic-ResQ: pixels given each bit-width so far
-        self.zero_pixels = 0  # Dynamic-ResQ: residual pixels seen so far whose every channel is exactly 0
+        # Dynamic-ResQ's statistics since reset_statistics(), kept where the layer runs (read by statistics())
+        self._bit_tally: torch.Tensor | None = None  # pixels given each bit-width of the pool
+        self._zero_tally: torch.Tensor | None = None  # residual pixels whose every channel is exactly 0
         self.record_bits = False
         self.last_bits: torch.Tensor | None = None  # (B, H, W) bits per input pixel of the last dynamic step
 
@@ -282,6 +283,18 @@ class QuantConv2d(nn.Module):
         self._record(x, z, 1)
         return z
 
+    def reset_statistics(self) -> None:
+        """Forget Dynamic-ResQ's bit-width and zero-pixel counts."""
+        self._bit_tally = self._zero_tally = None
+
+    def statistics(self) -> tuple[dict[int, int], int]:
+        """Dynamic-ResQ since :meth:`reset_statistics`: residual pixels per bit-width of the pool,
+        and those whose every channel is exactly 0 (one read from the device)."""
+        if self._bit_tally is None:
+            return {}, 0
+        *counts, zeros = torch.cat([self._bit_tally, self._zero_tally.reshape(1)]).tolist()
+        return dict(zip(self.res_pool, counts)), zeros
+
     def _dynamic(self, delta: torch.Tensor) -> torch.Tensor:
         """Dynamic-ResQ: Eq. (10) error maps, Eq. (11) per-pixel quantizer, the mixed-precision residual.
 
@@ -293,13 +306,16 @@ class QuantConv2d(nn.Module):
         scales = [float(self._scale("residual", b)) if 0 < b < FLOAT_BITS else 1.0 for b in pool]
         delta_cf = self._channels_first(delta.detach())
         maps = error_maps(delta_cf, scales, pool, w_hat.detach())
-        self.zero_pixels += int((delta_cf == 0).all(1).sum())
         choice = select_quantizers(maps, self.tau)  # (B, H, W); a linear layer: (B, …) over its rows
         bits = torch.tensor(pool, dtype=torch.float64, device=delta.device)[choice]
         if self.record_bits:
             self.last_bits = bits.to(torch.uint8).cpu()
-        for i, count in enumerate(torch.bincount(choice.flatten(), minlength=len(pool)).tolist()):
-            self.bit_counts[pool[i]] = self.bit_counts.get(pool[i], 0) + count
+        # statistics accumulate on the device (no bincount: its output size is read back on CUDA)
+        tally = (choice.flatten()[:, None] == torch.arange(len(pool), device=choice.device)).sum(0)
+        zeros = (delta_cf == 0).all(1).sum()
+        self._bit_tally = tally if self._bit_tally is None else self._bit_tally + tally
+        self._zero_tally = zeros if self._zero_tally is None else self._zero_tally + zeros
+        host = delta.device.type == "cpu"  # the shortcuts below read back: only where that is free
         B = delta.shape[0]
         full = self._macs(self.z_key)
         on = (bits > 0).reshape(B, -1).double().mean(1)  # fraction of pixels computed, per sample
@@ -307,14 +323,14 @@ class QuantConv2d(nn.Module):
         record_cost(self, full * on, weight_bits=self.res_bits[0], act_bits=torch.where(on > 0, mean_bits, 0.0))
         record_cost(self, float(len(pool) * delta[0].numel()), weight_bits=self.key_bits[1],
                     act_bits=self.key_bits[1])
-        if not bool((bits > 0).any()):  # every pixel at 0 bits: the keyframe's output stands
+        if host and not bool((bits > 0).any()):  # every pixel at 0 bits: the keyframe's output stands
             return self.z_key + self._bias_map(self.z_key)
         mixed = torch.zeros_like(delta)
         for i, b in enumerate(pool):
             if b == 0:
                 continue
             mask = self._pixel_mask(choice == i)
-            if bool(mask.any()):
+            if not host or bool(mask.any()):
                 scale = self._scale("residual", b) if b < FLOAT_BITS else 1.0
                 mixed = mixed + self._q(delta, scale, b) * mask
         z = self._conv(mixed, w_hat, False) + self.z_key

@@ -58,9 +58,12 @@ def quantize(x: torch.Tensor, scale: torch.Tensor | float, bits: int) -> torch.T
         return x
     if bits == 0:
         return torch.zeros_like(x)
-    scale = torch.as_tensor(scale, dtype=x.dtype, device=x.device)
-    if (scale <= 0).any():
+    # checked where that is free: a number or a host tensor. A scale on a GPU is not read back
+    # (a synchronisation per layer and frame); a 0 there gives NaN outputs instead of this error
+    if (scale <= 0 if isinstance(scale, (int, float)) else
+            scale.device.type == "cpu" and bool((scale <= 0).any())):
         raise ValueError("quantizer scale must be > 0 (an all-zero range has no scale)")
+    scale = torch.as_tensor(scale, dtype=x.dtype, device=x.device)
     lo, hi = _bounds(bits)
     return scale * torch.clamp(torch.round(x / scale), lo, hi)
 
