@@ -377,6 +377,10 @@ class LFSConfig:
     """RLlib env runners sampling in parallel (Ray actors)."""
     dqn_cpus_per_runner: float = 0.5
     """CPUs each env runner reserves."""
+    dqn_learner_gpus: float = 0.0
+    """GPUs of the DQN learner (RLlib's local learner, in the process that trains the policy);
+    0 trains the Q-network on the CPU, which its size suits. Policy sweeps reserve no GPU for
+    it and refuse a value above 0."""
     dqn_lr: float = 5e-4
     """Adam learning rate of the Q-network."""
     dqn_discount: float = 0.9

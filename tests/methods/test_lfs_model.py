@@ -219,6 +219,11 @@ def test_task_config_errors():
         _task("lfs.f1_size=48")
     with pytest.raises(ValueError, match="image_fraction"):
         _task("lfs.image_fraction=1.5")
+    with pytest.raises(ValueError, match="lfs.dqn_learner_gpus must be >= 0"):
+        _task("lfs.dqn_learner_gpus=-1")
+    task, cfg = _task("lfs.dqn_learner_gpus=1")  # a job's policy stage may train on a GPU learner
+    with pytest.raises(ValueError, match="policy sweep trial reserves CPUs only"):
+        task.policy_runner_bundles(cfg)  # a sweep's placement group has no GPU for it
 
 
 def test_collate_pads_videos_of_different_lengths():

@@ -268,6 +268,9 @@ def test_dqn_config_settings():
     assert cfg.train_batch_size_per_learner == 16 and cfg.target_network_update_freq == 77
     assert cfg.num_steps_sampled_before_learning_starts == 11 and cfg.seed == 3
     assert cfg.num_env_runners == 2 and cfg.num_cpus_per_env_runner <= 0.5 and cfg.num_learners == 0
+    assert cfg.num_gpus_per_learner == 0  # the Q-network learns on the CPU unless asked
+    gpu = dqn_config(_ToyEnv, state_channels=S, grid=G, num_gpus_per_learner=1)
+    assert gpu.num_gpus_per_learner == 1 and gpu.num_learners == 0  # the local learner takes the GPU
     spec = cfg.rl_module_spec
     assert spec.module_class is LfsDQNTorchRLModule
     # RLlib merges its DQN keys into the module's model_config; ours are all there.

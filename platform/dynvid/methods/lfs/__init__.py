@@ -77,6 +77,8 @@ class LFSTask:
             raise ValueError(f"lfs.image_fraction is a share of items, in [0, 1]; got {c.image_fraction}")
         if c.gamma < 0 or c.history < 1:
             raise ValueError(f"lfs.gamma must be >= 0 and lfs.history >= 1, got {c.gamma}, {c.history}")
+        if c.dqn_learner_gpus < 0:
+            raise ValueError(f"lfs.dqn_learner_gpus must be >= 0, got {c.dqn_learner_gpus}")
         self.cfg = cfg
         self.steps_per_epoch: int | None = None
         self.val_gt: dict | None = None
@@ -189,6 +191,10 @@ class LFSTask:
     def policy_runner_bundles(self, cfg: ExperimentConfig) -> list[dict]:
         """Resource bundles of the policy training's env runners (one each, besides the
         learner's): a policy sweep trial reserves them in its placement group."""
+        if cfg.lfs.dqn_learner_gpus > 0:
+            raise ValueError(f"lfs.dqn_learner_gpus={cfg.lfs.dqn_learner_gpus:g}: a policy sweep trial reserves "
+                             "CPUs only (the learner's and the env runners'); train its policies with "
+                             "lfs.dqn_learner_gpus=0")
         return [{"CPU": cfg.lfs.dqn_cpus_per_runner} for _ in range(cfg.lfs.dqn_env_runners)]
 
     def train_policy(self, cfg: ExperimentConfig, detector: str, out_dir: str, tracking_uri: str | None = None) -> dict:

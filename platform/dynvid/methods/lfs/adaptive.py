@@ -77,7 +77,8 @@ def train_adaptive_policy(task, cfg: ExperimentConfig, detector: str, out_dir: s
         init_ray()
     config = dqn_config(
         InterleavingEnv, env_config, state_channels=model.memory.state_channels, grid=model.grid, history=c.history,
-        num_env_runners=c.dqn_env_runners, num_cpus_per_env_runner=c.dqn_cpus_per_runner, lr=c.dqn_lr,
+        num_env_runners=c.dqn_env_runners, num_cpus_per_env_runner=c.dqn_cpus_per_runner,
+        num_gpus_per_learner=c.dqn_learner_gpus, lr=c.dqn_lr,
         gamma=c.dqn_discount, epsilon=((0, 1.0), (c.dqn_epsilon_steps, 0.05)), replay_capacity=c.dqn_replay_capacity,
         train_batch_size=c.dqn_batch_size, target_network_update_freq=c.dqn_target_update,
         num_steps_sampled_before_learning_starts=c.dqn_learning_starts,

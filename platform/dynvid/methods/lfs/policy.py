@@ -232,6 +232,7 @@ def dqn_config(
     num_env_runners: int = 2,
     num_cpus_per_env_runner: float = 0.5,
     num_envs_per_env_runner: int = 1,
+    num_gpus_per_learner: float = 0.0,
     rollout_fragment_length: int = 4,
     lr: float = 5e-4,
     gamma: float = 0.9,
@@ -259,6 +260,7 @@ def dqn_config(
         num_cpus_per_env_runner: CPUs reserved per EnvRunner; 0.5 lets two EnvRunners fit
             in one CPU of a 2-CPU local cluster (the learner runs in the driver, no reservation).
         num_envs_per_env_runner: vectorised environments per EnvRunner.
+        num_gpus_per_learner: GPUs of the local learner (0: the CPU).
         rollout_fragment_length: env steps per EnvRunner per sampling round.
         lr: Adam learning rate.
         gamma: discount. 0.9 (≈10-frame horizon): an extractor choice mostly affects the
@@ -295,7 +297,7 @@ def dqn_config(
         .env_runners(num_env_runners=num_env_runners, num_cpus_per_env_runner=num_cpus_per_env_runner,
                      num_envs_per_env_runner=num_envs_per_env_runner,
                      rollout_fragment_length=rollout_fragment_length)
-        .learners(num_learners=0, num_gpus_per_learner=0)
+        .learners(num_learners=0, num_gpus_per_learner=num_gpus_per_learner)
         .rl_module(rl_module_spec=RLModuleSpec(module_class=LfsDQNTorchRLModule, model_config=model_config))
         .training(
             double_q=True,
