@@ -315,11 +315,15 @@ def test_dynamic_resq_step_reads_nothing_back_off_the_cpu():
     """Off the CPU, Dynamic-ResQ's residual step keeps its statistics on the device and skips
     the shortcuts that would read a value back (a synchronisation per layer and frame on a
     GPU). On ``meta`` any such read raises, so the step running there shows it reads nothing."""
+    from dynvid.metrics.cost import CostMeter
+
     conv, frames, q = _dynamic(tau=0.05)
     q = q.to("meta")
     with torch.no_grad():
         q.mode = "key"
         q(frames[0].to("meta"))
         q.mode = "residual"
-        out = q(frames[1].to("meta"))
+        with CostMeter(q, batch_size=2) as meter:  # the per-sample costs stay on the device too
+            out = q(frames[1].to("meta"))
     assert out.device.type == "meta" and out.shape == (2, 6, 8, 8)
+    assert meter.batch_size == 2

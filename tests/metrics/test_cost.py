@@ -533,3 +533,22 @@ def test_metering_is_true_only_inside_a_meter():
             assert metering()
         assert metering()
     assert not metering()
+
+
+def test_per_sample_costs_recorded_on_a_device_are_summed_there_and_read_once():
+    """A dynamic layer's per-sample cost computed on a GPU is kept there until the totals are
+    read (one copy per device), not copied to the host at every recording. Stood in for by
+    ``meta`` here, where a copy to the host raises: recording must not try."""
+    from dynvid.metrics.cost import CostMeter, record_cost
+
+    layer = nn.Linear(2, 2)
+    with CostMeter(layer, batch_size=3) as meter:
+        for _ in range(4):
+            record_cost(layer, torch.ones(3, dtype=torch.float64, device="meta"), act_bits=8)
+    with pytest.raises(NotImplementedError):
+        meter.per_sample_macs  # noqa: B018 - the one read, impossible on meta
+    with CostMeter(layer, batch_size=3) as host:  # the same on the host: the totals add up
+        for k in range(4):
+            record_cost(layer, torch.tensor([1.0, 2.0, 3.0]) * k, act_bits=torch.tensor([8.0, 8.0, 4.0]))
+    assert host.per_sample_macs.tolist() == [6.0, 12.0, 18.0]
+    assert host.per_sample_bops.tolist() == [6.0 * 32 * 8, 12.0 * 32 * 8, 18.0 * 32 * 4]

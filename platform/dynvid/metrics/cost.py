@@ -241,9 +241,21 @@ def _first_tensor(obj: Any) -> torch.Tensor | PackedSequence | None:
 
 
 def _to_float64(value: Any) -> torch.Tensor:
+    """A float64 tensor where ``value`` is (a number: on the host). A per-sample cost computed
+    on a GPU stays there until the meter's totals are read: copying it to the host here would
+    synchronise once per recording layer and forward."""
     if isinstance(value, torch.Tensor):
-        return value.detach().to("cpu", torch.float64)
+        return value.detach().to(torch.float64)
     return torch.tensor(float(value), dtype=torch.float64)
+
+
+def _device_of(*tensors: torch.Tensor) -> torch.device:
+    """The first device other than the CPU among ``tensors`` (else the CPU)."""
+    return next((t.device for t in tensors if t.device.type != "cpu"), torch.device("cpu"))
+
+
+def _on_host(value: torch.Tensor) -> torch.Tensor:
+    return value.clone() if value.device.type == "cpu" else value.cpu()
 
 
 class CostMeter:
@@ -294,12 +306,12 @@ class CostMeter:
     @property
     def by_module(self) -> dict[str, torch.Tensor]:
         """Module name -> ``(B,)`` MACs, for modules that recorded a cost."""
-        return {k: v.clone() for k, v in self._macs.items()}
+        return {k: _on_host(v) for k, v in self._macs.items()}
 
     @property
     def by_module_bops(self) -> dict[str, torch.Tensor]:
         """Module name -> ``(B,)`` BOPs."""
-        return {k: v.clone() for k, v in self._bops.items()}
+        return {k: _on_host(v) for k, v in self._bops.items()}
 
     def reset(self) -> None:
         """Forget all counts and the batch size (the meter may stay active)."""
@@ -309,9 +321,17 @@ class CostMeter:
         self.uncounted: set[str] = set()
 
     def _total(self, table: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The per-sample sum over modules, on the host: entries kept on a device (costs that
+        dynamic layers computed there) are summed there and read back in one copy per device."""
         total = torch.zeros(self._batch or 0, dtype=torch.float64)
+        on_device: dict[torch.device, list[torch.Tensor]] = {}
         for value in table.values():
-            total += value
+            if value.device.type == "cpu":
+                total += value
+            else:
+                on_device.setdefault(value.device, []).append(value)
+        for values in on_device.values():
+            total += torch.stack(values).sum(0).cpu()
         return total
 
     # -- context management ----------------------------------------------------------
@@ -461,7 +481,12 @@ class CostMeter:
     def _record(self, module: nn.Module, macs: Any, weight_bits: Any, act_bits: Any) -> None:
         """Entry point of :func:`record_cost`."""
         name = self._names.get(id(module), f"<{type(module).__name__}>")
-        macs_t = _to_float64(macs)
+        macs_t, weight_t, act_t = _to_float64(macs), _to_float64(weight_bits), _to_float64(act_bits)
+        # host MACs with per-sample bits from a GPU (or the reverse): the host values go to the
+        # device (a small host-to-device copy does not wait for the device's queue)
+        device = _device_of(macs_t, weight_t, act_t)
+        macs_t, weight_t, act_t = (t if t.dim() == 0 and t.device.type == "cpu" else t.to(device)
+                                   for t in (macs_t, weight_t, act_t))
         if macs_t.dim() == 0:
             batch = self._batch
             if batch is None:
@@ -478,7 +503,7 @@ class CostMeter:
                     f"({batch},) for the metered batch of {batch} samples, or a number"
                 )
             per_sample = macs_t
-        self._accumulate(name, per_sample, _to_float64(weight_bits), _to_float64(act_bits))
+        self._accumulate(name, per_sample, weight_t, act_t)
 
     def _accumulate(self, name: str, per_sample: torch.Tensor, weight_bits: Any, act_bits: Any) -> None:
         if name in self._macs and self._macs[name].shape != per_sample.shape:
@@ -487,6 +512,10 @@ class CostMeter:
                 f"{self._macs[name].shape[0]}; call meter.reset() between batches"
             )
         bits = bops(per_sample, weight_bits, act_bits)
+        if name in self._macs and self._macs[name].device != per_sample.device:  # one module, host and device costs
+            device = _device_of(per_sample, self._macs[name])
+            per_sample, bits = per_sample.to(device), bits.to(device)
+            self._macs[name], self._bops[name] = self._macs[name].to(device), self._bops[name].to(device)
         self._macs[name] = self._macs.get(name, 0) + per_sample
         self._bops[name] = self._bops.get(name, 0) + bits
 
