@@ -93,7 +93,7 @@ def stage_datasets(task: Task, cfg: ExperimentConfig, stage: Stage) -> tuple:
     calls this too, so the driver's check cannot drift from it): the Task's own datasets (its
     ``datasets`` hook; ``own`` True), else the engine's clip datasets of ``data.train_split`` /
     ``data.val_split``."""
-    own = task.datasets(cfg, stage) if hasattr(task, "datasets") else None
+    own = task.datasets(cfg, stage)
     if own is not None:
         return (*own, True)
     from dynvid.data.datasets import build_clip_dataset

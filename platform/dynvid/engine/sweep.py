@@ -246,9 +246,8 @@ def evaluate_checkpoint(task, model, cfg: ExperimentConfig, stage, need_test: bo
     from dynvid.engine.ingest import localize_dataset
 
     d = localize_dataset(cfg.data)  # an s3:// dataset reads from this node's mirror
-    if hasattr(task, "eval_dataset"):  # the method's own validation data (e.g. detection videos)
-        val = task.eval_dataset(dataclasses.replace(cfg, data=d))
-    else:
+    val = task.eval_dataset(dataclasses.replace(cfg, data=d))  # the method's own (e.g. detection videos)
+    if val is None:
         val = build_clip_dataset(d, d.val_split, "val", seed=cfg.train.seed)
     loader = torch.utils.data.DataLoader(val, batch_size=d.batch_size, collate_fn=getattr(val, "collate_fn", None))
     metrics = {f"val_{k}": v for k, v in task.evaluate(model, loader, stage).items()}
@@ -286,19 +285,10 @@ def load_for_inference(uri: str, overrides: list[str], tracking_uri: str | None 
     task = get_task(method, cfg)
     stage = next((s for s in task.stages if s.name == stage_name), task.stages[-1])
     if not num_classes:
-        num_classes = task.num_classes_from_state(state) if hasattr(task, "num_classes_from_state") else _num_classes(state)
+        num_classes = task.num_classes_from_state(state)
     model = task.build_model(cfg, num_classes, stage)
     model.load_state_dict(state)
     return model.eval(), cfg, stage.name
-
-
-def _num_classes(state: dict) -> int:
-    """Output classes from the classifier's bias (``fc.bias`` in every dynvid backbone)."""
-    for key in ("fc.bias", "head.fc.bias", "classifier.bias"):
-        if key in state:
-            return int(state[key].shape[0])
-    last = [k for k, v in state.items() if k.endswith(".bias") and v.ndim == 1]
-    return int(state[last[-1]].shape[0])
 
 
 # ---- the driver -------------------------------------------------------------------------------

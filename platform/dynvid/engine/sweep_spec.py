@@ -50,6 +50,7 @@ from typing import Any
 import yaml
 
 from dynvid.config import ConfigError, ExperimentConfig, apply_overrides, read_yaml
+from dynvid.task import PolicyTask
 
 __all__ = ["SweepSpec", "Budget", "load_spec", "spec_from_dict", "knob_values", "DISTRIBUTIONS"]
 
@@ -230,13 +231,13 @@ def spec_from_dict(data: dict, source: str = "<dict>") -> SweepSpec:
         if spec.stages != [s for s in stage_names if s in spec.stages]:
             raise _err(f"{source}: stages", f"stages must keep the method's order: {', '.join(stage_names)}")
     if kind == "policy":
-        if not hasattr(task, "train_policy"):
+        if not isinstance(task, PolicyTask):
             raise _err(f"{source}: kind", f"{method} has no learned policy to train; valid kinds for it: "
                        "training, inference")
         if not spec.init_from:
             raise _err(f"{source}: init_from", "a policy sweep trains on a frozen checkpoint: give it "
                        "(a folder, s3://… or models:/NAME@ALIAS)")
-        allowed = tuple(getattr(task, "policy_knobs", ()))
+        allowed = task.policy_knobs
         for key in spec.knobs:
             if key not in allowed:
                 raise _err(f"{source}: knobs.{key}", f"is not a policy knob of {method}; valid: {', '.join(allowed)}")
@@ -246,7 +247,7 @@ def spec_from_dict(data: dict, source: str = "<dict>") -> SweepSpec:
         if not spec.init_from:
             raise _err(f"{source}: init_from", "an inference sweep needs the checkpoint to evaluate "
                        "(a folder, s3://… or models:/NAME@ALIAS)")
-        allowed = tuple(getattr(task, "inference_knobs", ()))
+        allowed = task.inference_knobs
         for key in spec.knobs:
             if key not in allowed:
                 raise _err(f"{source}: knobs.{key}", f"needs retraining (kind: training); the inference-time "

@@ -227,9 +227,11 @@ def fit(
             stage_name = f"{run_name}-{stage.name}"
             print(f"[dynvid] stage {stage.name}: {stage.description} -> {shown}/{stage_name}", flush=True)
             stage_init = previous if (stage.init_from_previous or previous == init_from) else None
+            # driver-side work between stages (LiteEval's feature cache); most methods have none
             stage_cfg = cfg
-            if hasattr(task, "prepare_stage"):  # driver-side work between stages (LiteEval's feature cache)
-                stage_cfg = apply_overrides(cfg, task.prepare_stage(cfg, stage, stage_init))
+            stage_overrides = task.prepare_stage(cfg, stage, stage_init)
+            if stage_overrides:
+                stage_cfg = apply_overrides(cfg, stage_overrides)
             trainer = TorchTrainer(
                 train_loop_per_worker,
                 datasets=datasets,
@@ -271,7 +273,7 @@ def fit(
             result.stages.append(StageResult(stage.name, stage_name, metrics, ckpt))
             previous = ckpt
         print(f"\n[dynvid] results of {run_name}\n{result.table()}", flush=True)
-        if report and hasattr(task, "report"):
+        if report:
             result.report = _method_report(task, cfg, result, storage if filesystem is None else None)
         if parent:
             _finish_tracking(cfg, task, method, uri, parent, result, register)
@@ -282,14 +284,21 @@ def fit(
     return result
 
 
-def _method_report(task, cfg: ExperimentConfig, result: FitResult, local_storage: str | None) -> dict:
+def _method_report(task, cfg: ExperimentConfig, result: FitResult, local_storage: str | None) -> dict | None:
     """Run the method's driver-side report into ``<storage>/<run>-report`` (a temporary folder
-    when storage is remote: the files then live in MLflow) and print its table."""
+    when storage is remote: the files then live in MLflow) and print its table; None when the
+    method writes no report (its folder is removed again)."""
     out_dir = (os.path.join(local_storage, f"{result.run_name}-report") if local_storage
                else tempfile.mkdtemp(prefix="dynvid-report-"))
+    existed = os.path.isdir(out_dir)
     os.makedirs(out_dir, exist_ok=True)
+    written = task.report(cfg, result.stages, out_dir)
+    if written is None:
+        if not existed and not os.listdir(out_dir):
+            os.rmdir(out_dir)
+        return None
     print(f"[dynvid] {task.name} report -> {out_dir}", flush=True)
-    report = dict(task.report(cfg, result.stages, out_dir))
+    report = dict(written)
     report["dir"] = out_dir
     if report.get("table"):
         print(f"\n{report['table']}", flush=True)
@@ -316,7 +325,7 @@ def _finish_tracking(cfg, task, method, uri, parent, result: FitResult, register
     m = result.metrics
     cost = {k: v for k, v in m.items() if "gflops" in k}
     ckpt_dir = fetch_checkpoint(result.stages[-1].checkpoint_path) if result.stages[-1].checkpoint_path else None
-    backbone = task.backbone_label(cfg) if hasattr(task, "backbone_label") else cfg.model.backbone
+    backbone = task.backbone_label(cfg)
     name = registry.registered_name(method, backbone, cfg.data.dataset)
     checkpoint = result.stages[-1].checkpoint_path
     known = {v["tags"].get("checkpoint") for v in registry.list_models(uri)
@@ -329,10 +338,7 @@ def _finish_tracking(cfg, task, method, uri, parent, result: FitResult, register
         accuracy = m.get("test_video_top1", m.get("val_video_top1", m.get("val_clip_top1", m.get("val_AP50",
                          m.get("val_mIoU")))))
         card = registry.model_card(name, method, backbone, cfg.data.dataset, m, cost, to_dict(cfg))
-        if hasattr(task, "example_input"):
-            example = task.example_input(cfg)
-        else:
-            example = torch.zeros(2, 3, cfg.data.clip_len, cfg.data.crop_size, cfg.data.crop_size)
+        example = task.example_input(cfg)
         result.registered = registry.log_and_register(
             uri, parent, model, example, name,
             {"method": method, "backbone": backbone, "dataset": cfg.data.dataset,

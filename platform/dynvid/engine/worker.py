@@ -172,8 +172,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     if steps_per_epoch == 0:
         raise ValueError(f"train split has {len(train_ds)} videos, fewer than one batch of "
                          f"{d.batch_size} per worker × {world} workers")
-    if hasattr(task, "steps_per_epoch"):
-        task.steps_per_epoch = steps_per_epoch
+    task.set_steps_per_epoch(steps_per_epoch)
 
     # ---- model, optimizer, schedule ---------------------------------------------------------
     model = task.build_model(cfg, train_ds.num_classes, stage)
@@ -193,10 +192,10 @@ def train_loop_per_worker(loop_config: dict) -> None:
         model.load_state_dict(state["model"])
     if cfg.train.sync_batchnorm and world > 1 and cfg.train.use_gpu:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs=getattr(task, "ddp_kwargs", None))
+    model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs=task.ddp_kwargs)
     device = ray.train.torch.get_device()
     amp = _Amp(cfg.train.amp, device)
-    lr_mults = task.lr_multipliers(model, stage) if hasattr(task, "lr_multipliers") else None
+    lr_mults = task.lr_multipliers(model, stage)
     optimizer = build_optimizer(model.parameters(), cfg.optim, lr_mults)
     scheduler = build_scheduler(optimizer, cfg.optim, math.ceil(steps_per_epoch / cfg.train.grad_accum_steps))
     if state is not None and state["train_state"] is not None:

@@ -43,7 +43,7 @@ from torch import nn
 
 from dynvid.config import ExperimentConfig
 from dynvid.data.datasets import scene_config
-from dynvid.engine.task import Stage, unwrap_model
+from dynvid.task import Stage, Task, unwrap_model
 from dynvid.methods.ant.model import ANTDetector
 
 __all__ = ["ANTTask", "build_detector"]
@@ -64,7 +64,7 @@ def frame_targets(targets: list[dict], t: int) -> list[dict]:
     return [{"boxes": tg["boxes"][t], "labels": tg["labels"][t]} for tg in targets]
 
 
-class ANTTask:
+class ANTTask(Task):
     """The ANT detector Task (see the module docstring)."""
 
     name = "ant"

@@ -35,7 +35,7 @@ import torch
 from dynvid.backbones.efficientnet import RATIOS
 from dynvid.detection.efficientdet import cached_retina_anchors
 from dynvid.detection.ssdlite import postprocess
-from dynvid.engine.task import unwrap_model
+from dynvid.task import unwrap_model
 from dynvid.methods.ant.model import ANTDetector, row_groups
 from dynvid.methods.ant.modules import stem_deviation
 from dynvid.metrics.cost import CostMeter

@@ -44,7 +44,7 @@ from torch.nn import functional as F
 from dynvid.backbones.efficientnet import RATIOS
 from dynvid.detection.efficientdet import cached_retina_anchors
 from dynvid.detection.losses import detection_loss_batched
-from dynvid.engine.task import unwrap_model
+from dynvid.task import unwrap_model
 from dynvid.methods.ant.modules import inplace_distillation_loss, sandwich_configs
 
 __all__ = ["detection_loss_batch", "gate_step", "sandwich_step", "stage_costs", "static_step"]

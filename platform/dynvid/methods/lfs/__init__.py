@@ -37,7 +37,7 @@ from torch import nn
 from dynvid.config import ExperimentConfig
 from dynvid.data.datasets import scene_config
 from dynvid.detection.losses import detection_loss_batched
-from dynvid.engine.task import Stage
+from dynvid.task import PolicyTask, Stage
 from dynvid.methods.lfs.model import F0, F1, InterleavedDetector, fixed_schedule, unwrap
 
 __all__ = ["LFSTask", "build_detector", "random_actions"]
@@ -57,7 +57,7 @@ def build_detector(cfg: ExperimentConfig, num_classes: int) -> InterleavedDetect
 
 
 
-class LFSTask:
+class LFSTask(PolicyTask):
     """The Looking Fast and Slow detector Task (see the module docstring)."""
 
     name = "lfs"

@@ -36,7 +36,7 @@ from torch.nn import functional as F
 
 from dynvid.backbones.mobilenetv2 import ConvBNReLU, MobileNetV2
 from dynvid.detection.ssdlite import SSDLiteHead
-from dynvid.engine.task import unwrap_model as unwrap
+from dynvid.task import unwrap_model as unwrap
 from dynvid.methods.lfs.memory import GroupedConvLSTM
 from dynvid.metrics.cost import CostMeter
 

@@ -37,7 +37,7 @@ from torch import nn
 
 from dynvid.backbones import BACKBONES, build_backbone
 from dynvid.config import ExperimentConfig
-from dynvid.engine.task import Stage, unwrap_model
+from dynvid.task import Stage, Task, unwrap_model
 from dynvid.methods.liteeval.gumbel import gumbel_softmax, temperature_at
 from dynvid.methods.liteeval.model import FrameClassifiers, LSTMBaseline, LiteEval, LiteEvalCore
 from dynvid.metrics.classification import AccuracyMeter
@@ -55,7 +55,7 @@ def usage_loss(use: torch.Tensor, gamma: float) -> torch.Tensor:
     return ((use.mean(1) - gamma) ** 2).mean()
 
 
-class LiteEvalTask:
+class LiteEvalTask(Task):
     """The LiteEval Task (see the module docstring)."""
 
     name = "liteeval"

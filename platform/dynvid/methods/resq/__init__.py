@@ -45,7 +45,7 @@ from torch.nn import functional as F
 
 from dynvid.config import ExperimentConfig
 from dynvid.data.datasets import scene_config
-from dynvid.engine.task import Stage, unwrap_model
+from dynvid.task import Stage, Task, unwrap_model
 
 __all__ = ["NETWORKS", "ResQTask", "build_network", "num_outputs"]
 
@@ -69,7 +69,7 @@ def num_outputs(net: nn.Module) -> int:
     return (conv.conv if hasattr(conv, "conv") else conv).out_channels
 
 
-class ResQTask:
+class ResQTask(Task):
     """The ResQ segmentation Task (see the module docstring)."""
 
     name = "resq"

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dynvid.engine.task import unwrap_model
+from dynvid.task import unwrap_model
 from dynvid.methods.resq.layers import QuantConv2d, parse_bits
 from dynvid.methods.resq.wrap import calibrate_model, configure, quant_layers, reset_state, set_mode, wrap_model
 from dynvid.metrics.cost import CostMeter

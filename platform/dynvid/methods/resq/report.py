@@ -54,7 +54,7 @@ def load_model(task, cfg: ExperimentConfig, checkpoint: str) -> nn.Module:
                          f"(config: {cfg.resq.network!r}): run with its settings")
     stage = next((s for s in task.stages if s.name == stage_name), None)
     if stage is None:  # a QAT checkpoint read by a task configured without QAT: rebuild its wrapping
-        from dynvid.engine.task import Stage
+        from dynvid.task import Stage
 
         stage = Stage(stage_name)
     if stage_name == "qat":

@@ -15,14 +15,14 @@ from torch import nn
 
 from dynvid.backbones import build_backbone
 from dynvid.config import ExperimentConfig
-from dynvid.engine.task import Stage
+from dynvid.task import Stage, Task
 from dynvid.metrics.classification import AccuracyMeter, average_view_scores
 from dynvid.metrics.cost import CostAccumulator, CostMeter
 
 __all__ = ["StaticClassification"]
 
 
-class StaticClassification:
+class StaticClassification(Task):
     name = "static"
     stages = (Stage("base", "train the static backbone as a clip classifier", init_from_previous=False),)
 

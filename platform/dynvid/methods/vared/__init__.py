@@ -32,7 +32,7 @@ from torch import nn
 
 from dynvid.backbones import build_backbone
 from dynvid.config import ExperimentConfig
-from dynvid.engine.task import Stage
+from dynvid.task import Stage
 from dynvid.methods.static import StaticClassification
 from dynvid.methods.vared.convert import TARGETS, dynamic_layers, force_policy, make_dynamic, target_names
 from dynvid.methods.vared.dynconv import DynamicConv3d, SoftModulationGate, choices

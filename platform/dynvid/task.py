@@ -1,0 +1,176 @@
+"""The contract between a method and the engine (DESIGN.md, "The contract between methods and the engine").
+
+A method subclasses :class:`Task`: it builds the model and says what a training step and an
+evaluation are; the engine builds data and optimizers, runs the loop on Ray, checkpoints and
+reports. This module imports neither: a method needs nothing from the engine to declare
+itself, and the engine learns everything a method offers from this one class.
+
+Every hook the engine calls is declared here once, with what it is for and a default that
+means "nothing special"; a method overrides the ones it needs. The engine calls them all and
+never asks whether a Task has one (``hasattr``). Three hooks have no default: ``build_model``,
+``training_step`` and ``evaluate``. A method that trains a policy on a frozen model (Looking
+Fast and Slow's DQN) subclasses :class:`PolicyTask`, whose hooks policy sweeps call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Iterable
+
+import torch
+from torch import nn
+
+from dynvid.config import ExperimentConfig, apply_overrides
+
+__all__ = ["PolicyTask", "Stage", "Task", "unwrap_model"]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One training stage of a method (e.g. VA-RED²: static base, dynamic, efficiency finetune).
+
+    Attributes:
+        name: short id, used in run names and checkpoints.
+        description: one line for logs.
+        init_from_previous: start from the previous stage's final checkpoint.
+        overrides: ``key=value`` config overrides for this stage only (e.g. the lower
+            learning rate and shorter schedule of VA-RED²'s efficiency finetune), applied by
+            the worker on top of the job's config.
+        independent_of: config sections or keys this stage does not read (VA-RED²'s static
+            base ignores ``vared``): a sweep over such knobs trains the stage once and shares it.
+    """
+
+    name: str
+    description: str = ""
+    init_from_previous: bool = True
+    overrides: tuple[str, ...] = ()
+    independent_of: tuple[str, ...] = ()
+
+    def config(self, cfg: ExperimentConfig) -> ExperimentConfig:
+        """The job's config with this stage's overrides applied."""
+        return apply_overrides(cfg, list(self.overrides)) if self.overrides else cfg
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The network inside a DDP wrapper (``prepare_model``), or the model itself."""
+    return model.module if hasattr(model, "module") else model
+
+
+class Task:
+    """What a method provides to the engine. Subclass it; override the three abstract hooks and
+    any optional one whose default does not fit."""
+
+    name: ClassVar[str] = ""
+    """The method's name (run names, the registry, checkpoints' metadata)."""
+
+    stages: tuple[Stage, ...] = ()
+    """The training stages, in order (a class or an instance attribute)."""
+
+    inference_knobs: ClassVar[tuple[str, ...]] = ()
+    """Config keys that act only at inference: an inference sweep may vary them over one
+    checkpoint (every other key needs retraining)."""
+
+    ddp_kwargs: ClassVar[dict[str, Any] | None] = None
+    """Keyword arguments of the DDP wrapper (e.g. ``find_unused_parameters`` when a step leaves
+    parameters without gradients)."""
+
+    steps_per_epoch: int | None = None
+    """This worker's optimizer steps per epoch, known once its data loader exists (set through
+    :meth:`set_steps_per_epoch`; e.g. a temperature schedule over global steps)."""
+
+    # ---- the three hooks every method defines -------------------------------------------------
+
+    def build_model(self, cfg: ExperimentConfig, num_classes: int, stage: Stage | None = None) -> nn.Module:
+        """The network of ``stage`` (None: the last stage, the model that gets registered) for
+        ``cfg`` with ``num_classes`` outputs."""
+        raise NotImplementedError(f"{type(self).__name__} must define build_model")
+
+    def training_step(self, model: nn.Module, batch, stage: Stage) -> tuple[torch.Tensor, dict[str, float | torch.Tensor]]:
+        """Loss to backpropagate and scalar logs (per-batch means) for one batch. A log may be a
+        Python float or a detached 0-dim tensor; tensors stay on the device and the engine
+        reads them all in one transfer per log line, so a step needs no host synchronisation
+        (``float(loss)`` would wait for the GPU every step)."""
+        raise NotImplementedError(f"{type(self).__name__} must define training_step")
+
+    def evaluate(self, model: nn.Module, loader: Iterable, stage: Stage) -> dict[str, float]:
+        """Metrics over ``loader`` (this worker's shard). Keys ending in ``_min``/``_max`` are
+        reduced across workers by min/max; every other key is a per-sample mean and is
+        averaged weighted by ``num_samples``, which must be present."""
+        raise NotImplementedError(f"{type(self).__name__} must define evaluate")
+
+    # ---- data ---------------------------------------------------------------------------------
+
+    def datasets(self, cfg: ExperimentConfig, stage: Stage):
+        """``(train, val)`` datasets of ``stage`` (items ``(inputs, target)``, a ``num_classes``
+        attribute and ``set_epoch(epoch)``), or None (the default) for the engine's clip
+        datasets of ``data.train_split`` / ``data.val_split``."""
+        return None
+
+    def eval_dataset(self, cfg: ExperimentConfig):
+        """The validation dataset an inference sweep scores checkpoints on, or None (the
+        default) for the engine's clip dataset of ``data.val_split``."""
+        return None
+
+    def set_steps_per_epoch(self, steps: int) -> None:
+        """Called on each worker before training, with its optimizer steps per epoch."""
+        self.steps_per_epoch = steps
+
+    # ---- optimisation -------------------------------------------------------------------------
+
+    def lr_multipliers(self, model: nn.Module, stage: Stage) -> dict[int, float] | None:
+        """Learning-rate multipliers by parameter ``id`` (e.g. VA-RED²'s gates), or None."""
+        return None
+
+    # ---- around the stages, on the driver -----------------------------------------------------
+
+    def prepare_stage(self, cfg: ExperimentConfig, stage: Stage, init_from: str | None) -> list[str]:
+        """Runs on the driver before ``stage`` starts from checkpoint ``init_from`` (e.g.
+        LiteEval's feature cache); returns ``key=value`` overrides of the stage's config."""
+        return []
+
+    def report(self, cfg: ExperimentConfig, stages: list, out_dir: str) -> dict | None:
+        """After the last stage, on the driver: compare the stages (``trainer.StageResult``
+        list: metrics and checkpoint paths) and write files to ``out_dir``. Returns
+        ``{"metrics": {...}, "table": str, "markdown": str, "artifacts": [paths]}`` (the
+        engine prints the table and logs all to MLflow), or None (the default): no report."""
+        return None
+
+    # ---- the registered model -----------------------------------------------------------------
+
+    def backbone_label(self, cfg: ExperimentConfig) -> str:
+        """The backbone's name in the registered model's name and card."""
+        return cfg.model.backbone
+
+    def example_input(self, cfg: ExperimentConfig) -> torch.Tensor:
+        """An input batch of the registered model (its MLflow signature): by default 2 clips
+        ``(3, clip_len, crop, crop)``."""
+        return torch.zeros(2, 3, cfg.data.clip_len, cfg.data.crop_size, cfg.data.crop_size)
+
+    @staticmethod
+    def num_classes_from_state(state: dict) -> int:
+        """Output classes of a state dict written by this method's model (a checkpoint without
+        them in its metadata): by default the classifier's bias."""
+        for key in ("fc.bias", "head.fc.bias", "classifier.bias"):
+            if key in state:
+                return int(state[key].shape[0])
+        last = [k for k, v in state.items() if k.endswith(".bias") and v.ndim == 1]
+        if not last:
+            raise ValueError("no classifier bias in the state dict: cannot tell its number of classes")
+        return int(state[last[-1]].shape[0])
+
+
+class PolicyTask(Task):
+    """A Task that also trains a policy on one of its frozen models (a policy sweep's trials)."""
+
+    policy_knobs: ClassVar[tuple[str, ...]] = ()
+    """Config keys a policy sweep may vary (each trial trains a policy)."""
+
+    def policy_runner_bundles(self, cfg: ExperimentConfig) -> list[dict[str, float]]:
+        """Ray resource bundles of the policy training's own actors (e.g. RLlib env runners),
+        reserved in a trial's placement group besides the learner's bundle."""
+        return []
+
+    def train_policy(self, cfg: ExperimentConfig, model: str, out_dir: str, tracking_uri: str | None = None) -> dict:
+        """Train, export and evaluate a policy on the frozen ``model`` (a checkpoint folder,
+        ``s3://`` URI or ``models:/NAME@ALIAS``), writing to ``out_dir``; returns its metrics."""
+        raise NotImplementedError(f"{type(self).__name__} must define train_policy")

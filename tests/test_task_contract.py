@@ -1,0 +1,87 @@
+"""The declared Task contract (issue 21, first part): every method subclasses dynvid.task.Task,
+the engine calls its hooks without probing for them, and the contract module depends on
+neither the engine nor the methods."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+import torch
+
+from dynvid.config import ExperimentConfig, apply_overrides
+from dynvid.engine.task import TASKS, get_task, presets
+from dynvid.task import PolicyTask, Stage, Task
+
+PLATFORM = Path(__file__).resolve().parents[1] / "platform" / "dynvid"
+
+
+def _imports(path: Path) -> set[str]:
+    """Every module a file imports (at any depth, function-local imports included)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+    return found
+
+
+@pytest.mark.parametrize("method", sorted(TASKS))
+def test_every_method_is_a_declared_task(method):
+    task = get_task(method, apply_overrides(ExperimentConfig(), presets(method).get("embedded", [])))
+    assert isinstance(task, Task) and task.name == method
+    assert task.stages and all(isinstance(s, Stage) for s in task.stages)
+    assert isinstance(task.inference_knobs, tuple)
+    assert isinstance(task, PolicyTask) == (method == "lfs")  # the one method with a learned policy to train
+
+
+def test_the_engine_calls_hooks_and_never_probes_for_them():
+    probes = []
+    for path in sorted((PLATFORM / "engine").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("hasattr", "getattr")
+                    and node.args and isinstance(node.args[0], ast.Name) and node.args[0].id == "task"):
+                probes.append(f"{path.name}:{node.lineno}")
+    assert probes == []
+
+
+def test_the_contract_module_imports_neither_engine_nor_methods():
+    assert not {m for m in _imports(PLATFORM / "task.py") if m.startswith(("dynvid.engine", "dynvid.methods"))}
+
+
+def test_methods_take_the_contract_from_the_neutral_module():
+    users = [str(p.relative_to(PLATFORM)) for p in sorted((PLATFORM / "methods").rglob("*.py"))
+             if "dynvid.engine.task" in _imports(p)]
+    assert users == []
+
+
+class _Minimal(Task):
+    name = "minimal"
+    stages = (Stage("only"),)
+
+
+def test_optional_hooks_default_to_nothing_special():
+    task, cfg = _Minimal(), ExperimentConfig()
+    stage = task.stages[0]
+    assert task.datasets(cfg, stage) is None and task.eval_dataset(cfg) is None
+    assert task.prepare_stage(cfg, stage, None) == [] and task.report(cfg, [], "/nowhere") is None
+    assert task.lr_multipliers(torch.nn.Linear(1, 1), stage) is None and task.ddp_kwargs is None
+    assert task.backbone_label(cfg) == cfg.model.backbone
+    assert task.example_input(cfg).shape == (2, 3, cfg.data.clip_len, cfg.data.crop_size, cfg.data.crop_size)
+    assert task.num_classes_from_state({"layer.bias": torch.zeros(4), "fc.bias": torch.zeros(7)}) == 7
+    task.set_steps_per_epoch(12)
+    assert task.steps_per_epoch == 12 and _Minimal().steps_per_epoch is None
+    for hook, args in (("build_model", (cfg, 3)), ("training_step", (None, None, stage)),
+                       ("evaluate", (None, [], stage))):
+        with pytest.raises(NotImplementedError, match=f"_Minimal must define {hook}"):
+            getattr(task, hook)(*args)
+
+
+def test_a_task_without_a_report_leaves_no_report_folder(tmp_path):
+    from dynvid.engine.trainer import FitResult, _method_report
+
+    result = FitResult(run_name="r", storage_path=str(tmp_path))
+    assert _method_report(_Minimal(), ExperimentConfig(), result, str(tmp_path)) is None
+    assert list(tmp_path.iterdir()) == []
