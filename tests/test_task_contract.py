@@ -51,6 +51,38 @@ def test_the_contract_module_imports_neither_engine_nor_methods():
     assert not {m for m in _imports(PLATFORM / "task.py") if m.startswith(("dynvid.engine", "dynvid.methods"))}
 
 
+def test_the_engine_imports_nothing_from_the_methods():
+    """The engine reaches a method only through the registry's text table (dynvid.task.METHODS)."""
+    users = {str(p.relative_to(PLATFORM)): sorted(m for m in _imports(p) if m.startswith("dynvid.methods"))
+             for p in sorted((PLATFORM / "engine").glob("*.py"))}
+    assert {k: v for k, v in users.items() if v} == {}
+
+
+def test_the_registry_resolves_names_lazily_and_refuses_what_is_not_a_task():
+    import importlib
+    import sys
+
+    from dynvid import task as contract
+
+    assert contract.method_names() == sorted(TASKS) and "vared" in TASKS
+    with pytest.raises(ValueError, match="unknown method 'nope'; valid: ant, lfs, liteeval, resq, static, vared"):
+        contract.task_class("nope")
+    with pytest.raises(TypeError, match="is not a dynvid.task.Task"):
+        contract.register_task("bad", int)
+    saved = dict(contract.METHODS)
+    try:
+        contract.register_task("minimal", _Minimal)  # a method from outside the repository
+        assert contract.task_class("minimal") is _Minimal and contract.presets("minimal") == {}
+        contract.register_task("broken", "dynvid.config:ExperimentConfig")
+        with pytest.raises(TypeError, match="'broken' resolves to dynvid.config:ExperimentConfig"):
+            contract.task_class("broken")
+    finally:
+        contract.METHODS.clear()
+        contract.METHODS.update(saved)
+    assert presets("vared") == importlib.import_module("dynvid.methods.vared.presets").PRESETS
+    assert "dynvid.methods.vared" in sys.modules  # imported on demand, by the lookup above
+
+
 def test_methods_take_the_contract_from_the_neutral_module():
     users = [str(p.relative_to(PLATFORM)) for p in sorted((PLATFORM / "methods").rglob("*.py"))
              if "dynvid.engine.task" in _imports(p)]

@@ -14,6 +14,7 @@ Fast and Slow's DQN) subclasses :class:`PolicyTask`, whose hooks policy sweeps c
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from typing import Any, ClassVar, Iterable
 
@@ -22,7 +23,8 @@ from torch import nn
 
 from dynvid.config import ExperimentConfig, apply_overrides
 
-__all__ = ["PolicyTask", "Stage", "Task", "unwrap_model"]
+__all__ = ["METHODS", "PolicyTask", "Stage", "Task", "get_task", "method_names", "presets", "register_task",
+           "task_class", "unwrap_model"]
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,15 @@ class Task:
     steps_per_epoch: int | None = None
     """This worker's optimizer steps per epoch, known once its data loader exists (set through
     :meth:`set_steps_per_epoch`; e.g. a temperature schedule over global steps)."""
+
+    presets: ClassVar[dict[str, list[str]]] = {}
+    """Named base configurations (``key=value`` lists), e.g. ``embedded`` (the laptop run on
+    the embedded data) and ``smoke``; a sweep spec selects one with ``preset:``."""
+
+    @classmethod
+    def from_config(cls, cfg: ExperimentConfig) -> Task:
+        """The Task configured from ``cfg`` (by default ``cls(cfg)``)."""
+        return cls(cfg)
 
     # ---- the three hooks every method defines -------------------------------------------------
 
@@ -174,3 +185,55 @@ class PolicyTask(Task):
         """Train, export and evaluate a policy on the frozen ``model`` (a checkpoint folder,
         ``s3://`` URI or ``models:/NAME@ALIAS``), writing to ``out_dir``; returns its metrics."""
         raise NotImplementedError(f"{type(self).__name__} must define train_policy")
+
+
+# ---- the method registry ------------------------------------------------------------------------
+#
+# Checkpoints, registered models and sweep specs name their method, and the processes that read
+# them (Ray workers, Tune trials, an inference sweep) turn the name into a Task. The table below
+# names where each Task class lives, as text: nothing here imports a method until it is asked
+# for, so the engine reaches the methods through this module without importing any of them.
+
+METHODS: dict[str, str] = {
+    "static": "dynvid.methods.static:StaticClassification",
+    "vared": "dynvid.methods.vared:VaredTask",
+    "liteeval": "dynvid.methods.liteeval:LiteEvalTask",
+    "lfs": "dynvid.methods.lfs:LFSTask",
+    "ant": "dynvid.methods.ant:ANTTask",
+    "resq": "dynvid.methods.resq:ResQTask",
+}
+"""Method name -> ``"module:Class"`` of its Task. A new method adds a line here (or calls
+:func:`register_task` from its own package, e.g. outside this repository)."""
+
+
+def register_task(name: str, target: str | type[Task]) -> None:
+    """Make ``name`` resolve to ``target`` (a Task subclass or ``"module:Class"``)."""
+    if isinstance(target, type) and not issubclass(target, Task):
+        raise TypeError(f"{target.__name__} is not a dynvid.task.Task")
+    METHODS[name] = target if isinstance(target, str) else f"{target.__module__}:{target.__qualname__}"
+
+
+def method_names() -> list[str]:
+    """The registered method names, sorted."""
+    return sorted(METHODS)
+
+
+def task_class(name: str) -> type[Task]:
+    """The Task class registered under ``name`` (its module is imported now)."""
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; valid: {', '.join(method_names())}")
+    module, _, attr = METHODS[name].partition(":")
+    cls = getattr(importlib.import_module(module), attr)
+    if not (isinstance(cls, type) and issubclass(cls, Task)):
+        raise TypeError(f"method {name!r} resolves to {METHODS[name]}, which is not a dynvid.task.Task")
+    return cls
+
+
+def get_task(name: str, cfg: ExperimentConfig) -> Task:
+    """The Task registered under ``name``, configured from ``cfg``."""
+    return task_class(name).from_config(cfg)
+
+
+def presets(name: str) -> dict[str, list[str]]:
+    """The named base configurations of method ``name`` (empty for the static baseline)."""
+    return dict(task_class(name).presets)

@@ -43,6 +43,7 @@ from torch import nn
 
 from dynvid.config import ExperimentConfig
 from dynvid.data.datasets import scene_config
+from dynvid.methods.ant.presets import PRESETS
 from dynvid.task import Stage, Task, unwrap_model
 from dynvid.methods.ant.model import ANTDetector
 
@@ -68,6 +69,7 @@ class ANTTask(Task):
     """The ANT detector Task (see the module docstring)."""
 
     name = "ant"
+    presets = PRESETS
     #: act only at inference: an inference sweep varies them over one checkpoint
     inference_knobs = ("ant.key_threshold", "ant.score_threshold", "ant.nms_iou", "ant.max_detections",
                        "ant.eval_frames")

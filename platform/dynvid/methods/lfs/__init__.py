@@ -37,6 +37,7 @@ from torch import nn
 from dynvid.config import ExperimentConfig
 from dynvid.data.datasets import scene_config
 from dynvid.detection.losses import detection_loss_batched
+from dynvid.methods.lfs.presets import PRESETS
 from dynvid.task import PolicyTask, Stage
 from dynvid.methods.lfs.model import F0, F1, InterleavedDetector, fixed_schedule, unwrap
 
@@ -61,6 +62,7 @@ class LFSTask(PolicyTask):
     """The Looking Fast and Slow detector Task (see the module docstring)."""
 
     name = "lfs"
+    presets = PRESETS
     #: act only at inference: an inference sweep varies them over one checkpoint
     inference_knobs = ("lfs.tau", "lfs.policy", "lfs.score_threshold", "lfs.nms_iou", "lfs.eval_frames")
 

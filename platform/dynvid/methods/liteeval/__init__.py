@@ -37,6 +37,7 @@ from torch import nn
 
 from dynvid.backbones import BACKBONES, build_backbone
 from dynvid.config import ExperimentConfig
+from dynvid.methods.liteeval.presets import PRESETS
 from dynvid.task import Stage, Task, unwrap_model
 from dynvid.methods.liteeval.gumbel import gumbel_softmax, temperature_at
 from dynvid.methods.liteeval.model import FrameClassifiers, LSTMBaseline, LiteEval, LiteEvalCore
@@ -59,6 +60,7 @@ class LiteEvalTask(Task):
     """The LiteEval Task (see the module docstring)."""
 
     name = "liteeval"
+    presets = PRESETS
     #: acts only at inference: an inference sweep varies it over one checkpoint
     inference_knobs = ("liteeval.budget",)
 

@@ -45,6 +45,7 @@ from torch.nn import functional as F
 
 from dynvid.config import ExperimentConfig
 from dynvid.data.datasets import scene_config
+from dynvid.methods.resq.presets import PRESETS
 from dynvid.task import Stage, Task, unwrap_model
 
 __all__ = ["NETWORKS", "ResQTask", "build_network", "num_outputs"]
@@ -73,6 +74,7 @@ class ResQTask(Task):
     """The ResQ segmentation Task (see the module docstring)."""
 
     name = "resq"
+    presets = PRESETS
     #: act only at inference: an inference sweep varies them over one checkpoint
     inference_knobs = ("resq.bits", "resq.scheme", "resq.period", "resq.tau", "resq.per_channel",
                        "resq.calib_samples", "resq.calib_candidates", "resq.eval_frames")

@@ -30,6 +30,10 @@ class StaticClassification(Task):
         self.label_smoothing = label_smoothing
         self.view_chunk = view_chunk  # views per forward in multi-view testing (memory bound)
 
+    @classmethod
+    def from_config(cls, cfg: ExperimentConfig) -> StaticClassification:
+        return cls(label_smoothing=cfg.optim.label_smoothing)
+
     def build_model(self, cfg: ExperimentConfig, num_classes: int, stage: Stage | None = None) -> nn.Module:
         m = cfg.model
         return build_backbone(m.backbone, num_classes=m.num_classes or num_classes, width_mult=m.width_mult)

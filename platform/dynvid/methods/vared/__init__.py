@@ -32,6 +32,7 @@ from torch import nn
 
 from dynvid.backbones import build_backbone
 from dynvid.config import ExperimentConfig
+from dynvid.methods.vared.presets import PRESETS
 from dynvid.task import Stage
 from dynvid.methods.static import StaticClassification
 from dynvid.methods.vared.convert import TARGETS, dynamic_layers, force_policy, make_dynamic, target_names
@@ -62,8 +63,13 @@ class VaredTask(StaticClassification):
     """
 
     name = "vared"
+    presets = PRESETS
     #: config keys that act only at inference (swept over one checkpoint, no retraining)
     inference_knobs = ("vared.gate_threshold",)
+
+    @classmethod
+    def from_config(cls, cfg: ExperimentConfig) -> VaredTask:
+        return cls(cfg)
 
     def __init__(self, cfg: ExperimentConfig):
         super().__init__(label_smoothing=cfg.optim.label_smoothing)
