@@ -125,6 +125,16 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _step(task, model, batch, stage, optimizer, scaler, amp: bool, device: torch.device) -> None:
+    """One plain training step: the Task's loss (float16 autocast under AMP), GradScaler."""
+    with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+        loss, _ = task.training_step(model, batch, stage)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+
+
 def plain_loop_stats(cfg: ExperimentConfig, threads: int, device: torch.device) -> dict:
     """A plain PyTorch training loop over the engine's pieces (dataset, model, loss, optimizer,
     schedule): ``cfg.data.loader_workers`` DataLoader processes (pinned memory on CUDA), float16
@@ -154,12 +164,7 @@ def plain_loop_stats(cfg: ExperimentConfig, threads: int, device: torch.device) 
         for batch in loader:
             waited += time.perf_counter() - mark
             batch = _to(batch, device)
-            with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-                loss, _ = task.training_step(model, batch, stage)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+            _step(task, model, batch, stage, optimizer, scaler, amp, device)
             scheduler.step()
             seen += len(batch[1])
             mark = time.perf_counter()
@@ -195,12 +200,7 @@ def resident_batch(cfg: ExperimentConfig, threads: int, device: torch.device, st
         if step == 3:
             _sync(device)
             t0 = time.perf_counter()
-        with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-            loss, _ = task.training_step(model, batch, stage)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
+        _step(task, model, batch, stage, optimizer, scaler, amp, device)
     _sync(device)
     rate = steps * cfg.data.batch_size / (time.perf_counter() - t0)
     print(f"[bench] plain loop on one resident batch: {rate:.1f} clips/s", flush=True)

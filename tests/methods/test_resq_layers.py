@@ -179,13 +179,18 @@ def test_dynamic_resq_skips_a_static_frame_and_reproduces_float_with_a_lossless_
         assert torch.allclose(lossless(frames[1]), conv(frames[1]), atol=1e-5)
 
 
-def test_qat_scales_start_from_ptq_and_learn_through_the_ste():
-    conv = _conv()
+def _qat_layer():
+    """A W8A8->W4A4 layer calibrated on the test frames, QAT on: ``(frames, layer)``."""
     frames = _frames()
-    q = QuantConv2d(conv, key_bits=(8, 8), res_bits=(4, 4))
+    q = QuantConv2d(_conv(), key_bits=(8, 8), res_bits=(4, 4))
     q.calibrate("key", frames[0])
     q.calibrate("residual", frames[1] - frames[0])
     q.enable_qat()
+    return frames, q
+
+
+def test_qat_scales_start_from_ptq_and_learn_through_the_ste():
+    frames, q = _qat_layer()
     assert float(q.qat_scale["key"].detach()) == pytest.approx(q.act_scale["key"])
     assert float(q.qat_scale["residual"].detach()) == pytest.approx(q.act_scale["residual"])
     q.train()
@@ -195,7 +200,7 @@ def test_qat_scales_start_from_ptq_and_learn_through_the_ste():
     q(frames[1]).square().sum().backward()
     assert q.qat_scale["residual"].grad is not None and q.qat_scale["residual"].grad != 0
     assert q.qat_scale["key"].grad != 0  # the residual step reaches the keyframe's quantizer
-    assert conv.weight.grad is not None and conv.weight.grad.abs().sum() > 0
+    assert q.conv.weight.grad is not None and q.conv.weight.grad.abs().sum() > 0
     state = q.state_dict()
     assert {"qat_scale.key", "qat_scale.residual", "conv.weight"} <= set(state)
 
@@ -269,12 +274,7 @@ def test_qat_forward_reads_nothing_back_from_the_device(monkeypatch):
     after each change (enable_qat, init, a state-dict load), not on every forward: on CUDA
     each read is a synchronisation, per layer and frame. A load is a change: a NaN (unset)
     scale loaded afterwards is seen."""
-    conv = _conv()
-    frames = _frames()
-    q = QuantConv2d(conv, key_bits=(8, 8), res_bits=(4, 4))
-    q.calibrate("key", frames[0])
-    q.calibrate("residual", frames[1] - frames[0])
-    q.enable_qat()
+    frames, q = _qat_layer()
     q.train()
     q.mode = "key"
     q(frames[0])  # the first forward reads the state once
