@@ -117,3 +117,27 @@ def test_a_task_without_a_report_leaves_no_report_folder(tmp_path):
     result = FitResult(run_name="r", storage_path=str(tmp_path))
     assert _method_report(_Minimal(), ExperimentConfig(), result, str(tmp_path)) is None
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_results_table_and_the_evaluation_line_are_the_methods_own():
+    """The engine knows no paper's metrics: a Task declares its table columns, its evaluation
+    line and whether a final test follows the last epoch."""
+    from dynvid.engine.trainer import FitResult, StageResult
+    from dynvid.engine.worker import _summary
+
+    cfgs = {m: apply_overrides(ExperimentConfig(), presets(m).get("embedded", [])) for m in TASKS}
+    lfs = get_task("lfs", cfgs["lfs"])
+    result = FitResult(run_name="r", storage_path="/x", columns=lfs.summary_columns)
+    result.stages.append(StageResult("interleaved", "r-interleaved", {"epoch": 2, "val_AP50": 0.5, "val_AP": 0.25,
+                                                                      "val_f0_fraction": 0.125, "val_gflops_avg": 1.0,
+                                                                      "stage_time_s": 3.0}, None))
+    header, _, row = result.table().splitlines()[:3]
+    assert "mAP@0.5" in header and "f0 runs" in header and "clip-1" not in header
+    assert "0.5000" in row and "0.125" in row
+    assert "clip-1" in FitResult(run_name="r", storage_path="/x").table()  # a clip classifier's columns by default
+    val = {"AP50": 0.5, "AP": 0.25, "f0_fraction": 0.125, "gflops_avg": 1.0, "num_samples": 4}
+    assert _summary(val, lfs) == "AP50 0.5000 AP 0.2500 f0_fraction 0.12 GFLOPs 1.000"
+    assert _summary({"clip_top1": 0.5, "gflops_avg": 0.2}, get_task("static", cfgs["static"])) == \
+        "clip-1 0.5000 GFLOPs 0.200"
+    for method in ("lfs", "ant", "resq", "liteeval"):  # their validation metrics are their own test
+        assert get_task(method, cfgs[method]).test_dataset(cfgs[method]) is None, method

@@ -80,6 +80,16 @@ class Task:
     """This worker's optimizer steps per epoch, known once its data loader exists (set through
     :meth:`set_steps_per_epoch`; e.g. a temperature schedule over global steps)."""
 
+    summary_columns: ClassVar[tuple[tuple[str, str, str], ...]] = (
+        ("clip-1", "val_clip_top1", "{:.4f}"), ("clip-5", "val_clip_top5", "{:.4f}"),
+        ("video-1", "test_video_top1", "{:.4f}"), ("video-5", "test_video_top5", "{:.4f}"))
+    """The quality columns of the engine's results table (one row per stage): ``(heading,
+    metric key, format)``; the engine adds stage, epochs, GFLOPs and time around them."""
+
+    summary_metrics: ClassVar[tuple[tuple[str, str, str], ...]] = ()
+    """``(label, metric key, format)`` of the evaluation metrics the engine's per-epoch line
+    shows besides top-k accuracies and GFLOPs (e.g. a detector's ``AP50``)."""
+
     presets: ClassVar[dict[str, list[str]]] = {}
     """Named base configurations (``key=value`` lists), e.g. ``embedded`` (the laptop run on
     the embedded data) and ``smoke``; a sweep spec selects one with ``preset:``."""
@@ -121,6 +131,14 @@ class Task:
         """The validation dataset an inference sweep scores checkpoints on, or None (the
         default) for the engine's clip dataset of ``data.val_split``."""
         return None
+
+    def test_dataset(self, cfg: ExperimentConfig):
+        """The final test of a stage's last epoch (``train.final_test``), scored by
+        :meth:`evaluate`, or None for none. By default the engine's K-LeftCenterRight video views
+        of ``data.val_split`` (VA-RED² thesis Sec. 4.3): clip classifiers report video-1/5."""
+        from dynvid.data.datasets import build_test_dataset  # a clip classifier's data: loaded when asked for
+
+        return build_test_dataset(cfg.data, cfg.train.test_videos, seed=cfg.train.seed)
 
     def set_steps_per_epoch(self, steps: int) -> None:
         """Called on each worker before training, with its optimizer steps per epoch."""

@@ -50,7 +50,7 @@ def test_stages_and_their_schedules() -> None:
     task = LiteEvalTask(_cfg())
     assert [s.name for s in task.stages] == ["cnns", "lstm", "liteeval"]
     cnns = task.stage("cnns").config(_cfg())
-    assert cnns.data.clip_len == 8 and not cnns.train.final_test  # one snippet per video
+    assert cnns.data.clip_len == 8 and task.test_dataset(cnns) is None  # one snippet per video; no video test
     rnn = task.stage("liteeval").config(_cfg())
     assert rnn.optim.optimizer == "adam" and rnn.optim.epochs == 2 and rnn.data.batch_size == 8
     assert not task.stage("cnns").init_from_previous and task.stage("liteeval").init_from_previous

@@ -28,6 +28,7 @@ from dynvid.engine.preflight import prepare_run
 from dynvid.engine.storage import credential_env, fetch_checkpoint, is_remote, ray_storage
 from dynvid.engine.worker import train_loop_per_worker
 from dynvid.tables import format_table
+from dynvid.task import Task
 
 __all__ = ["fit", "EpochHistory", "StageResult", "FitResult", "init_ray"]
 
@@ -49,26 +50,19 @@ class FitResult:
     """``{"name", "version", "model_uri"}`` of the registered final model, if any."""
     report: dict | None = None
     """The method's own report (``Task.report``): ``{"metrics", "table", "artifacts", "dir"}``."""
+    columns: tuple[tuple[str, str, str], ...] = Task.summary_columns
+    """The results table's quality columns: the method's ``Task.summary_columns``."""
 
     @property
     def metrics(self) -> dict:
         return self.stages[-1].metrics if self.stages else {}
 
     def table(self, markdown: bool = False) -> str:
-        """One row per stage: epochs, accuracies, measured GFLOPs per sample (a clip; a whole
-        video for video-level models, whose video-1/5 are then their val accuracies), wall time."""
-        cols = [("stage", "stage", "{}"), ("epochs", "epoch", "{:.0f}"), ("clip-1", "val_clip_top1", "{:.4f}"),
-                ("clip-5", "val_clip_top5", "{:.4f}"), ("video-1", "test_video_top1", "{:.4f}"),
-                ("video-5", "test_video_top5", "{:.4f}"), ("GFLOPs", "val_gflops_avg", "{:.3f}"),
-                ("time", "stage_time_s", "{:.0f}s")]
-        if any("val_AP50" in st.metrics for st in self.stages):  # detectors: mAP instead of accuracies
-            cols = [c for c in cols if not c[1].startswith(("val_clip", "test_video"))]
-            cols[2:2] = [("mAP@0.5", "val_AP50", "{:.4f}"), ("AP", "val_AP", "{:.4f}"),
-                         ("f0 runs", "val_f0_fraction", "{:.3f}")]
-        if any("val_mIoU" in st.metrics for st in self.stages):  # segmentation: float and quantized mIoU
-            cols = [c for c in cols if not c[1].startswith(("val_clip", "test_video"))]
-            cols[2:2] = [("mIoU float", "val_mIoU_float", "{:.4f}"), ("mIoU quant", "val_mIoU", "{:.4f}"),
-                         ("GBOPs quant", "val_gbops_avg", "{:.2f}")]
+        """One row per stage: epochs, the method's quality columns (``Task.summary_columns``;
+        a video-level model's val video-1/5 stand in for the test's), measured GFLOPs per
+        sample (a clip, or a whole video), wall time."""
+        cols = [("stage", "stage", "{}"), ("epochs", "epoch", "{:.0f}"), *self.columns,
+                ("GFLOPs", "val_gflops_avg", "{:.3f}"), ("time", "stage_time_s", "{:.0f}s")]
         rows = []
         for st in self.stages:
             values = {**st.metrics, "stage": st.stage}
@@ -215,7 +209,7 @@ def fit(
     init_ray()
     storage, filesystem = ray_storage(cfg.train.storage_path)
     shown = cfg.train.storage_path if is_remote(cfg.train.storage_path) else storage
-    result = FitResult(run_name=run_name, storage_path=shown)
+    result = FitResult(run_name=run_name, storage_path=shown, columns=task.summary_columns)
     parent = tracking.start_job_run(uri, cfg.train.mlflow_experiment, run_name,
                                     {"method": method, **to_dict(cfg)},
                                     tags={"dynvid.run_identity": run.identity.digest, **dict(run_tags or {})},

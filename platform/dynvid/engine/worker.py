@@ -28,7 +28,6 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 
 from dynvid.config import ExperimentConfig, from_dict, to_dict
-from dynvid.data.datasets import build_test_dataset
 from dynvid.engine.checkpoint import load_checkpoint, save_checkpoint
 from dynvid.engine.ingest import StreamedBatches, localize_dataset, remote_dataset_uri
 from dynvid.engine.optim import build_optimizer, build_scheduler
@@ -305,9 +304,11 @@ def _epochs(run: StageRun, start_epoch: int, global_step: int, state: dict | Non
         if cfg.train.eval_every > 0 and (last or (epoch + 1) % cfg.train.eval_every == 0):
             val = reduce_metrics(task.evaluate(model, val_loader, stage))
             metrics.update({f"val_{k}": v for k, v in val.items()})
-            say(f"[dynvid] epoch {epoch + 1}/{epochs} val " + _summary(val) + f" ({elapsed:.0f}s)")
+            say(f"[dynvid] epoch {epoch + 1}/{epochs} val " + _summary(val, task) + f" ({elapsed:.0f}s)")
         if last and cfg.train.final_test:
-            metrics.update(_final_test(cfg, task, stage, model, say))
+            test_ds = task.test_dataset(cfg)
+            if test_ds is not None:
+                metrics.update(_final_test(cfg, task, stage, model, test_ds, say))
         tracker.log_metrics(metrics, step=epoch + 1)
         _report(metrics, model, optimizer, scheduler, cfg, loop_config, epoch, global_step, rank)
 
@@ -319,16 +320,15 @@ def _bad_videos(train_ds, val_ds) -> dict[str, int]:
             for name, ds in (("train", train_ds), ("val", val_ds)) if hasattr(ds, "bad_videos")}
 
 
-def _summary(val: dict[str, float]) -> str:
-    """The evaluation line: accuracies and GFLOPs (``clip-1 0.4120 clip-5 … GFLOPs 0.238``)."""
+def _summary(val: dict[str, float], task: Task) -> str:
+    """The evaluation line: accuracies, the method's own metrics (``Task.summary_metrics``) and
+    GFLOPs (``clip-1 0.4120 clip-5 … GFLOPs 0.238``)."""
     parts = []
     for key, value in val.items():
         if key.endswith(("_top1", "_top5")):
             parts.append(f"{key.replace('_top', '-')} {value:.4f}")
-    parts += [f"{k} {v:.4f}" for k, v in val.items() if k in ("AP50", "AP", "mIoU_float", "mIoU")]
+    parts += [f"{label} {fmt.format(val[key])}" for label, key, fmt in task.summary_metrics if key in val]
     parts.append(f"GFLOPs {val['gflops_avg']:.3f}")
-    parts += [f"GBOPs {v:.2f}" for k, v in val.items() if k == "gbops_avg"]
-    parts += [f"{k} {v:.2f}" for k, v in val.items() if k in ("fine_reads", "f0_fraction")]
     return " ".join(parts)
 
 
@@ -438,17 +438,14 @@ def _maybe_inject_failure(spec: str | None, epoch: int, step: int) -> None:
         os._exit(1)
 
 
-def _final_test(cfg: ExperimentConfig, task: Task, stage, model, say) -> dict[str, float]:
-    """K-LeftCenterRight video-level accuracy (thesis Sec. 4.3) on the val split."""
+def _final_test(cfg: ExperimentConfig, task: Task, stage, model, test_ds, say) -> dict[str, float]:
+    """The Task's final test (``Task.test_dataset``; by default K-LeftCenterRight video-level
+    accuracy on the val split, thesis Sec. 4.3), as ``test_*`` metrics."""
     d = cfg.data
-    test_ds = build_test_dataset(d, cfg.train.test_videos, seed=cfg.train.seed)
     loader = _loader(test_ds, max(1, d.batch_size // 4), False, d.loader_workers, False)
     t0 = time.perf_counter()
     test = reduce_metrics(task.evaluate(model, loader, stage))
-    say(f"[dynvid] test ({d.num_test_clips} clips × {d.num_test_crops} crops, {int(test['num_samples'])} videos): "
-        f"video-1 {test['video_top1']:.4f} video-5 {test['video_top5']:.4f} "
-        f"GFLOPs/view {test['gflops_avg'] / (d.num_test_clips * d.num_test_crops):.3f} "
-        f"({time.perf_counter() - t0:.0f}s)")
+    say(f"[dynvid] test ({int(test['num_samples'])} samples): {_summary(test, task)} ({time.perf_counter() - t0:.0f}s)")
     return {f"test_{k}": v for k, v in test.items()}
 
 

@@ -70,6 +70,8 @@ class ANTTask(Task):
 
     name = "ant"
     presets = PRESETS
+    summary_columns = (("mAP@0.5", "val_AP50", "{:.4f}"), ("AP", "val_AP", "{:.4f}"))
+    summary_metrics = (("AP50", "AP50", "{:.4f}"), ("AP", "AP", "{:.4f}"))
     #: act only at inference: an inference sweep varies them over one checkpoint
     inference_knobs = ("ant.key_threshold", "ant.score_threshold", "ant.nms_iou", "ant.max_detections",
                        "ant.eval_frames")
@@ -96,17 +98,21 @@ class ANTTask(Task):
         supernet_epochs = c.supernet_epochs or cfg.optim.epochs
         self.stages = (
             Stage("static", "standalone EfficientDet-D0 (every ratio 6) on single frames (Sec. 4.1)",
-                  init_from_previous=False, overrides=("train.final_test=false",),
+                  init_from_previous=False,
                   independent_of=GATE_KEYS + SUPERNET_KEYS),
             Stage("supernet", f"weight-sharing supernet, sandwich rule + in-place KD, {supernet_epochs} epochs "
-                  "(Sec. 3.1)", overrides=(f"optim.epochs={supernet_epochs}", "train.final_test=false"),
+                  "(Sec. 3.1)", overrides=(f"optim.epochs={supernet_epochs}",),
                   independent_of=GATE_KEYS),
             Stage("gates", f"{'fusion + ' if c.temporal else 'non-temporal '}gates, stem frozen, 1 key in "
                   f"{c.key_every}, lr {c.gate_lr:g}, {c.gate_epochs} epochs (Sec. 3.2)",
-                  overrides=(f"optim.epochs={c.gate_epochs}", f"optim.lr={c.gate_lr}", "train.final_test=false")),
+                  overrides=(f"optim.epochs={c.gate_epochs}", f"optim.lr={c.gate_lr}")),
         )
 
     # ---- model and data ---------------------------------------------------------------------
+
+    def test_dataset(self, cfg: ExperimentConfig):
+        """No final test after the last epoch: the validation metrics are the method's own."""
+        return None
 
     def build_model(self, cfg: ExperimentConfig, num_classes: int, stage: Stage | None = None) -> nn.Module:
         model = build_detector(cfg, cfg.model.num_classes or num_classes)

@@ -63,6 +63,9 @@ class LFSTask(PolicyTask):
 
     name = "lfs"
     presets = PRESETS
+    summary_columns = (("mAP@0.5", "val_AP50", "{:.4f}"), ("AP", "val_AP", "{:.4f}"),
+                       ("f0 runs", "val_f0_fraction", "{:.3f}"))
+    summary_metrics = (("AP50", "AP50", "{:.4f}"), ("AP", "AP", "{:.4f}"), ("f0_fraction", "f0_fraction", "{:.2f}"))
     #: act only at inference: an inference sweep varies them over one checkpoint
     inference_knobs = ("lfs.tau", "lfs.policy", "lfs.score_threshold", "lfs.nms_iou", "lfs.eval_frames")
 
@@ -89,10 +92,14 @@ class LFSTask(PolicyTask):
         self.stages = (
             Stage("interleaved", f"interleaved detector, LSTM unrolled {c.unroll} steps, random extractor per step "
                   "(Sec. 3.3)", init_from_previous=False,
-                  overrides=(f"data.clip_len={c.unroll}", "train.final_test=false")),
+                  overrides=(f"data.clip_len={c.unroll}",)),
         )
 
     # ---- model and data ---------------------------------------------------------------------
+
+    def test_dataset(self, cfg: ExperimentConfig):
+        """No final test after the last epoch: the validation metrics are the method's own."""
+        return None
 
     def build_model(self, cfg: ExperimentConfig, num_classes: int, stage: Stage | None = None) -> nn.Module:
         return build_detector(cfg, cfg.model.num_classes or num_classes)

@@ -61,6 +61,7 @@ class LiteEvalTask(Task):
 
     name = "liteeval"
     presets = PRESETS
+    summary_metrics = (("fine_reads", "fine_reads", "{:.2f}"),)
     #: acts only at inference: an inference sweep varies it over one checkpoint
     inference_knobs = ("liteeval.budget",)
 
@@ -100,11 +101,11 @@ class LiteEvalTask(Task):
         cnn_epochs = le.cnn_epochs if le.cnn_epochs is not None else o.epochs
         rnn_epochs = le.rnn_epochs if le.rnn_epochs is not None else o.epochs
         rnn = (f"optim.epochs={rnn_epochs}", "optim.optimizer=adam", f"optim.lr={le.rnn_lr}", "optim.warmup_epochs=0",
-               "optim.weight_decay=0", "train.final_test=false",
+               "optim.weight_decay=0",
                f"data.batch_size={le.rnn_batch_size or d.batch_size}")
         self.stages = (
             Stage("cnns", "finetune the coarse and fine CNNs as step classifiers (Sec. 4.1)", init_from_previous=False,
-                  overrides=(f"data.clip_len={le.snippet_len}", f"optim.epochs={cnn_epochs}", "train.final_test=false"),
+                  overrides=(f"data.clip_len={le.snippet_len}", f"optim.epochs={cnn_epochs}"),
                   independent_of=KNOBS),
             Stage("lstm", "LSTM baseline on the fine features (Table 1), CNNs frozen", overrides=rnn,
                   independent_of=KNOBS),
@@ -115,6 +116,10 @@ class LiteEvalTask(Task):
         return next(s for s in self.stages if s.name == name)
 
     # ---- model ------------------------------------------------------------------------------
+
+    def test_dataset(self, cfg: ExperimentConfig):
+        """No final test after the last epoch: the validation metrics are the method's own."""
+        return None
 
     def build_model(self, cfg: ExperimentConfig, num_classes: int, stage: Stage | None = None) -> nn.Module:
         le, n = cfg.liteeval, cfg.model.num_classes or num_classes

@@ -75,6 +75,10 @@ class ResQTask(Task):
 
     name = "resq"
     presets = PRESETS
+    summary_columns = (("mIoU float", "val_mIoU_float", "{:.4f}"), ("mIoU quant", "val_mIoU", "{:.4f}"),
+                       ("GBOPs quant", "val_gbops_avg", "{:.2f}"))
+    summary_metrics = (("mIoU_float", "mIoU_float", "{:.4f}"), ("mIoU", "mIoU", "{:.4f}"),
+                       ("GBOPs", "gbops_avg", "{:.2f}"))
     #: act only at inference: an inference sweep varies them over one checkpoint
     inference_knobs = ("resq.bits", "resq.scheme", "resq.period", "resq.tau", "resq.per_channel",
                        "resq.calib_samples", "resq.calib_candidates", "resq.eval_frames")
@@ -100,16 +104,20 @@ class ResQTask(Task):
         self._train = None
         self.num_classes: int | None = None
         stages = [Stage("float", "segmentation network in floating point on single frames",
-                        init_from_previous=False, overrides=("train.final_test=false",),
+                        init_from_previous=False,
                         independent_of=QAT_KEYS + self.inference_knobs)]
         if c.qat_epochs:
             stages.append(Stage("qat", f"QAT of ResQ {c.bits} on clips of T={c.period}, scales from PTQ, "
                                 f"lr {c.qat_lr:g}, {c.qat_epochs} epochs (Sec. 5)",
                                 overrides=(f"optim.epochs={c.qat_epochs}", f"optim.lr={c.qat_lr}",
-                                           "optim.warmup_epochs=0", "train.final_test=false")))
+                                           "optim.warmup_epochs=0")))
         self.stages = tuple(stages)
 
     # ---- model and data ---------------------------------------------------------------------
+
+    def test_dataset(self, cfg: ExperimentConfig):
+        """No final test after the last epoch: the validation metrics are the method's own."""
+        return None
 
     def build_model(self, cfg: ExperimentConfig, num_classes: int, stage: Stage | None = None) -> nn.Module:
         from dynvid.methods.resq.layers import parse_bits
