@@ -141,3 +141,63 @@ def test_the_results_table_and_the_evaluation_line_are_the_methods_own():
         "clip-1 0.5000 GFLOPs 0.200"
     for method in ("lfs", "ant", "resq", "liteeval"):  # their validation metrics are their own test
         assert get_task(method, cfgs[method]).test_dataset(cfgs[method]) is None, method
+
+
+TINY_STATIC = ["model.width_mult=0.125", "data.clip_len=4", "data.crop_size=32", "data.train_short_side=36",
+               "data.synthetic_height=36", "data.synthetic_width=48", "data.synthetic_train_videos=8",
+               "data.synthetic_val_videos=4", "data.batch_size=2"]
+EXTRA = {"resq": ["resq.qat_epochs=1", "resq.bits=W8A8->W4A4"]}  # its smoke preset skips the QAT stage
+
+
+@pytest.mark.parametrize("method", sorted(TASKS))
+def test_every_stage_of_every_method_trains_a_step_and_evaluates(method, tmp_path):
+    """timm's test_models, for Tasks: each registered method's every stage builds its tiny model
+    on the data the engine would give it (``stage_datasets``), starting from the previous
+    stage's checkpoint as the worker does, takes one training step with gradients, and
+    evaluates to a sample count, its measured cost and the quality metrics it declares."""
+    import ray
+
+    ray_before = ray.is_initialized()  # LiteEval's feature cache starts a local Ray (Ray Data)
+    try:
+        _train_and_evaluate_every_stage(method, tmp_path)
+    finally:
+        if not ray_before and ray.is_initialized():
+            ray.shutdown()
+
+
+def _train_and_evaluate_every_stage(method, tmp_path):
+    from torch.utils.data import DataLoader
+
+    from dynvid.config import to_dict
+    from dynvid.engine.checkpoint import load_checkpoint, save_checkpoint
+    from dynvid.engine.preflight import stage_datasets
+
+    cfg = apply_overrides(ExperimentConfig(), presets(method).get("smoke", TINY_STATIC) + EXTRA.get(method, [])
+                          + [f"train.storage_path={tmp_path / 'runs'}"])  # LiteEval writes its feature cache there
+    task = get_task(method, cfg)
+    declared = {key[len("val_"):] for _, key, _ in task.summary_columns if key.startswith("val_")}
+    previous = None
+    for i, stage in enumerate(task.stages):
+        init_from = previous if stage.init_from_previous else None
+        overrides = task.prepare_stage(cfg, stage, init_from)
+        stage_cfg = apply_overrides(stage.config(cfg), overrides) if overrides else stage.config(cfg)
+        torch.manual_seed(0)
+        train, val, _ = stage_datasets(task, stage_cfg, stage)
+        model = task.build_model(stage_cfg, train.num_classes, stage)
+        if init_from:
+            model.load_state_dict(load_checkpoint(init_from)["model"], strict=False)
+        task.set_steps_per_epoch(1)
+        model.train()
+        batch = next(iter(DataLoader(train, batch_size=stage_cfg.data.batch_size,
+                                     collate_fn=getattr(train, "collate_fn", None))))
+        loss, logs = task.training_step(model, batch, stage)
+        loss.backward()
+        assert torch.isfinite(loss) and "loss" in logs, stage.name
+        assert any(p.grad is not None for p in model.parameters()), stage.name
+        metrics = task.evaluate(model, DataLoader(val, batch_size=stage_cfg.data.batch_size,
+                                                  collate_fn=getattr(val, "collate_fn", None)), stage)
+        assert metrics["num_samples"] > 0 and metrics["gflops_avg"] > 0, (stage.name, metrics)
+        assert declared & set(metrics), (stage.name, sorted(metrics), sorted(declared))
+        previous = str(tmp_path / f"stage{i}")
+        save_checkpoint(previous, model, config=to_dict(stage_cfg),
+                        metadata={"method": method, "stage": stage.name, "epoch": 0})

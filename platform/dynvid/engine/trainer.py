@@ -58,16 +58,13 @@ class FitResult:
         return self.stages[-1].metrics if self.stages else {}
 
     def table(self, markdown: bool = False) -> str:
-        """One row per stage: epochs, the method's quality columns (``Task.summary_columns``;
-        a video-level model's val video-1/5 stand in for the test's), measured GFLOPs per
-        sample (a clip, or a whole video), wall time."""
+        """One row per stage: epochs, the method's quality columns (``Task.summary_columns``),
+        measured GFLOPs per sample (a clip, or a whole video), wall time."""
         cols = [("stage", "stage", "{}"), ("epochs", "epoch", "{:.0f}"), *self.columns,
                 ("GFLOPs", "val_gflops_avg", "{:.3f}"), ("time", "stage_time_s", "{:.0f}s")]
         rows = []
         for st in self.stages:
             values = {**st.metrics, "stage": st.stage}
-            for k in ("top1", "top5"):  # video-level models (LiteEval) evaluate whole videos on val
-                values.setdefault(f"test_video_{k}", values.get(f"val_video_{k}"))
             rows.append([fmt.format(values[key]) if values.get(key) is not None else "–" for _, key, fmt in cols])
         return format_table([name for name, _, _ in cols], rows, markdown)
 

@@ -61,6 +61,9 @@ class LiteEvalTask(Task):
 
     name = "liteeval"
     presets = PRESETS
+    # the CNN stage scores clips; the RNN stages whole videos, on val
+    summary_columns = (("clip-1", "val_clip_top1", "{:.4f}"), ("clip-5", "val_clip_top5", "{:.4f}"),
+                       ("video-1", "val_video_top1", "{:.4f}"), ("video-5", "val_video_top5", "{:.4f}"))
     summary_metrics = (("fine_reads", "fine_reads", "{:.2f}"),)
     #: acts only at inference: an inference sweep varies it over one checkpoint
     inference_knobs = ("liteeval.budget",)

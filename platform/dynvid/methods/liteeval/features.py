@@ -206,6 +206,10 @@ def build_feature_cache(cfg: ExperimentConfig, checkpoint: str, root: str | None
     if found is not None:
         print(f"[dynvid] liteeval: feature cache {uri} exists ({found['splits']}); reusing it", flush=True)
         return FeatureCache(uri, found)
+    if not ray.is_initialized():  # Ray Data would start Ray itself, and wait forever for a dead recorded head
+        from dynvid.engine.trainer import init_ray  # the engine's: a local instance that checks first
+
+        init_ray()
     t0 = time.perf_counter()
     print(f"[dynvid] liteeval: extracting coarse + fine features of {sum(splits.values())} videos -> {uri}", flush=True)
     path, fs = _fs_path(uri)
