@@ -201,3 +201,22 @@ def _train_and_evaluate_every_stage(method, tmp_path):
         previous = str(tmp_path / f"stage{i}")
         save_checkpoint(previous, model, config=to_dict(stage_cfg),
                         metadata={"method": method, "stage": stage.name, "epoch": 0})
+
+
+def test_each_method_names_its_runs_by_its_own_network_and_input():
+    """Run names are the key a rerun resumes by: the label of each method (``Task.run_label``)
+    must stay what it was when config.py held the per-method branches."""
+    cfg = apply_overrides(ExperimentConfig(), ["model.width_mult=0.25", "ant.width_mult=0.5", "ant.image_size=192",
+                                               "resq.qat_epochs=2", "data.synthetic_height=160",
+                                               "data.synthetic_width=160"])
+    labels = {m: get_task(m, cfg).run_label(cfg) for m in ("static", "vared", "ant", "resq", "lfs")}
+    assert labels["static"] == "static_r2plus1d_18-w0.25_8x4x112"
+    assert labels["vared"] == "vared_r2plus1d_18-w0.25_8x4x112"
+    assert labels["ant"] == "ant_effdet-d0-w0.5x192"
+    assert labels["resq"] == f"resq_{cfg.resq.network}x160x160-qat2"
+    c = cfg.lfs
+    assert labels["lfs"] == f"lfs_mnv2-{c.f0_width:g}x{c.f0_size}-{c.f1_width:g}x{c.f1_size}"
+    nontemporal = apply_overrides(cfg, ["ant.temporal=false"])
+    assert get_task("ant", nontemporal).run_label(nontemporal).startswith("ant-nontemporal_effdet-d0")
+    name = cfg.run_name("ant", digest="1a2b3c4d", label=labels["ant"])
+    assert name == f"ant_effdet-d0-w0.5x192_synthetic-actions_e{cfg.optim.epochs}_s0_h1a2b3c4d"

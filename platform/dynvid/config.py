@@ -514,10 +514,12 @@ class ExperimentConfig:
     ant: AntConfig = field(default_factory=AntConfig)
     resq: ResQConfig = field(default_factory=ResQConfig)
 
-    def run_name(self, method: str = "static", digest: str | None = None) -> str:
+    def run_name(self, method: str = "static", digest: str | None = None, label: str | None = None) -> str:
         """The run's name, the key its stages resume by: ``train.name`` when set, else a name
         that encodes the run (mmaction2 style) and ends with ``_h<digest>``, a short hash of
-        the run's identity, e.g. ``static_r2plus1d_18-w0.25_8x4x112_synthetic-actions_e10_s0_h1a2b3c4d``.
+        the run's identity, e.g. ``static_r2plus1d_18-w0.25_8x4x112_synthetic-actions_e10_s0_h1a2b3c4d``:
+        the method's ``label`` (``Task.run_label``: its network and input; by default
+        :meth:`clip_label`), the dataset, epochs and seed.
 
         The engine passes the digest of the full identity (config, dataset files, start
         checkpoint: :mod:`dynvid.engine.identity`); without one, the hash covers the config
@@ -526,27 +528,15 @@ class ExperimentConfig:
             return self.train.name
         if digest is None:
             digest = short_digest({"method": method, "config": identity_config(self)})
-        return f"{self._readable_name(method)}_h{digest}"
+        dataset = self.data.dataset.rstrip("/").split("/")[-1].replace(":", "-") or "data"
+        label = self.clip_label(method) if label is None else label
+        return f"{label}_{dataset}_e{self.optim.epochs}_s{self.train.seed}_h{digest}"
 
-    def _readable_name(self, method: str) -> str:
+    def clip_label(self, method: str) -> str:
+        """A clip network's part of a run name: method, backbone, width, ``T x stride x crop``."""
         d, m = self.data, self.model
-        dataset = d.dataset.rstrip("/").split("/")[-1].replace(":", "-") or "data"
-        if method == "ant":  # the supernet's resolution and width; the non-temporal baseline named as such
-            c = self.ant
-            width = "" if c.width_mult == 1.0 else f"-w{c.width_mult:g}"
-            kind = "" if c.temporal else "-nontemporal"
-            return f"ant{kind}_effdet-d0{width}x{c.image_size}_{dataset}_e{self.optim.epochs}_s{self.train.seed}"
-        if method == "resq":  # the network and its input size; QAT named with its bits
-            c = self.resq
-            qat = f"-qat{c.qat_epochs}" if c.qat_epochs else ""
-            return (f"resq_{c.network}x{d.synthetic_height}x{d.synthetic_width}{qat}_{dataset}"
-                    f"_e{self.optim.epochs}_s{self.train.seed}")
-        if method == "lfs":  # two extractors: width × resolution of each
-            c = self.lfs
-            return (f"lfs_mnv2-{c.f0_width:g}x{c.f0_size}-{c.f1_width:g}x{c.f1_size}_{dataset}"
-                    f"_e{self.optim.epochs}_s{self.train.seed}")
         width = "" if m.width_mult == 1.0 else f"-w{m.width_mult:g}"
-        return f"{method}_{m.backbone}{width}_{d.clip_len}x{d.stride}x{d.crop_size}_{dataset}_e{self.optim.epochs}_s{self.train.seed}"
+        return f"{method}_{m.backbone}{width}_{d.clip_len}x{d.stride}x{d.crop_size}"
 
 
 # ---- run identity -----------------------------------------------------------------------------

@@ -166,6 +166,11 @@ class Task:
 
     # ---- the registered model -----------------------------------------------------------------
 
+    def run_label(self, cfg: ExperimentConfig) -> str:
+        """This method's part of a derived run name (``ExperimentConfig.run_name``): what
+        network on what input, e.g. ``vared_r2plus1d_18-w0.25_8x4x112``."""
+        return cfg.clip_label(self.name)
+
     def backbone_label(self, cfg: ExperimentConfig) -> str:
         """The backbone's name in the registered model's name and card."""
         return cfg.model.backbone

@@ -164,6 +164,6 @@ def prepare_run(cfg: ExperimentConfig, method: str, init_from: str | None = None
         fetch_checkpoint(init_from)  # a missing or incomplete checkpoint fails here, not in a worker
     check_datasets(task, cfg)
     identity = run_identity(cfg, method, init_from)
-    run_name = cfg.run_name(method, identity.digest)
+    run_name = cfg.run_name(method, identity.digest, label=task.run_label(cfg))
     claim_run(cfg.train.storage_path, run_name, identity, tracking.git_info())
     return PreparedRun(cfg, task, run_stages, init_from, run_name, identity, uri)

@@ -120,6 +120,12 @@ class ANTTask(Task):
             model.freeze_stem()
         return model
 
+    def run_label(self, cfg: ExperimentConfig) -> str:
+        """The supernet's width and resolution; the non-temporal baseline named as such."""
+        c = cfg.ant
+        width = "" if c.width_mult == 1.0 else f"-w{c.width_mult:g}"
+        return f"ant{'' if c.temporal else '-nontemporal'}_effdet-d0{width}x{c.image_size}"
+
     def backbone_label(self, cfg: ExperimentConfig) -> str:
         """The name the registry files the model under."""
         return "efficientdet_d0" + ("" if cfg.ant.width_mult == 1.0 else f"_w{cfg.ant.width_mult:g}")

@@ -104,6 +104,11 @@ class LFSTask(PolicyTask):
     def build_model(self, cfg: ExperimentConfig, num_classes: int, stage: Stage | None = None) -> nn.Module:
         return build_detector(cfg, cfg.model.num_classes or num_classes)
 
+    def run_label(self, cfg: ExperimentConfig) -> str:
+        """The two extractors: width x resolution of each."""
+        c = cfg.lfs
+        return f"lfs_mnv2-{c.f0_width:g}x{c.f0_size}-{c.f1_width:g}x{c.f1_size}"
+
     def backbone_label(self, cfg: ExperimentConfig) -> str:
         """The name the registry files the model under (two MobileNetV2 extractors)."""
         return "mobilenet_v2"

@@ -127,9 +127,10 @@ def train_policies(cfg: ExperimentConfig, detector: str, gammas, out_root: str, 
     rows, learned = [], {}
     for gamma in gammas:
         g_cfg = apply_overrides(cfg, [f"lfs.gamma={gamma}"])
-        name = f"{g_cfg.run_name('lfs')}-policy-gamma{gamma:g}"
+        task = LFSTask(g_cfg)
+        name = f"{g_cfg.run_name('lfs', label=task.run_label(g_cfg))}-policy-gamma{gamma:g}"
         out_dir = os.path.join(out_root, name)
-        m = train_adaptive_policy(LFSTask(g_cfg), g_cfg, detector, out_dir, progress=progress, fixed_rows=fixed)
+        m = train_adaptive_policy(task, g_cfg, detector, out_dir, progress=progress, fixed_rows=fixed)
         fixed = m.pop("fixed_rows")
         learned[f"learned γ={gamma:g}"] = m.pop("row")
         rows.append(m)

@@ -133,6 +133,11 @@ class ResQTask(Task):
             layer.enable_qat()
         return net
 
+    def run_label(self, cfg: ExperimentConfig) -> str:
+        """The network and its input size; QAT named with its epochs."""
+        c, d = cfg.resq, cfg.data
+        return f"resq_{c.network}x{d.synthetic_height}x{d.synthetic_width}{f'-qat{c.qat_epochs}' if c.qat_epochs else ''}"
+
     def backbone_label(self, cfg: ExperimentConfig) -> str:
         """The name the registry files the model under."""
         return cfg.resq.network + (f"_qat_{cfg.resq.bits}".replace("->", "_") if cfg.resq.qat_epochs else "")
