@@ -130,3 +130,38 @@ def test_console_script_installed():
     out = subprocess.run([str(exe), "cost", "r2plus1d_18", "--input", "3x8x64x64", "--width-mult", "0.25"],
                          capture_output=True, text=True, check=True).stdout
     assert "GFLOPs" in out
+
+
+@pytest.mark.parametrize("method,args,expect", [
+    ("liteeval", [], "embedded"), ("ant", ["--smoke-test"], "smoke"), ("static", [], "none"),
+    ("resq", ["--preset", "none"], "none")])
+def test_train_applies_the_methods_preset_under_the_users_settings(monkeypatch, capsys, method, args, expect):
+    """``dynvid train --method M`` covers every method, starting from its preset (embedded by
+    default, smoke under --smoke-test); --set still wins. fit itself is stood in for: the
+    engine's training is tested with the engine."""
+    import dynvid.engine.trainer as trainer
+    from dynvid.config import ExperimentConfig, apply_overrides
+    from dynvid.task import presets
+
+    seen = {}
+
+    class Result:
+        run_name, metrics = "r", {"val_gflops_avg": 1.0}
+
+    def fake_fit(cfg, method, init_from=None):
+        seen.update(cfg=cfg, method=method)
+        return Result()
+
+    monkeypatch.setattr(trainer, "fit", fake_fit)
+    assert main(["train", "--method", method, *args, "--set", "train.seed=7"]) == 0
+    want = apply_overrides(ExperimentConfig(), presets(method).get(expect, []) + ["train.seed=7"])
+    assert seen["method"] == method and seen["cfg"] == want
+    assert f"preset {expect}" in capsys.readouterr().out
+
+
+def test_train_refuses_an_unknown_method_or_preset(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--method", "nope"])
+    assert exc.value.code == 2 and "invalid choice: 'nope'" in capsys.readouterr().err
+    assert main(["train", "--method", "vared", "--preset", "paper"]) == 2
+    assert capsys.readouterr().err.strip() == "dynvid train: error: --preset paper: vared has presets embedded, smoke"

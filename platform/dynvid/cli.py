@@ -207,11 +207,24 @@ def cmd_cost(args: argparse.Namespace) -> int:
 # ---- train --------------------------------------------------------------------------------
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from dynvid.config import ExperimentConfig, load_config
-    from dynvid.engine.trainer import fit
+    from dynvid.engine.jobs import exit_on_bad_input
 
+    return exit_on_bad_input("dynvid train", lambda: _train(args))
+
+
+def _train(args: argparse.Namespace) -> int:
+    from dynvid.config import ExperimentConfig, apply_overrides, load_config
+    from dynvid.engine.trainer import fit
+    from dynvid.task import presets
+
+    named = presets(args.method)
+    preset = "smoke" if args.smoke_test else (args.preset or ("embedded" if "embedded" in named else "none"))
+    if preset != "none" and preset not in named:
+        raise ValueError(f"--preset {preset}: {args.method} has presets {', '.join(sorted(named)) or 'none'}")
+    base = apply_overrides(ExperimentConfig(), named.get(preset, []))
     overrides = args.overrides + ([f"train.mlflow_tracking_uri={args.tracking_uri}"] if args.tracking_uri else [])
-    cfg = load_config(ExperimentConfig, args.config, overrides)
+    cfg = load_config(ExperimentConfig, args.config, overrides, base=base)
+    print(f"[dynvid] train {args.method} (preset {preset})", flush=True)
     result = fit(cfg, method=args.method, init_from=args.init_from)
     print(json.dumps({"run_name": result.run_name, "metrics": result.metrics}, indent=2, default=str))
     return 0
@@ -332,8 +345,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_cost)
 
     t = sub.add_parser("train", help="train a method with Ray Train")
-    t.add_argument("--method", default="static", help="static (one stage), vared (VA-RED²: base, dynamic, finetune) "
-                   "or liteeval (LiteEval: cnns, lstm, liteeval)")
+    from dynvid.task import method_names
+
+    t.add_argument("--method", default="static", choices=method_names(),
+                   help="the method to train, all its stages (default static)")
+    t.add_argument("--preset", help="the method's named base configuration (default: embedded, the laptop run on "
+                   "the embedded data, where the method has one; none: the config defaults)")
+    t.add_argument("--smoke-test", action="store_true", help="the method's smoke preset: a tiny run of every stage")
     t.add_argument("--config")
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     t.add_argument("--init-from", metavar="URI", help="checkpoint (directory or s3://) the first stage starts from")
