@@ -45,6 +45,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +53,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 JOBS_DIR = ROOT / "jobs"
 GPU = ["train.use_gpu=true", "train.amp=true"]
+RAY_START_TIMEOUT_S = 180
 CPU = ["train.use_gpu=false", "train.amp=true"]
 
 
@@ -105,7 +107,7 @@ options = local_ray_options()
 os.environ.update(options["runtime_env"]["env_vars"])  # the raylet's workers (every job's) inherit it
 import ray
 kwargs = {} if sys.argv[2] == "auto" else {"num_gpus": int(sys.argv[2])}
-ray.init(_temp_dir=sys.argv[1], log_to_driver=False, **options, **kwargs)
+ray.init(address="local", _temp_dir=sys.argv[1], log_to_driver=False, **options, **kwargs)
 print(ray.get_runtime_context().gcs_address, flush=True)
 sys.stdin.read()
 ray.shutdown()
@@ -129,10 +131,16 @@ def start_ray(temp_dir: Path, env: dict, dry_run: bool) -> tuple[subprocess.Pope
     """A Ray instance in its own temporary folder, held by a child process; its GCS address."""
     holder = subprocess.Popen([sys.executable, "-c", _RAY_HOLDER, str(temp_dir), "0" if dry_run else "auto"],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
-    address = holder.stdout.readline().strip()
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.append(holder.stdout.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout=RAY_START_TIMEOUT_S)
+    address = lines[0].strip() if lines else ""
     if not address:
-        holder.wait(timeout=60)
-        raise RuntimeError(f"could not start Ray for the checks (exit status {holder.returncode})")
+        holder.kill()
+        holder.wait()
+        why = "it exited" if lines else f"no address within {RAY_START_TIMEOUT_S} s"
+        raise RuntimeError(f"could not start Ray for the checks ({why}; exit status {holder.returncode})")
     return holder, address
 
 
@@ -158,6 +166,9 @@ def run_check(check: Check, cmd: list[str], env: dict, log_dir: Path, timeout_s:
         except subprocess.TimeoutExpired:
             _kill_group(proc)
             rc, timed_out = proc.returncode, True
+        except BaseException:  # Ctrl-C reaches this process only (the job has its own session): stop the job too
+            _kill_group(proc)
+            raise
     wall = time.perf_counter() - t0
     status = "timeout" if timed_out else ("ok" if rc == 0 else "failed")
     row = {"name": check.name, "kind": check.kind, "status": status, "rc": rc, "wall_s": round(wall, 1),

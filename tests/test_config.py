@@ -113,3 +113,12 @@ def test_float_fields_accept_exponent_notation_without_a_dot():
     assert cfg.optim.weight_decay == 5e-4 and cfg.optim.lr == 1e-3
     with pytest.raises(ConfigError, match="expected a number"):
         apply_overrides(ExperimentConfig(), ["optim.lr=fast"])
+
+
+def test_resource_settings_leave_the_run_identity_alone():
+    """A rerun that only moves work to other hardware resumes the same run."""
+    from dynvid.config import identity_config
+
+    base = ExperimentConfig()
+    for setting in ("lfs.dqn_learner_gpus=1", "train.cpus_per_worker=2", "data.loader_workers=3"):
+        assert identity_config(apply_overrides(base, [setting])) == identity_config(base), setting

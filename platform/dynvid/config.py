@@ -563,6 +563,7 @@ NOT_IN_RUN_IDENTITY = (
     "data.loader_workers",
     "data.decoders",
     "data.cpus_per_decoder",
+    "lfs.dqn_learner_gpus",
     "optim.epochs",
     "liteeval.feature_cache",
 )

@@ -37,12 +37,16 @@ def test_nms_equals_the_sequential_greedy_rule(seed):
     scores = torch.rand(120, generator=torch.Generator().manual_seed(100 + seed))
     for thr in (0.3, 0.5, 0.7):
         assert nms(boxes, scores, thr).tolist() == sequential_nms(boxes, scores, thr)
+        order = scores.argsort(descending=True)  # the fixed-point rounds a GPU runs, on the same boxes
+        keep = greedy_keep(boxes[order], torch.ones(120, dtype=torch.bool), thr, sequential=False)
+        assert sorted(order[keep].tolist()) == sorted(sequential_nms(boxes, scores, thr))
 
 
-def test_greedy_keep_on_a_batch_equals_each_image_alone_and_ignores_invalid_candidates():
+@pytest.mark.parametrize("sequential", [True, False])  # the CPU's one pass; the devices' fixed-point rounds
+def test_greedy_keep_on_a_batch_equals_each_image_alone_and_ignores_invalid_candidates(sequential):
     boxes = torch.stack([clustered_boxes(60, s) for s in range(3)])  # already "sorted": index = rank
     valid = torch.rand(3, 60, generator=torch.Generator().manual_seed(7)) > 0.3
-    keep = greedy_keep(boxes, valid, 0.4)
+    keep = greedy_keep(boxes, valid, 0.4, sequential=sequential)
     for b in range(3):
         rows = valid[b].nonzero().flatten()
         ref = sequential_nms(boxes[b, rows], -rows.float(), 0.4)  # better = lower index

@@ -48,15 +48,16 @@ def test_evaluation_reads_the_widths_and_one_table_of_detections_per_frame():
     post = dict(score_threshold=0.05, iou_threshold=0.5, max_detections=100)
     with SyncCounter() as s:
         out = run_videos(m, clips, AntMode(threshold=None, key_every=KEY_EVERY), count=False, post=post)
-    # + per frame: the detections of all videos in one read, and one read per NMS round
-    rounds = s.counts["equal"]
-    assert s.counts["tolist"] == 6 * NONKEY + T and T <= rounds <= 8 * T, s.counts
-    assert s.reads == s.counts["tolist"] + rounds, s.counts
+    # + per frame: the detections of all videos in one read. On the CPU, where reads are free,
+    # post-processing also cuts the candidates (one int) and runs NMS in one NumPy pass; on a
+    # device it runs one read per NMS round instead (greedy_keep's rounds, tested with the boxes)
+    assert s.counts["tolist"] == 6 * NONKEY + T, s.counts
+    assert s.counts["__int__"] <= T and s.reads == s.counts["tolist"] + s.counts["__int__"] + s.counts["numpy"]
     assert len(out["dets"]) == B and all(len(d) == T for d in out["dets"])
     with SyncCounter() as s:  # the key-frame rule adds one read per frame after the first
-        run_videos(m, clips, AntMode(threshold=0.1), count=False)
-    flags, widths = T - 1, s.counts["tolist"] - (T - 1)
-    assert flags >= 0 and widths % 6 == 0 and s.reads == s.counts["tolist"], s.counts
+        out = run_videos(m, clips, AntMode(threshold=0.1), count=False)
+    gated = int((~out["keys"]).any(0).sum())  # frames where some video ran the gates: 6 width reads each
+    assert s.counts["tolist"] == (T - 1) + 6 * gated and s.reads == s.counts["tolist"], (s.counts, gated)
 
 
 def test_row_groups_split_rows_by_value_without_reading_back():

@@ -547,6 +547,8 @@ def test_per_sample_costs_recorded_on_a_device_are_summed_there_and_read_once():
             record_cost(layer, torch.ones(3, dtype=torch.float64, device="meta"), act_bits=8)
     with pytest.raises(NotImplementedError):
         meter.per_sample_macs  # noqa: B018 - the one read, impossible on meta
+    with CostMeter(layer, batch_size=3):  # a number's MACs with per-sample bits from the device
+        record_cost(layer, 100.0, act_bits=torch.full((3,), 8.0, device="meta"))
     with CostMeter(layer, batch_size=3) as host:  # the same on the host: the totals add up
         for k in range(4):
             record_cost(layer, torch.tensor([1.0, 2.0, 3.0]) * k, act_bits=torch.tensor([8.0, 8.0, 4.0]))

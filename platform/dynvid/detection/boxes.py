@@ -20,7 +20,9 @@ after ``n`` rounds the ``n`` best boxes are final (each depends only on better o
 round that changes nothing is that solution. Each round is one tensor op over the IoU matrix
 and costs one read of "changed?" to the host, instead of one read per box (a host–device
 synchronisation each on a GPU); the rounds needed are the longest chain of boxes
-suppressing or freeing each other, a handful in practice, ``N`` at worst.
+suppressing or freeing each other, a handful in practice, ``N`` at worst. On the CPU, where a
+read costs nothing, the same rule runs as the sequential pass over the IoU matrix instead
+(fewer operations when many boxes are suppressed).
 """
 
 from __future__ import annotations
@@ -78,14 +80,23 @@ def decode(codes: torch.Tensor, anchors: torch.Tensor, scale_factors=SCALE_FACTO
     return torch.stack([x - 0.5 * w, y - 0.5 * h, x + 0.5 * w, y + 0.5 * h], -1)
 
 
-def greedy_keep(boxes: torch.Tensor, valid: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+def greedy_keep(boxes: torch.Tensor, valid: torch.Tensor, iou_threshold: float,
+                sequential: bool | None = None) -> torch.Tensor:
     """Greedy NMS over candidates already sorted by decreasing score: ``boxes (..., N, 4)``,
     ``valid (..., N)`` (padding and candidates below the score threshold are False: never
     kept, never suppress). Returns the ``(..., N)`` kept mask, on the device (see the module
-    docstring for the rounds)."""
+    docstring for the rounds). ``sequential``: the one-pass rule (default: on the CPU only)."""
     n = boxes.shape[-2]
     # over[..., j, i]: the better box j overlaps the worse box i beyond the threshold
     over = (box_iou(boxes, boxes) > iou_threshold).triu_(1)
+    if boxes.device.type == "cpu" if sequential is None else sequential:  # reads are free: one pass per image
+        keep_np = valid.clone().reshape(-1, n).numpy()
+        over_np = over.reshape(-1, n, n).numpy()
+        for kept, rows in zip(keep_np, over_np):
+            for i in range(n):
+                if kept[i]:
+                    kept &= ~rows[i]
+        return torch.from_numpy(keep_np).reshape(valid.shape)
     keep = valid.clone()
     for _ in range(n):
         new = valid & ~(over & keep.unsqueeze(-1)).any(-2)

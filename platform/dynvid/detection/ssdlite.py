@@ -104,7 +104,8 @@ def postprocess(cls_logits: torch.Tensor, box_codes: torch.Tensor, anchors: torc
     All images of the batch are processed together on the logits' device (candidates
     padded to the cap, :func:`~dynvid.detection.boxes.greedy_keep`); the detections come back
     on ``device`` (None: the logits' device) with one read to the host for the whole batch,
-    plus one per NMS round."""
+    plus one per NMS round. On the CPU, where a read costs nothing, the candidates are first
+    cut to the most any image has above ``score_threshold`` (NMS is quadratic in them)."""
     B, N, C = cls_logits.shape
     k = min(pre_nms_top_k, N * C)
     target = cls_logits.device if device is None else torch.device(device)
@@ -114,6 +115,9 @@ def postprocess(cls_logits: torch.Tensor, box_codes: torch.Tensor, anchors: torc
         return [dict(empty) for _ in range(B)]
     scores, flat = torch.sigmoid(cls_logits).reshape(B, N * C).topk(k, dim=1)  # best first
     valid = scores > score_threshold
+    if cls_logits.device.type == "cpu":  # a read is free here: NMS over the candidates above the threshold only
+        k = max(1, int(valid.sum(1).max()))  # they come first (best first); an unsure detector has few
+        scores, flat, valid = scores[:, :k], flat[:, :k], valid[:, :k]
     labels = flat % C
     boxes = decode(box_codes, anchors).gather(1, (flat // C)[..., None].expand(B, k, 4))
     keep = greedy_keep(boxes + class_offsets(boxes, labels, valid), valid, iou_threshold)

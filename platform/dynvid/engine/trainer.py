@@ -279,14 +279,14 @@ def _method_report(task, cfg: ExperimentConfig, result: FitResult, local_storage
     """Run the method's driver-side report into ``<storage>/<run>-report`` (a temporary folder
     when storage is remote: the files then live in MLflow) and print its table; None when the
     method writes no report (its folder is removed again)."""
+    existed = bool(local_storage) and os.path.isdir(os.path.join(local_storage, f"{result.run_name}-report"))
     out_dir = (os.path.join(local_storage, f"{result.run_name}-report") if local_storage
                else tempfile.mkdtemp(prefix="dynvid-report-"))
-    existed = os.path.isdir(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     written = task.report(cfg, result.stages, out_dir)
     if written is None:
         if not existed and not os.listdir(out_dir):
-            os.rmdir(out_dir)
+            os.rmdir(out_dir)  # the local folder, or the temporary one of remote storage
         return None
     print(f"[dynvid] {task.name} report -> {out_dir}", flush=True)
     report = dict(written)

@@ -503,7 +503,7 @@ class CostMeter:
                     f"({batch},) for the metered batch of {batch} samples, or a number"
                 )
             per_sample = macs_t
-        self._accumulate(name, per_sample, weight_t, act_t)
+        self._accumulate(name, per_sample.to(device), weight_t, act_t)  # a number's MACs with a device's bits
 
     def _accumulate(self, name: str, per_sample: torch.Tensor, weight_bits: Any, act_bits: Any) -> None:
         if name in self._macs and self._macs[name].shape != per_sample.shape:

@@ -52,6 +52,7 @@ def configure(model: nn.Module, bits: str, per_channel: bool = False, tau: float
         layer.act_scale = {"key": None, "frame": None, "residual": None}
         layer.pool_scale = {b: None for b in (pool or ())}
         layer.x_key = layer.z_key = None
+        layer.reset_statistics()  # counts per bit-width of the old pool would not fit the new one
 
 
 def quant_layers(model: nn.Module) -> list[QuantConv2d]:
