@@ -220,3 +220,19 @@ def test_each_method_names_its_runs_by_its_own_network_and_input():
     assert get_task("ant", nontemporal).run_label(nontemporal).startswith("ant-nontemporal_effdet-d0")
     name = cfg.run_name("ant", digest="1a2b3c4d", label=labels["ant"])
     assert name == f"ant_effdet-d0-w0.5x192_synthetic-actions_e{cfg.optim.epochs}_s0_h1a2b3c4d"
+
+
+def test_gumbel_softmax_is_a_shared_layer_not_liteevals():
+    """ANT's gates sample with the Gumbel-softmax LiteEval's gate uses: one shared layer
+    (dynvid.layers), and ANT no longer imports from LiteEval's package."""
+    from dynvid import layers
+    from dynvid.methods.liteeval import gumbel
+
+    assert gumbel.gumbel_softmax is layers.gumbel_softmax
+    ant = {m for p in (PLATFORM / "methods" / "ant").glob("*.py") for m in _imports(p)}
+    assert not {m for m in ant if m.startswith("dynvid.methods.liteeval")}
+    logits = torch.tensor([[0.0, 5.0, -5.0]], requires_grad=True)
+    sample = layers.gumbel_softmax(logits, tau=0.5, generator=torch.Generator().manual_seed(0))
+    assert sample.sum().item() == 1.0 and set(sample.detach().flatten().tolist()) <= {0.0, 1.0}
+    (sample * torch.tensor([[1.0, 2.0, 3.0]])).sum().backward()
+    assert logits.grad.abs().sum() > 0  # straight-through: the soft sample's gradient

@@ -32,6 +32,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from dynvid.backbones.efficientnet import RATIOS
+from dynvid.layers import gumbel_softmax
 
 __all__ = ["DynamicGate", "FusionModule", "KeyFrameSelector", "bn_buffers", "inplace_distillation_loss",
            "recalibrate_bn", "sandwich_configs", "stem_deviation"]
@@ -129,8 +130,6 @@ class DynamicGate(nn.Module):
         """One-hot choice per sample: Gumbel-softmax straight-through when ``tau`` is given
         (training, gradients reach the scores), argmax otherwise (inference)."""
         if tau is not None:
-            from dynvid.methods.liteeval.gumbel import gumbel_softmax
-
             return gumbel_softmax(scores, tau, hard=True)
         return F.one_hot(scores.argmax(1), scores.shape[1]).to(scores.dtype)
 

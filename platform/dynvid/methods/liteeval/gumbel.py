@@ -1,5 +1,6 @@
 """Gumbel-softmax for LiteEval's conditional gate (Wu et al., "A Coarse-to-Fine Framework for
-Resource Efficient Video Recognition", Sec. 3.2, Eq. 8–9) and its temperature schedule.
+Resource Efficient Video Recognition", Sec. 3.2, Eq. 8–9; the sampler itself is the shared
+:func:`dynvid.layers.gumbel_softmax`) and its temperature schedule.
 
 Choices where the paper is vague, and why:
 
@@ -20,8 +21,7 @@ from __future__ import annotations
 
 import math
 
-import torch
-import torch.nn.functional as F
+from dynvid.layers import gumbel_softmax  # shared with ANT's gates; re-exported for LiteEval's modules
 
 __all__ = ["gumbel_softmax", "temperature_at"]
 
@@ -35,18 +35,3 @@ def temperature_at(step: int, tau_start: float = 5.0, tau_end: float = 0.5, anne
         raise ValueError(f"anneal_steps must be >= 1, got {anneal_steps}")
     frac = min(max(step, 0), anneal_steps) / anneal_steps
     return tau_start * math.exp(frac * math.log(tau_end / tau_start))
-
-
-def gumbel_softmax(logits: torch.Tensor, tau: float, hard: bool = True,
-                   generator: torch.Generator | None = None) -> torch.Tensor:
-    """Eq. 9 over the last dim: ``softmax((logits + G) / tau)`` with Gumbel noise
-    ``G = -log(-log U)``; with ``hard`` the forward value is the one-hot arg max (Eq. 8) and
-    the gradient is the soft sample's (straight-through)."""
-    u = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=logits.dtype)
-    e = (-torch.log(u.clamp_min(1e-10))).clamp_min(1e-10)  # Exp(1) noise
-    g = -torch.log(e)
-    soft = F.softmax((logits + g) / tau, dim=-1)
-    if not hard:
-        return soft
-    one_hot = F.one_hot(soft.argmax(-1), soft.shape[-1]).to(soft.dtype)
-    return one_hot + soft - soft.detach()
