@@ -279,9 +279,9 @@ def _method_report(task, cfg: ExperimentConfig, result: FitResult, local_storage
     """Run the method's driver-side report into ``<storage>/<run>-report`` (a temporary folder
     when storage is remote: the files then live in MLflow) and print its table; None when the
     method writes no report (its folder is removed again)."""
-    existed = bool(local_storage) and os.path.isdir(os.path.join(local_storage, f"{result.run_name}-report"))
-    out_dir = (os.path.join(local_storage, f"{result.run_name}-report") if local_storage
-               else tempfile.mkdtemp(prefix="dynvid-report-"))
+    local_dir = os.path.join(local_storage, f"{result.run_name}-report") if local_storage else None
+    existed = local_dir is not None and os.path.isdir(local_dir)
+    out_dir = local_dir or tempfile.mkdtemp(prefix="dynvid-report-")
     os.makedirs(out_dir, exist_ok=True)
     written = task.report(cfg, result.stages, out_dir)
     if written is None:
