@@ -19,66 +19,26 @@ the paper's configuration: MobileNetV2 at 112 and ResNet-101 at 224 on 25 frames
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
-from dynvid.config import ExperimentConfig, apply_overrides, load_config
-from dynvid.engine.jobs import exit_on_bad_input
-from dynvid.methods.liteeval.presets import EMBEDDED, PAPER, SMOKE
+from dynvid.engine.jobs import job_parser, run_training_job
+from dynvid.methods.liteeval.presets import job_config
+
+__all__ = ["job_config", "main", "parse_args"]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--config", help="YAML config file (sections: data, model, optim, train, liteeval)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field, e.g. --set liteeval.gamma=0.1 (repeatable)")
-    p.add_argument("--data", metavar="SPEC", help="dataset: kinetics:/path or kinetics:s3://bucket/prefix "
-                   "(default: the embedded synthetic dataset); a real dataset selects the paper configuration")
+    p = job_parser(__doc__.splitlines()[0], "liteeval", "liteeval.gamma=0.1",
+                   "dataset: kinetics:/path or kinetics:s3://bucket/prefix (default: the embedded synthetic "
+                   "dataset); a real dataset selects the paper configuration")
     p.add_argument("--features", choices=("cache", "pixels"), default="cache",
                    help="train the RNN stages on a Ray Data feature cache (default) or from frames")
-    p.add_argument("--num-workers", type=int, default=1, help="Ray Train workers")
-    p.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI (default: sqlite:///runs/mlflow.db)")
-    p.add_argument("--smoke-test", action="store_true", help="tiny budget: checks the job end to end")
-    p.add_argument("--out", help="write the final metrics and report as JSON to this file")
     return p.parse_args(argv)
-
-
-def build_config(args: argparse.Namespace) -> ExperimentConfig:
-    defaults = PAPER + [f"data.dataset={args.data}"] if args.data else list(EMBEDDED)
-    defaults += [f"train.num_workers={args.num_workers}", f"liteeval.features={args.features}"]
-    defaults += SMOKE if args.smoke_test else []
-    base = apply_overrides(ExperimentConfig(), defaults)
-    overrides = args.overrides + ([f"train.mlflow_tracking_uri={args.tracking_uri}"] if args.tracking_uri else [])
-    return load_config(ExperimentConfig, args.config, overrides, base=base)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    # bad input (config, dataset, storage, tracking) is found before Ray starts: one line, exit 2
-    return exit_on_bad_input("liteeval", lambda: train(args))
-
-
-def train(args: argparse.Namespace) -> int:
-    from dynvid.engine.trainer import fit  # imports Ray
-
-    result = fit(build_config(args), method="liteeval")
-    report = result.report or {}
-    print(f"\n[dynvid] run {result.run_name} finished; results under {result.storage_path}")
-    for stage in result.stages:
-        print(f"[dynvid] stage {stage.stage}: checkpoint {stage.checkpoint_path}")
-    if result.registered:
-        print(f"[dynvid] registered model: models:/{result.registered['name']}@candidate "
-              f"(version {result.registered['version']})")
-    if report.get("table"):
-        print(f"\n[dynvid] {report['table']}")
-        print(f"[dynvid] plots and liteeval_report.json in {report.get('dir')}")
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump({"run_name": result.run_name, "metrics": result.metrics, "registered": result.registered,
-                       "report": {k: v for k, v in report.items() if k != "table"},
-                       "stages": {s.stage: s.metrics for s in result.stages},
-                       "checkpoints": {s.stage: s.checkpoint_path for s in result.stages}}, f, indent=2, default=str)
-    return 0
+    return run_training_job("liteeval", "liteeval", job_config, args, [f"liteeval.features={args.features}"])
 
 
 if __name__ == "__main__":

@@ -218,12 +218,12 @@ class PolicyTask(Task):
 # for, so the engine reaches the methods through this module without importing any of them.
 
 METHODS: dict[str, str] = {
-    "static": "dynvid.methods.static:StaticClassification",
-    "vared": "dynvid.methods.vared:VaredTask",
-    "liteeval": "dynvid.methods.liteeval:LiteEvalTask",
-    "lfs": "dynvid.methods.lfs:LFSTask",
-    "ant": "dynvid.methods.ant:ANTTask",
-    "resq": "dynvid.methods.resq:ResQTask",
+    "static": "dynvid.methods.static.task:StaticClassification",
+    "vared": "dynvid.methods.vared.task:VaredTask",
+    "liteeval": "dynvid.methods.liteeval.task:LiteEvalTask",
+    "lfs": "dynvid.methods.lfs.task:LFSTask",
+    "ant": "dynvid.methods.ant.task:ANTTask",
+    "resq": "dynvid.methods.resq.task:ResQTask",
 }
 """Method name -> ``"module:Class"`` of its Task. A new method adds a line here (or calls
 :func:`register_task` from its own package, e.g. outside this repository)."""

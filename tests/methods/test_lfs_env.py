@@ -8,7 +8,7 @@ import torch
 
 from dynvid.data.synthetic import SceneConfig
 from dynvid.detection.losses import detection_loss
-from dynvid.methods.lfs.data import build_detection_dataset
+from dynvid.data.detection import build_detection_dataset
 from dynvid.methods.lfs.env import InterleavingEnv, eq2_reward
 from dynvid.methods.lfs.evaluation import FixedPolicy, LearnedPolicy, run_videos, update_history
 from dynvid.methods.lfs.model import F0, F1, InterleavedDetector

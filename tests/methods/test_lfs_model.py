@@ -7,7 +7,7 @@ import torch
 
 from dynvid.config import ExperimentConfig, apply_overrides
 from dynvid.methods.lfs import LFSTask, random_actions
-from dynvid.methods.lfs.data import collate, shifted_crops
+from dynvid.data.detection import collate, shifted_crops
 from dynvid.methods.lfs.memory import ConvLSTM, GroupedConvLSTM, conv_lstm_macs, grouped_lstm_macs
 from dynvid.methods.lfs.model import F0, F1, InterleavedDetector, fixed_schedule, load_extractor
 from dynvid.backbones.mobilenetv2 import MobileNetV2
@@ -243,7 +243,7 @@ def test_collate_pads_videos_of_different_lengths():
 def test_coco_video_source_frames_and_image_clips(tmp_path):
     from dynvid.data.synth_writer import write_synthetic
     from dynvid.data.synthetic import SceneConfig
-    from dynvid.methods.lfs.data import build_detection_dataset
+    from dynvid.data.detection import build_detection_dataset
 
     write_synthetic("detection", tmp_path, 3, cfg=SceneConfig(height=48, width=48, num_frames=6), val_fraction=0.34)
     train = build_detection_dataset(f"coco-vid:{tmp_path}", "train", size=64, clip_len=3, mode="train",

@@ -39,14 +39,17 @@ def exit_on_bad_input(prog: str, body: Callable[[], int]) -> int:
 
 def job_parser(description: str, section: str, example: str, data_help: str) -> argparse.ArgumentParser:
     """The arguments every training job takes: ``--config``, ``--set``, ``--data``,
-    ``--num-workers``, ``--tracking-uri``, ``--smoke-test``, ``--out``."""
+    ``--num-workers``, ``--init-from``, ``--tracking-uri``, ``--smoke-test``, ``--out``."""
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--config", help=f"YAML config file (sections: data, model, optim, train, {section})")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help=f"override a config field, e.g. --set {example} (repeatable)")
     p.add_argument("--data", metavar="SPEC", help=data_help)
     p.add_argument("--num-workers", type=int, default=1, help="Ray Train workers")
-    p.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI (default: sqlite:///runs/mlflow.db)")
+    p.add_argument("--init-from", metavar="URI",
+                   help="start the first stage from this checkpoint (a directory or s3://…)")
+    p.add_argument("--tracking-uri", metavar="URI",
+                   help="MLflow tracking URI (default: sqlite:///runs/mlflow.db; http://host:5000 for a server)")
     p.add_argument("--smoke-test", action="store_true", help="tiny budget: checks the job end to end")
     p.add_argument("--out", help="write the final metrics and report as JSON to this file")
     return p
@@ -81,24 +84,33 @@ def print_targets(targets: list[dict]) -> None:
               f"-> {'met' if t['met'] else 'MISSED'}")
 
 
-def build_job_config(job_config: Callable[..., ExperimentConfig], args: argparse.Namespace) -> ExperimentConfig:
-    """The config from a method's ``presets.job_config`` and the common arguments."""
+def build_job_config(job_config: Callable[..., ExperimentConfig], args: argparse.Namespace,
+                     extra: list[str] = ()) -> ExperimentConfig:
+    """The config from a method's ``presets.job_config``, the common arguments and the job's
+    ``extra`` overrides (below the YAML file and ``--set``)."""
     overrides = args.overrides + ([f"train.mlflow_tracking_uri={args.tracking_uri}"] if args.tracking_uri else [])
-    return job_config(args.data, args.smoke_test, args.config, overrides, [f"train.num_workers={args.num_workers}"])
+    return job_config(args.data, args.smoke_test, args.config, overrides,
+                      [f"train.num_workers={args.num_workers}", *extra])
 
 
 def run_training_job(prog: str, method: str, job_config: Callable[..., ExperimentConfig],
-                     args: argparse.Namespace) -> int:
-    """Build the config (:func:`build_job_config`), train every stage of ``method``, print where
+                     args: argparse.Namespace, extra: list[str] = ()) -> int:
+    """Build the config (:func:`build_job_config`, with the job's own ``extra`` overrides),
+    train every stage of ``method`` (the first from ``--init-from`` when given), print where
     everything went and write ``--out``. Bad input (config, dataset, storage, tracking) is one
-    line on stderr, exit 2 (:func:`exit_on_bad_input`), found before Ray starts."""
-    return exit_on_bad_input(prog, lambda: _train_and_report(method, job_config, args))
+    line on stderr, exit 2 (:func:`exit_on_bad_input`), found before Ray starts.
+
+    ``--out`` holds ``run_name``, ``metrics`` (the last stage's), ``registered``, ``report``
+    (the method's, without its printed table), ``stages`` (metrics by stage) and
+    ``checkpoints`` (path by stage): the same keys for every job."""
+    return exit_on_bad_input(prog, lambda: _train_and_report(method, job_config, args, extra))
 
 
-def _train_and_report(method: str, job_config: Callable[..., ExperimentConfig], args: argparse.Namespace) -> int:
+def _train_and_report(method: str, job_config: Callable[..., ExperimentConfig], args: argparse.Namespace,
+                      extra: list[str]) -> int:
     from dynvid.engine.trainer import fit  # imports Ray
 
-    result = fit(build_job_config(job_config, args), method=method)
+    result = fit(build_job_config(job_config, args, extra), method=method, init_from=args.init_from)
     report = result.report or {}
     print(f"\n[dynvid] run {result.run_name} finished; results under {result.storage_path}")
     for stage in result.stages:
@@ -106,6 +118,8 @@ def _train_and_report(method: str, job_config: Callable[..., ExperimentConfig], 
     if result.registered:
         print(f"[dynvid] registered model: models:/{result.registered['name']}@candidate "
               f"(version {result.registered['version']})")
+    if report.get("dir"):
+        print(f"[dynvid] report files in {report['dir']}")
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"run_name": result.run_name, "metrics": result.metrics, "registered": result.registered,

@@ -176,7 +176,7 @@ def evaluate_modes(model: ANTDetector, loader: Iterable, gt: dict, modes: Sequen
                    nms_iou: float = 0.5, max_detections: int = 100, only_seen: bool = False) -> dict[str, dict[str, float]]:
     """Per mode: AP (@[.5:.95]), AP50, GMACs per frame (``gmacs_avg/min/max``), fraction of key
     frames and mean chosen expansion ratio over every valid frame of ``loader``'s videos (items
-    ``(frames, targets)``, targets as :func:`dynvid.methods.lfs.data.collate`). Under
+    ``(frames, targets)``, targets as :func:`dynvid.data.detection.collate`). Under
     ``torch.distributed`` the ranks' results are scored together. ``only_seen``: score against
     the ground truth of the frames ``loader`` holds only (a subset of ``gt``'s videos)."""
     m = unwrap_model(model)

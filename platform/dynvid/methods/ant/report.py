@@ -110,7 +110,7 @@ def compare(task, cfg: ExperimentConfig, checkpoints: dict[str, str], thresholds
     from dynvid.data.datasets import scene_config
     from dynvid.methods.ant.modules import bn_buffers
     from dynvid.methods.ant.nas import backbone_macs, nas_search
-    from dynvid.methods.lfs.data import build_detection_dataset
+    from dynvid.data.detection import build_detection_dataset
 
     c = cfg.ant
     stage = task.stages[-1]

@@ -9,7 +9,7 @@ Modules:
 - :mod:`~dynvid.methods.lfs.model`: f0 / f1 MobileNetV2 extractors with per-extractor
   projections, the memory with the f1 skip rule, the SSDLite head (Sec. 3.1), the fixed
   interleave schedule and the per-frame cost of the path that ran.
-- :mod:`~dynvid.methods.lfs.data`: synthetic and COCO-style video clips, and the
+- :mod:`~dynvid.data.detection`: synthetic and COCO-style video clips, and the
   shifted-crop image clips of Sec. 3.3.
 - :mod:`~dynvid.methods.lfs.evaluation`: fixed and learned policies, mAP per τ, amortized
   MACs, synchronous vs asynchronous latency (Sec. 3.5).
@@ -27,216 +27,17 @@ learned policy ``lfs.policy``) over whole validation videos; the job's report ad
 mAP-vs-τ curve (Fig. 6) and the async vs sync latency.
 """
 
-from __future__ import annotations
+from dynvid._lazy import lazy_exports
 
-import os
-
-import torch
-from torch import nn
-
-from dynvid.config import ExperimentConfig
-from dynvid.data.datasets import scene_config
-from dynvid.detection.losses import detection_loss_batched
-from dynvid.methods.lfs.presets import PRESETS
-from dynvid.task import PolicyTask, Stage
-from dynvid.methods.lfs.model import F0, F1, InterleavedDetector, fixed_schedule, unwrap
-
-__all__ = ["LFSTask", "build_detector", "random_actions"]
-
-
-def random_actions(steps: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Sec. 3.3's training schedule: f0 on the first step, then a uniformly random extractor."""
-    a = torch.randint(0, 2, (steps,), generator=generator)
-    a[0] = F0
-    return a
-
-
-def build_detector(cfg: ExperimentConfig, num_classes: int) -> InterleavedDetector:
-    c = cfg.lfs
-    return InterleavedDetector(num_classes, c.f0_width, c.f1_width, c.f0_size, c.f1_size, c.memory_input,
-                               c.state_channels, c.groups, c.state_clip, c.skip_f1_update, c.num_levels, c.tau)
-
-
-
-class LFSTask(PolicyTask):
-    """The Looking Fast and Slow detector Task (see the module docstring)."""
-
-    name = "lfs"
-    presets = PRESETS
-    summary_columns = (("mAP@0.5", "val_AP50", "{:.4f}"), ("AP", "val_AP", "{:.4f}"),
-                       ("f0 runs", "val_f0_fraction", "{:.3f}"))
-    summary_metrics = (("AP50", "AP50", "{:.4f}"), ("AP", "AP", "{:.4f}"), ("f0_fraction", "f0_fraction", "{:.2f}"))
-    #: act only at inference: an inference sweep varies them over one checkpoint
-    inference_knobs = ("lfs.tau", "lfs.policy", "lfs.score_threshold", "lfs.nms_iou", "lfs.eval_frames")
-
-    def __init__(self, cfg: ExperimentConfig):
-        c = cfg.lfs
-        if c.f0_size != 2 * c.f1_size or c.f0_size % 32:
-            raise ValueError(f"lfs.f0_size must be a multiple of 32 and twice lfs.f1_size (f1 has one stride "
-                             f"less, Sec. 3.1), got f0_size={c.f0_size}, f1_size={c.f1_size}")
-        if c.state_channels % c.groups:
-            raise ValueError(f"lfs.groups={c.groups} must divide lfs.state_channels={c.state_channels}")
-        if c.unroll < 1 or c.tau < 0 or any(t < 0 for t in c.taus):
-            raise ValueError(f"lfs.unroll must be >= 1 and lfs.tau / lfs.taus >= 0, got {c.unroll}, {c.tau}, {c.taus}")
-        if not 0.0 <= c.image_fraction <= 1.0:
-            raise ValueError(f"lfs.image_fraction is a share of items, in [0, 1]; got {c.image_fraction}")
-        if c.gamma < 0 or c.history < 1:
-            raise ValueError(f"lfs.gamma must be >= 0 and lfs.history >= 1, got {c.gamma}, {c.history}")
-        if c.dqn_learner_gpus < 0:
-            raise ValueError(f"lfs.dqn_learner_gpus must be >= 0, got {c.dqn_learner_gpus}")
-        self.cfg = cfg
-        self.steps_per_epoch: int | None = None
-        self.val_gt: dict | None = None
-        self._costs: dict[str, float] | None = None
-        self._actions_rng: torch.Generator | None = None
-        self.stages = (
-            Stage("interleaved", f"interleaved detector, LSTM unrolled {c.unroll} steps, random extractor per step "
-                  "(Sec. 3.3)", init_from_previous=False,
-                  overrides=(f"data.clip_len={c.unroll}",)),
-        )
-
-    # ---- model and data ---------------------------------------------------------------------
-
-    def test_dataset(self, cfg: ExperimentConfig):
-        """No final test after the last epoch: the validation metrics are the method's own."""
-        return None
-
-    def build_model(self, cfg: ExperimentConfig, num_classes: int, stage: Stage | None = None) -> nn.Module:
-        return build_detector(cfg, cfg.model.num_classes or num_classes)
-
-    def run_label(self, cfg: ExperimentConfig) -> str:
-        """The two extractors: width x resolution of each."""
-        c = cfg.lfs
-        return f"lfs_mnv2-{c.f0_width:g}x{c.f0_size}-{c.f1_width:g}x{c.f1_size}"
-
-    def backbone_label(self, cfg: ExperimentConfig) -> str:
-        """The name the registry files the model under (two MobileNetV2 extractors)."""
-        return "mobilenet_v2"
-
-    def example_input(self, cfg: ExperimentConfig) -> torch.Tensor:
-        """A batch for the registered model's signature: 2 videos of 2 frames at f0's size."""
-        return torch.zeros(2, 2, 3, cfg.lfs.f0_size, cfg.lfs.f0_size)
-
-    def datasets(self, cfg: ExperimentConfig, stage: Stage):
-        """Engine hook: training clips and whole validation videos (:mod:`.data`)."""
-        from dynvid.methods.lfs.data import build_detection_dataset
-
-        d, c = cfg.data, cfg.lfs
-        scene = scene_config(d)
-        common = dict(size=c.f0_size, clip_len=c.unroll, seed=cfg.train.seed, scene=scene,
-                      content_seed=d.synthetic_seed, max_bad_fraction=d.max_bad_fraction)
-        train = build_detection_dataset(d.dataset, d.train_split, mode="train", image_fraction=c.image_fraction,
-                                        num_videos=d.synthetic_train_videos, **common)
-        val = build_detection_dataset(d.dataset, d.val_split, mode="eval", eval_frames=c.eval_frames,
-                                      num_videos=d.synthetic_val_videos, **common)
-        self.val_gt = val.source.to_coco_gt(c.eval_frames)
-        return train, val
-
-    def eval_dataset(self, cfg: ExperimentConfig):
-        """The validation videos alone (inference sweeps over ``lfs.tau`` / ``lfs.policy``)."""
-        stage = self.stages[-1]
-        return self.datasets(stage.config(cfg), stage)[1]
-
-    @staticmethod
-    def num_classes_from_state(state: dict) -> int:
-        """Object classes of a detector state dict (the shared predictor's class conv)."""
-        from dynvid.detection.anchors import anchors_per_cell
-
-        return int(state["head.predictor.cls.1.bias"].shape[0]) // anchors_per_cell()
-
-    # ---- training ---------------------------------------------------------------------------
-
-    #: DDP: a clip whose random schedule never runs f1 leaves f1 without gradients
-    ddp_kwargs = {"find_unused_parameters": True}
-
-    def training_step(self, model: nn.Module, batch, stage: Stage):
-        frames, targets = batch
-        T = frames.shape[1]
-        if self._actions_rng is None:  # the same schedule on every rank: one seed for all workers
-            self._actions_rng = torch.Generator().manual_seed(self.cfg.train.seed)
-        actions = random_actions(T, self._actions_rng)
-        cls_logits, box_codes, anchors = model(frames, actions.to(frames.device))
-        # every frame of every clip in one batched loss (a per-frame loop reads back ~6 values
-        # per frame: a GPU synchronisation each); frames b-major, as the logits are laid out
-        cls, loc = detection_loss_batched(
-            cls_logits.flatten(0, 1), box_codes.flatten(0, 1), anchors,
-            [target["boxes"][t] for target in targets for t in range(T)],
-            [target["labels"][t] for target in targets for t in range(T)], focal=self.cfg.lfs.focal)
-        cls_loss, loc_loss = cls.mean(), loc.mean()
-        loss = cls_loss + loc_loss
-        return loss, {"loss": loss.detach(), "cls_loss": cls_loss.detach(), "loc_loss": loc_loss.detach(),
-                      "f0_fraction": float((actions == F0).float().mean())}  # actions: a CPU tensor
-
-    # ---- evaluation -------------------------------------------------------------------------
-
-    def policy(self, cfg: ExperimentConfig | None = None):
-        """The evaluation policy: the learned one in ``lfs.policy`` if set, else fixed ``lfs.tau``."""
-        from dynvid.methods.lfs.evaluation import FixedPolicy, LearnedPolicy
-
-        c = (cfg or self.cfg).lfs
-        if c.policy:
-            from dynvid.methods.lfs.policy import load_policy
-
-            return LearnedPolicy(load_policy(c.policy), name=f"learned ({c.policy})")
-        return FixedPolicy(c.tau)
-
-    @torch.no_grad()
-    def evaluate(self, model: nn.Module, loader, stage: Stage) -> dict[str, float]:
-        """mAP@0.5 (``AP50``), AP@[.5:.95], fraction of f0 runs and amortized GFLOPs per frame of
-        the evaluation policy over every frame of this worker's validation videos."""
-        from dynvid.methods.lfs.evaluation import evaluate_policies
-
-        if self.val_gt is None:
-            raise RuntimeError("LFSTask.evaluate needs the validation ground truth: call datasets() first")
-        m = unwrap(model)
-        c = self.cfg.lfs
-        policy = self.policy()
-        r = evaluate_policies(m, loader, self.val_gt, [policy], score_threshold=c.score_threshold,
-                              nms_iou=c.nms_iou, max_detections=c.max_detections)[policy.name]
-        return {"AP50": r["AP50"], "AP": r["AP"], "f0_fraction": r["f0_fraction"],
-                "gflops_avg": r["gmacs_per_frame"], "num_samples": r["videos"]}
-
-    # ---- the adaptive policy (Sec. 3.4) --------------------------------------------------------
-
-    #: knobs a policy sweep (``kind: policy``) may vary: each trial trains a DQN policy
-    policy_knobs = ("lfs.gamma", "lfs.dqn_iterations", "lfs.dqn_lr", "lfs.dqn_discount", "lfs.episode_len",
-                    "lfs.dqn_epsilon_steps", "train.seed")
-
-    def policy_runner_bundles(self, cfg: ExperimentConfig) -> list[dict]:
-        """Resource bundles of the policy training's env runners (one each, besides the
-        learner's): a policy sweep trial reserves them in its placement group."""
-        if cfg.lfs.dqn_learner_gpus > 0:
-            raise ValueError(f"lfs.dqn_learner_gpus={cfg.lfs.dqn_learner_gpus:g}: a policy sweep trial reserves "
-                             "CPUs only (the learner's and the env runners'); train its policies with "
-                             "lfs.dqn_learner_gpus=0")
-        return [{"CPU": cfg.lfs.dqn_cpus_per_runner} for _ in range(cfg.lfs.dqn_env_runners)]
-
-    def train_policy(self, cfg: ExperimentConfig, detector: str, out_dir: str, tracking_uri: str | None = None) -> dict:
-        """Engine hook of policy sweeps: train, export and evaluate the DQN policy on the
-        detector ``detector`` (a checkpoint folder, ``s3://`` URI or ``models:/NAME@ALIAS``);
-        see :mod:`.adaptive`."""
-        from dynvid.methods.lfs.adaptive import train_adaptive_policy
-
-        if detector.startswith("models:/"):  # a registered detector: written out as a checkpoint first
-            from dynvid.engine.checkpoint import save_checkpoint
-            from dynvid.engine.registry import load_registered_with_config
-
-            module, info = load_registered_with_config(tracking_uri, detector)
-            local = os.path.join(out_dir, "detector")
-            save_checkpoint(local, module, config=info["config"],
-                            metadata={"method": "lfs", "stage": info["stage"], "source": detector, "epoch": 0})
-            detector = local
-        self.cfg = cfg
-        metrics = train_adaptive_policy(self, cfg, detector, out_dir)
-        metrics.pop("fixed_rows")
-        metrics.pop("row")
-        return metrics
-
-    def report(self, cfg: ExperimentConfig, stages: list, out_dir: str) -> dict:
-        """The mAP-vs-τ curve (Fig. 6) with f0-only and f1-only ends, and sync vs async latency."""
-        from dynvid.methods.lfs.report import detector_report
-
-        return detector_report(self, cfg, stages, out_dir)
-
-
-__all__ += ["F0", "F1", "fixed_schedule"]
+#: name -> submodule that defines it, imported on first access (see dynvid._lazy)
+_EXPORTS = {
+    "F0": "model",
+    "F1": "model",
+    "LFSConfig": "config",
+    "LFSTask": "task",
+    "build_detector": "task",
+    "fixed_schedule": "model",
+    "random_actions": "task",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -51,7 +51,7 @@ def _load_from_config(env_config: dict):
     on other nodes receive)."""
     from dynvid.config import ExperimentConfig, from_dict
     from dynvid.methods.lfs import LFSTask
-    from dynvid.methods.lfs.data import build_detection_dataset
+    from dynvid.data.detection import build_detection_dataset
     from dynvid.methods.lfs.report import load_detector_model
     from dynvid.data.datasets import scene_config
 

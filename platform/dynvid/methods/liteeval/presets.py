@@ -27,9 +27,10 @@ its benchmark and the sweeps (``preset: embedded`` in ``search_spaces/liteeval.y
 
 from __future__ import annotations
 
+from dynvid.config import ExperimentConfig, apply_overrides, load_config
 from dynvid.data.datasets import LAPTOP_SCENES
 
-__all__ = ["EMBEDDED", "PAPER", "PRESETS", "SMOKE"]
+__all__ = ["EMBEDDED", "PAPER", "PRESETS", "SMOKE", "job_config"]
 
 EMBEDDED = [
     "liteeval.fine_backbone=r2plus1d_18",
@@ -93,6 +94,17 @@ SMOKE = [
     "data.cpus_per_decoder=1",
     "data.loader_workers=0",
 ]
+
+
+def job_config(data: str | None, smoke_test: bool, config_file: str | None, overrides: list[str],
+               extra: list[str] = ()) -> ExperimentConfig:
+    """The config of the LiteEval job: ``EMBEDDED`` (or ``PAPER`` alone on ``data``: it sets
+    the networks and the input from scratch), ``extra``, the smoke budget, then the YAML file
+    and the ``--set`` overrides."""
+    defaults = PAPER + [f"data.dataset={data}"] if data else list(EMBEDDED)
+    defaults += list(extra) + (SMOKE if smoke_test else [])
+    return load_config(ExperimentConfig, config_file, overrides, base=apply_overrides(ExperimentConfig(), defaults))
+
 
 #: ``preset:`` names of a sweep spec
 PRESETS = {"embedded": EMBEDDED, "smoke": EMBEDDED + SMOKE}

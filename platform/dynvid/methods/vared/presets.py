@@ -10,9 +10,10 @@ job, its benchmark and the sweeps (``preset: embedded`` in ``search_spaces/vared
 
 from __future__ import annotations
 
+from dynvid.config import ExperimentConfig, apply_overrides, load_config
 from dynvid.data.datasets import LAPTOP_SCENES
 
-__all__ = ["EMBEDDED", "SMOKE", "PAPER", "PAPER_COMMON", "PAPER_BATCH", "PRESETS", "paper_config"]
+__all__ = ["EMBEDDED", "SMOKE", "PAPER", "PAPER_COMMON", "PAPER_BATCH", "PRESETS", "job_config", "paper_config"]
 
 # Laptop-sized defaults for the embedded dataset; every one can be overridden with --set.
 EMBEDDED = [
@@ -87,6 +88,16 @@ SMOKE = [
     "train.cpus_per_worker=1",
     "data.loader_workers=0",
 ]
+
+
+def job_config(data: str | None, smoke_test: bool, config_file: str | None, overrides: list[str],
+               extra: list[str] = (), *, backbone: str = "r2plus1d_18", num_workers: int = 1) -> ExperimentConfig:
+    """The config of the VA-RED² job: ``EMBEDDED`` with ``backbone`` (or, on ``data``, the
+    thesis' configuration of ``backbone`` with its lr scaled to ``num_workers``), ``extra``,
+    the smoke budget, then the YAML file and the ``--set`` overrides."""
+    defaults = paper_config(backbone, data, num_workers) if data else EMBEDDED + [f"model.backbone={backbone}"]
+    defaults += list(extra) + (SMOKE if smoke_test else [])
+    return load_config(ExperimentConfig, config_file, overrides, base=apply_overrides(ExperimentConfig(), defaults))
 
 
 #: ``preset:`` names of a sweep spec

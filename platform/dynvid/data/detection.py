@@ -1,8 +1,9 @@
-"""Detection clips for Looking Fast and Slow: the embedded synthetic scenes and COCO-style video.
+"""Detection clips, shared by the detection methods (Looking Fast and Slow, ANT): the embedded
+synthetic scenes and COCO-style video.
 
-Sec. 3.3 trains on 6-step clips, "on a mix of video and image data. For image data, we
-augment the image by cropping a specific region at each step and shifting the crop
-between steps to mimic translations and zooms". :func:`shifted_crops` is that
+Looking Fast and Slow's Sec. 3.3 trains on 6-step clips, "on a mix of video and image data.
+For image data, we augment the image by cropping a specific region at each step and
+shifting the crop between steps to mimic translations and zooms". :func:`shifted_crops` is that
 augmentation; :class:`DetectionClips` serves both kinds of item from one source.
 
 An item is ``(frames, target)``: ``frames`` float ``(T, 3, S, S)`` normalized with the
@@ -280,6 +281,6 @@ def build_detection_dataset(spec: str, split: str, *, size: int, clip_len: int, 
             raise DatasetError(f"dataset {spec!r}: no annotation file {ann} for split {split!r}")
         source = CocoVideoSource(str(ann), max_bad_fraction)
     else:
-        raise DatasetError(f"dataset {spec!r}: Looking Fast and Slow reads 'synthetic:detection' or "
+        raise DatasetError(f"dataset {spec!r}: the detection methods read 'synthetic:detection' or "
                            "'coco-vid:ROOT' (a COCO-style video JSON under ROOT/annotations/)")
     return DetectionClips(source, size, clip_len, 1, mode, image_fraction, eval_frames, seed)

@@ -1,0 +1,71 @@
+"""ANT's configuration: the ``ant`` section of :class:`dynvid.config.ExperimentConfig`
+(``--set ant.KEY=VALUE``). A leaf module: the central config imports it, and it imports
+nothing of dynvid."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["AntConfig"]
+
+
+@dataclass
+class AntConfig:
+    """ANT (Adapt Network across Time, Sec. 3–4). Used by ``method="ant"``: stages ``static``
+    (the standalone network), ``supernet`` (Sec. 3.1) and ``gates`` (Sec. 3.2)."""
+
+    image_size: int = 512
+    """Input resolution (EfficientDet-D0: 512)."""
+    width_mult: float = 1.0
+    """Backbone channel multiplier (Table 1's D0+: 1.1)."""
+    fpn_channels: int = 64
+    """BiFPN width (D0: 64)."""
+    fpn_layers: int = 3
+    """BiFPN layers (D0: 3)."""
+    head_repeats: int = 3
+    """Conv repeats of the class and box nets (D0: 3)."""
+    sandwich_random: int = 2
+    """Random subnets per sandwich step, besides the largest and the smallest (Sec. 3.1)."""
+    kd_weight: float = 1.0
+    """Weight of the in-place distillation loss of the non-largest subnets (stage 1)."""
+    supernet_epochs: int = 0
+    """Epochs of stage 1 (0: ``optim.epochs``, the paper's "same settings as the standalone network")."""
+    gate_epochs: int = 8
+    """Epochs of stage 2 (Sec. 4.1: 8)."""
+    gate_lr: float = 0.002
+    """Learning rate of stage 2 (Sec. 4.1: 0.002)."""
+    key_every: int = 3
+    """Stage 2's fixed schedule: one key frame in this many (Sec. 3.2: 1/3)."""
+    gumbel_tau: float = 1.0
+    """Gumbel-softmax temperature of the gates in stage 2."""
+    fusion_kd_weight: float = 1.0
+    """Weight of stage 2's KD loss between fused and golden stage features (Sec. 3.2)."""
+    cost_weight: float = 0.1
+    """Weight of stage 2's cost term (our choice: the paper states no cost objective; see ``training``)."""
+    cost_metric: str = "latency"
+    """Stage 2's cost table: ``latency`` (measured single-core latency per stage and ratio) or ``macs``."""
+    temporal: bool = True
+    """False: the non-temporal dynamic baseline (Fig. 4): gates on the current frame only, no fusion."""
+    key_threshold: float = 0.3
+    """Adaptive key frames (Sec. 3.3): a frame whose normalized L1 stem deviation from the last
+    key frame exceeds this becomes a key frame. Inference only."""
+    recalib_batches: int = 8
+    """Training batches that recompute a subnet's BatchNorm statistics before it is evaluated."""
+    nas_budgets: tuple[float, ...] = (0.5, 0.65, 0.8)
+    """Static NAS baselines (Fig. 4): backbone-MAC budgets as fractions of the full backbone's."""
+    nas_candidates: int = 12
+    """Subnets sampled within each budget by the NAS search (best AP on the search videos wins)."""
+    nas_videos: int = 8
+    """Training videos the NAS search scores candidates on (never the val videos)."""
+    eval_frames: int | None = None
+    """Frames per val video in the evaluation (None = all)."""
+    latency_videos: int = 2
+    """Val videos whose frames time the amortized single-core latency (``torch.set_num_threads(1)``)."""
+    latency_rounds: int = 3
+    """Interleaved timing rounds over all compared networks; each reports the median."""
+    score_threshold: float = 0.05
+    """Detections below this score are dropped before NMS."""
+    nms_iou: float = 0.5
+    """Per-class NMS IoU (EfficientDet: 0.5)."""
+    max_detections: int = 100
+    """Detections kept per frame."""

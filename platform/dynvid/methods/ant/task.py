@@ -1,0 +1,224 @@
+"""ANTTask: the Task of ``dynvid.methods.ant`` (its stages and hooks are described in
+the package docstring, ``methods/ant/__init__.py``)."""
+
+from __future__ import annotations
+
+import random
+
+import torch
+from torch import nn
+
+from dynvid.config import ExperimentConfig
+from dynvid.data.datasets import scene_config
+from dynvid.methods.ant.presets import PRESETS
+from dynvid.task import Stage, Task, unwrap_model
+from dynvid.methods.ant.model import ANTDetector
+
+__all__ = ["ANTTask", "GATE_KEYS", "SUPERNET_KEYS", "build_detector", "frame_targets"]
+
+GATE_KEYS = ("ant.temporal", "ant.gate_epochs", "ant.gate_lr", "ant.key_every", "ant.gumbel_tau",
+             "ant.fusion_kd_weight", "ant.cost_weight", "ant.cost_metric")
+SUPERNET_KEYS = ("ant.supernet_epochs", "ant.sandwich_random", "ant.kd_weight")
+
+
+def build_detector(cfg: ExperimentConfig, num_classes: int, temporal: bool | None = None) -> ANTDetector:
+    c = cfg.ant
+    return ANTDetector(num_classes, c.fpn_channels, c.fpn_layers, c.head_repeats, width_mult=c.width_mult,
+                       temporal=c.temporal if temporal is None else temporal)
+
+
+def frame_targets(targets: list[dict], t: int) -> list[dict]:
+    """The ``boxes``/``labels`` of frame ``t`` of each clip's target (:func:`dynvid.data.detection.collate`)."""
+    return [{"boxes": tg["boxes"][t], "labels": tg["labels"][t]} for tg in targets]
+
+
+class ANTTask(Task):
+    """The ANT detector Task (see the package docstring)."""
+
+    name = "ant"
+    presets = PRESETS
+    summary_columns = (("mAP@0.5", "val_AP50", "{:.4f}"), ("AP", "val_AP", "{:.4f}"))
+    summary_metrics = (("AP50", "AP50", "{:.4f}"), ("AP", "AP", "{:.4f}"))
+    #: act only at inference: an inference sweep varies them over one checkpoint
+    inference_knobs = ("ant.key_threshold", "ant.score_threshold", "ant.nms_iou", "ant.max_detections",
+                       "ant.eval_frames")
+    #: DDP: the static and supernet stages never run the fusion modules and gates
+    ddp_kwargs = {"find_unused_parameters": True}
+
+    def __init__(self, cfg: ExperimentConfig):
+        c = cfg.ant
+        if c.image_size % 32:
+            raise ValueError(f"ant.image_size must be a multiple of 32 (P5 has stride 32), got {c.image_size}")
+        if c.key_every < 2:
+            raise ValueError(f"ant.key_every must be >= 2 (one key frame in key_every), got {c.key_every}")
+        if c.key_threshold < 0 or c.gumbel_tau <= 0 or c.width_mult <= 0:
+            raise ValueError(f"ant.key_threshold must be >= 0, ant.gumbel_tau and ant.width_mult > 0; got "
+                             f"{c.key_threshold}, {c.gumbel_tau}, {c.width_mult}")
+        if c.gate_epochs < 1 or c.supernet_epochs < 0 or c.recalib_batches < 1 or c.latency_rounds < 1:
+            raise ValueError("ant.gate_epochs, ant.recalib_batches and ant.latency_rounds must be >= 1 and "
+                             "ant.supernet_epochs >= 0")
+        self.cfg = cfg
+        self.val_gt: dict | None = None
+        self._train = None
+        self._costs: torch.Tensor | None = None
+        self._rng = random.Random(cfg.train.seed)  # the same subnets on every rank (DDP)
+        supernet_epochs = c.supernet_epochs or cfg.optim.epochs
+        self.stages = (
+            Stage("static", "standalone EfficientDet-D0 (every ratio 6) on single frames (Sec. 4.1)",
+                  init_from_previous=False,
+                  independent_of=GATE_KEYS + SUPERNET_KEYS),
+            Stage("supernet", f"weight-sharing supernet, sandwich rule + in-place KD, {supernet_epochs} epochs "
+                  "(Sec. 3.1)", overrides=(f"optim.epochs={supernet_epochs}",),
+                  independent_of=GATE_KEYS),
+            Stage("gates", f"{'fusion + ' if c.temporal else 'non-temporal '}gates, stem frozen, 1 key in "
+                  f"{c.key_every}, lr {c.gate_lr:g}, {c.gate_epochs} epochs (Sec. 3.2)",
+                  overrides=(f"optim.epochs={c.gate_epochs}", f"optim.lr={c.gate_lr}")),
+        )
+
+    # ---- model and data ---------------------------------------------------------------------
+
+    def test_dataset(self, cfg: ExperimentConfig):
+        """No final test after the last epoch: the validation metrics are the method's own."""
+        return None
+
+    def build_model(self, cfg: ExperimentConfig, num_classes: int, stage: Stage | None = None) -> nn.Module:
+        model = build_detector(cfg, cfg.model.num_classes or num_classes)
+        if stage is not None and stage.name == "gates":
+            model.freeze_stem()
+        return model
+
+    def run_label(self, cfg: ExperimentConfig) -> str:
+        """The supernet's width and resolution; the non-temporal baseline named as such."""
+        c = cfg.ant
+        width = "" if c.width_mult == 1.0 else f"-w{c.width_mult:g}"
+        return f"ant{'' if c.temporal else '-nontemporal'}_effdet-d0{width}x{c.image_size}"
+
+    def backbone_label(self, cfg: ExperimentConfig) -> str:
+        """The name the registry files the model under."""
+        return "efficientdet_d0" + ("" if cfg.ant.width_mult == 1.0 else f"_w{cfg.ant.width_mult:g}")
+
+    def example_input(self, cfg: ExperimentConfig) -> torch.Tensor:
+        """A batch for the registered model's signature: 2 frames at the input size."""
+        return torch.zeros(2, 3, cfg.ant.image_size, cfg.ant.image_size)
+
+    def datasets(self, cfg: ExperimentConfig, stage: Stage):
+        """Engine hook: training frames (clips of ``ant.key_every`` frames in the gates stage)
+        and whole validation videos."""
+        from dynvid.data.detection import build_detection_dataset
+
+        d, c = cfg.data, cfg.ant
+        common = dict(size=c.image_size, seed=cfg.train.seed, scene=scene_config(d), content_seed=d.synthetic_seed,
+                      max_bad_fraction=d.max_bad_fraction)
+        train = build_detection_dataset(d.dataset, d.train_split, mode="train", num_videos=d.synthetic_train_videos,
+                                        clip_len=c.key_every if stage.name == "gates" else 1, **common)
+        val = build_detection_dataset(d.dataset, d.val_split, mode="eval", eval_frames=c.eval_frames, clip_len=1,
+                                      num_videos=d.synthetic_val_videos, **common)
+        self.val_gt = val.source.to_coco_gt(c.eval_frames)
+        self._train = train
+        return train, val
+
+    def eval_dataset(self, cfg: ExperimentConfig):
+        """The validation videos alone (inference sweeps over ``ant.key_threshold``)."""
+        stage = self.stages[-1]
+        return self.datasets(stage.config(cfg), stage)[1]
+
+    @staticmethod
+    def num_classes_from_state(state: dict) -> int:
+        """Object classes of a detector state dict (the class net's prediction conv)."""
+        from dynvid.detection.efficientdet import ANCHOR_RATIOS, ANCHOR_SCALES
+
+        return int(state["head.cls_net.predict.1.bias"].shape[0]) // (len(ANCHOR_SCALES) * len(ANCHOR_RATIOS))
+
+    # ---- training ---------------------------------------------------------------------------
+
+    def training_step(self, model: nn.Module, batch, stage: Stage):
+        from dynvid.methods.ant.training import gate_step, sandwich_step, stage_costs, static_step
+
+        frames, targets = batch
+        c = self.cfg.ant
+        if stage.name == "static":
+            return static_step(model, frames[:, 0], frame_targets(targets, 0))
+        if stage.name == "supernet":
+            return sandwich_step(model, frames[:, 0], frame_targets(targets, 0), self._rng, c.sandwich_random,
+                                 c.kd_weight)
+        per_frame = [frame_targets(targets, t) for t in range(frames.shape[1])]
+        clip_targets = [[per_frame[t][b] for t in range(frames.shape[1])] for b in range(frames.shape[0])]
+        m = unwrap_model(model)
+        if not m.width_stats_ready:  # the first step of stage 2 (a resumed run has them in its checkpoint)
+            m.calibrate_width_statistics(self.recalibration_batches())
+        if self._costs is None:  # measured once per worker, on its own hardware; kept on its device
+            self._costs = stage_costs(model, c.image_size, c.cost_metric).to(frames.device)
+        return gate_step(model, frames, clip_targets, c.gumbel_tau, c.key_every, c.fusion_kd_weight, c.cost_weight,
+                         self._costs)
+
+    # ---- evaluation -------------------------------------------------------------------------
+
+    def recalibration_batches(self, cfg: ExperimentConfig | None = None):
+        """``ant.recalib_batches`` batches of training frames (first frame of each item)."""
+        if self._train is None:
+            raise RuntimeError("ANTTask: call datasets() before recalibrating BatchNorm")
+        cfg = cfg or self.cfg
+        loader = torch.utils.data.DataLoader(self._train, batch_size=cfg.data.batch_size, shuffle=False,
+                                             collate_fn=self._train.collate_fn)
+        out = []
+        for frames, _ in loader:
+            out.append(frames[:, 0])
+            if len(out) == cfg.ant.recalib_batches:
+                break
+        return out
+
+    def recalibrated(self, model: ANTDetector, ratios, batches) -> None:
+        """Recompute BatchNorm statistics for the static subnet ``ratios`` (Sec. 3.1 practice)."""
+        from dynvid.methods.ant.modules import recalibrate_bn
+
+        device = next(model.parameters()).device
+        recalibrate_bn(model, lambda x: model.forward_static(x.to(device), ratios), batches)
+
+    def modes(self, cfg: ExperimentConfig | None = None) -> list:
+        """The evaluation mode of the final model: adaptive key frames or the non-temporal gates."""
+        from dynvid.methods.ant.evaluation import AntMode, NonTemporalMode
+
+        c = (cfg or self.cfg).ant
+        return [AntMode(c.key_threshold, name="ANT")] if c.temporal else [NonTemporalMode()]
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, loader, stage: Stage) -> dict[str, float]:
+        """AP@[.5:.95] (``AP``), AP50 and GMACs per frame over every frame of the val videos:
+        the full network (static), the recalibrated largest and smallest subnets (supernet,
+        BatchNorm restored after), or the dynamic network (gates)."""
+        from dynvid.methods.ant.evaluation import StaticMode, evaluate_modes
+        from dynvid.methods.ant.modules import LARGEST, SMALLEST, bn_buffers
+
+        if self.val_gt is None:
+            raise RuntimeError("ANTTask.evaluate needs the validation ground truth: call datasets() first")
+        m = unwrap_model(model)
+        c = self.cfg.ant
+        post = dict(score_threshold=c.score_threshold, nms_iou=c.nms_iou, max_detections=c.max_detections)
+        if stage.name == "gates":
+            mode = self.modes()[0]
+            r = evaluate_modes(m, loader, self.val_gt, [mode], **post)[mode.name]
+            out = {k: r[k] for k in ("AP", "AP50", "key_fraction", "mean_ratio")}
+        elif stage.name == "static":
+            r = evaluate_modes(m, loader, self.val_gt, [StaticMode()], **post)["static"]
+            out = {"AP": r["AP"], "AP50": r["AP50"]}
+        else:
+            saved, batches = bn_buffers(m), self.recalibration_batches()
+            try:
+                rows = {}
+                for name, ratios in (("largest", LARGEST), ("smallest", SMALLEST)):
+                    self.recalibrated(m, ratios, batches)
+                    rows[name] = evaluate_modes(m, loader, self.val_gt, [StaticMode(ratios, name)], **post)[name]
+            finally:
+                m.load_state_dict(saved, strict=False)
+            r = rows["largest"]
+            out = {"AP": r["AP"], "AP50": r["AP50"], "AP_smallest": rows["smallest"]["AP"],
+                   "gflops_smallest": rows["smallest"]["gmacs_avg"]}
+        out.update({"gflops_avg": r["gmacs_avg"], "gflops_min": r["gmacs_min"], "gflops_max": r["gmacs_max"],
+                    "num_samples": r["videos"]})
+        return out
+
+    def report(self, cfg: ExperimentConfig, stages: list, out_dir: str) -> dict:
+        """Table 1: the standalone network vs ANT — AP, GMACs, parameters, single-core latency."""
+        from dynvid.methods.ant.report import job_report
+
+        return job_report(self, cfg, stages, out_dir)

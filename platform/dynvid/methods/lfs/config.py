@@ -1,0 +1,97 @@
+"""Looking Fast and Slow's configuration: the ``lfs`` section of :class:`dynvid.config.ExperimentConfig`
+(``--set lfs.KEY=VALUE``). A leaf module: the central config imports it, and it imports
+nothing of dynvid."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["LFSConfig"]
+
+
+@dataclass
+class LFSConfig:
+    """Looking Fast and Slow (Liu et al., 2019, Sec. 3–4). Used by ``method="lfs"``.
+
+    Frames are read at ``f0_size``; f1 sees them resized to ``f1_size``. The two sizes must
+    keep f0's stride-32 grid equal to f1's stride-16 grid (``f0_size = 2 * f1_size``).
+    """
+
+    f0_width: float = 1.4
+    """Width multiplier of f0, the accurate MobileNetV2 (Sec. 3.1: 1.4)."""
+    f1_width: float = 0.35
+    """Width multiplier of f1, the fast MobileNetV2 with its last stride removed (Sec. 3.1: 0.35)."""
+    f0_size: int = 320
+    """f0's input resolution (Sec. 3.1: 320×320)."""
+    f1_size: int = 160
+    """f1's input resolution (Sec. 3.1: 160×160)."""
+    memory_input: int = 1024
+    """Channels of each extractor's input projection into the memory (Table 1: 1024)."""
+    state_channels: int = 320
+    """LSTM state channels (Sec. 3.2: 320; the memory outputs twice this)."""
+    groups: int = 4
+    """State groups G of the speed-optimized LSTM (Sec. 3.2: 4)."""
+    state_clip: float | None = 6.0
+    """The cell state is clipped to ``[-state_clip, state_clip]`` (Sec. 3.2); None: no clipping."""
+    skip_f1_update: bool = True
+    """Keep the last f0 state when f1 runs (Sec. 3.2); False is the ablation."""
+    num_levels: int = 4
+    """SSD feature maps: the memory's grid and ``num_levels - 1`` extra layers (Sec. 3.1)."""
+    focal: bool = False
+    """Classification loss: False = SSD's sigmoid loss with 3:1 hard-negative mining (Sec. 3.3,
+    "similar to the standard SSD"); True = focal loss over all anchors."""
+    unroll: int = 6
+    """Steps the LSTM is unrolled in training (Sec. 3.3: 6); ``data.clip_len`` must equal it."""
+    image_fraction: float = 0.25
+    """Share of training items that are one frame turned into a clip of shifted crops
+    (Sec. 3.3's image data; the paper gives no ratio)."""
+    tau: int = 9
+    """Inference knob: the fixed policy runs f0, then f1 ``tau`` times (Sec. 3.1; Sec. 4: 9)."""
+    taus: tuple[int, ...] = (1, 4, 9, 19)
+    """Interleave ratios evaluated in the report (the mAP-vs-τ curve of Fig. 6)."""
+    policy: str | None = None
+    """Inference knob: a learned interleaving policy (``export_policy`` file) used instead of
+    the fixed τ; None = fixed policy."""
+    score_threshold: float = 0.05
+    """Detections below this score are dropped before NMS."""
+    nms_iou: float = 0.6
+    """IoU threshold of the per-class NMS."""
+    max_detections: int = 100
+    """Detections kept per frame (COCO evaluates at most 100)."""
+    eval_frames: int | None = None
+    """Frames per val video in the evaluation (None = all); the paper scores every frame."""
+    gamma: float = 0.2
+    """Speed reward γ of Eq. 2 for the adaptive policy (Sec. 4.3 sweeps 0.1–1.5)."""
+    history: int = 20
+    """Length of the action history η in the policy's observation (Eq. 1: 20)."""
+    policy_videos: int | None = 64
+    """Training videos the policy's environment samples episodes from (their extractor
+    features are cached by each env runner); None = the whole train split."""
+    episode_len: int = 24
+    """Frames per policy-training episode (Algorithm 1 samples ``I_1 … I_k``)."""
+    dqn_iterations: int = 20
+    """RLlib DQN training iterations (each samples ``dqn_steps_per_iteration`` env steps)."""
+    dqn_steps_per_iteration: int = 1000
+    """Env steps sampled per iteration, at least."""
+    dqn_env_runners: int = 2
+    """RLlib env runners sampling in parallel (Ray actors)."""
+    dqn_cpus_per_runner: float = 0.5
+    """CPUs each env runner reserves."""
+    dqn_learner_gpus: float = 0.0
+    """GPUs of the DQN learner (RLlib's local learner, in the process that trains the policy);
+    0 trains the Q-network on the CPU, which its size suits. Policy sweeps reserve no GPU for
+    it and refuse a value above 0."""
+    dqn_lr: float = 5e-4
+    """Adam learning rate of the Q-network."""
+    dqn_discount: float = 0.9
+    """Discount of the Q-learning target (the paper does not give it; ≈10-frame horizon)."""
+    dqn_epsilon_steps: int = 10000
+    """Env steps over which ε decays linearly from 1 to 0.05."""
+    dqn_replay_capacity: int = 20000
+    """Replay buffer size in env steps (an observation is 4·S·g² + 20 floats)."""
+    dqn_batch_size: int = 32
+    """Transitions per DQN update."""
+    dqn_target_update: int = 500
+    """Env steps between target-network syncs (double Q, [34])."""
+    dqn_learning_starts: int = 1000
+    """Env steps collected before the first update."""
