@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     from dynvid.engine.preflight import resolve_local_paths
     from dynvid.engine.trainer import fit
     from dynvid.methods.lfs import LFSTask
-    from dynvid.methods.lfs.adaptive import train_policies
+    from dynvid.engine.rl import train_policies
     from dynvid.methods.lfs.evaluation import evaluate_policies
     from dynvid.methods.lfs.report import curve_table, fixed_policies, latency_rows, load_detector
 
@@ -65,8 +65,8 @@ def run(args: argparse.Namespace) -> int:
         loader = torch.utils.data.DataLoader(val, batch_size=cfg.data.batch_size, collate_fn=val.collate_fn)
         fixed = evaluate_policies(model, loader, task.val_gt, fixed_policies(c.taus), **post)
         print(f"\nfixed policies\n{curve_table(fixed)}", flush=True)
-        policies = train_policies(cfg, detector, args.gamma, tmp, fixed=fixed)
-        learned, rows = policies["learned"], policies["rows"]
+        policies = train_policies(cfg, "lfs", detector, "lfs.gamma", args.gamma, tmp, shared={"fixed": fixed})
+        learned, rows = policies["shared"]["learned"], policies["rows"]
         for m in rows:
             m["policy"] = os.path.basename(m["policy"])
         latency = latency_rows(model, val[0][0], c.tau, repeats=1 if args.smoke_test else 3)

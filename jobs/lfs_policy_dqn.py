@@ -53,7 +53,7 @@ def run(cfg: ExperimentConfig, detector: str | None, gammas: list[float], say=pr
     """Train one policy per γ on ``detector`` (trained first when None); returns the rows."""
     from dynvid.engine.preflight import check_inputs, resolve_local_paths
     from dynvid.engine.trainer import fit
-    from dynvid.methods.lfs.adaptive import train_policies
+    from dynvid.engine.rl import train_policies
     from dynvid.methods.lfs.report import curve_table
 
     if detector is None:  # fit checks the input before Ray starts
@@ -62,14 +62,16 @@ def run(cfg: ExperimentConfig, detector: str | None, gammas: list[float], say=pr
         detector = result.stages[-1].checkpoint_path
     else:
         cfg, detector = check_inputs(cfg, "lfs", detector)
-    out = train_policies(cfg, detector, gammas, os.path.abspath(cfg.train.storage_path), progress=say)
-    table = curve_table({**out["fixed"], **out["learned"]})
+    out = train_policies(cfg, "lfs", detector, "lfs.gamma", gammas, os.path.abspath(cfg.train.storage_path),
+                         progress=say)
+    fixed, learned = out["shared"]["fixed"], out["shared"]["learned"]  # table rows, by policy name
+    table = curve_table({**fixed, **learned})
     say(f"\n[dynvid] Looking Fast and Slow policies (every val frame)\n{table}")
     for m in out["rows"]:
         verdict = "≥" if m["AP50_gain_vs_fixed"] >= 0 else "<"
         say(f"[dynvid] γ={m['gamma']:g}: learned {m['val_AP50']:.4f} {verdict} fixed {m['fixed_AP50_at_f0']:.4f} "
             f"at {m['val_f0_fraction']:.3f} f0 runs; policy {m['policy']}")
-    return {"detector": detector, "fixed": out["fixed"], "learned": out["rows"], "table": table}
+    return {"detector": detector, "fixed": fixed, "learned": out["rows"], "table": table}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -49,6 +49,9 @@ def test_the_engine_calls_hooks_and_never_probes_for_them():
 
 def test_the_contract_module_imports_neither_engine_nor_methods():
     assert not {m for m in _imports(PLATFORM / "task.py") if m.startswith(("dynvid.engine", "dynvid.methods"))}
+    # the central config gathers each paper's section from its leaf config module, nothing else
+    config = {m for m in _imports(PLATFORM / "config.py") if m.startswith(("dynvid.engine", "dynvid.methods"))}
+    assert config == {f"dynvid.methods.{m}.config" for m in ("vared", "liteeval", "lfs", "ant", "resq")}
 
 
 def test_the_engine_imports_nothing_from_the_methods():
@@ -292,13 +295,26 @@ def test_detection_data_is_shared_not_lfss():
 
 
 def test_ray_work_of_methods_runs_in_the_engine():
-    """Ray Data feature extraction is the engine's (engine/extract.py); no method imports Ray
-    Data. Known gap: LFS's RLlib DQN (lfs/policy.py, rl_module.py, adaptive.py) still imports
-    RLlib itself, listed here so that a new Ray import anywhere else fails."""
+    """RLlib training (engine/rl.py) and Ray Data batch inference (engine/extract.py) are the
+    engine's; a method supplies the environment, the networks and the per-item function, and
+    no module under methods/ imports Ray."""
     users = sorted(str(p.relative_to(PLATFORM)) for p in (PLATFORM / "methods").rglob("*.py")
                    if any(m == "ray" or m.startswith("ray.") for m in _imports(p)))
-    assert users == ["methods/lfs/adaptive.py", "methods/lfs/policy.py", "methods/lfs/rl_module.py",
-                     "methods/liteeval/features.py"]
+    assert users == []
+
+
+def test_a_policy_task_names_a_q_network_the_engine_can_build():
+    """LFS's PolicySpec without Ray: its Q-network, named by text, builds from the spec's
+    arguments and reads the environment's observation layout."""
+    from dynvid.engine.rl_module import q_network_class, q_network_kwargs
+    from dynvid.methods.lfs.policy import observation_space
+
+    cls = q_network_class("dynvid.methods.lfs.policy:QNetwork")
+    kwargs = q_network_kwargs(cls, {"q_network": "x", "state_channels": 4, "grid": 3, "history": 20})
+    net = cls(**kwargs, num_actions=2)
+    assert net.observation_shape == observation_space(4, 3, 20).shape
+    with pytest.raises(ValueError, match=r"unknown model_config keys \['grd'\]"):
+        q_network_kwargs(cls, {"state_channels": 4, "grid": 3, "grd": 3})
 
 
 TRAINING_JOBS = ("vared_kinetics", "liteeval", "ant_detection", "lfs_interleaved", "resq_segmentation")

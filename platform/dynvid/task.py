@@ -15,7 +15,8 @@ Fast and Slow's DQN) subclasses :class:`PolicyTask`, whose hooks policy sweeps c
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Iterable
 
 import torch
@@ -23,7 +24,7 @@ from torch import nn
 
 from dynvid.config import ExperimentConfig, apply_overrides
 
-__all__ = ["METHODS", "PolicyTask", "Stage", "Task", "get_task", "method_names", "presets", "register_task",
+__all__ = ["METHODS", "PolicySpec", "PolicyTask", "Stage", "Task", "get_task", "method_names", "presets", "register_task",
            "task_class", "unwrap_model"]
 
 
@@ -193,8 +194,43 @@ class Task:
         return int(state[last[-1]].shape[0])
 
 
+@dataclass
+class PolicySpec:
+    """What a :class:`PolicyTask` hands the engine to train its policy with RLlib's Double DQN
+    (:func:`dynvid.engine.rl.train_policy`). Nothing here imports Ray.
+
+    Attributes:
+        env: a gymnasium ``Env`` class (RLlib builds it on each env runner as ``env(env_config)``).
+        env_config: its config (plain data: it travels to the env runners).
+        q_network: ``"module:Class"`` of the Q-network (constructor arguments plus
+            ``num_actions``; attributes ``encoder``, ``head``, ``kwargs``, optionally
+            ``observation_shape``: :mod:`dynvid.engine.rl_module`).
+        q_kwargs: its constructor arguments except ``num_actions``.
+        dqn: keyword arguments of :func:`dynvid.engine.rl.dqn_config` (learning rate, discount,
+            ε schedule, replay, env runners, seed, ...).
+        iterations: ``algo.train()`` calls.
+        export_format: the tag of the exported policy file, checked by the method's loader.
+        metadata: stored in the exported file (e.g. the paper and section).
+        label: prefix of the per-iteration progress lines.
+        description: one line printed before training.
+    """
+
+    env: type
+    env_config: dict[str, Any]
+    q_network: str
+    q_kwargs: dict[str, Any]
+    dqn: dict[str, Any]
+    iterations: int
+    export_format: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+    label: str = "dqn"
+    description: str = ""
+
+
 class PolicyTask(Task):
-    """A Task that also trains a policy on one of its frozen models (a policy sweep's trials)."""
+    """A Task that also trains a policy on one of its frozen models (a policy job, a policy
+    sweep's trials). The method supplies the pieces (:meth:`policy_spec`,
+    :meth:`evaluate_policy`); the engine runs RLlib (:mod:`dynvid.engine.rl`)."""
 
     policy_knobs: ClassVar[tuple[str, ...]] = ()
     """Config keys a policy sweep may vary (each trial trains a policy)."""
@@ -204,10 +240,20 @@ class PolicyTask(Task):
         reserved in a trial's placement group besides the learner's bundle."""
         return []
 
-    def train_policy(self, cfg: ExperimentConfig, model: str, out_dir: str, tracking_uri: str | None = None) -> dict:
-        """Train, export and evaluate a policy on the frozen ``model`` (a checkpoint folder,
-        ``s3://`` URI or ``models:/NAME@ALIAS``), writing to ``out_dir``; returns its metrics."""
-        raise NotImplementedError(f"{type(self).__name__} must define train_policy")
+    def policy_spec(self, cfg: ExperimentConfig, model: str, local: str) -> PolicySpec:
+        """The environment, Q-network and DQN settings of a policy on the frozen ``model``:
+        ``model`` is what env runners read (a local folder, or an ``s3://`` URI that runners on
+        other nodes fetch themselves), ``local`` the same checkpoint on this machine."""
+        raise NotImplementedError(f"{type(self).__name__} must define policy_spec")
+
+    def evaluate_policy(self, cfg: ExperimentConfig, model: str, policy: str, out_dir: str, training: dict,
+                        shared: dict, progress: Callable[[str], Any] = print) -> dict:
+        """Metrics of the exported ``policy`` file on the frozen ``model`` (a local checkpoint
+        folder); ``training`` is the DQN's summary (returns, env steps, ``model`` as given).
+        ``shared`` is one dict for every policy of one call on the same model: what the
+        evaluation needs once per model (e.g. the fixed baselines' rows) and the rows it
+        collects. A list under ``artifacts`` in the result is logged with the policy."""
+        raise NotImplementedError(f"{type(self).__name__} must define evaluate_policy")
 
 
 # ---- the method registry ------------------------------------------------------------------------

@@ -1,5 +1,5 @@
-"""Looking Fast and Slow's interleaving policy (Sec. 3.4) trained with RLlib's Double DQN on
-the shared 2-CPU Ray cluster: two EnvRunners on a toy environment with the real observation
+"""Looking Fast and Slow's interleaving policy (Sec. 3.4) trained with the engine's RLlib Double
+DQN (dynvid.engine.rl) on the shared 2-CPU Ray cluster: two EnvRunners on a toy environment with the real observation
 layout, a checkpoint, the export to a plain torch file, and inference without RLlib that
 matches the RLModule."""
 
@@ -17,15 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from dynvid.methods.lfs.policy import (
-    dqn_config,
-    export_policy,
-    greedy_action,
-    load_policy,
-    make_observation,
-    observation_space,
-    train_policy,
-)
+from dynvid.engine.rl import dqn_config, export_q_network, train_dqn
+from dynvid.methods.lfs.policy import EXPORT_FORMAT, greedy_action, load_policy, make_observation, observation_space
 
 S, G, H = 4, 2, 20
 EPISODE = 10
@@ -82,7 +75,7 @@ def trained(ray_cluster, tmp_path_factory):
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     tmp = tmp_path_factory.mktemp("lfs-dqn")
     config = dqn_config(
-        SignEnv, {}, state_channels=S, grid=G, history=H,
+        SignEnv, {}, q_network="dynvid.methods.lfs.policy:QNetwork", q_kwargs=dict(state_channels=S, grid=G, history=H),
         num_env_runners=2, num_cpus_per_env_runner=0.5,  # 1 of the cluster's 2 CPUs; learner in the driver
         rollout_fragment_length=8, min_sample_timesteps_per_iteration=200,
         num_steps_sampled_before_learning_starts=64, epsilon=[(0, 1.0), (300, 0.05)],
@@ -90,7 +83,8 @@ def trained(ray_cluster, tmp_path_factory):
     lines: list[str] = []
     start = time.monotonic()
     try:
-        summary = train_policy(config, iterations=ITERATIONS, checkpoint_dir=str(tmp / "ckpt"), progress=lines.append)
+        summary = train_dqn(config, iterations=ITERATIONS, checkpoint_dir=str(tmp / "ckpt"), progress=lines.append,
+                            label="lfs-dqn")
     finally:
         ray.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
     seconds = time.monotonic() - start
@@ -121,7 +115,7 @@ def test_export_matches_rl_module_and_needs_no_rllib(trained):
     from ray.rllib.core.rl_module.rl_module import RLModule
 
     module_dir = trained["summary"]["module_checkpoint"]
-    out = export_policy(module_dir, str(trained["tmp"] / "export" / "lfs_policy.pt"))
+    out = export_q_network(module_dir, str(trained["tmp"] / "export" / "lfs_policy.pt"), format=EXPORT_FORMAT)
     qnet = load_policy(out)
     module = RLModule.from_checkpoint(module_dir)
 

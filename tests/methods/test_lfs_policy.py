@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from dynvid.methods.lfs.policy import (
-    MODEL_CONFIG_KEYS,
+    EXPORT_FORMAT,
     QNetwork,
     greedy_action,
     load_policy,
@@ -25,6 +25,7 @@ from dynvid.methods.lfs.policy import (
 )
 
 S, G, H = 4, 3, 20  # state channels, grid, history
+QNET = "dynvid.methods.lfs.policy:QNetwork"  # how the Task names its Q-network to the engine
 
 
 def _states(batch: int = 2, seed: int = 0):
@@ -168,11 +169,11 @@ def test_policy_module_does_not_import_rllib():
 def _spec(**model_config):
     from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
-    from dynvid.methods.lfs.rl_module import LfsDQNTorchRLModule
+    from dynvid.engine.rl_module import QNetworkDQNModule
 
-    cfg = dict(state_channels=S, grid=G, history=H, group_channels=8, hidden_channels=16, num_atoms=1)
+    cfg = dict(q_network=QNET, state_channels=S, grid=G, history=H, group_channels=8, hidden_channels=16, num_atoms=1)
     cfg.update(model_config)
-    return RLModuleSpec(module_class=LfsDQNTorchRLModule, observation_space=observation_space(S, G, H),
+    return RLModuleSpec(module_class=QNetworkDQNModule, observation_space=observation_space(S, G, H),
                         action_space=gym.spaces.Discrete(2), model_config=cfg)
 
 
@@ -183,7 +184,7 @@ def test_rl_module_forward_inference_and_exploration():
     x = _obs(batch=6)
     q = module.compute_q_values({"obs": x})[QF_PREDS]
     assert q.shape == (6, 2)
-    qnet = module.to_qnetwork()
+    qnet = module.to_q_network()
     assert isinstance(qnet, QNetwork)
     assert torch.allclose(qnet(x), q, atol=1e-6)
     actions = module.forward_inference({"obs": x})["actions"]
@@ -211,7 +212,7 @@ def test_rl_module_forward_train_and_target_network(double_q):
     out = module.forward_train({"obs": x, "new_obs": x_next})
     assert out[QF_PREDS].shape == (5, 2) and out[QF_TARGET_NEXT_PREDS].shape == (5, 2)
     assert (QF_NEXT_PREDS in out) == double_q
-    online = module.to_qnetwork()
+    online = module.to_q_network()
     with torch.no_grad():
         assert torch.allclose(out[QF_PREDS], online(x), atol=1e-6)
         if double_q:
@@ -231,7 +232,8 @@ def test_rl_module_forward_train_and_target_network(double_q):
     (dict(dueling=True), "no dueling head"),
     (dict(num_atoms=51), "num_atoms must be 1"),
     (dict(hiden_channels=8), r"unknown model_config keys \['hiden_channels'\]"),
-    (dict(grid=5), "does not match the LFS layout"),
+    (dict(grid=5), r"does not match the layout \(\d+,\) that QNetwork"),
+    (dict(q_network="dynvid.methods.lfs.policy"), "q_network must be 'module:Class'"),
 ])
 def test_rl_module_rejects_unsupported_configs(bad, match):
     with pytest.raises(ValueError, match=match):
@@ -241,7 +243,7 @@ def test_rl_module_rejects_unsupported_configs(bad, match):
 def test_rl_module_requires_state_channels():
     spec = _spec()
     del spec.model_config["state_channels"]
-    with pytest.raises(ValueError, match=r"lacks \['state_channels'\]"):
+    with pytest.raises(ValueError, match=r"lacks \['state_channels'\]; QNetwork needs \['state_channels', 'grid'\]"):
         spec.build()
 
 
@@ -253,10 +255,11 @@ class _ToyEnv(gym.Env):
 
 
 def test_dqn_config_settings():
-    from dynvid.methods.lfs.policy import dqn_config
-    from dynvid.methods.lfs.rl_module import LfsDQNTorchRLModule
+    from dynvid.engine.rl import dqn_config
+    from dynvid.engine.rl_module import QNetworkDQNModule
 
-    cfg = dqn_config(_ToyEnv, {"x": 1}, state_channels=S, grid=G, history=H, lr=1e-3, gamma=0.8,
+    q = dict(state_channels=S, grid=G, history=H)
+    cfg = dqn_config(_ToyEnv, {"x": 1}, q_network=QNET, q_kwargs=q, lr=1e-3, gamma=0.8,
                      epsilon=[(0, 1.0), (500, 0.1)], replay_capacity=1234, train_batch_size=16,
                      target_network_update_freq=77, num_steps_sampled_before_learning_starts=11, seed=3)
     cfg.validate()
@@ -269,17 +272,22 @@ def test_dqn_config_settings():
     assert cfg.num_steps_sampled_before_learning_starts == 11 and cfg.seed == 3
     assert cfg.num_env_runners == 2 and cfg.num_cpus_per_env_runner <= 0.5 and cfg.num_learners == 0
     assert cfg.num_gpus_per_learner == 0  # the Q-network learns on the CPU unless asked
-    gpu = dqn_config(_ToyEnv, state_channels=S, grid=G, num_gpus_per_learner=1)
+    gpu = dqn_config(_ToyEnv, q_network=QNET, q_kwargs=q, num_gpus_per_learner=1)
     assert gpu.num_gpus_per_learner == 1 and gpu.num_learners == 0  # the local learner takes the GPU
     spec = cfg.rl_module_spec
-    assert spec.module_class is LfsDQNTorchRLModule
+    assert spec.module_class is QNetworkDQNModule
     # RLlib merges its DQN keys into the module's model_config; ours are all there.
     model_config = cfg.model_config | spec.model_config
-    assert {k: model_config[k] for k in MODEL_CONFIG_KEYS} == dict(
-        state_channels=S, grid=G, history=H, group_channels=32, hidden_channels=64, kernel_size=3)
+    assert {k: model_config[k] for k in ("q_network", "state_channels", "grid", "history")} == dict(q_network=QNET, **q)
+    from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+
+    module = RLModuleSpec(module_class=QNetworkDQNModule, observation_space=observation_space(S, G, H),
+                          action_space=gym.spaces.Discrete(2), model_config=model_config).build()
+    assert module.to_q_network().kwargs == dict(state_channels=S, grid=G, history=H, num_actions=2,
+                                                group_channels=32, hidden_channels=64, kernel_size=3)
     assert model_config["double_q"] is True and model_config["dueling"] is False
     with pytest.raises(ValueError, match="replay_buffer must be one of"):
-        dqn_config(_ToyEnv, state_channels=S, grid=G, replay_buffer="ReplayBuffer")
+        dqn_config(_ToyEnv, q_network=QNET, q_kwargs=q, replay_buffer="ReplayBuffer")
 
 
 # ---- export / load ----------------------------------------------------------------------------
@@ -287,11 +295,11 @@ def test_dqn_config_settings():
 def test_export_and_load_policy_round_trip(tmp_path):
     from ray.rllib.algorithms.dqn.default_dqn_rl_module import QF_PREDS
 
-    from dynvid.methods.lfs.policy import export_policy
+    from dynvid.engine.rl import export_q_network
 
     module = _spec().build()
     module.save_to_path(str(tmp_path / "module"))
-    out = export_policy(str(tmp_path / "module"), str(tmp_path / "out" / "policy.pt"))
+    out = export_q_network(str(tmp_path / "module"), str(tmp_path / "out" / "policy.pt"), format=EXPORT_FORMAT)
     assert out == str(tmp_path / "out" / "policy.pt")
     assert os.listdir(tmp_path / "out") == ["policy.pt"]  # the temporary file was moved into place
     qnet = load_policy(out)

@@ -11,9 +11,9 @@
   workers, and ``max_concurrent_trials`` is fitted to how many trials' workers the cluster
   holds at once.
 - **policy sweeps** (``kind: policy``): each trial trains a method's learned policy (Looking
-  Fast and Slow's DQN interleaving policy, with RLlib) on one frozen checkpoint through the
-  Task's ``train_policy`` hook, with the trial's knobs (the speed reward γ), and reports the
-  policy's evaluation. The trial is a placement group: a bundle of ``cpus_per_trial`` for
+  Fast and Slow's DQN interleaving policy, with RLlib: :mod:`dynvid.engine.rl`) on one frozen
+  checkpoint from the Task's ``policy_spec``, with the trial's knobs (the speed reward γ), and
+  reports the policy's evaluation. The trial is a placement group: a bundle of ``cpus_per_trial`` for
   the learner and one bundle per env runner (the Task's ``policy_runner_bundles``), so
   RLlib's env-runner actors land in the trial's own reservation.
 - **inference sweeps** (``kind: inference``): knobs that act only at test time (the
@@ -57,6 +57,7 @@ from pathlib import Path
 import torch
 
 from dynvid.config import ConfigError, ExperimentConfig, apply_overrides, from_dict, to_dict
+from dynvid.engine.rl import train_policy
 from dynvid.engine.sweep_spec import SweepSpec, _flow
 from dynvid.metrics.pareto import hypervolume, pareto_front
 
@@ -220,7 +221,8 @@ def _finish_trial(spec: SweepSpec, context: dict, trial_id: str, knobs: dict, me
 
 def _policy_trial(config: dict, context: dict) -> None:
     """One policy trial: a learned policy trained on the frozen checkpoint with this trial's
-    knobs (``Task.train_policy``), evaluated once, reported."""
+    knobs (:func:`dynvid.engine.rl.train_policy` with the Task's ``policy_spec`` and
+    ``evaluate_policy``), evaluated once, reported."""
     from ray import tune
 
     from dynvid.engine.task import get_task
@@ -234,7 +236,7 @@ def _policy_trial(config: dict, context: dict) -> None:
     print(f"[dynvid] sweep {spec.name} trial {trial_id}: {knobs}", flush=True)
     t0 = time.perf_counter()
     out_dir = f"{context['path']}/policies/{trial_id}"
-    metrics = get_task(spec.method, cfg).train_policy(cfg, spec.init_from, out_dir, context.get("tracking_uri"))
+    metrics = train_policy(get_task(spec.method, cfg), cfg, spec.init_from, out_dir, context.get("tracking_uri"))
     metrics["train_time_s"] = time.perf_counter() - t0
     _finish_trial(spec, context, trial_id, knobs, metrics)
 

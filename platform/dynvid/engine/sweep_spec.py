@@ -35,7 +35,7 @@ Whether knobs need retraining is the ``kind``: an inference sweep may only sweep
 leave the checkpoint's weights valid, which the method declares
 (``Task.inference_knobs``); anything else is refused with the list of valid ones. A policy
 sweep (Looking Fast and Slow's DQN interleaving policy) trains, per trial, a policy on top
-of one frozen checkpoint (``init_from``) through the method's ``train_policy`` hook, and may
+of one frozen checkpoint (``init_from``) with the engine's RLlib runner (``dynvid.engine.rl``), and may
 only sweep the method's ``policy_knobs`` (e.g. the speed reward γ).
 """
 

@@ -34,61 +34,40 @@ Choices (the paper gives no widths, kernel sizes or activations):
 - No activation between the depthwise and the pointwise conv (a separable conv is one
   linear map factorised in two; Xception-style).
 
-RLlib plumbing (Ray 2.60, new API stack):
-
-- :mod:`dynvid.methods.lfs.rl_module` holds the RLModule (a ``DefaultDQNTorchRLModule``
-  whose encoder is :class:`PolicyEncoder` and whose Q head is the last linear layer, so
-  RLlib's double-Q and target-network machinery is untouched). It is imported lazily:
-  ``import dynvid.methods.lfs.policy`` does not import ``ray.rllib``, and neither does
-  :func:`load_policy`.
-- :func:`dqn_config` builds the ``DQNConfig`` (Double DQN, no dueling, prioritized episode
-  replay, ε-greedy), :func:`train_policy` runs it and saves a checkpoint,
-  :func:`export_policy` turns the RLModule checkpoint into a plain torch file (weights +
-  constructor kwargs + metadata) that :func:`load_policy` reads without Ray.
-- Resources: the learner runs in the driver process (``num_learners=0``, no Ray CPU) and
-  each EnvRunner asks for ``num_cpus_per_env_runner = 0.5`` CPU, so the default two
-  EnvRunners take one CPU of a 2-CPU local cluster.
+Training is the engine's (:mod:`dynvid.engine.rl`, RLlib's Double DQN): the Task hands it
+this module's :class:`QNetwork` by name (``"dynvid.methods.lfs.policy:QNetwork"``), whose
+``encoder`` and ``head`` become the RLModule's encoder and Q head, and the engine exports the
+trained network to a plain torch file (weights + constructor kwargs + metadata, tagged
+:data:`EXPORT_FORMAT`) that :func:`load_policy` reads without Ray. This module imports no Ray.
 """
 
 from __future__ import annotations
 
-import math
-import os
-import tempfile
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 if TYPE_CHECKING:  # pragma: no cover
     import gymnasium as gym
-    from ray.rllib.algorithms.dqn import DQNConfig
 
 __all__ = [
-    "MODEL_CONFIG_KEYS",
+    "EXPORT_FORMAT",
     "PolicyEncoder",
     "QNetwork",
-    "dqn_config",
-    "export_policy",
     "greedy_action",
     "load_policy",
     "make_observation",
     "observation_size",
     "observation_space",
     "split_observation",
-    "train_policy",
 ]
 
 NUM_MAPS = 4
 """The four state maps of Eq. 1: c_t, h_t, c_t − c_{t−1}, h_t − h_{t−1}."""
 
 EXPORT_FORMAT = "dynvid.lfs.qnetwork/1"
-"""Tag of the files written by :func:`export_policy`."""
-
-MODEL_CONFIG_KEYS = ("state_channels", "grid", "history", "group_channels", "hidden_channels", "kernel_size")
-"""The RLModule's own ``model_config`` keys: :class:`QNetwork`'s constructor arguments except
-``num_actions`` (taken from the action space). ``state_channels`` and ``grid`` are required."""
+"""Tag of the exported policy files (:func:`dynvid.engine.rl.export_q_network`)."""
 
 
 # ---- the observation (Eq. 1) -------------------------------------------------------------------
@@ -204,7 +183,14 @@ class QNetwork(nn.Module):
         self.head = nn.Linear(self.encoder.out_features, num_actions)
         self.kwargs = dict(state_channels=state_channels, grid=grid, history=history, num_actions=num_actions,
                            group_channels=group_channels, hidden_channels=hidden_channels, kernel_size=kernel_size)
-        """Constructor arguments, stored with the weights by :func:`export_policy`."""
+        """Constructor arguments, stored with the weights in an exported policy."""
+
+    @property
+    def observation_shape(self) -> tuple[int]:
+        """The flat observation this network reads, ``(4·S·g·g + H,)`` (checked by the engine's
+        RLModule against the environment's space)."""
+        e = self.encoder
+        return (observation_size(e.state_channels, e.grid, e.history),)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         """``(B, 4·S·g·g + H)`` flat observations → ``(B, m)`` Q-values."""
@@ -217,202 +203,10 @@ def greedy_action(qnet: nn.Module, obs: torch.Tensor) -> torch.Tensor:
         return qnet(obs).argmax(dim=-1)
 
 
-# ---- RLlib: config, training, export ------------------------------------------------------------
-
-def dqn_config(
-    env: type | str,
-    env_config: dict | None = None,
-    *,
-    state_channels: int,
-    grid: int,
-    history: int = 20,
-    group_channels: int = 32,
-    hidden_channels: int = 64,
-    kernel_size: int = 3,
-    num_env_runners: int = 2,
-    num_cpus_per_env_runner: float = 0.5,
-    num_envs_per_env_runner: int = 1,
-    num_gpus_per_learner: float = 0.0,
-    rollout_fragment_length: int = 4,
-    lr: float = 5e-4,
-    gamma: float = 0.9,
-    epsilon: Sequence[tuple[int, float]] = ((0, 1.0), (10_000, 0.05)),
-    replay_buffer: str = "PrioritizedEpisodeReplayBuffer",
-    replay_capacity: int = 50_000,
-    train_batch_size: int = 32,
-    target_network_update_freq: int = 500,
-    num_steps_sampled_before_learning_starts: int = 1_000,
-    n_step: int = 1,
-    training_intensity: float | None = None,
-    min_sample_timesteps_per_iteration: int = 1_000,
-    seed: int | None = 0,
-) -> DQNConfig:
-    """An RLlib ``DQNConfig`` for the interleaving policy: Double DQN with experience replay
-    (Sec. 3.4, [34]) on :class:`QNetwork`.
-
-    Args:
-        env: a gymnasium ``Env`` class (constructed by RLlib as ``env(env_config)``) or a name
-            registered with ``ray.tune.register_env``.
-        env_config: passed to the environment.
-        state_channels, grid, history, group_channels, hidden_channels, kernel_size:
-            the :class:`QNetwork` (``model_config`` of the RLModule).
-        num_env_runners: remote EnvRunner actors sampling in parallel.
-        num_cpus_per_env_runner: CPUs reserved per EnvRunner; 0.5 lets two EnvRunners fit
-            in one CPU of a 2-CPU local cluster (the learner runs in the driver, no reservation).
-        num_envs_per_env_runner: vectorised environments per EnvRunner.
-        num_gpus_per_learner: GPUs of the local learner (0: the CPU).
-        rollout_fragment_length: env steps per EnvRunner per sampling round.
-        lr: Adam learning rate.
-        gamma: discount. 0.9 (≈10-frame horizon): an extractor choice mostly affects the
-            next few frames; the paper does not give its value.
-        epsilon: ε-greedy schedule ``[(timestep, ε), ...]``, linearly interpolated.
-        replay_buffer: ``"PrioritizedEpisodeReplayBuffer"`` or ``"EpisodeReplayBuffer"``.
-        replay_capacity: replay buffer size in env steps.
-        train_batch_size: transitions per gradient step.
-        target_network_update_freq: env steps sampled between target-network syncs.
-        num_steps_sampled_before_learning_starts: env steps collected before the first update.
-        n_step: n-step return length.
-        training_intensity: replayed / sampled steps ratio (``None``: one update per sampling
-            round).
-        min_sample_timesteps_per_iteration: env steps per ``algo.train()`` call (at least).
-        seed: seeds the EnvRunners and the learner; ``None`` for no seeding.
-    """
-    from ray.rllib.algorithms.dqn import DQNConfig
-    from ray.rllib.core.rl_module.rl_module import RLModuleSpec
-
-    from dynvid.methods.lfs.rl_module import LfsDQNTorchRLModule
-
-    replay_types = ("PrioritizedEpisodeReplayBuffer", "EpisodeReplayBuffer")
-    if replay_buffer not in replay_types:
-        raise ValueError(f"replay_buffer must be one of {replay_types}, got {replay_buffer!r}")
-    buffer_cfg: dict[str, Any] = {"type": replay_buffer, "capacity": replay_capacity}
-    if replay_buffer == "PrioritizedEpisodeReplayBuffer":
-        buffer_cfg |= {"alpha": 0.6, "beta": 0.4}  # RLlib's (and Schaul et al.'s) defaults
-    model_config = dict(state_channels=state_channels, grid=grid, history=history, group_channels=group_channels,
-                        hidden_channels=hidden_channels, kernel_size=kernel_size)
-    return (
-        DQNConfig()
-        .environment(env=env, env_config=dict(env_config or {}))
-        .framework("torch")
-        .env_runners(num_env_runners=num_env_runners, num_cpus_per_env_runner=num_cpus_per_env_runner,
-                     num_envs_per_env_runner=num_envs_per_env_runner,
-                     rollout_fragment_length=rollout_fragment_length)
-        .learners(num_learners=0, num_gpus_per_learner=num_gpus_per_learner)
-        .rl_module(rl_module_spec=RLModuleSpec(module_class=LfsDQNTorchRLModule, model_config=model_config))
-        .training(
-            double_q=True,
-            dueling=False,  # Sec. 3.4 uses plain DDQN; the module rejects dueling heads
-            num_atoms=1,
-            lr=lr,
-            gamma=gamma,
-            epsilon=[tuple(p) for p in epsilon],
-            replay_buffer_config=buffer_cfg,
-            train_batch_size_per_learner=train_batch_size,
-            target_network_update_freq=target_network_update_freq,
-            num_steps_sampled_before_learning_starts=num_steps_sampled_before_learning_starts,
-            n_step=n_step,
-            training_intensity=training_intensity,
-        )
-        .reporting(min_sample_timesteps_per_iteration=min_sample_timesteps_per_iteration)
-        .debugging(seed=seed)
-    )
-
-
-def train_policy(config: DQNConfig, iterations: int, checkpoint_dir: str,
-                 progress: Callable[[str], Any] = print) -> dict:
-    """Build the algorithm, train ``iterations`` iterations, save, stop.
-
-    Prints one ``progress`` line per iteration (mean episode return over RLlib's smoothing
-    window, env steps sampled so far, the learner's ``qf_loss``, the iteration's wall time;
-    ``nan`` until the first episode ends / the first update).
-
-    Returns:
-        ``iterations``, ``episode_return_mean`` (per iteration), ``final_return_mean``,
-        ``mean_return_mean`` (over iterations with a finished episode), ``env_steps_sampled``,
-        ``checkpoint`` (the algorithm checkpoint, ``Algorithm.from_checkpoint``) and
-        ``module_checkpoint`` (the learner's RLModule, for :func:`export_policy`).
-    """
-    from ray.rllib.core import DEFAULT_MODULE_ID
-    from ray.rllib.utils.metrics import (
-        ENV_RUNNER_RESULTS,
-        EPISODE_RETURN_MEAN,
-        LEARNER_RESULTS,
-        NUM_ENV_STEPS_SAMPLED_LIFETIME,
-    )
-
-    if iterations < 1:
-        raise ValueError(f"iterations must be >= 1, got {iterations}")
-    checkpoint_dir = os.path.abspath(checkpoint_dir)
-    returns: list[float] = []
-    steps = 0
-    algo = config.build_algo()
-    try:
-        for it in range(1, iterations + 1):
-            result = algo.train()
-            runners = result.get(ENV_RUNNER_RESULTS, {})
-            ret = float(runners.get(EPISODE_RETURN_MEAN, math.nan))  # absent until an episode ends
-            steps = int(runners.get(NUM_ENV_STEPS_SAMPLED_LIFETIME, steps))
-            loss = float(result.get(LEARNER_RESULTS, {}).get(DEFAULT_MODULE_ID, {}).get("qf_loss", math.nan))
-            returns.append(ret)
-            progress(f"[lfs-dqn] iter {it}/{iterations}  return_mean={ret:.4f}  env_steps={steps}  "
-                     f"qf_loss={loss:.5f}  time={float(result.get('time_this_iter_s', math.nan)):.1f}s")
-        algo.save_to_path(checkpoint_dir)
-    finally:
-        algo.stop()
-    finite = [r for r in returns if math.isfinite(r)]
-    return {
-        "iterations": iterations,
-        "episode_return_mean": returns,
-        "final_return_mean": returns[-1],
-        "mean_return_mean": sum(finite) / len(finite) if finite else math.nan,
-        "env_steps_sampled": steps,
-        "checkpoint": checkpoint_dir,
-        "module_checkpoint": f"{checkpoint_dir}/learner_group/learner/rl_module/default_policy",
-    }
-
-
-def export_policy(module_checkpoint_path: str, out_file: str) -> str:
-    """Write the RLModule checkpoint's Q-network as a plain torch file and return its path.
-
-    The file holds ``format``, ``kwargs`` (:class:`QNetwork`'s constructor arguments),
-    ``state_dict`` (QNetwork keys, target network left out) and ``metadata``; it is written
-    to a temporary file in the same folder and moved into place (``os.replace``), so a
-    reader never sees half a file.
-    """
-    from ray.rllib.core.rl_module.rl_module import RLModule
-
-    from dynvid.methods.lfs.rl_module import LfsDQNTorchRLModule
-
-    module = RLModule.from_checkpoint(module_checkpoint_path)
-    if not isinstance(module, LfsDQNTorchRLModule):
-        raise TypeError(f"{module_checkpoint_path} holds a {type(module).__name__}, "
-                        f"not an {LfsDQNTorchRLModule.__name__}")
-    qnet = module.to_qnetwork()
-    payload = {
-        "format": EXPORT_FORMAT,
-        "kwargs": dict(qnet.kwargs),
-        "state_dict": {k: v.detach().cpu().clone() for k, v in qnet.state_dict().items()},
-        "metadata": {"source": os.path.abspath(module_checkpoint_path), "method": "lfs",
-                     "paper": "Looking Fast and Slow (Liu et al., 2019), Sec. 3.4"},
-    }
-    out_file = os.path.abspath(out_file)
-    folder = os.path.dirname(out_file)
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".pt")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-        os.replace(tmp, out_file)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return out_file
-
+# ---- the exported policy ------------------------------------------------------------------------
 
 def load_policy(path: str, map_location: str | torch.device = "cpu") -> QNetwork:
-    """Rebuild the :class:`QNetwork` written by :func:`export_policy` (in ``eval()`` mode);
-    needs no Ray."""
+    """Rebuild the :class:`QNetwork` of an exported policy file (in ``eval()`` mode); needs no Ray."""
     payload = torch.load(path, map_location=map_location, weights_only=True)
     if not isinstance(payload, dict) or payload.get("format") != EXPORT_FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__

@@ -3,16 +3,15 @@ the package docstring, ``methods/lfs/__init__.py``)."""
 
 from __future__ import annotations
 
-import os
-
 import torch
 from torch import nn
 
 from dynvid.config import ExperimentConfig
 from dynvid.data.datasets import scene_config
 from dynvid.detection.losses import detection_loss_batched
+from dynvid.methods.lfs import adaptive
 from dynvid.methods.lfs.presets import PRESETS
-from dynvid.task import PolicyTask, Stage
+from dynvid.task import PolicySpec, PolicyTask, Stage
 from dynvid.methods.lfs.model import F0, F1, InterleavedDetector, fixed_schedule, unwrap
 
 __all__ = ["LFSTask", "build_detector", "random_actions"]
@@ -185,26 +184,15 @@ class LFSTask(PolicyTask):
                              "lfs.dqn_learner_gpus=0")
         return [{"CPU": cfg.lfs.dqn_cpus_per_runner} for _ in range(cfg.lfs.dqn_env_runners)]
 
-    def train_policy(self, cfg: ExperimentConfig, detector: str, out_dir: str, tracking_uri: str | None = None) -> dict:
-        """Engine hook of policy sweeps: train, export and evaluate the DQN policy on the
-        detector ``detector`` (a checkpoint folder, ``s3://`` URI or ``models:/NAME@ALIAS``);
-        see :mod:`.adaptive`."""
-        from dynvid.methods.lfs.adaptive import train_adaptive_policy
+    def policy_spec(self, cfg: ExperimentConfig, model: str, local: str) -> PolicySpec:
+        """Engine hook of policy training (:func:`dynvid.engine.rl.train_policy`): the DQN of
+        Sec. 3.4 on the frozen detector, with ``cfg.lfs.gamma`` (see :mod:`.adaptive`)."""
+        return adaptive.policy_spec(self, cfg, model, local)
 
-        if detector.startswith("models:/"):  # a registered detector: written out as a checkpoint first
-            from dynvid.engine.checkpoint import save_checkpoint
-            from dynvid.engine.registry import load_registered_with_config
-
-            module, info = load_registered_with_config(tracking_uri, detector)
-            local = os.path.join(out_dir, "detector")
-            save_checkpoint(local, module, config=info["config"],
-                            metadata={"method": "lfs", "stage": info["stage"], "source": detector, "epoch": 0})
-            detector = local
-        self.cfg = cfg
-        metrics = train_adaptive_policy(self, cfg, detector, out_dir)
-        metrics.pop("fixed_rows")
-        metrics.pop("row")
-        return metrics
+    def evaluate_policy(self, cfg: ExperimentConfig, model: str, policy: str, out_dir: str, training: dict,
+                        shared: dict, progress=print) -> dict:
+        """The learned policy next to the fixed ones on every validation frame (see :mod:`.adaptive`)."""
+        return adaptive.evaluate_policy(self, cfg, model, policy, out_dir, training, shared, progress)
 
     def report(self, cfg: ExperimentConfig, stages: list, out_dir: str) -> dict:
         """The mAP-vs-τ curve (Fig. 6) with f0-only and f1-only ends, and sync vs async latency."""

@@ -2,7 +2,8 @@
 
 The paper trains its RNNs and gate on features of CNNs finetuned beforehand (Sec. 4.1), the
 practical path for long untrimmed videos: the CNNs are frozen, so their features never
-change while the RNNs train. :func:`build_feature_cache` runs
+change while the RNNs train. :func:`build_feature_cache` has the engine run, with Ray Data
+(:func:`dynvid.engine.extract.map_to_parquet`; this module imports no Ray),
 
     ray.data.from_items(video indices)
       .map_batches(ExtractFeatures, concurrency=data.decoders)   decode + both CNNs, per video
@@ -33,6 +34,7 @@ import pyarrow as pa
 import torch
 
 from dynvid.config import ExperimentConfig, from_dict, to_dict
+from dynvid.engine.extract import map_to_parquet
 from dynvid.engine.storage import ray_storage
 
 __all__ = ["CachedFeatures", "ExtractFeatures", "FeatureCache", "build_feature_cache", "cache_key", "load_split",
@@ -183,9 +185,8 @@ def _clear(path: str, fs) -> None:
 def build_feature_cache(cfg: ExperimentConfig, checkpoint: str, root: str | None = None) -> FeatureCache:
     """Extract (or find) the feature cache of ``checkpoint``'s CNNs under ``root`` (default
     ``<train.storage_path>/liteeval-features``); returns it. Runs on the driver; the work is
-    done by Ray Data actors (``data.decoders`` of them, ``data.cpus_per_decoder`` CPUs each)."""
-    import ray
-
+    done by Ray Data actors (``data.decoders`` of them, ``data.cpus_per_decoder`` CPUs each) that
+    the engine runs (:func:`dynvid.engine.extract.map_to_parquet`)."""
     from dynvid.data.datasets import build_clip_dataset
     from dynvid.engine.checkpoint import load_checkpoint
     from dynvid.engine.ingest import localize_dataset
@@ -206,26 +207,16 @@ def build_feature_cache(cfg: ExperimentConfig, checkpoint: str, root: str | None
     if found is not None:
         print(f"[dynvid] liteeval: feature cache {uri} exists ({found['splits']}); reusing it", flush=True)
         return FeatureCache(uri, found)
-    if not ray.is_initialized():  # Ray Data would start Ray itself, and wait forever for a dead recorded head
-        from dynvid.engine.trainer import init_ray  # the engine's: a local instance that checks first
-
-        init_ray()
     t0 = time.perf_counter()
     print(f"[dynvid] liteeval: extracting coarse + fine features of {sum(splits.values())} videos -> {uri}", flush=True)
     path, fs = _fs_path(uri)
     experiment = to_dict(cfg)
     for split, n in splits.items():
         _clear(f"{path.rstrip('/')}/{split}", fs)  # shards of an interrupted attempt (no manifest yet)
-        # The video indices, made on the driver (from_items: no read tasks) in blocks of ~64
-        # videos so the actors share the work and Ray Data's progress lines advance. The
-        # extraction actors take the CPUs; the Parquet writes are I/O and reserve none, or on a
-        # small node (2 CPUs, one 2-CPU actor) a write or read task would wait for CPUs forever.
-        ds = ray.data.from_items([{"id": i} for i in range(n)], override_num_blocks=max(1, min(n, -(-n // 64))))
-        ds = ds.map_batches(ExtractFeatures, fn_constructor_kwargs={"experiment": experiment, "checkpoint": checkpoint,
-                                                                    "split": split, "threads": max(1, int(cfg.data.cpus_per_decoder))},
-                            batch_size=8, batch_format="numpy", concurrency=cfg.data.decoders,
-                            num_cpus=cfg.data.cpus_per_decoder)
-        ds.write_parquet(f"{path.rstrip('/')}/{split}", filesystem=fs, ray_remote_args={"num_cpus": 0})
+        map_to_parquet(n, ExtractFeatures, {"experiment": experiment, "checkpoint": checkpoint, "split": split,
+                                            "threads": max(1, int(cfg.data.cpus_per_decoder))},
+                       f"{path.rstrip('/')}/{split}", fs, actors=cfg.data.decoders,
+                       cpus_per_actor=cfg.data.cpus_per_decoder, batch_size=8)
     le = cfg.liteeval
     manifest = {
         "checkpoint": checkpoint, "key": key, "splits": splits, "num_classes": num_classes, "steps": le.steps,
