@@ -31,7 +31,9 @@ import torch
 
 from dynvid.config import apply_overrides
 from dynvid.engine.jobs import bench_config, bench_parser, exit_on_bad_input, print_targets
+from dynvid.methods.ant import ANTTask
 from dynvid.methods.ant.presets import EMBEDDED, SMOKE
+from dynvid.methods.ant.report import compare, comparison_table
 
 BENCH = ["train.mlflow_tracking_uri=null", "train.log_every=20"]
 
@@ -75,9 +77,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dynvid.engine.trainer import fit
-    from dynvid.methods.ant import ANTTask
-    from dynvid.methods.ant.report import compare, comparison_table
+    from dynvid.engine.trainer import fit  # imports Ray
 
     torch.set_num_threads(2)
     with tempfile.TemporaryDirectory(prefix="bench-ant-") as tmp:

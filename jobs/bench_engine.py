@@ -217,7 +217,7 @@ def engine(cfg: ExperimentConfig, workers: int, threads: int, storage: str, name
 def engine_stats(cfg: ExperimentConfig, workers: int, threads: int, storage: str, name: str,
                  use_gpu: bool = False) -> dict:
     """The engine's metrics of its last epoch (clips/s, epoch time, time waiting for data)."""
-    from dynvid.engine.trainer import fit
+    from dynvid.engine.trainer import fit  # imports Ray
 
     cfg = apply_overrides(cfg, [f"train.num_workers={workers}", f"train.threads={threads}",
                                 f"train.cpus_per_worker={threads}", f"train.storage_path={storage}",

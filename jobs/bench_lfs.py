@@ -29,7 +29,12 @@ from pathlib import Path
 import torch
 
 from dynvid.engine.jobs import bench_config, bench_parser, exit_on_bad_input
+from dynvid.engine.preflight import resolve_local_paths
+from dynvid.engine.rl import train_policies
+from dynvid.methods.lfs import LFSTask
+from dynvid.methods.lfs.evaluation import evaluate_policies
 from dynvid.methods.lfs.presets import EMBEDDED, POLICY_SMOKE, SMOKE
+from dynvid.methods.lfs.report import curve_table, fixed_policies, latency_rows, load_detector
 
 BENCH = ["train.mlflow_tracking_uri=null", "train.log_every=20", "lfs.taus=[1, 4, 9, 19]"]
 
@@ -44,12 +49,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dynvid.engine.preflight import resolve_local_paths
-    from dynvid.engine.trainer import fit
-    from dynvid.methods.lfs import LFSTask
-    from dynvid.engine.rl import train_policies
-    from dynvid.methods.lfs.evaluation import evaluate_policies
-    from dynvid.methods.lfs.report import curve_table, fixed_policies, latency_rows, load_detector
+    from dynvid.engine.trainer import fit  # imports Ray
 
     torch.set_num_threads(2)
     with tempfile.TemporaryDirectory(prefix="bench-lfs-") as tmp:

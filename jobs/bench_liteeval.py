@@ -27,8 +27,15 @@ from pathlib import Path
 import torch
 
 from dynvid.config import ExperimentConfig
+from dynvid.data.datasets import build_clip_dataset
+from dynvid.engine.checkpoint import load_checkpoint
 from dynvid.engine.jobs import bench_config, bench_parser, print_targets
+from dynvid.engine.storage import fetch_checkpoint
+from dynvid.methods.liteeval import LiteEvalTask
+from dynvid.methods.liteeval.evaluation import rows_table
+from dynvid.methods.liteeval.model import UniformBaseline
 from dynvid.methods.liteeval.presets import EMBEDDED, SMOKE
+from dynvid.metrics.speed import compare_throughput
 
 TARGET_GFLOPS_SAVING = 0.40
 TARGET_TOP1_DROP = 0.01
@@ -39,11 +46,6 @@ BENCH = ["train.mlflow_tracking_uri=null", "train.log_every=40"]
 
 def time_models(cfg: ExperimentConfig, checkpoint: str, num_classes: int, videos: int = 16) -> dict:
     """Videos/s of LiteEval (pixels, real skipping) and UNIFORM on the same val videos."""
-    from dynvid.data.datasets import build_clip_dataset
-    from dynvid.engine.checkpoint import load_checkpoint
-    from dynvid.methods.liteeval import LiteEvalTask
-    from dynvid.methods.liteeval.model import UniformBaseline
-    from dynvid.metrics.speed import compare_throughput
 
     task = LiteEvalTask(cfg)
     model = task.build_model(cfg, num_classes, task.stage("liteeval"))
@@ -60,8 +62,7 @@ def time_models(cfg: ExperimentConfig, checkpoint: str, num_classes: int, videos
 def main(argv: list[str] | None = None) -> int:
     p = bench_parser(__doc__.splitlines()[0])
     args = p.parse_args(argv)
-    from dynvid.engine.trainer import fit
-    from dynvid.methods.liteeval.evaluation import rows_table
+    from dynvid.engine.trainer import fit  # imports Ray
 
     torch.set_num_threads(2)
     with tempfile.TemporaryDirectory(prefix="bench-liteeval-") as tmp:
@@ -73,7 +74,6 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         saved = json.loads(Path(next(a for a in report["artifacts"] if a.endswith(".json"))).read_text())
         ckpt = {s.stage: s.checkpoint_path for s in result.stages}
-        from dynvid.engine.storage import fetch_checkpoint
 
         timing = time_models(cfg, fetch_checkpoint(ckpt["liteeval"]), int(result.metrics["num_classes"]))
     m = report["metrics"]

@@ -44,8 +44,11 @@ from pathlib import Path
 
 import torch
 
+from dynvid.data.datasets import scene_config
 from dynvid.engine.jobs import bench_config, bench_parser, print_targets
+from dynvid.methods.resq import ResQTask
 from dynvid.methods.resq.presets import EMBEDDED, SMOKE
+from dynvid.methods.resq.report import compare, comparison_table, curve_value, row_name
 
 BENCH = ["train.mlflow_tracking_uri=null", "train.log_every=10", "resq.qat_epochs=0", "resq.period=3"]
 STATIC = ("W8A8->W4A4", "W4A4->W3A3")
@@ -62,7 +65,6 @@ def _curve(rows: dict, bits: str, scheme: str = "resq") -> list[tuple[float, flo
 def equal_bops_gap(curve: list[tuple[float, float, int]], bops: float, miou: float) -> tuple[float, str]:
     """``miou`` minus the static curve's mIoU at ``bops`` and how that reference was read
     (``interpolated`` | ``cheapest point`` | ``outside``: dearer than every static point)."""
-    from dynvid.methods.resq.report import curve_value
 
     points = [(b, m) for b, m, _ in curve]
     ref = curve_value(points, bops)
@@ -75,7 +77,6 @@ def equal_bops_gap(curve: list[tuple[float, float, int]], bops: float, miou: flo
 
 def targets_from_rows(rows: dict) -> tuple[list[dict], dict]:
     """The issues' targets and a summary from the benchmark's rows (see the module docstring)."""
-    from dynvid.methods.resq.report import row_name
 
     targets, summary = [], {}
     for bits in STATIC:
@@ -124,10 +125,7 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"keyframe periods T of Fig. 5's curves besides resq.period: static ResQ {LOW} at each, "
                         "Dynamic-ResQ at each T >= 2")
     args = p.parse_args(argv)
-    from dynvid.data.datasets import scene_config
-    from dynvid.engine.trainer import fit
-    from dynvid.methods.resq import ResQTask
-    from dynvid.methods.resq.report import compare, comparison_table
+    from dynvid.engine.trainer import fit  # imports Ray
 
     torch.set_num_threads(2)
     with tempfile.TemporaryDirectory(prefix="bench-resq-") as tmp:

@@ -69,9 +69,18 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from dynvid.config import ExperimentConfig, apply_overrides
+from dynvid.backbones import build_backbone
+from dynvid.config import ExperimentConfig, VaredConfig, apply_overrides
+from dynvid.data.datasets import build_clip_dataset
 from dynvid.engine.jobs import bench_config, bench_parser, exit_on_bad_input, print_targets
+from dynvid.engine.task import get_task
+from dynvid.methods.vared import force_policy, make_dynamic
+from dynvid.methods.vared.analysis import comparison_table, inference_copy, load_stage_model, policy_stats
 from dynvid.methods.vared.presets import EMBEDDED, SMOKE  # the main job's configuration
+from dynvid.metrics.bootstrap import paired_bootstrap_ci
+from dynvid.metrics.cost import CostMeter
+from dynvid.metrics.speed import compare_throughput
+from dynvid.tables import format_table
 
 TARGET_GFLOPS_REDUCTION = 0.25
 TARGET_CLIP1_CI_LOW = -0.01
@@ -92,8 +101,7 @@ FULL_SIZE, SMOKE_SIZE = (1.0, (16, 112, 112)), (0.25, (4, 16, 16))
 
 def train_models(cfg: ExperimentConfig) -> dict:
     """Train VA-RED² and both static controls; checkpoints, final metrics and the curve."""
-    from dynvid.engine.task import get_task
-    from dynvid.engine.trainer import EpochHistory, fit
+    from dynvid.engine.trainer import EpochHistory, fit  # imports Ray
 
     stages = get_task("vared", cfg).stages
     dyn = fit(cfg, method="vared", register=False, report=False)  # checks the input before Ray starts
@@ -117,8 +125,6 @@ def train_models(cfg: ExperimentConfig) -> dict:
 
 def load_model(cfg: ExperimentConfig, method: str, stage_name: str, checkpoint: str, num_classes: int) -> nn.Module:
     """The ``method`` network of ``stage_name`` with the weights of ``checkpoint``, in eval mode."""
-    from dynvid.engine.task import get_task
-    from dynvid.methods.vared.analysis import load_stage_model
 
     return load_stage_model(get_task(method, cfg), cfg, stage_name, checkpoint, num_classes)
 
@@ -127,7 +133,6 @@ def load_model(cfg: ExperimentConfig, method: str, stage_name: str, checkpoint: 
 def evaluate(models: dict[str, nn.Module], loader) -> dict[str, dict]:
     """``policy_stats`` of every model on the same batches, in one pass over ``loader`` (the
     clips are generated once for all models)."""
-    from dynvid.methods.vared.analysis import policy_stats
 
     parts: dict[str, list[dict]] = {name: [] for name in models}
     for clips, labels in loader:
@@ -142,8 +147,6 @@ def accuracy_cost(cfg: ExperimentConfig, trained: dict, eval_clips: int) -> tupl
     """Rows (GFLOPs avg/min/max, clip-1, video-1) of every model on the same ``eval_clips``
     val clips, the paired bootstrap intervals against both controls, and the trained models
     for the speed tables."""
-    from dynvid.data.datasets import build_clip_dataset
-    from dynvid.metrics.bootstrap import paired_bootstrap_ci
 
     data = apply_overrides(cfg, [f"data.synthetic_val_videos={eval_clips}"]).data \
         if cfg.data.dataset.startswith("synthetic") else cfg.data
@@ -190,8 +193,6 @@ def accuracy_cost(cfg: ExperimentConfig, trained: dict, eval_clips: int) -> tupl
 
 
 def print_accuracy(acc: dict, cfg: ExperimentConfig) -> None:
-    from dynvid.methods.vared.analysis import comparison_table
-
     print(f"\nVA-RED² benchmark: {cfg.model.backbone} w{cfg.model.width_mult:g}, {cfg.data.clip_len}x"
           f"{cfg.data.crop_size}², {acc['eval_clips']} val clips (same clips for every model)")
     print(comparison_table([{**r, "model": f"{r['model']} ({r['epochs']} ep.)"} for r in acc["rows"]]))
@@ -234,15 +235,12 @@ def timing_plan(device: torch.device, tiny: bool, batch: int) -> dict:
 def _convert(model: nn.Module, device: torch.device, dtype: str) -> nn.Module:
     """The inference copy both sides are timed as (one-frame convs on the 2-D path, BatchNorm
     folded: ``analysis.inference_copy``, as the job's report times them), on ``device`` in ``dtype``."""
-    from dynvid.methods.vared.analysis import inference_copy
 
     model = inference_copy(model).to(device)
     return model.half() if dtype == "fp16" else model
 
 
 def _gflops(model: nn.Module, clips: torch.Tensor) -> torch.Tensor:
-    from dynvid.metrics.cost import CostMeter
-
     with torch.no_grad(), CostMeter(model) as meter:
         model(clips)
     return meter.per_sample_macs / 1e9
@@ -252,8 +250,6 @@ def time_table(static: nn.Module, dynamic: nn.Module, entries: dict, clips: torc
                plan: dict) -> dict[str, float]:
     """Median clips/s of ``static`` and of ``dynamic`` under each ``entries`` decision
     (key -> ``force_policy`` argument, None: its own gates), interleaved."""
-    from dynvid.methods.vared import force_policy
-    from dynvid.metrics.speed import compare_throughput
 
     models = {"static": static, **{key: dynamic for key in entries}}
     setup = {key: (lambda p=policy: force_policy(dynamic, p)) for key, policy in entries.items()}
@@ -275,9 +271,6 @@ def speed_rows(speed: dict[str, float], static_gflops: float, gflops: dict[str, 
 def speed_tables(device: torch.device, dtypes: tuple[str, ...], tiny: bool, trained: dict | None) -> dict:
     """The forced-choice tables (untrained, full width; tiny under a smoke test) and the trained
     policy's (its own size), for every dtype and batch size."""
-    from dynvid.backbones import build_backbone
-    from dynvid.config import VaredConfig
-    from dynvid.methods.vared import force_policy, make_dynamic
 
     width, clip = SMOKE_SIZE if tiny else FULL_SIZE
     torch.manual_seed(0)
@@ -321,8 +314,6 @@ def speed_tables(device: torch.device, dtypes: tuple[str, ...], tiny: bool, trai
 
 
 def print_speed(speed: dict, device: torch.device, dry_run: bool) -> None:
-    from dynvid.tables import format_table
-
     mark = "DRY RUN (no CUDA: the GPU tables' code on CPU at tiny sizes; the numbers mean nothing) — " \
         if dry_run else ""
     for kind in ("forced", "trained"):

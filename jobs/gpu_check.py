@@ -50,6 +50,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dynvid.tables import format_table
+
 ROOT = Path(__file__).resolve().parents[1]
 JOBS_DIR = ROOT / "jobs"
 GPU = ["train.use_gpu=true", "train.amp=true"]
@@ -260,8 +262,6 @@ def speed_cell(row: dict) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    from dynvid.tables import format_table
-
     lines = [[r["name"], r["status"], "-" if r.get("wall_s") is None else f"{r['wall_s']:.0f}", speed_cell(r)]
              for r in rows]
     return format_table(["check", "status", "wall s", "clips/s (job: train, per stage) / speed"], lines)

@@ -51,10 +51,10 @@ def build_config(args: argparse.Namespace) -> ExperimentConfig:
 
 def run(cfg: ExperimentConfig, detector: str | None, gammas: list[float], say=print) -> dict:
     """Train one policy per γ on ``detector`` (trained first when None); returns the rows."""
-    from dynvid.engine.preflight import check_inputs, resolve_local_paths
-    from dynvid.engine.trainer import fit
-    from dynvid.engine.rl import train_policies
-    from dynvid.methods.lfs.report import curve_table
+    from dynvid.engine.preflight import check_inputs, resolve_local_paths  # imports torch
+    from dynvid.engine.trainer import fit  # imports Ray, torch
+    from dynvid.engine.rl import train_policies  # imports torch
+    from dynvid.methods.lfs.report import curve_table  # imports torch
 
     if detector is None:  # fit checks the input before Ray starts
         cfg = resolve_local_paths(cfg)[0]  # absolute: RLlib's env runners read the dataset in other folders

@@ -25,10 +25,15 @@ import sys
 import time
 from pathlib import Path
 
-from dynvid.config import ConfigError
+from dynvid.config import ConfigError, ExperimentConfig, apply_overrides, load_config
 from dynvid.data.errors import DatasetError
+from dynvid.data.synth_writer import write_synthetic
+from dynvid.data.synthetic import DEFAULT_SENSOR_NOISE, SceneConfig
+from dynvid.data.video_io import VideoDecodeError, read_clip
+from dynvid.engine.jobs import exit_on_bad_input
 from dynvid.engine.storage import StorageError
-from dynvid.engine.tracking import TrackingError
+from dynvid.engine.sweep_report import front_table, load_report, summary
+from dynvid.engine.tracking import TrackingError, redact_uri
 
 __all__ = ["main"]
 
@@ -53,9 +58,6 @@ def _parse_size(text: str) -> tuple[int, int]:
 # ---- data synth ---------------------------------------------------------------------------
 
 def cmd_data_synth(args: argparse.Namespace) -> int:
-    from dynvid.data.synth_writer import write_synthetic
-    from dynvid.data.synthetic import DEFAULT_SENSOR_NOISE, SceneConfig
-
     height, width = args.size
     noise_std, shot_noise = DEFAULT_SENSOR_NOISE.get(args.task, (0.0, 0.0))  # as synthetic:<task> renders
     noise_std = noise_std if args.noise_std is None else args.noise_std
@@ -79,8 +81,7 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
 # ---- data inspect -------------------------------------------------------------------------
 
 def _inspect_kinetics(root: Path, decode: bool, train_split: str) -> dict:
-    from dynvid.data.kinetics import KineticsDataset, find_annotation
-    from dynvid.data.video_io import VideoDecodeError, read_clip
+    from dynvid.data.kinetics import KineticsDataset, find_annotation  # imports torch
 
     folder = root.parent if root.is_file() else root
     if root.is_file():
@@ -140,7 +141,7 @@ def _stats(values: list[float]) -> dict:
 
 
 def _inspect_detection(root: Path) -> dict:
-    from dynvid.data.coco_vid import CocoVideoDetection
+    from dynvid.data.coco_vid import CocoVideoDetection  # imports torch
 
     report: dict = {"path": str(root), "format": "coco-vid", "splits": {}}
     for ann in sorted((root / "annotations").glob("*.json")):
@@ -157,7 +158,7 @@ def _inspect_detection(root: Path) -> dict:
 
 
 def _inspect_segmentation(root: Path) -> dict:
-    from dynvid.data.segmentation import VideoSegmentation
+    from dynvid.data.segmentation import VideoSegmentation  # imports torch
 
     report: dict = {"path": str(root), "format": "video-segmentation", "splits": {}}
     for lst in sorted(root.glob("*_videos.txt")):
@@ -191,8 +192,8 @@ def cmd_data_inspect(args: argparse.Namespace) -> int:
 # ---- cost ---------------------------------------------------------------------------------
 
 def cmd_cost(args: argparse.Namespace) -> int:
-    from dynvid.backbones import build_backbone
-    from dynvid.metrics.cost import model_cost
+    from dynvid.backbones import build_backbone  # imports torch
+    from dynvid.metrics.cost import model_cost  # imports torch
 
     model = build_backbone(args.model, num_classes=args.num_classes, width_mult=args.width_mult)
     cost = model_cost(model, args.input, batch_size=args.batch_size)
@@ -207,15 +208,12 @@ def cmd_cost(args: argparse.Namespace) -> int:
 # ---- train --------------------------------------------------------------------------------
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from dynvid.engine.jobs import exit_on_bad_input
-
     return exit_on_bad_input("dynvid train", lambda: _train(args))
 
 
 def _train(args: argparse.Namespace) -> int:
-    from dynvid.config import ExperimentConfig, apply_overrides, load_config
-    from dynvid.engine.trainer import fit
-    from dynvid.task import presets
+    from dynvid.engine.trainer import fit  # imports Ray, torch
+    from dynvid.task import presets  # imports torch
 
     named = presets(args.method)
     preset = "smoke" if args.smoke_test else (args.preset or ("embedded" if "embedded" in named else "none"))
@@ -233,14 +231,13 @@ def _train(args: argparse.Namespace) -> int:
 # ---- models (MLflow registry) -------------------------------------------------------------
 
 def _registry_uri(args: argparse.Namespace) -> str:
-    from dynvid.engine.registry import default_tracking_uri
+    from dynvid.engine.registry import default_tracking_uri  # imports torch
 
     return args.tracking_uri or default_tracking_uri()
 
 
 def cmd_models_list(args: argparse.Namespace) -> int:
-    from dynvid.engine.registry import list_models
-    from dynvid.engine.tracking import redact_uri
+    from dynvid.engine.registry import list_models  # imports torch
 
     uri = _registry_uri(args)
     rows = list_models(uri, args.name)
@@ -265,7 +262,7 @@ def cmd_models_list(args: argparse.Namespace) -> int:
 
 
 def cmd_models_promote(args: argparse.Namespace) -> int:
-    from dynvid.engine.registry import list_models, promote
+    from dynvid.engine.registry import list_models, promote  # imports torch
 
     uri = _registry_uri(args)
     before = [r["version"] for r in list_models(uri, args.name) if args.alias in r["aliases"]]
@@ -278,8 +275,8 @@ def cmd_models_promote(args: argparse.Namespace) -> int:
 # ---- sweeps (Ray Tune) ----------------------------------------------------------------------
 
 def cmd_sweep_run(args: argparse.Namespace) -> int:
-    from dynvid.engine.sweep import run_sweep
-    from dynvid.engine.sweep_spec import load_spec
+    from dynvid.engine.sweep import run_sweep  # imports torch
+    from dynvid.engine.sweep_spec import load_spec  # imports torch
 
     spec = load_spec(args.spec, args.overrides)
     uri = args.tracking_uri if args.tracking_uri else "default"
@@ -289,8 +286,7 @@ def cmd_sweep_run(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep_show(args: argparse.Namespace) -> int:
-    from dynvid.engine.sweep import sweep_dir
-    from dynvid.engine.sweep_report import front_table, load_report, summary
+    from dynvid.engine.sweep import sweep_dir  # imports torch
 
     path = Path(args.run)
     if not path.exists():
@@ -345,7 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_cost)
 
     t = sub.add_parser("train", help="train a method with Ray Train")
-    from dynvid.task import method_names
+    from dynvid.task import method_names  # imports torch
 
     t.add_argument("--method", default="static", choices=method_names(),
                    help="the method to train, all its stages (default static)")

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from dynvid.config import ExperimentConfig, apply_overrides
+from dynvid.data.datasets import build_test_dataset
 
 __all__ = ["METHODS", "PolicySpec", "PolicyTask", "Stage", "Task", "get_task", "method_names", "presets", "register_task",
            "task_class", "unwrap_model"]
@@ -137,7 +138,6 @@ class Task:
         """The final test of a stage's last epoch (``train.final_test``), scored by
         :meth:`evaluate`, or None for none. By default the engine's K-LeftCenterRight video views
         of ``data.val_split`` (VA-RED² thesis Sec. 4.3): clip classifiers report video-1/5."""
-        from dynvid.data.datasets import build_test_dataset  # a clip classifier's data: loaded when asked for
 
         return build_test_dataset(cfg.data, cfg.train.test_videos, seed=cfg.train.seed)
 

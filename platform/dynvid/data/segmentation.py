@@ -51,6 +51,7 @@ from torch.utils.data import Dataset
 from dynvid.data.coco_vid import hflip_clip, read_rgb
 from dynvid.data.errors import AnnotationError, BadFileLog, DatasetError, UnreadableFile
 from dynvid.data.sampling import eval_windows, item_generator, sample_clip
+from dynvid.data.synthetic import OBJECT_CLASSES, SceneConfig, SyntheticVideoSource, add_sensor_noise
 
 __all__ = ["SyntheticSegmentation", "VideoSegmentation", "build_segmentation_dataset", "collate_segmentation", "read_label", "read_list_file", "pad_clip", "crop_clip"]
 
@@ -412,8 +413,6 @@ class SyntheticSegmentation(_SegmentationItems):
 
     def __init__(self, num_videos: int, split: str = "train", scene=None, clip_len: int = 1, mode: str = "train",
                  seed: int = 0, content_seed: int = 0, hflip_prob: float = 0.5, max_frames: int | None = None) -> None:
-        from dynvid.data.synthetic import OBJECT_CLASSES, SceneConfig, SyntheticVideoSource
-
         if mode not in ("train", "test"):
             raise ValueError(f"mode must be 'train' or 'test', got {mode!r}")
         if clip_len < 1 or num_videos < 1:
@@ -439,8 +438,6 @@ class SyntheticSegmentation(_SegmentationItems):
         return []
 
     def __getitem__(self, index: int) -> dict:
-        from dynvid.data.synthetic import add_sensor_noise
-
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} items")
         v, pos, valid = self._items[index]

@@ -11,7 +11,7 @@ import re
 import sys
 from collections.abc import Callable
 
-from dynvid.config import ConfigError, ExperimentConfig
+from dynvid.config import ConfigError, ExperimentConfig, apply_overrides
 from dynvid.data.errors import DatasetError
 from dynvid.engine.storage import StorageError
 from dynvid.engine.tracking import TrackingError
@@ -71,7 +71,6 @@ def bench_config(presets: list[str], smoke: list[str], args: argparse.Namespace,
     ``storage_path`` (a temporary folder), then the ``--set`` overrides (which may point the
     storage at a finished job's, whose stages are then found done when the job ran the same
     experiment: its run name hashes the run's identity, see :mod:`dynvid.engine.identity`)."""
-    from dynvid.config import apply_overrides
 
     base = list(presets) + (list(smoke) if args.smoke_test else []) + [f"train.storage_path={storage_path}"]
     return apply_overrides(ExperimentConfig(), base + args.overrides)

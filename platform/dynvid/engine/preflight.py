@@ -29,9 +29,11 @@ import os
 from dataclasses import dataclass
 
 from dynvid.config import ConfigError, ExperimentConfig, check_ranges
+from dynvid.data.datasets import build_clip_dataset
 from dynvid.data.errors import DatasetError
 from dynvid.engine import tracking
 from dynvid.engine.identity import RunIdentity, claim_run, dataset_spec_path, run_identity
+from dynvid.engine.ingest import localize_dataset, remote_dataset_uri
 from dynvid.engine.storage import check_storage, fetch_checkpoint, is_remote
 from dynvid.engine.task import Stage, Task, get_task
 
@@ -96,7 +98,6 @@ def stage_datasets(task: Task, cfg: ExperimentConfig, stage: Stage) -> tuple:
     own = task.datasets(cfg, stage)
     if own is not None:
         return (*own, True)
-    from dynvid.data.datasets import build_clip_dataset
 
     d = cfg.data
     return (build_clip_dataset(d, d.train_split, "train", seed=cfg.train.seed),
@@ -107,7 +108,6 @@ def check_datasets(task: Task, cfg: ExperimentConfig) -> None:
     """Build the datasets of the method's first stage on the driver (see the module docstring);
     raises DatasetError (a file, line or path), ConfigError (not one batch per epoch) or
     StorageError (an S3 dataset's bucket or endpoint)."""
-    from dynvid.engine.ingest import localize_dataset, remote_dataset_uri
 
     uri = remote_dataset_uri(cfg.data)
     if uri is not None and cfg.data.ingest != "ray_data":

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+import dynvid
 from dynvid.engine.tracking import (
     TrackingError,
     check_tracking_uri,
@@ -165,7 +166,6 @@ moves an alias.
 def _pip_requirements() -> list[str]:
     import mlflow
 
-    import dynvid
 
     # Given explicitly: MLflow's inference of requirements imports the model in a subprocess.
     return [f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}",

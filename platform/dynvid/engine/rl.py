@@ -33,6 +33,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from dynvid.config import ExperimentConfig, apply_overrides, to_dict
+from dynvid.engine import tracking
+from dynvid.engine.checkpoint import save_checkpoint
+from dynvid.engine.registry import load_registered_with_config
+from dynvid.engine.storage import fetch_checkpoint, is_remote
 from dynvid.task import PolicyTask, get_task
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -199,7 +203,7 @@ def export_q_network(module_checkpoint_path: str, out_file: str, *, format: str,
     """
     from ray.rllib.core.rl_module.rl_module import RLModule
 
-    from dynvid.engine.rl_module import QNetworkDQNModule
+    from dynvid.engine.rl_module import QNetworkDQNModule  # imports Ray
 
     module = RLModule.from_checkpoint(module_checkpoint_path)
     if not isinstance(module, QNetworkDQNModule):
@@ -231,9 +235,6 @@ def export_q_network(module_checkpoint_path: str, out_file: str, *, format: str,
 def _local_model(task: PolicyTask, model: str, out_dir: str, tracking_uri: str | None) -> str:
     """A local checkpoint folder of ``model``: a registered model is written out as one (in
     ``out_dir/model``), an ``s3://`` checkpoint fetched, a folder taken as it is."""
-    from dynvid.engine.checkpoint import save_checkpoint
-    from dynvid.engine.registry import load_registered_with_config
-    from dynvid.engine.storage import fetch_checkpoint
 
     if model.startswith("models:/"):
         module, info = load_registered_with_config(tracking_uri, model)
@@ -252,7 +253,6 @@ def train_policy(task: PolicyTask, cfg: ExperimentConfig, model: str, out_dir: s
     (``task.evaluate_policy``); returns the evaluation's metrics plus ``policy`` (the file)
     and the DQN's ``dqn_final_return`` and ``dqn_env_steps``. ``shared`` is handed to every
     evaluation of one :func:`train_policies` call (what the Task evaluates once per model)."""
-    from dynvid.engine.storage import is_remote
     from dynvid.engine.trainer import init_ray  # imports Ray Train: only where Ray work runs
 
     os.makedirs(out_dir, exist_ok=True)
@@ -277,7 +277,6 @@ def train_policies(cfg: ExperimentConfig, method: str, model: str, knob: str, va
     ``out_root/<run name>-policy-<knob><value>`` and, when ``train.mlflow_tracking_uri`` is set,
     an MLflow run with its policy file and the evaluation's ``artifacts``. ``shared`` (or a new
     dict) goes to every evaluation. Returns ``{"rows": [metrics of each value], "shared": shared}``."""
-    from dynvid.engine import tracking
 
     t = cfg.train
     uri = tracking.resolve_tracking_uri(t.mlflow_tracking_uri) if t.mlflow_tracking_uri else None

@@ -57,8 +57,17 @@ from pathlib import Path
 import torch
 
 from dynvid.config import ConfigError, ExperimentConfig, apply_overrides, from_dict, to_dict
+from dynvid.data.datasets import build_clip_dataset, build_test_dataset
+from dynvid.engine import tracking
+from dynvid.engine.checkpoint import load_checkpoint
+from dynvid.engine.ingest import localize_dataset
+from dynvid.engine.preflight import check_inputs, resolve_local_paths
+from dynvid.engine.registry import load_registered_with_config
 from dynvid.engine.rl import train_policy
+from dynvid.engine.storage import check_storage, fetch_checkpoint, is_remote, ray_storage, upload_dir
+from dynvid.engine.sweep_report import front_table, report_data, write_report
 from dynvid.engine.sweep_spec import SweepSpec, _flow
+from dynvid.engine.task import get_task, presets
 from dynvid.metrics.pareto import hypervolume, pareto_front
 
 __all__ = ["SweepResult", "Trial", "run_sweep", "load_for_inference", "fitted_concurrency", "sweep_dir"]
@@ -100,8 +109,6 @@ class SweepResult:
     parent_run_id: str | None = None
 
     def table(self) -> str:
-        from dynvid.engine.sweep_report import front_table, report_data
-
         return front_table(report_data(self))
 
 
@@ -120,8 +127,6 @@ def fitted_concurrency(spec: SweepSpec, cfg: ExperimentConfig, cluster: dict[str
     if spec.kind == "inference":
         return max(1, int(cpus // spec.budget.cpus_per_trial))
     if spec.kind == "policy":
-        from dynvid.engine.task import get_task
-
         runners = sum(b.get("CPU", 0.0) for b in get_task(spec.method, cfg).policy_runner_bundles(cfg))
         return max(1, int(cpus // (spec.budget.cpus_per_trial + runners)))
     t = cfg.train
@@ -168,7 +173,7 @@ def _training_trial(config: dict, context: dict) -> None:
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from dynvid.engine.trainer import fit
+    from dynvid.engine.trainer import fit  # imports Ray
 
     spec: SweepSpec = context["spec"]
     trial_id = tune.get_context().get_trial_id()
@@ -185,7 +190,6 @@ def _inference_trial(config: dict, context: dict) -> None:
     """One inference trial: the checkpoint with this trial's knobs, evaluated once."""
     from ray import tune
 
-    from dynvid.engine.task import get_task
 
     spec: SweepSpec = context["spec"]
     trial_id = tune.get_context().get_trial_id()
@@ -206,7 +210,6 @@ def _finish_trial(spec: SweepSpec, context: dict, trial_id: str, knobs: dict, me
     numeric metrics to Tune."""
     from ray import tune
 
-    from dynvid.engine import tracking
 
     numeric = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
     uri = context.get("tracking_uri")
@@ -225,7 +228,6 @@ def _policy_trial(config: dict, context: dict) -> None:
     ``evaluate_policy``), evaluated once, reported."""
     from ray import tune
 
-    from dynvid.engine.task import get_task
 
     spec: SweepSpec = context["spec"]
     trial_id = tune.get_context().get_trial_id()
@@ -244,8 +246,6 @@ def _policy_trial(config: dict, context: dict) -> None:
 def evaluate_checkpoint(task, model, cfg: ExperimentConfig, stage, need_test: bool = False) -> dict:
     """``val_*`` metrics (clip-1, GFLOPs avg/min/max from the cost meter) of ``model`` on the
     config's val split, and ``test_*`` (K-LeftCenterRight video-1/5) when ``need_test``."""
-    from dynvid.data.datasets import build_clip_dataset, build_test_dataset
-    from dynvid.engine.ingest import localize_dataset
 
     d = localize_dataset(cfg.data)  # an s3:// dataset reads from this node's mirror
     val = task.eval_dataset(dataclasses.replace(cfg, data=d))  # the method's own (e.g. detection videos)
@@ -268,13 +268,8 @@ def load_for_inference(uri: str, overrides: list[str], tracking_uri: str | None 
         uri: a checkpoint folder, an ``s3://`` checkpoint, or ``models:/NAME@ALIAS`` /
             ``models:/NAME/VERSION`` from the registry (read at ``tracking_uri``).
     """
-    from dynvid.engine.checkpoint import load_checkpoint
-    from dynvid.engine.storage import fetch_checkpoint
-    from dynvid.engine.task import get_task
 
     if uri.startswith("models:/"):
-        from dynvid.engine.registry import load_registered_with_config
-
         module, saved = load_registered_with_config(tracking_uri, uri)
         state, config, method, stage_name = module.state_dict(), saved["config"], saved["method"], saved["stage"]
         num_classes = None
@@ -310,11 +305,7 @@ def run_sweep(spec: SweepSpec, storage_path: str | None = None, tracking_uri: st
     import ray
     from ray import tune
 
-    from dynvid.engine import tracking
-    from dynvid.engine.preflight import check_inputs, resolve_local_paths
-    from dynvid.engine.storage import check_storage, fetch_checkpoint, is_remote, ray_storage
-    from dynvid.engine.task import get_task, presets
-    from dynvid.engine.trainer import init_ray
+    from dynvid.engine.trainer import init_ray  # imports Ray
 
     cfg = spec.base_config()
     if smoke_test and "smoke" in presets(spec.method):  # last: a tiny budget whatever the spec says
@@ -384,7 +375,6 @@ def run_sweep(spec: SweepSpec, storage_path: str | None = None, tracking_uri: st
 def _check_same_spec(spec: SweepSpec, path: str) -> None:
     """A rerun resumes the sweep in ``path``; Tune restores the stored search space, so a
     changed spec would be ignored silently: refuse it, naming the keys that differ."""
-    from dynvid.engine.storage import is_remote
 
     if is_remote(path):
         return  # the spec is stored with the report; Tune's own state guards the S3 case
@@ -404,7 +394,6 @@ def _check_same_spec(spec: SweepSpec, path: str) -> None:
 def _close_stopped_runs(uri: str, parent: str) -> None:
     """Trials that ASHA stopped were killed with their Ray Train run: mark their MLflow runs
     (and their stages') KILLED instead of leaving them RUNNING."""
-    from dynvid.engine import tracking
 
     client = tracking.mlflow_client(uri)
     experiment = client.get_run(parent).info.experiment_id
@@ -422,8 +411,7 @@ def _shared_prefix(spec: SweepSpec, cfg: ExperimentConfig) -> SweepSpec:
     ``init_from``: the earlier stages do not depend on the knobs, so they are trained once,
     under a deterministic name (a rerun finds them done), and every trial starts from their
     checkpoint. Returns the spec with that ``init_from``."""
-    from dynvid.engine.task import get_task
-    from dynvid.engine.trainer import fit
+    from dynvid.engine.trainer import fit  # imports Ray
 
     stages = get_task(spec.method, cfg).stages
     names = [s.name for s in stages]
@@ -461,7 +449,7 @@ def _tuner(spec: SweepSpec, trainable, root: str, filesystem, concurrency: int, 
     if spec.search == "optuna":
         from ray.tune.search.optuna import OptunaSearch
 
-        from dynvid.engine._optuna import PicklableNSGAIISampler
+        from dynvid.engine._optuna import PicklableNSGAIISampler  # imports Optuna
 
         search_alg = OptunaSearch(metric=metrics, mode=modes, sampler=PicklableNSGAIISampler(seed=seed))
     elif spec.search == "random":
@@ -488,7 +476,6 @@ def _tuner(spec: SweepSpec, trainable, root: str, filesystem, concurrency: int, 
 
 def _total_epochs(spec: SweepSpec, cfg: ExperimentConfig) -> int:
     """Reports a training trial makes: the epochs of the stages it runs."""
-    from dynvid.engine.task import get_task
 
     stages = [s for s in get_task(spec.method, cfg).stages if spec.stages is None or s.name in spec.stages]
     return max(1, sum(s.config(cfg).optim.epochs for s in stages))
@@ -539,10 +526,6 @@ def _default_reference(spec: SweepSpec, points: list[list[float]]) -> dict:
 
 
 def _finish(result: SweepResult, storage: str, uri: str | None, parent: str | None) -> None:
-    from dynvid.engine import tracking
-    from dynvid.engine.storage import is_remote, upload_dir
-    from dynvid.engine.sweep_report import write_report
-
     local = not is_remote(storage)
     tmp = None if local else tempfile.mkdtemp(prefix="dynvid-sweep-")
     out_dir = os.path.join(result.path if local else tmp, "report")  # logged to MLflow as report/

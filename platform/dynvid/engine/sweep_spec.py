@@ -50,6 +50,7 @@ from typing import Any
 import yaml
 
 from dynvid.config import ConfigError, ExperimentConfig, apply_overrides, read_yaml
+from dynvid.engine.task import TASKS, get_task, presets
 from dynvid.task import PolicyTask
 
 __all__ = ["SweepSpec", "Budget", "load_spec", "spec_from_dict", "knob_values", "DISTRIBUTIONS"]
@@ -111,7 +112,6 @@ class SweepSpec:
 
     def base_config(self) -> ExperimentConfig:
         """Defaults → the method's preset → ``overrides`` (training sweeps)."""
-        from dynvid.engine.task import presets
 
         base = presets(self.method).get(self.preset, []) if self.preset else []
         return apply_overrides(ExperimentConfig(), [*base, *self.override_list()])
@@ -151,7 +151,6 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> SweepSpec
 
 def spec_from_dict(data: dict, source: str = "<dict>") -> SweepSpec:
     """Validate a spec mapping; errors are prefixed with ``source`` and the key."""
-    from dynvid.engine.task import TASKS, get_task, presets
 
     unknown = sorted(set(data) - set(_TOP_KEYS))
     if unknown:

@@ -43,6 +43,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Iterator
 
+from dynvid.engine.storage import secret_values
+
 __all__ = [
     "TrackingError",
     "Tracker",
@@ -113,7 +115,6 @@ def secret_env_values(environ: dict[str, str] | None = None) -> set[str]:
     """Values of the credential variables in the environment (``AWS_SECRET_ACCESS_KEY``,
     ``AWS_ACCESS_KEY_ID``, ``AWS_SESSION_TOKEN``, ``MLFLOW_TRACKING_PASSWORD``, ...), as
     defined once in :func:`dynvid.engine.storage.secret_values`."""
-    from dynvid.engine.storage import secret_values
 
     if environ is None:
         return set(secret_values())

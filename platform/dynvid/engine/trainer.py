@@ -22,8 +22,10 @@ import torch
 from ray.train.torch import TorchTrainer
 
 from dynvid.config import ExperimentConfig, apply_overrides, to_dict
+from dynvid.data.datasets import build_clip_dataset
 from dynvid.engine import registry, tracking
 from dynvid.engine.checkpoint import load_checkpoint
+from dynvid.engine.ingest import build_train_dataset, localize_dataset
 from dynvid.engine.preflight import prepare_run
 from dynvid.engine.storage import credential_env, fetch_checkpoint, is_remote, ray_storage
 from dynvid.engine.worker import train_loop_per_worker
@@ -302,8 +304,6 @@ def _ray_datasets(cfg: ExperimentConfig) -> dict | None:
         return None
     if cfg.data.ingest != "ray_data":
         raise ValueError(f"data.ingest: unknown ingest {cfg.data.ingest!r}; valid: torch, ray_data")
-    from dynvid.data.datasets import build_clip_dataset
-    from dynvid.engine.ingest import build_train_dataset, localize_dataset
 
     data = localize_dataset(cfg.data)  # the driver needs the list of videos only
     n = len(build_clip_dataset(data, data.train_split, "train"))

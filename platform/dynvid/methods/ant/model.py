@@ -33,7 +33,7 @@ from torch import nn
 
 from dynvid.backbones.efficientnet import RATIOS, EfficientNetSupernet
 from dynvid.detection.efficientdet import BiFPN, EfficientDetHead
-from dynvid.methods.ant.modules import DynamicGate, FusionModule
+from dynvid.methods.ant.modules import DynamicGate, FusionModule, recalibrate_bn
 
 __all__ = ["ANTDetector", "row_groups"]
 
@@ -102,7 +102,6 @@ class ANTDetector(nn.Module):
         every width normalizes with its own statistics (the supernet's shared ones fit no width:
         measured on the embedded run, the full network scored AP 0.26 with them, 0.53
         recalibrated). The other BatchNorms keep the full network's recalibrated statistics."""
-        from dynvid.methods.ant.modules import recalibrate_bn
 
         was = self.training
         for block in self._elastic_blocks():

@@ -24,8 +24,15 @@ from collections.abc import Sequence
 import torch
 
 from dynvid.config import ExperimentConfig
+from dynvid.data.datasets import scene_config
+from dynvid.data.detection import build_detection_dataset
+from dynvid.engine.checkpoint import load_checkpoint
+from dynvid.engine.storage import fetch_checkpoint
+from dynvid.methods.ant import build_detector
 from dynvid.methods.ant.evaluation import FULL, AntMode, NonTemporalMode, StaticMode, amortized_latency, evaluate_modes
 from dynvid.methods.ant.model import ELASTIC, ANTDetector
+from dynvid.methods.ant.modules import bn_buffers
+from dynvid.methods.ant.nas import backbone_macs, nas_search
 from dynvid.tables import format_table
 
 __all__ = ["ARCHITECTURE", "compare", "comparison_table", "detector_params", "job_report", "load_model"]
@@ -38,9 +45,6 @@ def load_model(task, cfg: ExperimentConfig, checkpoint: str, temporal: bool | No
     """The detector of a checkpoint (local path or URI) in eval mode; a checkpoint of another
     architecture than ``cfg.ant`` is refused. ``temporal``: build the (non-)temporal network
     (a static or supernet checkpoint has no fusion weights: they stay untrained and unused)."""
-    from dynvid.engine.checkpoint import load_checkpoint
-    from dynvid.engine.storage import fetch_checkpoint
-    from dynvid.methods.ant import build_detector
 
     ckpt = load_checkpoint(fetch_checkpoint(checkpoint))
     trained = ckpt["config"].get("ant", {})
@@ -107,10 +111,6 @@ def compare(task, cfg: ExperimentConfig, checkpoints: dict[str, str], thresholds
     """Rows of Table 1 / Fig. 4 (see the module docstring). ``checkpoints``: ``static``,
     ``supernet``, ``gates`` and optionally ``nontemporal`` (stage checkpoints; missing ones
     skip their rows). Returns ``{"rows": {name: metrics}, "nas": search results}``."""
-    from dynvid.data.datasets import scene_config
-    from dynvid.methods.ant.modules import bn_buffers
-    from dynvid.methods.ant.nas import backbone_macs, nas_search
-    from dynvid.data.detection import build_detection_dataset
 
     c = cfg.ant
     stage = task.stages[-1]

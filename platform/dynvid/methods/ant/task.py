@@ -10,9 +10,14 @@ from torch import nn
 
 from dynvid.config import ExperimentConfig
 from dynvid.data.datasets import scene_config
-from dynvid.methods.ant.presets import PRESETS
-from dynvid.task import Stage, Task, unwrap_model
+from dynvid.data.detection import build_detection_dataset
+from dynvid.detection.efficientdet import ANCHOR_RATIOS, ANCHOR_SCALES
+from dynvid.methods.ant.evaluation import AntMode, NonTemporalMode, StaticMode, evaluate_modes
 from dynvid.methods.ant.model import ANTDetector
+from dynvid.methods.ant.modules import LARGEST, SMALLEST, bn_buffers, recalibrate_bn
+from dynvid.methods.ant.presets import PRESETS
+from dynvid.methods.ant.training import gate_step, sandwich_step, stage_costs, static_step
+from dynvid.task import Stage, Task, unwrap_model
 
 __all__ = ["ANTTask", "GATE_KEYS", "SUPERNET_KEYS", "build_detector", "frame_targets"]
 
@@ -104,7 +109,6 @@ class ANTTask(Task):
     def datasets(self, cfg: ExperimentConfig, stage: Stage):
         """Engine hook: training frames (clips of ``ant.key_every`` frames in the gates stage)
         and whole validation videos."""
-        from dynvid.data.detection import build_detection_dataset
 
         d, c = cfg.data, cfg.ant
         common = dict(size=c.image_size, seed=cfg.train.seed, scene=scene_config(d), content_seed=d.synthetic_seed,
@@ -125,15 +129,12 @@ class ANTTask(Task):
     @staticmethod
     def num_classes_from_state(state: dict) -> int:
         """Object classes of a detector state dict (the class net's prediction conv)."""
-        from dynvid.detection.efficientdet import ANCHOR_RATIOS, ANCHOR_SCALES
 
         return int(state["head.cls_net.predict.1.bias"].shape[0]) // (len(ANCHOR_SCALES) * len(ANCHOR_RATIOS))
 
     # ---- training ---------------------------------------------------------------------------
 
     def training_step(self, model: nn.Module, batch, stage: Stage):
-        from dynvid.methods.ant.training import gate_step, sandwich_step, stage_costs, static_step
-
         frames, targets = batch
         c = self.cfg.ant
         if stage.name == "static":
@@ -169,14 +170,12 @@ class ANTTask(Task):
 
     def recalibrated(self, model: ANTDetector, ratios, batches) -> None:
         """Recompute BatchNorm statistics for the static subnet ``ratios`` (Sec. 3.1 practice)."""
-        from dynvid.methods.ant.modules import recalibrate_bn
 
         device = next(model.parameters()).device
         recalibrate_bn(model, lambda x: model.forward_static(x.to(device), ratios), batches)
 
     def modes(self, cfg: ExperimentConfig | None = None) -> list:
         """The evaluation mode of the final model: adaptive key frames or the non-temporal gates."""
-        from dynvid.methods.ant.evaluation import AntMode, NonTemporalMode
 
         c = (cfg or self.cfg).ant
         return [AntMode(c.key_threshold, name="ANT")] if c.temporal else [NonTemporalMode()]
@@ -186,8 +185,6 @@ class ANTTask(Task):
         """AP@[.5:.95] (``AP``), AP50 and GMACs per frame over every frame of the val videos:
         the full network (static), the recalibrated largest and smallest subnets (supernet,
         BatchNorm restored after), or the dynamic network (gates)."""
-        from dynvid.methods.ant.evaluation import StaticMode, evaluate_modes
-        from dynvid.methods.ant.modules import LARGEST, SMALLEST, bn_buffers
 
         if self.val_gt is None:
             raise RuntimeError("ANTTask.evaluate needs the validation ground truth: call datasets() first")
@@ -219,6 +216,6 @@ class ANTTask(Task):
 
     def report(self, cfg: ExperimentConfig, stages: list, out_dir: str) -> dict:
         """Table 1: the standalone network vs ANT — AP, GMACs, parameters, single-core latency."""
-        from dynvid.methods.ant.report import job_report
+        from dynvid.methods.ant.report import job_report  # import circle: report -> task
 
         return job_report(self, cfg, stages, out_dir)

@@ -41,11 +41,12 @@ from collections.abc import Sequence
 import torch
 from torch.nn import functional as F
 
-from dynvid.backbones.efficientnet import RATIOS
+from dynvid.backbones.efficientnet import RATIOS, mbconv_macs
 from dynvid.detection.efficientdet import cached_retina_anchors
 from dynvid.detection.losses import detection_loss_batched
-from dynvid.task import unwrap_model
+from dynvid.methods.ant.model import ELASTIC
 from dynvid.methods.ant.modules import inplace_distillation_loss, sandwich_configs
+from dynvid.task import unwrap_model
 
 __all__ = ["detection_loss_batch", "gate_step", "sandwich_step", "stage_costs", "static_step"]
 
@@ -118,8 +119,6 @@ def stage_costs(model, size: int, metric: str = "latency", repeats: int = 5) -> 
     batch 1 (median of ``repeats``) or MACs by the width formula."""
     import time
 
-    from dynvid.backbones.efficientnet import mbconv_macs
-    from dynvid.methods.ant.model import ELASTIC
 
     m = unwrap_model(model)
     if metric not in ("latency", "macs"):

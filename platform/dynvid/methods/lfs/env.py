@@ -33,9 +33,14 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from dynvid.config import ExperimentConfig, from_dict
+from dynvid.data.datasets import scene_config
+from dynvid.data.detection import build_detection_dataset
 from dynvid.detection.losses import detection_loss
 from dynvid.methods.lfs.evaluation import update_history
 from dynvid.methods.lfs.model import F0, F1, InterleavedDetector
+from dynvid.methods.lfs.policy import make_observation
+from dynvid.methods.lfs.report import load_detector_model
 
 __all__ = ["InterleavingEnv", "eq2_reward"]
 
@@ -49,11 +54,7 @@ def eq2_reward(losses: torch.Tensor | list[float], action: int, gamma: float) ->
 def _load_from_config(env_config: dict):
     """Detector and videos from a checkpoint and an experiment config dict (what env runners
     on other nodes receive)."""
-    from dynvid.config import ExperimentConfig, from_dict
-    from dynvid.methods.lfs import LFSTask
-    from dynvid.data.detection import build_detection_dataset
-    from dynvid.methods.lfs.report import load_detector_model
-    from dynvid.data.datasets import scene_config
+    from dynvid.methods.lfs import LFSTask  # import circle: task -> adaptive -> env
 
     cfg = from_dict(ExperimentConfig, env_config["experiment"], where="env_config.experiment")
     task = LFSTask(cfg)
@@ -154,8 +155,6 @@ class InterleavingEnv(gym.Env):
         return item
 
     def _observation(self) -> np.ndarray:
-        from dynvid.methods.lfs.policy import make_observation
-
         c, h = self._candidate
         obs = make_observation(c, h, *self._prev, self._eta)
         return obs[0].numpy().astype(np.float32)

@@ -33,6 +33,7 @@ import torch
 
 from dynvid.detection.ssdlite import postprocess
 from dynvid.methods.lfs.model import F0, F1, InterleavedDetector, fixed_schedule, unwrap
+from dynvid.methods.lfs.policy import make_observation
 from dynvid.metrics.detection import coco_evaluate, gather_from_ranks, video_detection_rows
 
 __all__ = ["FixedPolicy", "LearnedPolicy", "evaluate_policies", "latency_summary", "run_async", "run_sync",
@@ -76,8 +77,6 @@ class LearnedPolicy:
 
     @torch.no_grad()
     def next_actions(self, t: int, candidate, previous, actions: torch.Tensor) -> torch.Tensor:
-        from dynvid.methods.lfs.policy import make_observation
-
         c, h = candidate
         self.eta = update_history(self.eta.to(c.device), actions.to(c.device))
         c_prev, h_prev = previous if previous is not None else (torch.zeros_like(c), torch.zeros_like(h))

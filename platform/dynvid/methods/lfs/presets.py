@@ -21,6 +21,8 @@
 
 from __future__ import annotations
 
+from dynvid.config import preset_job_config
+
 __all__ = ["EMBEDDED", "PAPER", "POLICY_SMOKE", "PRESETS", "SMOKE", "job_config"]
 
 EMBEDDED = [
@@ -93,7 +95,6 @@ def job_config(data: str | None, smoke_test: bool, config_file: str | None, over
                extra: list[str] = ()):
     """The config of the LFS jobs: ``EMBEDDED`` (or ``PAPER`` on ``data``), ``extra``, the smoke
     budget, then the YAML file and ``--set`` overrides."""
-    from dynvid.config import preset_job_config
 
     return preset_job_config(EMBEDDED, PAPER, SMOKE + POLICY_SMOKE, data, smoke_test, config_file, overrides, extra)
 

@@ -16,6 +16,8 @@ import os
 import torch
 
 from dynvid.config import ExperimentConfig
+from dynvid.engine.checkpoint import load_checkpoint
+from dynvid.engine.storage import fetch_checkpoint
 from dynvid.methods.lfs.evaluation import FixedPolicy, evaluate_policies, latency_summary, run_async, run_sync
 from dynvid.methods.lfs.model import InterleavedDetector
 from dynvid.tables import format_table
@@ -43,8 +45,6 @@ def load_detector(task, cfg: ExperimentConfig, checkpoint: str):
 def load_detector_model(task, cfg: ExperimentConfig, checkpoint: str) -> InterleavedDetector:
     """The detector of a checkpoint (local path or URI) in eval mode, without building any data;
     a checkpoint of another architecture than ``cfg.lfs`` is refused."""
-    from dynvid.engine.checkpoint import load_checkpoint
-    from dynvid.engine.storage import fetch_checkpoint
 
     ckpt = load_checkpoint(fetch_checkpoint(checkpoint))
     trained = ckpt["config"].get("lfs", {})

@@ -8,11 +8,16 @@ from torch import nn
 
 from dynvid.config import ExperimentConfig
 from dynvid.data.datasets import scene_config
+from dynvid.data.detection import build_detection_dataset
+from dynvid.detection.anchors import anchors_per_cell
 from dynvid.detection.losses import detection_loss_batched
 from dynvid.methods.lfs import adaptive
-from dynvid.methods.lfs.presets import PRESETS
-from dynvid.task import PolicySpec, PolicyTask, Stage
+from dynvid.methods.lfs.evaluation import FixedPolicy, LearnedPolicy, evaluate_policies
 from dynvid.methods.lfs.model import F0, F1, InterleavedDetector, fixed_schedule, unwrap
+from dynvid.methods.lfs.policy import load_policy
+from dynvid.methods.lfs.presets import PRESETS
+from dynvid.methods.lfs.report import detector_report
+from dynvid.task import PolicySpec, PolicyTask, Stage
 
 __all__ = ["LFSTask", "build_detector", "random_actions"]
 
@@ -92,7 +97,6 @@ class LFSTask(PolicyTask):
 
     def datasets(self, cfg: ExperimentConfig, stage: Stage):
         """Engine hook: training clips and whole validation videos (:mod:`.data`)."""
-        from dynvid.data.detection import build_detection_dataset
 
         d, c = cfg.data, cfg.lfs
         scene = scene_config(d)
@@ -113,7 +117,6 @@ class LFSTask(PolicyTask):
     @staticmethod
     def num_classes_from_state(state: dict) -> int:
         """Object classes of a detector state dict (the shared predictor's class conv)."""
-        from dynvid.detection.anchors import anchors_per_cell
 
         return int(state["head.predictor.cls.1.bias"].shape[0]) // anchors_per_cell()
 
@@ -144,12 +147,9 @@ class LFSTask(PolicyTask):
 
     def policy(self, cfg: ExperimentConfig | None = None):
         """The evaluation policy: the learned one in ``lfs.policy`` if set, else fixed ``lfs.tau``."""
-        from dynvid.methods.lfs.evaluation import FixedPolicy, LearnedPolicy
 
         c = (cfg or self.cfg).lfs
         if c.policy:
-            from dynvid.methods.lfs.policy import load_policy
-
             return LearnedPolicy(load_policy(c.policy), name=f"learned ({c.policy})")
         return FixedPolicy(c.tau)
 
@@ -157,7 +157,6 @@ class LFSTask(PolicyTask):
     def evaluate(self, model: nn.Module, loader, stage: Stage) -> dict[str, float]:
         """mAP@0.5 (``AP50``), AP@[.5:.95], fraction of f0 runs and amortized GFLOPs per frame of
         the evaluation policy over every frame of this worker's validation videos."""
-        from dynvid.methods.lfs.evaluation import evaluate_policies
 
         if self.val_gt is None:
             raise RuntimeError("LFSTask.evaluate needs the validation ground truth: call datasets() first")
@@ -196,6 +195,5 @@ class LFSTask(PolicyTask):
 
     def report(self, cfg: ExperimentConfig, stages: list, out_dir: str) -> dict:
         """The mAP-vs-τ curve (Fig. 6) with f0-only and f1-only ends, and sync vs async latency."""
-        from dynvid.methods.lfs.report import detector_report
 
         return detector_report(self, cfg, stages, out_dir)

@@ -29,6 +29,12 @@ import os
 import numpy as np
 import torch
 
+from dynvid.data.datasets import build_clip_dataset
+from dynvid.engine.checkpoint import load_checkpoint
+from dynvid.engine.ingest import localize_dataset
+from dynvid.engine.storage import fetch_checkpoint
+from dynvid.methods.liteeval.features import build_feature_cache, load_split
+from dynvid.methods.liteeval.model import LiteEval
 from dynvid.metrics.classification import mean_average_precision
 from dynvid.metrics.cost import CostMeter
 from dynvid.tables import format_table
@@ -55,7 +61,6 @@ def run_offline(model, inputs, manifest: dict | None, budget: int | None = None)
 
     ``inputs`` is ``(coarse, fine)`` cached features (``manifest`` gives the per-step CNN
     MACs) or a video tensor (the pixel model runs and the meter counts everything)."""
-    from dynvid.methods.liteeval.model import LiteEval
 
     cached = isinstance(inputs, (tuple, list))
     if isinstance(model, LiteEval):
@@ -195,11 +200,6 @@ def _plots(offline: list[dict], online: list[dict], run: dict, labels: np.ndarra
 
 def stage_report(task, cfg, stages: list, out_dir: str) -> dict:
     """The job's report: offline table (Table 1), online table (Fig. 2), both plots, JSON."""
-    from dynvid.data.datasets import build_clip_dataset
-    from dynvid.engine.checkpoint import load_checkpoint
-    from dynvid.engine.ingest import localize_dataset
-    from dynvid.engine.storage import fetch_checkpoint
-    from dynvid.methods.liteeval.features import build_feature_cache, load_split
 
     ckpt = {s.stage: s.checkpoint_path for s in stages}
     if not ckpt.get("liteeval"):

@@ -34,8 +34,13 @@ import pyarrow as pa
 import torch
 
 from dynvid.config import ExperimentConfig, from_dict, to_dict
+from dynvid.data.datasets import build_clip_dataset
+from dynvid.engine.checkpoint import atomic_write_bytes, load_checkpoint
 from dynvid.engine.extract import map_to_parquet
-from dynvid.engine.storage import ray_storage
+from dynvid.engine.ingest import localize_dataset
+from dynvid.engine.storage import fetch_checkpoint, ray_storage
+from dynvid.methods.liteeval import LiteEvalTask
+from dynvid.metrics.cost import CostMeter
 
 __all__ = ["CachedFeatures", "ExtractFeatures", "FeatureCache", "build_feature_cache", "cache_key", "load_split",
            "step_macs"]
@@ -65,7 +70,6 @@ def cache_key(cfg: ExperimentConfig, model: torch.nn.Module) -> str:
 
 def step_macs(model: torch.nn.Module, cfg: ExperimentConfig) -> dict[str, float]:
     """MACs of one time step, measured with the cost meter: each CNN's features, and its head."""
-    from dynvid.metrics.cost import CostMeter
 
     d, le = cfg.data, cfg.liteeval
     shape = (1, 3, le.snippet_len, d.crop_size, d.crop_size) if model.fine.net.takes_clips else (1, 3, d.crop_size, d.crop_size)
@@ -90,12 +94,6 @@ class ExtractFeatures:
     """Ray Data ``map_batches`` class: ``{"id": video indices}`` -> one Arrow row per video."""
 
     def __init__(self, experiment: dict, checkpoint: str, split: str, threads: int = 1):
-        from dynvid.data.datasets import build_clip_dataset
-        from dynvid.engine.checkpoint import load_checkpoint
-        from dynvid.engine.ingest import localize_dataset
-        from dynvid.engine.storage import fetch_checkpoint
-        from dynvid.methods.liteeval import LiteEvalTask
-
         torch.set_num_threads(threads)
         cfg = from_dict(ExperimentConfig, experiment)
         data = localize_dataset(cfg.data)
@@ -160,7 +158,6 @@ def _write_manifest(uri: str, manifest: dict) -> None:
     path, fs = _fs_path(uri)
     data = json.dumps(manifest, indent=2).encode()
     if fs is None:
-        from dynvid.engine.checkpoint import atomic_write_bytes
         from pathlib import Path
 
         atomic_write_bytes(Path(path) / MANIFEST, data)
@@ -187,11 +184,6 @@ def build_feature_cache(cfg: ExperimentConfig, checkpoint: str, root: str | None
     ``<train.storage_path>/liteeval-features``); returns it. Runs on the driver; the work is
     done by Ray Data actors (``data.decoders`` of them, ``data.cpus_per_decoder`` CPUs each) that
     the engine runs (:func:`dynvid.engine.extract.map_to_parquet`)."""
-    from dynvid.data.datasets import build_clip_dataset
-    from dynvid.engine.checkpoint import load_checkpoint
-    from dynvid.engine.ingest import localize_dataset
-    from dynvid.engine.storage import fetch_checkpoint
-    from dynvid.methods.liteeval import LiteEvalTask
 
     data = localize_dataset(cfg.data)
     datasets = {s: build_clip_dataset(data, s, "val") for s in (cfg.data.train_split, cfg.data.val_split)}

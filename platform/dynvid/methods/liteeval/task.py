@@ -10,12 +10,12 @@ from torch import nn
 
 from dynvid.backbones import BACKBONES, build_backbone
 from dynvid.config import ExperimentConfig
-from dynvid.methods.liteeval.presets import PRESETS
-from dynvid.task import Stage, Task, unwrap_model
 from dynvid.methods.liteeval.gumbel import gumbel_softmax, temperature_at
 from dynvid.methods.liteeval.model import FrameClassifiers, LSTMBaseline, LiteEval, LiteEvalCore
+from dynvid.methods.liteeval.presets import PRESETS
 from dynvid.metrics.classification import AccuracyMeter
 from dynvid.metrics.cost import CostAccumulator, CostMeter
+from dynvid.task import Stage, Task, unwrap_model
 
 __all__ = ["KNOBS", "LiteEvalTask", "usage_loss"]
 
@@ -115,7 +115,7 @@ class LiteEvalTask(Task):
         """Engine hook: the RNN stages read the feature cache; ``None`` = the engine's clip datasets."""
         if stage.name == "cnns" or cfg.liteeval.features != "cache":
             return None
-        from dynvid.methods.liteeval.features import CachedFeatures
+        from dynvid.methods.liteeval.features import CachedFeatures  # import circle: features -> task
 
         uri = cfg.liteeval.feature_cache
         if not uri:
@@ -132,7 +132,7 @@ class LiteEvalTask(Task):
         if not init_from:
             raise ValueError(f"stage {stage.name} builds the feature cache from the 'cnns' stage's checkpoint; "
                              "run that stage first or pass init_from")
-        from dynvid.methods.liteeval.features import build_feature_cache
+        from dynvid.methods.liteeval.features import build_feature_cache  # import circle: features -> task
 
         cache = build_feature_cache(cfg, init_from)
         return [f"liteeval.feature_cache={cache.uri}"]
@@ -219,7 +219,7 @@ class LiteEvalTask(Task):
                 "gflops_min": s["gflops_min"], "gflops_max": s["gflops_max"], "num_samples": float(acc_f.count)}
 
     def _evaluate_videos(self, m: nn.Module, loader, stage: Stage) -> dict[str, float]:
-        from dynvid.methods.liteeval.evaluation import run_offline
+        from dynvid.methods.liteeval.evaluation import run_offline  # import circle: evaluation -> features -> task
 
         acc, cost = AccuracyMeter((1, 5)), CostAccumulator()
         reads_sum, reads_sq, n = 0.0, 0.0, 0
@@ -240,6 +240,6 @@ class LiteEvalTask(Task):
     def report(self, cfg: ExperimentConfig, stages: list, out_dir: str) -> dict:
         """Offline and online tables with the baselines of Table 1 / Fig. 2, and the plots of
         Fig. 2 and Fig. 4 (see :mod:`.evaluation`)."""
-        from dynvid.methods.liteeval.evaluation import stage_report
+        from dynvid.methods.liteeval.evaluation import stage_report  # import circle: evaluation -> features -> task
 
         return stage_report(self, cfg, stages, out_dir)

@@ -15,6 +15,8 @@ and of ``search_spaces/resq.yaml``.
 
 from __future__ import annotations
 
+from dynvid.config import preset_job_config
+
 __all__ = ["EMBEDDED", "PAPER", "PRESETS", "SMOKE", "job_config"]
 
 EMBEDDED = [
@@ -70,7 +72,6 @@ def job_config(data: str | None, smoke_test: bool, config_file: str | None, over
                extra: list[str] = ()):
     """The config of the ResQ jobs: ``EMBEDDED`` (or ``PAPER`` on ``data``), ``extra``, the smoke
     budget, then the YAML file and ``--set`` overrides."""
-    from dynvid.config import preset_job_config
 
     return preset_job_config(EMBEDDED, PAPER, SMOKE, data, smoke_test, config_file, overrides, extra)
 

@@ -27,7 +27,14 @@ import torch
 from torch import nn
 
 from dynvid.config import ExperimentConfig
+from dynvid.engine.checkpoint import load_checkpoint
+from dynvid.engine.storage import fetch_checkpoint
+from dynvid.methods.resq import IGNORE_INDEX, num_outputs
+from dynvid.methods.resq.evaluation import bit_width_maps, evaluate_videos, quantized_copy, save_bit_width_figure
+from dynvid.methods.resq.layers import parse_bits
+from dynvid.methods.resq.wrap import quant_layers
 from dynvid.tables import format_table
+from dynvid.task import Stage
 
 __all__ = ["compare", "comparison_table", "curve_value", "job_report", "load_model", "row_name", "slug"]
 
@@ -43,8 +50,6 @@ def row_name(scheme: str, bits: str) -> str:
 
 def load_model(task, cfg: ExperimentConfig, checkpoint: str) -> nn.Module:
     """The network of a ``float`` or ``qat`` checkpoint (local path or URI), in eval mode."""
-    from dynvid.engine.checkpoint import load_checkpoint
-    from dynvid.engine.storage import fetch_checkpoint
 
     ckpt = load_checkpoint(fetch_checkpoint(checkpoint))
     stage_name = ckpt["metadata"]["stage"]
@@ -54,7 +59,6 @@ def load_model(task, cfg: ExperimentConfig, checkpoint: str) -> nn.Module:
                          f"(config: {cfg.resq.network!r}): run with its settings")
     stage = next((s for s in task.stages if s.name == stage_name), None)
     if stage is None:  # a QAT checkpoint read by a task configured without QAT: rebuild its wrapping
-        from dynvid.task import Stage
 
         stage = Stage(stage_name)
     if stage_name == "qat":
@@ -101,11 +105,6 @@ def compare(task, cfg: ExperimentConfig, checkpoint: str, bits: Sequence[str], s
     thresholds (``… τ=<tau>``) besides ``resq.tau``'s; ``periods``: configuration (one of
     ``bits``) → more keyframe periods T to run its ResQ / Dynamic-ResQ row at (``… T=<T>``; a
     pool needs T >= 2). Returns ``{"rows", "maps"}``."""
-    from dynvid.methods.resq import IGNORE_INDEX, num_outputs
-    from dynvid.methods.resq.evaluation import (bit_width_maps, evaluate_videos, quantized_copy,
-                                                save_bit_width_figure)
-    from dynvid.methods.resq.layers import parse_bits
-    from dynvid.methods.resq.wrap import quant_layers
 
     c = cfg.resq
     periods = dict(periods or {})

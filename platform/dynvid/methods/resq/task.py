@@ -7,9 +7,14 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from dynvid.backbones import ddrnet
 from dynvid.config import ExperimentConfig
 from dynvid.data.datasets import scene_config
+from dynvid.data.segmentation import build_segmentation_dataset
+from dynvid.methods.resq.evaluation import SCHEMES, calibration_sequences, evaluate_videos, quantized_copy
+from dynvid.methods.resq.layers import parse_bits
 from dynvid.methods.resq.presets import PRESETS
+from dynvid.methods.resq.wrap import calibrate_model, quant_layers, reset_state, set_mode, wrap_model
 from dynvid.task import Stage, Task, unwrap_model
 
 __all__ = ["IGNORE_INDEX", "NETWORKS", "QAT_KEYS", "ResQTask", "build_network", "num_outputs"]
@@ -21,8 +26,6 @@ QAT_KEYS = ("resq.qat_epochs", "resq.qat_lr", "resq.bits", "resq.per_channel", "
 
 
 def build_network(cfg: ExperimentConfig, num_classes: int) -> nn.Module:
-    from dynvid.backbones import ddrnet
-
     if cfg.resq.network not in NETWORKS:
         raise ValueError(f"resq.network must be one of {NETWORKS}, got {cfg.resq.network!r}")
     return getattr(ddrnet, cfg.resq.network)(num_classes)
@@ -48,9 +51,6 @@ class ResQTask(Task):
                        "resq.calib_samples", "resq.calib_candidates", "resq.eval_frames")
 
     def __init__(self, cfg: ExperimentConfig):
-        from dynvid.methods.resq.layers import parse_bits
-        from dynvid.methods.resq.evaluation import SCHEMES
-
         c = cfg.resq
         key, res, pool = parse_bits(c.bits)  # a bad configuration is reported before anything runs
         for spec in c.report_bits:
@@ -84,9 +84,6 @@ class ResQTask(Task):
         return None
 
     def build_model(self, cfg: ExperimentConfig, num_classes: int, stage: Stage | None = None) -> nn.Module:
-        from dynvid.methods.resq.layers import parse_bits
-        from dynvid.methods.resq.wrap import quant_layers, wrap_model
-
         net = build_network(cfg, cfg.model.num_classes or num_classes)
         stage = stage or self.stages[-1]
         if stage.name != "qat":
@@ -111,8 +108,6 @@ class ResQTask(Task):
         return torch.zeros(2, 3, cfg.data.synthetic_height, cfg.data.synthetic_width)
 
     def _dataset(self, cfg: ExperimentConfig, split: str, mode: str, clip_len: int, num_videos: int):
-        from dynvid.data.segmentation import build_segmentation_dataset
-
         d = cfg.data
         return build_segmentation_dataset(d.dataset, split, clip_len=clip_len, mode=mode, seed=cfg.train.seed,
                                           scene=scene_config(d) if d.dataset.startswith("synthetic") else None,
@@ -150,7 +145,6 @@ class ResQTask(Task):
 
     def calibration(self, cfg: ExperimentConfig | None = None) -> list[torch.Tensor]:
         """PTQ calibration data: ``resq.calib_samples`` training frames in clips of T."""
-        from dynvid.methods.resq.evaluation import calibration_sequences
 
         cfg = cfg or self.cfg
         c, d = cfg.resq, cfg.data
@@ -167,7 +161,6 @@ class ResQTask(Task):
             logits = model(frames[:, 0])
             loss = F.cross_entropy(logits, labels[:, 0], ignore_index=IGNORE_INDEX)
             return loss, {"loss": loss.detach()}
-        from dynvid.methods.resq.wrap import calibrate_model, quant_layers, reset_state, set_mode
 
         m = unwrap_model(model)
         layers = quant_layers(m)
@@ -194,7 +187,6 @@ class ResQTask(Task):
     def evaluate(self, model: nn.Module, loader, stage: Stage) -> dict[str, float]:
         """The float network (``mIoU_float``, ``gflops_avg``) and the configured quantization
         (``mIoU``, ``gbops_avg/min/max``, ``bits``-dependent) over every frame of the val videos."""
-        from dynvid.methods.resq.evaluation import evaluate_videos, quantized_copy
 
         c = self.cfg.resq
         m = unwrap_model(model)
@@ -210,6 +202,6 @@ class ResQTask(Task):
     def report(self, cfg: ExperimentConfig, stages: list, out_dir: str) -> dict:
         """Frame quantization vs ResQ vs Dynamic-ResQ at ``resq.report_bits`` (mIoU, GBOPs) and a
         bit-width map figure."""
-        from dynvid.methods.resq.report import job_report
+        from dynvid.methods.resq.report import job_report  # import circle: report -> task
 
         return job_report(self, cfg, stages, out_dir)

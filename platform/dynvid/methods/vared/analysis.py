@@ -23,13 +23,17 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import nn
 
+from dynvid.backbones.frameconv import use_frame_convs
+from dynvid.backbones.fuse import fold_batchnorm
+from dynvid.data.datasets import build_clip_dataset
+from dynvid.engine.checkpoint import load_checkpoint
+from dynvid.engine.ingest import localize_dataset
+from dynvid.engine.storage import fetch_checkpoint
+from dynvid.methods.vared.convert import dynamic_layers
+from dynvid.methods.vared.dynconv import executed_fraction, executed_index
 from dynvid.metrics.cost import CostMeter
 from dynvid.metrics.speed import compare_throughput, measure_throughput
 from dynvid.tables import format_table
-from dynvid.methods.vared.convert import dynamic_layers
-from dynvid.backbones.frameconv import use_frame_convs
-from dynvid.backbones.fuse import fold_batchnorm
-from dynvid.methods.vared.dynconv import executed_fraction, executed_index
 
 __all__ = [
     "choice_shares",
@@ -120,8 +124,6 @@ def policy_table(stats: dict, markdown: bool = False) -> str:
 def load_stage_model(task, cfg, stage_name: str, checkpoint: str, num_classes: int) -> nn.Module:
     """``task``'s network of stage ``stage_name`` with the weights of ``checkpoint`` (a local
     path or URI), in eval mode."""
-    from dynvid.engine.checkpoint import load_checkpoint
-    from dynvid.engine.storage import fetch_checkpoint
 
     stage = next(s for s in task.stages if s.name == stage_name)
     model = task.build_model(stage.config(cfg), num_classes, stage)
@@ -227,8 +229,6 @@ def stage_report(task, cfg, stages: list, out_dir: str, throughput_clips: int = 
     """The VA-RED² job report on the driver: loads the base and final checkpoints, measures
     both on the same ``val`` clips (policy statistics, cost per clip, clips/s), writes the
     figures and ``vared_report.json`` to ``out_dir`` and returns the comparison table."""
-    from dynvid.data.datasets import build_clip_dataset
-    from dynvid.engine.ingest import localize_dataset
 
     by_name = {s.stage: s for s in stages}
     if not all(by_name.get(n) and by_name[n].checkpoint_path for n in ("base", "finetune")):

@@ -9,12 +9,13 @@ from torch import nn
 
 from dynvid.backbones import build_backbone
 from dynvid.config import ExperimentConfig
-from dynvid.methods.vared.presets import PRESETS
-from dynvid.task import Stage
 from dynvid.methods.static import StaticClassification
+from dynvid.methods.vared.analysis import stage_report
 from dynvid.methods.vared.convert import TARGETS, dynamic_layers, force_policy, make_dynamic, target_names
 from dynvid.methods.vared.dynconv import DynamicConv3d, SoftModulationGate, choices
 from dynvid.methods.vared.efficiency import efficiency_loss
+from dynvid.methods.vared.presets import PRESETS
+from dynvid.task import Stage
 
 __all__ = ["FINETUNE_LR_RATIO", "VaredTask"]
 
@@ -124,6 +125,5 @@ class VaredTask(StaticClassification):
     def report(self, cfg: ExperimentConfig, stages: list, out_dir: str) -> dict:
         """The paper-style table (static vs dynamic), measured clips/s, the per-layer per-class
         policy heatmap and the per-clip cost histogram (see :mod:`.analysis`)."""
-        from dynvid.methods.vared.analysis import stage_report
 
         return stage_report(self, cfg, stages, out_dir)
