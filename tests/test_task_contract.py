@@ -5,6 +5,7 @@ neither the engine nor the methods."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -204,6 +205,28 @@ def _train_and_evaluate_every_stage(method, tmp_path):
         previous = str(tmp_path / f"stage{i}")
         save_checkpoint(previous, model, config=to_dict(stage_cfg),
                         metadata={"method": method, "stage": stage.name, "epoch": 0})
+    if isinstance(task, PolicyTask):  # and what the engine's RLlib runner is handed, on the last stage's model
+        _check_policy_spec(task, cfg, previous)
+
+
+def _check_policy_spec(task: PolicyTask, cfg: ExperimentConfig, checkpoint: str) -> None:
+    """The PolicySpec names a Q-network the engine can build from the spec's arguments, which
+    reads the observations and answers the actions of the spec's own environment, and the DQN
+    settings are ones the engine's dqn_config takes (built without starting Ray)."""
+    from dynvid.engine.rl import dqn_config
+    from dynvid.engine.rl_module import q_network_class, q_network_kwargs
+    from dynvid.task import PolicySpec
+
+    spec = task.policy_spec(cfg, checkpoint, checkpoint)
+    assert isinstance(spec, PolicySpec) and spec.iterations >= 1 and spec.export_format
+    env = spec.env(spec.env_config)
+    cls = q_network_class(spec.q_network)
+    net = cls(**q_network_kwargs(cls, spec.q_kwargs), num_actions=int(env.action_space.n))
+    obs, _ = env.reset(seed=0)
+    assert net.observation_shape == env.observation_space.shape == obs.shape, "the spec's network reads its env"
+    assert net(torch.as_tensor(obs)[None]).shape == (1, env.action_space.n)
+    config = dqn_config(spec.env, spec.env_config, q_network=spec.q_network, q_kwargs=spec.q_kwargs, **spec.dqn)
+    assert config.env is spec.env and config.rl_module_spec.model_config["q_network"] == spec.q_network
 
 
 def test_each_method_names_its_runs_by_its_own_network_and_input():
@@ -303,18 +326,16 @@ def test_ray_work_of_methods_runs_in_the_engine():
     assert users == []
 
 
-def test_a_policy_task_names_a_q_network_the_engine_can_build():
-    """LFS's PolicySpec without Ray: its Q-network, named by text, builds from the spec's
-    arguments and reads the environment's observation layout."""
+def test_the_engines_q_network_module_checks_the_arguments_it_is_given():
     from dynvid.engine.rl_module import q_network_class, q_network_kwargs
-    from dynvid.methods.lfs.policy import observation_space
 
     cls = q_network_class("dynvid.methods.lfs.policy:QNetwork")
-    kwargs = q_network_kwargs(cls, {"q_network": "x", "state_channels": 4, "grid": 3, "history": 20})
-    net = cls(**kwargs, num_actions=2)
-    assert net.observation_shape == observation_space(4, 3, 20).shape
+    assert q_network_kwargs(cls, {"q_network": "x", "state_channels": 4, "grid": 3, "double_q": True}) == \
+        {"state_channels": 4, "grid": 3}  # RLlib's own keys pass through, unread
     with pytest.raises(ValueError, match=r"unknown model_config keys \['grd'\]"):
         q_network_kwargs(cls, {"state_channels": 4, "grid": 3, "grd": 3})
+    with pytest.raises(ValueError, match="q_network must be 'module:Class'"):
+        q_network_class("dynvid.methods.lfs.policy.QNetwork")
 
 
 TRAINING_JOBS = ("vared_kinetics", "liteeval", "ant_detection", "lfs_interleaved", "resq_segmentation")
@@ -329,6 +350,9 @@ def test_every_training_job_runs_on_the_shared_runner(job):
     assert "run_training_job" in called and "fit" not in called
 
 
+REASON = re.compile(r"#.*\b(imports? (Ray|RLlib|Optuna|torch)|import circle: \w+ -> |loaded when asked for)")
+
+
 def test_every_function_local_import_says_why():
     """A dynvid import inside a function stays only with its reason on its line: a heavy
     import (Ray, torch for the CLI's start-up) or an import circle it would close. All others
@@ -341,6 +365,6 @@ def test_every_function_local_import_says_why():
                 continue
             for inner in ast.walk(node):
                 if isinstance(inner, ast.ImportFrom) and (inner.module or "").startswith("dynvid") \
-                        and "#" not in lines[inner.end_lineno - 1]:
+                        and not REASON.search(lines[inner.end_lineno - 1]):
                     unexplained.append(f"{path.name}:{inner.lineno}")
     assert unexplained == []

@@ -34,6 +34,7 @@ from dynvid.engine.jobs import exit_on_bad_input
 from dynvid.engine.storage import StorageError
 from dynvid.engine.sweep_report import front_table, load_report, summary
 from dynvid.engine.tracking import TrackingError, redact_uri
+from dynvid.task import method_names, presets
 
 __all__ = ["main"]
 
@@ -71,10 +72,10 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
             rate = done / max(time.perf_counter() - t0, 1e-9)
             print(f"\r[dynvid] {args.task}: {done}/{total} videos ({rate:.1f}/s)", end="", flush=True)
 
-    summary = write_synthetic(args.task, args.out, args.videos, seed=args.seed, cfg=scene,
+    written = write_synthetic(args.task, args.out, args.videos, seed=args.seed, cfg=scene,
                               val_fraction=args.val_fraction, progress=progress)
     print(f"\n[dynvid] wrote {args.task} dataset to {args.out} in {time.perf_counter() - t0:.1f}s")
-    print(json.dumps(summary, indent=2, default=str))
+    print(json.dumps(written, indent=2, default=str))
     return 0
 
 
@@ -213,7 +214,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from dynvid.engine.trainer import fit  # imports Ray, torch
-    from dynvid.task import presets  # imports torch
 
     named = presets(args.method)
     preset = "smoke" if args.smoke_test else (args.preset or ("embedded" if "embedded" in named else "none"))
@@ -341,8 +341,6 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_cost)
 
     t = sub.add_parser("train", help="train a method with Ray Train")
-    from dynvid.task import method_names  # imports torch
-
     t.add_argument("--method", default="static", choices=method_names(),
                    help="the method to train, all its stages (default static)")
     t.add_argument("--preset", help="the method's named base configuration (default: embedded, the laptop run on "

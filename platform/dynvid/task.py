@@ -17,13 +17,13 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Iterable
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any, ClassVar, Iterable
 
 from dynvid.config import ExperimentConfig, apply_overrides
-from dynvid.data.datasets import build_test_dataset
+
+if TYPE_CHECKING:  # pragma: no cover - annotations only: reading the registry loads no torch
+    import torch
+    from torch import nn
 
 __all__ = ["METHODS", "PolicySpec", "PolicyTask", "Stage", "Task", "get_task", "method_names", "presets", "register_task",
            "task_class", "unwrap_model"]
@@ -139,6 +139,8 @@ class Task:
         :meth:`evaluate`, or None for none. By default the engine's K-LeftCenterRight video views
         of ``data.val_split`` (VA-RED² thesis Sec. 4.3): clip classifiers report video-1/5."""
 
+        from dynvid.data.datasets import build_test_dataset  # imports torch and PyAV: loaded when asked for
+
         return build_test_dataset(cfg.data, cfg.train.test_videos, seed=cfg.train.seed)
 
     def set_steps_per_epoch(self, steps: int) -> None:
@@ -179,6 +181,8 @@ class Task:
     def example_input(self, cfg: ExperimentConfig) -> torch.Tensor:
         """An input batch of the registered model (its MLflow signature): by default 2 clips
         ``(3, clip_len, crop, crop)``."""
+        import torch  # loaded when asked for: the registry (dynvid --help) needs no torch
+
         return torch.zeros(2, 3, cfg.data.clip_len, cfg.data.crop_size, cfg.data.crop_size)
 
     @staticmethod

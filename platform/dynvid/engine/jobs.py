@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -15,9 +16,10 @@ from dynvid.config import ConfigError, ExperimentConfig, apply_overrides
 from dynvid.data.errors import DatasetError
 from dynvid.engine.storage import StorageError
 from dynvid.engine.tracking import TrackingError
+from dynvid.task import task_class
 
 __all__ = ["BAD_INPUT", "bench_config", "bench_parser", "exit_on_bad_input", "print_targets", "build_job_config",
-           "job_parser", "run_training_job"]
+           "final_metrics_line", "job_parser", "run_training_job"]
 
 #: What a job reports as one line and exit status 2 rather than a traceback: a config key or
 #: value, a dataset file or folder, a storage location, a tracking store. ``fit`` finds these
@@ -83,6 +85,18 @@ def print_targets(targets: list[dict]) -> None:
               f"-> {'met' if t['met'] else 'MISSED'}")
 
 
+def final_metrics_line(method: str, metrics: dict) -> str:
+    """The last stage's quality metrics as the method's Task names them in its results table
+    (``Task.summary_columns``), GFLOPs per sample and, for a classifier, chance level."""
+    parts = [f"{label} {fmt.format(metrics[key])}" for label, key, fmt in task_class(method).summary_columns
+             if isinstance(metrics.get(key), (int, float))]
+    if isinstance(metrics.get("val_gflops_avg"), (int, float)):
+        parts.append(f"GFLOPs {metrics['val_gflops_avg']:.3f}")
+    if metrics.get("num_classes") and "val_clip_top1" in metrics:
+        parts.append(f"chance {1.0 / metrics['num_classes']:.4f}")
+    return ", ".join(parts) or "none reported"
+
+
 def build_job_config(job_config: Callable[..., ExperimentConfig], args: argparse.Namespace,
                      extra: list[str] = ()) -> ExperimentConfig:
     """The config from a method's ``presets.job_config``, the common arguments and the job's
@@ -112,13 +126,15 @@ def _train_and_report(method: str, job_config: Callable[..., ExperimentConfig], 
     result = fit(build_job_config(job_config, args, extra), method=method, init_from=args.init_from)
     report = result.report or {}
     print(f"\n[dynvid] run {result.run_name} finished; results under {result.storage_path}")
+    print(f"[dynvid] final metrics: {final_metrics_line(method, result.metrics)}")
     for stage in result.stages:
         print(f"[dynvid] stage {stage.stage}: checkpoint {stage.checkpoint_path}")
     if result.registered:
         print(f"[dynvid] registered model: models:/{result.registered['name']}@candidate "
               f"(version {result.registered['version']})")
     if report.get("dir"):
-        print(f"[dynvid] report files in {report['dir']}")
+        files = ", ".join(os.path.basename(str(a)) for a in report.get("artifacts") or [])
+        print(f"[dynvid] report files{f' ({files})' if files else ''} in {report['dir']}")
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"run_name": result.run_name, "metrics": result.metrics, "registered": result.registered,

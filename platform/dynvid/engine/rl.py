@@ -275,8 +275,9 @@ def train_policies(cfg: ExperimentConfig, method: str, model: str, knob: str, va
                    progress: Callable[[str], Any] = print, shared: dict | None = None) -> dict:
     """One policy per value of ``knob`` (e.g. ``lfs.gamma``) on ``model``, each in
     ``out_root/<run name>-policy-<knob><value>`` and, when ``train.mlflow_tracking_uri`` is set,
-    an MLflow run with its policy file and the evaluation's ``artifacts``. ``shared`` (or a new
-    dict) goes to every evaluation. Returns ``{"rows": [metrics of each value], "shared": shared}``."""
+    an MLflow run (params: the config, ``method``, ``stage=policy`` and ``frozen_model``, the
+    checkpoint the policy was trained on) with its policy file and the evaluation's
+    ``artifacts``. ``shared`` (or a new dict) goes to every evaluation. Returns ``{"rows": [metrics of each value], "shared": shared}``."""
 
     t = cfg.train
     uri = tracking.resolve_tracking_uri(t.mlflow_tracking_uri) if t.mlflow_tracking_uri else None
@@ -294,7 +295,8 @@ def train_policies(cfg: ExperimentConfig, method: str, model: str, knob: str, va
         rows.append(metrics)
         if uri:
             run_id = tracking.start_job_run(uri, t.mlflow_experiment, name,
-                                            {"method": method, "stage": "policy", "model": model, **to_dict(v_cfg)})
+                                            {"method": method, "stage": "policy", **to_dict(v_cfg),
+                                             "frozen_model": model})
             tracking.finish_job_run(uri, run_id, {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
                                     artifacts=[metrics["policy"], *artifacts])
     return {"rows": rows, "shared": shared}

@@ -13,9 +13,12 @@ Modules:
   shifted-crop image clips of Sec. 3.3.
 - :mod:`~dynvid.methods.lfs.evaluation`: fixed and learned policies, mAP per τ, amortized
   MACs, synchronous vs asynchronous latency (Sec. 3.5).
-- :mod:`~dynvid.methods.lfs.env` and :mod:`~dynvid.methods.lfs.policy`: the adaptive
-  interleaving policy (Sec. 3.4): a gymnasium environment with Eq. 1's observation and
-  Eq. 2's reward, the Q-network of Fig. 4 as an RLlib module, DQN training, export.
+- :mod:`~dynvid.methods.lfs.env`, :mod:`~dynvid.methods.lfs.policy` and
+  :mod:`~dynvid.methods.lfs.adaptive`: the adaptive interleaving policy (Sec. 3.4): a
+  gymnasium environment with Eq. 1's observation and Eq. 2's reward, the Q-network of Fig. 4
+  and the loader of an exported one, and what the engine's RLlib runner
+  (:mod:`dynvid.engine.rl`) is handed to train it (a ``PolicySpec``) and to judge it. No
+  module here imports Ray.
 
 :class:`LFSTask` trains the detector on the engine in one stage, ``interleaved`` (Sec. 3.3:
 the LSTM unrolled over 6 steps, a uniformly random extractor per step after an f0 first

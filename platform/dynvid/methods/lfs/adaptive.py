@@ -95,8 +95,10 @@ def evaluate_policy(task, cfg: ExperimentConfig, detector: str, policy: str, out
     }
     report = os.path.join(out_dir, "policy_report.json")
     with open(report, "w") as f:
-        json.dump({"metrics": metrics, "learned": mine, "fixed": fixed, "dqn": training,
-                   "detector": training.get("model", detector), "policy": policy}, f, indent=2, default=str)
+        json.dump({"metrics": {**metrics, "dqn_final_return": training["final_return_mean"],
+                               "dqn_env_steps": float(training["env_steps_sampled"]), "policy": policy},
+                   "learned": mine, "fixed": fixed, "dqn": training, "detector": training.get("model", detector)},
+                  f, indent=2, default=str)
     progress(f"[dynvid] lfs policy γ={c.gamma:g}: mAP@0.5 {mine['AP50']:.4f} at {mine['f0_fraction']:.3f} f0 runs "
              f"({mine['gmacs_per_frame']:.4f} GMACs/frame); fixed policies at that fraction {matched:.4f}")
     return {**metrics, "artifacts": [report]}

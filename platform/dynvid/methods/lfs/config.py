@@ -50,8 +50,8 @@ class LFSConfig:
     taus: tuple[int, ...] = (1, 4, 9, 19)
     """Interleave ratios evaluated in the report (the mAP-vs-τ curve of Fig. 6)."""
     policy: str | None = None
-    """Inference knob: a learned interleaving policy (``export_policy`` file) used instead of
-    the fixed τ; None = fixed policy."""
+    """Inference knob: a learned interleaving policy (the ``policy.pt`` file a policy job or
+    sweep exports) used instead of the fixed τ; None = fixed policy."""
     score_threshold: float = 0.05
     """Detections below this score are dropped before NMS."""
     nms_iou: float = 0.6

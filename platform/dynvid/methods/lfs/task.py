@@ -13,7 +13,7 @@ from dynvid.detection.anchors import anchors_per_cell
 from dynvid.detection.losses import detection_loss_batched
 from dynvid.methods.lfs import adaptive
 from dynvid.methods.lfs.evaluation import FixedPolicy, LearnedPolicy, evaluate_policies
-from dynvid.methods.lfs.model import F0, F1, InterleavedDetector, fixed_schedule, unwrap
+from dynvid.methods.lfs.model import F0, InterleavedDetector, unwrap
 from dynvid.methods.lfs.policy import load_policy
 from dynvid.methods.lfs.presets import PRESETS
 from dynvid.methods.lfs.report import detector_report

@@ -10,7 +10,7 @@ from torch import nn
 
 from dynvid.backbones import BACKBONES, build_backbone
 from dynvid.config import ExperimentConfig
-from dynvid.methods.liteeval.gumbel import gumbel_softmax, temperature_at
+from dynvid.methods.liteeval.gumbel import temperature_at
 from dynvid.methods.liteeval.model import FrameClassifiers, LSTMBaseline, LiteEval, LiteEvalCore
 from dynvid.methods.liteeval.presets import PRESETS
 from dynvid.metrics.classification import AccuracyMeter

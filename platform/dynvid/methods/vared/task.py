@@ -11,8 +11,8 @@ from dynvid.backbones import build_backbone
 from dynvid.config import ExperimentConfig
 from dynvid.methods.static import StaticClassification
 from dynvid.methods.vared.analysis import stage_report
-from dynvid.methods.vared.convert import TARGETS, dynamic_layers, force_policy, make_dynamic, target_names
-from dynvid.methods.vared.dynconv import DynamicConv3d, SoftModulationGate, choices
+from dynvid.methods.vared.convert import TARGETS, dynamic_layers, make_dynamic
+from dynvid.methods.vared.dynconv import choices
 from dynvid.methods.vared.efficiency import efficiency_loss
 from dynvid.methods.vared.presets import PRESETS
 from dynvid.task import Stage
