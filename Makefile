@@ -13,10 +13,11 @@ PYTEST_ARGS ?=
 
 install: $(STAMP)
 
-# torch first: 2.13.0 is the local CPU build; the project's range then installs nothing more.
+# The matched pair first (torchvision's C++ operators are built against one torch release):
+# torch 2.14.1 + torchvision 0.29.1, then the project, whose ranges keep them.
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
 	$(PY) -m pip install --quiet -e ".[test]"
 	@touch $(STAMP)
 

@@ -25,7 +25,14 @@ def test_package_lives_in_platform_dir():
     assert Path(dynvid.__file__).resolve().parent == REPO / "platform" / "dynvid"
 
 
-def test_no_module_imports_torchvision():
-    offenders = [str(p) for p in (REPO / "platform").rglob("*.py") if "import torchvision" in p.read_text()
-                 or "from torchvision" in p.read_text()]
-    assert offenders == []
+def test_torch_and_torchvision_are_the_matched_pair():
+    """torchvision's C++ operators are built against one torch release: the installed pair must
+    match (the Makefile installs torch 2.14.1 + torchvision 0.29.1) and its operators load."""
+    import torch
+    import torchvision
+
+    minor = int(torch.__version__.split(".")[1])
+    assert torchvision.__version__.split("+")[0].split(".")[:2] == ["0", str(minor + 15)], \
+        (torch.__version__, torchvision.__version__)
+    boxes = torch.tensor([[0.0, 0.0, 1.0, 1.0], [0.0, 0.0, 1.0, 0.9]])
+    assert torchvision.ops.nms(boxes, torch.tensor([0.9, 0.8]), 0.5).tolist() == [0]

@@ -1,13 +1,15 @@
-"""The batched, loop-free detection pieces (issue 20: no host read per box or image) against
-plain sequential references written here: greedy NMS, per-image post-processing, and the
-focal detection loss of each image."""
+"""The batched detection pieces (issue 20: no host read per box or image; issue 22:
+torchvision's NMS) against plain sequential references written here: greedy NMS per image and
+class, per-image post-processing, and the focal detection loss of each image."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from dynvid.detection.boxes import batched_nms, box_iou, decode, greedy_keep, nms
+from torchvision.ops import nms
+
+from dynvid.detection.boxes import box_iou, decode, separate_groups
 from dynvid.detection.losses import detection_loss, detection_loss_batched
 from dynvid.detection.ssdlite import postprocess
 
@@ -32,33 +34,24 @@ def clustered_boxes(n: int, seed: int) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_nms_equals_the_sequential_greedy_rule(seed):
-    boxes = clustered_boxes(120, seed)
-    scores = torch.rand(120, generator=torch.Generator().manual_seed(100 + seed))
+def test_one_nms_call_over_separated_groups_equals_greedy_nms_per_image_and_class(seed):
+    """Three images of 120 clustered candidates in 3 classes, a third of them invalid, scores
+    in [0, 1): one torchvision NMS call over the separated boxes keeps exactly what the
+    textbook rule keeps within each image and class."""
+    g = torch.Generator().manual_seed(seed)
+    boxes = torch.stack([clustered_boxes(120, 10 * seed + i) for i in range(3)])
+    classes = torch.randint(0, 3, (3, 120), generator=g)
+    valid = torch.rand(3, 120, generator=g) > 0.3
+    scores = torch.rand(3, 120, generator=g).double()
     for thr in (0.3, 0.5, 0.7):
-        assert nms(boxes, scores, thr).tolist() == sequential_nms(boxes, scores, thr)
-        order = scores.argsort(descending=True)  # the fixed-point rounds a GPU runs, on the same boxes
-        keep = greedy_keep(boxes[order], torch.ones(120, dtype=torch.bool), thr, sequential=False)
-        assert sorted(order[keep].tolist()) == sorted(sequential_nms(boxes, scores, thr))
-
-
-@pytest.mark.parametrize("sequential", [True, False])  # the CPU's one pass; the devices' fixed-point rounds
-def test_greedy_keep_on_a_batch_equals_each_image_alone_and_ignores_invalid_candidates(sequential):
-    boxes = torch.stack([clustered_boxes(60, s) for s in range(3)])  # already "sorted": index = rank
-    valid = torch.rand(3, 60, generator=torch.Generator().manual_seed(7)) > 0.3
-    keep = greedy_keep(boxes, valid, 0.4, sequential=sequential)
-    for b in range(3):
-        rows = valid[b].nonzero().flatten()
-        ref = sequential_nms(boxes[b, rows], -rows.float(), 0.4)  # better = lower index
-        assert keep[b].nonzero().flatten().tolist() == sorted(rows[ref].tolist())
-
-
-def test_batched_nms_never_suppresses_across_classes():
-    box = torch.tensor([[0.1, 0.1, 0.5, 0.5]])
-    boxes = box.expand(4, 4).clone()
-    scores = torch.tensor([0.9, 0.8, 0.7, 0.6])
-    classes = torch.tensor([0, 1, 0, 2])
-    assert sorted(batched_nms(boxes, scores, classes, 0.5).tolist()) == [0, 1, 3]
+        apart = separate_groups(boxes, classes, valid, 3).reshape(-1, 4)
+        kept = set(nms(apart, scores.reshape(-1), thr).tolist())
+        for b in range(3):
+            for c in range(3):
+                rows = (valid[b] & (classes[b] == c)).nonzero().flatten()
+                want = {b * 120 + int(rows[i]) for i in sequential_nms(boxes[b, rows], scores[b, rows], thr)}
+                got = {i for i in kept if i // 120 == b and valid[b, i % 120] and classes[b, i % 120] == c}
+                assert got == want, (thr, b, c)
 
 
 def reference_postprocess(cls_logits, box_codes, anchors, score_threshold, iou_threshold, max_detections,

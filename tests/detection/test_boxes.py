@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from dynvid.detection.anchors import anchors_per_cell, level_scales, ssd_anchors
-from dynvid.detection.boxes import batched_nms, box_iou, decode, encode, nms
+from torchvision.ops import nms
+
+from dynvid.detection.boxes import box_iou, decode, encode, separate_groups
 
 
 def test_iou_of_constructed_boxes() -> None:
@@ -30,15 +32,24 @@ def test_encode_decode_round_trip_and_known_code() -> None:
     assert torch.allclose(decode(codes, anchors), boxes, atol=1e-5)
 
 
-def test_nms_keeps_the_best_of_each_overlapping_group() -> None:
+def test_separated_groups_suppress_only_within_their_image_and_class() -> None:
     boxes = torch.tensor([[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30], [0, 0, 10, 9.0]], dtype=torch.float)
-    scores = torch.tensor([0.9, 0.8, 0.7, 0.95])
-    assert nms(boxes, scores, 0.5).tolist() == [3, 2]  # 3 beats 0 (IoU 0.9) which would beat 1
-    assert nms(boxes, scores, 0.95).tolist() == [3, 0, 1, 2]  # nothing overlaps that much
+    scores = torch.tensor([0.9, 0.8, 0.7, 0.95], dtype=torch.float64)
+    valid = torch.ones(4, dtype=torch.bool)
+    one_class = separate_groups(boxes, torch.zeros(4, dtype=torch.long), valid, 2)
+    assert one_class.dtype == torch.float64
+    assert nms(one_class, scores, 0.5).tolist() == [3, 2]  # 3 beats 0 (IoU 0.9) which would beat 1
     classes = torch.tensor([0, 1, 0, 1])
     # per class: {0, 2} do not overlap; in class 1, 3 suppresses 1 (IoU 72 / 118 = 0.61)
-    assert sorted(batched_nms(boxes, scores, classes, 0.5).tolist()) == [0, 2, 3]
-    assert nms(torch.zeros(0, 4), torch.zeros(0), 0.5).numel() == 0
+    assert sorted(nms(separate_groups(boxes, classes, valid, 2), scores, 0.5).tolist()) == [0, 2, 3]
+    # two images of the same boxes: nothing crosses from one image to the other
+    two = separate_groups(torch.stack([boxes, boxes]), torch.stack([classes, classes]), torch.ones(2, 4, dtype=torch.bool), 2)
+    assert sorted(nms(two.reshape(-1, 4), scores.repeat(2), 0.5).tolist()) == [0, 2, 3, 4, 6, 7]
+    # an invalid candidate becomes an empty box: kept by NMS (masked by the caller), suppressing nothing
+    invalid = torch.tensor([False, True, True, True])
+    apart = separate_groups(boxes, classes, invalid, 2)
+    assert apart[0].tolist() == [0.0, 0.0, 0.0, 0.0]
+    assert sorted(nms(apart, torch.tensor([0.99, 0.8, 0.7, 0.95], dtype=torch.float64), 0.5).tolist()) == [0, 2, 3]
 
 
 def test_anchor_layout_and_scales() -> None:

@@ -8,7 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from dynvid.detection.boxes import encode
-from dynvid.detection.losses import detection_loss, hard_negative_mask, match_anchors, sigmoid_focal_loss
+from torchvision.ops import sigmoid_focal_loss
+
+from dynvid.detection.losses import detection_loss, hard_negative_mask, match_anchors
 
 ANCHORS = torch.tensor([[0, 0, 10, 10], [0, 0, 9, 10], [20, 20, 30, 30], [50, 50, 60, 60]], dtype=torch.float)
 
@@ -23,11 +25,13 @@ def test_matching_threshold_and_forced_best_anchor() -> None:
 
 
 def test_focal_loss_reduces_to_bce_and_down_weights_easy_examples() -> None:
+    """What detection_loss assumes of torchvision's op: alpha=-1, gamma=0 is the plain sigmoid
+    loss (SSD's), gamma=2 is Eq. 5's modulation."""
     logits = torch.tensor([[3.0, -2.0], [0.1, 0.2]])
     targets = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
-    plain = sigmoid_focal_loss(logits, targets, alpha=None, gamma=0.0)
+    plain = sigmoid_focal_loss(logits, targets, alpha=-1, gamma=0.0, reduction="none")
     assert torch.allclose(plain, F.binary_cross_entropy_with_logits(logits, targets, reduction="none"))
-    focal = sigmoid_focal_loss(logits, targets, alpha=None, gamma=2.0)
+    focal = sigmoid_focal_loss(logits, targets, alpha=-1, gamma=2.0, reduction="none")
     ratio = focal / plain
     assert ratio[0, 0] < ratio[1, 0]  # the confident correct prediction is down-weighted more
     p = torch.sigmoid(torch.tensor(3.0))

@@ -10,8 +10,12 @@ of the 3D conv it replaces (Sec. 3.5):
 As in torchvision, one ``mid`` is computed per block from (block input, block output)
 and used by both of its factored convs.
 
-State-dict keys follow ``torchvision.models.video.r2plus1d_18`` exactly, so its
-Kinetics-400 checkpoint loads with ``strict=True``. At 3×16×112×112 the network costs
+The blocks are torchvision's (``torchvision.models.video.resnet.BasicBlock`` with
+``Conv2Plus1D``); dynvid assembles them with a width multiplier, which torchvision's
+``VideoResNet`` and its stem (fixed at 45 → 64 channels) lack, so the stem is dynvid's. At
+``width_mult=1`` the network is ``torchvision.models.video.r2plus1d_18`` (same keys, same
+outputs: ``tests/backbones/test_torchvision_equality.py``), and its Kinetics-400 checkpoint
+loads with ``strict=True``. At 3×16×112×112 the network costs
 40.5 GMACs ("GFLOPs" in the video literature, see ``dynvid.metrics.cost``).
 
 Input ``(B, 3, T, H, W)``; the stem halves H and W, layers 2-4 halve T, H and W.
@@ -24,9 +28,11 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from torchvision.models.video.resnet import BasicBlock, Conv2Plus1D
+
 from dynvid.backbones._common import ClipBackbone, check_builder_args, init_video_weights
 
-__all__ = ["BasicBlock", "Conv2Plus1D", "R2Plus1D", "R2Plus1dStem", "r2plus1d_18"]
+__all__ = ["R2Plus1D", "R2Plus1dStem", "r2plus1d_18"]
 
 # torchvision's channel numbers; a width multiplier scales all of them.
 STEM_MID_CHANNELS = 45
@@ -41,61 +47,6 @@ def _scaled(channels: int, width_mult: float, divisor: int) -> int:
     if rounded < 0.9 * value:
         rounded += divisor
     return rounded
-
-
-def mid_channels(in_channels: int, out_channels: int) -> int:
-    """Channels between the spatial and the temporal conv of a (2+1)D block (Sec. 3.5)."""
-    return (in_channels * out_channels * 3 * 3 * 3) // (in_channels * 3 * 3 + 3 * out_channels)
-
-
-class Conv2Plus1D(nn.Sequential):
-    """A 1×3×3 spatial conv, BN, ReLU, then a 3×1×1 temporal conv (no final BN/ReLU).
-
-    Args:
-        in_channels: input channels.
-        out_channels: output channels.
-        mid: channels between the two convs.
-        stride: stride in T, H and W (spatial conv strides H, W; temporal conv strides T).
-    """
-
-    def __init__(self, in_channels: int, out_channels: int, mid: int, stride: int = 1) -> None:
-        super().__init__(
-            nn.Conv3d(in_channels, mid, (1, 3, 3), stride=(1, stride, stride), padding=(0, 1, 1), bias=False),
-            nn.BatchNorm3d(mid),
-            nn.ReLU(inplace=True),
-            nn.Conv3d(mid, out_channels, (3, 1, 1), stride=(stride, 1, 1), padding=(1, 0, 0), bias=False),
-        )
-
-
-class BasicBlock(nn.Module):
-    """ResNet basic block with (2+1)D convs: ``relu(conv2(conv1(x)) + shortcut(x))``.
-
-    Args:
-        in_channels: block input channels.
-        out_channels: block output channels.
-        stride: stride of the first conv (and of the shortcut projection).
-    """
-
-    def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
-        super().__init__()
-        mid = mid_channels(in_channels, out_channels)
-        self.conv1 = nn.Sequential(
-            Conv2Plus1D(in_channels, out_channels, mid, stride),
-            nn.BatchNorm3d(out_channels),
-            nn.ReLU(inplace=True),
-        )
-        self.conv2 = nn.Sequential(Conv2Plus1D(out_channels, out_channels, mid), nn.BatchNorm3d(out_channels))
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample: nn.Sequential | None = None
-        if stride != 1 or in_channels != out_channels:
-            self.downsample = nn.Sequential(
-                nn.Conv3d(in_channels, out_channels, kernel_size=1, stride=stride, bias=False),
-                nn.BatchNorm3d(out_channels),
-            )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shortcut = x if self.downsample is None else self.downsample(x)
-        return self.relu(self.conv2(self.conv1(x)) + shortcut)
 
 
 class R2Plus1dStem(nn.Sequential):
@@ -142,8 +93,12 @@ class R2Plus1D(ClipBackbone, nn.Module):
         in_channels = widths[0]
         stages = []
         for width, stride, depth in zip(widths, STAGE_STRIDES, blocks_per_stage):
-            blocks = [BasicBlock(in_channels, width, stride)]
-            blocks += [BasicBlock(width, width) for _ in range(depth - 1)]
+            downsample = None
+            if stride != 1 or in_channels != width:  # torchvision's VideoResNet._make_layer shortcut
+                downsample = nn.Sequential(nn.Conv3d(in_channels, width, kernel_size=1, stride=stride, bias=False),
+                                           nn.BatchNorm3d(width))
+            blocks = [BasicBlock(in_channels, width, Conv2Plus1D, stride, downsample)]
+            blocks += [BasicBlock(width, width, Conv2Plus1D) for _ in range(depth - 1)]
             stages.append(nn.Sequential(*blocks))
             in_channels = width
         self.layer1, self.layer2, self.layer3, self.layer4 = stages

@@ -4,7 +4,9 @@ LiteEval's fine CNN is a ResNet-101 on 224×224 frames (Sec. 4.1: 7.82 GFLOPs pe
 features from the penultimate layer). The layout and state-dict keys are torchvision's
 ``resnet*`` (``conv1``, ``bn1``, ``layer{1-4}.{i}.conv{1,2,3}``, ``downsample.{0,1}``, ``fc``),
 the ResNet v1.5 variant (stride on the 3×3 convolution of a bottleneck), so its ImageNet
-checkpoints load directly. ``width_mult`` scales every stage's width (1.0 = the paper's).
+checkpoints load directly. The blocks are torchvision's (``BasicBlock``, ``Bottleneck``); dynvid
+assembles them with ``width_mult``, which scales every stage's width and the stem (1.0 = the
+paper's; torchvision's ``ResNet`` fixes them at 64–512), and splits features from the head.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from torchvision.models.resnet import BasicBlock, Bottleneck
+
 from dynvid.backbones._common import check_builder_args
 
 __all__ = ["ResNet", "resnet18", "resnet34", "resnet50", "resnet101"]
@@ -21,50 +25,11 @@ __all__ = ["ResNet", "resnet18", "resnet34", "resnet50", "resnet101"]
 STAGE_WIDTHS = (64, 128, 256, 512)
 
 
-def _conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
-    return nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-
-
-class BasicBlock(nn.Module):
-    expansion = 1
-
-    def __init__(self, cin: int, width: int, stride: int = 1, downsample: nn.Module | None = None) -> None:
-        super().__init__()
-        self.conv1, self.bn1 = _conv3x3(cin, width, stride), nn.BatchNorm2d(width)
-        self.conv2, self.bn2 = _conv3x3(width, width), nn.BatchNorm2d(width)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = downsample
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        return self.relu(self.bn2(self.conv2(out)) + identity)
-
-
-class Bottleneck(nn.Module):
-    expansion = 4
-
-    def __init__(self, cin: int, width: int, stride: int = 1, downsample: nn.Module | None = None) -> None:
-        super().__init__()
-        self.conv1, self.bn1 = nn.Conv2d(cin, width, 1, bias=False), nn.BatchNorm2d(width)
-        self.conv2, self.bn2 = _conv3x3(width, width, stride), nn.BatchNorm2d(width)
-        self.conv3 = nn.Conv2d(width, width * self.expansion, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(width * self.expansion)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = downsample
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        return self.relu(self.bn3(self.conv3(out)) + identity)
-
-
 class ResNet(nn.Module):
     """ResNet for ``(B, 3, H, W)`` frames; returns logits.
 
     Args:
-        block: :class:`BasicBlock` or :class:`Bottleneck`.
+        block: torchvision's ``BasicBlock`` or ``Bottleneck``.
         layers: blocks per stage.
         num_classes: classifier outputs.
         width_mult: multiplier of every stage width (and of the 64-channel stem).

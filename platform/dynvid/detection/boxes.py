@@ -1,35 +1,27 @@
-"""Box operations for the SSD-style detectors of Looking Fast and Slow and ANT, in torch
-(torchvision's ops cannot be imported beside the CPU torch here; see the notes).
+"""Box operations for the SSD-style detectors of Looking Fast and Slow and ANT.
 
 Boxes are ``(x1, y1, x2, y2)`` in pixels or normalised coordinates, rows of an ``(N, 4)``
-tensor.
+tensor. Non-maximum suppression is torchvision's (``torchvision.ops.nms``, C++ on the CPU,
+a CUDA kernel on a GPU); this module keeps what torchvision does not have:
 
-- :func:`box_iou`: pairwise intersection over union.
+- :func:`box_iou`: pairwise intersection over union with leading batch dimensions (a batch
+  of images at once; ``torchvision.ops.box_iou`` takes one image), 0 for empty pairs.
 - :func:`encode` / :func:`decode`: SSD box coding (Liu et al., SSD, Sec. 2.2; the
   TensorFlow Object Detection API's ``FasterRcnnBoxCoder`` that Looking Fast and Slow's
   SSDLite uses): centre offsets over the anchor size and log size ratios, multiplied by the
-  scale factors (10, 10, 5, 5).
-- :func:`batched_nms`: greedy non-maximum suppression per class, written in torch.
-- :func:`greedy_keep`: the same greedy NMS on padded ``(..., N)`` score-sorted candidates of
-  many images at once, all on the device (postprocessing a batch of frames).
-
-NMS without a Python loop over boxes: the greedy rule "box ``i`` is kept unless a *kept*,
-higher-scoring box overlaps it by more than the threshold" has exactly one solution, and
-iterating ``keep ← valid ∧ ¬any_j(keep_j ∧ overlaps_{j,i})`` from ``keep = valid`` reaches it:
-after ``n`` rounds the ``n`` best boxes are final (each depends only on better ones), and a
-round that changes nothing is that solution. Each round is one tensor op over the IoU matrix
-and costs one read of "changed?" to the host, instead of one read per box (a host–device
-synchronisation each on a GPU); the rounds needed are the longest chain of boxes
-suppressing or freeing each other, a handful in practice, ``N`` at worst. On the CPU, where a
-read costs nothing, the same rule runs as the sequential pass over the IoU matrix instead
-(fewer operations when many boxes are suppressed).
+  scale factors (10, 10, 5, 5); the centre-size conversion is ``torchvision.ops.box_convert``.
+- :func:`separate_groups`: the candidates of many images and classes moved apart, so that
+  one NMS call serves all of them (torchvision's ``batched_nms`` does this per class with a
+  float32 offset, which blurs normalised boxes once many images share a call, or with a
+  Python loop over the classes beyond 4,000 boxes).
 """
 
 from __future__ import annotations
 
 import torch
+from torchvision.ops import box_convert
 
-__all__ = ["SCALE_FACTORS", "batched_nms", "box_area", "box_iou", "decode", "encode", "greedy_keep", "nms"]
+__all__ = ["SCALE_FACTORS", "box_area", "box_iou", "decode", "encode", "separate_groups"]
 
 SCALE_FACTORS = (10.0, 10.0, 5.0, 5.0)
 """(y, x, h, w) scale factors of the TF Object Detection API's SSD box coder, here in (x, y, w, h) order."""
@@ -53,9 +45,7 @@ def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def _centre_size(boxes: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    w = boxes[..., 2] - boxes[..., 0]
-    h = boxes[..., 3] - boxes[..., 1]
-    return boxes[..., 0] + 0.5 * w, boxes[..., 1] + 0.5 * h, w, h
+    return box_convert(boxes, "xyxy", "cxcywh").unbind(-1)
 
 
 def encode(boxes: torch.Tensor, anchors: torch.Tensor, scale_factors=SCALE_FACTORS) -> torch.Tensor:
@@ -80,59 +70,20 @@ def decode(codes: torch.Tensor, anchors: torch.Tensor, scale_factors=SCALE_FACTO
     return torch.stack([x - 0.5 * w, y - 0.5 * h, x + 0.5 * w, y + 0.5 * h], -1)
 
 
-def greedy_keep(boxes: torch.Tensor, valid: torch.Tensor, iou_threshold: float,
-                sequential: bool | None = None) -> torch.Tensor:
-    """Greedy NMS over candidates already sorted by decreasing score: ``boxes (..., N, 4)``,
-    ``valid (..., N)`` (padding and candidates below the score threshold are False: never
-    kept, never suppress). Returns the ``(..., N)`` kept mask, on the device (see the module
-    docstring for the rounds). ``sequential``: the one-pass rule (default: on the CPU only)."""
-    n = boxes.shape[-2]
-    # over[..., j, i]: the better box j overlaps the worse box i beyond the threshold
-    over = (box_iou(boxes, boxes) > iou_threshold).triu_(1)
-    if boxes.device.type == "cpu" if sequential is None else sequential:  # reads are free: one pass per image
-        keep_np = valid.clone().reshape(-1, n).numpy()
-        over_np = over.reshape(-1, n, n).numpy()
-        for kept, rows in zip(keep_np, over_np):
-            for i in range(n):
-                if kept[i]:
-                    kept &= ~rows[i]
-        return torch.from_numpy(keep_np).reshape(valid.shape)
-    keep = valid.clone()
-    for _ in range(n):
-        new = valid & ~(over & keep.unsqueeze(-1)).any(-2)
-        if torch.equal(new, keep):  # the one read of each round
-            break
-        keep = new
-    return keep
-
-
-def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
-    """Greedy NMS: indices of the kept boxes, by decreasing score. A box is dropped when its
-    IoU with a kept, higher-scoring box exceeds ``iou_threshold``."""
-    if boxes.shape[0] == 0:
-        return torch.zeros(0, dtype=torch.long, device=boxes.device)
-    order = scores.argsort(descending=True)
-    keep = greedy_keep(boxes[order], torch.ones(len(order), dtype=torch.bool, device=boxes.device), iou_threshold)
-    return order[keep]
-
-
-def class_offsets(boxes: torch.Tensor, classes: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
-    """``(..., N, 1)`` shifts that move each class's boxes apart from every other class's, so one
-    NMS pass serves all classes: ``class × (max − min + 1)`` over the (valid) boxes of each
-    image (leading dimensions)."""
-    if valid is None:
-        span = boxes.amax((-2, -1)) - boxes.amin((-2, -1)) + 1
-    else:
-        inf = torch.tensor(float("inf"), dtype=boxes.dtype, device=boxes.device)
-        hi = torch.where(valid[..., None], boxes, -inf).amax((-2, -1))
-        lo = torch.where(valid[..., None], boxes, inf).amin((-2, -1))
-        span = torch.where(valid.any(-1), hi - lo + 1, torch.ones_like(hi))
-    return classes.to(boxes.dtype)[..., None] * span[..., None, None]
-
-
-def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor, iou_threshold: float) -> torch.Tensor:
-    """NMS within each class (boxes of different classes never suppress each other): the
-    boxes are shifted apart per class, so one pass serves all classes."""
-    if boxes.shape[0] == 0:
-        return torch.zeros(0, dtype=torch.long, device=boxes.device)
-    return nms(boxes + class_offsets(boxes, classes), scores, iou_threshold)
+def separate_groups(boxes: torch.Tensor, groups: torch.Tensor, valid: torch.Tensor, num_groups: int) -> torch.Tensor:
+    """``(..., K, 4)`` boxes of many images (the leading dimensions) moved apart per image and
+    per group (``groups (..., K)``, e.g. the class, in ``[0, num_groups)``), as float64, so
+    that one ``torchvision.ops.nms`` call over all of them never suppresses across images or
+    groups: every (image, group) gets its own stretch of the x and y axes, one span of the
+    valid boxes wide. Candidates not ``valid`` become empty boxes, which suppress nothing.
+    float64 keeps the shifted coordinates exact to ~1e-13 of the span for any batch and
+    class count (float32 would be ~1e-7 × images × classes). No value is read to the host."""
+    b = boxes.double()
+    inf = torch.tensor(float("inf"), dtype=b.dtype, device=b.device)
+    lo = torch.where(valid[..., None], b, inf).amin()
+    hi = torch.where(valid[..., None], b, -inf).amax()
+    span = torch.where(valid.any(), hi - lo + 1, torch.ones_like(hi))
+    lead = torch.arange(valid.numel() // max(1, valid.shape[-1]), device=b.device).reshape(valid.shape[:-1] + (1,))
+    offset = (lead * num_groups + groups) * span
+    shifted = b - lo + offset[..., None]
+    return torch.where(valid[..., None], shifted, torch.zeros_like(shifted))

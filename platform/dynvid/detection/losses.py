@@ -3,9 +3,10 @@
 - :func:`match_anchors`: each anchor takes the ground-truth box it overlaps most if the IoU is
   at least ``iou_threshold`` (0.5, SSD Sec. 2.2), and every ground-truth box takes its
   best-overlapping anchor whatever the IoU, so no object is left without a positive.
-- :func:`sigmoid_focal_loss`: per-class sigmoid cross-entropy with the focal modulation
-  ``α_t (1 − p_t)^γ`` (Lin et al., "Focal Loss", Eq. 5; α = 0.25, γ = 2); ``gamma=0`` and
-  ``alpha=None`` give the plain sigmoid loss.
+- the focal loss is ``torchvision.ops.sigmoid_focal_loss``: per-class sigmoid
+  cross-entropy with the focal modulation ``α_t (1 − p_t)^γ`` (Lin et al., "Focal Loss",
+  Eq. 5; α = 0.25, γ = 2); with ``alpha=-1`` and ``gamma=0`` it is the plain sigmoid loss
+  (SSD's, with hard-negative mining).
 - :func:`hard_negative_mask`: SSD's hard-example mining (Sec. 2.2): the negatives with the
   highest classification loss, at most ``ratio`` (3) per positive.
 - :func:`detection_loss`: classification over all positives and the mined negatives (all
@@ -20,11 +21,11 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torchvision.ops import sigmoid_focal_loss
 
 from dynvid.detection.boxes import box_iou, encode
 
-__all__ = ["detection_loss", "detection_loss_batched", "hard_negative_mask", "match_anchors",
-           "sigmoid_focal_loss"]
+__all__ = ["detection_loss", "detection_loss_batched", "hard_negative_mask", "match_anchors"]
 
 
 def match_anchors(anchors: torch.Tensor, gt_boxes: torch.Tensor, iou_threshold: float = 0.5) -> torch.Tensor:
@@ -38,18 +39,6 @@ def match_anchors(anchors: torch.Tensor, gt_boxes: torch.Tensor, iou_threshold: 
     best_anchor = iou.argmax(0)  # (G,): every object keeps at least its best anchor
     matched[best_anchor] = torch.arange(gt_boxes.shape[0], device=anchors.device)
     return matched
-
-
-def sigmoid_focal_loss(logits: torch.Tensor, targets: torch.Tensor, alpha: float | None = 0.25,
-                       gamma: float = 2.0) -> torch.Tensor:
-    """Elementwise focal loss of ``logits`` against 0/1 ``targets`` (same shape)."""
-    ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
-    p = torch.sigmoid(logits)
-    p_t = p * targets + (1 - p) * (1 - targets)
-    loss = ce * (1 - p_t) ** gamma
-    if alpha is not None:
-        loss = loss * (alpha * targets + (1 - alpha) * (1 - targets))
-    return loss
 
 
 def hard_negative_mask(cls_loss: torch.Tensor, positive: torch.Tensor, ratio: float = 3.0) -> torch.Tensor:
@@ -80,7 +69,8 @@ def detection_loss(cls_logits: torch.Tensor, box_codes: torch.Tensor, anchors: t
     targets = torch.zeros_like(cls_logits)
     if positive.any():
         targets[positive, gt_labels[matched[positive]]] = 1.0
-    per_elem = sigmoid_focal_loss(cls_logits, targets) if focal else sigmoid_focal_loss(cls_logits, targets, None, 0.0)
+    per_elem = sigmoid_focal_loss(cls_logits, targets, reduction="none") if focal else \
+        sigmoid_focal_loss(cls_logits, targets, alpha=-1, gamma=0.0, reduction="none")
     per_anchor = per_elem.sum(1)
     num_pos = max(1, int(positive.sum()))
     if focal:
@@ -136,9 +126,9 @@ def detection_loss_batched(cls_logits: torch.Tensor, box_codes: torch.Tensor, an
                                                    positive[..., None].to(cls_logits.dtype))
     num_pos = positive.sum(1).clamp_min(1).to(torch.float32)
     if focal:
-        cls = sigmoid_focal_loss(cls_logits, targets).sum((1, 2)) / num_pos
+        cls = sigmoid_focal_loss(cls_logits, targets, reduction="none").sum((1, 2)) / num_pos
     else:
-        per_anchor = sigmoid_focal_loss(cls_logits, targets, None, 0.0).sum(2)  # (B, A)
+        per_anchor = sigmoid_focal_loss(cls_logits, targets, alpha=-1, gamma=0.0, reduction="none").sum(2)  # (B, A)
         npos, nneg = positive.sum(1), (~positive).sum(1)
         k = torch.minimum(nneg, (neg_ratio * npos).floor().long().clamp_min(1))  # hard_negative_mask's count
         order = per_anchor.detach().masked_fill(positive, float("-inf")).argsort(1, descending=True)

@@ -17,9 +17,10 @@ import math
 
 import torch
 from torch import nn
+from torchvision.ops import nms
 
 from dynvid.detection.anchors import ASPECT_RATIOS, anchors_per_cell, ssd_anchors
-from dynvid.detection.boxes import class_offsets, decode, greedy_keep
+from dynvid.detection.boxes import decode, separate_groups
 
 __all__ = ["SSDLiteHead", "SharedBoxPredictor", "postprocess"]
 
@@ -101,11 +102,15 @@ def postprocess(cls_logits: torch.Tensor, box_codes: torch.Tensor, anchors: torc
     cap keeps an unsure detector's NMS from growing quadratically; torchvision's RetinaNet
     keeps 1000 per level), best first.
 
-    All images of the batch are processed together on the logits' device (candidates
-    padded to the cap, :func:`~dynvid.detection.boxes.greedy_keep`); the detections come back
-    on ``device`` (None: the logits' device) with one read to the host for the whole batch,
-    plus one per NMS round. On the CPU, where a read costs nothing, the candidates are first
-    cut to the most any image has above ``score_threshold`` (NMS is quadratic in them)."""
+    All images of the batch are processed together on the logits' device: the candidates of
+    every image and class are moved apart (:func:`~dynvid.detection.boxes.separate_groups`)
+    and torchvision's NMS runs with static shapes (the candidates below the threshold take
+    part as empty boxes that suppress nothing): on a GPU one CUDA kernel for the whole batch,
+    on the CPU one C++ call per image (NMS compares every pair it is given: per image is
+    B × k² pairs instead of (B·k)²). The detections come back on ``device`` (None: the
+    logits' device) with one read to the host for the whole batch, plus the one torchvision's
+    CUDA kernel makes for its mask. On the CPU, where a read costs nothing, the candidates
+    are first cut to the most any image has above ``score_threshold``."""
     B, N, C = cls_logits.shape
     k = min(pre_nms_top_k, N * C)
     target = cls_logits.device if device is None else torch.device(device)
@@ -120,7 +125,13 @@ def postprocess(cls_logits: torch.Tensor, box_codes: torch.Tensor, anchors: torc
         scores, flat, valid = scores[:, :k], flat[:, :k], valid[:, :k]
     labels = flat % C
     boxes = decode(box_codes, anchors).gather(1, (flat // C)[..., None].expand(B, k, 4))
-    keep = greedy_keep(boxes + class_offsets(boxes, labels, valid), valid, iou_threshold)
+    apart = separate_groups(boxes, labels, valid, C)
+    if cls_logits.device.type == "cpu":  # one call per image: NMS compares every pair it is given
+        flat_keep = torch.cat([nms(apart[b], scores[b].to(apart.dtype), iou_threshold) + b * k for b in range(B)])
+    else:  # one kernel for the batch: the pairs are compared in parallel, the mask read back once
+        flat_keep = nms(apart.reshape(-1, 4), scores.reshape(-1).to(apart.dtype), iou_threshold)
+    keep = torch.zeros(B * k, dtype=torch.bool, device=boxes.device).index_fill_(0, flat_keep, True).view(B, k)
+    keep &= valid
     keep &= keep.cumsum(1) <= max_detections
     # the kept candidates first (still best first), the first max_detections of them read back
     order = torch.argsort((~keep).to(torch.uint8), dim=1, stable=True)[:, :min(k, max_detections)]
