@@ -138,6 +138,12 @@ class ModelConfig:
     """Channel width multiplier (1.0 = the published network)."""
     num_classes: int | None = None
     """Output classes; None = the dataset's class count."""
+    pretrained: str | None = None
+    """Weights the network starts from when its first stage starts fresh: a torchvision weights
+    name (``R2Plus1D_18_Weights.KINETICS400_V1``, read from torchvision's cache
+    ``$TORCH_HOME/hub/checkpoints/`` or downloaded), or a state-dict file / checkpoint folder /
+    ``s3://`` URI; the classifier is left out when the class count differs. None = from
+    scratch (``dynvid.backbones.pretrained``)."""
 
 
 @dataclass

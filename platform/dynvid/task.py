@@ -149,6 +149,20 @@ class Task:
 
     # ---- optimisation -------------------------------------------------------------------------
 
+    def pretrained_specs(self, cfg: ExperimentConfig) -> dict[str, str]:
+        """The pretrained weights this Task's networks may start from, by setting
+        (``{"model.pretrained": "R2Plus1D_18_Weights.KINETICS400_V1"}``): the driver checks each
+        before anything trains (a weights name neither cached nor downloadable fails there)."""
+        return {"model.pretrained": cfg.model.pretrained} if cfg.model.pretrained else {}
+
+    def load_pretrained(self, model: nn.Module, cfg: ExperimentConfig, stage: Stage) -> list[str]:
+        """Load the pretrained weights into ``model`` when ``stage`` starts fresh (no resumed
+        checkpoint, no previous stage's); returns lines for the log. Default: ``model.pretrained``
+        into the whole network, whose keys are torchvision's."""
+        from dynvid.backbones.pretrained import load_parts  # imports torch: loaded when asked for
+
+        return load_parts([("model.pretrained", cfg.model.pretrained, model, {})], stage.name)
+
     def lr_multipliers(self, model: nn.Module, stage: Stage) -> dict[int, float] | None:
         """Learning-rate multipliers by parameter ``id`` (e.g. VA-RED²'s gates), or None."""
         return None

@@ -43,7 +43,8 @@ def test_separated_groups_suppress_only_within_their_image_and_class() -> None:
     # per class: {0, 2} do not overlap; in class 1, 3 suppresses 1 (IoU 72 / 118 = 0.61)
     assert sorted(nms(separate_groups(boxes, classes, valid, 2), scores, 0.5).tolist()) == [0, 2, 3]
     # two images of the same boxes: nothing crosses from one image to the other
-    two = separate_groups(torch.stack([boxes, boxes]), torch.stack([classes, classes]), torch.ones(2, 4, dtype=torch.bool), 2)
+    two = separate_groups(torch.stack([boxes, boxes]), torch.stack([classes, classes]),
+                          torch.ones(2, 4, dtype=torch.bool), 2)
     assert sorted(nms(two.reshape(-1, 4), scores.repeat(2), 0.5).tolist()) == [0, 2, 3, 4, 6, 7]
     # an invalid candidate becomes an empty box: kept by NMS (masked by the caller), suppressing nothing
     invalid = torch.tensor([False, True, True, True])

@@ -136,6 +136,26 @@ def test_no_credential_value_is_logged(tiny_run, s3_server, tmp_path):
     assert not [s for s in secrets for text in seen if s in text]
 
 
+def test_a_fresh_stage_starts_from_the_pretrained_weights(ray_cluster, tmp_path):
+    """``model.pretrained`` reaches the worker: with a learning rate of ~0, the trained
+    checkpoint's convolutions are the file's (a fresh initialisation would be far from them)."""
+    import torch
+
+    from dynvid.backbones import build_backbone
+    from dynvid.engine.trainer import fit
+
+    torch.manual_seed(11)
+    weights = build_backbone("r2plus1d_18", num_classes=3, width_mult=0.125).state_dict()  # another class count
+    torch.save(weights, tmp_path / "weights.pt")
+    cfg = apply_overrides(ExperimentConfig(), TINY + [
+        f"train.storage_path={tmp_path}/runs", "optim.epochs=1", "optim.lr=1e-12", "optim.momentum=0",
+        "optim.weight_decay=0", "optim.warmup_epochs=0", f"model.pretrained={tmp_path / 'weights.pt'}"])
+    state = load_checkpoint(fit(cfg, method="static", register=False).stages[0].checkpoint_path)["model"]
+    convs = [k for k in weights if k.endswith("weight") and weights[k].dim() == 5]
+    assert len(convs) > 10 and all(torch.allclose(state[k], weights[k], atol=1e-6) for k in convs)
+    assert state["fc.weight"].shape != weights["fc.weight"].shape  # the classifier: the dataset's classes
+
+
 def test_unreachable_tracking_uri_fails_before_training(ray_cluster, tmp_path):
     from dynvid.engine.tracking import TrackingError
     from dynvid.engine.trainer import fit

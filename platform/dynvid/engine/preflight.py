@@ -28,6 +28,7 @@ import dataclasses
 import os
 from dataclasses import dataclass
 
+from dynvid.backbones.pretrained import check_pretrained
 from dynvid.config import ConfigError, ExperimentConfig, check_ranges
 from dynvid.data.datasets import build_clip_dataset
 from dynvid.data.errors import DatasetError
@@ -126,6 +127,13 @@ def check_datasets(task: Task, cfg: ExperimentConfig) -> None:
                           "not one full batch per epoch")
 
 
+def check_pretrained_weights(task, cfg: ExperimentConfig) -> None:
+    """Every pretrained weights setting of the Task (``Task.pretrained_specs``) can be loaded:
+    cached, downloadable or an existing file (``dynvid.backbones.pretrained.check_pretrained``)."""
+    for key, spec in task.pretrained_specs(cfg).items():
+        check_pretrained(spec, key)
+
+
 def check_inputs(cfg: ExperimentConfig, method: str, init_from: str | None = None
                  ) -> tuple[ExperimentConfig, str | None]:
     """The checks of :func:`prepare_run` that concern the input (paths made absolute, value
@@ -136,7 +144,9 @@ def check_inputs(cfg: ExperimentConfig, method: str, init_from: str | None = Non
     check_ranges(cfg)
     if init_from:
         fetch_checkpoint(init_from)
-    check_datasets(get_task(method, cfg), cfg)
+    task = get_task(method, cfg)
+    check_pretrained_weights(task, cfg)
+    check_datasets(task, cfg)
     return cfg, init_from
 
 
@@ -162,6 +172,7 @@ def prepare_run(cfg: ExperimentConfig, method: str, init_from: str | None = None
         tracking.check_tracking_uri(uri)
     if init_from:
         fetch_checkpoint(init_from)  # a missing or incomplete checkpoint fails here, not in a worker
+    check_pretrained_weights(task, cfg)
     check_datasets(task, cfg)
     identity = run_identity(cfg, method, init_from)
     run_name = cfg.run_name(method, identity.digest, label=task.run_label(cfg))

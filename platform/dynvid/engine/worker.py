@@ -189,6 +189,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
         say(f"[dynvid] initialised from {init_from} (missing keys: {len(missing)}, unexpected: {len(unexpected)})")
     if state is not None:
         model.load_state_dict(state["model"])
+    elif not init_from:  # the stage starts fresh: from the method's pretrained weights, if any
+        for line in task.load_pretrained(model, cfg, stage):
+            say(line)
     if cfg.train.sync_batchnorm and world > 1 and cfg.train.use_gpu:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs=task.ddp_kwargs)

@@ -69,3 +69,9 @@ class AntConfig:
     """Per-class NMS IoU (EfficientDet: 0.5)."""
     max_detections: int = 100
     """Detections kept per frame."""
+    backbone_pretrained: str | None = None
+    """Weights the EfficientNet-B0 backbone starts from when the first stage starts fresh: a
+    torchvision weights name (the paper's: ``EfficientNet_B0_Weights.IMAGENET1K_V1``,
+    ImageNet; from torchvision's cache or downloaded), or a file / checkpoint folder /
+    ``s3://`` URI with torchvision's keys. None = from scratch
+    (``dynvid.backbones.pretrained``)."""

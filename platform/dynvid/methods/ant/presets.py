@@ -17,7 +17,8 @@ and of ``search_spaces/ant.yaml``.
   kept a mean latency cost of 0.69 of the full network on non-key frames.
 - ``PAPER``: Sec. 4.1 on a COCO-style video dataset (``--data coco-vid:ROOT``): 512×512,
   SGD with momentum 0.9, weight decay 4e-5, lr 0.01, batch 16, 4 epochs per stage 0/1,
-  then 8 epochs of stage 2 at 0.002.
+  then 8 epochs of stage 2 at 0.002. The paper's backbone starts from ImageNet: add
+  ``--set ant.backbone_pretrained=EfficientNet_B0_Weights.IMAGENET1K_V1`` (README, Pretrained weights).
 - ``SMOKE``: a tiny budget on top of any configuration.
 """
 

@@ -8,6 +8,7 @@ import random
 import torch
 from torch import nn
 
+from dynvid.backbones.pretrained import load_parts
 from dynvid.config import ExperimentConfig
 from dynvid.data.datasets import scene_config
 from dynvid.data.detection import build_detection_dataset
@@ -91,6 +92,15 @@ class ANTTask(Task):
         if stage is not None and stage.name == "gates":
             model.freeze_stem()
         return model
+
+    def pretrained_specs(self, cfg: ExperimentConfig) -> dict[str, str]:
+        return {"ant.backbone_pretrained": cfg.ant.backbone_pretrained} if cfg.ant.backbone_pretrained else {}
+
+    def load_pretrained(self, model: nn.Module, cfg: ExperimentConfig, stage: Stage) -> list[str]:
+        """The EfficientNet-B0 backbone (every ratio 6 is B0) from ImageNet weights, as
+        EfficientDet starts (the classifier is left out: the supernet has none of its own)."""
+        return load_parts([("ant.backbone_pretrained", cfg.ant.backbone_pretrained, unwrap_model(model).backbone, {})],
+                          stage.name)
 
     def run_label(self, cfg: ExperimentConfig) -> str:
         """The supernet's width and resolution; the non-temporal baseline named as such."""

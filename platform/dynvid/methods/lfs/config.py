@@ -95,3 +95,13 @@ class LFSConfig:
     """Env steps between target-network syncs (double Q, [34])."""
     dqn_learning_starts: int = 1000
     """Env steps collected before the first update."""
+    f0_pretrained: str | None = None
+    """Weights f0's MobileNetV2 trunk starts from when the first stage starts fresh: a
+    torchvision weights name (the paper's: ``MobileNet_V2_Weights.IMAGENET1K_V2``, ImageNet;
+    from torchvision's cache or downloaded), or a file / checkpoint folder / ``s3://`` URI
+    with torchvision's keys. None = from scratch (``dynvid.backbones.pretrained``)."""
+    f1_pretrained: str | None = None
+    """Weights f1's MobileNetV2 trunk starts from when the first stage starts fresh: a
+    torchvision weights name (the paper's: ``MobileNet_V2_Weights.IMAGENET1K_V2``, ImageNet;
+    from torchvision's cache or downloaded), or a file / checkpoint folder / ``s3://`` URI
+    with torchvision's keys. None = from scratch (``dynvid.backbones.pretrained``)."""

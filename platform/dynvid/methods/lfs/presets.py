@@ -15,7 +15,9 @@
   reached only 0.045 mAP@0.5 with f0 on every frame.
 - ``PAPER``: Sec. 3.1–3.3 — f0 at 320, f1 at 160, 1024-channel projections, 320-channel
   state, batch 12, learning rate 0.002 with cosine decay, on a COCO-style video dataset
-  given with ``--data coco-vid:ROOT``.
+  given with ``--data coco-vid:ROOT``. The paper's extractors start from ImageNet
+  MobileNetV2s (Sec. 3.3): ``lfs.f0_pretrained`` / ``lfs.f1_pretrained`` take weights at
+  their widths (torchvision publishes width 1.0 only; README, Pretrained weights).
 - ``SMOKE``: a tiny budget on top of any configuration.
 """
 

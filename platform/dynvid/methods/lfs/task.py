@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from dynvid.backbones.pretrained import load_parts
 from dynvid.config import ExperimentConfig
 from dynvid.data.datasets import scene_config
 from dynvid.data.detection import build_detection_dataset
@@ -81,6 +82,19 @@ class LFSTask(PolicyTask):
 
     def build_model(self, cfg: ExperimentConfig, num_classes: int, stage: Stage | None = None) -> nn.Module:
         return build_detector(cfg, cfg.model.num_classes or num_classes)
+
+    def pretrained_specs(self, cfg: ExperimentConfig) -> dict[str, str]:
+        c = cfg.lfs
+        return {k: v for k, v in (("lfs.f0_pretrained", c.f0_pretrained), ("lfs.f1_pretrained", c.f1_pretrained)) if v}
+
+    def load_pretrained(self, model: nn.Module, cfg: ExperimentConfig, stage: Stage) -> list[str]:
+        """Each extractor's trunk from MobileNetV2 weights (Sec. 3.3: ImageNet): the trunk is
+        ``features`` up to the last inverted residual, so the final conv and the classifier
+        of the weights are not used."""
+        c, (f0, f1) = cfg.lfs, unwrap(model).extractors
+        trunk = dict(prefix="features.", partial=True)
+        return load_parts([("lfs.f0_pretrained", c.f0_pretrained, f0, trunk),
+                           ("lfs.f1_pretrained", c.f1_pretrained, f1, trunk)], stage.name)
 
     def run_label(self, cfg: ExperimentConfig) -> str:
         """The two extractors: width x resolution of each."""

@@ -68,3 +68,13 @@ class LiteEvalConfig:
     budget: int | None = None
     """Inference-time knob: emit the prediction at the K-th fine read (online, Sec. 4.2.1);
     None = offline (the whole video)."""
+    coarse_pretrained: str | None = None
+    """Weights the coarse CNN starts from when the first stage starts fresh: a torchvision
+    weights name (the paper's: ``MobileNet_V2_Weights.IMAGENET1K_V2``, ImageNet; from
+    torchvision's cache or downloaded), or a file / checkpoint folder / ``s3://`` URI with
+    torchvision's keys. None = from scratch (``dynvid.backbones.pretrained``)."""
+    fine_pretrained: str | None = None
+    """Weights the fine CNN starts from when the first stage starts fresh: a torchvision weights
+    name (the paper's: ``ResNet101_Weights.IMAGENET1K_V2``, ImageNet; from torchvision's
+    cache or downloaded), or a file / checkpoint folder / ``s3://`` URI with torchvision's
+    keys. None = from scratch (``dynvid.backbones.pretrained``)."""

@@ -21,7 +21,9 @@ its benchmark and the sweeps (``preset: embedded`` in ``search_spaces/liteeval.y
   steps as 25 consecutive seconds from the video's centre (for evaluation); a video shorter
   than 25 s (a 10 s Kinetics clip) repeats frames, where the paper's UNIFORM spreads 25
   frames over the whole video: set ``liteeval.steps`` / ``data.target_fps`` to the videos'
-  length for short clips.
+  length for short clips. The paper's CNNs start from ImageNet: add
+  ``--set liteeval.coarse_pretrained=MobileNet_V2_Weights.IMAGENET1K_V2 --set
+  liteeval.fine_pretrained=ResNet101_Weights.IMAGENET1K_V2`` (README, Pretrained weights).
 - ``SMOKE``: a tiny budget on top of any configuration.
 """
 

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dynvid.backbones import BACKBONES, build_backbone
+from dynvid.backbones.pretrained import load_parts
 from dynvid.config import ExperimentConfig
 from dynvid.methods.liteeval.gumbel import temperature_at
 from dynvid.methods.liteeval.model import FrameClassifiers, LSTMBaseline, LiteEval, LiteEvalCore
@@ -108,6 +109,19 @@ class LiteEvalTask(Task):
             return LSTMBaseline(coarse, fine, n, le.fine_hidden, le.coarse_size, le.steps, le.snippet_len)
         core = LiteEvalCore(coarse.num_features, fine.num_features, n, le.coarse_hidden, le.fine_hidden, le.rnn)
         return LiteEval(coarse, fine, core, le.coarse_size, le.steps, le.snippet_len)
+
+    # ---- pretrained weights (Sec. 4.1: ImageNet CNNs, finetuned on the target data) ----------
+
+    def pretrained_specs(self, cfg: ExperimentConfig) -> dict[str, str]:
+        le = cfg.liteeval
+        return {k: v for k, v in (("liteeval.coarse_pretrained", le.coarse_pretrained),
+                                  ("liteeval.fine_pretrained", le.fine_pretrained)) if v}
+
+    def load_pretrained(self, model: nn.Module, cfg: ExperimentConfig, stage: Stage) -> list[str]:
+        """The coarse and fine CNNs from their own weights (``model.{coarse,fine}.net``)."""
+        le = cfg.liteeval
+        return load_parts([("liteeval.coarse_pretrained", le.coarse_pretrained, model.coarse.net, {}),
+                           ("liteeval.fine_pretrained", le.fine_pretrained, model.fine.net, {})], stage.name)
 
     # ---- data -------------------------------------------------------------------------------
 

@@ -9,7 +9,8 @@ and of ``search_spaces/resq.yaml``.
   of the 32 val videos, keyframe period T = 3 (Sec. 5.2), PTQ with c = 64 and r = 20 (Sec. 5).
 - ``PAPER``: Sec. 5.2 on a Cityscapes-style folder dataset (``--data video-seg:ROOT``):
   SGD with momentum 0.9, weight decay 5e-4, lr 0.01 (DDRNet's recipe), batch 12, 1024-pixel
-  crops, 484 epochs; QAT at lr 5e-4 when ``resq.qat_epochs`` is set.
+  crops, 484 epochs; QAT at lr 5e-4 when ``resq.qat_epochs`` is set. The paper quantizes a
+  trained floating-point network: ``--set model.pretrained=CHECKPOINT`` (or ``--init-from``).
 - ``SMOKE``: a tiny budget on top of any configuration.
 """
 

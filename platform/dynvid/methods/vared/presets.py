@@ -5,7 +5,8 @@ job, its benchmark and the sweeps (``preset: embedded`` in ``search_spaces/vared
   0.25 on 8×48×48 clips, Adam; 8 + 1 + 3 epochs), about ten minutes on an idle 2-core machine.
 - ``SMOKE``: a tiny budget on top of any configuration, to check a job end to end.
 - :func:`paper_config`: the thesis' configuration (Sec. 4.3, App. A.2) of a backbone on a
-  real dataset.
+  real dataset, trained from scratch as App. A.2 says (``--set
+  model.pretrained=R2Plus1D_18_Weights.KINETICS400_V1`` starts from Kinetics instead).
 """
 
 from __future__ import annotations
