@@ -67,6 +67,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
+from torchvision import tv_tensors
+from torchvision.transforms.v2 import functional as TF
 
 from dynvid.data.errors import AnnotationError, BadFileLog, DatasetError, UnreadableFile
 from dynvid.data.sampling import eval_windows, item_generator, sample_clip
@@ -126,10 +128,11 @@ def resize_boxes(boxes: torch.Tensor, in_hw: tuple[int, int], out_hw: tuple[int,
     return boxes * boxes.new_tensor([sx, sy, sx, sy])
 
 
-def hflip_boxes(boxes: torch.Tensor, width: int) -> torch.Tensor:
-    """Mirror ``xyxy`` pixel boxes in a frame ``width`` pixels wide."""
-    x1, y1, x2, y2 = boxes.unbind(dim=1)
-    return torch.stack([width - x2, y1, width - x1, y2], dim=1)
+def hflip_boxes(boxes: torch.Tensor, width: int, height: int = 1) -> torch.Tensor:
+    """Mirror ``xyxy`` pixel boxes in a frame ``width`` pixels wide (``torchvision.transforms.v2``
+    on ``BoundingBoxes``; the height does not enter a horizontal flip)."""
+    flipped = TF.horizontal_flip(tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(height, width)))
+    return flipped.as_subclass(torch.Tensor)
 
 
 def resize_clip(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -140,8 +143,8 @@ def resize_clip(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def hflip_clip(frames: torch.Tensor) -> torch.Tensor:
-    """Mirror ``(..., H, W)`` frames left-right."""
-    return frames.flip(-1)
+    """Mirror ``(..., H, W)`` frames (or label maps) left-right (``torchvision.transforms.v2``)."""
+    return TF.horizontal_flip(frames)
 
 
 def normalize(frames: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
@@ -181,10 +184,10 @@ class RandomHorizontalFlip:
     def __call__(self, sample: dict, generator: torch.Generator | None = None) -> dict:
         if float(torch.rand((), generator=generator)) >= self.p:
             return sample
-        width = sample["frames"].shape[-1]
+        height, width = sample["frames"].shape[-2:]
         sample["frames"] = hflip_clip(sample["frames"])
         for key in _BOX_KEYS:
-            sample[key] = [hflip_boxes(b, width) for b in sample[key]]
+            sample[key] = [hflip_boxes(b, width, height) for b in sample[key]]
         return sample
 
 

@@ -34,6 +34,9 @@ from pathlib import Path
 
 import torch
 from torch.nn import functional as F
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
 
 from dynvid.data.coco_vid import IMAGENET_MEAN, IMAGENET_STD, CocoVideoDetection
 from dynvid.data.errors import DatasetError
@@ -67,9 +70,11 @@ def shifted_crops(image: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor
 
     A start and an end crop window are drawn (side ``min_scale``–1 of the image, centre
     moved by up to ``max_shift`` of the image side) and interpolated linearly across the
-    steps. Returns ``(frames (steps, 3, H, W), boxes [steps] (N_t, 4) xyxy pixels of the
-    output frame, labels [steps])``; boxes are clipped to the crop and boxes left with no
-    area are dropped.
+    steps. Each frame is ``torchvision.transforms.v2``'s resized crop of the image and its
+    ``BoundingBoxes`` together (the window rounded to whole pixels), back to the image's
+    size; boxes left narrower or lower than a pixel are dropped (``SanitizeBoundingBoxes``). Returns
+    ``(frames (steps, 3, H, W), boxes [steps] (N_t, 4) xyxy pixels of the output frame,
+    labels [steps])``.
     """
     _, H, W = image.shape
     r = torch.rand(6, generator=generator)
@@ -78,24 +83,22 @@ def shifted_crops(image: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor
     cx0, cy0 = 0.5 + (float(r[2]) - 0.5) * (1 - scale0), 0.5 + (float(r[3]) - 0.5) * (1 - scale0)
     cx1 = cx0 + (float(r[4]) - 0.5) * 2 * max_shift
     cy1 = cy0 + (float(r[5]) - 0.5) * 2 * max_shift
+    img = image.float()
+    box = tv_tensors.BoundingBoxes(boxes.float(), format="XYXY", canvas_size=(H, W))
+    sanitize = v2.SanitizeBoundingBoxes(min_size=1, labels_getter=lambda sample: sample["labels"])
     frames, out_boxes, out_labels = [], [], []
     for t in range(steps):
         a = t / max(1, steps - 1)
         s = scale0 + a * (scale1 - scale0)
-        cw, ch = s * W, s * H
-        cx = min(max((cx0 + a * (cx1 - cx0)) * W, cw / 2), W - cw / 2)
-        cy = min(max((cy0 + a * (cy1 - cy0)) * H, ch / 2), H - ch / 2)
-        x0, y0 = cx - cw / 2, cy - ch / 2
-        # affine crop with bilinear sampling, back to the image's size
-        theta = torch.tensor([[cw / W, 0.0, (2 * cx / W) - 1], [0.0, ch / H, (2 * cy / H) - 1]]).unsqueeze(0)
-        grid = F.affine_grid(theta, (1, 3, H, W), align_corners=False)
-        frames.append(F.grid_sample(image.float().unsqueeze(0), grid, mode="bilinear", align_corners=False)[0])
-        b = boxes.clone().float()
-        b[:, 0::2] = ((b[:, 0::2] - x0) * (W / cw)).clamp(0, W)
-        b[:, 1::2] = ((b[:, 1::2] - y0) * (H / ch)).clamp(0, H)
-        keep = (b[:, 2] > b[:, 0] + 1e-3) & (b[:, 3] > b[:, 1] + 1e-3)
-        out_boxes.append(b[keep])
-        out_labels.append(labels[keep])
+        cw, ch = max(1, round(s * W)), max(1, round(s * H))
+        left = min(max(round((cx0 + a * (cx1 - cx0)) * W - cw / 2), 0), W - cw)
+        top = min(max(round((cy0 + a * (cy1 - cy0)) * H - ch / 2), 0), H - ch)
+        frame = TF.resized_crop(img, top, left, ch, cw, [H, W], antialias=True)
+        moved = TF.resized_crop(box, top, left, ch, cw, [H, W])  # the boxes follow the crop, clamped to it
+        kept = sanitize({"boxes": moved, "labels": labels})
+        frames.append(frame)
+        out_boxes.append(kept["boxes"].as_subclass(torch.Tensor))
+        out_labels.append(kept["labels"])
     return torch.stack(frames), out_boxes, out_labels
 
 

@@ -44,9 +44,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
+from torchvision import tv_tensors
+from torchvision.transforms.v2 import functional as TF
 
 from dynvid.data.coco_vid import hflip_clip, read_rgb
 from dynvid.data.errors import AnnotationError, BadFileLog, DatasetError, UnreadableFile
@@ -97,21 +98,25 @@ def read_label(path: str, num_classes: int, ignore_index: int) -> torch.Tensor:
 def pad_clip(
     frames: torch.Tensor, labels: torch.Tensor, size: tuple[int, int], ignore_index: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pad ``(T, C, H, W)`` frames with 0 and ``(T, H, W)`` labels with ``ignore_index``
-    at the bottom/right up to at least ``size``."""
+    """Pad ``(T, C, H, W)`` frames with 0 and ``(T, H, W)`` labels (a ``tv_tensors.Mask``) with
+    ``ignore_index`` at the bottom/right up to at least ``size`` (``torchvision.transforms.v2``)."""
     ph = max(size[0] - frames.shape[-2], 0)
     pw = max(size[1] - frames.shape[-1], 0)
     if ph == 0 and pw == 0:
         return frames, labels
-    return F.pad(frames, (0, pw, 0, ph), value=0.0), F.pad(labels, (0, pw, 0, ph), value=ignore_index)
+    padding = [0, 0, pw, ph]  # left, top, right, bottom
+    return (TF.pad(frames, padding, fill=0.0),
+            TF.pad(tv_tensors.Mask(labels), padding, fill=ignore_index).as_subclass(torch.Tensor))
 
 
 def crop_clip(
     frames: torch.Tensor, labels: torch.Tensor, top: int, left: int, size: tuple[int, int]
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The same ``size=(h, w)`` window at ``(top, left)`` of every frame and label."""
+    """The same ``size=(h, w)`` window at ``(top, left)`` of every frame and label
+    (``torchvision.transforms.v2``'s crop of the frames and of the label ``Mask``)."""
     h, w = size
-    return frames[..., top : top + h, left : left + w], labels[..., top : top + h, left : left + w]
+    return (TF.crop(frames, top, left, h, w),
+            TF.crop(tv_tensors.Mask(labels), top, left, h, w).as_subclass(torch.Tensor))
 
 
 def collate_segmentation(items: Sequence[dict]) -> tuple[torch.Tensor, torch.Tensor, dict]:
