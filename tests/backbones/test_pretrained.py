@@ -80,6 +80,8 @@ def test_a_file_or_a_checkpoint_folder(tmp_path):
     load_pretrained(build_backbone("mobilenet_v2", num_classes=5), str(tmp_path / "ckpt"))
     with pytest.raises(PretrainedError, match="no such file"):
         check_pretrained(str(tmp_path / "nowhere.pt"))
+    with pytest.raises(PretrainedError, match="fetched by the engine"):  # the loader reads local files only
+        load_pretrained(other, "s3://bucket/ckpt")
 
 
 def test_offline_and_uncached_fails_before_training_naming_weights_url_and_cache(torch_home, tmp_path):

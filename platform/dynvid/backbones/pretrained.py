@@ -7,8 +7,9 @@
   ``EfficientNet_B0_Weights.IMAGENET1K_V1``, ``ResNet101_Weights.IMAGENET1K_V2``); its file is
   read from torchvision's cache, ``$TORCH_HOME/hub/checkpoints/<file name of its URL>``, and
   downloaded there when missing and the network allows;
-- or a local file / ``s3://`` URI of a state dict (``torch.save(model.state_dict())``), or a
-  dynvid checkpoint folder (its ``model.pt``).
+- or a local state-dict file (``torch.save(model.state_dict())``), or a dynvid checkpoint
+  folder (its ``model.pt``), local or ``s3://`` (the engine fetches an ``s3://`` checkpoint to
+  the node first, as it does for ``--init-from``; this module reads local files only).
 
 :func:`check_pretrained` runs on the driver before anything trains: weights that are neither
 cached nor downloadable fail there, with the weights' name, URL and the cache path to put the
@@ -63,7 +64,8 @@ def cache_path(spec: str) -> Path:
 def check_pretrained(spec: str | None, where: str = "model.pretrained") -> None:
     """Fail now, before any training, when ``spec`` cannot be loaded: an unknown weights name,
     weights neither in torchvision's cache nor downloadable, a missing local file. A cached
-    or local file is not read here (it can be large); ``s3://`` is checked when fetched."""
+    or local file is not read here (it can be large); the engine's driver fetches an ``s3://``
+    checkpoint itself (:func:`dynvid.engine.preflight.check_pretrained_weights`)."""
     if not spec:
         return
     if is_weights_name(spec):
@@ -90,12 +92,11 @@ def pretrained_state(spec: str) -> dict[str, torch.Tensor]:
         check_pretrained(spec)
         return torch.hub.load_state_dict_from_url(_weights(spec).url, map_location="cpu", check_hash=False,
                                                   weights_only=True)
-    path = spec
     if spec.startswith("s3://"):
-        from dynvid.engine.storage import fetch_checkpoint  # the engine's S3 storage: loaded when asked for
-
-        path = str(fetch_checkpoint(spec))
-    p = Path(path)
+        raise PretrainedError(f"pretrained weights {spec!r}: an s3:// checkpoint is fetched by the engine before "
+                              "loading (its worker passes the local copy); outside it, fetch it with "
+                              "dynvid.engine.storage.fetch_checkpoint and give the folder")
+    p = Path(spec)
     if p.is_dir():
         p = p / "model.pt"
     if not p.is_file():

@@ -131,7 +131,10 @@ def check_pretrained_weights(task, cfg: ExperimentConfig) -> None:
     """Every pretrained weights setting of the Task (``Task.pretrained_specs``) can be loaded:
     cached, downloadable or an existing file (``dynvid.backbones.pretrained.check_pretrained``)."""
     for key, spec in task.pretrained_specs(cfg).items():
-        check_pretrained(spec, key)
+        if is_remote(spec):
+            fetch_checkpoint(spec)  # a missing or incomplete checkpoint fails here, not in a worker
+        else:
+            check_pretrained(spec, key)
 
 
 def check_inputs(cfg: ExperimentConfig, method: str, init_from: str | None = None

@@ -27,12 +27,12 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
-from dynvid.config import ExperimentConfig, from_dict, to_dict
+from dynvid.config import ExperimentConfig, apply_overrides, from_dict, to_dict
 from dynvid.engine.checkpoint import load_checkpoint, save_checkpoint
 from dynvid.engine.ingest import StreamedBatches, localize_dataset, remote_dataset_uri
 from dynvid.engine.optim import build_optimizer, build_scheduler
 from dynvid.engine.preflight import stage_datasets
-from dynvid.engine.storage import fetch_checkpoint
+from dynvid.engine.storage import fetch_checkpoint, is_remote
 from dynvid.engine.task import Stage, Task, get_task
 from dynvid.engine.tracking import Tracker
 
@@ -147,6 +147,13 @@ def _set_epoch(loader, dataset, epoch: int) -> None:
         loader.sampler.set_epoch(epoch)
 
 
+def local_pretrained(task: Task, cfg: ExperimentConfig) -> ExperimentConfig:
+    """``cfg`` with each ``s3://`` pretrained setting of the Task replaced by this node's copy
+    (``fetch_checkpoint``: cached, reused while unchanged); the loader reads local files."""
+    remote = {key: spec for key, spec in task.pretrained_specs(cfg).items() if is_remote(spec)}
+    return apply_overrides(cfg, [f"{key}={fetch_checkpoint(spec)}" for key, spec in remote.items()]) if remote else cfg
+
+
 def train_loop_per_worker(loop_config: dict) -> None:
     cfg = from_dict(ExperimentConfig, loop_config["experiment"], where="train_loop_config.experiment")
     task: Task = get_task(loop_config["method"], cfg)
@@ -190,7 +197,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     if state is not None:
         model.load_state_dict(state["model"])
     elif not init_from:  # the stage starts fresh: from the method's pretrained weights, if any
-        for line in task.load_pretrained(model, cfg, stage):
+        for line in task.load_pretrained(model, local_pretrained(task, cfg), stage):
             say(line)
     if cfg.train.sync_batchnorm and world > 1 and cfg.train.use_gpu:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
