@@ -40,7 +40,7 @@ module "mlflow" {
 }
 
 # The Ray nodes' image: AWS's current Deep Learning Base AMI (NVIDIA driver, CUDA, Ubuntu 22.04).
-# Ray 2.60's `latest_dlami` still resolves to an Ubuntu 18.04 image, too old for torch 2.13.
+# Ray 2.60's `latest_dlami` still resolves to an Ubuntu 18.04 image, too old for torch 2.14.
 data "aws_ssm_parameter" "ray_ami" {
   name = var.ray_ami_ssm_parameter
 }

@@ -55,6 +55,11 @@ class Stage:
         return apply_overrides(cfg, list(self.overrides)) if self.overrides else cfg
 
 
+def _setting(cfg: ExperimentConfig, key: str):
+    section, name = key.split(".")
+    return getattr(getattr(cfg, section), name)
+
+
 def unwrap_model(model: nn.Module) -> nn.Module:
     """The network inside a DDP wrapper (``prepare_model``), or the model itself."""
     return model.module if hasattr(model, "module") else model
@@ -149,11 +154,15 @@ class Task:
 
     # ---- optimisation -------------------------------------------------------------------------
 
+    pretrained_keys: ClassVar[tuple[str, ...]] = ("model.pretrained",)
+    """The pretrained-weights settings this Task reads; any other one that is set is refused
+    before training (it would be ignored)."""
+
     def pretrained_specs(self, cfg: ExperimentConfig) -> dict[str, str]:
         """The pretrained weights this Task's networks may start from, by setting
         (``{"model.pretrained": "R2Plus1D_18_Weights.KINETICS400_V1"}``): the driver checks each
         before anything trains (a weights name neither cached nor downloadable fails there)."""
-        return {"model.pretrained": cfg.model.pretrained} if cfg.model.pretrained else {}
+        return {k: v for k in self.pretrained_keys if (v := _setting(cfg, k))}
 
     def load_pretrained(self, model: nn.Module, cfg: ExperimentConfig, stage: Stage) -> list[str]:
         """Load the pretrained weights into ``model`` when ``stage`` starts fresh (no resumed

@@ -149,3 +149,23 @@ def test_each_method_loads_its_extractors_own_weights_when_a_stage_starts_fresh(
     assert get_task("vared", plain).load_pretrained(base, plain, vared.stages[0]) == []
     assert all(torch.equal(before[k], v) for k, v in base.state_dict().items())
     assert get_task("static", plain).pretrained_specs(plain) == {}
+
+
+def test_relative_files_become_absolute_and_unread_settings_are_refused(tmp_path, monkeypatch):
+    """A worker runs in another folder: the driver makes a weights file's path absolute; a
+    setting the method does not read (model.pretrained for LFS) is refused, naming its own."""
+    from dynvid.config import ConfigError
+    from dynvid.engine.preflight import resolve_local_paths
+    from dynvid.engine.task import get_task
+
+    monkeypatch.chdir(tmp_path)
+    cfg = apply_overrides(ExperimentConfig(), ["model.pretrained=weights/r.pt", "lfs.f0_pretrained=f0.pt",
+                                               f"ant.backbone_pretrained={NAME}"])
+    out, _ = resolve_local_paths(cfg)
+    assert out.model.pretrained == str(tmp_path / "weights" / "r.pt")
+    assert out.lfs.f0_pretrained == str(tmp_path / "f0.pt") and out.ant.backbone_pretrained == NAME
+    from dynvid.engine.preflight import check_pretrained_weights
+
+    lfs_cfg = apply_overrides(ExperimentConfig(), ["model.pretrained=r.pt"])
+    with pytest.raises(ConfigError, match=r"model\.pretrained: method 'lfs' does not load .* lfs\.f0_pretrained"):
+        check_pretrained_weights(get_task("lfs", lfs_cfg), lfs_cfg)

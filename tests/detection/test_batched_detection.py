@@ -114,3 +114,19 @@ def test_batched_loss_equals_each_images_loss_and_gradient(focal):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="4 images of logits but 3 box"):
         detection_loss_batched(logits, codes, anchors, gt_boxes[:3], gt_labels[:3])
+
+
+def test_a_broken_box_in_one_image_changes_nothing_in_the_others():
+    """A diverged decode (inf, NaN, 1e30) makes its candidate an empty box; the other images
+    keep exactly the detections they have alone."""
+    boxes = torch.stack([clustered_boxes(80, s) for s in range(3)])
+    classes = torch.randint(0, 3, (3, 80), generator=torch.Generator().manual_seed(1))
+    valid = torch.ones(3, 80, dtype=torch.bool)
+    scores = torch.rand(3, 80, generator=torch.Generator().manual_seed(2)).double()
+    clean = set(nms(separate_groups(boxes, classes, valid, 3).reshape(-1, 4), scores.reshape(-1), 0.5).tolist())
+    broken = boxes.clone()
+    broken[1, 5] = float("inf")
+    broken[1, 6, 2] = float("nan")
+    broken[1, 7] = 1e30
+    kept = set(nms(separate_groups(broken, classes, valid, 3).reshape(-1, 4), scores.reshape(-1), 0.5).tolist())
+    assert {i for i in kept if i // 80 != 1} == {i for i in clean if i // 80 != 1}

@@ -280,3 +280,14 @@ def test_training_step_reads_back_nothing_per_clip_or_frame_of_the_batch(focal):
         assert torch.isfinite(loss)
         reads[batch] = s.reads
     assert reads[2] == reads[4] <= 2 * frames.shape[1], reads
+
+
+def test_shifted_crops_keep_a_box_that_reaches_the_edge():
+    """A box over the whole image is always in view: every frame of every draw keeps it (the
+    resize's round-off must not push its edge past the canvas and drop it)."""
+    for h, w in ((64, 96), (320, 320)):
+        image = torch.rand(3, h, w)
+        boxes = torch.tensor([[0.0, 0.0, float(w), float(h)]])
+        for seed in range(40):
+            _, out, labels = shifted_crops(image, boxes, torch.tensor([1]), 6, torch.Generator().manual_seed(seed))
+            assert all(len(b) == 1 and len(lab) == 1 for b, lab in zip(out, labels)), (h, w, seed)

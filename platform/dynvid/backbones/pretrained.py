@@ -18,7 +18,7 @@ torchvision's (every dynvid backbone that torchvision also has is torchvision's 
 leaves out only the classifier when its class count differs (a Kinetics-400 head on a
 12-class task): any other missing or mismatched key is an error naming it.
 
-Choice: the cached file is not hash-checked (``check_hash=False``). torchvision checks the
+Choice: the cached file is not hash-checked (``check_hash=True``). torchvision checks the
 hash prefix of its file name when it downloads; a file someone placed in the cache by hand
 (the offline case) is taken as given.
 """
@@ -73,7 +73,7 @@ def check_pretrained(spec: str | None, where: str = "model.pretrained") -> None:
         if path.is_file():
             return
         try:
-            torch.hub.load_state_dict_from_url(weights.url, map_location="cpu", progress=True, check_hash=False,
+            torch.hub.load_state_dict_from_url(weights.url, map_location="cpu", progress=True, check_hash=True,
                                                weights_only=True)
         except Exception as exc:  # no network (URLError, timeouts, proxies): say what to do offline
             raise PretrainedError(
@@ -90,7 +90,7 @@ def pretrained_state(spec: str) -> dict[str, torch.Tensor]:
     """The state dict of ``spec`` (see the module docstring), on the CPU."""
     if is_weights_name(spec):
         check_pretrained(spec)
-        return torch.hub.load_state_dict_from_url(_weights(spec).url, map_location="cpu", check_hash=False,
+        return torch.hub.load_state_dict_from_url(_weights(spec).url, map_location="cpu", check_hash=True,
                                                   weights_only=True)
     if spec.startswith("s3://"):
         raise PretrainedError(f"pretrained weights {spec!r}: an s3:// checkpoint is fetched by the engine before "

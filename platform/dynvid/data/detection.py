@@ -94,7 +94,9 @@ def shifted_crops(image: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor
         left = min(max(round((cx0 + a * (cx1 - cx0)) * W - cw / 2), 0), W - cw)
         top = min(max(round((cy0 + a * (cy1 - cy0)) * H - ch / 2), 0), H - ch)
         frame = TF.resized_crop(img, top, left, ch, cw, [H, W], antialias=True)
-        moved = TF.resized_crop(box, top, left, ch, cw, [H, W])  # the boxes follow the crop, clamped to it
+        # the boxes follow the crop; clamped again after the resize, whose round-off can put an
+        # edge a hair past the canvas (which SanitizeBoundingBoxes would take for an invalid box)
+        moved = TF.clamp_bounding_boxes(TF.resized_crop(box, top, left, ch, cw, [H, W]))
         kept = sanitize({"boxes": moved, "labels": labels})
         frames.append(frame)
         out_boxes.append(kept["boxes"].as_subclass(torch.Tensor))

@@ -74,16 +74,21 @@ def separate_groups(boxes: torch.Tensor, groups: torch.Tensor, valid: torch.Tens
     """``(..., K, 4)`` boxes of many images (the leading dimensions) moved apart per image and
     per group (``groups (..., K)``, e.g. the class, in ``[0, num_groups)``), as float64, so
     that one ``torchvision.ops.nms`` call over all of them never suppresses across images or
-    groups: every (image, group) gets its own stretch of the x and y axes, one span of the
-    valid boxes wide. Candidates not ``valid`` become empty boxes, which suppress nothing.
-    float64 keeps the shifted coordinates exact to ~1e-13 of the span for any batch and
-    class count (float32 would be ~1e-7 × images × classes). No value is read to the host."""
-    b = boxes.double()
+    groups: each image gets its own stretch of the x and y axes, ``num_groups`` of its own
+    spans wide (the span of its valid boxes), one per group. Candidates not ``valid`` become
+    empty boxes, which suppress nothing; so do non-finite boxes (a diverged or fp16 decode)
+    and boxes beyond ±1e6, which would blur every image after them. float64 keeps normal
+    boxes exact to ~1e-13 of the span (float32: ~1e-7 × images × classes). No value is read
+    to the host."""
+    lead, k = valid.shape[:-1], valid.shape[-1]
+    b = boxes.double().reshape(-1, k, 4)
+    ok = valid.reshape(-1, k) & torch.isfinite(b).all(-1) & (b.abs() <= 1e6).all(-1)
     inf = torch.tensor(float("inf"), dtype=b.dtype, device=b.device)
-    lo = torch.where(valid[..., None], b, inf).amin()
-    hi = torch.where(valid[..., None], b, -inf).amax()
-    span = torch.where(valid.any(), hi - lo + 1, torch.ones_like(hi))
-    lead = torch.arange(valid.numel() // max(1, valid.shape[-1]), device=b.device).reshape(valid.shape[:-1] + (1,))
-    offset = (lead * num_groups + groups) * span
-    shifted = b - lo + offset[..., None]
-    return torch.where(valid[..., None], shifted, torch.zeros_like(shifted))
+    lo = torch.where(ok[..., None], b, inf).amin((1, 2))  # per image
+    hi = torch.where(ok[..., None], b, -inf).amax((1, 2))
+    span = torch.where(ok.any(1), hi - lo + 1, torch.ones_like(hi))
+    block = span * num_groups
+    start = torch.cumsum(block, 0) - block  # where each image's stretch begins
+    offset = start[:, None] + groups.reshape(-1, k).to(b.dtype) * span[:, None]
+    shifted = b - torch.where(ok.any(1), lo, torch.zeros_like(lo))[:, None, None] + offset[..., None]
+    return torch.where(ok[..., None], shifted, torch.zeros_like(shifted)).reshape(*lead, k, 4)

@@ -28,8 +28,8 @@ import dataclasses
 import os
 from dataclasses import dataclass
 
-from dynvid.backbones.pretrained import check_pretrained
-from dynvid.config import ConfigError, ExperimentConfig, check_ranges
+from dynvid.backbones.pretrained import check_pretrained, is_weights_name
+from dynvid.config import ConfigError, ExperimentConfig, apply_overrides, check_ranges
 from dynvid.data.datasets import build_clip_dataset
 from dynvid.data.errors import DatasetError
 from dynvid.engine import tracking
@@ -78,7 +78,8 @@ def _absolute_spec(spec: str) -> str:
 def resolve_local_paths(cfg: ExperimentConfig, init_from: str | None = None) -> tuple[ExperimentConfig, str | None]:
     """``cfg`` and ``init_from`` with every local path a worker reads made absolute, relative
     to this process's working directory: ``kinetics:k400`` -> ``kinetics:/cwd/k400``,
-    ``train.storage_path``, ``liteeval.feature_cache``, ``lfs.policy``. S3 URIs lose a trailing
+    ``train.storage_path``, ``liteeval.feature_cache``, ``lfs.policy``, the pretrained-weights
+    files (a torchvision weights name stays as it is). S3 URIs lose a trailing
     slash. The MLflow tracking URI is resolved by ``tracking.resolve_tracking_uri``."""
     out = dataclasses.replace(
         cfg,
@@ -88,7 +89,18 @@ def resolve_local_paths(cfg: ExperimentConfig, init_from: str | None = None) -> 
                                      and _absolute(cfg.liteeval.feature_cache)),
         lfs=dataclasses.replace(cfg.lfs, policy=cfg.lfs.policy and _absolute(cfg.lfs.policy)),
     )
-    return out, (init_from and _absolute(init_from))
+    local = [f"{key}={_absolute(spec)}" for key, spec in pretrained_settings(out).items()
+             if not is_weights_name(spec) and not is_remote(spec)]
+    return (apply_overrides(out, local) if local else out), (init_from and _absolute(init_from))
+
+
+def pretrained_settings(cfg: ExperimentConfig) -> dict[str, str]:
+    """Every pretrained-weights setting that is set, in any section (by the naming rule: a
+    field whose name ends in ``pretrained``): ``{"lfs.f0_pretrained": "..."}``."""
+    return {f"{section.name}.{f.name}": value
+            for section in dataclasses.fields(cfg)
+            for f in dataclasses.fields(getattr(cfg, section.name))
+            if f.name.endswith("pretrained") and (value := getattr(getattr(cfg, section.name), f.name))}
 
 
 def stage_datasets(task: Task, cfg: ExperimentConfig, stage: Stage) -> tuple:
@@ -130,7 +142,12 @@ def check_datasets(task: Task, cfg: ExperimentConfig) -> None:
 def check_pretrained_weights(task, cfg: ExperimentConfig) -> None:
     """Every pretrained weights setting of the Task (``Task.pretrained_specs``) can be loaded:
     cached, downloadable or an existing file (``dynvid.backbones.pretrained.check_pretrained``)."""
-    for key, spec in task.pretrained_specs(cfg).items():
+    used = task.pretrained_specs(cfg)
+    unused = sorted(set(pretrained_settings(cfg)) - set(used))
+    if unused:  # a setting the method never reads would train from scratch without a word
+        raise ConfigError(f"{', '.join(unused)}: method {task.name!r} does not load these pretrained weights; "
+                          f"its settings: {', '.join(sorted(task.pretrained_keys)) or 'none'}")
+    for key, spec in used.items():
         if is_remote(spec):
             fetch_checkpoint(spec)  # a missing or incomplete checkpoint fails here, not in a worker
         else:

@@ -93,8 +93,7 @@ class ANTTask(Task):
             model.freeze_stem()
         return model
 
-    def pretrained_specs(self, cfg: ExperimentConfig) -> dict[str, str]:
-        return {"ant.backbone_pretrained": cfg.ant.backbone_pretrained} if cfg.ant.backbone_pretrained else {}
+    pretrained_keys = ("ant.backbone_pretrained",)
 
     def load_pretrained(self, model: nn.Module, cfg: ExperimentConfig, stage: Stage) -> list[str]:
         """The EfficientNet-B0 backbone (every ratio 6 is B0) from ImageNet weights, as

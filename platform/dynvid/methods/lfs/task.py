@@ -83,9 +83,7 @@ class LFSTask(PolicyTask):
     def build_model(self, cfg: ExperimentConfig, num_classes: int, stage: Stage | None = None) -> nn.Module:
         return build_detector(cfg, cfg.model.num_classes or num_classes)
 
-    def pretrained_specs(self, cfg: ExperimentConfig) -> dict[str, str]:
-        c = cfg.lfs
-        return {k: v for k, v in (("lfs.f0_pretrained", c.f0_pretrained), ("lfs.f1_pretrained", c.f1_pretrained)) if v}
+    pretrained_keys = ("lfs.f0_pretrained", "lfs.f1_pretrained")
 
     def load_pretrained(self, model: nn.Module, cfg: ExperimentConfig, stage: Stage) -> list[str]:
         """Each extractor's trunk from MobileNetV2 weights (Sec. 3.3: ImageNet): the trunk is

@@ -112,10 +112,7 @@ class LiteEvalTask(Task):
 
     # ---- pretrained weights (Sec. 4.1: ImageNet CNNs, finetuned on the target data) ----------
 
-    def pretrained_specs(self, cfg: ExperimentConfig) -> dict[str, str]:
-        le = cfg.liteeval
-        return {k: v for k, v in (("liteeval.coarse_pretrained", le.coarse_pretrained),
-                                  ("liteeval.fine_pretrained", le.fine_pretrained)) if v}
+    pretrained_keys = ("liteeval.coarse_pretrained", "liteeval.fine_pretrained")
 
     def load_pretrained(self, model: nn.Module, cfg: ExperimentConfig, stage: Stage) -> list[str]:
         """The coarse and fine CNNs from their own weights (``model.{coarse,fine}.net``)."""
