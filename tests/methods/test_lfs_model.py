@@ -9,8 +9,9 @@ from dynvid.config import ExperimentConfig, apply_overrides
 from dynvid.methods.lfs import LFSTask, random_actions
 from dynvid.data.detection import collate, shifted_crops
 from dynvid.methods.lfs.memory import ConvLSTM, GroupedConvLSTM, conv_lstm_macs, grouped_lstm_macs
-from dynvid.methods.lfs.model import F0, F1, InterleavedDetector, fixed_schedule, load_extractor
+from dynvid.methods.lfs.model import F0, F1, InterleavedDetector, fixed_schedule
 from dynvid.backbones.mobilenetv2 import MobileNetV2
+from dynvid.backbones.pretrained import load_pretrained
 from dynvid.metrics.cost import CostMeter
 
 SMALL = dict(f0_size=64, f1_size=32, memory_input=32, state_channels=16, groups=4, num_levels=2)
@@ -151,12 +152,14 @@ def test_frame_cost_is_the_path_that_ran():
     assert macs.sum().item() == pytest.approx(2 * costs["f0"] + 8 * costs["f1"] + 10 * (costs["memory"] + costs["head"]))
 
 
-def test_paper_sizes_align_and_extractors_load_torchvision_keys():
+def test_paper_sizes_align_and_extractors_load_torchvision_keys(tmp_path):
     m = InterleavedDetector(3)  # f0 1.4 @ 320, f1 0.35 @ 160 (last stride removed)
     assert m.grid == 10
     ref = MobileNetV2(width_mult=0.35, last_stride=1)
-    missing, unexpected = load_extractor(m.extractors[1], ref.state_dict())
-    assert not missing and not unexpected
+    torch.save(ref.state_dict(), tmp_path / "f1.pt")
+    # the trunk takes every one of its tensors from features.N…; the final conv and classifier stay out
+    report = load_pretrained(m.extractors[1], str(tmp_path / "f1.pt"), prefix="features.", partial=True)
+    assert sorted(report["loaded"]) == sorted(m.extractors[1].state_dict()) and not report["skipped"]
     assert torch.equal(m.extractors[1][3].conv[0][0].weight, ref.features[3].conv[0][0].weight)
     with pytest.raises(ValueError, match="twice f1_size"):
         InterleavedDetector(3, f0_size=320, f1_size=128)

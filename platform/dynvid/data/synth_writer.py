@@ -56,6 +56,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from dynvid.atomic import atomic_write_bytes
 from dynvid.data.synthetic import (
     ACTION_CLASSES,
     OBJECT_CLASSES,
@@ -90,20 +91,8 @@ def split_sizes(num_videos: int, val_fraction: float) -> dict[str, int]:
 # ----------------------------------------------------------------------------- atomic files
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def _atomic_write_text(path: Path, text: str) -> None:
-    _atomic_write_bytes(path, text.encode("utf-8"))
+    atomic_write_bytes(path, text.encode("utf-8"), fsync=False)
 
 
 def _write_image(path: Path, array: np.ndarray, mode: str, fmt: str, **save_kwargs) -> None:
@@ -112,7 +101,7 @@ def _write_image(path: Path, array: np.ndarray, mode: str, fmt: str, **save_kwar
         raise ValueError(f"{path}: expected a {mode} image, got {image.mode} from {array.dtype} {array.shape}")
     buf = io.BytesIO()
     image.save(buf, format=fmt, **save_kwargs)
-    _atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue(), fsync=False)
 
 
 def _check_classes(out: Path, names: list[str]) -> None:

@@ -45,7 +45,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
@@ -55,6 +54,7 @@ from typing import Callable, Sequence
 import av
 import numpy as np
 
+from dynvid.atomic import atomic_path, atomic_write_bytes
 from dynvid.data.errors import UnreadableFile
 
 __all__ = [
@@ -330,25 +330,14 @@ class ProbeCache:
         """Replace the file with ``entries``; on an OS error, warn (once per folder) and go on."""
         data = {"version": _CACHE_VERSION, "av": av.__version__, "name": self.name, "fields": _INFO_FIELDS,
                 "videos": entries}
-        tmp = None
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=f".{self.path.stem}.", suffix=".tmp")
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(data, f, separators=(",", ":"))
-            os.replace(tmp, self.path)
-            tmp = None
+            atomic_write_bytes(self.path, json.dumps(data, separators=(",", ":")).encode("utf-8"), fsync=False)
         except OSError as exc:
             if str(self.folder) not in _warned_folders:
                 _warned_folders.add(str(self.folder))
                 log.warning("cannot write the probe cache in %s (%s): every process probes its videos "
                             "again; set DYNVID_CACHE_DIR to a writable folder", self.folder, exc)
-        finally:
-            if tmp is not None:
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
 
 
 def short_side_size(height: int, width: int, short_side: int) -> tuple[int, int]:
@@ -514,11 +503,10 @@ def write_video(
         raise ValueError("cannot write a video with no frames")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
     _, height, width, _ = frames.shape
     even = height % 2 == 0 and width % 2 == 0
     rate = Fraction(fps).limit_denominator(1001)
-    try:
+    with atomic_path(path, suffix=path.suffix) as tmp:  # the muxer picks the container by extension
         with av.open(str(tmp), mode="w") as container:
             stream = container.add_stream(codec, rate=rate)
             stream.width, stream.height = width, height
@@ -532,7 +520,3 @@ def write_video(
                 frame = av.VideoFrame.from_ndarray(image, format="rgb24")
                 container.mux(stream.encode(frame))
             container.mux(stream.encode(None))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()

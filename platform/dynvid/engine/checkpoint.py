@@ -19,32 +19,17 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
 
 import torch
 
 import dynvid
+from dynvid.atomic import atomic_torch_save, atomic_write_bytes
 
-__all__ = ["save_checkpoint", "load_checkpoint", "CheckpointError", "atomic_write_bytes"]
+__all__ = ["save_checkpoint", "load_checkpoint", "CheckpointError"]
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint directory is missing, incomplete or unreadable; names the path."""
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def save_checkpoint(
@@ -61,9 +46,9 @@ def save_checkpoint(
     if meta_path.exists():
         meta_path.unlink()  # the directory is incomplete until the new metadata lands
     model = getattr(model, "module", model)  # unwrap DDP
-    _atomic_torch_save(model.state_dict(), directory / "model.pt")
+    atomic_torch_save(model.state_dict(), directory / "model.pt")
     if train_state is not None:
-        _atomic_torch_save(train_state, directory / "train_state.pt")
+        atomic_torch_save(train_state, directory / "train_state.pt")
     atomic_write_bytes(directory / "config.json", json.dumps(config, indent=2, sort_keys=True).encode())
     meta = {
         **metadata,

@@ -26,12 +26,12 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
 
+from dynvid.atomic import atomic_torch_save
 from dynvid.config import ExperimentConfig, apply_overrides, to_dict
 from dynvid.engine import tracking
 from dynvid.engine.checkpoint import save_checkpoint
@@ -218,17 +218,7 @@ def export_q_network(module_checkpoint_path: str, out_file: str, *, format: str,
         "metadata": {"source": os.path.abspath(module_checkpoint_path), **(metadata or {})},
     }
     out_file = os.path.abspath(out_file)
-    folder = os.path.dirname(out_file)
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".pt")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-        os.replace(tmp, out_file)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_torch_save(payload, out_file)
     return out_file
 
 

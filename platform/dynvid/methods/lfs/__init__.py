@@ -25,7 +25,7 @@ the LSTM unrolled over 6 steps, a uniformly random extractor per step after an f
 step, video clips mixed with shifted-crop image clips, SSD losses summed over the steps).
 The paper first pretrains the interleaved model on ImageNet classification; no ImageNet
 exists on this machine, so the detector trains from scratch unless extractor weights are
-given (``model.load_extractor``). Its evaluation runs the fixed policy ``lfs.tau`` (or the
+given (``lfs.f0_pretrained`` / ``lfs.f1_pretrained``). Its evaluation runs the fixed policy ``lfs.tau`` (or the
 learned policy ``lfs.policy``) over whole validation videos; the job's report adds the
 mAP-vs-τ curve (Fig. 6) and the async vs sync latency.
 """

@@ -17,8 +17,9 @@ Choices:
 - The extractors end at the last inverted-residual block (320·width channels): the
   per-extractor projection (1×1 conv + BN + ReLU6 to ``memory_input`` channels) takes the
   place of MobileNetV2's final 1×1 conv, so f1 does not pay for a 1280-channel layer it
-  would only project down again. :func:`load_extractor` loads torchvision MobileNetV2
-  weights into a trunk.
+  would only project down again. ``lfs.f0_pretrained`` / ``lfs.f1_pretrained`` load
+  torchvision MobileNetV2 weights into the trunks (the Task's ``load_pretrained``, through
+  :func:`dynvid.backbones.pretrained.load_pretrained` with ``prefix="features."``).
 - f1 reads the frame resized (bilinear, antialiased) from f0's resolution inside the model:
   the data pipeline delivers one frame size.
 - The cost of a frame is measured per component with the cost meter
@@ -40,7 +41,7 @@ from dynvid.task import unwrap_model as unwrap
 from dynvid.methods.lfs.memory import GroupedConvLSTM
 from dynvid.metrics.cost import CostMeter
 
-__all__ = ["InterleavedDetector", "fixed_schedule", "load_extractor", "unwrap"]
+__all__ = ["InterleavedDetector", "fixed_schedule", "unwrap"]
 
 F0, F1 = 0, 1
 
@@ -58,20 +59,6 @@ def _trunk(width: float, last_stride: int) -> tuple[nn.Sequential, int]:
     net = MobileNetV2(num_classes=1, width_mult=width, last_stride=last_stride)
     trunk = net.features[:-1]  # without the final 1×1 conv: the projection replaces it
     return trunk, trunk[-1].out_channels
-
-
-def load_extractor(trunk: nn.Sequential, state_dict: dict[str, torch.Tensor]) -> tuple[list[str], list[str]]:
-    """Load torchvision-layout MobileNetV2 weights (``features.N…``) into an extractor trunk;
-    the final conv and the classifier are ignored. Returns ``(missing, unexpected)``."""
-    n = len(trunk)
-    own = {}
-    for key, value in state_dict.items():
-        if key.startswith("features."):
-            index, rest = key[len("features."):].split(".", 1)
-            if int(index) < n:
-                own[f"{index}.{rest}"] = value
-    result = trunk.load_state_dict(own, strict=False)
-    return list(result.missing_keys), list(result.unexpected_keys)
 
 
 class InterleavedDetector(nn.Module):

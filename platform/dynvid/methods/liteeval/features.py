@@ -35,7 +35,8 @@ import torch
 
 from dynvid.config import ExperimentConfig, from_dict, to_dict
 from dynvid.data.datasets import build_clip_dataset
-from dynvid.engine.checkpoint import atomic_write_bytes, load_checkpoint
+from dynvid.atomic import atomic_write_bytes
+from dynvid.engine.checkpoint import load_checkpoint
 from dynvid.engine.extract import map_to_parquet
 from dynvid.engine.ingest import localize_dataset
 from dynvid.engine.storage import fetch_checkpoint, ray_storage
