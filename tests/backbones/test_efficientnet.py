@@ -114,3 +114,19 @@ def test_bad_ratios():
         sup(torch.zeros(1, 3, 32, 32), (6, 6, 6))
     with pytest.raises(ValueError, match="each in"):
         sup.subnet((7, 6, 6, 6, 6, 6))
+
+
+def test_stochastic_depth_is_torchvisions_in_training_and_off_when_asked():
+    """B0's blocks drop their residual branch per sample in training (torchvision's 0.2, linear
+    in depth); with ``stochastic_depth_prob=0`` (ANT's detector) training forwards repeat exactly."""
+    x = torch.randn(8, 3, 64, 64)
+    for cls in (EfficientNet, EfficientNetSupernet):
+        torch.manual_seed(0)
+        net = cls(5).train()
+        net.classifier[0].p = 0.0  # only the blocks' randomness is left
+        probs = [b.stochastic_depth.p for stage in net.features[1:8] for b in stage]
+        assert probs[0] == 0.0 and probs[-1] == pytest.approx(0.2 * 15 / 16)
+        assert not torch.allclose(net(x), net(x))
+        off = cls(5, stochastic_depth_prob=0.0).train()
+        off.classifier[0].p = 0.0
+        assert torch.allclose(off(x), off(x), atol=1e-6)

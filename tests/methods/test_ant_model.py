@@ -25,6 +25,13 @@ def test_key_then_nonkey_frames_shapes_and_choices():
     assert choices.shape == (2, 6) and set(choices.flatten().tolist()) <= set(range(1, 7))
 
 
+def test_backbone_drops_no_blocks_in_training():
+    """The supernet's subnets distil from the largest on the same sample: no stochastic depth."""
+    m = _detector()
+    probs = [b.stochastic_depth.p for stage in m.backbone.features[1:8] for b in stage]
+    assert len(probs) == 16 and set(probs) == {0.0}
+
+
 def test_hard_path_runs_only_the_chosen_widths():
     m = _detector().eval()
     calls = []

@@ -7,9 +7,12 @@ expansion ratio in {1, …, 6}, the hidden width ``in · ratio`` taken as the **
 channels of the shared weights (expand conv output rows, depthwise filters, SE input/output,
 project conv input columns, BatchNorm statistics), giving 6^6 subnets.
 
-- :class:`EfficientNet` is a static network; ``expand_ratios`` gives each MBConv6 stage its
-  ratio (all 6 = EfficientNet-B0, with torchvision's state-dict keys, so its checkpoints
-  load). A static NAS subnet is an ``EfficientNet`` with other ratios.
+- :class:`EfficientNet` is torchvision's ``EfficientNet`` class built from B0's table, with
+  torchvision's ``MBConv`` blocks; ``expand_ratios`` gives each MBConv6 stage its ratio (all
+  6 = ``torchvision.models.efficientnet_b0``, the same keys and outputs: a test holds it). A
+  static NAS subnet is an ``EfficientNet`` with other ratios. dynvid's own code here is what
+  torchvision lacks: the per-stage ratios, the expand conv kept at ratio 1, the width
+  multiplier of D0+ and the supernet.
 - :class:`EfficientNetSupernet` has B0's modules and keys (a trained standalone B0 initialises
   it, as ANT does) and runs any configuration: ``forward(x, ratios)``. Its elastic blocks
   compute with the sliced weights only (real skipping) and report the MACs they ran to the
@@ -19,17 +22,19 @@ project conv input columns, BatchNorm statistics), giving 6^6 subnets.
 
 Choices: the squeeze-and-excitation width stays ``max(1, in // 4)`` at every ratio
 (torchvision's rule depends on the block input, which the ratio does not change); a stage's
-blocks share its ratio (ANT's gates pick a width per stage).
+blocks share its ratio (ANT's gates pick a width per stage); stochastic depth is torchvision's
+(0.2 for B0) unless the caller sets ``stochastic_depth_prob`` (ANT's detector sets 0).
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torchvision.models import efficientnet as tv_efficientnet
+from torchvision.ops.misc import Conv2dNormActivation
 
 from dynvid.metrics.cost import conv_macs, record_cost
 
@@ -51,50 +56,36 @@ RATIOS = (1, 2, 3, 4, 5, 6)
 """Expansion ratios of each elastic stage (Sec. 4.1)."""
 
 
-def _conv_bn(cin: int, cout: int, kernel: int = 1, stride: int = 1, groups: int = 1, act: bool = True) -> nn.Sequential:
-    layers = [nn.Conv2d(cin, cout, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)]
-    if act:
-        layers.append(nn.SiLU(inplace=True))
-    return nn.Sequential(*layers)
+class _StageConfig(tv_efficientnet.MBConvConfig):
+    """torchvision's block configuration, plus whether the block keeps its 1×1 expand conv when
+    the hidden width equals the input width (MBConv6 stages at ratio 1 do)."""
+
+    def __init__(self, *args, keep_expand: bool = False, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.keep_expand = keep_expand
 
 
-class SqueezeExcitation(nn.Module):
-    """torchvision's SE block (``fc1``, ``fc2`` 1×1 convs with bias), SiLU then sigmoid."""
+class MBConv(tv_efficientnet.MBConv):
+    """torchvision's mobile inverted bottleneck (``block.{expand, depthwise, se, project}``,
+    SiLU, squeeze ``max(1, in // 4)``, stochastic depth on the residual in training).
 
-    def __init__(self, channels: int, squeeze: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Conv2d(channels, squeeze, 1)
-        self.fc2 = nn.Conv2d(squeeze, channels, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = F.adaptive_avg_pool2d(x, 1)
-        return x * torch.sigmoid(self.fc2(F.silu(self.fc1(s))))
-
-
-class MBConv(nn.Module):
-    """Mobile inverted bottleneck (torchvision layout: ``block.{expand, depthwise, se, project}``).
-
-    Args:
-        cin, cout: block input / output channels.
-        hidden: expanded width (``cin × ratio``).
-        kernel, stride: the depthwise conv.
-        has_expand: keep a 1×1 expand conv (MBConv6 stages keep it at every ratio, even 1).
+    dynvid adds: an MBConv6 stage's block keeps its expand conv at ratio 1, where torchvision
+    drops it (a static subnet then holds the same layers as the supernet it was sliced from),
+    and the block's sizes as attributes (``cin``, ``cout``, ``hidden``, ``kernel``, ``stride``,
+    ``residual``) for the supernet's width formula.
     """
 
-    def __init__(self, cin: int, cout: int, hidden: int, kernel: int, stride: int, has_expand: bool = True) -> None:
-        super().__init__()
-        layers: list[nn.Module] = [_conv_bn(cin, hidden)] if has_expand else []
-        layers += [_conv_bn(hidden, hidden, kernel, stride, groups=hidden),
-                   SqueezeExcitation(hidden, max(1, cin // 4)),
-                   _conv_bn(hidden, cout, act=False)]
-        self.block = nn.Sequential(*layers)
-        self.has_expand, self.kernel, self.stride = has_expand, kernel, stride
-        self.cin, self.cout, self.hidden = cin, cout, hidden
-        self.residual = stride == 1 and cin == cout
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.block(x)
-        return out + x if self.residual else out
+    def __init__(self, cnf: _StageConfig, stochastic_depth_prob: float, norm_layer: Callable[..., nn.Module]) -> None:
+        super().__init__(cnf, stochastic_depth_prob, norm_layer)
+        hidden = cnf.adjust_channels(cnf.input_channels, cnf.expand_ratio)
+        self.has_expand = hidden != cnf.input_channels or getattr(cnf, "keep_expand", False)
+        if self.has_expand and hidden == cnf.input_channels:
+            expand = Conv2dNormActivation(hidden, hidden, kernel_size=1, norm_layer=norm_layer,
+                                          activation_layer=nn.SiLU)
+            self.block = nn.Sequential(expand, *self.block)
+        self.cin, self.cout, self.hidden = cnf.input_channels, cnf.out_channels, hidden
+        self.kernel, self.stride = cnf.kernel, cnf.stride
+        self.residual = self.use_res_connect
 
 
 def _bn(x: torch.Tensor, bn: nn.BatchNorm2d, n: int, training: bool, mean: torch.Tensor | None = None,
@@ -198,7 +189,7 @@ class ElasticMBConv(MBConv):
             record_cost(self, per_sample)
         else:
             record_cost(self, macs)
-        return out + x if self.residual else out
+        return self.stochastic_depth(out) + x if self.residual else out  # identity outside training
 
 
 def mbconv_macs(cin: int, cout: int, ratio: float, kernel: int, stride: int, height: int, width: int,
@@ -231,48 +222,36 @@ def stage_ratios(ratios: Sequence[int] | None) -> tuple[int, ...]:
     return ratios
 
 
-class EfficientNet(nn.Module):
-    """Static EfficientNet-B0-style network; returns logits.
+class EfficientNet(tv_efficientnet.EfficientNet):
+    """torchvision's EfficientNet built from B0's table with one expansion ratio per MBConv6
+    stage; returns logits. Keys, initialisation and the forward at ratios all 6 are
+    torchvision's ``efficientnet_b0``'s.
 
     Args:
         num_classes: classifier outputs.
         expand_ratios: the ratio of each of the six MBConv6 stages (B0: all 6).
         dropout: before the classifier (torchvision: 0.2).
         width_mult: every channel count × this (rounded to multiples of 8; ANT's D0+: 1.1).
+        stochastic_depth_prob: the last block's drop probability in training, linear in depth
+            (torchvision's B0: 0.2; 0 turns it off).
     """
 
     takes_clips = False
     block_class = MBConv
 
     def __init__(self, num_classes: int = 1000, expand_ratios: Sequence[int] | None = None, dropout: float = 0.2,
-                 width_mult: float = 1.0) -> None:
-        super().__init__()
+                 width_mult: float = 1.0, stochastic_depth_prob: float = 0.2) -> None:
         ratios = stage_ratios(expand_ratios)
-        stem, head = scaled_channels(STEM, width_mult), scaled_channels(HEAD, width_mult)
-        layers: list[nn.Module] = [_conv_bn(3, stem, 3, 2)]
-        cin = stem
+        settings, cin = [], scaled_channels(STEM, width_mult)
         for i, (t, k, s, c, n) in enumerate(B0_STAGES):
-            t, c = (t if i == 0 else ratios[i - 1]), scaled_channels(c, width_mult)
-            blocks = []
-            for j in range(n):
-                block = MBConv if i == 0 else self.block_class
-                blocks.append(block(cin, c, cin * t, k, s if j == 0 else 1, has_expand=i > 0))
-                cin = c
-            layers.append(nn.Sequential(*blocks))
-        layers.append(_conv_bn(cin, head))
-        self.features = nn.Sequential(*layers)
+            c = scaled_channels(c, width_mult)  # channels already scaled: the configuration's multiplier is 1
+            settings.append(_StageConfig(t if i == 0 else ratios[i - 1], k, s, cin, c, n,
+                                         block=MBConv if i == 0 else self.block_class, keep_expand=i > 0))
+            cin = c
+        head = scaled_channels(HEAD, width_mult)
+        super().__init__(settings, dropout, stochastic_depth_prob, num_classes, last_channel=head)
         self.num_features = head
-        self.ratios, self.width_mult = ratios, width_mult
-        self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(head, num_classes))
-        for m in self.modules():  # torchvision's initialisation
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                r = 1.0 / math.sqrt(m.out_features)
-                nn.init.uniform_(m.weight, -r, r)
-                nn.init.zeros_(m.bias)
+        self.ratios, self.width_mult, self.stochastic_depth_prob = ratios, width_mult, stochastic_depth_prob
 
     def stage_features(self, x: torch.Tensor, upto: int | None = None) -> list[torch.Tensor]:
         """The outputs of the stem, the seven stages and the head conv (strides 2 … 32); with
@@ -302,8 +281,9 @@ class EfficientNetSupernet(EfficientNet):
 
     block_class = ElasticMBConv
 
-    def __init__(self, num_classes: int = 1000, dropout: float = 0.2, width_mult: float = 1.0) -> None:
-        super().__init__(num_classes, None, dropout, width_mult)
+    def __init__(self, num_classes: int = 1000, dropout: float = 0.2, width_mult: float = 1.0,
+                 stochastic_depth_prob: float = 0.2) -> None:
+        super().__init__(num_classes, None, dropout, width_mult, stochastic_depth_prob)
 
     def stage_features(self, x: torch.Tensor, ratios: Sequence[int] | None = None,
                        upto: int | None = None, start: int = 0) -> list[torch.Tensor]:
@@ -331,7 +311,8 @@ class EfficientNetSupernet(EfficientNet):
     def subnet(self, ratios: Sequence[int]) -> EfficientNet:
         """The standalone network of configuration ``ratios`` holding this supernet's sliced weights."""
         ratios = stage_ratios(ratios)
-        net = EfficientNet(self.classifier[1].out_features, ratios, self.classifier[0].p, self.width_mult)
+        net = EfficientNet(self.classifier[1].out_features, ratios, self.classifier[0].p, self.width_mult,
+                           self.stochastic_depth_prob)
         own = self.state_dict()
         sliced = {}
         for key, target in net.state_dict().items():

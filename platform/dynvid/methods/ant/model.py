@@ -51,7 +51,9 @@ class ANTDetector(nn.Module):
     def __init__(self, num_classes: int, fpn_channels: int = 64, fpn_layers: int = 3, head_repeats: int = 3,
                  levels: int = 5, width_mult: float = 1.0, temporal: bool = True) -> None:
         super().__init__()
-        self.backbone = EfficientNetSupernet(num_classes=1, width_mult=width_mult)
+        # no stochastic depth: the paper's recipe states none, and in-place distillation compares
+        # the subnets with the largest one on the same sample, which random dropped blocks would blur
+        self.backbone = EfficientNetSupernet(num_classes=1, width_mult=width_mult, stochastic_depth_prob=0.0)
         widths = [self.backbone.features[i][0].cin for i in ELASTIC]  # channels entering each elastic stage
         self.temporal = temporal
         self.fusions = nn.ModuleList(FusionModule(c) for c in widths) if temporal else None
