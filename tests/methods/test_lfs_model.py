@@ -224,6 +224,12 @@ def test_task_config_errors():
         _task("lfs.image_fraction=1.5")
     with pytest.raises(ValueError, match="lfs.dqn_learner_gpus must be >= 0"):
         _task("lfs.dqn_learner_gpus=-1")
+    with pytest.raises(ValueError, match="policy_split='holdout'.*train, val, test"):
+        _task("lfs.policy_split=holdout")
+    with pytest.raises(ValueError, match="dqn_training_intensity"):
+        _task("lfs.dqn_training_intensity=0")
+    with pytest.raises(ValueError, match="latency_fps"):
+        _task("lfs.latency_fps=0")
     task, cfg = _task("lfs.dqn_learner_gpus=1")  # a job's policy stage may train on a GPU learner
     with pytest.raises(ValueError, match="policy sweep trial reserves CPUs only"):
         task.policy_runner_bundles(cfg)  # a sweep's placement group has no GPU for it

@@ -51,12 +51,13 @@ def policy_spec(task, cfg: ExperimentConfig, detector: str, local: str) -> Polic
     model = load_detector_model(task, cfg, local)
     env_config = {"checkpoint": detector, "experiment": to_dict(cfg), "gamma": c.gamma, "episode_len": c.episode_len,
                   "history": c.history, "num_videos": c.policy_videos, "cache_size": c.policy_videos or 64,
-                  "seed": cfg.train.seed}
+                  "split": c.policy_split or cfg.data.train_split, "seed": cfg.train.seed}
     dqn = dict(num_env_runners=c.dqn_env_runners, num_cpus_per_env_runner=c.dqn_cpus_per_runner,
                num_gpus_per_learner=c.dqn_learner_gpus, lr=c.dqn_lr, gamma=c.dqn_discount,
                epsilon=((0, 1.0), (c.dqn_epsilon_steps, 0.05)), replay_capacity=c.dqn_replay_capacity,
                train_batch_size=c.dqn_batch_size, target_network_update_freq=c.dqn_target_update,
                num_steps_sampled_before_learning_starts=c.dqn_learning_starts,
+               training_intensity=c.dqn_training_intensity,
                min_sample_timesteps_per_iteration=c.dqn_steps_per_iteration, seed=cfg.train.seed)
     return PolicySpec(
         env=InterleavingEnv, env_config=env_config, q_network="dynvid.methods.lfs.policy:QNetwork",

@@ -60,13 +60,24 @@ class LFSConfig:
     """Detections kept per frame (COCO evaluates at most 100)."""
     eval_frames: int | None = None
     """Frames per val video in the evaluation (None = all); the paper scores every frame."""
+    latency_fps: float | None = 30.0
+    """Camera rate at which frames arrive in the sync/async latency runs (Sec. 3.5; our
+    choice: a phone camera's 30 fps, the paper's setting of real-time detection). A frame's
+    latency runs from its arrival to its detections. None: back to back."""
+    latency_videos: int = 10
+    """Val videos the sync/async latency runs cover (each frame after a video's first counts)."""
     gamma: float = 0.2
     """Speed reward γ of Eq. 2 for the adaptive policy (Sec. 4.3 sweeps 0.1–1.5)."""
     history: int = 20
     """Length of the action history η in the policy's observation (Eq. 1: 20)."""
     policy_videos: int | None = 64
-    """Training videos the policy's environment samples episodes from (their extractor
-    features are cached by each env runner); None = the whole train split."""
+    """Videos the policy's environment samples episodes from (their extractor features are
+    cached by each env runner); None = the whole split."""
+    policy_split: str | None = None
+    """The split those videos come from; None = ``data.train_split``, the detector's own
+    training videos, on which its losses are those of scenes it has fitted. The embedded
+    preset uses ``test``: synthetic videos neither the detector's training nor its
+    validation saw (issue 23)."""
     episode_len: int = 24
     """Frames per policy-training episode (Algorithm 1 samples ``I_1 … I_k``)."""
     dqn_iterations: int = 20
@@ -91,6 +102,10 @@ class LFSConfig:
     """Replay buffer size in env steps (an observation is 4·S·g² + 20 floats)."""
     dqn_batch_size: int = 32
     """Transitions per DQN update."""
+    dqn_training_intensity: float | None = None
+    """Replayed / sampled env steps (RLlib's ``training_intensity``): updates per env step ×
+    ``dqn_batch_size``; None = one update per sampling round (2 runners × 4 steps: 1 update
+    per 8 env steps)."""
     dqn_target_update: int = 500
     """Env steps between target-network syncs (double Q, [34])."""
     dqn_learning_starts: int = 1000

@@ -16,17 +16,11 @@ the first frame of a video always runs f0 (Algorithm 1, ``a_0 = 0``):
   carried; ``η_t[k−1] = 1`` if f1 ran ``k`` steps ago, counting the frame just processed
   as one step ago.
 
-Asynchronous mode (Sec. 3.5, Fig. 5) is :func:`run_async`: f1 and the memory run on every
-frame on the caller's thread and produce every frame's detections from the latest memory
-state; f0 runs every ``τ + 1`` frames on a second thread and replaces the memory state
-when it completes. :func:`run_sync` is the same detector run synchronously. Both time
-each frame from its arrival to its detections.
+Synchronous and asynchronous latency (Sec. 3.5, Fig. 5) are :mod:`dynvid.methods.lfs.latency`'s.
 """
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterable
 
 import torch
@@ -36,8 +30,7 @@ from dynvid.methods.lfs.model import F0, F1, InterleavedDetector, fixed_schedule
 from dynvid.methods.lfs.policy import make_observation
 from dynvid.metrics.detection import coco_evaluate, gather_from_ranks, video_detection_rows
 
-__all__ = ["FixedPolicy", "LearnedPolicy", "evaluate_policies", "latency_summary", "run_async", "run_sync",
-           "run_videos", "update_history"]
+__all__ = ["FixedPolicy", "LearnedPolicy", "evaluate_policies", "run_videos", "update_history"]
 
 
 def update_history(eta: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
@@ -150,82 +143,3 @@ def evaluate_policies(model: InterleavedDetector, loader: Iterable, gt: dict, po
         out[p.name] = {"AP50": ap["AP50"], "AP": ap["AP"], "f0_fraction": f0 / max(frames_n, 1),
                        "gmacs_per_frame": macs / max(frames_n, 1) / 1e9, "frames": frames_n, "videos": float(videos)}
     return out
-
-
-# ---- latency: synchronous vs asynchronous (Sec. 3.5) ---------------------------------------
-
-def _wait_for(x: torch.Tensor) -> None:
-    """Wait for the kernels this thread queued on ``x``'s CUDA device: a frame's latency ends
-    when its detections exist, not when its kernels were queued (a no-op on the CPU, which
-    runs every op before returning). Only the current stream is waited for, not the whole
-    device, so the async f0 thread's work is not charged to the frame by the wait itself."""
-    if x.is_cuda:
-        torch.cuda.current_stream(x.device).synchronize()
-
-
-@torch.no_grad()
-def run_sync(model: InterleavedDetector, frames: torch.Tensor, tau: int) -> list[float]:
-    """Per-frame latency (s) of the synchronous detector on one video ``(T, 3, S, S)``."""
-    m = unwrap(model).eval()
-    actions = fixed_schedule(len(frames), tau)
-    state, out = None, []
-    for t in range(len(frames)):
-        t0 = time.perf_counter()
-        cls_logits, box_codes, anchors, state, _ = m.step(frames[t:t + 1], int(actions[t]), state)
-        postprocess(cls_logits, box_codes, anchors)
-        _wait_for(frames)
-        out.append(time.perf_counter() - t0)
-    return out
-
-
-@torch.no_grad()
-def run_async(model: InterleavedDetector, frames: torch.Tensor, tau: int) -> tuple[list[float], int]:
-    """Asynchronous mode (Sec. 3.5) on one video ``(T, 3, S, S)``: per-frame latency (s) and the
-    number of f0 runs that completed. f0 starts on frames ``0, τ+1, 2(τ+1), …`` if the
-    previous f0 run has finished (otherwise that launch is skipped, as a real-time system
-    would), on a second thread; its result (the memory state after ``m(f0(I_k), s)``)
-    replaces the state when ready. Frame 0 waits for its f0 run: there is no memory yet."""
-    m = unwrap(model).eval()
-    lock = threading.Lock()
-    shared = {"state": None, "done": 0}
-    worker: threading.Thread | None = None
-
-    def slow(frame: torch.Tensor, state) -> None:
-        with torch.no_grad():
-            x = m.extract(frame, torch.full((1,), F0, device=frame.device))
-            if state is None:
-                state = m.memory.init_state(1, x.shape[-2], x.shape[-1], like=x)
-            _, new = m.memory(x, state)
-        with lock:
-            shared["state"] = new
-            shared["done"] += 1
-
-    latencies = []
-    f1 = torch.full((1,), F1, device=frames.device)  # made once, on the frames' device: no copy per frame
-    for t in range(len(frames)):
-        t0 = time.perf_counter()
-        if t % (tau + 1) == 0 and (worker is None or not worker.is_alive()):
-            with lock:
-                state = shared["state"]
-            worker = threading.Thread(target=slow, args=(frames[t:t + 1], state), daemon=True)
-            worker.start()
-            if t == 0:
-                worker.join()
-        with lock:
-            state = shared["state"]
-        x = m.extract(frames[t:t + 1], f1)
-        out, _ = m.memory(x, state)  # f1 never writes the memory (Sec. 3.2)
-        cls_logits, box_codes, sizes = m.head(out)
-        postprocess(cls_logits, box_codes, m.anchors(sizes, cls_logits.device))
-        _wait_for(frames)
-        latencies.append(time.perf_counter() - t0)
-    if worker is not None:
-        worker.join()
-    return latencies, shared["done"]
-
-
-def latency_summary(latencies: list[float], skip: int = 1) -> dict[str, float]:
-    """Amortized (mean) and worst-case per-frame latency in ms, leaving out the first ``skip``
-    frames (warm-up; in async mode frame 0 also waits for f0)."""
-    xs = torch.tensor(latencies[skip:] or latencies, dtype=torch.float64) * 1000
-    return {"amortized_ms": float(xs.mean()), "worst_ms": float(xs.max()), "p95_ms": float(xs.quantile(0.95))}

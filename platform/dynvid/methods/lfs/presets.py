@@ -12,7 +12,10 @@
   two cores. No ImageNet pretraining exists here, so the whole detector trains from
   scratch with Adam, 16 epochs, and RetinaNet's focal loss over all anchors: the first
   embedded run (default sprites, 10 epochs, SSD's sigmoid loss with hard-negative mining)
-  reached only 0.045 mAP@0.5 with f0 on every frame.
+  reached only 0.045 mAP@0.5 with f0 on every frame. The DQN policy (issue 23) trains on the
+  held-out ``test`` split (``lfs.policy_split``), not on the detector's own training videos,
+  with 24 replayed per sampled env step (``lfs.dqn_training_intensity``: ~6× the updates of
+  one per sampling round); not measured yet (README, Looking Fast and Slow).
 - ``PAPER``: Sec. 3.1–3.3 — f0 at 320, f1 at 160, 1024-channel projections, 320-channel
   state, batch 12, learning rate 0.002 with cosine decay, on a COCO-style video dataset
   given with ``--data coco-vid:ROOT``. The paper's extractors start from ImageNet
@@ -43,6 +46,8 @@ EMBEDDED = [
     "lfs.memory_input=256",
     "lfs.state_channels=128",
     "lfs.focal=true",
+    "lfs.policy_split=test",
+    "lfs.dqn_training_intensity=24",
     "optim.optimizer=adam",
     "optim.lr=0.002",
     "optim.weight_decay=0",

@@ -2,27 +2,30 @@
 
 Rows: f0 on every frame, the fixed policy for each ``lfs.taus``, and f1 on every frame after
 the first (the two ends of the curve), each with mAP@0.5, AP@[.5:.95], fraction of f0 runs
-and amortized GMACs per frame counted from the path that ran. Latency: one validation
-video through :func:`~.evaluation.run_sync` and :func:`~.evaluation.run_async` at
-``lfs.tau`` with one intra-op thread per inference thread (the async mode's two threads
-then use two cores, as on the paper's phone).
+and amortized GMACs per frame counted from the path that ran. Latency: ``lfs.latency_videos``
+validation videos through :func:`~.latency.run_sync` and :func:`~.latency.run_async` at
+``lfs.tau``, frames arriving at ``lfs.latency_fps``, one intra-op thread per inference thread
+(the async mode's two threads then use two cores, as on the paper's phone).
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 
 import torch
 
 from dynvid.config import ExperimentConfig
 from dynvid.engine.checkpoint import load_checkpoint
 from dynvid.engine.storage import fetch_checkpoint
-from dynvid.methods.lfs.evaluation import FixedPolicy, evaluate_policies, latency_summary, run_async, run_sync
+from dynvid.methods.lfs.evaluation import FixedPolicy, evaluate_policies
+from dynvid.methods.lfs.latency import F0Worker, LatencyPaths, latency_summary, run_async, run_sync
 from dynvid.methods.lfs.model import InterleavedDetector
 from dynvid.tables import format_table
 
-__all__ = ["curve_table", "detector_report", "fixed_policies", "latency_rows", "load_detector", "load_detector_model"]
+__all__ = ["curve_table", "detector_report", "fixed_policies", "latency_rows", "latency_table", "load_detector",
+           "load_detector_model"]
 
 F1_ONLY_TAU = 10**9
 
@@ -73,21 +76,50 @@ def curve_table(rows: dict[str, dict], markdown: bool = False) -> str:
     return format_table(["policy", "mAP@0.5", "AP", "f0 runs", "GMACs/frame"], body, markdown)
 
 
-def latency_rows(model: InterleavedDetector, frames: torch.Tensor, tau: int, repeats: int = 1) -> dict[str, dict]:
-    """Sync and async latency summaries (ms) on one video ``(T, 3, S, S)`` at ``tau``."""
+def latency_rows(model: InterleavedDetector, videos: Sequence[torch.Tensor], tau: int, fps: float | None = None,
+                 repeats: int = 1, post: dict | None = None, script: bool = True) -> dict[str, dict]:
+    """Sync and async latency summaries (ms) at ``tau`` over ``videos`` (each ``(T, 3, S, S)``),
+    each video run ``repeats`` times in both modes, the modes alternating video by video so
+    that the machine's noise falls on both; frames arrive at ``fps`` (None: back to back).
+    One intra-op thread per inference thread (:mod:`~dynvid.methods.lfs.latency`)."""
+    if not videos:
+        raise ValueError("latency_rows needs at least one video")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        run_sync(model, frames[: tau + 2], tau)  # warm-up
-        sync, asyn, done = [], [], 0
-        for _ in range(repeats):
-            sync += run_sync(model, frames, tau)
-            lat, n = run_async(model, frames, tau)
-            asyn += lat
-            done += n
+        paths = LatencyPaths(model, videos[0][:1], script=script, post=post)
+        with F0Worker(paths) as worker:
+            warm = videos[0][: tau + 2]  # warm-up: not counted
+            run_sync(paths, warm, tau)
+            run_async(paths, warm, tau, worker=worker)
+            sync, asyn, done = [], [], 0
+            for _ in range(repeats):
+                for frames in videos:
+                    sync.append(run_sync(paths, frames, tau, fps))
+                    lat, n = run_async(paths, frames, tau, fps, worker=worker)
+                    asyn.append(lat)
+                    done += n
     finally:
         torch.set_num_threads(threads)
-    return {"sync": latency_summary(sync), "async": {**latency_summary(asyn), "f0_runs": float(done)}}
+    launched = sum(len(range(0, len(r), tau + 1)) for r in asyn)
+    return {"sync": latency_summary(sync), "async": {**latency_summary(asyn), "f0_runs": float(done),
+                                                     "f0_launches_due": float(launched)}}
+
+
+def _post(c) -> dict:
+    return dict(score_threshold=c.score_threshold, iou_threshold=c.nms_iou, max_detections=c.max_detections)
+
+
+def _pace(fps: float | None) -> str:
+    return "back to back" if fps is None else f"{fps:g} fps"
+
+
+def latency_table(latency: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the sync/async latency table (ms)."""
+    header = ["mode", "amortized ms", "p50 ms", "p95 ms", "p99 ms", "worst ms", "frames"]
+    body = [[mode, *(f"{r[k]:.1f}" for k in ("amortized_ms", "p50_ms", "p95_ms", "p99_ms", "worst_ms")),
+             f"{int(r['frames'])}"] for mode, r in latency.items()]
+    return header, body
 
 
 def _plot(rows: dict[str, dict], out_dir: str) -> str:
@@ -120,7 +152,8 @@ def detector_report(task, cfg: ExperimentConfig, stages: list, out_dir: str) -> 
     loader = torch.utils.data.DataLoader(val, batch_size=max(1, cfg.data.batch_size), collate_fn=val.collate_fn)
     rows = evaluate_policies(model, loader, task.val_gt, fixed_policies(c.taus), score_threshold=c.score_threshold,
                              nms_iou=c.nms_iou, max_detections=c.max_detections)
-    latency = latency_rows(model, val[0][0], c.tau)
+    videos = [val[i][0] for i in range(min(c.latency_videos, len(val)))]
+    latency = latency_rows(model, videos, c.tau, c.latency_fps, post=_post(c))
     costs = model.component_macs()
     metrics = {f"tau{p.tau}_AP50" if p.tau not in (0, F1_ONLY_TAU) else p.name.replace(" ", "_") + "_AP50":
                rows[p.name]["AP50"] for p in fixed_policies(c.taus)}
@@ -131,11 +164,11 @@ def detector_report(task, cfg: ExperimentConfig, stages: list, out_dir: str) -> 
     with open(path, "w") as f:
         json.dump({"curve": rows, "latency_ms": latency, "component_gmacs": {k: v / 1e9 for k, v in costs.items()},
                    "tau": c.tau}, f, indent=2)
-    lat_body = [[mode, f"{r['amortized_ms']:.1f}", f"{r['worst_ms']:.1f}", f"{r['p95_ms']:.1f}"] for mode, r in latency.items()]
-    lat_header = ["mode", "amortized ms", "worst ms", "p95 ms"]
+    lat_header, lat_body = latency_table(latency)
     n = int(next(iter(rows.values()))["videos"])
     table = (f"Looking Fast and Slow, {n} val videos, every frame (Fig. 6)\n{curve_table(rows)}\n\n"
-             f"Per-frame latency at τ={c.tau}, one video, 1 thread per inference thread (Sec. 3.5)\n"
+             f"Per-frame latency at τ={c.tau}, {len(videos)} val videos at {_pace(c.latency_fps)}, "
+             f"1 thread per inference thread (Sec. 3.5)\n"
              f"{format_table(lat_header, lat_body)}")
     markdown = (f"### Fixed interleave policies\n\n{curve_table(rows, True)}\n\n### Latency at τ={c.tau}\n\n"
                 f"{format_table(lat_header, lat_body, True)}")

@@ -10,6 +10,7 @@ from dynvid.backbones.pretrained import load_parts
 from dynvid.config import ExperimentConfig
 from dynvid.data.datasets import scene_config
 from dynvid.data.detection import build_detection_dataset
+from dynvid.data.synthetic import SPLITS
 from dynvid.detection.anchors import anchors_per_cell
 from dynvid.detection.losses import detection_loss_batched
 from dynvid.methods.lfs import adaptive
@@ -63,6 +64,15 @@ class LFSTask(PolicyTask):
             raise ValueError(f"lfs.gamma must be >= 0 and lfs.history >= 1, got {c.gamma}, {c.history}")
         if c.dqn_learner_gpus < 0:
             raise ValueError(f"lfs.dqn_learner_gpus must be >= 0, got {c.dqn_learner_gpus}")
+        if c.dqn_training_intensity is not None and c.dqn_training_intensity <= 0:
+            raise ValueError(f"lfs.dqn_training_intensity must be > 0 or null, got {c.dqn_training_intensity}")
+        if (c.latency_fps is not None and not c.latency_fps > 0) or c.latency_videos < 1:
+            raise ValueError(f"lfs.latency_fps must be > 0 or null and lfs.latency_videos >= 1, got "
+                             f"{c.latency_fps}, {c.latency_videos}")
+        if (c.policy_split is not None and cfg.data.dataset.startswith("synthetic")
+                and c.policy_split not in SPLITS):
+            raise ValueError(f"lfs.policy_split={c.policy_split!r}: the synthetic data has the splits "
+                             f"{', '.join(SPLITS)}")
         self.cfg = cfg
         self.steps_per_epoch: int | None = None
         self.val_gt: dict | None = None
