@@ -47,13 +47,17 @@ def test_job_trains_three_stages_reports_table1_and_registers(ant_job):
     assert {"val_AP", "val_AP50", "val_key_fraction", "val_mean_ratio", "val_gflops_avg"} <= set(metrics)
     saved = json.loads(Path(result["report"]["artifacts"][0]).read_text())
     rows = saved["rows"]
-    assert list(rows) == ["D0 (static)", "ANT τ=0.45"]  # the embedded preset's threshold
-    d0, ant = rows["D0 (static)"], rows["ANT τ=0.45"]
-    assert d0["key_fraction"] == 1.0 and d0["mean_ratio"] == 6.0
-    assert d0["gmacs_min"] == d0["gmacs_max"]  # a static network costs the same on every frame
+    assert list(rows) == ["D0 (static)", "D0 (ANT weights)", "ANT τ=0.45"]  # the embedded preset's threshold
+    standalone, d0, ant = rows["D0 (static)"], rows["D0 (ANT weights)"], rows["ANT τ=0.45"]
+    for static in (standalone, d0):
+        assert static["key_fraction"] == 1.0 and static["mean_ratio"] == 6.0
+        assert static["gmacs_min"] == static["gmacs_max"]  # a static network costs the same on every frame
+    assert d0["gmacs_avg"] == pytest.approx(standalone["gmacs_avg"])  # the same network, other weights
     assert ant["params_m"] > d0["params_m"]  # fusion modules and gates on top of the supernet
     assert d0["latency_ms"] > 0 and ant["latency_ms"] > 0
+    # speed-up and AP drop are against the like-for-like D0: ANT's own weights at full width
     assert result["report"]["metrics"]["latency_speedup"] == pytest.approx(d0["latency_ms"] / ant["latency_ms"])
+    assert result["report"]["metrics"]["AP_drop"] == pytest.approx(d0["AP"] - ant["AP"])
     assert result["registered"]["name"] == "ant-efficientdet_d0-synthetic-detection"
 
 
@@ -82,12 +86,15 @@ def test_bench_reuses_the_stages_and_writes_targets(ant_job, tmp_path):
     report = json.loads(out.read_text())
     assert set(report) == {"benchmark", "config", "results", "targets"}
     rows = report["results"]["rows"]
-    assert {"D0 (static)", "ANT τ=0.3", "ANT τ=0.45", "ANT τ=100", "non-temporal"} <= set(rows)
+    assert {"D0 (static)", "D0 (ANT weights)", "ANT τ=0.3", "ANT τ=0.45", "ANT τ=100", "non-temporal"} <= set(rows)
     nas = [name for name in rows if name.startswith("NAS")]
-    assert len(nas) == 1 and rows[nas[0]]["gmacs_avg"] < rows["D0 (static)"]["gmacs_avg"]
+    assert len(nas) == 1 and rows[nas[0]]["gmacs_avg"] < rows["D0 (ANT weights)"]["gmacs_avg"]
     assert rows["non-temporal"]["key_fraction"] == 0.0
     assert rows["ANT τ=100"]["key_fraction"] <= rows["ANT τ=0.3"]["key_fraction"]
     names = [t["name"] for t in report["targets"]]
-    assert names == ["latency_speedup_vs_D0", "AP_drop_vs_D0", "AP_above_static_NAS_front_at_GMACs"]
+    assert names == ["latency_speedup_vs_D0", "AP_drop_vs_D0", "AP_above_static_NAS_front_at_GMACs",
+                     "AP_above_static_NAS_front_at_latency"]
+    d0, ant = rows["D0 (ANT weights)"], rows["ANT τ=0.45"]
+    assert report["targets"][0]["value"] == pytest.approx(d0["latency_ms"] / ant["latency_ms"])
     for t in report["targets"]:
         assert t["met"] == (t["value"] >= t["target"] if t["direction"] == "max" else t["value"] <= t["target"])

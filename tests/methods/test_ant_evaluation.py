@@ -54,13 +54,17 @@ def test_nonkey_frames_run_only_the_chosen_width_and_cost_follows_the_path():
     out = run_videos(m, frames, AntMode(threshold=0.1))
     assert (out["ratios"][~out["keys"]] == 1).all() and (out["ratios"][out["keys"]] == 6).all()
     x = frames[:, 0]
-    with CostMeter(m) as key_meter:
-        m.forward_static(x)
+    with CostMeter(m) as key_meter:  # a key frame: the whole network, then the fusions' key sides
+        key = m.key_features(m.forward_static(x)[2])
+        projected = m.project_keys(key)
     assert out["macs"][0, 0] == pytest.approx(float(key_meter.per_sample_macs[0]))
-    key = m.key_features(m.forward_static(x)[2])
     with CostMeter(m) as meter:
-        m.forward_nonkey(x, key)
+        m.forward_nonkey(x, projected)
     assert out["macs"][0, 1] == pytest.approx(float(meter.per_sample_macs[0]))
+    with CostMeter(m) as concatenated:  # the key side moved from every non-key frame to the key frame
+        m.forward_nonkey(x, key)
+    side = sum(f.channels ** 2 * k.shape[-2] * k.shape[-1] for f, k in zip(m.fusions, key))
+    assert float(concatenated.per_sample_macs[0]) == pytest.approx(out["macs"][0, 1] + side)
     assert out["macs"][0, 1] < 0.75 * out["macs"][0, 0]
     # the first elastic block ran at hidden width 16 × 1, not 16 × 6
     first = m.backbone.features[2][0]
@@ -102,3 +106,16 @@ def test_amortized_latency_restores_threads():
     r = amortized_latency(m, [_videos()[1]], AntMode(0.1), warmup=1)
     assert r["latency_ms"] > 0 and r["frames"] == 5 and r["threads"] == 1
     assert torch.get_num_threads() == before
+
+
+def test_choice_distribution_counts_nonkey_frames_only():
+    from dynvid.methods.ant.evaluation import choice_distribution
+
+    ratios = torch.tensor([[6] * 6, [1, 2, 3, 4, 5, 6], [1, 2, 3, 4, 5, 6], [2, 2, 3, 4, 5, 1]])
+    keys = torch.tensor([True, False, False, False])
+    d = choice_distribution(ratios, keys)
+    assert d["configs"] == {"distinct": 2, "top_share": pytest.approx(2 / 3)}
+    assert d["ratio_share"][0] == pytest.approx([2 / 3, 1 / 3, 0, 0, 0, 0], abs=1e-3)  # stage 1: ratio 1 twice, 2 once
+    assert d["ratio_share"][5] == pytest.approx([1 / 3, 0, 0, 0, 0, 2 / 3], abs=1e-3)
+    assert d["mean_ratio_nonkey"][0] == pytest.approx(4 / 3, abs=1e-3)
+    assert choice_distribution(ratios[:1], keys[:1])["configs"]["distinct"] == 0  # key frames only

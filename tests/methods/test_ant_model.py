@@ -123,3 +123,19 @@ def test_a_checkpoint_without_width_statistics_still_loads_strictly():
     assert not fresh.width_stats_ready
     with pytest.raises(RuntimeError, match="Missing key"):
         fresh.load_state_dict({k: v for k, v in old.items() if "head" not in k})
+
+
+def test_nonkey_frames_from_projected_keys_equal_the_concatenated_fusion():
+    m = _detector()
+    with torch.no_grad():  # fusions that do something: not the zero-init residual
+        for f in m.fusions:
+            f.depthwise[1].weight.uniform_(0.5, 1.5)
+            f.reduce[1].running_var.uniform_(0.5, 2.0)
+    m.eval()
+    key_frame, frame = torch.randn(2, 3, 64, 64), torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        key = m.key_features(m.forward_static(key_frame)[2])
+        cls, box, choices = m.forward_nonkey(frame, key)
+        cls2, box2, choices2 = m.forward_nonkey(frame, m.project_keys(key))
+    assert torch.equal(choices, choices2)
+    assert (cls - cls2).abs().max().item() <= 1e-4 and (box - box2).abs().max().item() <= 1e-4

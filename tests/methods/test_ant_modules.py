@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from dynvid.backbones.efficientnet import EfficientNetSupernet
+from dynvid.metrics.cost import CostMeter
 from dynvid.methods.ant.modules import (DynamicGate, FusionModule, KeyFrameSelector, inplace_distillation_loss,
                                         recalibrate_bn, sandwich_configs, stem_deviation)
 
@@ -104,3 +105,56 @@ def test_key_frame_rule_on_a_constructed_sequence():
     assert stem_deviation(base * 1.5, base).item() == pytest.approx(0.5)
     with pytest.raises(ValueError):
         KeyFrameSelector(-1.0)
+
+
+# ---- the split fusion projection (issue 23) ---------------------------------------------------
+
+def _trained_looking_fusion(channels: int = 8) -> FusionModule:
+    torch.manual_seed(0)
+    f = FusionModule(channels)
+    with torch.no_grad():  # not the zero-init residual, and statistics that differ from 0 / 1
+        for bn in (f.reduce[1], f.depthwise[1]):
+            bn.weight.uniform_(0.5, 1.5)
+            bn.bias.uniform_(-0.3, 0.3)
+            bn.running_mean.uniform_(-0.5, 0.5)
+            bn.running_var.uniform_(0.5, 2.0)
+    return f.eval()
+
+
+def test_cached_key_projection_equals_the_concatenated_fusion():
+    f = _trained_looking_fusion()
+    key = torch.randn(3, 8, 12, 12)
+    projected = f.project_key(key)
+    with torch.no_grad():
+        for _ in range(3):  # one key frame's projection serves every non-key frame after it
+            current = torch.randn(3, 8, 12, 12)
+            assert (f.fuse(projected, current) - f(key, current)).abs().max().item() <= 1e-5
+
+
+def test_folded_weights_follow_changed_parameters_and_statistics():
+    f = _trained_looking_fusion()
+    key, current = torch.randn(2, 8, 6, 6), torch.randn(2, 8, 6, 6)
+    f.fuse(f.project_key(key), current)  # fills the cache
+    with torch.no_grad():
+        f.reduce[0].weight.mul_(1.5)
+        f.depthwise[1].running_var.mul_(2.0)
+        assert (f.fuse(f.project_key(key), current) - f(key, current)).abs().max().item() <= 1e-5
+    f.load_state_dict(_trained_looking_fusion().state_dict())
+    with torch.no_grad():
+        assert (f.fuse(f.project_key(key), current) - f(key, current)).abs().max().item() <= 1e-5
+
+
+def test_split_fusion_is_inference_only_and_counts_the_key_side_once():
+    f = _trained_looking_fusion()
+    key, current = torch.randn(1, 8, 6, 6), torch.randn(1, 8, 6, 6)
+    with CostMeter(f) as whole:
+        f(key, current)
+    with CostMeter(f, batch_size=1) as key_side:
+        projected = f.project_key(key)
+    with CostMeter(f, batch_size=1) as per_frame:
+        f.fuse(projected, current)
+    side = 8 * 8 * 36  # the 1×1 over the key's 8 channels
+    assert key_side.per_sample_macs.item() == side
+    assert per_frame.per_sample_macs.item() + side == whole.per_sample_macs.item()
+    with pytest.raises(RuntimeError, match="eval mode"):
+        f.train().project_key(key)

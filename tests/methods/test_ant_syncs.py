@@ -32,7 +32,7 @@ def test_a_training_step_reads_one_width_choice_per_gated_stage_and_its_logs_onc
     # are read together; the targets go to the device in one copy
     assert s.reads == 6 * NONKEY + 1, s.counts
     assert s.counts["transfer"] <= 1, s.counts
-    assert set(logs) == {"loss", "det_loss", "kd_loss", "cost"} and torch.isfinite(loss)
+    assert set(logs) == {"loss", "det_loss", "kd_loss", "cost", "cost_term"} and torch.isfinite(loss)
     with SyncCounter() as s:
         static_step(m, clips[:, 0], [BOX] * B)
     assert s.reads == 1, s.counts

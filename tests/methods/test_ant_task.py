@@ -81,6 +81,29 @@ def test_task_rejects_bad_settings():
         ANTTask(apply_overrides(ExperimentConfig(), ["ant.image_size=100"]))
     with pytest.raises(ValueError, match="key_every"):
         ANTTask(apply_overrides(ExperimentConfig(), ["ant.key_every=1"]))
+    with pytest.raises(ValueError, match="key_stride_max"):
+        ANTTask(apply_overrides(ExperimentConfig(), ["ant.key_stride_max=0"]))
+    with pytest.raises(ValueError, match="cost_target"):
+        ANTTask(apply_overrides(ExperimentConfig(), ["ant.cost_target=1.5"]))
+
+
+def test_gate_clips_reach_back_as_far_as_key_stride_max():
+    """Stage 2's clips take every s-th frame, s drawn per clip in 1 … key_stride_max: the
+    non-key frames sit s and 2s frames after the key frame, as adaptive inference has them."""
+    cfg = apply_overrides(ExperimentConfig(), TINY + ["data.synthetic_frames=16", "data.synthetic_train_videos=24",
+                                                      "ant.key_stride_max=4"])
+    task = ANTTask(cfg)
+    gates = next(s for s in task.stages if s.name == "gates")
+    train, _ = task.datasets(gates.config(cfg), gates)
+    strides = set()
+    for i in range(len(train)):
+        ids = train[i][1]["image_ids"].tolist()
+        steps = {b - a for a, b in zip(ids, ids[1:])}
+        assert len(ids) == cfg.ant.key_every and len(steps) == 1  # evenly spaced in one video
+        strides |= steps
+    assert strides <= {1, 2, 3, 4} and len(strides) >= 3  # drawn per clip, not fixed
+    static = next(s for s in task.stages if s.name == "static")
+    assert len(task.datasets(static.config(cfg), static)[0][0][1]["image_ids"]) == 1
 
 
 def test_stage_cost_tables():

@@ -27,14 +27,19 @@ def test_sandwich_step_updates_shared_weights_and_distils_from_the_largest():
     assert abs(float(loss2.detach()) - logs2["largest_loss"]) < 1e-5
 
 
-def test_gate_step_trains_fusion_and_gates_and_penalises_width():
-    from dynvid.methods.ant.training import gate_step
-
+def _gate_setup():
+    """A small detector in training mode, 2 clips of 3 frames and one box per frame."""
     torch.manual_seed(0)
     m = ANTDetector(num_classes=3, fpn_channels=16, fpn_layers=1, head_repeats=1).train()
     clips = torch.randn(2, 3, 3, 64, 64)
     box = {"boxes": torch.tensor([[0.1, 0.1, 0.5, 0.6]]), "labels": torch.tensor([1])}
-    targets = [[box] * 3, [box] * 3]
+    return m, clips, [[box] * 3, [box] * 3]
+
+
+def test_gate_step_trains_fusion_and_gates_and_penalises_width():
+    from dynvid.methods.ant.training import gate_step
+
+    m, clips, targets = _gate_setup()
     loss, logs = gate_step(m, clips, targets, tau=1.0)
     loss.backward()
     assert logs["kd_loss"] > 0 and 1 / 6 <= logs["cost"] <= 1.0
@@ -47,3 +52,24 @@ def test_gate_step_trains_fusion_and_gates_and_penalises_width():
     grad6 = sum(float(g.fc2.bias.grad[5]) for g in m.gates)
     grad1 = sum(float(g.fc2.bias.grad[0]) for g in m.gates)
     assert grad6 > grad1  # descending the loss lowers ratio 6's score relative to ratio 1's
+
+
+def test_cost_target_penalises_only_the_cost_above_the_budget():
+    from dynvid.methods.ant.training import gate_step
+
+    m, clips, targets = _gate_setup()
+
+    def run(**kw):
+        torch.manual_seed(1)  # the same Gumbel noise: the same choices
+        m.zero_grad()
+        loss, logs = gate_step(m, clips, targets, tau=1.0, kd_weight=0.0, **kw)
+        loss.backward()
+        return loss, logs, sum(float(g.fc2.bias.grad[5]) for g in m.gates)
+
+    free, free_logs, _ = run(cost_weight=0.0)
+    within, logs, grad6 = run(cost_weight=1000.0, cost_target=1.0)  # no frame costs more than the full network
+    assert logs["cost_term"] == 0.0 and logs["cost"] == free_logs["cost"] > 0
+    assert abs(float(within.detach()) - float(free.detach())) < 1e-4
+    over, logs, grad6_over = run(cost_weight=1000.0, cost_target=0.01)
+    assert abs(logs["cost_term"] - (logs["cost"] - 0.01)) < 1e-5
+    assert grad6_over > 0  # above the budget, descending lowers the widest ratio's score

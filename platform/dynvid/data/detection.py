@@ -150,7 +150,9 @@ class DetectionClips(torch.utils.data.Dataset):
         source: a :class:`SyntheticDetectionSource`.
         size: the detector's input size (f0's resolution).
         clip_len: frames per training clip (the unroll, 6).
-        frame_stride: step between a clip's frames.
+        frame_stride: step between a clip's frames, or ``(lo, hi)``: a step drawn per clip,
+            uniformly in ``lo … hi`` (ANT trains its fusion at the key-frame distances its
+            inference meets).
         mode: ``"train"`` (one random clip per video, or a shifted-crop clip of one of its
             frames with probability ``image_fraction``) or ``"eval"`` (whole videos).
         image_fraction: share of image items in training.
@@ -158,10 +160,14 @@ class DetectionClips(torch.utils.data.Dataset):
         seed: base seed of the per-item generators.
     """
 
-    def __init__(self, source: SyntheticDetectionSource, size: int, clip_len: int = 6, frame_stride: int = 1,
-                 mode: str = "train", image_fraction: float = 0.0, eval_frames: int | None = None, seed: int = 0):
+    def __init__(self, source: SyntheticDetectionSource, size: int, clip_len: int = 6,
+                 frame_stride: int | tuple[int, int] = 1, mode: str = "train", image_fraction: float = 0.0,
+                 eval_frames: int | None = None, seed: int = 0):
         if mode not in ("train", "eval"):
             raise ValueError(f"mode must be 'train' or 'eval', got {mode!r}")
+        lo, hi = (frame_stride, frame_stride) if isinstance(frame_stride, int) else tuple(frame_stride)
+        if not 1 <= lo <= hi:
+            raise ValueError(f"frame_stride must be >= 1 or a range (lo, hi) with 1 <= lo <= hi, got {frame_stride}")
         self.source, self.size, self.clip_len, self.frame_stride = source, size, clip_len, frame_stride
         self.mode, self.image_fraction, self.eval_frames, self.seed, self.epoch = mode, image_fraction, eval_frames, seed, 0
         self.num_classes = len(source.classes)
@@ -188,9 +194,12 @@ class DetectionClips(torch.utils.data.Dataset):
                 ids = pid.repeat(self.clip_len)
                 valid = torch.ones(self.clip_len, dtype=torch.bool)
             else:
-                span = (self.clip_len - 1) * self.frame_stride + 1
+                stride = self.frame_stride
+                if not isinstance(stride, int):  # drawn per clip (a fixed stride draws nothing)
+                    stride = int(torch.randint(stride[0], stride[1] + 1, (1,), generator=g))
+                span = (self.clip_len - 1) * stride + 1
                 start = int(torch.randint(max(1, n - span + 1), (1,), generator=g))
-                positions = [min(n - 1, start + k * self.frame_stride) for k in range(self.clip_len)]
+                positions = [min(n - 1, start + k * stride) for k in range(self.clip_len)]
                 frames, boxes, labels, ids, valid = self.source.read(index, positions)
         H, W = frames.shape[-2:]
         target = {
@@ -273,7 +282,8 @@ def collate(batch: Sequence[tuple[torch.Tensor, dict]]) -> tuple[torch.Tensor, l
 def build_detection_dataset(spec: str, split: str, *, size: int, clip_len: int, mode: str, seed: int = 0,
                             image_fraction: float = 0.0, eval_frames: int | None = None,
                             num_videos: int = 0, scene: SceneConfig | None = None, content_seed: int = 0,
-                            max_bad_fraction: float = 0.05) -> DetectionClips:
+                            max_bad_fraction: float = 0.05,
+                            frame_stride: int | tuple[int, int] = 1) -> DetectionClips:
     """``synthetic:detection`` or ``coco-vid:ROOT`` as :class:`DetectionClips`."""
     kind, _, arg = spec.partition(":")
     if kind == "synthetic":
@@ -288,4 +298,4 @@ def build_detection_dataset(spec: str, split: str, *, size: int, clip_len: int, 
     else:
         raise DatasetError(f"dataset {spec!r}: the detection methods read 'synthetic:detection' or "
                            "'coco-vid:ROOT' (a COCO-style video JSON under ROOT/annotations/)")
-    return DetectionClips(source, size, clip_len, 1, mode, image_fraction, eval_frames, seed)
+    return DetectionClips(source, size, clip_len, frame_stride, mode, image_fraction, eval_frames, seed)

@@ -36,12 +36,20 @@ class AntConfig:
     """Learning rate of stage 2 (Sec. 4.1: 0.002)."""
     key_every: int = 3
     """Stage 2's fixed schedule: one key frame in this many (Sec. 3.2: 1/3)."""
+    key_stride_max: int = 1
+    """Stage 2's clips take every s-th frame, s drawn per clip in 1 … this, so that the fusion
+    learns at the key-frame distances adaptive inference meets (1, 2s frames back); 1 = the
+    paper's consecutive frames. Training only."""
     gumbel_tau: float = 1.0
     """Gumbel-softmax temperature of the gates in stage 2."""
     fusion_kd_weight: float = 1.0
     """Weight of stage 2's KD loss between fused and golden stage features (Sec. 3.2)."""
     cost_weight: float = 0.1
     """Weight of stage 2's cost term (our choice: the paper states no cost objective; see ``training``)."""
+    cost_target: float | None = None
+    """Stage 2's cost term as a budget: ``cost_weight × relu(cost − cost_target)`` per non-key
+    frame, the cost being the frame's elastic stages as a fraction of the full network's
+    (our choice, see ``training``); None = the linear ``cost_weight × cost``."""
     cost_metric: str = "latency"
     """Stage 2's cost table: ``latency`` (measured single-core latency per stage and ratio) or ``macs``."""
     temporal: bool = True

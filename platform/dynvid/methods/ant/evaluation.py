@@ -6,8 +6,9 @@ A *mode* says how each frame of a video runs:
   or a static NAS subnet.
 - :class:`AntMode`: adaptive key frames (Sec. 3.3). The stem runs on every frame; a frame
   whose normalized L1 stem deviation from the last key frame's exceeds ``threshold`` (and
-  the first frame) is a key frame: the whole network, its stage features stored. Other
-  frames run fusion + gates (:meth:`ANTDetector.forward_nonkey`), the stem reused.
+  the first frame) is a key frame: the whole network, then each fusion's key-side
+  projection, stored (:meth:`ANTDetector.project_keys`). Other frames run fusion + gates
+  (:meth:`ANTDetector.forward_nonkey`) from the stored projections, the stem reused.
   ``threshold=None`` with ``key_every`` gives the fixed schedule of training.
 - :class:`NonTemporalMode`: the non-temporal dynamic network, gates on every frame.
 
@@ -37,7 +38,7 @@ from dynvid.detection.efficientdet import cached_retina_anchors
 from dynvid.detection.ssdlite import postprocess
 from dynvid.task import unwrap_model
 from dynvid.methods.ant.model import ANTDetector, row_groups
-from dynvid.methods.ant.modules import stem_deviation
+from dynvid.methods.ant.modules import ProjectedKeys, stem_deviation
 from dynvid.metrics.cost import CostMeter
 from dynvid.metrics.detection import coco_evaluate, gather_from_ranks, video_detection_rows
 
@@ -130,14 +131,17 @@ def run_videos(model: ANTDetector, frames: torch.Tensor, mode, *, count: bool = 
                 n = B if whole else len(rows)
                 xs, ss = (x, stem) if whole else (x.index_select(0, r), stem.index_select(0, r))
                 if flag:
-                    (c, b, outs), sub = _metered(m, count, n, lambda: m.forward_static(xs, stem=ss))
+                    def key_frame():  # the key side of every fusion's projection, once per key frame
+                        c, b, outs = m.forward_static(xs, stem=ss)
+                        return c, b, m.project_keys(m.key_features(outs))
+                    (c, b, projected), sub = _metered(m, count, n, key_frame)
                     if whole:
-                        key_feats, key_stem = list(m.key_features(outs)), stem
+                        key_feats, key_stem = list(projected), stem
                     else:
-                        _scatter(r, m.key_features(outs), key_feats, B)
+                        _scatter(r, projected, key_feats, B)
                         key_stem = key_stem.index_copy(0, r, ss)
                 else:
-                    kf = key_feats if whole else [k.index_select(0, r) for k in key_feats]
+                    kf = ProjectedKeys(key_feats if whole else [k.index_select(0, r) for k in key_feats])
                     (c, b, choice), sub = _metered(m, count, n, lambda: m.forward_nonkey(xs, kf, stem=ss))
                     if whole:
                         ratios[:, t] = choice
@@ -215,8 +219,28 @@ def evaluate_modes(model: ANTDetector, loader: Iterable, gt: dict, modes: Sequen
                            "gmacs_min": float(g.min()), "gmacs_max": float(g.max()),
                            "key_fraction": float(st["keys"].float().mean()),
                            "mean_ratio": float(st["ratios"].float().mean()),
-                           "frames": float(len(g)), "videos": float(videos)}
+                           "frames": float(len(g)), "videos": float(videos),
+                           **choice_distribution(st["ratios"], st["keys"])}
     return result
+
+
+def choice_distribution(ratios: torch.Tensor, keys: torch.Tensor) -> dict:
+    """How the gates chose on non-key frames (``ratios (N, 6)``, ``keys (N,)``):
+    ``ratio_share`` — per elastic stage, the share of non-key frames that ran each ratio of
+    ``RATIOS``; ``configs`` — how many distinct configurations ran and the share of the most
+    common one (1.0: the gates ignore their input); ``mean_ratio_nonkey`` per stage."""
+    chosen = ratios[~keys]
+    if len(chosen) == 0:
+        return {"ratio_share": None, "configs": {"distinct": 0, "top_share": None}, "mean_ratio_nonkey": None}
+    index = {r: k for k, r in enumerate(RATIOS)}
+    share = torch.zeros(chosen.shape[1], len(RATIOS), dtype=torch.float64)
+    for s in range(chosen.shape[1]):
+        for k, n in zip(*torch.unique(chosen[:, s], return_counts=True)):
+            share[s, index[int(k)]] = float(n) / len(chosen)
+    _, counts = torch.unique(chosen, dim=0, return_counts=True)
+    return {"ratio_share": [[round(v, 4) for v in row] for row in share.tolist()],
+            "configs": {"distinct": int(len(counts)), "top_share": float(counts.max()) / len(chosen)},
+            "mean_ratio_nonkey": [round(v, 3) for v in chosen.float().mean(0).tolist()]}
 
 
 @torch.no_grad()

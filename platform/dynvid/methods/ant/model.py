@@ -33,7 +33,7 @@ from torch import nn
 
 from dynvid.backbones.efficientnet import RATIOS, EfficientNetSupernet
 from dynvid.detection.efficientdet import BiFPN, EfficientDetHead
-from dynvid.methods.ant.modules import DynamicGate, FusionModule, recalibrate_bn
+from dynvid.methods.ant.modules import DynamicGate, FusionModule, ProjectedKeys, recalibrate_bn
 
 __all__ = ["ANTDetector", "row_groups"]
 
@@ -138,21 +138,35 @@ class ANTDetector(nn.Module):
         return [stem] + self.backbone.stage_features(stem, ratios, upto=ELASTIC[-1] + 1, start=1)
 
     def key_features(self, outs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        """What a key frame stores: the input of each elastic stage."""
+        """What a key frame stores in training: the input of each elastic stage."""
         return [outs[i - 1] for i in ELASTIC]
+
+    def project_keys(self, key: Sequence[torch.Tensor]) -> ProjectedKeys:
+        """What a key frame stores at inference: each stage fusion's key side, computed once
+        (:meth:`FusionModule.project_key`); eval mode, temporal detector only."""
+        if not self.temporal:
+            raise ValueError("the non-temporal detector stores no key frames")
+        return ProjectedKeys(f.project_key(k) for f, k in zip(self.fusions, key))
 
     def forward_nonkey(self, frames: torch.Tensor, key: Sequence[torch.Tensor] | None, tau: float | None = None,
                        details: bool = False, stem: torch.Tensor | None = None):
         """A non-key frame: fusion + gate per elastic stage. Returns ``(cls, box, choices)``,
         ``choices`` ``(B, 6)`` the ratio each sample ran in each stage; with ``details`` also
         ``{"fused": [6 fused maps], "onehots": [6 (B, 6) choices]}`` (stage-2 training).
-        ``key`` is ignored (may be None) by the non-temporal network."""
+        ``key``: the key frame's :meth:`key_features`, or at inference its
+        :meth:`project_keys` (the same result with the key side computed once per key
+        frame); ignored (may be None) by the non-temporal network."""
         f = self.backbone.features
         x = f[1](self.stem(frames) if stem is None else stem)
         outs = [None, x]
         choices, fused_maps, onehots = [], [], []
         for s, i in enumerate(ELASTIC):
-            fused = self.fusions[s](key[s], x) if self.temporal else x
+            if not self.temporal:
+                fused = x
+            elif isinstance(key, ProjectedKeys):
+                fused = self.fusions[s].fuse(key[s], x)
+            else:
+                fused = self.fusions[s](key[s], x)
             onehot = DynamicGate.decide(self.gates[s](fused), tau)
             choice = onehot.argmax(1)
             host = choice.tolist()  # the stage's one read: which rows run which width

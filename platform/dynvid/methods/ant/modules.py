@@ -33,9 +33,10 @@ from torch.nn import functional as F
 
 from dynvid.backbones.efficientnet import RATIOS
 from dynvid.layers import gumbel_softmax
+from dynvid.metrics.cost import conv_macs, record_cost
 
-__all__ = ["DynamicGate", "FusionModule", "KeyFrameSelector", "bn_buffers", "inplace_distillation_loss",
-           "recalibrate_bn", "sandwich_configs", "stem_deviation"]
+__all__ = ["DynamicGate", "FusionModule", "KeyFrameSelector", "ProjectedKeys", "bn_buffers", "fold_batchnorm",
+           "inplace_distillation_loss", "recalibrate_bn", "sandwich_configs", "stem_deviation"]
 
 LARGEST, SMALLEST = (max(RATIOS),) * 6, (min(RATIOS),) * 6
 
@@ -89,6 +90,18 @@ def bn_buffers(model: nn.Module) -> dict[str, torch.Tensor]:
             and k.rpartition(".")[2] in ("running_mean", "running_var", "num_batches_tracked")}
 
 
+def fold_batchnorm(weight: torch.Tensor, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """A convolution's weight and bias with the following inference-mode BatchNorm folded in:
+    ``W' = W · γ/√(var+ε)`` per output channel, ``b' = β − mean · γ/√(var+ε)``."""
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    return weight * scale.view(-1, *([1] * (weight.dim() - 1))), bn.bias - bn.running_mean * scale
+
+
+class ProjectedKeys(list):
+    """What a key frame stores for inference: per elastic stage, the key side of the fusion's
+    1×1 projection (:meth:`FusionModule.project_key`), computed once per key frame."""
+
+
 class FusionModule(nn.Module):
     """Fuse the last key frame's stage features with the current frame's (Sec. 3.2).
 
@@ -97,20 +110,79 @@ class FusionModule(nn.Module):
     zero-init residual of Goyal et al.). With the literal concat → conv → conv, the random
     fusion replaced every non-key stage input at the start of stage 2; on the embedded run
     the non-key frames' detection loss stayed twice the non-temporal network's after 4
-    epochs (0.72 vs 0.37) and ANT lost 0.19 AP."""
+    epochs (0.72 vs 0.37) and ANT lost 0.19 AP.
+
+    Inference splits the 1×1 projection (issue 23): a 1×1 convolution over ``[key, current]``
+    is ``W_k·key + W_c·current``, and ``W_k·key`` (with the folded BatchNorm's bias) depends
+    on the key frame only, so :meth:`project_key` computes it once per key frame and
+    :meth:`fuse` adds ``W_c·current`` on each non-key frame, with both BatchNorms folded into
+    their convolutions. ``fuse(project_key(k), c)`` equals ``forward(k, c)`` in eval mode
+    (a test holds it to 1e-5). Training runs :meth:`forward` (the BatchNorms need the batch).
+    The module reports its own MACs: the key side's on the key frame, the rest per frame.
+    """
+
+    counts_own_cost = True
 
     def __init__(self, channels: int) -> None:
         super().__init__()
+        self.channels = channels
         self.reduce = nn.Sequential(nn.Conv2d(2 * channels, channels, 1, bias=False), nn.BatchNorm2d(channels),
                                     nn.SiLU(inplace=True))
         self.depthwise = nn.Sequential(nn.Conv2d(channels, channels, 3, 1, 1, groups=channels, bias=False),
                                        nn.BatchNorm2d(channels), nn.SiLU(inplace=True))
         nn.init.zeros_(self.depthwise[1].weight)
+        self._folded_cache: tuple | None = None
 
-    def forward(self, key: torch.Tensor, current: torch.Tensor) -> torch.Tensor:
+    def _check(self, key: torch.Tensor, current: torch.Tensor) -> None:
         if key.shape != current.shape:
             raise ValueError(f"key-frame features {tuple(key.shape)} and current {tuple(current.shape)} differ")
+
+    def _macs(self, x: torch.Tensor, key_side: bool, current_side: bool) -> int:
+        c, hw = self.channels, tuple(x.shape[-2:])
+        return ((conv_macs(c, c, 1, hw) if key_side else 0)
+                + (conv_macs(c, c, 1, hw) + conv_macs(c, c, 3, hw, groups=c) if current_side else 0))
+
+    def forward(self, key: torch.Tensor, current: torch.Tensor) -> torch.Tensor:
+        self._check(key, current)
+        record_cost(self, self._macs(current, True, True))
         return current + self.depthwise(self.reduce(torch.cat([key, current], 1)))
+
+    def _folded(self) -> tuple[torch.Tensor, ...]:
+        """``(W_k, W_c, b, W_dw, b_dw)`` with the BatchNorms folded, cached until a parameter or
+        statistic changes (each in-place change bumps the tensor's version)."""
+        tensors = [self.reduce[0].weight, *self.reduce[1].parameters(), self.reduce[1].running_mean,
+                   self.reduce[1].running_var, self.depthwise[0].weight, *self.depthwise[1].parameters(),
+                   self.depthwise[1].running_mean, self.depthwise[1].running_var]
+        stamp = tuple((t.data_ptr(), t._version) for t in tensors)
+        if self._folded_cache is None or self._folded_cache[0] != stamp:
+            with torch.no_grad():
+                w, b = fold_batchnorm(self.reduce[0].weight, self.reduce[1])
+                w_dw, b_dw = fold_batchnorm(self.depthwise[0].weight, self.depthwise[1])
+                c = self.channels
+                folded = (w[:, :c].contiguous(), w[:, c:].contiguous(), b.view(1, -1, 1, 1), w_dw, b_dw)
+            self._folded_cache = (stamp, folded)
+        return self._folded_cache[1]
+
+    def _inference_only(self) -> None:
+        if self.training:
+            raise RuntimeError("the split fusion folds BatchNorm statistics: inference (eval mode) only; "
+                               "training runs forward(key, current)")
+
+    def project_key(self, key: torch.Tensor) -> torch.Tensor:
+        """The key side ``W_k·key + b`` (BatchNorm folded): once per key frame."""
+        self._inference_only()
+        w_k, _, b, _, _ = self._folded()
+        record_cost(self, self._macs(key, True, False))
+        return F.conv2d(key, w_k) + b
+
+    def fuse(self, projected_key: torch.Tensor, current: torch.Tensor) -> torch.Tensor:
+        """A non-key frame's fusion from the stored key side: ``forward(key, current)`` in eval mode."""
+        self._inference_only()
+        self._check(projected_key, current)
+        _, w_c, _, w_dw, b_dw = self._folded()
+        record_cost(self, self._macs(current, False, True))
+        h = F.silu(projected_key + F.conv2d(current, w_c))
+        return current + F.silu(F.conv2d(h, w_dw, b_dw, padding=1, groups=self.channels))
 
 
 class DynamicGate(nn.Module):

@@ -3,11 +3,21 @@
 :func:`compare` evaluates, over every frame of the val videos, with AP@[.5:.95], AP50,
 amortized GMACs per frame, parameters and amortized single-core latency:
 
-- ``D0 (static)``: the standalone network of stage 0, all ratios 6 (Table 1's D0);
-- ``NAS <budget>``: static subnets of the stage-1 supernet found by :func:`.nas.nas_search`
-  under backbone-MAC budgets, BatchNorm recalibrated (Fig. 4's "D0 w/ NAS");
+- ``D0 (static)``: the standalone network of stage 0, all ratios 6 (Table 1's D0), trained
+  ``optim.epochs``: the paper's baseline, kept for reference;
+- ``D0 (ANT weights)``: the stage-2 network's own backbone, neck and head at full width on
+  every frame — the like-for-like D0 (issue 23): the same weights, epochs and BatchNorm
+  statistics as ANT, which differs from it only by choosing widths and reusing key frames;
+- ``NAS <budget>``: static subnets found by :func:`.nas.nas_search` under backbone-MAC
+  budgets (Fig. 4's "D0 w/ NAS"), on the same stage-2 weights, each width normalized with
+  the per-ratio BatchNorm statistics that ANT's widths use (not recalibrated per subnet:
+  ANT's per-frame configurations cannot be, so neither are the baselines');
 - ``ANT τ=<threshold>``: the stage-2 network with adaptive key frames at each threshold;
 - ``non-temporal``: the non-temporal dynamic network (Fig. 4's "NonTemp DN"), when given.
+
+Every row runs the same code: the fusions' key sides are projected once per key frame
+(:meth:`~.model.ANTDetector.project_keys`), and nothing else is folded or compiled for one
+row and not for another.
 
 Parameters: a static network counts the backbone up to its last MBConv stage (the sliced
 weights of a subnet), the BiFPN and the head; ANT counts everything it may run (the whole
@@ -31,11 +41,13 @@ from dynvid.engine.storage import fetch_checkpoint
 from dynvid.methods.ant import build_detector
 from dynvid.methods.ant.evaluation import FULL, AntMode, NonTemporalMode, StaticMode, amortized_latency, evaluate_modes
 from dynvid.methods.ant.model import ELASTIC, ANTDetector
-from dynvid.methods.ant.modules import bn_buffers
 from dynvid.methods.ant.nas import backbone_macs, nas_search
 from dynvid.tables import format_table
 
-__all__ = ["ARCHITECTURE", "compare", "comparison_table", "detector_params", "job_report", "load_model"]
+__all__ = ["ARCHITECTURE", "SAME_WEIGHTS_D0", "compare", "comparison_table", "detector_params", "job_report", "load_model"]
+
+SAME_WEIGHTS_D0 = "D0 (ANT weights)"
+"""The like-for-like D0 row: ANT's own network at full width on every frame."""
 
 ARCHITECTURE = ("image_size", "width_mult", "fpn_channels", "fpn_layers", "head_repeats")
 """``ant`` keys that shape the detector's weights: a checkpoint fixes them."""
@@ -79,14 +91,12 @@ def _loader(dataset, cfg: ExperimentConfig):
     return torch.utils.data.DataLoader(dataset, batch_size=max(1, cfg.data.batch_size), collate_fn=dataset.collate_fn)
 
 
-def _row(model: ANTDetector, mode, loader, gt, cfg, params: int, timed: list | None, say,
-         snapshot: bool = False) -> dict:
-    """Evaluate ``mode``; the row is timed later, interleaved with the others (``snapshot``:
-    time a copy, for a model whose BatchNorm statistics change before then)."""
+def _row(model: ANTDetector, mode, loader, gt, cfg, params: int, timed: list | None, say) -> dict:
+    """Evaluate ``mode``; the row is timed later, interleaved with the others."""
     r = evaluate_modes(model, loader, gt, [mode], **_post(cfg))[mode.name]
     r["params_m"] = params / 1e6
     if timed is not None:
-        timed.append((mode.name, copy.deepcopy(model) if snapshot else model, mode))
+        timed.append((mode.name, model, mode))
     say(f"[dynvid] {mode.name}: AP {r['AP']:.4f} AP50 {r['AP50']:.4f} {r['gmacs_avg']:.4f} GMACs/frame")
     return r
 
@@ -109,8 +119,9 @@ def _time_rows(rows: dict, timed: list, videos, rounds: int, say) -> None:
 def compare(task, cfg: ExperimentConfig, checkpoints: dict[str, str], thresholds: Sequence[float] | None = None,
             nas: bool = True, latency: bool = True, say=print) -> dict:
     """Rows of Table 1 / Fig. 4 (see the module docstring). ``checkpoints``: ``static``,
-    ``supernet``, ``gates`` and optionally ``nontemporal`` (stage checkpoints; missing ones
-    skip their rows). Returns ``{"rows": {name: metrics}, "nas": search results}``."""
+    ``gates`` and optionally ``nontemporal`` (stage checkpoints; missing ones skip their rows;
+    the NAS subnets and the like-for-like D0 come from ``gates``). Returns ``{"rows": {name:
+    metrics}, "nas": search results}``."""
 
     c = cfg.ant
     stage = task.stages[-1]
@@ -124,37 +135,33 @@ def compare(task, cfg: ExperimentConfig, checkpoints: dict[str, str], thresholds
         rows["D0 (static)"] = _row(m, StaticMode(FULL, "D0 (static)"), loader, gt, cfg, detector_params(m, FULL),
                                    timed, say)
     searched = []
-    if nas and checkpoints.get("supernet"):
-        m = load_model(task, cfg, checkpoints["supernet"], temporal=False)
-        batches = task.recalibration_batches(cfg)
-        d = cfg.data
-        search = build_detection_dataset(d.dataset, d.train_split, mode="eval", size=c.image_size, clip_len=1,
-                                         eval_frames=c.eval_frames, num_videos=d.synthetic_train_videos,
-                                         seed=cfg.train.seed, content_seed=d.synthetic_seed, scene=scene_config(d),
-                                         max_bad_fraction=d.max_bad_fraction)
-        search_gt = search.source.to_coco_gt(c.eval_frames)
-        subset = torch.utils.data.Subset(search, range(min(c.nas_videos, len(search))))
-        search_loader = torch.utils.data.DataLoader(subset, batch_size=max(1, d.batch_size),
-                                                    collate_fn=search.collate_fn)
-        saved = bn_buffers(m)
-
-        def score(ratios):
-            task.recalibrated(m, ratios, batches)
-            rows_ = evaluate_modes(m, search_loader, search_gt, [StaticMode(ratios)], only_seen=True, **_post(cfg))
-            return rows_["static"]["AP"]
-
-        searched = nas_search(c.nas_budgets, c.nas_candidates, lambda r: backbone_macs(r, c.image_size, c.width_mult),
-                              score, seed=cfg.train.seed, say=say)
-        for s in searched:
-            ratios = tuple(s["ratios"])
-            task.recalibrated(m, ratios, batches)
-            name = f"NAS {s['budget']:g} {''.join(map(str, ratios))}"
-            rows[name] = _row(m, StaticMode(ratios, name), loader, gt, cfg, detector_params(m, ratios), timed, say,
-                              snapshot=True)  # the next subnet recalibrates m
-            rows[name]["ratios"] = list(ratios)
-        m.load_state_dict(saved, strict=False)
     if checkpoints.get("gates"):
         m = load_model(task, cfg, checkpoints["gates"], temporal=True)
+        rows[SAME_WEIGHTS_D0] = _row(m, StaticMode(FULL, SAME_WEIGHTS_D0), loader, gt, cfg,
+                                     detector_params(m, FULL), timed, say)
+        if nas:
+            d = cfg.data
+            search = build_detection_dataset(d.dataset, d.train_split, mode="eval", size=c.image_size, clip_len=1,
+                                             eval_frames=c.eval_frames, num_videos=d.synthetic_train_videos,
+                                             seed=cfg.train.seed, content_seed=d.synthetic_seed,
+                                             scene=scene_config(d), max_bad_fraction=d.max_bad_fraction)
+            search_gt = search.source.to_coco_gt(c.eval_frames)
+            subset = torch.utils.data.Subset(search, range(min(c.nas_videos, len(search))))
+            search_loader = torch.utils.data.DataLoader(subset, batch_size=max(1, d.batch_size),
+                                                        collate_fn=search.collate_fn)
+
+            def score(ratios):
+                found = evaluate_modes(m, search_loader, search_gt, [StaticMode(ratios)], only_seen=True, **_post(cfg))
+                return found["static"]["AP"]
+
+            searched = nas_search(c.nas_budgets, c.nas_candidates,
+                                  lambda r: backbone_macs(r, c.image_size, c.width_mult), score, seed=cfg.train.seed,
+                                  say=say)
+            for s in searched:
+                ratios = tuple(s["ratios"])
+                name = f"NAS {s['budget']:g} {''.join(map(str, ratios))}"
+                rows[name] = _row(m, StaticMode(ratios, name), loader, gt, cfg, detector_params(m, ratios), timed, say)
+                rows[name]["ratios"] = list(ratios)
         params = detector_params(m)
         for th in (thresholds if thresholds is not None else [c.key_threshold]):
             name = f"ANT τ={th:g}"
@@ -179,24 +186,25 @@ def comparison_table(rows: dict[str, dict], markdown: bool = False) -> str:
 
 
 def job_report(task, cfg: ExperimentConfig, stages: list, out_dir: str) -> dict:
-    """Table 1 for the job: the standalone network vs ANT at ``ant.key_threshold``."""
+    """Table 1 for the job: the standalone network and the like-for-like D0 vs ANT at
+    ``ant.key_threshold``; the speed-up and AP drop are against the like-for-like D0."""
     ckpts = {s.stage: s.checkpoint_path for s in stages if s.checkpoint_path}
     if "gates" not in ckpts or not cfg.ant.temporal:
         return {"metrics": {}, "table": "", "markdown": "", "artifacts": []}
     result = compare(task, cfg, {"static": ckpts.get("static"), "gates": ckpts["gates"]}, nas=False)
     rows = result["rows"]
     metrics = {}
-    for name, key in (("D0 (static)", "static"), (f"ANT τ={cfg.ant.key_threshold:g}", "ant")):
+    for name, key in (("D0 (static)", "static"), (SAME_WEIGHTS_D0, "d0"), (f"ANT τ={cfg.ant.key_threshold:g}", "ant")):
         if name in rows:
             metrics.update({f"{key}_{k}": v for k, v in rows[name].items() if isinstance(v, float)})
-    if "static_latency_ms" in metrics and "ant_latency_ms" in metrics:
-        metrics["latency_speedup"] = metrics["static_latency_ms"] / metrics["ant_latency_ms"]
-        metrics["AP_drop"] = metrics["static_AP"] - metrics["ant_AP"]
+    if "d0_latency_ms" in metrics and "ant_latency_ms" in metrics:
+        metrics["latency_speedup"] = metrics["d0_latency_ms"] / metrics["ant_latency_ms"]
+        metrics["AP_drop"] = metrics["d0_AP"] - metrics["ant_AP"]
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, "ant_report.json")
     with open(path, "w") as f:
         json.dump({"rows": rows, "key_threshold": cfg.ant.key_threshold}, f, indent=2)
     n = int(next(iter(rows.values()))["videos"]) if rows else 0
-    table = f"ANT vs the standalone network, {n} val videos, every frame (Table 1)\n{comparison_table(rows)}"
+    table = f"ANT vs D0, {n} val videos, every frame (Table 1)\n{comparison_table(rows)}"
     return {"metrics": metrics, "table": table, "markdown": f"### ANT (Table 1)\n\n{comparison_table(rows, True)}",
             "artifacts": [path]}

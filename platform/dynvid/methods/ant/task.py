@@ -22,8 +22,8 @@ from dynvid.task import Stage, Task, unwrap_model
 
 __all__ = ["ANTTask", "GATE_KEYS", "SUPERNET_KEYS", "build_detector", "frame_targets"]
 
-GATE_KEYS = ("ant.temporal", "ant.gate_epochs", "ant.gate_lr", "ant.key_every", "ant.gumbel_tau",
-             "ant.fusion_kd_weight", "ant.cost_weight", "ant.cost_metric")
+GATE_KEYS = ("ant.temporal", "ant.gate_epochs", "ant.gate_lr", "ant.key_every", "ant.key_stride_max", "ant.gumbel_tau",
+             "ant.fusion_kd_weight", "ant.cost_weight", "ant.cost_target", "ant.cost_metric")
 SUPERNET_KEYS = ("ant.supernet_epochs", "ant.sandwich_random", "ant.kd_weight")
 
 
@@ -57,6 +57,11 @@ class ANTTask(Task):
             raise ValueError(f"ant.image_size must be a multiple of 32 (P5 has stride 32), got {c.image_size}")
         if c.key_every < 2:
             raise ValueError(f"ant.key_every must be >= 2 (one key frame in key_every), got {c.key_every}")
+        if c.key_stride_max < 1:
+            raise ValueError(f"ant.key_stride_max must be >= 1 (1: consecutive frames), got {c.key_stride_max}")
+        if c.cost_target is not None and not 0 < c.cost_target <= 1:
+            raise ValueError(f"ant.cost_target must be in (0, 1] (a fraction of the full network's elastic stages) "
+                             f"or null, got {c.cost_target}")
         if c.key_threshold < 0 or c.gumbel_tau <= 0 or c.width_mult <= 0:
             raise ValueError(f"ant.key_threshold must be >= 0, ant.gumbel_tau and ant.width_mult > 0; got "
                              f"{c.key_threshold}, {c.gumbel_tau}, {c.width_mult}")
@@ -122,8 +127,10 @@ class ANTTask(Task):
         d, c = cfg.data, cfg.ant
         common = dict(size=c.image_size, seed=cfg.train.seed, scene=scene_config(d), content_seed=d.synthetic_seed,
                       max_bad_fraction=d.max_bad_fraction)
+        gates = stage.name == "gates"
         train = build_detection_dataset(d.dataset, d.train_split, mode="train", num_videos=d.synthetic_train_videos,
-                                        clip_len=c.key_every if stage.name == "gates" else 1, **common)
+                                        clip_len=c.key_every if gates else 1,
+                                        frame_stride=(1, c.key_stride_max) if gates else 1, **common)
         val = build_detection_dataset(d.dataset, d.val_split, mode="eval", eval_frames=c.eval_frames, clip_len=1,
                                       num_videos=d.synthetic_val_videos, **common)
         self.val_gt = val.source.to_coco_gt(c.eval_frames)
@@ -159,7 +166,7 @@ class ANTTask(Task):
         if self._costs is None:  # measured once per worker, on its own hardware; kept on its device
             self._costs = stage_costs(model, c.image_size, c.cost_metric).to(frames.device)
         return gate_step(model, frames, clip_targets, c.gumbel_tau, c.key_every, c.fusion_kd_weight, c.cost_weight,
-                         self._costs)
+                         self._costs, c.cost_target)
 
     # ---- evaluation -------------------------------------------------------------------------
 
@@ -204,6 +211,8 @@ class ANTTask(Task):
             mode = self.modes()[0]
             r = evaluate_modes(m, loader, self.val_gt, [mode], **post)[mode.name]
             out = {k: r[k] for k in ("AP", "AP50", "key_fraction", "mean_ratio")}
+            if r["configs"]["top_share"] is not None:  # 1.0: every non-key frame ran one configuration
+                out["config_top_share"] = r["configs"]["top_share"]
         elif stage.name == "static":
             r = evaluate_modes(m, loader, self.val_gt, [StaticMode()], **post)["static"]
             out = {"AP": r["AP"], "AP50": r["AP50"]}

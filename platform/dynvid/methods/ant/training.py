@@ -158,10 +158,11 @@ def stage_costs(model, size: int, metric: str = "latency", repeats: int = 5) -> 
 
 
 def gate_step(model, clips: torch.Tensor, targets: Sequence[Sequence[dict]], tau: float, key_every: int = 3,
-              kd_weight: float = 1.0, cost_weight: float = 0.1,
-              costs: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+              kd_weight: float = 1.0, cost_weight: float = 0.1, costs: torch.Tensor | None = None,
+              cost_target: float | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """Stage-2 loss over clips ``(B, T, 3, H, W)`` with ``targets[b][t]`` per frame; ``costs``
-    a :func:`stage_costs` table (None: the mean ratio / 6)."""
+    a :func:`stage_costs` table (None: the mean ratio / 6). ``cost_target``: the cost term is
+    ``relu(cost − cost_target)`` per sample (a budget), else ``cost``."""
     B, T = clips.shape[:2]
     if costs is None:
         costs = (torch.tensor(RATIOS, dtype=clips.dtype) / max(RATIOS) / 6).expand(6, len(RATIOS))
@@ -172,13 +173,15 @@ def gate_step(model, clips: torch.Tensor, targets: Sequence[Sequence[dict]], tau
     # every frame of every clip in one batched loss: the mean over frames of the per-frame means
     det = detection_loss_batch(torch.cat([o[0] for o in frames_out]), torch.cat([o[1] for o in frames_out]),
                                anchors, [targets[b][t] for t in range(T) for b in range(B)])
-    kd_total, cost_total, nonkey = clips.new_zeros(()), clips.new_zeros(()), 0
+    kd_total, cost_total, spent, nonkey = clips.new_zeros(()), clips.new_zeros(()), clips.new_zeros(()), 0
     for t, (cls, box, d, golden) in enumerate(frames_out):
         if d is None:
             continue
         kd_total = kd_total + sum(F.mse_loss(f, g) for f, g in zip(d["fused"], golden)) / len(golden)
-        cost_total = cost_total + sum((oh * costs[s]).sum(1).mean() for s, oh in enumerate(d["onehots"]))
+        per_sample = sum((oh * costs[s]).sum(1) for s, oh in enumerate(d["onehots"]))  # (B,) straight-through
+        spent = spent + per_sample.detach().mean()
+        cost_total = cost_total + (per_sample if cost_target is None else F.relu(per_sample - cost_target)).mean()
         nonkey += 1
     kd, cost = kd_total / max(1, nonkey), cost_total / max(1, nonkey)
     loss = det + kd_weight * kd + cost_weight * cost
-    return loss, _logs(loss=loss, det_loss=det, kd_loss=kd, cost=cost)
+    return loss, _logs(loss=loss, det_loss=det, kd_loss=kd, cost=spent / max(1, nonkey), cost_term=cost)
