@@ -35,7 +35,8 @@ from dynvid.engine.rl import train_policies
 from dynvid.methods.lfs import LFSTask
 from dynvid.methods.lfs.evaluation import evaluate_policies
 from dynvid.methods.lfs.presets import EMBEDDED, POLICY_SMOKE, SMOKE
-from dynvid.methods.lfs.report import curve_table, fixed_policies, latency_rows, latency_table, load_detector
+from dynvid.methods.lfs.report import (curve_table, fixed_policies, latency_rows, latency_table, load_detector,
+                                       postprocess_settings)
 from dynvid.tables import format_table
 
 BENCH = ["train.mlflow_tracking_uri=null", "train.log_every=20", "lfs.taus=[1, 4, 9, 19]"]
@@ -64,7 +65,6 @@ def run(args: argparse.Namespace) -> int:
         model, val = load_detector(task, cfg, detector)
         c = cfg.lfs
         post = dict(score_threshold=c.score_threshold, nms_iou=c.nms_iou, max_detections=c.max_detections)
-        post_nms = dict(score_threshold=c.score_threshold, iou_threshold=c.nms_iou, max_detections=c.max_detections)
         loader = torch.utils.data.DataLoader(val, batch_size=cfg.data.batch_size, collate_fn=val.collate_fn)
         fixed = evaluate_policies(model, loader, task.val_gt, fixed_policies(c.taus), **post)
         print(f"\nfixed policies\n{curve_table(fixed)}", flush=True)
@@ -73,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
         for m in rows:
             m["policy"] = os.path.basename(m["policy"])
         videos = [val[i][0] for i in range(min(c.latency_videos, len(val)))]
-        latency = latency_rows(model, videos, c.tau, c.latency_fps, repeats=1 if args.smoke_test else 3, post=post_nms)
+        latency = latency_rows(model, videos, c.tau, c.latency_fps, repeats=1 if args.smoke_test else 3,
+                               post=postprocess_settings(c))
         costs = {k: v / 1e9 for k, v in model.component_macs().items()}
 
     print(f"\nLooking Fast and Slow benchmark: f0 MobileNetV2 {c.f0_width:g}@{c.f0_size}, f1 {c.f1_width:g}@{c.f1_size}, "

@@ -44,3 +44,18 @@ def test_atomic_path_keeps_the_suffix_and_moves_only_on_success(tmp_path):
             raise RuntimeError("encoder failed")
     assert target.read_bytes() == b"video"
     assert [p.name for p in tmp_path.iterdir()] == ["clip.mp4"]
+
+
+def test_files_get_the_mode_open_would_give_them(tmp_path):
+    """mkstemp makes 0600 files; an atomic write must not make a shared file owner-only."""
+    import os
+    import stat
+
+    plain = tmp_path / "plain.bin"
+    plain.write_bytes(b"x")
+    atomic_write_bytes(tmp_path / "atomic.bin", b"x")
+    with atomic_path(tmp_path / "clip.mp4", suffix=".mp4") as tmp:
+        tmp.write_bytes(b"v")
+    want = stat.S_IMODE(os.stat(plain).st_mode)
+    assert stat.S_IMODE(os.stat(tmp_path / "atomic.bin").st_mode) == want
+    assert stat.S_IMODE(os.stat(tmp_path / "clip.mp4").st_mode) == want

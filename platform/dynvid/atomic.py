@@ -21,6 +21,19 @@ from typing import IO, Any
 __all__ = ["atomic_path", "atomic_write", "atomic_write_bytes", "atomic_torch_save"]
 
 
+def _file_mode() -> int:
+    """The mode ``open()`` gives a new file under the process's umask (0o644 under the usual
+    0o022). ``mkstemp`` creates its files 0o600, and ``os.replace`` would keep that: files
+    other users read (shared datasets, checkpoints on NFS, an artifact server) must not
+    change their permissions by being written atomically."""
+    umask = os.umask(0o022)  # read it: umask has no getter
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_MODE = _file_mode()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
     """Yield a fresh temporary path beside ``path`` (for writers that need a name, e.g. a video
@@ -31,6 +44,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
     os.close(fd)
     tmp = Path(name)
+    os.chmod(tmp, _MODE)
     try:
         yield tmp
         os.replace(tmp, path)

@@ -142,6 +142,10 @@ def test_folded_weights_follow_changed_parameters_and_statistics():
     f.load_state_dict(_trained_looking_fusion().state_dict())
     with torch.no_grad():
         assert (f.fuse(f.project_key(key), current) - f(key, current)).abs().max().item() <= 1e-5
+    f.double()  # converted tensors: the cache is dropped, not reused
+    with torch.no_grad():
+        key, current = key.double(), current.double()
+        assert (f.fuse(f.project_key(key), current) - f(key, current)).abs().max().item() <= 1e-10
 
 
 def test_split_fusion_is_inference_only_and_counts_the_key_side_once():
@@ -154,6 +158,7 @@ def test_split_fusion_is_inference_only_and_counts_the_key_side_once():
     with CostMeter(f, batch_size=1) as per_frame:
         f.fuse(projected, current)
     side = 8 * 8 * 36  # the 1×1 over the key's 8 channels
+    assert whole.per_sample_macs.item() == 16 * 8 * 36 + 9 * 8 * 36  # 1×1 over [key, current], 3×3 depthwise
     assert key_side.per_sample_macs.item() == side
     assert per_frame.per_sample_macs.item() + side == whole.per_sample_macs.item()
     with pytest.raises(RuntimeError, match="eval mode"):

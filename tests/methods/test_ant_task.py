@@ -104,6 +104,15 @@ def test_gate_clips_reach_back_as_far_as_key_stride_max():
     assert strides <= {1, 2, 3, 4} and len(strides) >= 3  # drawn per clip, not fixed
     static = next(s for s in task.stages if s.name == "static")
     assert len(task.datasets(static.config(cfg), static)[0][0][1]["image_ids"]) == 1
+    # key_stride_max=1 (the default): the same clips as a plain stride of 1, no extra random draw
+    from dynvid.data.detection import build_detection_dataset
+
+    def clips(stride):
+        d = build_detection_dataset("synthetic:detection", "train", size=64, clip_len=3, mode="train", num_videos=6,
+                                    frame_stride=stride)
+        return [d[i][1]["image_ids"].tolist() for i in range(6)]
+
+    assert clips((1, 1)) == clips(1)
 
 
 def test_stage_cost_tables():

@@ -50,6 +50,8 @@ def test_summary_tails_come_from_all_runs():
 def test_summary_refuses_a_flat_list_and_empty_runs():
     with pytest.raises(TypeError, match="list of runs"):
         latency_summary([0.1, 0.2, 0.3])
+    with pytest.raises(TypeError, match="of type tuple"):  # run_async's (latencies, f0 runs), not a run
+        latency_summary([([0.1, 0.2], 3)])
     with pytest.raises(ValueError, match="no frames left"):
         latency_summary([[0.1], [0.2]])
 
@@ -137,6 +139,10 @@ def test_worker_skips_launches_while_busy_and_publishes_when_done():
         assert float(worker.latest()[0]) == 2.0
     assert not worker._thread.is_alive()  # one thread for all runs, stopped on exit
     assert paths.f0_calls == 2
+    with pytest.raises(RuntimeError, match="closed"):
+        worker.submit(torch.zeros(1), paths.zero_state)
+    with F0Worker(paths) as other, pytest.raises(ValueError, match="other paths"):
+        run_async(_SlowPaths(), torch.zeros(2, 1, 1, 1), tau=1, worker=other)
 
 
 def test_worker_errors_reach_the_caller():

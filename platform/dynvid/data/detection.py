@@ -168,6 +168,8 @@ class DetectionClips(torch.utils.data.Dataset):
         lo, hi = (frame_stride, frame_stride) if isinstance(frame_stride, int) else tuple(frame_stride)
         if not 1 <= lo <= hi:
             raise ValueError(f"frame_stride must be >= 1 or a range (lo, hi) with 1 <= lo <= hi, got {frame_stride}")
+        if lo == hi:  # a fixed stride: no draw, so the clips are those of an int stride
+            frame_stride = lo
         self.source, self.size, self.clip_len, self.frame_stride = source, size, clip_len, frame_stride
         self.mode, self.image_fraction, self.eval_frames, self.seed, self.epoch = mode, image_fraction, eval_frames, seed, 0
         self.num_classes = len(source.classes)

@@ -131,9 +131,10 @@ def run_videos(model: ANTDetector, frames: torch.Tensor, mode, *, count: bool = 
                 n = B if whole else len(rows)
                 xs, ss = (x, stem) if whole else (x.index_select(0, r), stem.index_select(0, r))
                 if flag:
-                    def key_frame():  # the key side of every fusion's projection, once per key frame
+                    def key_frame():  # at inference, the key side of every fusion's projection, once
                         c, b, outs = m.forward_static(xs, stem=ss)
-                        return c, b, m.project_keys(m.key_features(outs))
+                        key = m.key_features(outs)
+                        return c, b, (key if m.training else m.project_keys(key))
                     (c, b, projected), sub = _metered(m, count, n, key_frame)
                     if whole:
                         key_feats, key_stem = list(projected), stem
@@ -141,7 +142,8 @@ def run_videos(model: ANTDetector, frames: torch.Tensor, mode, *, count: bool = 
                         _scatter(r, projected, key_feats, B)
                         key_stem = key_stem.index_copy(0, r, ss)
                 else:
-                    kf = ProjectedKeys(key_feats if whole else [k.index_select(0, r) for k in key_feats])
+                    kf = key_feats if whole else [k.index_select(0, r) for k in key_feats]
+                    kf = kf if m.training else ProjectedKeys(kf)  # a training-mode model fuses raw keys
                     (c, b, choice), sub = _metered(m, count, n, lambda: m.forward_nonkey(xs, kf, stem=ss))
                     if whole:
                         ratios[:, t] = choice

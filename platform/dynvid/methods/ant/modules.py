@@ -99,7 +99,8 @@ def fold_batchnorm(weight: torch.Tensor, bn: nn.BatchNorm2d) -> tuple[torch.Tens
 
 class ProjectedKeys(list):
     """What a key frame stores for inference: per elastic stage, the key side of the fusion's
-    1×1 projection (:meth:`FusionModule.project_key`), computed once per key frame."""
+    1×1 projection (:meth:`FusionModule.project_key`), computed once per key frame. The type
+    is the tag: ``forward_nonkey`` fuses a plain list as raw key features (same shapes)."""
 
 
 class FusionModule(nn.Module):
@@ -147,9 +148,19 @@ class FusionModule(nn.Module):
         record_cost(self, self._macs(current, True, True))
         return current + self.depthwise(self.reduce(torch.cat([key, current], 1)))
 
+    def train(self, mode: bool = True) -> FusionModule:
+        self._folded_cache = None  # training changes the statistics; recalibration runs in train mode
+        return super().train(mode)
+
+    def _apply(self, fn, *args, **kwargs):
+        self._folded_cache = None  # .to() / .half() / .cuda() move or convert the tensors
+        return super()._apply(fn, *args, **kwargs)
+
     def _folded(self) -> tuple[torch.Tensor, ...]:
         """``(W_k, W_c, b, W_dw, b_dw)`` with the BatchNorms folded, cached until a parameter or
-        statistic changes (each in-place change bumps the tensor's version)."""
+        statistic changes: an in-place change bumps the tensor's version (``load_state_dict``,
+        an optimizer step), and ``train()`` / ``.to()`` drop the cache. A write through
+        ``.data`` is not seen (none in dynvid)."""
         tensors = [self.reduce[0].weight, *self.reduce[1].parameters(), self.reduce[1].running_mean,
                    self.reduce[1].running_var, self.depthwise[0].weight, *self.depthwise[1].parameters(),
                    self.depthwise[1].running_mean, self.depthwise[1].running_var]

@@ -92,6 +92,7 @@ class LatencyPaths:
         if tuple(example.shape[-2:]) != (size, size):
             raise ValueError(f"frames must arrive at f0's size {size}×{size}, got {tuple(example.shape[-2:])}")
         self.post = dict(post or {})
+        self.f1_updates_memory = not m.skip_f1_update
         eager = {"f0": _ExtractAndRemember(m, F0).eval(), "f1": _ExtractAndRemember(m, F1).eval(),
                  "head": _Head(m).eval()}
         with torch.no_grad():
@@ -111,7 +112,11 @@ class LatencyPaths:
                     "f1": torch.jit.freeze(torch.jit.trace(eager["f1"], (example, c, h), check_trace=False)),
                     "head": torch.jit.freeze(torch.jit.trace(eager["head"], (out,), check_trace=False)),
                 }
-                for name, args in (("f0", (example, c, h)), ("f1", (example, c, h)), ("head", (out,))):
+                # checked on the traced inputs and on another frame and state (a trace that baked
+                # in a value would pass the first check only)
+                other = (torch.rand_like(example), torch.randn_like(c), torch.randn_like(h))
+                for name, args in (("f0", (example, c, h)), ("f1", (example, c, h)), ("head", (out,)),
+                                   ("f0", other), ("f1", other)):
                     for a, b in zip(eager[name](*args), traced[name](*args)):
                         if not torch.allclose(a, b, rtol=1e-3, atol=1e-3):
                             raise RuntimeError(f"the traced {name} path differs from the eager one by "
@@ -156,8 +161,9 @@ class _Clock:
 @torch.no_grad()
 def run_sync(paths: LatencyPaths, frames: torch.Tensor, tau: int, fps: float | None = None) -> list[float]:
     """Per-frame latency (s) of the synchronous detector on one video ``(T, 3, S, S)``: f0 on
-    frames ``0, τ+1, …`` (its memory state kept), f1 on the others (the state unchanged, as
-    ``skip_f1_update``), each frame's detections from the extractor that ran."""
+    frames ``0, τ+1, …`` (its memory state kept), f1 on the others (the state kept only if
+    the detector's ``skip_f1_update`` is off), each frame's detections from the extractor
+    that ran."""
     if frames.dim() != 4:
         raise ValueError(f"expected frames (T, 3, S, S), got {tuple(frames.shape)}")
     actions = fixed_schedule(len(frames), tau).tolist()
@@ -168,7 +174,9 @@ def run_sync(paths: LatencyPaths, frames: torch.Tensor, tau: int, fps: float | N
             features, c, h = paths.f0(frames[t:t + 1], *state)
             state = (c, h)
         else:
-            features, _, _ = paths.f1(frames[t:t + 1], *state)
+            features, c, h = paths.f1(frames[t:t + 1], *state)
+            if getattr(paths, "f1_updates_memory", False):  # the detector's skip_f1_update off
+                state = (c, h)
         paths.detect(features)
         _wait_for(frames)
         out.append(time.perf_counter() - arrived)
@@ -210,7 +218,7 @@ class F0Worker:
                     self._cv.wait()
                 if self._job is None:
                     return
-                frame, state, ready = self._job
+                frame, state, ready, consumer = self._job
                 self._job = None
             try:
                 if self._stream is not None:
@@ -218,8 +226,8 @@ class F0Worker:
                         self._stream.wait_event(ready)  # the frame and state exist on the producer's stream
                         _, c, h = self.paths.f0(frame, *state)
                     self._stream.synchronize()  # published only when its kernels are done
-                    for x in (c, h):
-                        x.record_stream(torch.cuda.current_stream(x.device))
+                    for x in (c, h):  # the caller's stream reads them: no reuse of their memory before
+                        x.record_stream(consumer)
                 else:
                     _, c, h = self.paths.f0(frame, *state)
             except BaseException as exc:  # re-raised on the caller's thread
@@ -241,13 +249,16 @@ class F0Worker:
         """Start f0 on ``frame`` from ``state`` unless a run is still going (then False)."""
         with self._cv:
             self._raise()
-            if self._busy or self._closed:
+            if self._closed:
+                raise RuntimeError("the f0 worker is closed")
+            if self._busy:
                 return False
-            ready = None
+            ready = consumer = None
             if self._stream is not None:
+                consumer = torch.cuda.current_stream(frame.device)
                 ready = torch.cuda.Event()
-                ready.record()  # on the caller's current stream
-            self._job, self._busy = (frame, state, ready), True
+                ready.record(consumer)  # the frame and the state are ready on the caller's stream
+            self._job, self._busy = (frame, state, ready, consumer), True
             self._cv.notify_all()
             return True
 
@@ -289,6 +300,8 @@ def run_async(paths: LatencyPaths, frames: torch.Tensor, tau: int, fps: float | 
         raise ValueError(f"expected frames (T, 3, S, S), got {tuple(frames.shape)}")
     own = worker is None
     worker = worker or F0Worker(paths)
+    if worker.paths is not paths:
+        raise ValueError("the f0 worker runs other paths than the ones given")
     try:
         worker.reset(paths.zero_state)
         done0 = worker.done
@@ -315,8 +328,10 @@ def latency_summary(runs: Sequence[Sequence[float]], skip: int = 1) -> dict[str,
     the first ``skip`` frames of **every** run (the warm-up frame; in async mode frame 0 also
     waits for f0): ``amortized_ms`` (mean), ``p50_ms``, ``p95_ms``, ``p99_ms``, ``worst_ms``
     (max), and how many ``frames`` and ``runs`` they cover."""
-    if runs and not isinstance(runs[0], (list, tuple)):
-        raise TypeError("latency_summary takes a list of runs (one list of per-frame seconds per video run)")
+    for run in runs:
+        if not isinstance(run, (list, tuple)) or not all(isinstance(x, float) for x in run):
+            raise TypeError("latency_summary takes a list of runs, each a list of per-frame seconds (floats); "
+                            f"got a run of type {type(run).__name__}: {str(run)[:60]}")
     kept = [x for run in runs for x in run[skip:]]
     if not kept:
         raise ValueError(f"no frames left after skipping {skip} per run ({len(runs)} runs)")

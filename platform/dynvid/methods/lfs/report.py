@@ -25,7 +25,7 @@ from dynvid.methods.lfs.model import InterleavedDetector
 from dynvid.tables import format_table
 
 __all__ = ["curve_table", "detector_report", "fixed_policies", "latency_rows", "latency_table", "load_detector",
-           "load_detector_model"]
+           "load_detector_model", "postprocess_settings"]
 
 F1_ONLY_TAU = 10**9
 
@@ -79,11 +79,12 @@ def curve_table(rows: dict[str, dict], markdown: bool = False) -> str:
 def latency_rows(model: InterleavedDetector, videos: Sequence[torch.Tensor], tau: int, fps: float | None = None,
                  repeats: int = 1, post: dict | None = None, script: bool = True) -> dict[str, dict]:
     """Sync and async latency summaries (ms) at ``tau`` over ``videos`` (each ``(T, 3, S, S)``),
-    each video run ``repeats`` times in both modes, the modes alternating video by video so
-    that the machine's noise falls on both; frames arrive at ``fps`` (None: back to back).
+    each video run ``repeats`` times in both modes, the modes interleaved video by video (and
+    which goes first alternating) so that the machine's noise falls on both; frames arrive at
+    ``fps`` (None: back to back). ``post``: :func:`postprocess_settings`.
     One intra-op thread per inference thread (:mod:`~dynvid.methods.lfs.latency`)."""
-    if not videos:
-        raise ValueError("latency_rows needs at least one video")
+    if isinstance(videos, torch.Tensor) or not videos:
+        raise ValueError("latency_rows takes a non-empty list of videos, each (T, 3, S, S)")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -93,12 +94,16 @@ def latency_rows(model: InterleavedDetector, videos: Sequence[torch.Tensor], tau
             run_sync(paths, warm, tau)
             run_async(paths, warm, tau, worker=worker)
             sync, asyn, done = [], [], 0
-            for _ in range(repeats):
-                for frames in videos:
-                    sync.append(run_sync(paths, frames, tau, fps))
+            for r in range(repeats):
+                for v, frames in enumerate(videos):
+                    sync_first = (r + v) % 2 == 0  # neither mode always finds the caches warm
+                    if sync_first:
+                        sync.append(run_sync(paths, frames, tau, fps))
                     lat, n = run_async(paths, frames, tau, fps, worker=worker)
                     asyn.append(lat)
                     done += n
+                    if not sync_first:
+                        sync.append(run_sync(paths, frames, tau, fps))
     finally:
         torch.set_num_threads(threads)
     launched = sum(len(range(0, len(r), tau + 1)) for r in asyn)
@@ -106,7 +111,8 @@ def latency_rows(model: InterleavedDetector, videos: Sequence[torch.Tensor], tau
                                                      "f0_launches_due": float(launched)}}
 
 
-def _post(c) -> dict:
+def postprocess_settings(c) -> dict:
+    """``postprocess`` keyword arguments of the ``lfs`` config section ``c``."""
     return dict(score_threshold=c.score_threshold, iou_threshold=c.nms_iou, max_detections=c.max_detections)
 
 
@@ -153,7 +159,7 @@ def detector_report(task, cfg: ExperimentConfig, stages: list, out_dir: str) -> 
     rows = evaluate_policies(model, loader, task.val_gt, fixed_policies(c.taus), score_threshold=c.score_threshold,
                              nms_iou=c.nms_iou, max_detections=c.max_detections)
     videos = [val[i][0] for i in range(min(c.latency_videos, len(val)))]
-    latency = latency_rows(model, videos, c.tau, c.latency_fps, post=_post(c))
+    latency = latency_rows(model, videos, c.tau, c.latency_fps, post=postprocess_settings(c))
     costs = model.component_macs()
     metrics = {f"tau{p.tau}_AP50" if p.tau not in (0, F1_ONLY_TAU) else p.name.replace(" ", "_") + "_AP50":
                rows[p.name]["AP50"] for p in fixed_policies(c.taus)}

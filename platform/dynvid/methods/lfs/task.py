@@ -3,6 +3,8 @@ the package docstring, ``methods/lfs/__init__.py``)."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -66,7 +68,8 @@ class LFSTask(PolicyTask):
             raise ValueError(f"lfs.dqn_learner_gpus must be >= 0, got {c.dqn_learner_gpus}")
         if c.dqn_training_intensity is not None and c.dqn_training_intensity <= 0:
             raise ValueError(f"lfs.dqn_training_intensity must be > 0 or null, got {c.dqn_training_intensity}")
-        if (c.latency_fps is not None and not c.latency_fps > 0) or c.latency_videos < 1:
+        if (c.latency_fps is not None and not (math.isfinite(c.latency_fps) and c.latency_fps > 0)) \
+                or c.latency_videos < 1:
             raise ValueError(f"lfs.latency_fps must be > 0 or null and lfs.latency_videos >= 1, got "
                              f"{c.latency_fps}, {c.latency_videos}")
         if (c.policy_split is not None and cfg.data.dataset.startswith("synthetic")
