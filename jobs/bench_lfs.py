@@ -35,8 +35,8 @@ from dynvid.engine.rl import train_policies
 from dynvid.methods.lfs import LFSTask
 from dynvid.methods.lfs.evaluation import evaluate_policies
 from dynvid.methods.lfs.presets import EMBEDDED, POLICY_SMOKE, SMOKE
-from dynvid.methods.lfs.report import (curve_table, fixed_policies, latency_rows, latency_table, load_detector,
-                                       postprocess_settings)
+from dynvid.methods.lfs.report import (curve_table, fixed_policies, latency_rows, latency_table, latency_videos,
+                                       load_detector, pace_label, postprocess_settings)
 from dynvid.tables import format_table
 
 BENCH = ["train.mlflow_tracking_uri=null", "train.log_every=20", "lfs.taus=[1, 4, 9, 19]"]
@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         learned, rows = policies["shared"]["learned"], policies["rows"]
         for m in rows:
             m["policy"] = os.path.basename(m["policy"])
-        videos = [val[i][0] for i in range(min(c.latency_videos, len(val)))]
+        videos = latency_videos(val, c)
         latency = latency_rows(model, videos, c.tau, c.latency_fps, repeats=1 if args.smoke_test else 3,
                                post=postprocess_settings(c))
         costs = {k: v / 1e9 for k, v in model.component_macs().items()}
@@ -80,8 +80,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"\nLooking Fast and Slow benchmark: f0 MobileNetV2 {c.f0_width:g}@{c.f0_size}, f1 {c.f1_width:g}@{c.f1_size}, "
           f"{int(next(iter(fixed.values()))['videos'])} val videos, every frame")
     print(curve_table({**fixed, **learned}))
-    pace = "back to back" if c.latency_fps is None else f"{c.latency_fps:g} fps"
-    print(f"\nper-frame latency at τ={c.tau}, {len(videos)} val videos × {1 if args.smoke_test else 3}, frames at {pace}, "
+    print(f"\nper-frame latency at τ={c.tau}, {len(videos)} val videos × {1 if args.smoke_test else 3}, "
+          f"frames at {pace_label(c.latency_fps)}, "
           f"each run's first frame left out")
     print(format_table(*latency_table(latency)))
     targets = []

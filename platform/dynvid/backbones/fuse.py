@@ -24,8 +24,9 @@ from dynvid.backbones.frameconv import FrameConv3d
 __all__ = ["bn_affine", "fold_batchnorm"]
 
 
-def bn_affine(bn: nn.BatchNorm3d) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(a, b)`` of the eval-mode BatchNorm ``y = a·x + b`` (running statistics)."""
+def bn_affine(bn: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(a, b)`` of the eval-mode BatchNorm (any dimension) ``y = a·x + b`` (running
+    statistics); ANT's fusion folds its ``BatchNorm2d`` with it too."""
     if bn.running_mean is None or bn.running_var is None:
         raise ValueError("BatchNorm without running statistics cannot be folded")
     a = torch.rsqrt(bn.running_var + bn.eps)

@@ -32,10 +32,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from dynvid.backbones.efficientnet import RATIOS
+from dynvid.backbones.fuse import bn_affine
 from dynvid.layers import gumbel_softmax
 from dynvid.metrics.cost import conv_macs, record_cost
 
-__all__ = ["DynamicGate", "FusionModule", "KeyFrameSelector", "ProjectedKeys", "bn_buffers", "fold_batchnorm",
+__all__ = ["DynamicGate", "FusionModule", "KeyFrameSelector", "ProjectedKeys", "bn_buffers",
            "inplace_distillation_loss", "recalibrate_bn", "sandwich_configs", "stem_deviation"]
 
 LARGEST, SMALLEST = (max(RATIOS),) * 6, (min(RATIOS),) * 6
@@ -90,11 +91,11 @@ def bn_buffers(model: nn.Module) -> dict[str, torch.Tensor]:
             and k.rpartition(".")[2] in ("running_mean", "running_var", "num_batches_tracked")}
 
 
-def fold_batchnorm(weight: torch.Tensor, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
-    """A convolution's weight and bias with the following inference-mode BatchNorm folded in:
-    ``W' = W · γ/√(var+ε)`` per output channel, ``b' = β − mean · γ/√(var+ε)``."""
-    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-    return weight * scale.view(-1, *([1] * (weight.dim() - 1))), bn.bias - bn.running_mean * scale
+def _folded_conv(weight: torch.Tensor, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """A bias-free convolution's weight and bias with the eval-mode BatchNorm after it folded in
+    (``bn_affine``'s per-channel ``a·x + b``, as ``backbones.fuse`` folds VA-RED²'s)."""
+    a, b = bn_affine(bn)
+    return weight * a.view(-1, *([1] * (weight.dim() - 1))), b
 
 
 class ProjectedKeys(list):
@@ -167,8 +168,8 @@ class FusionModule(nn.Module):
         stamp = tuple((t.data_ptr(), t._version) for t in tensors)
         if self._folded_cache is None or self._folded_cache[0] != stamp:
             with torch.no_grad():
-                w, b = fold_batchnorm(self.reduce[0].weight, self.reduce[1])
-                w_dw, b_dw = fold_batchnorm(self.depthwise[0].weight, self.depthwise[1])
+                w, b = _folded_conv(self.reduce[0].weight, self.reduce[1])
+                w_dw, b_dw = _folded_conv(self.depthwise[0].weight, self.depthwise[1])
                 c = self.channels
                 folded = (w[:, :c].contiguous(), w[:, c:].contiguous(), b.view(1, -1, 1, 1), w_dw, b_dw)
             self._folded_cache = (stamp, folded)

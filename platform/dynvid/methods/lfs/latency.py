@@ -95,13 +95,11 @@ class LatencyPaths:
         self.f1_updates_memory = not m.skip_f1_update
         eager = {"f0": _ExtractAndRemember(m, F0).eval(), "f1": _ExtractAndRemember(m, F1).eval(),
                  "head": _Head(m).eval()}
+        self.zero_state = m.memory.init_state(1, m.grid, m.grid, like=example)  # f0's grid is the memory's
         with torch.no_grad():
-            x = m.projections[F0](m.extractors[F0](example))
-            self.zero_state = m.memory.init_state(1, x.shape[-2], x.shape[-1], like=x)
             out, c, h = eager["f0"](example, *self.zero_state)
             _, box_codes, sizes = m.head(out)
         self.anchors = m.anchors(sizes, box_codes.device)
-        self.scripted = script
         if script:
             with torch.no_grad(), warnings.catch_warnings():
                 # TorchScript is deprecated in favour of torch.compile, which needs a compiler

@@ -25,7 +25,7 @@ from dynvid.methods.lfs.model import InterleavedDetector
 from dynvid.tables import format_table
 
 __all__ = ["curve_table", "detector_report", "fixed_policies", "latency_rows", "latency_table", "load_detector",
-           "load_detector_model", "postprocess_settings"]
+           "latency_videos", "load_detector_model", "pace_label", "postprocess_settings"]
 
 F1_ONLY_TAU = 10**9
 
@@ -116,8 +116,14 @@ def postprocess_settings(c) -> dict:
     return dict(score_threshold=c.score_threshold, iou_threshold=c.nms_iou, max_detections=c.max_detections)
 
 
-def _pace(fps: float | None) -> str:
+def pace_label(fps: float | None) -> str:
+    """How the latency runs' frames arrive, for tables."""
     return "back to back" if fps is None else f"{fps:g} fps"
+
+
+def latency_videos(val, c) -> list[torch.Tensor]:
+    """The first ``c.latency_videos`` videos of the val dataset ``val`` (frames only)."""
+    return [val[i][0] for i in range(min(c.latency_videos, len(val)))]
 
 
 def latency_table(latency: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
@@ -158,7 +164,7 @@ def detector_report(task, cfg: ExperimentConfig, stages: list, out_dir: str) -> 
     loader = torch.utils.data.DataLoader(val, batch_size=max(1, cfg.data.batch_size), collate_fn=val.collate_fn)
     rows = evaluate_policies(model, loader, task.val_gt, fixed_policies(c.taus), score_threshold=c.score_threshold,
                              nms_iou=c.nms_iou, max_detections=c.max_detections)
-    videos = [val[i][0] for i in range(min(c.latency_videos, len(val)))]
+    videos = latency_videos(val, c)
     latency = latency_rows(model, videos, c.tau, c.latency_fps, post=postprocess_settings(c))
     costs = model.component_macs()
     metrics = {f"tau{p.tau}_AP50" if p.tau not in (0, F1_ONLY_TAU) else p.name.replace(" ", "_") + "_AP50":
@@ -173,7 +179,7 @@ def detector_report(task, cfg: ExperimentConfig, stages: list, out_dir: str) -> 
     lat_header, lat_body = latency_table(latency)
     n = int(next(iter(rows.values()))["videos"])
     table = (f"Looking Fast and Slow, {n} val videos, every frame (Fig. 6)\n{curve_table(rows)}\n\n"
-             f"Per-frame latency at τ={c.tau}, {len(videos)} val videos at {_pace(c.latency_fps)}, "
+             f"Per-frame latency at τ={c.tau}, {len(videos)} val videos at {pace_label(c.latency_fps)}, "
              f"1 thread per inference thread (Sec. 3.5)\n"
              f"{format_table(lat_header, lat_body)}")
     markdown = (f"### Fixed interleave policies\n\n{curve_table(rows, True)}\n\n### Latency at τ={c.tau}\n\n"
