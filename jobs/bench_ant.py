@@ -1,12 +1,15 @@
 """Benchmark: ANT — static network vs static NAS subnets vs non-temporal dynamic vs ANT (Table 1, Fig. 4).
 
     python jobs/bench_ant.py [--smoke-test] [--out FILE.json] [--thresholds 0.2 0.4 0.8]
-                             [--set key=value ...]
+                             [--static CKPT --supernet CKPT] [--set key=value ...]
 
 On the embedded synthetic detection scenes with fixed seeds and the detection job's laptop
 configuration (``jobs/ant_detection.py``): the three stages are trained (or, with that job's
-``train.storage_path`` given by ``--set``, found done and not retrained), then the
-non-temporal dynamic network's gates stage is trained from the same supernet. Every network
+``train.storage_path`` given by ``--set``, found done and not retrained; or, with
+``--static`` and ``--supernet``, those two stages' checkpoints are taken as given and only the
+gates train from that supernet: stage-2 settings can be compared without retraining the
+stages that do not read them), then the non-temporal dynamic network's gates stage is trained
+from the same supernet. Every network
 runs over every frame of the val videos: AP@[.5:.95], AP50, amortized GMACs per frame
 (avg/min/max), parameters and amortized single-core latency (``torch.set_num_threads(1)``,
 batch 1, frame by frame) — the standalone D0 (stage 0), the like-for-like D0 (ANT's own
@@ -80,7 +83,11 @@ def main(argv: list[str] | None = None) -> int:
     p = bench_parser(__doc__.splitlines()[0])
     p.add_argument("--thresholds", type=float, nargs="+", help="key-frame thresholds of the ANT curve "
                    "(default: ant.key_threshold × 0.5, 0.75, 1, 1.5, 2; ant.key_threshold is always added)")
+    p.add_argument("--static", metavar="CKPT", help="a finished stage-0 (standalone D0) checkpoint; with --supernet")
+    p.add_argument("--supernet", metavar="CKPT", help="a finished stage-1 checkpoint: only the gates are trained")
     args = p.parse_args(argv)
+    if (args.static is None) != (args.supernet is None):
+        p.error("--static and --supernet go together (both stages' checkpoints, or neither)")
     # bad input (config, dataset, storage) is found before Ray starts: one line, exit 2
     return exit_on_bad_input("bench_ant", lambda: run(args))
 
@@ -92,8 +99,13 @@ def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-ant-") as tmp:
         cfg = bench_config(EMBEDDED + BENCH, SMOKE, args, tmp)
         c = cfg.ant
-        result = fit(cfg, method="ant", register=False, report=False)
-        ckpts = {s.stage: s.checkpoint_path for s in result.stages}
+        if args.supernet:  # the first two stages as given: only the gates train, from that supernet
+            result = fit(cfg, method="ant", stages=["gates"], init_from=args.supernet, register=False, report=False)
+            ckpts = {"static": args.static, "supernet": args.supernet}
+        else:
+            result = fit(cfg, method="ant", register=False, report=False)
+            ckpts = {}
+        ckpts.update({s.stage: s.checkpoint_path for s in result.stages})
         nontemporal_cfg = apply_overrides(cfg, ["ant.temporal=false"] + (  # a named run needs its own name
             [f"train.name={cfg.train.name}-nontemporal"] if cfg.train.name else []))
         nt = fit(nontemporal_cfg, method="ant", stages=["gates"], init_from=ckpts["supernet"], register=False,
@@ -130,7 +142,8 @@ def run(args: argparse.Namespace) -> int:
                    "supernet": c.supernet_epochs or cfg.optim.epochs, "gates": c.gate_epochs},
                    "cost_metric": c.cost_metric, "cost_weight": c.cost_weight, "cost_target": c.cost_target,
                    "key_stride_max": c.key_stride_max, "seed": cfg.train.seed,
-                   "smoke_test": args.smoke_test, "train_videos": cfg.data.synthetic_train_videos,
+                   "smoke_test": args.smoke_test, "static_checkpoint": args.static,
+                   "supernet_checkpoint": args.supernet, "train_videos": cfg.data.synthetic_train_videos,
                    "val_videos": cfg.data.synthetic_val_videos, "eval_frames": c.eval_frames},
         "results": {"rows": rows, "nas": out["nas"], "summary": summary,
                     "stage_times_s": {s.stage: s.metrics.get("stage_time_s") for s in result.stages}},
