@@ -4,10 +4,12 @@ differences, the coverage over repeated experiments)."""
 
 import math
 
+import numpy as np
+
 import pytest
 import torch
 
-from dynvid.metrics.bootstrap import paired_bootstrap_ci
+from dynvid.metrics.bootstrap import cluster_bootstrap_ci, paired_bootstrap_ci
 
 Z95 = 1.959964  # standard normal 97.5% quantile
 
@@ -74,3 +76,25 @@ def test_reproducible_and_checked() -> None:
         paired_bootstrap_ci(a, b, confidence=1.0)
     with pytest.raises(ValueError, match="at least one"):
         paired_bootstrap_ci(a[:0], b[:0])
+
+
+def test_cluster_bootstrap_of_a_mean_matches_normal_theory_and_sees_the_draws() -> None:
+    x = np.random.default_rng(3).normal(0.5, 1.0, 400)
+    seen = []
+
+    def mean(counts: np.ndarray) -> float:
+        seen.append(counts.copy())
+        return float((counts * x).sum() / counts.sum())
+
+    ci = cluster_bootstrap_ci(mean, len(x), resamples=400, seed=1)
+    assert ci.diff == pytest.approx(x.mean()) and (seen[0] == 1).all()  # the observed data first
+    assert all(c.sum() == len(x) and (c >= 0).all() for c in seen[1:]) and len(seen) == 401
+    half = 1.96 * x.std() / np.sqrt(len(x))
+    assert (ci.high - ci.low) / 2 == pytest.approx(half, rel=0.2)
+    assert ci.low < x.mean() < ci.high
+    again = cluster_bootstrap_ci(mean, len(x), resamples=400, seed=1)
+    assert (again.low, again.high) == (ci.low, ci.high)
+    with pytest.raises(ValueError, match="confidence"):
+        cluster_bootstrap_ci(mean, 3, confidence=1.0)
+    with pytest.raises(ValueError, match="at least one"):
+        cluster_bootstrap_ci(mean, 0)

@@ -8,26 +8,32 @@ says what to train (:func:`policy_spec`: the frozen detector in
 and evaluates the exported policy (:func:`evaluate_policy`) on the validation videos next to
 the fixed policies, compared at a matched fraction of f0 runs (Fig. 7): :func:`fixed_at`
 interpolates the fixed policies' mAP linearly in the fraction of f0 runs between the two
-neighbouring τ. No Ray is imported here.
+neighbouring τ. :func:`matched_gain_interval` puts a bootstrap interval over videos on that
+gain (issue 23): each replicate redraws the validation videos, recomputes every policy's
+mAP@0.5 and fraction of f0 runs on the drawn videos from pycocotools' per-image matching (no
+re-matching), and compares at the learned policies' fractions there. No Ray is imported here.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from dynvid.config import ExperimentConfig, to_dict
+from dynvid.metrics.bootstrap import PairedInterval, cluster_bootstrap_ci
+from dynvid.metrics.detection import ap50_from_matches, match_detections
 from dynvid.methods.lfs.env import InterleavingEnv
 from dynvid.methods.lfs.evaluation import LearnedPolicy, evaluate_policies
 from dynvid.methods.lfs.policy import EXPORT_FORMAT, load_policy
 from dynvid.methods.lfs.report import fixed_policies, load_detector, load_detector_model
 from dynvid.task import PolicySpec
 
-__all__ = ["evaluate_policy", "fixed_at", "policy_spec"]
+__all__ = ["evaluate_policy", "fixed_at", "matched_gain_interval", "policy_spec"]
 
 
 def fixed_at(curve: list[tuple[float, float]], f0_fraction: float) -> float:
@@ -42,6 +48,41 @@ def fixed_at(curve: list[tuple[float, float]], f0_fraction: float) -> float:
         if f0_fraction <= x1:
             return y0 if x1 == x0 else y0 + (y1 - y0) * (f0_fraction - x0) / (x1 - x0)
     return pts[-1][1]
+
+
+def matched_gain_interval(gt, per_video: dict, learned: Sequence[str], reference: Sequence[str],
+                          confidence: float = 0.95, resamples: int = 500, seed: int = 0) -> PairedInterval:
+    """The mean over ``learned`` policies (e.g. one per seed) of their mAP@0.5 minus the
+    ``reference`` curve's (the fixed policies, or the oracle's thresholds) at the same fraction
+    of f0 runs (:func:`fixed_at`), with its percentile bootstrap interval over videos
+    (:func:`~dynvid.metrics.bootstrap.cluster_bootstrap_ci`). ``per_video``:
+    :func:`~.evaluation.evaluate_policies`'s per-video record of all these policies."""
+    videos = per_video["image_ids"]
+    names = [*learned, *reference]
+    missing = [n for n in names if n not in per_video]
+    if missing or not learned or not reference:
+        raise ValueError(f"matched_gain_interval needs learned and reference policies evaluated with per_video; "
+                         f"missing: {missing or 'a learned or reference policy'}")
+    tables = {n: match_detections(gt, per_video[n]["rows"]) for n in names}
+    index = {i: k for k, i in enumerate(tables[names[0]].image_ids)}
+    video_of = np.full(len(index), -1, dtype=np.int64)
+    for v, ids in enumerate(videos):
+        video_of[[index[i] for i in ids]] = v
+    if (video_of < 0).any():
+        raise ValueError(f"{int((video_of < 0).sum())} ground-truth images belong to no evaluated video")
+    f0 = {n: np.asarray(per_video[n]["f0"], dtype=np.int64) for n in names}
+    frames = {n: np.asarray(per_video[n]["frames"], dtype=np.int64) for n in names}
+
+    def gain(counts: np.ndarray) -> float:
+        weights = counts[video_of]
+
+        def fraction(n: str) -> float:
+            return float((counts * f0[n]).sum() / max(int((counts * frames[n]).sum()), 1))
+
+        curve = [(fraction(n), ap50_from_matches(tables[n], weights)) for n in reference]
+        return float(np.mean([ap50_from_matches(tables[n], weights) - fixed_at(curve, fraction(n)) for n in learned]))
+
+    return cluster_bootstrap_ci(gain, len(videos), confidence, resamples, seed)
 
 
 def policy_spec(task, cfg: ExperimentConfig, detector: str, local: str) -> PolicySpec:

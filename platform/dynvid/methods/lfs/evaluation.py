@@ -15,6 +15,13 @@ the first frame of a video always runs f0 (Algorithm 1, ``a_0 = 0``):
   that ran (Algorithm 1's ``s_t = s_t^{a_t}``), before the f1 skip rule decides what is
   carried; ``η_t[k−1] = 1`` if f1 ran ``k`` steps ago, counting the frame just processed
   as one step ago.
+- :class:`OraclePolicy`: not a deployable policy but the benchmark's upper reference (issue 23):
+  it looks ahead at the labels. From the state the detector kept, it runs both extractors on
+  the next frame, takes each one's detection loss (Eq. 2's ``L(D^i)``, as the policy's
+  environment does) and picks f0 where ``L(D^1) − L(D^0) > threshold``. With
+  ``threshold = γ`` it is the greedy maximiser of Eq. 2's reward; swept over thresholds it
+  draws the best mAP a per-frame choice reaches at each fraction of f0 runs on these videos.
+  Its cost counts the path it chose only (the look-ahead is the oracle's, not the detector's).
 
 Synchronous and asynchronous latency (Sec. 3.5, Fig. 5) are :mod:`dynvid.methods.lfs.latency`'s.
 """
@@ -25,12 +32,13 @@ from collections.abc import Iterable
 
 import torch
 
+from dynvid.detection.losses import detection_loss_batched
 from dynvid.detection.ssdlite import postprocess
 from dynvid.methods.lfs.model import F0, F1, InterleavedDetector, fixed_schedule, unwrap
 from dynvid.methods.lfs.policy import make_observation
 from dynvid.metrics.detection import coco_evaluate, gather_from_ranks, video_detection_rows
 
-__all__ = ["FixedPolicy", "LearnedPolicy", "evaluate_policies", "run_videos", "update_history"]
+__all__ = ["FixedPolicy", "LearnedPolicy", "OraclePolicy", "evaluate_policies", "run_videos", "update_history"]
 
 
 def update_history(eta: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
@@ -77,12 +85,41 @@ class LearnedPolicy:
         return self.qnet.to(c.device)(obs).argmax(1).to(actions.device)
 
 
+class OraclePolicy:
+    """f0 on a frame where its detection loss is more than ``threshold`` below f1's, both run
+    from the kept state (see the module docstring). It needs the labels: :func:`run_videos`
+    serves it the targets (``look_ahead``)."""
+
+    look_ahead = True
+
+    def __init__(self, threshold: float, focal: bool = True, name: str | None = None) -> None:
+        self.threshold, self.focal = float(threshold), focal
+        self.name = name or f"oracle θ={threshold:g}"
+
+    def reset(self, batch: int) -> None:
+        pass
+
+    @torch.no_grad()
+    def choose(self, model: InterleavedDetector, frames: torch.Tensor, state, targets: list[dict],
+               t: int) -> torch.Tensor:
+        """The actions of frame ``t`` (``frames``: that frame of each video) from ``state``."""
+        losses = []
+        for a in (F0, F1):
+            cls_logits, box_codes, anchors, _, _ = model.step(frames, a, state)
+            c, loc = detection_loss_batched(cls_logits, box_codes, anchors, [tg["boxes"][t] for tg in targets],
+                                            [tg["labels"][t] for tg in targets], focal=self.focal)
+            losses.append((c + loc).cpu())
+        return torch.where(losses[F1] - losses[F0] > self.threshold, F0, F1).long()
+
 
 @torch.no_grad()
 def run_videos(model: InterleavedDetector, frames: torch.Tensor, policy, *, score_threshold: float = 0.05,
-               nms_iou: float = 0.6, max_detections: int = 100):
+               nms_iou: float = 0.6, max_detections: int = 100, targets: list[dict] | None = None):
     """Run ``policy`` over videos ``frames (B, T, 3, S, S)``. Returns ``(detections [B][T]
-    dicts of normalized xyxy ``boxes``, ``scores``, ``labels``; actions (B, T))``."""
+    dicts of normalized xyxy ``boxes``, ``scores``, ``labels``; actions (B, T))``. A
+    ``look_ahead`` policy (:class:`OraclePolicy`) needs the videos' ``targets``."""
+    if getattr(policy, "look_ahead", False) and targets is None:
+        raise ValueError(f"policy {policy.name!r} looks ahead at the labels: run_videos needs targets")
     m = unwrap(model)
     device = next(m.parameters()).device
     if frames.device != device:  # a plain DataLoader (reports, benchmarks) delivers host tensors
@@ -98,7 +135,9 @@ def run_videos(model: InterleavedDetector, frames: torch.Tensor, policy, *, scor
         cls_logits, box_codes, anchors, state, candidate = m.step(frames[:, t], a.to(frames.device), state)
         for b, d in enumerate(postprocess(cls_logits, box_codes, anchors, score_threshold, nms_iou, max_detections)):
             dets[b].append(d)
-        if t + 1 < T:
+        if t + 1 < T and getattr(policy, "look_ahead", False):
+            a = policy.choose(m, frames[:, t + 1], state, targets, t + 1).cpu()
+        elif t + 1 < T:
             a = policy.next_actions(t, candidate, previous, a).cpu()
         previous = candidate
     return dets, actions
@@ -106,11 +145,16 @@ def run_videos(model: InterleavedDetector, frames: torch.Tensor, policy, *, scor
 
 @torch.no_grad()
 def evaluate_policies(model: InterleavedDetector, loader: Iterable, gt: dict, policies: list, *,
-                      costs: dict[str, float] | None = None, **post) -> dict[str, dict[str, float]]:
+                      costs: dict[str, float] | None = None, per_video: dict | None = None,
+                      **post) -> dict[str, dict[str, float]]:
     """mAP@0.5, AP@[.5:.95], fraction of f0 runs and amortized GMACs per frame of each policy
     over every valid frame of ``loader``'s videos (items ``(frames, targets)``). Under
     ``torch.distributed`` the ranks' detections are gathered and scored together, so every
-    rank returns the metrics of all videos (``videos`` stays this rank's count)."""
+    rank returns the metrics of all videos (``videos`` stays this rank's count).
+
+    ``per_video`` (a dict, single process): filled with what a bootstrap over videos needs,
+    ``{"image_ids": [[ids of video v's valid frames]], policy name: {"rows": COCO rows,
+    "f0": [f0 runs of video v], "frames": [valid frames of video v]}}``."""
     m = unwrap(model)
     was = m.training
     m.eval()
@@ -122,14 +166,23 @@ def evaluate_policies(model: InterleavedDetector, loader: Iterable, gt: dict, po
         for frames, targets in loader:
             videos += len(targets)
             for p in policies:
-                dets, actions = run_videos(m, frames, p, **post)
+                dets, actions = run_videos(m, frames, p, targets=targets, **post)
                 for b, target in enumerate(targets):
-                    rows[p.name].extend(video_detection_rows(dets[b], target))
+                    video_rows = video_detection_rows(dets[b], target)
+                    rows[p.name].extend(video_rows)
                     valid = target["valid"].cpu()
                     acts = actions[b][valid]
                     runs[p.name][0] += float((acts == F0).sum())
                     runs[p.name][1] += float(valid.sum())
                     runs[p.name][2] += float(m.frame_macs(acts, costs).sum())
+                    if per_video is not None:
+                        mine = per_video.setdefault(p.name, {"rows": [], "f0": [], "frames": []})
+                        mine["rows"].extend(video_rows)
+                        mine["f0"].append(int((acts == F0).sum()))
+                        mine["frames"].append(int(valid.sum()))
+            if per_video is not None:
+                per_video.setdefault("image_ids", []).extend(
+                    [int(i) for i in tg["image_ids"][tg["valid"].cpu()]] for tg in targets)
     finally:
         m.train(was)
     gathered = gather_from_ranks((rows, runs))
