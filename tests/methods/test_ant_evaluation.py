@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from dynvid.backbones.efficientnet import mbconv_macs
-from dynvid.methods.ant.evaluation import AntMode, NonTemporalMode, StaticMode, amortized_latency, run_videos
+from dynvid.methods.ant.evaluation import (AntMode, NonTemporalMode, ReplayMode, StaticMode, amortized_latency,
+                                          replay_modes, run_videos)
 from dynvid.methods.ant.model import ANTDetector
 from dynvid.metrics.cost import CostMeter
 
@@ -119,3 +120,37 @@ def test_choice_distribution_counts_nonkey_frames_only():
     assert d["ratio_share"][5] == pytest.approx([1 / 3, 0, 0, 0, 0, 2 / 3], abs=1e-3)
     assert d["mean_ratio_nonkey"][0] == pytest.approx(4 / 3, abs=1e-3)
     assert choice_distribution(ratios[:1], keys[:1])["configs"]["distinct"] == 0  # key frames only
+
+
+@pytest.mark.parametrize("temporal", [True, False])
+def test_replay_takes_the_recorded_decisions_at_another_size(temporal):
+    """Issue 23's 512² check: a replay of a run is that run (same size); at another size it
+    runs the recorded key frames and widths, not what the gates would choose there, and costs
+    what the recording's path costs at that size."""
+    m = _model(temporal)
+    mode = AntMode(threshold=0.1) if temporal else NonTemporalMode()
+    _force_ratio(m, 3)  # the recording: ratio 4 in every stage of every non-key frame
+    videos = _videos()
+    replays = replay_modes(m, list(videos), mode)
+    assert [r.keys for r in replays] == ([(True, False, False, False, False), (True, False, False, True, False)]
+                                         if temporal else [(False,) * 5] * 2)
+    for v, r in zip(videos, replays):
+        same, again = run_videos(m, v[None], mode, post=POST), run_videos(m, v[None], r, post=POST)
+        assert torch.equal(same["keys"], again["keys"]) and torch.equal(same["ratios"], again["ratios"])
+        assert torch.allclose(same["macs"], again["macs"])
+        for d, e in zip(same["dets"][0], again["dets"][0]):
+            assert torch.allclose(d["scores"], e["scores"], atol=1e-5)
+    big = torch.nn.functional.interpolate(videos[1], size=(128, 128), mode="bilinear", align_corners=False)
+    recorded_at_128 = run_videos(m, big[None], mode)  # the gates still choose ratio 4 here
+    _force_ratio(m, 0)  # now the gates would choose ratio 1 …
+    replayed = run_videos(m, big[None], replays[1])  # … but the replay runs the recorded ratio 4
+    nonkey = ~replayed["keys"][0]
+    assert (replayed["ratios"][0][nonkey] == 4).all()
+    assert torch.equal(replayed["keys"], torch.tensor([replays[1].keys]))
+    if temporal:  # the key frames were decided at 64²; at 128² the deviation may differ, the cost may not
+        assert torch.equal(replayed["keys"], recorded_at_128["keys"])
+    assert torch.allclose(replayed["macs"], recorded_at_128["macs"])
+    with pytest.raises(ValueError, match="recorded 5 frames"):
+        run_videos(m, torch.cat([big, big])[None], replays[1])
+    lat = amortized_latency(m, [big, big], [replays[1], replays[1]], warmup=1)
+    assert lat["frames"] == 10

@@ -11,6 +11,10 @@ A *mode* says how each frame of a video runs:
   (:meth:`ANTDetector.forward_nonkey`) from the stored projections, the stem reused.
   ``threshold=None`` with ``key_every`` gives the fixed schedule of training.
 - :class:`NonTemporalMode`: the non-temporal dynamic network, gates on every frame.
+- :class:`ReplayMode`: the key frames and per-stage widths another run chose, replayed on
+  one video (issue 23: ANT's choices at 192² timed at the paper's 512², where the input
+  that chose them does not exist). Everything else runs as in the mode that chose them
+  (stem, key-frame deviation, fusion, gates), only the decisions are the recorded ones.
 
 :func:`run_videos` runs a batch of videos frame by frame; videos decide independently, and
 each sub-batch (key / non-key rows, and inside a stage each width) runs only its own path.
@@ -42,7 +46,8 @@ from dynvid.methods.ant.modules import ProjectedKeys, stem_deviation
 from dynvid.metrics.cost import CostMeter
 from dynvid.metrics.detection import coco_evaluate, gather_from_ranks, video_detection_rows
 
-__all__ = ["AntMode", "NonTemporalMode", "StaticMode", "amortized_latency", "evaluate_modes", "run_videos"]
+__all__ = ["AntMode", "NonTemporalMode", "ReplayMode", "StaticMode", "amortized_latency", "evaluate_modes",
+           "replay_modes", "run_videos"]
 
 FULL = (max(RATIOS),) * 6
 
@@ -71,6 +76,30 @@ class NonTemporalMode:
     name: str = "non-temporal"
 
 
+@dataclass(frozen=True)
+class ReplayMode:
+    """Recorded decisions of one video: ``keys[t]`` (a key frame), ``ratios[t]`` (the six
+    stage ratios a non-key frame ran); ``temporal``: ANT (key frames + fusion) or the
+    non-temporal network (``keys`` all False)."""
+
+    keys: tuple[bool, ...]
+    ratios: tuple[tuple[int, ...], ...]
+    temporal: bool = True
+    name: str = "replay"
+
+
+@torch.no_grad()
+def replay_modes(model: ANTDetector, videos: Sequence[torch.Tensor], mode, name: str | None = None) -> list:
+    """One :class:`ReplayMode` per video of ``videos`` (each ``(T, 3, S, S)``): the decisions
+    ``mode`` (an :class:`AntMode` or :class:`NonTemporalMode`) takes on it, batch 1."""
+    out = []
+    for v in videos:
+        run = run_videos(model, v[None], mode, count=False)
+        out.append(ReplayMode(tuple(run["keys"][0].tolist()), tuple(tuple(r) for r in run["ratios"][0].tolist()),
+                              temporal=isinstance(mode, AntMode), name=name or mode.name))
+    return out
+
+
 def _metered(model: ANTDetector, count: bool, batch: int, fn):
     if not count:
         return fn(), None
@@ -92,8 +121,11 @@ def run_videos(model: ANTDetector, frames: torch.Tensor, mode, *, count: bool = 
     detections (normalized xyxy) or None without ``post``, "macs": (B, T), "keys": (B, T) bool,
     "ratios": (B, T, 6)}``; ``count=False`` skips the cost meter (latency runs)."""
     m = unwrap_model(model)
-    if isinstance(mode, (AntMode, NonTemporalMode)):
-        needed = isinstance(mode, AntMode)
+    replay = isinstance(mode, ReplayMode)
+    if replay and frames.shape[1] > len(mode.keys):
+        raise ValueError(f"replay {mode.name!r} recorded {len(mode.keys)} frames, the videos have {frames.shape[1]}")
+    if isinstance(mode, (AntMode, NonTemporalMode, ReplayMode)):
+        needed = mode.temporal if replay else isinstance(mode, AntMode)
         if m.temporal != needed:
             kind = lambda temporal: "temporal" if temporal else "non-temporal"  # noqa: E731
             raise ValueError(f"mode {mode.name!r} needs a {kind(needed)} ANT detector (ant.temporal="
@@ -112,13 +144,18 @@ def run_videos(model: ANTDetector, frames: torch.Tensor, mode, *, count: bool = 
             (cls, box, _), cost = _metered(m, count, B, lambda: m.forward_static(x, mode.ratios))
             ratios[:, t] = torch.tensor(mode.ratios)
             keys[:, t] = True
-        elif isinstance(mode, NonTemporalMode):
-            (cls, box, choice), cost = _metered(m, count, B, lambda: m.forward_nonkey(x, None))
+        elif isinstance(mode, NonTemporalMode) or (replay and not mode.temporal):
+            force = mode.ratios[t] if replay else None
+            (cls, box, choice), cost = _metered(m, count, B, lambda: m.forward_nonkey(x, None, force=force))
             ratios[:, t] = choice
         else:
             stem, cost = _metered(m, count, B, lambda: m.stem(x))
+            force = mode.ratios[t] if replay else None
             if key_stem is None:
                 flags, flags_dev = [True] * B, None
+            elif replay:  # the deviation is computed and read as ANT does; the recorded decision is taken
+                (stem_deviation(stem, key_stem) > 0).tolist()
+                flags, flags_dev = [bool(mode.keys[t])] * B, None
             elif mode.threshold is None:
                 flags, flags_dev = [t % mode.key_every == 0] * B, None
             else:
@@ -144,7 +181,7 @@ def run_videos(model: ANTDetector, frames: torch.Tensor, mode, *, count: bool = 
                 else:
                     kf = key_feats if whole else [k.index_select(0, r) for k in key_feats]
                     kf = kf if m.training else ProjectedKeys(kf)  # a training-mode model fuses raw keys
-                    (c, b, choice), sub = _metered(m, count, n, lambda: m.forward_nonkey(xs, kf, stem=ss))
+                    (c, b, choice), sub = _metered(m, count, n, lambda: m.forward_nonkey(xs, kf, stem=ss, force=force))
                     if whole:
                         ratios[:, t] = choice
                     else:
@@ -250,16 +287,20 @@ def amortized_latency(model: ANTDetector, videos: Sequence[torch.Tensor], mode, 
                       warmup: int = 3) -> dict[str, float]:
     """Amortized latency (ms per frame) of ``mode`` over ``videos`` (each ``(T, 3, S, S)``),
     frame by frame with batch 1 on ``threads`` intra-op threads (Table 1: one CPU core);
-    ``warmup`` frames of the first video run first, untimed."""
+    ``warmup`` frames of the first video run first, untimed. ``mode`` may be a list, one mode
+    per video (:func:`replay_modes`)."""
     m = unwrap_model(model).eval()
+    modes = list(mode) if isinstance(mode, (list, tuple)) else [mode] * len(videos)
+    if len(modes) != len(videos):
+        raise ValueError(f"{len(modes)} modes for {len(videos)} videos")
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        run_videos(m, videos[0][None, :warmup], mode, count=False)
+        run_videos(m, videos[0][None, :warmup], modes[0], count=False)
         total, frames = 0.0, 0
-        for v in videos:
+        for v, mv in zip(videos, modes):
             t0 = time.perf_counter()
-            run_videos(m, v[None], mode, count=False)
+            run_videos(m, v[None], mv, count=False)
             total += time.perf_counter() - t0
             frames += len(v)
     finally:

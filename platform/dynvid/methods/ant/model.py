@@ -149,13 +149,15 @@ class ANTDetector(nn.Module):
         return ProjectedKeys(f.project_key(k) for f, k in zip(self.fusions, key))
 
     def forward_nonkey(self, frames: torch.Tensor, key: Sequence[torch.Tensor] | None, tau: float | None = None,
-                       details: bool = False, stem: torch.Tensor | None = None):
+                       details: bool = False, stem: torch.Tensor | None = None, force: Sequence[int] | None = None):
         """A non-key frame: fusion + gate per elastic stage. Returns ``(cls, box, choices)``,
         ``choices`` ``(B, 6)`` the ratio each sample ran in each stage; with ``details`` also
         ``{"fused": [6 fused maps], "onehots": [6 (B, 6) choices]}`` (stage-2 training).
         ``key``: the key frame's :meth:`key_features`, or at inference its
         :meth:`project_keys` (the same result with the key side computed once per key
-        frame); ignored (may be None) by the non-temporal network."""
+        frame); ignored (may be None) by the non-temporal network. ``force``: one ratio per
+        elastic stage that every sample runs instead of its gate's choice; the gates still run
+        (a replay of recorded choices at another resolution costs what the gates cost)."""
         f = self.backbone.features
         x = f[1](self.stem(frames) if stem is None else stem)
         outs = [None, x]
@@ -169,6 +171,8 @@ class ANTDetector(nn.Module):
                 fused = self.fusions[s](key[s], x)
             onehot = DynamicGate.decide(self.gates[s](fused), tau)
             choice = onehot.argmax(1)
+            if force is not None:
+                choice = torch.full_like(choice, RATIOS.index(int(force[s])))
             host = choice.tolist()  # the stage's one read: which rows run which width
             x = self._run_stage(i, fused, choice, onehot if tau is not None else None, host)
             choices.append(torch.tensor([RATIOS[k] for k in host], dtype=torch.long))

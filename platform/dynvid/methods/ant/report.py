@@ -31,6 +31,7 @@ import os
 from collections.abc import Sequence
 
 import torch
+from torch.nn import functional as F
 
 from dynvid.config import ExperimentConfig
 from dynvid.data.datasets import scene_config
@@ -38,7 +39,8 @@ from dynvid.data.detection import build_detection_dataset
 from dynvid.engine.checkpoint import load_checkpoint
 from dynvid.engine.storage import fetch_checkpoint
 from dynvid.methods.ant import build_detector
-from dynvid.methods.ant.evaluation import FULL, AntMode, NonTemporalMode, StaticMode, amortized_latency, evaluate_modes
+from dynvid.methods.ant.evaluation import (FULL, AntMode, NonTemporalMode, StaticMode, amortized_latency, evaluate_modes,
+                                          replay_modes)
 from dynvid.methods.ant.model import ELASTIC, ANTDetector
 from dynvid.methods.ant.nas import backbone_macs, nas_search
 from dynvid.tables import format_table
@@ -100,27 +102,44 @@ def _row(model: ANTDetector, mode, loader, gt, cfg, params: int, timed: list | N
     return r
 
 
-def _time_rows(rows: dict, timed: list, videos, rounds: int, say) -> None:
+def _time_rows(rows: dict, timed: list, videos, rounds: int, say, key: str = "latency_ms") -> None:
     """Amortized single-core latency of every row, measured in ``rounds`` interleaved rounds
     (row A, B, C, A, B, C, …) and reported as the median, so that a slow spell of the machine
-    does not land on one row only."""
+    does not land on one row only; stored as ``rows[name][key]``."""
     samples: dict[str, list[float]] = {name: [] for name, _, _ in timed}
     for _ in range(rounds):
         for name, model, mode in timed:
             samples[name].append(amortized_latency(model, videos, mode)["latency_ms"])
+    size = "×".join(str(n) for n in videos[0].shape[-2:])
     for name, values in samples.items():
-        rows[name]["latency_ms"] = sorted(values)[len(values) // 2]
-        rows[name]["latency_ms_rounds"] = values
-        say(f"[dynvid] {name}: {rows[name]['latency_ms']:.1f} ms/frame on 1 core (rounds: "
+        rows[name][key] = sorted(values)[len(values) // 2]
+        rows[name][f"{key}_rounds"] = values
+        say(f"[dynvid] {name}: {rows[name][key]:.1f} ms/frame on 1 core at {size} (rounds: "
             f"{', '.join(f'{v:.1f}' for v in values)})")
 
 
+def _replay(rows: dict, timed: list, videos, size: int, key_threshold: float, rounds: int, say) -> None:
+    """Issue 23's check at the paper's resolution: every timed row except ANT's other
+    thresholds, on the latency videos resized to ``size × size``; the static rows run as they
+    are, the dynamic rows replay the key frames and widths they chose at the native size
+    (:class:`~.evaluation.ReplayMode`). Stored as ``rows[name]["latency_ms_<size>"]``."""
+    big = [F.interpolate(v, size=(size, size), mode="bilinear", align_corners=False) for v in videos]
+    replayed = []
+    for name, model, mode in timed:
+        if isinstance(mode, AntMode) and mode.threshold != key_threshold:
+            continue
+        replayed.append((name, model, mode if isinstance(mode, StaticMode) else replay_modes(model, videos, mode, name)))
+    say(f"[dynvid] replaying {len(replayed)} rows' choices at {size}×{size} on 1 core ({rounds} rounds)")
+    _time_rows(rows, replayed, big, rounds, say, key=f"latency_ms_{size}")
+
+
 def compare(task, cfg: ExperimentConfig, checkpoints: dict[str, str], thresholds: Sequence[float] | None = None,
-            nas: bool = True, latency: bool = True, say=print) -> dict:
+            nas: bool = True, latency: bool = True, say=print, replay_size: int | None = None) -> dict:
     """Rows of Table 1 / Fig. 4 (see the module docstring). ``checkpoints``: ``static``,
     ``gates`` and optionally ``nontemporal`` (stage checkpoints; missing ones skip their rows;
-    the NAS subnets and the like-for-like D0 come from ``gates``). Returns ``{"rows": {name:
-    metrics}, "nas": search results}``."""
+    the NAS subnets and the like-for-like D0 come from ``gates``). ``replay_size``: also time
+    the rows at that resolution, the dynamic ones replaying their choices (:func:`_replay`).
+    Returns ``{"rows": {name: metrics}, "nas": search results}``."""
 
     c = cfg.ant
     stage = task.stages[-1]
@@ -176,6 +195,8 @@ def compare(task, cfg: ExperimentConfig, checkpoints: dict[str, str], thresholds
         rows["non-temporal"] = _row(m, NonTemporalMode(), loader, gt, cfg, detector_params(m), timed, say)
     if timed:
         _time_rows(rows, timed, lat_videos, c.latency_rounds, say)
+        if replay_size:
+            _replay(rows, timed, lat_videos, replay_size, c.key_threshold, c.latency_rounds, say)
     return {"rows": rows, "nas": searched}
 
 
