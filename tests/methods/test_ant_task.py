@@ -211,3 +211,24 @@ def test_coco_video_data_feeds_every_stage(tmp_path):
     assert torch.isfinite(loss)
     metrics = task.evaluate(model, val_loader, gates)
     assert metrics["num_samples"] == 1 and 0.0 <= metrics["AP"] <= 1.0
+
+
+def test_gate_lr_mult_reaches_the_gates_only_in_stage_2():
+    from dynvid.config import ExperimentConfig, apply_overrides
+    from dynvid.engine.optim import build_optimizer
+    from dynvid.methods.ant import ANTTask
+    from dynvid.methods.ant.presets import EMBEDDED, SMOKE
+
+    cfg = apply_overrides(ExperimentConfig(), EMBEDDED + SMOKE + ["ant.gate_lr_mult=10", "ant.gate_lr=0.001"])
+    task = ANTTask(cfg)
+    gates = next(s for s in task.stages if s.name == "gates")
+    model = task.build_model(gates.config(cfg), 3, gates)
+    mults = task.lr_multipliers(model, gates)
+    assert set(mults) == {id(p) for p in model.gates.parameters()} and set(mults.values()) == {10.0}
+    opt = build_optimizer(model.parameters(), gates.config(cfg).optim, mults)
+    lr_of = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    assert lr_of[id(next(model.gates.parameters()))] == pytest.approx(0.01)
+    assert lr_of[id(next(model.fusions.parameters()))] == pytest.approx(0.001)
+    assert task.lr_multipliers(model, task.stages[1]) == {}
+    with pytest.raises(ValueError, match="gate_lr_mult"):
+        ANTTask(apply_overrides(cfg, ["ant.gate_lr_mult=0"]))

@@ -34,6 +34,10 @@ class AntConfig:
     """Epochs of stage 2 (Sec. 4.1: 8)."""
     gate_lr: float = 0.002
     """Learning rate of stage 2 (Sec. 4.1: 0.002)."""
+    gate_lr_mult: float = 1.0
+    """Learning-rate multiplier of the gates' parameters in stage 2 (1 = the paper's one rate).
+    The gates are small heads that start undecided while the rest of the network is trained:
+    at one rate the width cost was still falling when the schedule ended (issue 23)."""
     key_every: int = 3
     """Stage 2's fixed schedule: one key frame in this many (Sec. 3.2: 1/3)."""
     key_stride_max: int = 1

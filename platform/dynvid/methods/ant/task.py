@@ -22,8 +22,9 @@ from dynvid.task import Stage, Task, unwrap_model
 
 __all__ = ["ANTTask", "GATE_KEYS", "SUPERNET_KEYS", "build_detector", "frame_targets"]
 
-GATE_KEYS = ("ant.temporal", "ant.gate_epochs", "ant.gate_lr", "ant.key_every", "ant.key_stride_max", "ant.gumbel_tau",
-             "ant.fusion_kd_weight", "ant.cost_weight", "ant.cost_target", "ant.cost_metric")
+GATE_KEYS = ("ant.temporal", "ant.gate_epochs", "ant.gate_lr", "ant.gate_lr_mult", "ant.key_every",
+             "ant.key_stride_max", "ant.gumbel_tau", "ant.fusion_kd_weight", "ant.cost_weight", "ant.cost_target",
+             "ant.cost_metric")
 SUPERNET_KEYS = ("ant.supernet_epochs", "ant.sandwich_random", "ant.kd_weight")
 
 
@@ -59,6 +60,8 @@ class ANTTask(Task):
             raise ValueError(f"ant.key_every must be >= 2 (one key frame in key_every), got {c.key_every}")
         if c.key_stride_max < 1:
             raise ValueError(f"ant.key_stride_max must be >= 1 (1: consecutive frames), got {c.key_stride_max}")
+        if not c.gate_lr_mult > 0:
+            raise ValueError(f"ant.gate_lr_mult must be > 0, got {c.gate_lr_mult}")
         if c.cost_target is not None and not 0 < c.cost_target <= 1:
             raise ValueError(f"ant.cost_target must be in (0, 1] (a fraction of the full network's elastic stages) "
                              f"or null, got {c.cost_target}")
@@ -149,6 +152,13 @@ class ANTTask(Task):
         return int(state["head.cls_net.predict.1.bias"].shape[0]) // (len(ANCHOR_SCALES) * len(ANCHOR_RATIOS))
 
     # ---- training ---------------------------------------------------------------------------
+
+    def lr_multipliers(self, model: nn.Module, stage: Stage) -> dict[int, float]:
+        """``ant.gate_lr_mult`` for the gates' parameters in stage 2 (engine hook, see
+        ``build_optimizer``); the fusion modules and the network keep ``ant.gate_lr``."""
+        if stage.name != "gates" or self.cfg.ant.gate_lr_mult == 1.0:
+            return {}
+        return {id(p): self.cfg.ant.gate_lr_mult for p in unwrap_model(model).gates.parameters()}
 
     def training_step(self, model: nn.Module, batch, stage: Stage):
         frames, targets = batch
