@@ -1,15 +1,17 @@
 """Benchmark: ANT — static network vs static NAS subnets vs non-temporal dynamic vs ANT (Table 1, Fig. 4).
 
     python jobs/bench_ant.py [--smoke-test] [--out FILE.json] [--thresholds 0.2 0.4 0.8]
-                             [--static CKPT --supernet CKPT] [--replay-size 512] [--set key=value ...]
+                             [--static CKPT --supernet CKPT] [--gates CKPT] [--nontemporal CKPT]
+                             [--replay-size 512] [--set key=value ...]
 
 On the embedded synthetic detection scenes with fixed seeds and the detection job's laptop
 configuration (``jobs/ant_detection.py``): the three stages are trained (or, with that job's
 ``train.storage_path`` given by ``--set``, found done and not retrained; or, with
 ``--static`` and ``--supernet``, those two stages' checkpoints are taken as given and only the
 gates train from that supernet: stage-2 settings can be compared without retraining the
-stages that do not read them), then the non-temporal dynamic network's gates stage is trained
-from the same supernet. Every network
+stages that do not read them; with ``--static`` and ``--gates`` too, nothing of ANT trains),
+then the non-temporal dynamic network's gates stage is trained from the same supernet (or
+taken from ``--nontemporal``). Every network
 runs over every frame of the val videos: AP@[.5:.95], AP50, amortized GMACs per frame
 (avg/min/max), parameters and amortized single-core latency (``torch.set_num_threads(1)``,
 batch 1, frame by frame) — the standalone D0 (stage 0), the like-for-like D0 (ANT's own
@@ -98,13 +100,23 @@ def main(argv: list[str] | None = None) -> int:
                    "(default: ant.key_threshold × 0.5, 0.75, 1, 1.5, 2; ant.key_threshold is always added)")
     p.add_argument("--static", metavar="CKPT", help="a finished stage-0 (standalone D0) checkpoint; with --supernet")
     p.add_argument("--supernet", metavar="CKPT", help="a finished stage-1 checkpoint: only the gates are trained")
+    p.add_argument("--gates", metavar="CKPT", help="a finished stage-2 checkpoint (with --static): measured as it is")
+    p.add_argument("--nontemporal", metavar="CKPT", help="a finished non-temporal gates checkpoint (with --gates)")
     p.add_argument("--replay-size", type=int, default=512, metavar="PIXELS",
                    help="also time the rows at this resolution, replaying the dynamic rows' choices (0: skip)")
     args = p.parse_args(argv)
     if args.replay_size < 0 or args.replay_size % 128:
         p.error(f"--replay-size must be 0 or a multiple of 128 (EfficientDet's P7 stride), got {args.replay_size}")
-    if (args.static is None) != (args.supernet is None):
-        p.error("--static and --supernet go together (both stages' checkpoints, or neither)")
+    if args.supernet and not args.static:
+        p.error("--supernet needs --static (the standalone D0 row)")
+    if args.gates and not args.static:
+        p.error("--gates needs --static (the standalone D0 row)")
+    if args.nontemporal and not args.gates:
+        p.error("--nontemporal needs --gates")
+    if args.static and not args.supernet and not args.gates:
+        p.error("--static goes with --supernet (train the gates) or --gates (train nothing)")
+    if args.gates and not args.nontemporal and not args.supernet:
+        p.error("--gates without --nontemporal needs --supernet, to train the non-temporal gates from")
     # bad input (config, dataset, storage) is found before Ray starts: one line, exit 2
     return exit_on_bad_input("bench_ant", lambda: run(args))
 
@@ -116,18 +128,24 @@ def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-ant-") as tmp:
         cfg = bench_config(EMBEDDED + BENCH, SMOKE, args, tmp)
         c = cfg.ant
-        if args.supernet:  # the first two stages as given: only the gates train, from that supernet
-            result = fit(cfg, method="ant", stages=["gates"], init_from=args.supernet, register=False, report=False)
-            ckpts = {"static": args.static, "supernet": args.supernet}
-        else:
-            result = fit(cfg, method="ant", register=False, report=False)
-            ckpts = {}
-        ckpts.update({s.stage: s.checkpoint_path for s in result.stages})
-        nontemporal_cfg = apply_overrides(cfg, ["ant.temporal=false"] + (  # a named run needs its own name
-            [f"train.name={cfg.train.name}-nontemporal"] if cfg.train.name else []))
-        nt = fit(nontemporal_cfg, method="ant", stages=["gates"], init_from=ckpts["supernet"], register=False,
-                 report=False)
-        ckpts["nontemporal"] = nt.stages[-1].checkpoint_path
+        ckpts = {k: v for k, v in (("static", args.static), ("supernet", args.supernet), ("gates", args.gates),
+                                   ("nontemporal", args.nontemporal)) if v}
+        stage_times = {}
+        if "gates" not in ckpts:
+            if args.supernet:  # the first two stages as given: only the gates train, from that supernet
+                result = fit(cfg, method="ant", stages=["gates"], init_from=args.supernet, register=False,
+                             report=False)
+            else:
+                result = fit(cfg, method="ant", register=False, report=False)
+            ckpts.update({s.stage: s.checkpoint_path for s in result.stages})
+            stage_times.update({s.stage: s.metrics.get("stage_time_s") for s in result.stages})
+        if "nontemporal" not in ckpts:
+            nontemporal_cfg = apply_overrides(cfg, ["ant.temporal=false"] + (  # a named run needs its own name
+                [f"train.name={cfg.train.name}-nontemporal"] if cfg.train.name else []))
+            nt = fit(nontemporal_cfg, method="ant", stages=["gates"], init_from=ckpts["supernet"], register=False,
+                     report=False)
+            ckpts["nontemporal"] = nt.stages[-1].checkpoint_path
+            stage_times["nontemporal"] = nt.stages[-1].metrics.get("stage_time_s")
         factors = (0.5, 0.75, 1.0, 1.5, 2.0)  # the targets read ant.key_threshold's row: always measured
         thresholds = sorted(set(args.thresholds or [round(c.key_threshold * f, 4) for f in factors]) | {c.key_threshold})
         task = ANTTask(cfg)
@@ -171,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
                    "supernet_checkpoint": args.supernet, "train_videos": cfg.data.synthetic_train_videos,
                    "val_videos": cfg.data.synthetic_val_videos, "eval_frames": c.eval_frames},
         "results": {"rows": rows, "nas": out["nas"], "summary": summary,
-                    "stage_times_s": {s.stage: s.metrics.get("stage_time_s") for s in result.stages}},
+                    "stage_times_s": stage_times, "checkpoints": ckpts},
         "targets": targets,
     }
     if args.out:
