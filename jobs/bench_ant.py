@@ -111,8 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--supernet needs --static (the standalone D0 row)")
     if args.gates and not args.static:
         p.error("--gates needs --static (the standalone D0 row)")
-    if args.nontemporal and not args.gates:
-        p.error("--nontemporal needs --gates")
+    if args.nontemporal and not (args.gates or args.supernet):
+        p.error("--nontemporal needs --gates or --supernet")
     if args.static and not args.supernet and not args.gates:
         p.error("--static goes with --supernet (train the gates) or --gates (train nothing)")
     if args.gates and not args.nontemporal and not args.supernet:

@@ -11,7 +11,8 @@ done and not retrained): mAP@0.5 and fraction of f0 runs over every val frame fo
 fixed τ ∈ {1, 4, 9, 19} and f1 only (Fig. 6), then one DQN policy per γ and seed
 (``--seeds``: ``train.seed``, +1, …) trained with RLlib on the frozen detector and evaluated
 the same way (Fig. 7), the oracle reference (``OraclePolicy``: f0 where its true detection
-loss is more than θ below f1's, for each θ of ``--oracle`` and each γ), and the per-frame latency of
+loss, looked up one frame ahead, is more than θ below f1's, for each θ of ``--oracle`` and
+each γ: a greedy, label-reading heuristic, not a bound), and the per-frame latency of
 the synchronous and asynchronous detector at τ = 9 over ``lfs.latency_videos`` val videos × 3,
 frames arriving at ``lfs.latency_fps`` (Sec. 3.5; one intra-op thread per inference thread;
 each video run's first frame left out).
@@ -21,8 +22,9 @@ policies' mAP@0.5, averaged over the seeds, is at least the fixed policies' mAP 
 fraction of f0 runs (linear between the neighbouring τ), reported with a 95% bootstrap
 interval over the val videos (``--resamples`` replicates; each redraws the videos and
 recomputes every policy's mAP and f0 fraction: ``adaptive.matched_gain_interval``); the
-oracle's mAP at the learned policies' fractions is reported beside it (how much any per-frame
-policy could gain on these scenes); asynchronous worst-case and p99 latency below synchronous.
+oracle's mAP at the learned policies' fractions is reported beside it (how much a per-frame
+choice that sees each frame's true loss gains on these scenes; its curve runs from f1 only to
+f0 only); asynchronous worst-case and p99 latency below synchronous.
 """
 
 from __future__ import annotations
@@ -87,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
         rows, exported = [], {}
         for k in range(1 if args.smoke_test else args.seeds):
             seed = cfg.train.seed + k
-            seeded = apply_overrides(cfg, [f"train.seed={seed}"])
+            seeded = apply_overrides(cfg, [f"train.seed={seed}"] + (  # a named run: one policy folder per seed
+                [f"train.name={cfg.train.name}-seed{seed}"] if cfg.train.name else []))
             policies = train_policies(seeded, "lfs", detector, "lfs.gamma", args.gamma, tmp, shared={"fixed": fixed})
             for m in policies["rows"]:
                 exported[(m["gamma"], seed)] = m["policy"]
@@ -102,14 +105,15 @@ def run(args: argparse.Namespace) -> int:
               "per video", flush=True)
         everything = evaluate_policies(model, loader, task.val_gt, fixed_policies(c.taus) + list(named.values())
                                        + oracles, per_video=per_video, **post)
-        fixed_names, oracle_names = list(fixed), [o.name for o in oracles]
-        gains = {}
+        # the oracle's curve runs from f1 only to f0 only (θ = +∞ and −∞): no clamping between them
+        fixed_names, oracle_names = list(fixed), [o.name for o in oracles] + ["f0 only", "f1 only"]
+        gains, tables = {}, {}
         for g in args.gamma:
             mine = [n for (gg, s) in exported for n in [f"learned γ={gg:g} seed {s}"] if gg == g]
             vs_fixed = matched_gain_interval(task.val_gt, per_video, mine, fixed_names, resamples=args.resamples,
-                                             seed=cfg.train.seed)
+                                             seed=cfg.train.seed, tables=tables)
             vs_oracle = matched_gain_interval(task.val_gt, per_video, mine, oracle_names, resamples=args.resamples,
-                                              seed=cfg.train.seed)
+                                              seed=cfg.train.seed, tables=tables)
             ap = sum(everything[n]["AP50"] for n in mine) / len(mine)
             gains[g] = {"policies": mine, "AP50": ap,
                         "f0_fraction": sum(everything[n]["f0_fraction"] for n in mine) / len(mine),

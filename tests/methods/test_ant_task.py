@@ -232,3 +232,22 @@ def test_gate_lr_mult_reaches_the_gates_only_in_stage_2():
     assert task.lr_multipliers(model, task.stages[1]) == {}
     with pytest.raises(ValueError, match="gate_lr_mult"):
         ANTTask(apply_overrides(cfg, ["ant.gate_lr_mult=0"]))
+
+
+def test_rows_refuse_a_checkpoint_without_the_trained_gates(tmp_path):
+    from dynvid.config import ExperimentConfig, apply_overrides
+    from dynvid.engine.checkpoint import save_checkpoint
+    from dynvid.methods.ant import ANTTask, build_detector
+    from dynvid.methods.ant.presets import EMBEDDED, SMOKE
+    from dynvid.methods.ant.report import load_model
+
+    cfg = apply_overrides(ExperimentConfig(), EMBEDDED + SMOKE)
+    task = ANTTask(cfg)
+    temporal = build_detector(cfg, 3, temporal=True)
+    nontemporal = build_detector(cfg, 3, temporal=False)
+    for name, model in (("temporal", temporal), ("nontemporal", nontemporal)):
+        save_checkpoint(tmp_path / name, model, {"ant": {"temporal": name == "temporal"}}, {})
+    assert load_model(task, cfg, str(tmp_path / "temporal"), temporal=True, gates=True).temporal
+    with pytest.raises(ValueError, match="no trained temporal"):
+        load_model(task, cfg, str(tmp_path / "nontemporal"), temporal=True, gates=True)
+    assert not load_model(task, cfg, str(tmp_path / "nontemporal"), temporal=False, gates=True).temporal

@@ -61,7 +61,7 @@ def test_oracle_picks_f0_exactly_where_its_loss_gain_exceeds_the_threshold(parts
     vals = gaps.flatten().sort().values
     apart = (vals[1:] - vals[:-1]) > 1e-3  # thresholds between this detector's gaps, never at one
     for theta in ((vals[1:] + vals[:-1]) / 2)[apart].tolist():
-        dets, actions = run_videos(model, frames, OraclePolicy(theta), targets=targets, **POST)
+        dets, actions = run_videos(model, frames, OraclePolicy(theta, focal=True), targets=targets, **POST)
         assert (actions[:, 0] == F0).all()
         expected = torch.where(_gaps(model, frames, targets, actions) > theta, F0, F1)
         assert torch.equal(actions[:, 1:], expected[:, 1:])
@@ -72,14 +72,14 @@ def test_oracle_picks_f0_exactly_where_its_loss_gain_exceeds_the_threshold(parts
 def test_oracle_ends_are_the_fixed_ends_and_it_needs_labels(parts):
     model, frames, targets = parts
     for theta, tau in ((-1e9, 0), (1e9, 10**9)):
-        oracle = run_videos(model, frames, OraclePolicy(theta), targets=targets, **POST)
+        oracle = run_videos(model, frames, OraclePolicy(theta, focal=True), targets=targets, **POST)
         fixed = run_videos(model, frames, FixedPolicy(tau), **POST)
         assert torch.equal(oracle[1], fixed[1])
         for b in range(2):
             for d, e in zip(oracle[0][b], fixed[0][b]):
                 assert torch.allclose(d["scores"], e["scores"], atol=1e-5)
     with pytest.raises(ValueError, match="needs targets"):
-        run_videos(model, frames, OraclePolicy(0.0), **POST)
+        run_videos(model, frames, OraclePolicy(0.0, focal=True), **POST)
 
 
 def _record(gt_boxes, found, score, f0_runs):
@@ -129,3 +129,17 @@ def test_matched_gain_and_its_interval_over_videos():
     assert same.diff == same.low == same.high == pytest.approx(0.0, abs=1e-12)
     with pytest.raises(ValueError, match="missing"):
         matched_gain_interval(gt, per_video, ["learned γ=1"], ["f0 only"])
+    shared = {**per_video, "image_ids": per_video["image_ids"] + [per_video["image_ids"][0]]}
+    with pytest.raises(ValueError, match="shares image ids"):
+        matched_gain_interval(gt, shared, ["learned"], ["f0 only", "f1 only"], resamples=5)
+    stranger = {**per_video, "image_ids": per_video["image_ids"][:-1] + [[999]]}
+    with pytest.raises(ValueError, match=r"\[999\] are not in the ground truth"):
+        matched_gain_interval(gt, stranger, ["learned"], ["f0 only", "f1 only"], resamples=5)
+
+
+def test_per_video_records_need_an_empty_dict(parts):
+    from dynvid.methods.lfs.evaluation import evaluate_policies
+
+    model, frames, targets = parts
+    with pytest.raises(ValueError, match="empty dict"):
+        evaluate_policies(model, [(frames, targets)], {}, [FixedPolicy(1)], per_video={"image_ids": [[1]]}, **POST)

@@ -92,6 +92,7 @@ class ReplayMode:
 def replay_modes(model: ANTDetector, videos: Sequence[torch.Tensor], mode, name: str | None = None) -> list:
     """One :class:`ReplayMode` per video of ``videos`` (each ``(T, 3, S, S)``): the decisions
     ``mode`` (an :class:`AntMode` or :class:`NonTemporalMode`) takes on it, batch 1."""
+    unwrap_model(model).eval()
     out = []
     for v in videos:
         run = run_videos(model, v[None], mode, count=False)
@@ -124,6 +125,9 @@ def run_videos(model: ANTDetector, frames: torch.Tensor, mode, *, count: bool = 
     replay = isinstance(mode, ReplayMode)
     if replay and frames.shape[1] > len(mode.keys):
         raise ValueError(f"replay {mode.name!r} recorded {len(mode.keys)} frames, the videos have {frames.shape[1]}")
+    if replay and frames.shape[0] != 1:
+        raise ValueError(f"replay {mode.name!r} holds one video's decisions: run it on one video (batch 1), "
+                         f"got {frames.shape[0]}")
     if isinstance(mode, (AntMode, NonTemporalMode, ReplayMode)):
         needed = mode.temporal if replay else isinstance(mode, AntMode)
         if m.temporal != needed:

@@ -158,6 +158,8 @@ class ANTDetector(nn.Module):
         frame); ignored (may be None) by the non-temporal network. ``force``: one ratio per
         elastic stage that every sample runs instead of its gate's choice; the gates still run
         (a replay of recorded choices at another resolution costs what the gates cost)."""
+        if force is not None and (len(force) != len(ELASTIC) or any(int(r) not in RATIOS for r in force)):
+            raise ValueError(f"force takes one ratio in {RATIOS} per elastic stage ({len(ELASTIC)}), got {force}")
         f = self.backbone.features
         x = f[1](self.stem(frames) if stem is None else stem)
         outs = [None, x]

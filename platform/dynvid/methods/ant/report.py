@@ -54,10 +54,13 @@ ARCHITECTURE = ("image_size", "width_mult", "fpn_channels", "fpn_layers", "head_
 """``ant`` keys that shape the detector's weights: a checkpoint fixes them."""
 
 
-def load_model(task, cfg: ExperimentConfig, checkpoint: str, temporal: bool | None = None) -> ANTDetector:
+def load_model(task, cfg: ExperimentConfig, checkpoint: str, temporal: bool | None = None,
+               gates: bool = False) -> ANTDetector:
     """The detector of a checkpoint (local path or URI) in eval mode; a checkpoint of another
     architecture than ``cfg.ant`` is refused. ``temporal``: build the (non-)temporal network
-    (a static or supernet checkpoint has no fusion weights: they stay untrained and unused)."""
+    (a static or supernet checkpoint has no fusion weights: they stay untrained and unused).
+    ``gates``: the rows need the trained gates (and fusions) of that network: a checkpoint
+    without them is refused rather than measured with random ones."""
 
     ckpt = load_checkpoint(fetch_checkpoint(checkpoint))
     trained = ckpt["config"].get("ant", {})
@@ -68,7 +71,12 @@ def load_model(task, cfg: ExperimentConfig, checkpoint: str, temporal: bool | No
     if temporal is None:
         temporal = bool(trained.get("temporal", cfg.ant.temporal))
     model = build_detector(cfg, task.num_classes_from_state(ckpt["model"]), temporal=temporal)
-    model.load_state_dict(ckpt["model"], strict=False)
+    missing = model.load_state_dict(ckpt["model"], strict=False).missing_keys
+    if gates and any(k.startswith(("gates.", "fusions.")) for k in missing):
+        kind = "temporal (fusion + gates)" if temporal else "non-temporal gates"
+        raise ValueError(f"ANT checkpoint {checkpoint} holds no trained {kind} stage (ant.temporal="
+                         f"{trained.get('temporal')!r}, {len(missing)} weights missing, e.g. {missing[0]}): pass "
+                         "the stage-2 checkpoint of that network")
     return model.eval()
 
 
@@ -157,7 +165,7 @@ def compare(task, cfg: ExperimentConfig, checkpoints: dict[str, str], thresholds
         raise ValueError("the NAS rows are searched on the gates stage's weights (issue 23): pass its checkpoint "
                          "as 'gates'; a supernet checkpoint alone gives none")
     if checkpoints.get("gates"):
-        m = load_model(task, cfg, checkpoints["gates"], temporal=True)
+        m = load_model(task, cfg, checkpoints["gates"], temporal=True, gates=True)
         if not m.width_stats_ready:  # a checkpoint from before the per-ratio statistics
             m.calibrate_width_statistics(task.recalibration_batches(cfg))
         rows[SAME_WEIGHTS_D0] = _row(m, StaticMode(FULL, SAME_WEIGHTS_D0), loader, gt, cfg,
@@ -191,7 +199,7 @@ def compare(task, cfg: ExperimentConfig, checkpoints: dict[str, str], thresholds
             rows[name] = _row(m, AntMode(th, name=name), loader, gt, cfg, params, timed, say)
             rows[name]["threshold"] = th
     if checkpoints.get("nontemporal"):
-        m = load_model(task, cfg, checkpoints["nontemporal"], temporal=False)
+        m = load_model(task, cfg, checkpoints["nontemporal"], temporal=False, gates=True)
         rows["non-temporal"] = _row(m, NonTemporalMode(), loader, gt, cfg, detector_params(m), timed, say)
     if timed:
         _time_rows(rows, timed, lat_videos, c.latency_rounds, say)

@@ -51,23 +51,34 @@ def fixed_at(curve: list[tuple[float, float]], f0_fraction: float) -> float:
 
 
 def matched_gain_interval(gt, per_video: dict, learned: Sequence[str], reference: Sequence[str],
-                          confidence: float = 0.95, resamples: int = 500, seed: int = 0) -> PairedInterval:
+                          confidence: float = 0.95, resamples: int = 500, seed: int = 0,
+                          tables: dict | None = None) -> PairedInterval:
     """The mean over ``learned`` policies (e.g. one per seed) of their mAP@0.5 minus the
     ``reference`` curve's (the fixed policies, or the oracle's thresholds) at the same fraction
     of f0 runs (:func:`fixed_at`), with its percentile bootstrap interval over videos
     (:func:`~dynvid.metrics.bootstrap.cluster_bootstrap_ci`). ``per_video``:
-    :func:`~.evaluation.evaluate_policies`'s per-video record of all these policies."""
+    :func:`~.evaluation.evaluate_policies`'s per-video record of all these policies; ``tables``:
+    a dict that caches each policy's matching across calls."""
     videos = per_video["image_ids"]
     names = [*learned, *reference]
     missing = [n for n in names if n not in per_video]
     if missing or not learned or not reference:
         raise ValueError(f"matched_gain_interval needs learned and reference policies evaluated with per_video; "
                          f"missing: {missing or 'a learned or reference policy'}")
-    tables = {n: match_detections(gt, per_video[n]["rows"]) for n in names}
+    tables = {} if tables is None else tables
+    for n in names:
+        if n not in tables:
+            tables[n] = match_detections(gt, per_video[n]["rows"])
     index = {i: k for k, i in enumerate(tables[names[0]].image_ids)}
     video_of = np.full(len(index), -1, dtype=np.int64)
     for v, ids in enumerate(videos):
-        video_of[[index[i] for i in ids]] = v
+        unknown = [i for i in ids if i not in index]
+        if unknown:
+            raise ValueError(f"video {v}'s image ids {unknown[:5]} are not in the ground truth")
+        rows = [index[i] for i in ids]
+        if (video_of[rows] >= 0).any():
+            raise ValueError(f"video {v} shares image ids with an earlier video: a bootstrap draws whole videos")
+        video_of[rows] = v
     if (video_of < 0).any():
         raise ValueError(f"{int((video_of < 0).sum())} ground-truth images belong to no evaluated video")
     f0 = {n: np.asarray(per_video[n]["f0"], dtype=np.int64) for n in names}

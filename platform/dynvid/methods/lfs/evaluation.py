@@ -20,8 +20,11 @@ the first frame of a video always runs f0 (Algorithm 1, ``a_0 = 0``):
   the next frame, takes each one's detection loss (Eq. 2's ``L(D^i)``, as the policy's
   environment does) and picks f0 where ``L(D^1) − L(D^0) > threshold``. With
   ``threshold = γ`` it is the greedy maximiser of Eq. 2's reward; swept over thresholds it
-  draws the best mAP a per-frame choice reaches at each fraction of f0 runs on these videos.
-  Its cost counts the path it chose only (the look-ahead is the oracle's, not the detector's).
+  draws what a choice that sees each frame's true loss gap reaches at each fraction of f0
+  runs on these videos. It is a reference, not a bound: it is greedy (it ignores what a
+  choice leaves in the carried state for later frames) and it ranks by loss, not mAP, so a
+  learned policy can beat it. Its cost counts the path it chose only (the look-ahead is the
+  oracle's, not the detector's).
 
 Synchronous and asynchronous latency (Sec. 3.5, Fig. 5) are :mod:`dynvid.methods.lfs.latency`'s.
 """
@@ -88,11 +91,12 @@ class LearnedPolicy:
 class OraclePolicy:
     """f0 on a frame where its detection loss is more than ``threshold`` below f1's, both run
     from the kept state (see the module docstring). It needs the labels: :func:`run_videos`
-    serves it the targets (``look_ahead``)."""
+    serves it the targets (``look_ahead``). ``focal``: the detector's classification loss
+    (``lfs.focal``), as the policy's environment rewards it."""
 
     look_ahead = True
 
-    def __init__(self, threshold: float, focal: bool = True, name: str | None = None) -> None:
+    def __init__(self, threshold: float, *, focal: bool, name: str | None = None) -> None:
         self.threshold, self.focal = float(threshold), focal
         self.name = name or f"oracle θ={threshold:g}"
 
@@ -155,6 +159,11 @@ def evaluate_policies(model: InterleavedDetector, loader: Iterable, gt: dict, po
     ``per_video`` (a dict, single process): filled with what a bootstrap over videos needs,
     ``{"image_ids": [[ids of video v's valid frames]], policy name: {"rows": COCO rows,
     "f0": [f0 runs of video v], "frames": [valid frames of video v]}}``."""
+    if per_video is not None and per_video:
+        raise ValueError("per_video must be an empty dict: it is filled with this evaluation's records")
+    dist = torch.distributed
+    if per_video is not None and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        raise ValueError("per_video records one process's videos: run the evaluation in a single process")
     m = unwrap(model)
     was = m.training
     m.eval()
