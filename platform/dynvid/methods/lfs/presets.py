@@ -15,7 +15,8 @@
   reached only 0.045 mAP@0.5 with f0 on every frame. The DQN policy (issue 23) trains on the
   held-out ``test`` split (``lfs.policy_split``), not on the detector's own training videos,
   with 24 replayed per sampled env step (``lfs.dqn_training_intensity``: ~6× the updates of
-  one per sampling round); not measured yet (README, Looking Fast and Slow).
+  one per sampling round). Measured with 3 seeds per γ (README, Looking Fast and Slow): the
+  policies differ a lot between seeds, and on average they do not beat the fixed schedule.
 - ``PAPER``: Sec. 3.1–3.3 — f0 at 320, f1 at 160, 1024-channel projections, 320-channel
   state, batch 12, learning rate 0.002 with cosine decay, on a COCO-style video dataset
   given with ``--data coco-vid:ROOT``. The paper's extractors start from ImageNet
