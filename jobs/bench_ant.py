@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     p = bench_parser(__doc__.splitlines()[0])
     p.add_argument("--thresholds", type=float, nargs="+", help="key-frame thresholds of the ANT curve "
                    "(default: ant.key_threshold × 0.5, 0.75, 1, 1.5, 2; ant.key_threshold is always added)")
-    p.add_argument("--static", metavar="CKPT", help="a finished stage-0 (standalone D0) checkpoint; with --supernet")
+    p.add_argument("--static", metavar="CKPT", help="a finished stage-0 (standalone D0) checkpoint; with --supernet or --gates")
     p.add_argument("--supernet", metavar="CKPT", help="a finished stage-1 checkpoint: only the gates are trained")
     p.add_argument("--gates", metavar="CKPT", help="a finished stage-2 checkpoint (with --static): measured as it is")
     p.add_argument("--nontemporal", metavar="CKPT", help="a finished non-temporal gates checkpoint (with --gates)")
