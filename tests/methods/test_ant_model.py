@@ -139,3 +139,81 @@ def test_nonkey_frames_from_projected_keys_equal_the_concatenated_fusion():
         cls2, box2, choices2 = m.forward_nonkey(frame, m.project_keys(key))
     assert torch.equal(choices, choices2)
     assert (cls - cls2).abs().max().item() <= 1e-4 and (box - box2).abs().max().item() <= 1e-4
+
+
+# ---- inference-time BatchNorm folding (issue 23) -----------------------------------------------
+
+def _trained_looking_detector(width_stats: bool = True) -> ANTDetector:
+    """A detector whose BatchNorms (and per-ratio statistics) are far from the identity, so a
+    fold that used the wrong statistics or skipped one would change the outputs."""
+    m = _detector()
+    g = torch.Generator().manual_seed(1)
+
+    def u(t, lo, hi):
+        t.copy_(torch.rand(t.shape, generator=g) * (hi - lo) + lo)
+
+    with torch.no_grad():
+        for mod in m.modules():
+            if isinstance(mod, torch.nn.BatchNorm2d):
+                u(mod.running_mean, -0.3, 0.3), u(mod.running_var, 0.5, 2.0)
+                u(mod.weight, 0.5, 1.5), u(mod.bias, -0.2, 0.2)
+        for f in m.fusions:  # fusions that do something: not the zero-init residual
+            u(f.depthwise[1].weight, 0.5, 1.5)
+        for block in m._elastic_blocks():
+            u(block.width_mean, -0.3, 0.3), u(block.width_var, 0.5, 2.0)
+            block.set_width_stats_ready(width_stats)
+    return m.eval()
+
+
+@pytest.mark.parametrize("width_stats", [True, False])
+def test_folded_detector_computes_the_same_outputs_and_macs_without_batchnorm(width_stats, monkeypatch):
+    import copy
+
+    from torch.nn import functional as F
+
+    from dynvid.backbones.fuse import fold_batchnorm
+    from dynvid.metrics.cost import CostMeter
+
+    m = _trained_looking_detector(width_stats)
+    folded = fold_batchnorm(copy.deepcopy(m))
+    key_frame, frame = torch.randn(2, 3, 64, 64), torch.randn(2, 3, 64, 64)
+    configs = [None, (1, 2, 3, 4, 5, 6), (6, 1, 6, 1, 2, 1)]
+
+    def run(model):
+        out = []
+        with torch.no_grad(), CostMeter(model, batch_size=2) as meter:
+            for r in configs:
+                out.append(model.forward_static(frame, r)[:2])
+            key = model.project_keys(model.key_features(model.forward_static(key_frame)[2]))
+            cls, box, choices = model.forward_nonkey(frame, key, force=(3, 1, 4, 1, 5, 2))
+            out.append((cls, box))
+        return out, meter.per_sample_macs.tolist()
+
+    expected, expected_macs = run(m)
+    calls = []
+    real = F.batch_norm
+    monkeypatch.setattr(F, "batch_norm", lambda *a, **k: calls.append(1) or real(*a, **k))
+    got, macs = run(folded)
+    assert not calls  # no BatchNorm ran: every one was folded
+    assert macs == expected_macs  # the folded convolutions count as the ones they replace
+    for (c1, b1), (c2, b2) in zip(expected, got):
+        torch.testing.assert_close(c2, c1, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(b2, b1, atol=1e-4, rtol=1e-4)
+    run(m)  # the unfolded model still runs its BatchNorms: the counter sees them
+    assert calls
+    per_width = [n for n, _ in folded.named_buffers() if n.rpartition(".")[2].startswith("folded")]
+    assert len(per_width) == len(m._elastic_blocks()) * 6 * 9  # every elastic block, 6 widths, 9 tensors
+    assert not set(per_width) & set(folded.state_dict())  # per-width weights are not checkpointed
+
+
+def test_folded_blocks_refuse_training_and_widths_they_do_not_hold():
+    from dynvid.backbones.fuse import fold_batchnorm
+
+    m = fold_batchnorm(_trained_looking_detector())
+    block = m.backbone.features[ELASTIC[0]][0]
+    x = torch.randn(1, block.cin, 16, 16)
+    with pytest.raises(ValueError, match="hidden widths"):
+        block(x, block.cin * 6 - 1)
+    m.train()
+    with pytest.raises(RuntimeError, match="eval mode"):
+        block(x)

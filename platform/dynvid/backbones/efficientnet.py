@@ -36,6 +36,7 @@ from torch.nn import functional as F
 from torchvision.models import efficientnet as tv_efficientnet
 from torchvision.ops.misc import Conv2dNormActivation
 
+from dynvid.backbones.fuse import fold_conv_weight
 from dynvid.metrics.cost import conv_macs, record_cost
 
 __all__ = ["B0_STAGES", "EfficientNet", "EfficientNetSupernet", "MBConv", "efficientnet_b0", "mbconv_macs",
@@ -165,6 +166,43 @@ class ElasticMBConv(MBConv):
         k = RATIOS.index(n // self.cin)
         return self.width_mean[i, k, :channels], self.width_var[i, k, :channels]
 
+    @torch.no_grad()
+    def fold_batchnorm_(self) -> None:
+        """Inference (:func:`dynvid.backbones.fuse.fold_batchnorm`): for every ratio, the three
+        convolutions' sliced weights with that width's eval-mode BatchNorms folded in (its own
+        statistics once ``width_stats_ready``, else the shared ones sliced), and the
+        squeeze-excitation's sliced weights, each made contiguous once, kept as
+        non-persistent buffers (``.to()`` moves them, checkpoints do not hold them). From then
+        on the block runs the folded weights, in eval mode only."""
+        expand, dw, _, project = self.block
+        folded = {}
+        for ratio in RATIOS:
+            n = self.cin * ratio
+            if n > self.hidden:
+                continue
+            weights = []
+            for i, (conv, bn, channels) in enumerate(((expand[0].weight[:n], expand[1], n), (dw[0].weight[:n], dw[1], n),
+                                                      (project[0].weight[:, :n], project[1], self.cout))):
+                mean, var = self._stats(i, n, channels)
+                mean = bn.running_mean[:channels] if mean is None else mean
+                var = bn.running_var[:channels] if var is None else var
+                a = torch.rsqrt(var + bn.eps) * bn.weight[:channels]
+                weights += [fold_conv_weight(conv, a).contiguous(), bn.bias[:channels] - a * mean]
+            se = self.block[2]
+            weights += [se.fc1.weight[:, :n].contiguous(), se.fc2.weight[:n].contiguous(), se.fc2.bias[:n].contiguous()]
+            for k, w in enumerate(weights):
+                self.register_buffer(f"folded{n}_{k}", w, persistent=False)
+            folded[n] = len(weights)
+        self._folded_widths = folded
+
+    def _folded(self, n: int) -> list[torch.Tensor]:
+        if self.training:
+            raise RuntimeError("this block's BatchNorms are folded (fold_batchnorm): inference (eval mode) only")
+        if n not in self._folded_widths:
+            raise ValueError(f"the folded block holds hidden widths {sorted(self._folded_widths)} (cin {self.cin} "
+                             f"× ratios {RATIOS}), got {n}")
+        return [getattr(self, f"folded{n}_{k}") for k in range(self._folded_widths[n])]
+
     def forward(self, x: torch.Tensor, hidden: int | None = None, rows: torch.Tensor | None = None,
                 batch: int | None = None) -> torch.Tensor:
         """``rows``/``batch``: ``x`` holds rows ``rows`` of a batch of ``batch`` samples (a
@@ -173,15 +211,25 @@ class ElasticMBConv(MBConv):
         if not 1 <= n <= self.hidden:
             raise ValueError(f"hidden width must be in [1, {self.hidden}], got {n}")
         expand, dw, se, project = self.block
-        h = F.conv2d(x, expand[0].weight[:n])
-        h = F.silu(_bn(h, expand[1], n, self.training, *self._stats(0, n, n)))
-        h = F.conv2d(h, dw[0].weight[:n], None, self.stride, (self.kernel - 1) // 2, groups=n)
-        h = F.silu(_bn(h, dw[1], n, self.training, *self._stats(1, n, n)))
+        folded = self._folded(n) if self.__dict__.get("_folded_widths") is not None else None
+        pad = (self.kernel - 1) // 2
+        if folded is None:
+            h = F.conv2d(x, expand[0].weight[:n])
+            h = F.silu(_bn(h, expand[1], n, self.training, *self._stats(0, n, n)))
+            h = F.conv2d(h, dw[0].weight[:n], None, self.stride, pad, groups=n)
+            h = F.silu(_bn(h, dw[1], n, self.training, *self._stats(1, n, n)))
+        else:
+            h = F.silu(F.conv2d(x, folded[0], folded[1]))
+            h = F.silu(F.conv2d(h, folded[2], folded[3], self.stride, pad, groups=n))
         s = F.adaptive_avg_pool2d(h, 1)
-        s = F.silu(F.conv2d(s, se.fc1.weight[:, :n], se.fc1.bias))
-        h = h * torch.sigmoid(F.conv2d(s, se.fc2.weight[:n], se.fc2.bias[:n]))
-        out = _bn(F.conv2d(h, project[0].weight[:, :n]), project[1], self.cout, self.training,
-                  *self._stats(2, n, self.cout))
+        fc1, fc2, b2 = (se.fc1.weight[:, :n], se.fc2.weight[:n], se.fc2.bias[:n]) if folded is None else folded[6:]
+        s = F.silu(F.conv2d(s, fc1, se.fc1.bias))
+        h = h * torch.sigmoid(F.conv2d(s, fc2, b2))
+        if folded is None:
+            out = _bn(F.conv2d(h, project[0].weight[:, :n]), project[1], self.cout, self.training,
+                      *self._stats(2, n, self.cout))
+        else:
+            out = F.conv2d(h, folded[4], folded[5])
         macs = mbconv_macs(self.cin, self.cout, 0, self.kernel, self.stride, x.shape[-2], x.shape[-1], hidden=n)
         if rows is not None:
             per_sample = torch.zeros(batch, dtype=torch.float64)

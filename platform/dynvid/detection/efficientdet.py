@@ -29,6 +29,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from dynvid.backbones.fuse import bn_affine, fold_conv_weight
 from dynvid.metrics.cost import record_cost
 
 __all__ = ["BiFPN", "EfficientDetHead", "cached_retina_anchors", "retina_anchors"]
@@ -82,6 +83,17 @@ class SeparableConvBN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.bn(self.pointwise(self.depthwise(x)))
+
+    @torch.no_grad()
+    def fold_batchnorm_(self) -> None:
+        """Inference (:func:`dynvid.backbones.fuse.fold_batchnorm`): the BatchNorm folded into
+        the pointwise conv, which gains a bias; the BatchNorm becomes ``nn.Identity``."""
+        if isinstance(self.bn, nn.Identity):
+            return
+        a, b = bn_affine(self.bn)
+        self.pointwise.weight.copy_(fold_conv_weight(self.pointwise.weight, a))
+        self.pointwise.bias = nn.Parameter(b.clone())
+        self.bn = nn.Identity()
 
 
 def _resize(x: torch.Tensor, size: torch.Size) -> torch.Tensor:
@@ -191,10 +203,38 @@ class EfficientDetHead(nn.Module):
         with torch.no_grad():
             self.cls_net["predict"][1].bias.fill_(-math.log((1 - 0.01) / 0.01))
 
+    @torch.no_grad()
+    def fold_batchnorm_(self) -> None:
+        """Inference (:func:`dynvid.backbones.fuse.fold_batchnorm`): each repeat's pointwise
+        conv is shared by the levels but its BatchNorm is not, so each level gets its own
+        pointwise conv with that level's BatchNorm folded in (``net["folded"][repeat][level]``,
+        modules, so the cost meter counts them as it counted the shared one); the per-level
+        BatchNorms are dropped."""
+        for net in (self.cls_net, self.box_net):
+            if "folded" in net:
+                continue
+            folded = nn.ModuleList()
+            for conv, bns in zip(net["convs"], net["bns"]):
+                pointwise = conv[1]
+                per_level = nn.ModuleList()
+                for bn in bns:
+                    a, b = bn_affine(bn)
+                    c = nn.Conv2d(pointwise.in_channels, pointwise.out_channels, 1).to(pointwise.weight)
+                    c.weight.copy_(fold_conv_weight(pointwise.weight, a))
+                    c.bias.copy_(b)
+                    per_level.append(c)
+                folded.append(per_level)
+            net["folded"] = folded
+            del net["bns"]
+
     @staticmethod
     def _run(net: nn.ModuleDict, x: torch.Tensor, level: int) -> torch.Tensor:
-        for conv, bns in zip(net["convs"], net["bns"]):
-            x = F.silu(bns[level](conv(x)))
+        if "folded" in net:
+            for conv, pointwise in zip(net["convs"], net["folded"]):
+                x = F.silu(pointwise[level](conv[0](x)))
+        else:
+            for conv, bns in zip(net["convs"], net["bns"]):
+                x = F.silu(bns[level](conv(x)))
         return net["predict"](x)
 
     def forward(self, feats: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

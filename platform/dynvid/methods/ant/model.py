@@ -163,7 +163,7 @@ class ANTDetector(nn.Module):
         f = self.backbone.features
         x = f[1](self.stem(frames) if stem is None else stem)
         outs = [None, x]
-        choices, fused_maps, onehots = [], [], []
+        hosts, fused_maps, onehots = [], [], []
         for s, i in enumerate(ELASTIC):
             if not self.temporal:
                 fused = x
@@ -171,20 +171,25 @@ class ANTDetector(nn.Module):
                 fused = self.fusions[s].fuse(key[s], x)
             else:
                 fused = self.fusions[s](key[s], x)
-            onehot = DynamicGate.decide(self.gates[s](fused), tau)
-            choice = onehot.argmax(1)
+            scores = self.gates[s](fused)
+            if tau is None and not details:  # inference: the argmax is the choice, no one-hot needed
+                onehot, choice = None, scores.argmax(1)
+            else:
+                onehot = DynamicGate.decide(scores, tau)
+                choice = onehot.argmax(1)
             if force is not None:
                 choice = torch.full_like(choice, RATIOS.index(int(force[s])))
             host = choice.tolist()  # the stage's one read: which rows run which width
             x = self._run_stage(i, fused, choice, onehot if tau is not None else None, host)
-            choices.append(torch.tensor([RATIOS[k] for k in host], dtype=torch.long))
+            hosts.append(host)
             fused_maps.append(fused)
             onehots.append(onehot)
             outs.append(x)
         cls, box = self.detect(outs)
+        choices = torch.tensor([[RATIOS[h[b]] for h in hosts] for b in range(len(hosts[0]))], dtype=torch.long)
         if details:
-            return cls, box, torch.stack(choices, 1), {"fused": fused_maps, "onehots": onehots}
-        return cls, box, torch.stack(choices, 1)
+            return cls, box, choices, {"fused": fused_maps, "onehots": onehots}
+        return cls, box, choices
 
     def _run_stage(self, i: int, x: torch.Tensor, choice: torch.Tensor, onehot: torch.Tensor | None,
                    host: list[int] | None = None) -> torch.Tensor:

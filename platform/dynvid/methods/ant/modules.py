@@ -32,7 +32,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from dynvid.backbones.efficientnet import RATIOS
-from dynvid.backbones.fuse import bn_affine
+from dynvid.backbones.fuse import bn_affine, fold_conv_weight
 from dynvid.layers import gumbel_softmax
 from dynvid.metrics.cost import conv_macs, record_cost
 
@@ -95,7 +95,7 @@ def _folded_conv(weight: torch.Tensor, bn: nn.BatchNorm2d) -> tuple[torch.Tensor
     """A bias-free convolution's weight and bias with the eval-mode BatchNorm after it folded in
     (``bn_affine``'s per-channel ``a·x + b``, as ``backbones.fuse`` folds VA-RED²'s)."""
     a, b = bn_affine(bn)
-    return weight * a.view(-1, *([1] * (weight.dim() - 1))), b
+    return fold_conv_weight(weight, a), b
 
 
 class ProjectedKeys(list):
@@ -134,6 +134,11 @@ class FusionModule(nn.Module):
                                        nn.BatchNorm2d(channels), nn.SiLU(inplace=True))
         nn.init.zeros_(self.depthwise[1].weight)
         self._folded_cache: tuple | None = None
+
+    def fold_batchnorm_(self) -> None:
+        """:func:`dynvid.backbones.fuse.fold_batchnorm` leaves the module as it is: its inference
+        path (:meth:`project_key`, :meth:`fuse`) folds both BatchNorms itself, and
+        :meth:`forward` keeps them (it also serves training)."""
 
     def _check(self, key: torch.Tensor, current: torch.Tensor) -> None:
         if key.shape != current.shape:
@@ -193,8 +198,8 @@ class FusionModule(nn.Module):
         self._check(projected_key, current)
         _, w_c, _, w_dw, b_dw = self._folded()
         record_cost(self, self._macs(current, False, True))
-        h = F.silu(projected_key + F.conv2d(current, w_c))
-        return current + F.silu(F.conv2d(h, w_dw, b_dw, padding=1, groups=self.channels))
+        h = F.silu(F.conv2d(current, w_c).add_(projected_key), inplace=True)  # in place: fresh tensors, no autograd
+        return F.silu(F.conv2d(h, w_dw, b_dw, padding=1, groups=self.channels), inplace=True).add_(current)
 
 
 class DynamicGate(nn.Module):

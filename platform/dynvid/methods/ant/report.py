@@ -15,9 +15,11 @@ amortized GMACs per frame, parameters and amortized single-core latency:
 - ``ANT τ=<threshold>``: the stage-2 network with adaptive key frames at each threshold;
 - ``non-temporal``: the non-temporal dynamic network (Fig. 4's "NonTemp DN"), when given.
 
-Every row runs the same code: the fusions' key sides are projected once per key frame
-(:meth:`~.model.ANTDetector.project_keys`), and nothing else is folded or compiled for one
-row and not for another.
+Every row runs the same code on an inference copy of its network with every BatchNorm folded
+(:func:`~dynvid.backbones.fuse.fold_batchnorm`: stem, MBConv blocks at each width with that
+width's statistics, BiFPN, head per level; issue 23): the fusions' key sides are projected
+once per key frame (:meth:`~.model.ANTDetector.project_keys`), and nothing is folded or
+compiled for one row and not for another. Parameters are counted on the unfolded network.
 
 Parameters: a static network counts the backbone up to its last MBConv stage (the sliced
 weights of a subnet), the BiFPN and the head; ANT counts everything it may run (the whole
@@ -26,6 +28,7 @@ supernet, fusion modules and gates).
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from collections.abc import Sequence
@@ -33,6 +36,7 @@ from collections.abc import Sequence
 import torch
 from torch.nn import functional as F
 
+from dynvid.backbones.fuse import fold_batchnorm
 from dynvid.config import ExperimentConfig
 from dynvid.data.datasets import scene_config
 from dynvid.data.detection import build_detection_dataset
@@ -100,6 +104,11 @@ def _loader(dataset, cfg: ExperimentConfig):
     return torch.utils.data.DataLoader(dataset, batch_size=max(1, cfg.data.batch_size), collate_fn=dataset.collate_fn)
 
 
+def _folded(model: ANTDetector) -> ANTDetector:
+    """The inference copy every row runs: BatchNorms folded (the module docstring)."""
+    return fold_batchnorm(copy.deepcopy(model))
+
+
 def _row(model: ANTDetector, mode, loader, gt, cfg, params: int, timed: list | None, say) -> dict:
     """Evaluate ``mode``; the row is timed later, interleaved with the others."""
     r = evaluate_modes(model, loader, gt, [mode], **_post(cfg))[mode.name]
@@ -158,8 +167,8 @@ def compare(task, cfg: ExperimentConfig, checkpoints: dict[str, str], thresholds
     rows: dict[str, dict] = {}
     if checkpoints.get("static"):
         m = load_model(task, cfg, checkpoints["static"], temporal=False)
-        rows["D0 (static)"] = _row(m, StaticMode(FULL, "D0 (static)"), loader, gt, cfg, detector_params(m, FULL),
-                                   timed, say)
+        rows["D0 (static)"] = _row(_folded(m), StaticMode(FULL, "D0 (static)"), loader, gt, cfg,
+                                   detector_params(m, FULL), timed, say)
     searched = []
     if nas and checkpoints.get("supernet") and not checkpoints.get("gates"):
         raise ValueError("the NAS rows are searched on the gates stage's weights (issue 23): pass its checkpoint "
@@ -168,8 +177,9 @@ def compare(task, cfg: ExperimentConfig, checkpoints: dict[str, str], thresholds
         m = load_model(task, cfg, checkpoints["gates"], temporal=True, gates=True)
         if not m.width_stats_ready:  # a checkpoint from before the per-ratio statistics
             m.calibrate_width_statistics(task.recalibration_batches(cfg))
+        plain, m = m, _folded(m)
         rows[SAME_WEIGHTS_D0] = _row(m, StaticMode(FULL, SAME_WEIGHTS_D0), loader, gt, cfg,
-                                     detector_params(m, FULL), timed, say)
+                                     detector_params(plain, FULL), timed, say)
         if nas:
             d = cfg.data
             search = build_detection_dataset(d.dataset, d.train_split, mode="eval", size=c.image_size, clip_len=1,
@@ -191,16 +201,17 @@ def compare(task, cfg: ExperimentConfig, checkpoints: dict[str, str], thresholds
             for s in searched:
                 ratios = tuple(s["ratios"])
                 name = f"NAS {s['budget']:g} {''.join(map(str, ratios))}"
-                rows[name] = _row(m, StaticMode(ratios, name), loader, gt, cfg, detector_params(m, ratios), timed, say)
+                rows[name] = _row(m, StaticMode(ratios, name), loader, gt, cfg, detector_params(plain, ratios), timed,
+                                  say)
                 rows[name]["ratios"] = list(ratios)
-        params = detector_params(m)
+        params = detector_params(plain)
         for th in (thresholds if thresholds is not None else [c.key_threshold]):
             name = f"ANT τ={th:g}"
             rows[name] = _row(m, AntMode(th, name=name), loader, gt, cfg, params, timed, say)
             rows[name]["threshold"] = th
     if checkpoints.get("nontemporal"):
         m = load_model(task, cfg, checkpoints["nontemporal"], temporal=False, gates=True)
-        rows["non-temporal"] = _row(m, NonTemporalMode(), loader, gt, cfg, detector_params(m), timed, say)
+        rows["non-temporal"] = _row(_folded(m), NonTemporalMode(), loader, gt, cfg, detector_params(m), timed, say)
     if timed:
         _time_rows(rows, timed, lat_videos, c.latency_rounds, say)
         if replay_size:
