@@ -126,6 +126,9 @@ class DataConfig:
     synthetic_shot_noise: float | None = None
     """Synthetic scenes: sensor shot noise gain, variance ``gain · v`` (grey levels²) at pixel value
     ``v`` on top of the read noise. None: 0.03 for ``synthetic:segmentation``, 0 for the other synthetic data."""
+    synthetic_speed_changes: float = 0.0
+    """Synthetic scenes: expected number of times the actor changes speed within a video
+    (slow and fast spells, each ×0.25–4 of the video's speed); 0: one speed per video."""
 
 
 @dataclass
@@ -334,6 +337,7 @@ RANGES: dict[str, str | tuple[str, ...]] = {
     "data.synthetic_frames": ">= 1",
     "data.synthetic_max_distractors": ">= 0",
     "data.synthetic_object_scale": "> 0",
+    "data.synthetic_speed_changes": ">= 0",
     "model.width_mult": "> 0",
     "model.num_classes": ">= 1",
     "optim.optimizer": ("sgd", "adam"),

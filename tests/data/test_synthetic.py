@@ -12,6 +12,7 @@ from dynvid.data.synthetic import (
     SceneConfig,
     SyntheticVideo,
     SyntheticVideoSource,
+    _draw_scene,
     _value_noise,
     generate_video,
     render_frames,
@@ -294,3 +295,37 @@ def test_actions_learnable_from_16_frame_clips():
     pred = (np.hstack([(Xte - mu) / sd, np.ones((len(Xte), 1))]) @ W).argmax(1)
     accuracy = float((pred == yte).mean())
     assert accuracy >= 0.5, f"held-out accuracy {accuracy:.2f} (chance {1 / C:.2f})"
+
+
+def test_speed_changes_give_slow_and_fast_spells_and_leave_the_rest_of_the_scene():
+    from dynvid.data.synthetic import _actor_clock
+
+    cfg = SceneConfig(num_frames=48)
+    varied = SceneConfig(num_frames=48, speed_changes=3.0)
+    right = ACTION_CLASSES.index("move_right")
+    ratios = []
+    for i in range(8):
+        clock = _actor_clock(np.random.default_rng(i), varied)
+        steps = np.diff(clock)
+        assert clock[0] == 0 and np.all(steps > 0)
+        assert np.all((steps >= 0.25 - 1e-12) & (steps <= 4.0 + 1e-12))
+        a, b = _draw_scene(i, 7, cfg, right), _draw_scene(i, 7, varied, right)
+        # background, camera shake, distractors and the actor's look come from their own draws: unchanged
+        assert np.array_equal(a.texture, b.texture) and np.array_equal(a.shake, b.shake)
+        for ta, tb in zip(a.tracks[:-1], b.tracks[:-1]):
+            assert np.array_equal(ta.cx, tb.cx) and np.array_equal(ta.cy, tb.cy)
+        actor_a, actor_b = a.tracks[-1], b.tracks[-1]
+        assert actor_a.shape == actor_b.shape and np.array_equal(actor_a.color, actor_b.color)
+        # the actor's per-frame travel: constant at one speed, the clock's steps times it with changes
+        travel_a, travel_b = actor_a.path_length, actor_b.path_length
+        assert np.ptp(travel_a) < 1e-9
+        multiplier = travel_b / travel_a[0]  # each segment's speed multiplier
+        assert np.all((multiplier >= 0.25 - 1e-9) & (multiplier <= 4.0 + 1e-9))
+        assert len(np.unique(multiplier.round(9))) == 1 + np.count_nonzero(np.abs(np.diff(multiplier)) > 1e-9)
+        ratios.append(multiplier.max() / multiplier.min())
+    assert np.median(ratios) > 2  # most videos hold spells at clearly different speeds
+    assert np.array_equal(_actor_clock(np.random.default_rng(0), cfg), np.arange(48.0))  # off: the frame index
+    with pytest.raises(ValueError, match="speed_changes"):
+        SceneConfig(speed_changes=-1)
+    with pytest.raises(ValueError, match="speed_change_range"):
+        SceneConfig(speed_change_range=(2.0, 1.0))

@@ -139,6 +139,14 @@ class SceneConfig:
     shot_noise: float = 0.0
     """Sensor shot noise gain: a pixel of value ``v`` gets variance ``shot_noise · v`` (grey
     levels²) on top of the read noise, Poisson-like (0: none)."""
+    speed_changes: float = 0.0
+    """Expected number of times the actor changes speed within a video (Poisson): the video's
+    speed factor is multiplied, segment by segment, by a factor log-uniform in
+    ``speed_change_range``, so a video holds slow and fast spells (issue 23: content whose
+    redundancy varies over time). 0: one speed per video, as before (the same scenes, draw for
+    draw)."""
+    speed_change_range: tuple[float, float] = (0.25, 4.0)
+    """Range of a segment's speed multiplier (log-uniform)."""
 
     def __post_init__(self) -> None:
         if self.height < 16 or self.width < 16:
@@ -149,7 +157,9 @@ class SceneConfig:
             raise ValueError(f"fps must be > 0, got {self.fps}")
         if self.max_distractors < 0:
             raise ValueError(f"max_distractors must be >= 0, got {self.max_distractors}")
-        for name in ("actor_size", "distractor_size", "speed_range"):
+        if not self.speed_changes >= 0:
+            raise ValueError(f"speed_changes must be >= 0, got {self.speed_changes}")
+        for name in ("actor_size", "distractor_size", "speed_range", "speed_change_range"):
             lo, hi = getattr(self, name)
             if not 0 < lo <= hi:
                 raise ValueError(f"{name} must satisfy 0 < low <= high, got {(lo, hi)}")
@@ -307,11 +317,29 @@ class _Track:
     path_length: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (T-1,) px per step
 
 
-def _actor_track(rng: np.random.Generator, label: int, cfg: SceneConfig, short: int) -> _Track:
-    """The actor's per-frame state for action ``label`` (see ACTION_CLASSES)."""
+def _actor_clock(rng: np.random.Generator, cfg: SceneConfig) -> np.ndarray:
+    """(T,) the actor's motion time at each frame: ``0, 1, …, T−1`` at constant speed; with
+    ``cfg.speed_changes``, a Poisson number of change frames, uniform over the video, split it
+    into segments, each advancing its own multiplier (log-uniform in ``speed_change_range``)
+    per frame. Every motion pattern reads this clock, so a slow spell slows a translation, a
+    rotation, a zoom, a blink or a bounce alike."""
+    T = cfg.num_frames
+    if cfg.speed_changes <= 0 or T < 2:
+        return np.arange(T, dtype=np.float64)
+    changes = np.sort(rng.integers(1, T, size=rng.poisson(cfg.speed_changes)))
+    lo, hi = cfg.speed_change_range
+    factors = np.exp(rng.uniform(math.log(lo), math.log(hi), size=len(changes) + 1))
+    step = factors[np.searchsorted(changes, np.arange(T - 1), side="right")]  # frame i → i+1
+    return np.concatenate([[0.0], np.cumsum(step)])
+
+
+def _actor_track(rng: np.random.Generator, label: int, cfg: SceneConfig, short: int,
+                 clock: np.ndarray | None = None) -> _Track:
+    """The actor's per-frame state for action ``label`` (see ACTION_CLASSES); ``clock``: its
+    motion time per frame (:func:`_actor_clock`; None: the frame index)."""
     T, H, W = cfg.num_frames, cfg.height, cfg.width
     action = ACTION_CLASSES[label]
-    t = np.arange(T, dtype=np.float64)
+    t = np.arange(T, dtype=np.float64) if clock is None else clock
     # Appearance first, so it does not depend on the label (label-specific draws come later).
     shape, color = int(rng.integers(len(OBJECT_CLASSES))), _sprite_color(rng)
     lo, hi = cfg.speed_range
@@ -330,7 +358,7 @@ def _actor_track(rng: np.random.Generator, label: int, cfg: SceneConfig, short: 
         sign = -1.0 if action in ("move_left", "move_up") else 1.0
         length = W if horizontal else H
         other = H if horizontal else W
-        travel = v * (T - 1)
+        travel = v * t[-1]
         if travel <= length - 2 * r0:  # fits without wrapping: start so it stays inside
             start = rng.uniform(r0, length - r0 - travel)
             if sign < 0:
@@ -350,7 +378,7 @@ def _actor_track(rng: np.random.Generator, label: int, cfg: SceneConfig, short: 
             r_lo, r_hi = (0.5 * short * d for d in _ZOOM_DIAMETER)
             span = math.log(r_hi / r_lo)
             rate = min(speed * 0.03, span / 12)  # log-radius per frame; saw-tooth period >= 12
-            total = rate * (T - 1)
+            total = rate * t[-1]
             if total <= span:
                 start = rng.uniform(0, span - total)
             else:
@@ -539,7 +567,8 @@ def _draw_scene(index: int, seed: int, cfg: SceneConfig, label: int | None) -> _
         raise ValueError(f"index and seed must be >= 0, got index={index} seed={seed}")
     num_classes = len(ACTION_CLASSES)
     ss = np.random.SeedSequence([seed, index])
-    rng_label, rng_scene, rng_actor, rng_distract = (np.random.default_rng(s) for s in ss.spawn(4))
+    # a fifth stream for the speed changes: the first four are the same as before it existed
+    rng_label, rng_scene, rng_actor, rng_distract, rng_clock = (np.random.default_rng(s) for s in ss.spawn(5))
     drawn = int(rng_label.integers(num_classes))
     label = drawn if label is None else int(label)
     if not 0 <= label < num_classes:
@@ -550,7 +579,7 @@ def _draw_scene(index: int, seed: int, cfg: SceneConfig, label: int | None) -> _
     jit = int(round(cfg.camera_jitter * short))
     texture = _background(rng_scene, H + 2 * jit, W + 2 * jit, short)
     shake = _camera_shake(rng_scene, T, jit)
-    actor = _actor_track(rng_actor, label, cfg, short)
+    actor = _actor_track(rng_actor, label, cfg, short, _actor_clock(rng_clock, cfg))
     n_distract = int(rng_distract.integers(cfg.max_distractors + 1))
     distractors = [_distractor_track(rng_distract, cfg, short) for _ in range(n_distract)]
     return _Scene(label, texture, jit, shake, distractors + [actor], list(range(1, n_distract + 1)) + [0])
