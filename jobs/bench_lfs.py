@@ -2,6 +2,7 @@
 
     python jobs/bench_lfs.py [--smoke-test] [--out FILE.json] [--detector CKPT] [--gamma 0.4 0.2 0.1]
                              [--seeds 3] [--oracle 0 0.05 0.1 0.2 0.4 0.8] [--resamples 500]
+                             [--predictability 200]
                              [--set key=value ...]
 
 On the embedded synthetic detection scenes with fixed seeds and the detector job's laptop
@@ -25,6 +26,11 @@ recomputes every policy's mAP and f0 fraction: ``adaptive.matched_gain_interval`
 oracle's mAP at the learned policies' fractions is reported beside it (how much a per-frame
 choice that sees each frame's true loss gains on these scenes; its curve runs from f1 only to
 f0 only); asynchronous worst-case and p99 latency below synchronous.
+
+Before the policies train, ``--predictability`` episodes of random interleaving on the
+policy's environment measure whether the next frame's loss gap (Eq. 2's reward) can be told
+from the observation before it, beyond the frames since the last f0 that a fixed schedule
+knows (``lfs.analysis``): a learned policy can only beat the fixed one by that margin.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ from dynvid.engine.rl import train_policies
 from dynvid.config import apply_overrides
 from dynvid.methods.lfs import LFSTask
 from dynvid.methods.lfs.adaptive import matched_gain_interval
+from dynvid.methods.lfs.analysis import policy_env_predictability
 from dynvid.methods.lfs.evaluation import LearnedPolicy, OraclePolicy, evaluate_policies
 from dynvid.methods.lfs.policy import load_policy
 from dynvid.methods.lfs.presets import EMBEDDED, POLICY_SMOKE, SMOKE
@@ -62,9 +69,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--oracle", type=float, nargs="+", default=[0.0, 0.05, 0.1, 0.2, 0.4, 0.8],
                    help="thresholds θ of the oracle reference (each γ is added)")
     p.add_argument("--resamples", type=int, default=500, help="bootstrap replicates over the val videos")
+    p.add_argument("--predictability", type=int, default=200, metavar="EPISODES",
+                   help="random-interleaving episodes of the policy's environment for the gap-predictability "
+                        "check (0: skip)")
     args = p.parse_args(argv)
     if args.seeds < 1 or args.resamples < 1:
         p.error("--seeds and --resamples must be >= 1")
+    if args.predictability < 0:
+        p.error(f"--predictability must be >= 0, got {args.predictability}")
     # bad input (config, dataset, storage) is found before Ray starts: one line, exit 2
     return exit_on_bad_input("bench_lfs", lambda: run(args))
 
@@ -86,6 +98,9 @@ def run(args: argparse.Namespace) -> int:
         loader = torch.utils.data.DataLoader(val, batch_size=cfg.data.batch_size, collate_fn=val.collate_fn)
         fixed = evaluate_policies(model, loader, task.val_gt, fixed_policies(c.taus), **post)
         print(f"\nfixed policies\n{curve_table(fixed)}", flush=True)
+        episodes = min(args.predictability, 8) if args.smoke_test else args.predictability
+        predictability = (policy_env_predictability(task, cfg, detector, episodes, [0.0, *args.gamma])
+                          if episodes else None)
         rows, exported = [], {}
         for k in range(1 if args.smoke_test else args.seeds):
             seed = cfg.train.seed + k
@@ -139,6 +154,15 @@ def run(args: argparse.Namespace) -> int:
                          f"{r['gain_vs_fixed']['diff']:+.4f}",
                          f"[{r['gain_vs_fixed']['low']:+.4f}, {r['gain_vs_fixed']['high']:+.4f}]",
                          f"{r['oracle_AP50_at_f0']:.4f}"] for g, r in gains.items()]))
+    if predictability is not None:
+        p = predictability
+        print(f"\nis the next frame's loss gap L(f1) − L(f0) predictable before it is seen? {p['steps']} steps of "
+              f"random interleaving on the policy's environment over {p['videos']} videos, AUC of \"gap > θ\" "
+              f"cross-validated over the videos ({p['folds']} folds; 0.5: chance); gap {p['gap_mean']:+.3f} ± "
+              f"{p['gap_std']:.3f}, per-video means ± {p['gap_video_mean_std']:.3f}")
+        print(format_table(["θ", "gap > θ", "frames since f0", "observation + frames since f0"],
+                           [[f"{r['threshold']:g}", f"{r['positive_rate']:.2f}", f"{r['auc_schedule']:.3f}",
+                             f"{r['auc_observation']:.3f}"] for r in p["rows"]]))
     targets = []
     for g, r in gains.items():
         gain = r["gain_vs_fixed"]["diff"]
@@ -162,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
                    "latency_fps": c.latency_fps, "latency_videos": len(videos),
                    "detector": str(detector) if args.detector else "trained by the benchmark"},
         "results": {"policies": everything, "learned": rows, "gains": {f"{g:g}": r for g, r in gains.items()},
-                    "latency_ms": latency, "component_gmacs": costs},
+                    "latency_ms": latency, "component_gmacs": costs, "gap_predictability": predictability},
         "targets": targets,
     }
     if args.out:
