@@ -6,13 +6,9 @@ import itertools
 
 import numpy as np
 import pytest
-import torch
 
-from dynvid.data.detection import build_detection_dataset
-from dynvid.data.synthetic import SceneConfig
 from dynvid.methods.lfs.analysis import collect_gaps, gap_predictability, rank_auc
 from dynvid.methods.lfs.env import InterleavingEnv
-from dynvid.methods.lfs.model import InterleavedDetector
 
 
 def test_rank_auc_is_the_pairwise_win_rate_with_ties_halved():
@@ -48,12 +44,8 @@ def test_a_gap_driven_by_the_observation_is_found_and_one_driven_by_the_schedule
         gap_predictability(_data(lambda f, s: s, n_videos=7), folds=4)
 
 
-def test_collect_gaps_records_each_steps_observation_distance_and_next_frame_gap():
-    torch.manual_seed(0)
-    model = InterleavedDetector(6, f0_size=64, f1_size=32, memory_input=16, state_channels=8, groups=4,
-                                num_levels=2).eval()
-    videos = build_detection_dataset("synthetic:detection", "train", size=64, clip_len=2, mode="eval", num_videos=2,
-                                     scene=SceneConfig(height=64, width=64, num_frames=10))
+def test_collect_gaps_records_each_steps_observation_distance_and_next_frame_gap(env_parts):
+    model, videos = env_parts
     env = InterleavingEnv({"detector": model, "videos": videos, "episode_len": 6, "seed": 0})
     data = collect_gaps(env, episodes=3, f0_prob=0.5, seed=1)
     assert data["features"].shape == (15, 4 * 8 + 2 * 8 + 20)  # 5 steps per episode; pooled maps + |changes| + η

@@ -6,12 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from dynvid.data.synthetic import SceneConfig
 from dynvid.detection.losses import detection_loss
 from dynvid.data.detection import build_detection_dataset
 from dynvid.methods.lfs.env import InterleavingEnv, eq2_reward
 from dynvid.methods.lfs.evaluation import FixedPolicy, LearnedPolicy, run_videos, update_history
-from dynvid.methods.lfs.model import F0, F1, InterleavedDetector
+from dynvid.methods.lfs.model import F0, F1
 from dynvid.methods.lfs.policy import QNetwork, split_observation
 
 
@@ -30,16 +29,6 @@ def test_update_history():
     eta = update_history(eta, torch.tensor([F0]))
     eta = update_history(eta, torch.tensor([F1]))
     assert eta.tolist() == [[1.0, 0.0, 1.0, 0.0]]  # f1 ran 1 and 3 steps ago
-
-
-@pytest.fixture(scope="module")
-def env_parts():
-    torch.manual_seed(0)
-    model = InterleavedDetector(6, f0_size=64, f1_size=32, memory_input=16, state_channels=8, groups=4,
-                                num_levels=2).eval()
-    videos = build_detection_dataset("synthetic:detection", "train", size=64, clip_len=2, mode="eval", num_videos=2,
-                                     scene=SceneConfig(height=64, width=64, num_frames=10))
-    return model, videos
 
 
 def test_env_step_reward_is_eq2_of_both_extractors(env_parts):
