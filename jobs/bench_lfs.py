@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         loader = torch.utils.data.DataLoader(val, batch_size=cfg.data.batch_size, collate_fn=val.collate_fn)
         fixed = evaluate_policies(model, loader, task.val_gt, fixed_policies(c.taus), **post)
         print(f"\nfixed policies\n{curve_table(fixed)}", flush=True)
-        episodes = min(args.predictability, 8) if args.smoke_test else args.predictability
+        episodes = min(args.predictability, 16) if args.smoke_test else args.predictability
         predictability = (policy_env_predictability(task, cfg, detector, episodes, [0.0, *args.gamma])
                           if episodes else None)
         rows, exported = [], {}
@@ -139,7 +139,8 @@ def run(args: argparse.Namespace) -> int:
                                post=postprocess_settings(c))
         costs = {k: v / 1e9 for k, v in model.component_macs().items()}
 
-    print(f"\nLooking Fast and Slow benchmark: f0 MobileNetV2 {c.f0_width:g}@{c.f0_size}, f1 {c.f1_width:g}@{c.f1_size}, "
+    print(f"\nLooking Fast and Slow benchmark: f0 MobileNetV2 {c.f0_width:g}@{c.f0_size}, "
+          f"f1 {c.f1_width:g}@{c.f1_size}, "
           f"{int(next(iter(fixed.values()))['videos'])} val videos, every frame")
     print(curve_table(everything))
     print(f"\nper-frame latency at τ={c.tau}, {len(videos)} val videos × {1 if args.smoke_test else 3}, "
@@ -161,8 +162,9 @@ def run(args: argparse.Namespace) -> int:
               f"cross-validated over the videos ({p['folds']} folds; 0.5: chance); gap {p['gap_mean']:+.3f} ± "
               f"{p['gap_std']:.3f}, per-video means ± {p['gap_video_mean_std']:.3f}")
         print(format_table(["θ", "gap > θ", "frames since f0", "observation + frames since f0"],
-                           [[f"{r['threshold']:g}", f"{r['positive_rate']:.2f}", f"{r['auc_schedule']:.3f}",
-                             f"{r['auc_observation']:.3f}"] for r in p["rows"]]))
+                           [[f"{r['threshold']:g}", f"{r['positive_rate']:.2f}"]
+                            + ([f"{r['auc_schedule']:.3f}", f"{r['auc_observation']:.3f}"] if r["folds_scored"]
+                               else ["n/a (one class)"] * 2) for r in p["rows"]]))
     targets = []
     for g, r in gains.items():
         gain = r["gain_vs_fixed"]["diff"]

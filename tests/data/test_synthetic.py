@@ -308,7 +308,8 @@ def test_speed_changes_give_slow_and_fast_spells_and_leave_the_rest_of_the_scene
         clock = _actor_clock(np.random.default_rng(i), varied)
         steps = np.diff(clock)
         assert clock[0] == 0 and np.all(steps > 0)
-        assert np.all((steps >= 0.25 - 1e-12) & (steps <= 4.0 + 1e-12))
+        assert clock[-1] == pytest.approx(47.0)  # the video's mean speed is kept
+        assert steps.max() / steps.min() <= 16.0 + 1e-9  # within the multipliers' range, 0.25–4
         a, b = _draw_scene(i, 7, cfg, right), _draw_scene(i, 7, varied, right)
         # background, camera shake, distractors and the actor's look come from their own draws: unchanged
         assert np.array_equal(a.texture, b.texture) and np.array_equal(a.shake, b.shake)
@@ -319,8 +320,9 @@ def test_speed_changes_give_slow_and_fast_spells_and_leave_the_rest_of_the_scene
         # the actor's per-frame travel: constant at one speed, the clock's steps times it with changes
         travel_a, travel_b = actor_a.path_length, actor_b.path_length
         assert np.ptp(travel_a) < 1e-9
-        multiplier = travel_b / travel_a[0]  # each segment's speed multiplier
-        assert np.all((multiplier >= 0.25 - 1e-9) & (multiplier <= 4.0 + 1e-9))
+        multiplier = travel_b / travel_a[0]  # each segment's speed multiplier (rescaled to mean 1)
+        assert multiplier.mean() == pytest.approx(1.0)
+        assert multiplier.max() / multiplier.min() <= 16.0 + 1e-9
         assert len(np.unique(multiplier.round(9))) == 1 + np.count_nonzero(np.abs(np.diff(multiplier)) > 1e-9)
         ratios.append(multiplier.max() / multiplier.min())
     assert np.median(ratios) > 2  # most videos hold spells at clearly different speeds

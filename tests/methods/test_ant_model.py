@@ -214,6 +214,34 @@ def test_folded_blocks_refuse_training_and_widths_they_do_not_hold():
     x = torch.randn(1, block.cin, 16, 16)
     with pytest.raises(ValueError, match="hidden widths"):
         block(x, block.cin * 6 - 1)
+    feats = [torch.randn(1, 16, 16 // 2 ** k, 16 // 2 ** k) for k in range(5)]
     m.train()
     with pytest.raises(RuntimeError, match="eval mode"):
         block(x)
+    with pytest.raises(RuntimeError, match="eval mode"):
+        m.head(feats)
+    with pytest.raises(RuntimeError, match="eval mode"):
+        m.neck.layers[0].top_down[0].conv(feats[0])
+
+
+def test_a_folded_block_given_new_weights_or_statistics_runs_them_not_its_stale_fold():
+    import copy
+
+    from dynvid.backbones.fuse import fold_batchnorm
+
+    m = _trained_looking_detector()
+    block = m.backbone.features[ELASTIC[1]][0]
+    x = torch.randn(2, block.cin, 16, 16)
+    folded = copy.deepcopy(block)
+    fold_batchnorm(folded)
+    changed = copy.deepcopy(block)
+    with torch.no_grad():
+        changed.width_var.mul_(3.0)
+        changed.block[0][1].weight.add_(0.5)
+        expected = changed(x, block.cin * 2)
+        folded.load_state_dict(changed.state_dict())
+        torch.testing.assert_close(folded(x, block.cin * 2), expected, atol=1e-5, rtol=1e-4)
+        fold_batchnorm(folded)  # folded again from the new weights; then the shared statistics instead
+        folded.set_width_stats_ready(False)
+        changed.set_width_stats_ready(False)
+        torch.testing.assert_close(folded(x, block.cin * 2), changed(x, block.cin * 2), atol=1e-5, rtol=1e-4)

@@ -123,6 +123,7 @@ class ElasticMBConv(MBConv):
         self.register_buffer("width_stats_ready", torch.zeros((), dtype=torch.bool))
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        self._unfold()  # the folded weights were made from the weights being replaced
         # a checkpoint from before the width statistics existed: they start unused (not ready)
         for name in ("width_mean", "width_var", "width_stats_ready"):
             if hasattr(self, name) and prefix + name not in state_dict:
@@ -132,6 +133,7 @@ class ElasticMBConv(MBConv):
 
     def set_width_stats_ready(self, ready: bool) -> None:
         """Switch the per-ratio statistics on or off (the buffer, checkpointed, and its host copy)."""
+        self._unfold()  # folded with the other statistics
         self.width_stats_ready.fill_(ready)
         self._ready_host = bool(ready)
 
@@ -173,7 +175,8 @@ class ElasticMBConv(MBConv):
         statistics once ``width_stats_ready``, else the shared ones sliced), and the
         squeeze-excitation's sliced weights, each made contiguous once, kept as
         non-persistent buffers (``.to()`` moves them, checkpoints do not hold them). From then
-        on the block runs the folded weights, in eval mode only."""
+        on the block runs the folded weights, in eval mode only; loading a state dict or
+        switching the width statistics drops them (the block runs its BatchNorms again)."""
         expand, dw, _, project = self.block
         folded = {}
         for ratio in RATIOS:
@@ -181,8 +184,9 @@ class ElasticMBConv(MBConv):
             if n > self.hidden:
                 continue
             weights = []
-            for i, (conv, bn, channels) in enumerate(((expand[0].weight[:n], expand[1], n), (dw[0].weight[:n], dw[1], n),
-                                                      (project[0].weight[:, :n], project[1], self.cout))):
+            parts = ((expand[0].weight[:n], expand[1], n), (dw[0].weight[:n], dw[1], n),
+                     (project[0].weight[:, :n], project[1], self.cout))
+            for i, (conv, bn, channels) in enumerate(parts):
                 mean, var = self._stats(i, n, channels)
                 mean = bn.running_mean[:channels] if mean is None else mean
                 var = bn.running_var[:channels] if var is None else var
@@ -194,6 +198,14 @@ class ElasticMBConv(MBConv):
                 self.register_buffer(f"folded{n}_{k}", w, persistent=False)
             folded[n] = len(weights)
         self._folded_widths = folded
+
+    def _unfold(self) -> None:
+        """Drop the folded weights (new weights or statistics would make them stale): the block
+        runs its BatchNorms again."""
+        for n, count in (self.__dict__.get("_folded_widths") or {}).items():
+            for k in range(count):
+                delattr(self, f"folded{n}_{k}")
+        self._folded_widths = None
 
     def _folded(self, n: int) -> list[torch.Tensor]:
         if self.training:

@@ -58,8 +58,8 @@ _PLAIN_CONVS = {nn.BatchNorm2d: (nn.Conv2d,), nn.BatchNorm3d: (nn.Conv3d, FrameC
 @torch.no_grad()
 def _fold(conv: nn.Module, bn: nn.modules.batchnorm._BatchNorm) -> bool:
     a, b = bn_affine(bn)
-    if hasattr(conv, "fold_output_affine"):
-        return conv.fold_output_affine(a, b)
+    if hasattr(conv, "fold_output_affine"):  # VA-RED²'s DynamicConv3d: 3-D only
+        return type(bn) is nn.BatchNorm3d and conv.fold_output_affine(a, b)
     if type(conv) not in _PLAIN_CONVS[type(bn)] or conv.out_channels != a.numel():
         return False  # a conv subclass with its own forward may not read weight and bias plainly
     conv.weight.copy_(fold_conv_weight(conv.weight, a))

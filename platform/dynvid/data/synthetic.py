@@ -142,11 +142,11 @@ class SceneConfig:
     speed_changes: float = 0.0
     """Expected number of times the actor changes speed within a video (Poisson): the video's
     speed factor is multiplied, segment by segment, by a factor log-uniform in
-    ``speed_change_range``, so a video holds slow and fast spells (issue 23: content whose
-    redundancy varies over time). 0: one speed per video, as before (the same scenes, draw for
-    draw)."""
+    ``speed_change_range`` (then all rescaled to keep the video's mean speed), so a video
+    holds slow and fast spells (issue 23: content whose redundancy varies over time). 0: one
+    speed per video, as before (the same scenes, draw for draw)."""
     speed_change_range: tuple[float, float] = (0.25, 4.0)
-    """Range of a segment's speed multiplier (log-uniform)."""
+    """Range of a segment's speed multiplier (log-uniform), before the rescaling."""
 
     def __post_init__(self) -> None:
         if self.height < 16 or self.width < 16:
@@ -319,17 +319,22 @@ class _Track:
 
 def _actor_clock(rng: np.random.Generator, cfg: SceneConfig) -> np.ndarray:
     """(T,) the actor's motion time at each frame: ``0, 1, …, T−1`` at constant speed; with
-    ``cfg.speed_changes``, a Poisson number of change frames, uniform over the video, split it
-    into segments, each advancing its own multiplier (log-uniform in ``speed_change_range``)
-    per frame. Every motion pattern reads this clock, so a slow spell slows a translation, a
-    rotation, a zoom, a blink or a bounce alike."""
+    ``cfg.speed_changes``, a Poisson number of distinct change frames, uniform over the video,
+    split it into segments, each advancing by its own multiplier (log-uniform in
+    ``speed_change_range``) per frame, rescaled so that the clock still ends at ``T − 1``: the
+    video's mean speed is the one drawn for it, only spread unevenly. Every motion pattern
+    reads this clock, so a slow spell slows a translation, a rotation, a zoom, a blink or a
+    bounce alike; the patterns' period limits (e.g. a zoom's saw-tooth of ≥ 12 frames) hold
+    for the mean speed, a fast spell may run a period faster."""
     T = cfg.num_frames
     if cfg.speed_changes <= 0 or T < 2:
         return np.arange(T, dtype=np.float64)
-    changes = np.sort(rng.integers(1, T, size=rng.poisson(cfg.speed_changes)))
+    count = min(int(rng.poisson(cfg.speed_changes)), T - 2)
+    changes = np.sort(rng.choice(np.arange(1, T - 1), size=count, replace=False))  # distinct change frames
     lo, hi = cfg.speed_change_range
-    factors = np.exp(rng.uniform(math.log(lo), math.log(hi), size=len(changes) + 1))
+    factors = np.exp(rng.uniform(math.log(lo), math.log(hi), size=count + 1))
     step = factors[np.searchsorted(changes, np.arange(T - 1), side="right")]  # frame i → i+1
+    step = step / step.mean()  # the video's mean speed stays the one drawn for it
     return np.concatenate([[0.0], np.cumsum(step)])
 
 

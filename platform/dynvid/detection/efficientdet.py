@@ -82,12 +82,15 @@ class SeparableConvBN(nn.Module):
         self.bn = nn.BatchNorm2d(cout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and isinstance(self.bn, nn.Identity):
+            raise RuntimeError("this separable conv's BatchNorm is folded (fold_batchnorm): inference (eval mode) only")
         return self.bn(self.pointwise(self.depthwise(x)))
 
     @torch.no_grad()
     def fold_batchnorm_(self) -> None:
         """Inference (:func:`dynvid.backbones.fuse.fold_batchnorm`): the BatchNorm folded into
-        the pointwise conv, which gains a bias; the BatchNorm becomes ``nn.Identity``."""
+        the pointwise conv, which gains a bias; the BatchNorm becomes ``nn.Identity`` and the
+        module refuses to train."""
         if isinstance(self.bn, nn.Identity):
             return
         a, b = bn_affine(self.bn)
@@ -209,7 +212,8 @@ class EfficientDetHead(nn.Module):
         conv is shared by the levels but its BatchNorm is not, so each level gets its own
         pointwise conv with that level's BatchNorm folded in (``net["folded"][repeat][level]``,
         modules, so the cost meter counts them as it counted the shared one); the per-level
-        BatchNorms are dropped."""
+        BatchNorms are dropped and the head refuses to train. Its state dict is then an
+        inference copy's, not a training checkpoint."""
         for net in (self.cls_net, self.box_net):
             if "folded" in net:
                 continue
@@ -219,7 +223,8 @@ class EfficientDetHead(nn.Module):
                 per_level = nn.ModuleList()
                 for bn in bns:
                     a, b = bn_affine(bn)
-                    c = nn.Conv2d(pointwise.in_channels, pointwise.out_channels, 1).to(pointwise.weight)
+                    c = nn.utils.skip_init(nn.Conv2d, pointwise.in_channels, pointwise.out_channels, 1,
+                                           device=pointwise.weight.device, dtype=pointwise.weight.dtype)
                     c.weight.copy_(fold_conv_weight(pointwise.weight, a))
                     c.bias.copy_(b)
                     per_level.append(c)
@@ -230,6 +235,8 @@ class EfficientDetHead(nn.Module):
     @staticmethod
     def _run(net: nn.ModuleDict, x: torch.Tensor, level: int) -> torch.Tensor:
         if "folded" in net:
+            if net.training:
+                raise RuntimeError("the head's BatchNorms are folded (fold_batchnorm): inference (eval mode) only")
             for conv, pointwise in zip(net["convs"], net["folded"]):
                 x = F.silu(pointwise[level](conv[0](x)))
         else:

@@ -34,7 +34,7 @@ import torch
 from dynvid.methods.lfs.model import F0, F1
 from dynvid.methods.lfs.policy import split_observation
 
-__all__ = ["collect_gaps", "gap_predictability", "rank_auc", "ridge_fit"]
+__all__ = ["collect_gaps", "gap_predictability", "policy_env_predictability", "rank_auc", "ridge_fit"]
 
 
 def _pooled(obs: np.ndarray, state_channels: int, grid: int, history: int) -> np.ndarray:
@@ -46,8 +46,8 @@ def _pooled(obs: np.ndarray, state_channels: int, grid: int, history: int) -> np
 
 @torch.no_grad()
 def collect_gaps(env, episodes: int, f0_prob: float = 0.3, seed: int = 0, progress=None) -> dict[str, np.ndarray]:
-    """Roll out ``episodes`` episodes of ``env`` (an :class:`~.env.InterleavingEnv`) choosing f0
-    with probability ``f0_prob``; returns ``{"features" (N, D), "since" (N,), "gap" (N,),
+    """Roll out ``episodes`` episodes of ``env`` (an :class:`~.env.InterleavingEnv`), over its
+    videos in turn, choosing f0 with probability ``f0_prob``; returns ``{"features" (N, D), "since" (N,), "gap" (N,),
     "video" (N,)}``, one row per step: the pooled observation before the choice, the frames
     since the last f0, the next frame's ``L(f1) − L(f0)`` and the episode's video."""
     if episodes < 1 or not 0 < f0_prob < 1:
@@ -55,8 +55,8 @@ def collect_gaps(env, episodes: int, f0_prob: float = 0.3, seed: int = 0, progre
     rng = np.random.default_rng(seed)
     S, g, H = env.model.memory.state_channels, env.model.grid, env.history
     features, since, gap, video = [], [], [], []
-    for e in range(episodes):
-        obs, info = env.reset(seed=seed + e if e == 0 else None)
+    for e in range(episodes):  # the videos in turn (each as often), each episode's start at random
+        obs, info = env.reset(seed=seed if e == 0 else None, options={"video": e % len(env.videos)})
         last, done = 0, False  # reset ran f0 on frame 0
         while not done:
             action = F0 if rng.random() < f0_prob else F1
@@ -112,12 +112,14 @@ def gap_predictability(data: dict[str, np.ndarray], thresholds: Sequence[float] 
     docstring). The videos are dealt into ``folds`` folds (every ``folds``-th video); each
     fold's steps are scored by predictors fitted on the other folds, and the folds' AUCs are
     averaged, weighted by their steps (each fold's ridge has its own scale: one AUC over the
-    pooled scores would mix them). The ridge's ``lam`` is chosen per fold by an inner split of its training
-    videos (their own every-second video), never by the scored fold."""
+    pooled scores would mix them). The ridge's ``lam`` is chosen per fold by an inner split of
+    its training videos (their own every-second video), never by the scored fold. Fewer than 2
+    videos per fold reduce ``folds``; a fold whose steps hold one class only is not scored
+    (``folds_scored``; None when no fold is)."""
     videos = np.unique(data["video"])
-    if folds < 2 or len(videos) < 2 * folds:
-        raise ValueError(f"need folds >= 2 and at least 2 videos per fold, got {folds} folds for "
-                         f"{len(videos)} videos")
+    folds = min(folds, len(videos) // 2)  # at least 2 videos per fold
+    if folds < 2:
+        raise ValueError(f"need steps from at least 4 videos (2 folds of 2), got {len(videos)}")
     fold_of = {v: k % folds for k, v in enumerate(videos)}
     fold = np.array([fold_of[v] for v in data["video"]])
     onehot = np.eye(cap + 1)[np.minimum(data["since"], cap)]
@@ -133,15 +135,26 @@ def gap_predictability(data: dict[str, np.ndarray], thresholds: Sequence[float] 
             fit_videos = np.unique(data["video"][fit])
             inner_val = fit & np.isin(data["video"], fit_videos[1::2])
             inner_fit = fit & ~inner_val
-            lam = max(lams, key=lambda lam: rank_auc(ridge_fit(x[inner_fit], label[inner_fit], lam)(x[inner_val]),
-                                                     label[inner_val] > 0))
+            def inner_auc(lam):
+                auc = rank_auc(ridge_fit(x[inner_fit], label[inner_fit], lam)(x[inner_val]), label[inner_val] > 0)
+                return -np.inf if np.isnan(auc) else auc
+
+            lam = max(lams, key=inner_auc)
             observed.append(rank_auc(ridge_fit(x[fit], label[fit], lam)(x[test]), truth))
             weights.append(int(test.sum()))
             chosen.append(float(lam))
-        rows.append({"threshold": float(th), "positive_rate": float(label.mean()),
-                     "auc_schedule": float(np.average(schedule, weights=weights)),
-                     "auc_observation": float(np.average(observed, weights=weights)),
-                     "auc_schedule_folds": schedule, "auc_observation_folds": observed, "ridge_lambdas": chosen})
+        scored = [k for k in range(folds) if not np.isnan(schedule[k])]  # a fold needs both classes
+        if scored:
+            w = [weights[k] for k in scored]
+            auc_schedule = float(np.average([schedule[k] for k in scored], weights=w))
+            auc_observed = float(np.average([observed[k] for k in scored], weights=w))
+        else:
+            auc_schedule = auc_observed = None
+        rows.append({"threshold": float(th), "positive_rate": float(label.mean()), "folds_scored": len(scored),
+                     "auc_schedule": auc_schedule, "auc_observation": auc_observed,
+                     "auc_schedule_folds": [None if np.isnan(v) else v for v in schedule],
+                     "auc_observation_folds": [None if np.isnan(v) else v for v in observed],
+                     "ridge_lambdas": chosen})
     gap = data["gap"]
     per_video = np.array([gap[data["video"] == v].mean() for v in videos])
     return {"steps": int(len(gap)), "videos": int(len(videos)), "folds": folds, "gap_mean": float(gap.mean()),
