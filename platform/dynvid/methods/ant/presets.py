@@ -21,11 +21,13 @@ and of ``search_spaces/ant.yaml``.
   of it, and 1.2× amortized needs about 0.5 with ~12% key frames and the fixed BiFPN and
   head. Measured (README, ANT): the gates settle at ~0.52 of it, AP 0.3 points below the
   like-for-like D0 at 1.13× its speed (every row folded, 8 latency videos; 1.18× unfolded
-  on 2). A tighter budget trades AP for speed faster than the target allows: ``cost_target=0.4, cost_weight=6, gate_lr_mult=10`` reached 0.40 but lost
-  ~4 AP points (the stage's validation AP 0.644, against 0.681 with this preset), so the
-  preset keeps 0.45 at one learning rate. 16 stage-2 epochs instead of 8 brought the cost to
-  0.475 (1.27× at 192²) but lost 2.5 AP points against its own D0, whose full-width AP fell
-  from 0.684 to 0.649: a longer stage 2 retrains the shared weights toward the narrow widths.
+  on 2). A tighter budget trades AP for speed faster than the target allows:
+  ``cost_target=0.4, cost_weight=6, gate_lr_mult=10`` reached 0.40 but lost ~4 AP points
+  (the stage's validation AP 0.644, against 0.681 with this preset), so the preset keeps
+  0.45 at one learning rate. 16 stage-2 epochs instead of 8 brought the cost to 0.475
+  (1.27× at 192², folded, 2 latency videos) but lost 2.5 AP points against its own D0,
+  whose full-width AP fell from 0.684 to 0.649: a longer stage 2 retrains the shared
+  weights toward the narrow widths.
 - ``PAPER``: Sec. 4.1 on a COCO-style video dataset (``--data coco-vid:ROOT``): 512×512,
   SGD with momentum 0.9, weight decay 4e-5, lr 0.01, batch 16, 4 epochs per stage 0/1,
   then 8 epochs of stage 2 at 0.002. The paper's backbone starts from ImageNet: add
