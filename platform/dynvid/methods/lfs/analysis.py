@@ -31,6 +31,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from dynvid.methods.lfs.adaptive import policy_spec
+from dynvid.methods.lfs.env import InterleavingEnv
 from dynvid.methods.lfs.model import F0, F1
 from dynvid.methods.lfs.policy import split_observation
 
@@ -167,9 +169,6 @@ def policy_env_predictability(task, cfg, detector: str, episodes: int, threshold
     videos, split, episode length and history: :func:`~.adaptive.policy_spec`), ``episodes``
     random-interleaving episodes from ``cfg.train.seed``. The environment runs on one intra-op
     thread; the caller's thread count is restored."""
-    from dynvid.methods.lfs.adaptive import policy_spec
-    from dynvid.methods.lfs.env import InterleavingEnv
-
     threads = torch.get_num_threads()
     try:
         env = InterleavingEnv(policy_spec(task, cfg, detector, detector).env_config)
