@@ -36,7 +36,7 @@ from torch.nn import functional as F
 from torchvision.models import efficientnet as tv_efficientnet
 from torchvision.ops.misc import Conv2dNormActivation
 
-from dynvid.backbones.fuse import fold_conv_weight
+from dynvid.backbones.fuse import folded_conv
 from dynvid.metrics.cost import conv_macs, record_cost
 
 __all__ = ["B0_STAGES", "EfficientNet", "EfficientNetSupernet", "MBConv", "efficientnet_b0", "mbconv_macs",
@@ -188,10 +188,9 @@ class ElasticMBConv(MBConv):
                      (project[0].weight[:, :n], project[1], self.cout))
             for i, (conv, bn, channels) in enumerate(parts):
                 mean, var = self._stats(i, n, channels)
-                mean = bn.running_mean[:channels] if mean is None else mean
-                var = bn.running_var[:channels] if var is None else var
-                a = torch.rsqrt(var + bn.eps) * bn.weight[:channels]
-                weights += [fold_conv_weight(conv, a).contiguous(), bn.bias[:channels] - a * mean]
+                w, b = folded_conv(conv, bn, bn.running_mean[:channels] if mean is None else mean,
+                                   bn.running_var[:channels] if var is None else var)
+                weights += [w.contiguous(), b]
             se = self.block[2]
             weights += [se.fc1.weight[:, :n].contiguous(), se.fc2.weight[:n].contiguous(), se.fc2.bias[:n].contiguous()]
             for k, w in enumerate(weights):

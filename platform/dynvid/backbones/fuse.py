@@ -24,21 +24,35 @@ from torch import nn
 
 from dynvid.backbones.frameconv import FrameConv3d
 
-__all__ = ["bn_affine", "fold_batchnorm", "fold_conv_weight"]
+__all__ = ["bn_affine", "fold_batchnorm", "fold_conv_weight", "folded_conv"]
 
 
-def bn_affine(bn: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
+def bn_affine(bn: nn.modules.batchnorm._BatchNorm, mean: torch.Tensor | None = None,
+              var: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``(a, b)`` of the eval-mode BatchNorm (any dimension) ``y = a·x + b`` (running
-    statistics); ANT's fusion folds its ``BatchNorm2d`` with it too."""
-    if bn.running_mean is None or bn.running_var is None:
+    statistics); ANT's fusion folds its ``BatchNorm2d`` with it too. ``mean``/``var``: other
+    statistics over the first ``len(mean)`` channels (one width of ANT's elastic blocks): the
+    affine weight and bias are sliced to them."""
+    mean = bn.running_mean if mean is None else mean
+    var = bn.running_var if var is None else var
+    if mean is None or var is None:
         raise ValueError("BatchNorm without running statistics cannot be folded")
-    a = torch.rsqrt(bn.running_var + bn.eps)
+    n = mean.numel()
+    a = torch.rsqrt(var + bn.eps)
     if bn.weight is not None:
-        a = a * bn.weight
-    b = -a * bn.running_mean
+        a = a * bn.weight[:n]
+    b = -a * mean
     if bn.bias is not None:
-        b = b + bn.bias
+        b = b + bn.bias[:n]
     return a, b
+
+
+def folded_conv(weight: torch.Tensor, bn: nn.modules.batchnorm._BatchNorm, mean: torch.Tensor | None = None,
+                var: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A bias-free convolution's ``(weight, bias)`` with the eval-mode BatchNorm after it folded
+    in (:func:`bn_affine`, with its optional statistics)."""
+    a, b = bn_affine(bn, mean, var)
+    return fold_conv_weight(weight, a), b
 
 
 def _trailing_conv(module: nn.Module) -> nn.Module | None:
@@ -76,12 +90,12 @@ def fold_conv_weight(weight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
 
 
 def _fold_tree(module: nn.Module) -> None:
+    own = getattr(module, "fold_batchnorm_", None)
+    if callable(own):  # it folds itself: not entered
+        own()
+        return
     for child in module.children():
-        own = getattr(child, "fold_batchnorm_", None)
-        if callable(own):
-            own()
-        else:
-            _fold_tree(child)
+        _fold_tree(child)
     if isinstance(module, nn.Sequential):
         for k in range(1, len(module)):
             if type(module[k]) in _PLAIN_CONVS:
@@ -96,9 +110,5 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     it, in place, and let every module with a ``fold_batchnorm_()`` method fold its own; the
     model is switched to eval mode. Returns ``model``."""
     model.eval()
-    own = getattr(model, "fold_batchnorm_", None)
-    if callable(own):
-        own()
-    else:
-        _fold_tree(model)
+    _fold_tree(model)
     return model

@@ -338,13 +338,11 @@ def _actor_clock(rng: np.random.Generator, cfg: SceneConfig) -> np.ndarray:
     return np.concatenate([[0.0], np.cumsum(step)])
 
 
-def _actor_track(rng: np.random.Generator, label: int, cfg: SceneConfig, short: int,
-                 clock: np.ndarray | None = None) -> _Track:
-    """The actor's per-frame state for action ``label`` (see ACTION_CLASSES); ``clock``: its
-    motion time per frame (:func:`_actor_clock`; None: the frame index)."""
+def _actor_track(rng: np.random.Generator, label: int, cfg: SceneConfig, short: int, t: np.ndarray) -> _Track:
+    """The actor's per-frame state for action ``label`` (see ACTION_CLASSES); ``t``: its motion
+    time per frame (:func:`_actor_clock`)."""
     T, H, W = cfg.num_frames, cfg.height, cfg.width
     action = ACTION_CLASSES[label]
-    t = np.arange(T, dtype=np.float64) if clock is None else clock
     # Appearance first, so it does not depend on the label (label-specific draws come later).
     shape, color = int(rng.integers(len(OBJECT_CLASSES))), _sprite_color(rng)
     lo, hi = cfg.speed_range

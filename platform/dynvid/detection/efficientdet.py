@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from dynvid.backbones.fuse import bn_affine, fold_conv_weight
+from dynvid.backbones.fuse import folded_conv
 from dynvid.metrics.cost import record_cost
 
 __all__ = ["BiFPN", "EfficientDetHead", "cached_retina_anchors", "retina_anchors"]
@@ -93,8 +93,8 @@ class SeparableConvBN(nn.Module):
         module refuses to train."""
         if isinstance(self.bn, nn.Identity):
             return
-        a, b = bn_affine(self.bn)
-        self.pointwise.weight.copy_(fold_conv_weight(self.pointwise.weight, a))
+        w, b = folded_conv(self.pointwise.weight, self.bn)
+        self.pointwise.weight.copy_(w)
         self.pointwise.bias = nn.Parameter(b.clone())
         self.bn = nn.Identity()
 
@@ -222,10 +222,10 @@ class EfficientDetHead(nn.Module):
                 pointwise = conv[1]
                 per_level = nn.ModuleList()
                 for bn in bns:
-                    a, b = bn_affine(bn)
+                    w, b = folded_conv(pointwise.weight, bn)
                     c = nn.utils.skip_init(nn.Conv2d, pointwise.in_channels, pointwise.out_channels, 1,
                                            device=pointwise.weight.device, dtype=pointwise.weight.dtype)
-                    c.weight.copy_(fold_conv_weight(pointwise.weight, a))
+                    c.weight.copy_(w)
                     c.bias.copy_(b)
                     per_level.append(c)
                 folded.append(per_level)

@@ -32,7 +32,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from dynvid.backbones.efficientnet import RATIOS
-from dynvid.backbones.fuse import bn_affine, fold_conv_weight
+from dynvid.backbones.fuse import folded_conv
 from dynvid.layers import gumbel_softmax
 from dynvid.metrics.cost import conv_macs, record_cost
 
@@ -89,13 +89,6 @@ def bn_buffers(model: nn.Module) -> dict[str, torch.Tensor]:
     names = {name for name, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
     return {k: v.clone() for k, v in model.state_dict().items() if k.rpartition(".")[0] in names
             and k.rpartition(".")[2] in ("running_mean", "running_var", "num_batches_tracked")}
-
-
-def _folded_conv(weight: torch.Tensor, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
-    """A bias-free convolution's weight and bias with the eval-mode BatchNorm after it folded in
-    (``bn_affine``'s per-channel ``a·x + b``, as ``backbones.fuse`` folds VA-RED²'s)."""
-    a, b = bn_affine(bn)
-    return fold_conv_weight(weight, a), b
 
 
 class ProjectedKeys(list):
@@ -173,8 +166,8 @@ class FusionModule(nn.Module):
         stamp = tuple((t.data_ptr(), t._version) for t in tensors)
         if self._folded_cache is None or self._folded_cache[0] != stamp:
             with torch.no_grad():
-                w, b = _folded_conv(self.reduce[0].weight, self.reduce[1])
-                w_dw, b_dw = _folded_conv(self.depthwise[0].weight, self.depthwise[1])
+                w, b = folded_conv(self.reduce[0].weight, self.reduce[1])
+                w_dw, b_dw = folded_conv(self.depthwise[0].weight, self.depthwise[1])
                 c = self.channels
                 folded = (w[:, :c].contiguous(), w[:, c:].contiguous(), b.view(1, -1, 1, 1), w_dw, b_dw)
             self._folded_cache = (stamp, folded)
