@@ -245,3 +245,37 @@ def test_a_folded_block_given_new_weights_or_statistics_runs_them_not_its_stale_
         folded.set_width_stats_ready(False)
         changed.set_width_stats_ready(False)
         torch.testing.assert_close(folded(x, block.cin * 2), changed(x, block.cin * 2), atol=1e-5, rtol=1e-4)
+
+
+# ---- the channels-last inference copy (issue 23) -----------------------------------------------
+
+def test_channels_last_inference_copy_computes_what_the_nchw_copy_computes():
+    from dynvid.methods.ant.evaluation import AntMode, run_videos
+    from dynvid.methods.ant.report import inference_copy
+
+    m = _trained_looking_detector()
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    nchw, last = inference_copy(m, channels_last=False), inference_copy(m)
+    assert all(torch.equal(v, before[k]) for k, v in m.state_dict().items())  # the model itself is untouched
+    assert not any(isinstance(x, torch.nn.Identity) for x in m.modules())  # nor folded
+    convs = [x for x in last.modules() if isinstance(x, torch.nn.Conv2d) and x.weight.shape[-1] > 1]
+    assert convs and all(x.weight.is_contiguous(memory_format=torch.channels_last) for x in convs)
+    g = torch.Generator().manual_seed(3)
+    key_frame, frame = torch.randn(2, 3, 64, 64, generator=g), torch.randn(2, 3, 64, 64, generator=g)
+    with torch.no_grad():
+        assert last.stem(frame).is_contiguous(memory_format=torch.channels_last)
+        for r in (None, (6, 1, 6, 1, 2, 1)):
+            for x, y in zip(nchw.forward_static(frame, r)[:2], last.forward_static(frame, r)[:2]):
+                torch.testing.assert_close(y, x, atol=1e-4, rtol=1e-4)
+        keys = [model.project_keys(model.key_features(model.forward_static(key_frame)[2])) for model in (nchw, last)]
+        a, b = nchw.forward_nonkey(frame, keys[0]), last.forward_nonkey(frame, keys[1])
+        assert torch.equal(a[2], b[2])  # the gates chose the same widths
+        for x, y in zip(a[:2], b[:2]):
+            torch.testing.assert_close(y, x, atol=1e-4, rtol=1e-4)
+        still = key_frame[:1].expand(6, 3, 64, 64)
+        videos = torch.stack([still + 0.05 * torch.randn(6, 3, 64, 64, generator=g),
+                              torch.randn(6, 3, 64, 64, generator=g)])  # one still video, one cutting every frame
+        a, b = run_videos(nchw, videos, AntMode(threshold=0.5)), run_videos(last, videos, AntMode(threshold=0.5))
+    assert 1 <= a["keys"][0].sum() < a["keys"][1].sum()  # key and non-key frames, differing per video
+    assert torch.equal(a["keys"], b["keys"]) and torch.equal(a["ratios"], b["ratios"])
+    assert torch.equal(a["macs"], b["macs"])

@@ -17,9 +17,11 @@ amortized GMACs per frame, parameters and amortized single-core latency:
 
 Every row runs the same code on an inference copy of its network with every BatchNorm folded
 (:func:`~dynvid.backbones.fuse.fold_batchnorm`: stem, MBConv blocks at each width with that
-width's statistics, BiFPN, head per level; issue 23): the fusions' key sides are projected
-once per key frame (:meth:`~.model.ANTDetector.project_keys`), and nothing is folded or
-compiled for one row and not for another. Parameters are counted on the unfolded network.
+width's statistics, BiFPN, head per level; issue 23) and, by default (``ant.channels_last``),
+every weight in channels-last layout (:func:`inference_copy`): the fusions' key sides are
+projected once per key frame (:meth:`~.model.ANTDetector.project_keys`), and nothing is
+folded, laid out or compiled for one row and not for another. Parameters are counted on the
+unfolded network.
 
 Parameters: a static network counts the backbone up to its last MBConv stage (the sliced
 weights of a subnet), the BiFPN and the head; ANT counts everything it may run (the whole
@@ -49,7 +51,8 @@ from dynvid.methods.ant.model import ELASTIC, ANTDetector
 from dynvid.methods.ant.nas import backbone_macs, nas_search
 from dynvid.tables import format_table
 
-__all__ = ["ARCHITECTURE", "SAME_WEIGHTS_D0", "compare", "comparison_table", "detector_params", "job_report", "load_model"]
+__all__ = ["ARCHITECTURE", "SAME_WEIGHTS_D0", "compare", "comparison_table", "detector_params", "inference_copy",
+           "job_report", "load_model"]
 
 SAME_WEIGHTS_D0 = "D0 (ANT weights)"
 """The like-for-like D0 row: ANT's own network at full width on every frame."""
@@ -104,9 +107,13 @@ def _loader(dataset, cfg: ExperimentConfig):
     return torch.utils.data.DataLoader(dataset, batch_size=max(1, cfg.data.batch_size), collate_fn=dataset.collate_fn)
 
 
-def _folded(model: ANTDetector) -> ANTDetector:
-    """The inference copy every row runs: BatchNorms folded (the module docstring)."""
-    return fold_batchnorm(copy.deepcopy(model))
+def inference_copy(model: ANTDetector, channels_last: bool = True) -> ANTDetector:
+    """The inference copy every row runs (the module docstring): a deep copy with every
+    BatchNorm folded, then, with ``channels_last`` (``ant.channels_last``), every 4-D weight
+    and buffer in channels-last layout, so each convolution's output, and the elementwise
+    operations after it, stay channels-last. ``model`` is left as it is."""
+    m = fold_batchnorm(copy.deepcopy(model))
+    return m.to(memory_format=torch.channels_last) if channels_last else m
 
 
 def _row(model: ANTDetector, mode, loader, gt, cfg, params: int, timed: list | None, say) -> dict:
@@ -167,8 +174,8 @@ def compare(task, cfg: ExperimentConfig, checkpoints: dict[str, str], thresholds
     rows: dict[str, dict] = {}
     if checkpoints.get("static"):
         m = load_model(task, cfg, checkpoints["static"], temporal=False)
-        rows["D0 (static)"] = _row(_folded(m), StaticMode(FULL, "D0 (static)"), loader, gt, cfg,
-                                   detector_params(m, FULL), timed, say)
+        rows["D0 (static)"] = _row(inference_copy(m, c.channels_last), StaticMode(FULL, "D0 (static)"), loader, gt,
+                                   cfg, detector_params(m, FULL), timed, say)
     searched = []
     if nas and checkpoints.get("supernet") and not checkpoints.get("gates"):
         raise ValueError("the NAS rows are searched on the gates stage's weights (issue 23): pass its checkpoint "
@@ -177,7 +184,7 @@ def compare(task, cfg: ExperimentConfig, checkpoints: dict[str, str], thresholds
         m = load_model(task, cfg, checkpoints["gates"], temporal=True, gates=True)
         if not m.width_stats_ready:  # a checkpoint from before the per-ratio statistics
             m.calibrate_width_statistics(task.recalibration_batches(cfg))
-        plain, m = m, _folded(m)
+        plain, m = m, inference_copy(m, c.channels_last)
         rows[SAME_WEIGHTS_D0] = _row(m, StaticMode(FULL, SAME_WEIGHTS_D0), loader, gt, cfg,
                                      detector_params(plain, FULL), timed, say)
         if nas:
@@ -211,7 +218,8 @@ def compare(task, cfg: ExperimentConfig, checkpoints: dict[str, str], thresholds
             rows[name]["threshold"] = th
     if checkpoints.get("nontemporal"):
         m = load_model(task, cfg, checkpoints["nontemporal"], temporal=False, gates=True)
-        rows["non-temporal"] = _row(_folded(m), NonTemporalMode(), loader, gt, cfg, detector_params(m), timed, say)
+        rows["non-temporal"] = _row(inference_copy(m, c.channels_last), NonTemporalMode(), loader, gt, cfg,
+                                    detector_params(m), timed, say)
     if timed:
         _time_rows(rows, timed, lat_videos, c.latency_rounds, say)
         if replay_size:
