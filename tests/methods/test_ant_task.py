@@ -124,9 +124,15 @@ def test_stage_cost_tables():
     outs = m.backbone.stage_features(torch.zeros(1, 3, 64, 64), upto=ELASTIC[-1] + 1)
     metered = torch.tensor([[_stage_macs(m, outs, s, r) for r in RATIOS] for s in range(6)], dtype=torch.float64)
     assert torch.allclose(macs.double(), metered / metered[:, -1].sum(), rtol=1e-5)
-    latency = stage_costs(m, 64, "latency", repeats=1)
-    assert (latency > 0).all() and float(latency[:, -1].sum()) == pytest.approx(1.0)
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    for layout in (True, False):  # timed on the inference copy, channels-last or not
+        latency = stage_costs(m, 64, "latency", repeats=1, channels_last=layout)
+        assert (latency > 0).all() and float(latency[:, -1].sum()) == pytest.approx(1.0)
     assert m.training  # the train/eval mode is restored
+    # the model itself is neither folded nor laid out channels-last, and its statistics did not move
+    assert m.backbone.features[ELASTIC[0]][0].__dict__.get("_folded_widths") is None
+    assert m.state_dict().keys() == before.keys() and all(torch.equal(v, before[k]) for k, v in m.state_dict().items())
+    assert all(v.is_contiguous() for v in m.state_dict().values())
     with pytest.raises(ValueError, match="cost_metric"):
         stage_costs(m, 64, "joules")
 

@@ -26,16 +26,18 @@ stage-level features … decide the stage width"); the neck reads each stage's o
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
 
 from dynvid.backbones.efficientnet import RATIOS, EfficientNetSupernet
+from dynvid.backbones.fuse import fold_batchnorm
 from dynvid.detection.efficientdet import BiFPN, EfficientDetHead
 from dynvid.methods.ant.modules import DynamicGate, FusionModule, ProjectedKeys, recalibrate_bn
 
-__all__ = ["ANTDetector", "row_groups"]
+__all__ = ["ANTDetector", "inference_copy", "row_groups"]
 
 ELASTIC = range(2, 8)  # features[2..7]: the six MBConv6 stages
 NECK_LEVELS = (3, 5, 7)
@@ -233,3 +235,13 @@ def row_groups(labels: torch.Tensor, host: list) -> list[tuple[object, torch.Ten
         out.append((v, order[start:start + len(rows_host)], torch.tensor(rows_host, dtype=torch.long)))
         start += len(rows_host)
     return out
+
+
+def inference_copy(model: ANTDetector, channels_last: bool = True) -> ANTDetector:
+    """The network as it runs at inference (``report.compare`` times every row on one, stage
+    2's latency table is measured on one): a deep copy with every BatchNorm folded, then, with
+    ``channels_last`` (``ant.channels_last``), every 4-D weight and buffer in channels-last
+    layout, so each convolution's output, and the elementwise operations after it, stay
+    channels-last. ``model`` is left as it is."""
+    m = fold_batchnorm(copy.deepcopy(model))
+    return m.to(memory_format=torch.channels_last) if channels_last else m

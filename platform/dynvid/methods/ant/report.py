@@ -18,7 +18,7 @@ amortized GMACs per frame, parameters and amortized single-core latency:
 Every row runs the same code on an inference copy of its network with every BatchNorm folded
 (:func:`~dynvid.backbones.fuse.fold_batchnorm`: stem, MBConv blocks at each width with that
 width's statistics, BiFPN, head per level; issue 23) and, by default (``ant.channels_last``),
-every weight in channels-last layout (:func:`inference_copy`): the fusions' key sides are
+every weight in channels-last layout (:func:`~.model.inference_copy`): the fusions' key sides are
 projected once per key frame (:meth:`~.model.ANTDetector.project_keys`), and nothing is
 folded, laid out or compiled for one row and not for another. Parameters are counted on the
 unfolded network.
@@ -30,7 +30,6 @@ supernet, fusion modules and gates).
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 from collections.abc import Sequence
@@ -38,7 +37,6 @@ from collections.abc import Sequence
 import torch
 from torch.nn import functional as F
 
-from dynvid.backbones.fuse import fold_batchnorm
 from dynvid.config import ExperimentConfig
 from dynvid.data.datasets import scene_config
 from dynvid.data.detection import build_detection_dataset
@@ -47,12 +45,11 @@ from dynvid.engine.storage import fetch_checkpoint
 from dynvid.methods.ant import build_detector
 from dynvid.methods.ant.evaluation import (FULL, AntMode, NonTemporalMode, StaticMode, amortized_latency, evaluate_modes,
                                           replay_modes)
-from dynvid.methods.ant.model import ELASTIC, ANTDetector
+from dynvid.methods.ant.model import ELASTIC, ANTDetector, inference_copy
 from dynvid.methods.ant.nas import backbone_macs, nas_search
 from dynvid.tables import format_table
 
-__all__ = ["ARCHITECTURE", "SAME_WEIGHTS_D0", "compare", "comparison_table", "detector_params", "inference_copy",
-           "job_report", "load_model"]
+__all__ = ["ARCHITECTURE", "SAME_WEIGHTS_D0", "compare", "comparison_table", "detector_params", "job_report", "load_model"]
 
 SAME_WEIGHTS_D0 = "D0 (ANT weights)"
 """The like-for-like D0 row: ANT's own network at full width on every frame."""
@@ -105,15 +102,6 @@ def _post(cfg: ExperimentConfig) -> dict:
 
 def _loader(dataset, cfg: ExperimentConfig):
     return torch.utils.data.DataLoader(dataset, batch_size=max(1, cfg.data.batch_size), collate_fn=dataset.collate_fn)
-
-
-def inference_copy(model: ANTDetector, channels_last: bool = True) -> ANTDetector:
-    """The inference copy every row runs (the module docstring): a deep copy with every
-    BatchNorm folded, then, with ``channels_last`` (``ant.channels_last``), every 4-D weight
-    and buffer in channels-last layout, so each convolution's output, and the elementwise
-    operations after it, stay channels-last. ``model`` is left as it is."""
-    m = fold_batchnorm(copy.deepcopy(model))
-    return m.to(memory_format=torch.channels_last) if channels_last else m
 
 
 def _row(model: ANTDetector, mode, loader, gt, cfg, params: int, timed: list | None, say) -> dict:

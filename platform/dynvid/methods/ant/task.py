@@ -174,7 +174,7 @@ class ANTTask(Task):
         if not m.width_stats_ready:  # the first step of stage 2 (a resumed run has them in its checkpoint)
             m.calibrate_width_statistics(self.recalibration_batches())
         if self._costs is None:  # measured once per worker, on its own hardware; kept on its device
-            self._costs = stage_costs(model, c.image_size, c.cost_metric).to(frames.device)
+            self._costs = stage_costs(model, c.image_size, c.cost_metric, channels_last=c.channels_last).to(frames.device)
         return gate_step(model, frames, clip_targets, c.gumbel_tau, c.key_every, c.fusion_kd_weight, c.cost_weight,
                          self._costs, c.cost_target)
 
