@@ -10,7 +10,7 @@ import torch
 from dynvid.backbones.efficientnet import EfficientNetSupernet
 from dynvid.metrics.cost import CostMeter
 from dynvid.methods.ant.modules import (DynamicGate, FusionModule, KeyFrameSelector, inplace_distillation_loss,
-                                        recalibrate_bn, sandwich_configs, stem_deviation)
+                                        recalibrate_bn, sandwich_configs, stem_deviation, stem_scale)
 
 
 def test_sandwich_configs():
@@ -105,6 +105,18 @@ def test_key_frame_rule_on_a_constructed_sequence():
     assert stem_deviation(base * 1.5, base).item() == pytest.approx(0.5)
     with pytest.raises(ValueError):
         KeyFrameSelector(-1.0)
+
+
+def test_a_key_frames_kept_scale_gives_the_same_deviation():
+    g = torch.Generator().manual_seed(0)
+    key, frames = torch.randn(3, 4, 5, 5, generator=g), torch.randn(3, 4, 5, 5, generator=g)
+    by_hand = (frames - key).abs().mean((1, 2, 3)) / (key.abs().mean((1, 2, 3)) + 1e-6)
+    torch.testing.assert_close(stem_deviation(frames, key), by_hand)
+    torch.testing.assert_close(stem_deviation(frames, key, scale=stem_scale(key)), by_hand)
+    assert not torch.equal(stem_deviation(frames, key, scale=stem_scale(frames)), by_hand)  # the scale is used
+    before = frames.clone()
+    stem_deviation(frames, key, scale=stem_scale(key))
+    assert torch.equal(frames, before)  # the in-place absolute value works on a fresh difference only
 
 
 # ---- the split fusion projection (issue 23) ---------------------------------------------------

@@ -42,7 +42,7 @@ from dynvid.detection.efficientdet import cached_retina_anchors
 from dynvid.detection.ssdlite import postprocess
 from dynvid.task import unwrap_model
 from dynvid.methods.ant.model import ANTDetector, row_groups
-from dynvid.methods.ant.modules import ProjectedKeys, stem_deviation
+from dynvid.methods.ant.modules import ProjectedKeys, stem_deviation, stem_scale
 from dynvid.metrics.cost import CostMeter
 from dynvid.metrics.detection import coco_evaluate, gather_from_ranks, video_detection_rows
 
@@ -141,6 +141,7 @@ def run_videos(model: ANTDetector, frames: torch.Tensor, mode, *, count: bool = 
     dets: list[list[dict]] = [[] for _ in range(B)]
     key_feats: list[torch.Tensor | None] = [None] * 6
     key_stem: torch.Tensor | None = None
+    key_scale: torch.Tensor | None = None  # the deviation's denominator, once per key frame
     anchors = None
     for t in range(T):
         x = frames[:, t]
@@ -158,12 +159,12 @@ def run_videos(model: ANTDetector, frames: torch.Tensor, mode, *, count: bool = 
             if key_stem is None:
                 flags, flags_dev = [True] * B, None
             elif replay:  # the deviation is computed and read as ANT does; the recorded decision is taken
-                (stem_deviation(stem, key_stem) > 0).tolist()
+                (stem_deviation(stem, key_stem, scale=key_scale) > 0).tolist()
                 flags, flags_dev = [bool(mode.keys[t])] * B, None
             elif mode.threshold is None:
                 flags, flags_dev = [t % mode.key_every == 0] * B, None
             else:
-                flags_dev = stem_deviation(stem, key_stem) > mode.threshold
+                flags_dev = stem_deviation(stem, key_stem, scale=key_scale) > mode.threshold
                 flags = flags_dev.tolist()  # the frame's one read: which videos take a key frame
             is_key = torch.tensor(flags, dtype=torch.bool)
             cls_parts: list[torch.Tensor | None] = [None, None]
@@ -178,10 +179,11 @@ def run_videos(model: ANTDetector, frames: torch.Tensor, mode, *, count: bool = 
                         return c, b, (key if m.training else m.project_keys(key))
                     (c, b, projected), sub = _metered(m, count, n, key_frame)
                     if whole:
-                        key_feats, key_stem = list(projected), stem
+                        key_feats, key_stem, key_scale = list(projected), stem, stem_scale(stem)
                     else:
                         _scatter(r, projected, key_feats, B)
                         key_stem = key_stem.index_copy(0, r, ss)
+                        key_scale = key_scale.index_copy(0, r, stem_scale(ss))
                 else:
                     kf = key_feats if whole else [k.index_select(0, r) for k in key_feats]
                     kf = kf if m.training else ProjectedKeys(kf)  # a training-mode model fuses raw keys
