@@ -58,8 +58,10 @@ def front_at(points: list[tuple[float, float]], x: float) -> float | None:
     return max(within) if within else None
 
 
-def targets_from_rows(rows: dict, key_threshold: float) -> tuple[list[dict], dict]:
-    """The issue's targets and a summary from the benchmark's rows (see the module docstring)."""
+def targets_from_rows(rows: dict, key_threshold: float, replay_size: int | None = None) -> tuple[list[dict], dict]:
+    """The issue's targets and a summary from the benchmark's rows (see the module docstring);
+    ``replay_size``: the resolution the rows were also timed at (``compare``'s
+    ``latency_ms_<size>``), summarized beside the targets."""
     d0 = rows[SAME_WEIGHTS_D0]
     ant = rows[f"ANT τ={key_threshold:g}"]
     static = [r for name, r in rows.items() if name.startswith("NAS") or name.startswith("D0")]
@@ -80,13 +82,12 @@ def targets_from_rows(rows: dict, key_threshold: float) -> tuple[list[dict], dic
          "met": above_latency >= 0.0},
     ]
     replay = {}
-    for key in d0:
-        if key.startswith("latency_ms_") and not key.endswith("rounds") and key in ant:
-            size = key.rsplit("_", 1)[1]
-            best_there = front_at([(r[key], r["AP"]) for r in static if key in r], ant[key])
-            replay[size] = {"latency_speedup": d0[key] / ant[key], "D0_ms": d0[key], "ANT_ms": ant[key],
-                            "AP_above_static_front_at_latency": ant["AP"] - best_there if best_there is not None
-                            else 0.0}
+    key = f"latency_ms_{replay_size}"
+    if replay_size and key in d0 and key in ant:
+        best_there = front_at([(r[key], r["AP"]) for r in static if key in r], ant[key])
+        replay[str(replay_size)] = {"latency_speedup": d0[key] / ant[key], "D0_ms": d0[key], "ANT_ms": ant[key],
+                                    "AP_above_static_front_at_latency": ant["AP"] - best_there
+                                    if best_there is not None else 0.0}
     summary = {"replay": replay, "latency_speedup": speedup, "AP_drop": drop, "AP_above_nas_front_gmacs": above,
                "AP_above_nas_front_latency": above_latency,
                "latency_speedup_vs_standalone_D0": standalone["latency_ms"] / ant["latency_ms"] if standalone else None,
@@ -162,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
         print(format_table(["stage"] + [f"ratio {r}" for r in RATIOS] + ["mean"],
                            [[str(s + 1)] + [f"{v:.2f}" for v in share] + [f"{mean:.2f}"] for s, (share, mean) in
                             enumerate(zip(ant_row["ratio_share"], ant_row["mean_ratio_nonkey"]))]))
-    targets, summary = targets_from_rows(rows, c.key_threshold)
+    targets, summary = targets_from_rows(rows, c.key_threshold, args.replay_size or None)
     d0, ant = rows[SAME_WEIGHTS_D0], rows[f"ANT τ={c.key_threshold:g}"]
     print(f"\nANT τ={c.key_threshold:g} vs {SAME_WEIGHTS_D0}: latency {d0['latency_ms']:.1f} -> {ant['latency_ms']:.1f} ms "
           f"({summary['latency_speedup']:.2f}×), AP {d0['AP']:.4f} -> {ant['AP']:.4f} (drop {summary['AP_drop']:+.4f}); "
@@ -183,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
                    "key_threshold": c.key_threshold, "thresholds": thresholds, "nas_budgets": list(c.nas_budgets),
                    "nas_candidates": c.nas_candidates, "epochs": {"static": cfg.optim.epochs,
                    "supernet": c.supernet_epochs or cfg.optim.epochs, "gates": c.gate_epochs},
-                   "cost_metric": c.cost_metric, "cost_weight": c.cost_weight, "cost_target": c.cost_target,
+                   "channels_last": c.channels_last, "cost_metric": c.cost_metric, "cost_weight": c.cost_weight, "cost_target": c.cost_target,
                    "key_stride_max": c.key_stride_max, "seed": cfg.train.seed,
                    "smoke_test": args.smoke_test, "replay_size": args.replay_size, "static_checkpoint": args.static,
                    "supernet_checkpoint": args.supernet, "train_videos": cfg.data.synthetic_train_videos,

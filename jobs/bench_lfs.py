@@ -81,6 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     return exit_on_bad_input("bench_lfs", lambda: run(args))
 
 
+def learned_name(gamma: float, seed: int) -> str:
+    """A learned policy's row name."""
+    return f"learned γ={gamma:g} seed {seed}"
+
+
 def run(args: argparse.Namespace) -> int:
     from dynvid.engine.trainer import fit  # imports Ray
 
@@ -96,7 +101,8 @@ def run(args: argparse.Namespace) -> int:
         c = cfg.lfs
         post = dict(score_threshold=c.score_threshold, nms_iou=c.nms_iou, max_detections=c.max_detections)
         loader = torch.utils.data.DataLoader(val, batch_size=cfg.data.batch_size, collate_fn=val.collate_fn)
-        fixed = evaluate_policies(model, loader, task.val_gt, fixed_policies(c.taus), **post)
+        per_video: dict = {}  # what the bootstrap over videos needs, filled by both evaluations below
+        fixed = evaluate_policies(model, loader, task.val_gt, fixed_policies(c.taus), per_video=per_video, **post)
         print(f"\nfixed policies\n{curve_table(fixed)}", flush=True)
         episodes = min(args.predictability, 16) if args.smoke_test else args.predictability
         predictability = (policy_env_predictability(task, cfg, detector, episodes, [0.0, *args.gamma])
@@ -110,21 +116,23 @@ def run(args: argparse.Namespace) -> int:
             for m in policies["rows"]:
                 exported[(m["gamma"], seed)] = m["policy"]
                 rows.append({**m, "seed": seed, "policy": os.path.basename(m["policy"])})
-        # every policy once more in one pass that keeps per-video records (the bootstrap's input)
+        # the learned and oracle policies on every val frame, keeping per-video records as the fixed ones did
         thresholds = sorted(set(args.oracle) | set(args.gamma))
-        named = {f"learned γ={g:g} seed {s}": LearnedPolicy(load_policy(path), name=f"learned γ={g:g} seed {s}")
-                 for (g, s), path in exported.items()}
+        learned = {key: LearnedPolicy(load_policy(path), name=learned_name(*key)) for key, path in exported.items()}
         oracles = [OraclePolicy(th, focal=c.focal) for th in thresholds]
-        per_video: dict = {}
-        print(f"\n[bench_lfs] fixed, learned and oracle ({len(oracles)} thresholds) policies on every val frame, "
-              "per video", flush=True)
-        everything = evaluate_policies(model, loader, task.val_gt, fixed_policies(c.taus) + list(named.values())
-                                       + oracles, per_video=per_video, **post)
+        print(f"\n[bench_lfs] learned and oracle ({len(oracles)} thresholds) policies on every val frame, per video",
+              flush=True)
+        more: dict = {}
+        everything = {**fixed, **evaluate_policies(model, loader, task.val_gt, list(learned.values()) + oracles,
+                                                   per_video=more, **post)}
+        if more.pop("image_ids") != per_video["image_ids"]:
+            raise RuntimeError("the val loader gave other frames in the second evaluation: the bootstrap needs the same")
+        per_video.update(more)
         # the oracle's curve runs from f1 only to f0 only (θ = +∞ and −∞): no clamping between them
         fixed_names, oracle_names = list(fixed), [o.name for o in oracles] + ["f0 only", "f1 only"]
         gains, tables = {}, {}
         for g in args.gamma:
-            mine = [n for (gg, s) in exported for n in [f"learned γ={gg:g} seed {s}"] if gg == g]
+            mine = [p.name for (gg, _), p in learned.items() if gg == g]
             vs_fixed = matched_gain_interval(task.val_gt, per_video, mine, fixed_names, resamples=args.resamples,
                                              seed=cfg.train.seed, tables=tables)
             vs_oracle = matched_gain_interval(task.val_gt, per_video, mine, oracle_names, resamples=args.resamples,

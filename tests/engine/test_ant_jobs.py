@@ -96,5 +96,8 @@ def test_bench_reuses_the_stages_and_writes_targets(ant_job, tmp_path):
                      "AP_above_static_NAS_front_at_latency"]
     d0, ant = rows["D0 (ANT weights)"], rows["ANT τ=0.45"]
     assert report["targets"][0]["value"] == pytest.approx(d0["latency_ms"] / ant["latency_ms"])
+    replay = report["results"]["summary"]["replay"]  # the default --replay-size, 512
+    assert list(replay) == ["512"]
+    assert replay["512"]["latency_speedup"] == pytest.approx(d0["latency_ms_512"] / ant["latency_ms_512"])
     for t in report["targets"]:
         assert t["met"] == (t["value"] >= t["target"] if t["direction"] == "max" else t["value"] <= t["target"])
