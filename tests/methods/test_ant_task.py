@@ -257,3 +257,31 @@ def test_rows_refuse_a_checkpoint_without_the_trained_gates(tmp_path):
     with pytest.raises(ValueError, match="no trained temporal"):
         load_model(task, cfg, str(tmp_path / "nontemporal"), temporal=True, gates=True)
     assert not load_model(task, cfg, str(tmp_path / "nontemporal"), temporal=False, gates=True).temporal
+
+
+def test_latency_rows_take_turns_on_each_video_and_report_the_median_round(monkeypatch):
+    from dynvid.methods.ant import report
+
+    calls = []
+    speed = {"A": 2.0, "B": 1.0}  # ms per frame; round k is (k + 1) times slower for every row
+
+    def fake_latency(model, videos, mode):
+        (video,) = videos
+        calls.append((model, mode, len(video)))
+        k = sum(1 for c in calls if c[0] == model) - 1
+        per_round = 3  # videos per round
+        return {"latency_ms": speed[model] * (k // per_round + 1) * (2 if len(video) == 4 else 1),
+                "frames": float(len(video)), "threads": 1.0}
+
+    monkeypatch.setattr(report, "amortized_latency", fake_latency)
+    videos = [torch.zeros(2, 3, 8, 8), torch.zeros(4, 3, 8, 8), torch.zeros(2, 3, 8, 8)]
+    rows = {"A": {}, "B": {}}
+    report._time_rows(rows, [("A", "A", "mode-a"), ("B", "B", ["b0", "b1", "b2"])], videos, 3, lambda *_: None)
+    # each video runs every row before the next video; a per-video mode list gives each video its mode
+    assert [(m, mode) for m, mode, _ in calls[:6]] == [("A", "mode-a"), ("B", "b0"), ("A", "mode-a"), ("B", "b1"),
+                                                        ("A", "mode-a"), ("B", "b2")]
+    assert len(calls) == 3 * 3 * 2
+    # a round is the frame-weighted mean over the videos: (2·s + 4·2s + 2·s) / 8 = 1.5 s for speed s
+    assert rows["A"]["latency_ms_rounds"] == pytest.approx([3.0, 6.0, 9.0])
+    assert rows["B"]["latency_ms_rounds"] == pytest.approx([1.5, 3.0, 4.5])
+    assert rows["A"]["latency_ms"] == pytest.approx(6.0) and rows["B"]["latency_ms"] == pytest.approx(3.0)

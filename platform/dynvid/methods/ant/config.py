@@ -75,14 +75,17 @@ class AntConfig:
     """Val videos whose frames time the amortized single-core latency (``torch.set_num_threads(1)``).
     8 (issue 23; before: 2): ANT's key frames and widths follow the content, and on the first 2
     embedded val videos its key frames were 10% of the frames against 13% over all 32."""
-    latency_rounds: int = 3
-    """Interleaved timing rounds over all compared networks; each reports the median."""
+    latency_rounds: int = 5
+    """Timing rounds over all compared networks, which take turns on each latency video; each
+    network reports its median round (``report._time_rows``)."""
     channels_last: bool = True
-    """The memory layout of the inference copies every compared row runs (``report.compare``),
-    after BatchNorm folding: channels-last weights, so every convolution runs channels-last
-    (oneDNN's native layout on a CPU: measured at 192² on one core, D0 17% faster, the
-    depthwise convolutions and BiFPN max-pools several times; issue 23). Outputs are the
-    NCHW network's to float tolerance (a test). False: the default NCHW layout."""
+    """The memory layout of the inference copies every compared row runs (``report.compare``)
+    and stage 2's latency table is timed on: after BatchNorm folding, channels-last weights, so
+    every convolution runs channels-last (oneDNN's native layout on a CPU) whatever the layout
+    of the frames. The embedded scenes' frames are channels-last already (decoded height ×
+    width × channels), and a convolution follows its input's layout, so on them this changes
+    nothing measurable (issue 23: D0 24.3 ms either way over 8 val videos); on NCHW frames
+    (192², one core) D0 took 33 ms as it was and 26 ms converted. False: the weights' own layout."""
     score_threshold: float = 0.05
     """Detections below this score are dropped before NMS."""
     nms_iou: float = 0.5

@@ -115,13 +115,22 @@ def _row(model: ANTDetector, mode, loader, gt, cfg, params: int, timed: list | N
 
 
 def _time_rows(rows: dict, timed: list, videos, rounds: int, say, key: str = "latency_ms") -> None:
-    """Amortized single-core latency of every row, measured in ``rounds`` interleaved rounds
-    (row A, B, C, A, B, C, …) and reported as the median, so that a slow spell of the machine
-    does not land on one row only; stored as ``rows[name][key]``."""
+    """Amortized single-core latency of every row over ``videos``, measured in ``rounds``
+    rounds and reported as the median round. Within a round the rows take turns on each video
+    (rows A, B, C on video 1, then on video 2, …), so that a slow spell of the machine, seconds
+    long on a shared host, falls on every row alike rather than on the row that happened to
+    run then; a row's round is its time over all its frames. A row's ``mode`` may be one per
+    video (a replay). Stored as ``rows[name][key]`` and ``rows[name][key + "_rounds"]``."""
     samples: dict[str, list[float]] = {name: [] for name, _, _ in timed}
     for _ in range(rounds):
-        for name, model, mode in timed:
-            samples[name].append(amortized_latency(model, videos, mode)["latency_ms"])
+        spent = {name: [0.0, 0.0] for name, _, _ in timed}  # ms × frames, frames
+        for v, video in enumerate(videos):
+            for name, model, mode in timed:
+                r = amortized_latency(model, [video], mode[v] if isinstance(mode, (list, tuple)) else mode)
+                spent[name][0] += r["latency_ms"] * r["frames"]
+                spent[name][1] += r["frames"]
+        for name, (ms, frames) in spent.items():
+            samples[name].append(ms / max(frames, 1.0))
     size = "×".join(str(n) for n in videos[0].shape[-2:])
     for name, values in samples.items():
         rows[name][key] = sorted(values)[len(values) // 2]

@@ -119,9 +119,10 @@ def stage_costs(model, size: int, metric: str = "latency", repeats: int = 5, cha
     normalized so that the full network's stages sum to 1: measured single-core latency with
     batch 1 (median of ``repeats``) on the network as it runs at inference
     (:func:`~.model.inference_copy`: BatchNorms folded, channels-last with ``channels_last``,
-    ``ant.channels_last``; the layout changes the stages' relative costs: at 192², stage 1 at
-    ratio 4 measured 0.27 of the full stages in NCHW and 0.16 channels-last), or MACs by the
-    width formula."""
+    ``ant.channels_last``), or MACs by the width formula. Before issue 23's change the table
+    timed the unfolded network on NCHW maps while the benchmark runs channels-last frames, and
+    the layout moves the stages' relative costs: at 192², stage 1 at ratio 4 measured 0.27 of
+    the full stages that way and 0.16 channels-last."""
     model = unwrap_model(model)
     if metric not in ("latency", "macs"):
         raise ValueError(f"ant.cost_metric must be 'latency' or 'macs', got {metric!r}")
