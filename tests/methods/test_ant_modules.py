@@ -94,6 +94,22 @@ def test_gate_gumbel_path_has_gradients_and_hard_path_is_argmax():
     assert torch.equal(hard.argmax(1), scores.argmax(1))
 
 
+def test_gate_prior_sets_the_sampling_probability_of_one_width():
+    torch.manual_seed(0)
+    gate = DynamicGate(16)
+    gate.set_prior(3, 0.8)
+    with torch.no_grad():  # the input's contribution at zero: the bias alone decides
+        gate.fc2.weight.zero_()
+    scores = gate(torch.randn(4000, 16, 2, 2))
+    probs = scores.detach().softmax(1)[0]
+    assert float(probs[3]) == pytest.approx(0.8, abs=1e-6) and torch.allclose(probs[[0, 1, 2, 4, 5]], torch.full((5,), 0.04))
+    picked = DynamicGate.decide(scores.detach(), tau=1.0).argmax(1)  # Gumbel sampling follows the softmax
+    assert float((picked == 3).float().mean()) == pytest.approx(0.8, abs=0.03)
+    for index, weight in ((6, 0.8), (-1, 0.8), (0, 1.0), (0, 0.0)):
+        with pytest.raises(ValueError, match="prior"):
+            gate.set_prior(index, weight)
+
+
 def test_key_frame_rule_on_a_constructed_sequence():
     base = torch.ones(1, 4, 2, 2)
     stems = [base, base * 1.05, base * 1.15, base * 1.2, base * 2.0, base * 2.1]

@@ -12,6 +12,7 @@ import torch
 from dynvid.backbones.efficientnet import RATIOS, EfficientNetSupernet, scaled_channels, supernet_macs
 from dynvid.config import ExperimentConfig, apply_overrides
 from dynvid.methods.ant import ANTTask
+from dynvid.methods.ant import task as task_module
 from dynvid.methods.ant.model import ELASTIC, ANTDetector
 from dynvid.methods.ant.modules import bn_buffers
 from dynvid.methods.ant.nas import backbone_macs, nas_search, sample_within
@@ -85,6 +86,12 @@ def test_task_rejects_bad_settings():
         ANTTask(apply_overrides(ExperimentConfig(), ["ant.key_stride_max=0"]))
     with pytest.raises(ValueError, match="cost_target"):
         ANTTask(apply_overrides(ExperimentConfig(), ["ant.cost_target=1.5"]))
+    with pytest.raises(ValueError, match="gate_prior"):
+        ANTTask(apply_overrides(ExperimentConfig(), ["ant.gate_prior=random"]))
+    with pytest.raises(ValueError, match="set ant.cost_target"):
+        ANTTask(apply_overrides(ExperimentConfig(), ["ant.gate_prior=nas"]))
+    with pytest.raises(ValueError, match="gate_prior_weight"):
+        ANTTask(apply_overrides(ExperimentConfig(), ["ant.gate_prior_weight=1.0"]))
 
 
 def test_gate_clips_reach_back_as_far_as_key_stride_max():
@@ -157,6 +164,38 @@ def test_gate_cost_term_uses_the_table():
     box = {"boxes": torch.tensor([[0.1, 0.1, 0.5, 0.6]]), "labels": torch.tensor([1])}
     _, logs = gate_step(m, torch.randn(2, 3, 3, 64, 64), [[box] * 3] * 2, tau=0.5, costs=costs)
     assert logs["cost"] == pytest.approx(float(costs[:, 1].sum()), rel=1e-5)
+
+
+def test_gate_prior_starts_the_gates_at_the_best_searched_subnet_within_the_cost_target(monkeypatch):
+    cfg = apply_overrides(ExperimentConfig(), TINY + ["ant.gate_prior=nas", "ant.cost_target=0.5",
+                                                      "ant.nas_candidates=5", "ant.gate_prior_weight=0.7"])
+    task = ANTTask(cfg)
+    stage = task.stages[-1]
+    batch, _ = _batch(task, cfg, stage)
+    torch.manual_seed(0)
+    model = task.build_model(cfg, 6, stage).train()
+    costs = stage_costs(model, 64, "macs")
+    scored = {}
+    real = task_module.evaluate_modes
+
+    def recorded(m, loader, gt, modes, **kw):  # the real evaluation on the search videos, every score kept
+        out = real(m, loader, gt, modes, **kw)
+        assert not any(i >= cfg.ant.nas_videos for i in loader.dataset.indices)  # training videos, never val
+        scored[modes[0].ratios] = out["static"]["AP"]
+        return out
+
+    monkeypatch.setattr(task_module, "evaluate_modes", recorded)
+    task.training_step(model, batch, stage)  # the first step calibrates the widths, then sets the prior
+    assert model.width_stats_ready and 1 <= len(scored) <= 5
+    for ratios in scored:  # every candidate within [0.9, 1] × the target of the table
+        assert 0.9 * 0.5 <= float(sum(costs[s, RATIOS.index(r)] for s, r in enumerate(ratios))) <= 0.5 + 1e-6
+    best = max(scored, key=scored.get)
+    for gate, r in zip(model.gates, best):
+        probs = gate.fc2.bias.detach().softmax(0)
+        assert int(probs.argmax()) == RATIOS.index(r) and float(probs.max()) == pytest.approx(0.7, abs=1e-5)
+    count = len(scored)
+    task.training_step(model, batch, stage)  # later steps search nothing
+    assert len(scored) == count
 
 
 def test_nas_search_respects_budgets_and_keeps_the_best():

@@ -54,6 +54,21 @@ class AntConfig:
     """Stage 2's cost term as a budget: ``cost_weight × relu(cost − cost_target)`` per non-key
     frame, the cost being the frame's elastic stages as a fraction of the full network's
     (our choice, see ``training``); None = the linear ``cost_weight × cost``."""
+    gate_prior: str | None = None
+    """How stage 2's gates start (our choice; the paper's gates start random). None: random.
+    ``"nas"``: at stage 2's start, the static subnet with the best AP on ``ant.nas_videos``
+    training videos among ``ant.nas_candidates`` sampled within ``[0.9, 1] × ant.cost_target``
+    of the cost table is searched (as the NAS baselines are, under the stage-2 cost instead
+    of MACs), and each gate's output bias is set so that its softmax puts
+    ``ant.gate_prior_weight`` on that subnet's ratio, the rest spread evenly; the gates'
+    weights stay random, so their choices can still follow the input. Why (issue 23): a
+    straight-through Gumbel gate runs one width, so the detection loss tells its scores only
+    whether scaling the chosen width's output helps, never whether another width would
+    detect better, while the cost term pushes every stage toward its cheapest width; the
+    random gates of the stop-32 run settled on ratio 1 in stages 4–6, 5 AP points below the
+    NAS subnet of the same weights at similar milliseconds. Needs ``ant.cost_target``."""
+    gate_prior_weight: float = 0.8
+    """The softmax probability the ``"nas"`` prior gives the searched subnet's ratio in each stage."""
     cost_metric: str = "latency"
     """Stage 2's cost table: ``latency`` (measured single-core latency per stage and ratio) or ``macs``."""
     temporal: bool = True

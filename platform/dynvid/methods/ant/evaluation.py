@@ -210,14 +210,15 @@ def run_videos(model: ANTDetector, frames: torch.Tensor, mode, *, count: bool = 
     return {"dets": dets if post is not None else None, "macs": macs, "keys": keys, "ratios": ratios}
 
 
-def _gather(rows: dict, stats: dict) -> tuple[dict, dict]:
-    """Under ``torch.distributed`` every rank gets all ranks' detections and frame statistics."""
-    gathered = gather_from_ranks((rows, stats))
+def _gather(rows: dict, stats: dict, seen: set) -> tuple[dict, dict, set]:
+    """Under ``torch.distributed`` every rank gets all ranks' detections, frame statistics and
+    seen image ids."""
+    gathered = gather_from_ranks((rows, stats, seen))
     if gathered is None:
-        return rows, stats
+        return rows, stats, seen
     rows = {k: [r for g in gathered for r in g[0][k]] for k in rows}
     stats = {k: {s: torch.cat([g[1][k][s] for g in gathered]) for s in stats[k]} for k in stats}
-    return rows, stats
+    return rows, stats, set().union(*(g[2] for g in gathered))
 
 
 @torch.no_grad()
@@ -251,7 +252,7 @@ def evaluate_modes(model: ANTDetector, loader: Iterable, gt: dict, modes: Sequen
     finally:
         m.train(was)
     stats = {k: {s: torch.cat(v) for s, v in st.items()} for k, st in stats.items()}
-    rows, stats = _gather(rows, stats)
+    rows, stats, seen = _gather(rows, stats, seen)
     if only_seen:
         gt = {**gt, "images": [im for im in gt["images"] if im["id"] in seen],
               "annotations": [a for a in gt["annotations"] if a["image_id"] in seen]}

@@ -24,6 +24,7 @@ relative change, independent of the stem's scale.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Iterable, Sequence
 
@@ -207,6 +208,18 @@ class DynamicGate(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(F.relu(self.fc1(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))))
+
+    @torch.no_grad()
+    def set_prior(self, index: int, weight: float) -> None:
+        """Bias the scores toward width ``index``: the output bias becomes the log of a
+        distribution with ``weight`` on ``index`` and the rest spread evenly, so with the
+        input's contribution at zero the softmax (and the Gumbel sampling of training) picks
+        ``index`` with probability ``weight`` (``ant.gate_prior``)."""
+        n = self.fc2.out_features
+        if not 0 <= index < n or not 0 < weight < 1:
+            raise ValueError(f"a gate prior needs 0 <= index < {n} and 0 < weight < 1, got {index}, {weight}")
+        self.fc2.bias.fill_(math.log((1 - weight) / (n - 1)))
+        self.fc2.bias[index] = math.log(weight)
 
     @staticmethod
     def decide(scores: torch.Tensor, tau: float | None = None) -> torch.Tensor:

@@ -38,8 +38,6 @@ import torch
 from torch.nn import functional as F
 
 from dynvid.config import ExperimentConfig
-from dynvid.data.datasets import scene_config
-from dynvid.data.detection import build_detection_dataset
 from dynvid.engine.checkpoint import load_checkpoint
 from dynvid.engine.storage import fetch_checkpoint
 from dynvid.methods.ant import build_detector
@@ -185,15 +183,7 @@ def compare(task, cfg: ExperimentConfig, checkpoints: dict[str, str], thresholds
         rows[SAME_WEIGHTS_D0] = _row(m, StaticMode(FULL, SAME_WEIGHTS_D0), loader, gt, cfg,
                                      detector_params(plain, FULL), timed, say)
         if nas:
-            d = cfg.data
-            search = build_detection_dataset(d.dataset, d.train_split, mode="eval", size=c.image_size, clip_len=1,
-                                             eval_frames=c.eval_frames, num_videos=d.synthetic_train_videos,
-                                             seed=cfg.train.seed, content_seed=d.synthetic_seed,
-                                             scene=scene_config(d), max_bad_fraction=d.max_bad_fraction)
-            search_gt = search.source.to_coco_gt(c.eval_frames)
-            subset = torch.utils.data.Subset(search, range(min(c.nas_videos, len(search))))
-            search_loader = torch.utils.data.DataLoader(subset, batch_size=max(1, d.batch_size),
-                                                        collate_fn=search.collate_fn)
+            search_loader, search_gt = task.search_videos(cfg)
 
             def score(ratios):
                 found = evaluate_modes(m, search_loader, search_gt, [StaticMode(ratios)], only_seen=True, **_post(cfg))

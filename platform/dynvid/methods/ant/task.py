@@ -6,8 +6,10 @@ from __future__ import annotations
 import random
 
 import torch
+from torch import distributed as dist
 from torch import nn
 
+from dynvid.backbones.efficientnet import RATIOS
 from dynvid.backbones.pretrained import load_parts
 from dynvid.config import ExperimentConfig
 from dynvid.data.datasets import scene_config
@@ -16,6 +18,7 @@ from dynvid.detection.efficientdet import ANCHOR_RATIOS, ANCHOR_SCALES
 from dynvid.methods.ant.evaluation import AntMode, NonTemporalMode, StaticMode, evaluate_modes
 from dynvid.methods.ant.model import ANTDetector
 from dynvid.methods.ant.modules import LARGEST, SMALLEST, bn_buffers, recalibrate_bn
+from dynvid.methods.ant.nas import best_within, subnet_cost
 from dynvid.methods.ant.presets import PRESETS
 from dynvid.methods.ant.training import gate_step, sandwich_step, stage_costs, static_step
 from dynvid.task import Stage, Task, unwrap_model
@@ -24,7 +27,7 @@ __all__ = ["ANTTask", "GATE_KEYS", "SUPERNET_KEYS", "build_detector", "frame_tar
 
 GATE_KEYS = ("ant.temporal", "ant.gate_epochs", "ant.gate_lr", "ant.gate_lr_mult", "ant.key_every",
              "ant.key_stride_max", "ant.gumbel_tau", "ant.fusion_kd_weight", "ant.cost_weight", "ant.cost_target",
-             "ant.cost_metric")
+             "ant.cost_metric", "ant.gate_prior", "ant.gate_prior_weight", "ant.nas_candidates", "ant.nas_videos")
 SUPERNET_KEYS = ("ant.supernet_epochs", "ant.sandwich_random", "ant.kd_weight")
 
 
@@ -65,6 +68,12 @@ class ANTTask(Task):
         if c.cost_target is not None and not 0 < c.cost_target <= 1:
             raise ValueError(f"ant.cost_target must be in (0, 1] (a fraction of the full network's elastic stages) "
                              f"or null, got {c.cost_target}")
+        if c.gate_prior not in (None, "nas"):
+            raise ValueError(f"ant.gate_prior must be null or 'nas', got {c.gate_prior!r}")
+        if c.gate_prior == "nas" and c.cost_target is None:
+            raise ValueError("ant.gate_prior='nas' searches a subnet within ant.cost_target: set ant.cost_target")
+        if not 0 < c.gate_prior_weight < 1:
+            raise ValueError(f"ant.gate_prior_weight must be in (0, 1), got {c.gate_prior_weight}")
         if c.key_threshold < 0 or c.gumbel_tau <= 0 or c.width_mult <= 0:
             raise ValueError(f"ant.key_threshold must be >= 0, ant.gumbel_tau and ant.width_mult > 0; got "
                              f"{c.key_threshold}, {c.gumbel_tau}, {c.width_mult}")
@@ -171,14 +180,60 @@ class ANTTask(Task):
         per_frame = [frame_targets(targets, t) for t in range(frames.shape[1])]
         clip_targets = [[per_frame[t][b] for t in range(frames.shape[1])] for b in range(frames.shape[0])]
         m = unwrap_model(model)
-        if not m.width_stats_ready:  # the first step of stage 2 (a resumed run has them in its checkpoint)
+        first = not m.width_stats_ready  # the first step of stage 2 (a resumed run has them in its checkpoint)
+        if first:
             m.calibrate_width_statistics(self.recalibration_batches())
         if self._costs is None:  # measured once per worker, on its own hardware; kept on its device
             self._costs = stage_costs(model, c.image_size, c.cost_metric, channels_last=c.channels_last).to(frames.device)
+        if first and c.gate_prior == "nas":  # after the statistics: the search scores subnets with them
+            self.set_gate_prior(m, self._costs)
         return gate_step(model, frames, clip_targets, c.gumbel_tau, c.key_every, c.fusion_kd_weight, c.cost_weight,
                          self._costs, c.cost_target)
 
+    def set_gate_prior(self, model: ANTDetector, costs: torch.Tensor, say=print) -> dict:
+        """``ant.gate_prior="nas"``: the best static subnet by AP on the search videos among
+        ``ant.nas_candidates`` within ``[0.9, 1] × ant.cost_target`` of ``costs`` (a
+        :func:`~.training.stage_costs` table), each gate biased toward its stage's ratio
+        (:meth:`~.modules.DynamicGate.set_prior`). Every rank scores its share of the search
+        videos and all see the same AP, so all set the same biases. Returns
+        ``{"ratios", "search_AP", "cost", "tried"}``."""
+        c = self.cfg.ant
+        loader, gt = self.search_videos(self.cfg, shard=True)
+        post = dict(score_threshold=c.score_threshold, nms_iou=c.nms_iou, max_detections=c.max_detections)
+        table = costs.detach().cpu()
+
+        def score(ratios):
+            return evaluate_modes(model, loader, gt, [StaticMode(ratios)], only_seen=True, **post)["static"]["AP"]
+
+        ratios, ap, tried = best_within(random.Random(self.cfg.train.seed), lambda r: subnet_cost(table, r),
+                                        c.cost_target, c.nas_candidates, score)
+        for gate, r in zip(model.gates, ratios):
+            gate.set_prior(RATIOS.index(r), c.gate_prior_weight)
+        found = {"ratios": list(ratios), "search_AP": ap, "cost": subnet_cost(table, ratios), "tried": tried}
+        say(f"[dynvid] gate prior: subnet {ratios} (cost {found['cost']:.3f} of the full elastic stages, search AP "
+            f"{ap:.4f}, best of {tried}); each gate starts at {c.gate_prior_weight:g} on its ratio")
+        return found
+
     # ---- evaluation -------------------------------------------------------------------------
+
+    def search_videos(self, cfg: ExperimentConfig | None = None, shard: bool = False):
+        """The NAS search's videos: the first ``ant.nas_videos`` of the training split, as
+        whole videos in evaluation mode (never the val videos). ``shard``: under
+        ``torch.distributed`` each rank takes every world-size-th of them. Returns
+        ``(loader, coco ground truth)``."""
+        cfg = cfg or self.cfg
+        d, c = cfg.data, cfg.ant
+        search = build_detection_dataset(d.dataset, d.train_split, mode="eval", size=c.image_size, clip_len=1,
+                                         eval_frames=c.eval_frames, num_videos=d.synthetic_train_videos,
+                                         seed=cfg.train.seed, content_seed=d.synthetic_seed, scene=scene_config(d),
+                                         max_bad_fraction=d.max_bad_fraction)
+        picked = range(min(c.nas_videos, len(search)))
+        if shard and dist.is_available() and dist.is_initialized():
+            picked = picked[dist.get_rank()::dist.get_world_size()]
+        loader = torch.utils.data.DataLoader(torch.utils.data.Subset(search, picked), batch_size=max(1, d.batch_size),
+                                             collate_fn=search.collate_fn)
+        return loader, search.source.to_coco_gt(c.eval_frames)
+
 
     def recalibration_batches(self, cfg: ExperimentConfig | None = None):
         """``ant.recalib_batches`` batches of training frames (first frame of each item)."""

@@ -122,7 +122,8 @@ def stage_costs(model, size: int, metric: str = "latency", repeats: int = 5, cha
     ``ant.channels_last``), or MACs by the width formula. Before issue 23's change the table
     timed the unfolded network on NCHW maps while the benchmark runs channels-last frames, and
     the layout moves the stages' relative costs: at 192², stage 1 at ratio 4 measured 0.27 of
-    the full stages that way and 0.16 channels-last."""
+    the full stages that way and 0.16 channels-last. With ``channels_last`` the timed frame is
+    channels-last too, as the decoded frames are."""
     model = unwrap_model(model)
     if metric not in ("latency", "macs"):
         raise ValueError(f"ant.cost_metric must be 'latency' or 'macs', got {metric!r}")
@@ -133,7 +134,10 @@ def stage_costs(model, size: int, metric: str = "latency", repeats: int = 5, cha
     table = torch.zeros(len(ELASTIC), len(RATIOS), dtype=torch.float64)
     try:
         device = next(m.parameters()).device
-        outs = m.backbone.stage_features(torch.zeros(1, 3, size, size, device=device), upto=ELASTIC[-1] + 1)
+        frame = torch.zeros(1, 3, size, size, device=device)
+        if channels_last and metric == "latency":  # as the frames the rows are timed on (decoded channels-last)
+            frame = frame.contiguous(memory_format=torch.channels_last)
+        outs = m.backbone.stage_features(frame, upto=ELASTIC[-1] + 1)
         for s, i in enumerate(ELASTIC):
             blocks = m.backbone.features[i]
             for k, r in enumerate(RATIOS):
