@@ -234,7 +234,6 @@ class ANTTask(Task):
                                              collate_fn=search.collate_fn)
         return loader, search.source.to_coco_gt(c.eval_frames)
 
-
     def recalibration_batches(self, cfg: ExperimentConfig | None = None):
         """``ant.recalib_batches`` batches of training frames (first frame of each item)."""
         if self._train is None:
