@@ -4,6 +4,7 @@ the stage cost tables, the static NAS search and the D0+ width."""
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import pytest
@@ -15,7 +16,7 @@ from dynvid.methods.ant import ANTTask
 from dynvid.methods.ant import task as task_module
 from dynvid.methods.ant.model import ELASTIC, ANTDetector
 from dynvid.methods.ant.modules import bn_buffers
-from dynvid.methods.ant.nas import backbone_macs, nas_search, sample_within
+from dynvid.methods.ant.nas import backbone_macs, nas_search, sample_within, sensitivity_within, stage_sensitivity
 from dynvid.methods.ant.training import gate_step, stage_costs
 from dynvid.metrics.cost import CostMeter
 
@@ -92,6 +93,8 @@ def test_task_rejects_bad_settings():
         ANTTask(apply_overrides(ExperimentConfig(), ["ant.gate_prior=nas"]))
     with pytest.raises(ValueError, match="gate_prior_weight"):
         ANTTask(apply_overrides(ExperimentConfig(), ["ant.gate_prior_weight=1.0"]))
+    with pytest.raises(ValueError, match="nas_search"):
+        ANTTask(apply_overrides(ExperimentConfig(), ["ant.nas_search=grid"]))
 
 
 def test_gate_clips_reach_back_as_far_as_key_stride_max():
@@ -168,7 +171,8 @@ def test_gate_cost_term_uses_the_table():
 
 def test_gate_prior_starts_the_gates_at_the_best_searched_subnet_within_the_cost_target(monkeypatch):
     cfg = apply_overrides(ExperimentConfig(), TINY + ["ant.gate_prior=nas", "ant.cost_target=0.5",
-                                                      "ant.nas_candidates=5", "ant.gate_prior_weight=0.7"])
+                                                      "ant.nas_candidates=5", "ant.gate_prior_weight=0.7",
+                                                      "ant.nms_iou=0.4", "ant.max_detections=7", "ant.nas_videos=2"])
     task = ANTTask(cfg)
     stage = task.stages[-1]
     batch, _ = _batch(task, cfg, stage)
@@ -181,15 +185,18 @@ def test_gate_prior_starts_the_gates_at_the_best_searched_subnet_within_the_cost
     def recorded(m, loader, gt, modes, **kw):  # the real evaluation on the search videos, every score kept
         out = real(m, loader, gt, modes, **kw)
         assert not any(i >= cfg.ant.nas_videos for i in loader.dataset.indices)  # training videos, never val
+        assert (kw["nms_iou"], kw["max_detections"]) == (0.4, 7)  # the configured post-processing
         scored[modes[0].ratios] = out["static"]["AP"]
         return out
 
     monkeypatch.setattr(task_module, "evaluate_modes", recorded)
     task.training_step(model, batch, stage)  # the first step calibrates the widths, then sets the prior
-    assert model.width_stats_ready and 1 <= len(scored) <= 5
-    for ratios in scored:  # every candidate within [0.9, 1] × the target of the table
-        assert 0.9 * 0.5 <= float(sum(costs[s, RATIOS.index(r)] for s, r in enumerate(ratios))) <= 0.5 + 1e-6
-    best = max(scored, key=scored.get)
+    within = {r: ap for r, ap in scored.items()  # candidates within [0.9, 1] × the target of the table
+              if 0.9 * 0.5 <= float(sum(costs[s, RATIOS.index(x)] for s, x in enumerate(r))) <= 0.5 + 1e-6}
+    # the default search: the full network and each stage alone narrowed (31, the table), then
+    # at most 5 candidates ranked by it
+    assert model.width_stats_ready and 1 <= len(within) <= 5 and len(scored) <= 1 + 6 * (len(RATIOS) - 1) + 5
+    best = max(within, key=within.get)
     for gate, r in zip(model.gates, best):
         probs = gate.fc2.bias.detach().softmax(0)
         assert int(probs.argmax()) == RATIOS.index(r) and float(probs.max()) == pytest.approx(0.7, abs=1e-5)
@@ -224,6 +231,40 @@ def test_nas_search_respects_budgets_and_keeps_the_best():
     with CostMeter(net) as meter:
         net.stage_features(torch.zeros(1, 3, 128, 128), (2, 3, 1, 6, 4, 5), upto=ELASTIC[-1] + 1)
     assert float(meter.per_sample_macs[0]) == backbone_macs((2, 3, 1, 6, 4, 5), 128)
+
+
+def test_sensitivity_search_finds_the_optimum_of_an_additive_score_and_scores_its_table_once():
+    per_ratio = (3.0, 1.0, 2.5, 0.5, 1.5, 0.8)  # a cost table: each stage's cost per unit of ratio
+    macs = lambda r: sum(c * x for c, x in zip(per_ratio, r))  # noqa: E731
+    full = macs((6,) * 6)
+    weight = (0.05, 0.001, 0.03, 0.002, 0.02, 0.004)  # per stage: AP lost per ratio step below 6
+    calls = []
+
+    def score(r):  # additive over stages, so the table's prediction is exact
+        calls.append(r)
+        return 0.7 - sum(w * (6 - x) for w, x in zip(weight, r))
+
+    out = nas_search([0.5, 0.8], 1, macs, score, say=lambda *a: None, search="sensitivity")
+    table = 1 + 6 * (len(RATIOS) - 1)
+    assert len(calls) == table + 2 and [o["tried"] for o in out] == [1, 1]  # the table once, one candidate per budget
+    for o in out:  # the one candidate scored is the exact optimum within [0.9, 1] × budget (brute force)
+        within = [r for r in itertools.product(RATIOS, repeat=6)
+                  if 0.9 * o["budget"] * full <= macs(r) <= o["budget"] * full]
+        assert o["search_AP"] == pytest.approx(max(0.7 - sum(w * (6 - x) for w, x in zip(weight, r)) for r in within))
+    # with an interaction the table cannot see, the winner is chosen by the full score among the ranked
+    bonus = {}
+
+    def coupled(r):
+        bonus[r] = 0.2 if r[1] == r[3] == 1 else 0.0  # only both stages narrowed together gain
+        return score(r) + bonus[r]
+
+    best, ap, tried = sensitivity_within(stage_sensitivity(coupled), macs, 0.5 * full, 8, coupled)
+    ranked = [r for r in bonus if 0.9 * 0.5 * full <= macs(r) <= 0.5 * full]
+    assert tried == len(ranked) == 8 and ap == max(coupled(r) for r in ranked) and best in ranked
+    with pytest.raises(ValueError, match="nas_search"):
+        nas_search([0.5], 2, macs, score, search="grid")
+    with pytest.raises(ValueError, match="loosen"):
+        sensitivity_within(stage_sensitivity(score), macs, 0.01 * full, 2, score)
 
 
 def test_d0_plus_widens_every_backbone_channel():

@@ -57,9 +57,8 @@ class AntConfig:
     gate_prior: str | None = None
     """How stage 2's gates start (our choice; the paper's gates start random). None: random.
     ``"nas"``: at stage 2's start, the static subnet with the best AP on ``ant.nas_videos``
-    training videos among ``ant.nas_candidates`` sampled within ``[0.9, 1] × ant.cost_target``
-    of the cost table is searched (as the NAS baselines are, under the stage-2 cost instead
-    of MACs), and each gate's output bias is set so that its softmax puts
+    training videos within ``[0.9, 1] × ant.cost_target`` of the cost table is searched
+    (``ant.nas_search``, as the NAS baselines are, under the stage-2 cost instead of MACs), and each gate's output bias is set so that its softmax puts
     ``ant.gate_prior_weight`` on that subnet's ratio, the rest spread evenly; the gates'
     weights stay random, so their choices can still follow the input. Why (issue 23): a
     straight-through Gumbel gate runs one width, so the detection loss tells its scores only
@@ -81,7 +80,12 @@ class AntConfig:
     nas_budgets: tuple[float, ...] = (0.5, 0.65, 0.8)
     """Static NAS baselines (Fig. 4): backbone-MAC budgets as fractions of the full backbone's."""
     nas_candidates: int = 12
-    """Subnets sampled within each budget by the NAS search (best AP on the search videos wins)."""
+    """Subnets scored in full within each budget by the NAS search (best AP on the search videos wins)."""
+    nas_search: str = "sensitivity"
+    """How the NAS baselines and the ``"nas"`` gate prior search (``dynvid.methods.ant.nas``):
+    ``"sensitivity"`` ranks every configuration within the budget by per-stage AP drops (31
+    subnets scored once) and scores the ``nas_candidates`` best ranked; ``"random"`` scores
+    ``nas_candidates`` random ones (before issue 23's stop 34)."""
     nas_videos: int = 8
     """Training videos the NAS search scores candidates on (never the val videos)."""
     eval_frames: int | None = None
@@ -113,3 +117,9 @@ class AntConfig:
     ImageNet; from torchvision's cache or downloaded), or a file / checkpoint folder /
     ``s3://`` URI with torchvision's keys. None = from scratch
     (``dynvid.backbones.pretrained``)."""
+
+    def post_processing(self) -> dict:
+        """The detection post-processing these settings ask for, as keyword arguments of
+        :func:`~.evaluation.evaluate_modes` (training's validation, the gate prior's search and
+        ``report.compare`` all score with it)."""
+        return dict(score_threshold=self.score_threshold, nms_iou=self.nms_iou, max_detections=self.max_detections)

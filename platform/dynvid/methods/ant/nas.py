@@ -9,20 +9,42 @@ recalibrates each one's BatchNorm statistics on training frames
 the training split (the val videos are never used to choose), and keeps the best. The
 winners are then evaluated like any static network.
 
-Choices: the search is random sampling under the constraint, not BigNAS's coarse-to-fine
-grid: with ``nas_candidates`` samples per budget on two cores that is the whole budget; the
-backbone MACs (:func:`~dynvid.backbones.efficientnet.supernet_macs` without the head conv)
-are the constraint, since the neck and head do not change with the ratios.
+Two searches (``ant.nas_search``), both scoring at most ``nas_candidates`` subnets per budget
+in full:
+
+- ``"random"``: the best of ``nas_candidates`` configurations sampled under the constraint
+  (:func:`best_within`).
+- ``"sensitivity"`` (the default since issue 23): first the full network and each stage alone
+  narrowed to each smaller ratio are scored, 1 + 6 × 5 = 31 subnets shared by every budget
+  (:func:`stage_sensitivity`); every configuration within the budget is then ranked by the
+  sum of its stages' AP drops, and the ``nas_candidates`` best ranked are scored in full
+  (:func:`sensitivity_within`). This is the coarse-to-fine idea of BigNAS (coarse: a cheap
+  estimate over the whole space; fine: exact scores near its best) with a per-stage
+  sensitivity table as the coarse step, as NetAdapt and AMC prune layer by layer. Why: with
+  6⁶ configurations, 12 random samples rarely hit the narrow region where the stages whose
+  width buys no AP are cut and the others kept; stop 33's random search left the NAS rows,
+  and the gate prior that uses the same search, on the cheap side of what the weights allow.
+
+Choices: the backbone MACs (:func:`~dynvid.backbones.efficientnet.supernet_macs` without the
+head conv) are the NAS rows' constraint, since the neck and head do not change with the
+ratios; the gate prior searches under stage 2's cost table (``ANTTask.set_gate_prior``).
+The drops are assumed additive over stages only to rank; the winner is chosen by its own score.
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
 import random
 from collections.abc import Callable, Sequence
 
 from dynvid.backbones.efficientnet import RATIOS, supernet_macs
 
-__all__ = ["backbone_macs", "best_within", "nas_search", "sample_within", "subnet_cost"]
+__all__ = ["SEARCHES", "backbone_macs", "best_within", "nas_search", "sample_within", "search_within",
+           "sensitivity_within", "stage_sensitivity", "subnet_cost"]
+
+SEARCHES = ("random", "sensitivity")
+"""The values of ``ant.nas_search``."""
 
 
 def backbone_macs(ratios: Sequence[int], size: int, width_mult: float = 1.0) -> int:
@@ -43,17 +65,28 @@ def sample_within(rng: random.Random, macs: Callable[[Sequence[int]], float], bu
 
 
 def nas_search(budgets: Sequence[float], candidates: int, macs: Callable[[Sequence[int]], int],
-               score: Callable[[tuple[int, ...]], float], seed: int = 0, say=print) -> list[dict]:
-    """Per budget fraction of the full backbone's MACs: the best of ``candidates`` sampled subnets
-    by ``score`` (higher is better). Returns ``[{"budget", "ratios", "search_AP", "backbone_gmacs",
-    "tried"}]``."""
-    full = macs((max(RATIOS),) * 6)
-    rng = random.Random(seed)
-    out = []
+               score: Callable[[tuple[int, ...]], float], seed: int = 0, say=print,
+               search: str = "random") -> list[dict]:
+    """Per budget fraction of the full backbone's MACs: the best subnet by ``score`` (higher is
+    better) that ``search`` finds (see the module docstring; ``"sensitivity"`` scores its
+    per-stage table once for every budget). Returns ``[{"budget", "ratios", "search_AP",
+    "backbone_gmacs", "tried"}]`` (``tried``: the subnets scored for that budget, the shared
+    table not counted)."""
+    if search not in SEARCHES:
+        raise ValueError(f"ant.nas_search must be one of {SEARCHES}, got {search!r}")
     for budget in budgets:
         if not 0 < budget <= 1:
             raise ValueError(f"ant.nas_budgets are fractions of the full backbone's MACs in (0, 1], got {budget}")
-        best, best_score, tried = best_within(rng, macs, budget * full, candidates, score)
+    macs = functools.lru_cache(maxsize=None)(macs)  # the sensitivity search costs all 6^6 subnets per budget
+    full = macs((max(RATIOS),) * 6)
+    rng = random.Random(seed)
+    table = stage_sensitivity(score, say) if search == "sensitivity" and budgets else None
+    out = []
+    for budget in budgets:
+        if table is None:
+            best, best_score, tried = best_within(rng, macs, budget * full, candidates, score)
+        else:
+            best, best_score, tried = sensitivity_within(table, macs, budget * full, candidates, score)
         say(f"[dynvid] NAS budget {budget:g}: best {best} AP {best_score:.4f} of {tried} subnets")
         out.append({"budget": budget, "ratios": list(best), "search_AP": best_score,
                     "backbone_gmacs": macs(best) / 1e9, "tried": tried})
@@ -80,3 +113,53 @@ def subnet_cost(table, ratios: Sequence[int]) -> float:
     """A configuration's cost from a per-stage table ``(6, len(RATIOS))``
     (:func:`~.training.stage_costs`): the sum of its stages' entries."""
     return float(sum(table[s][RATIOS.index(r)] for s, r in enumerate(ratios)))
+
+
+def stage_sensitivity(score: Callable[[tuple[int, ...]], float], say=None) -> tuple[float, dict]:
+    """The coarse step of the ``"sensitivity"`` search: ``score`` of the full configuration and,
+    for each stage and each smaller ratio, how much it drops with that stage alone narrowed
+    (1 + 6 × (len(RATIOS) − 1) subnets). Returns ``(full score, {(stage, ratio): drop})``."""
+    top = max(RATIOS)
+    full = score((top,) * 6)
+    drops = {}
+    for stage in range(6):
+        for r in RATIOS:
+            if r != top:
+                drops[stage, r] = full - score(tuple(r if s == stage else top for s in range(6)))
+        if say is not None:
+            row = " ".join(f"{r}:{drops[stage, r]:+.3f}" for r in RATIOS if r != top)
+            say(f"[dynvid] NAS sensitivity, stage {stage + 1} alone narrowed (AP drop by ratio): {row}")
+    return full, drops
+
+
+def sensitivity_within(table: tuple[float, dict], cost: Callable[[Sequence[int]], float], budget: float,
+                       candidates: int, score: Callable[[tuple[int, ...]], float],
+                       lower: float = 0.9) -> tuple[tuple[int, ...], float, int]:
+    """The fine step of the ``"sensitivity"`` search: every configuration with ``lower · budget
+    <= cost(ratios) <= budget`` ranked by its predicted score (the full score less the sum of
+    its stages' drops in ``table``, :func:`stage_sensitivity`), the ``candidates`` best ranked
+    scored by ``score``. Returns ``(ratios, score, distinct subnets scored)``, as
+    :func:`best_within`."""
+    if candidates < 1:
+        raise ValueError(f"ant.nas_candidates must be >= 1, got {candidates}")
+    full, drops = table
+    top = max(RATIOS)
+    within = [r for r in itertools.product(RATIOS, repeat=6) if lower * budget <= cost(r) <= budget]
+    if not within:
+        raise ValueError(f"no configuration with cost within [{lower:g}, 1] × {budget:.4g}; loosen the budget")
+    predicted = {r: full - sum(drops[s, x] for s, x in enumerate(r) if x != top) for r in within}
+    ranked = sorted(within, key=lambda r: (-predicted[r], r))[:candidates]
+    scored = {r: score(r) for r in ranked}
+    best = max(scored, key=scored.get)
+    return best, scored[best], len(scored)
+
+
+def search_within(search: str, rng: random.Random, cost: Callable[[Sequence[int]], float], budget: float,
+                  candidates: int, score: Callable[[tuple[int, ...]], float]) -> tuple[tuple[int, ...], float, int]:
+    """One budget's best subnet by ``search`` (``"random"``: :func:`best_within`;
+    ``"sensitivity"``: :func:`stage_sensitivity` then :func:`sensitivity_within`)."""
+    if search not in SEARCHES:
+        raise ValueError(f"ant.nas_search must be one of {SEARCHES}, got {search!r}")
+    if search == "random":
+        return best_within(rng, cost, budget, candidates, score)
+    return sensitivity_within(stage_sensitivity(score), cost, budget, candidates, score)

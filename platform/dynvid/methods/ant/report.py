@@ -93,18 +93,13 @@ def detector_params(model: ANTDetector, ratios: Sequence[int] | None = None) -> 
     return shared + count(model.backbone.subnet(ratios).features[:ELASTIC[-1] + 1])
 
 
-def _post(cfg: ExperimentConfig) -> dict:
-    c = cfg.ant
-    return dict(score_threshold=c.score_threshold, nms_iou=c.nms_iou, max_detections=c.max_detections)
-
-
 def _loader(dataset, cfg: ExperimentConfig):
     return torch.utils.data.DataLoader(dataset, batch_size=max(1, cfg.data.batch_size), collate_fn=dataset.collate_fn)
 
 
 def _row(model: ANTDetector, mode, loader, gt, cfg, params: int, timed: list | None, say) -> dict:
     """Evaluate ``mode``; the row is timed later, interleaved with the others."""
-    r = evaluate_modes(model, loader, gt, [mode], **_post(cfg))[mode.name]
+    r = evaluate_modes(model, loader, gt, [mode], **cfg.ant.post_processing())[mode.name]
     r["params_m"] = params / 1e6
     if timed is not None:
         timed.append((mode.name, model, mode))
@@ -184,14 +179,15 @@ def compare(task, cfg: ExperimentConfig, checkpoints: dict[str, str], thresholds
                                      detector_params(plain, FULL), timed, say)
         if nas:
             search_loader, search_gt = task.search_videos(cfg)
+            post = cfg.ant.post_processing()
 
             def score(ratios):
-                found = evaluate_modes(m, search_loader, search_gt, [StaticMode(ratios)], only_seen=True, **_post(cfg))
+                found = evaluate_modes(m, search_loader, search_gt, [StaticMode(ratios)], only_seen=True, **post)
                 return found["static"]["AP"]
 
             searched = nas_search(c.nas_budgets, c.nas_candidates,
                                   lambda r: backbone_macs(r, c.image_size, c.width_mult), score, seed=cfg.train.seed,
-                                  say=say)
+                                  say=say, search=c.nas_search)
             for s in searched:
                 ratios = tuple(s["ratios"])
                 name = f"NAS {s['budget']:g} {''.join(map(str, ratios))}"

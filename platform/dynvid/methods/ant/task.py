@@ -18,7 +18,7 @@ from dynvid.detection.efficientdet import ANCHOR_RATIOS, ANCHOR_SCALES
 from dynvid.methods.ant.evaluation import AntMode, NonTemporalMode, StaticMode, evaluate_modes
 from dynvid.methods.ant.model import ANTDetector
 from dynvid.methods.ant.modules import LARGEST, SMALLEST, bn_buffers, recalibrate_bn
-from dynvid.methods.ant.nas import best_within, subnet_cost
+from dynvid.methods.ant.nas import SEARCHES, search_within, subnet_cost
 from dynvid.methods.ant.presets import PRESETS
 from dynvid.methods.ant.training import gate_step, sandwich_step, stage_costs, static_step
 from dynvid.task import Stage, Task, unwrap_model
@@ -27,7 +27,8 @@ __all__ = ["ANTTask", "GATE_KEYS", "SUPERNET_KEYS", "build_detector", "frame_tar
 
 GATE_KEYS = ("ant.temporal", "ant.gate_epochs", "ant.gate_lr", "ant.gate_lr_mult", "ant.key_every",
              "ant.key_stride_max", "ant.gumbel_tau", "ant.fusion_kd_weight", "ant.cost_weight", "ant.cost_target",
-             "ant.cost_metric", "ant.gate_prior", "ant.gate_prior_weight", "ant.nas_candidates", "ant.nas_videos")
+             "ant.cost_metric", "ant.gate_prior", "ant.gate_prior_weight", "ant.nas_candidates", "ant.nas_videos",
+             "ant.nas_search")
 SUPERNET_KEYS = ("ant.supernet_epochs", "ant.sandwich_random", "ant.kd_weight")
 
 
@@ -72,6 +73,8 @@ class ANTTask(Task):
             raise ValueError(f"ant.gate_prior must be null or 'nas', got {c.gate_prior!r}")
         if c.gate_prior == "nas" and c.cost_target is None:
             raise ValueError("ant.gate_prior='nas' searches a subnet within ant.cost_target: set ant.cost_target")
+        if c.nas_search not in SEARCHES:
+            raise ValueError(f"ant.nas_search must be one of {SEARCHES}, got {c.nas_search!r}")
         if not 0 < c.gate_prior_weight < 1:
             raise ValueError(f"ant.gate_prior_weight must be in (0, 1), got {c.gate_prior_weight}")
         if c.key_threshold < 0 or c.gumbel_tau <= 0 or c.width_mult <= 0:
@@ -192,21 +195,21 @@ class ANTTask(Task):
 
     def set_gate_prior(self, model: ANTDetector, costs: torch.Tensor, say=print) -> dict:
         """``ant.gate_prior="nas"``: the best static subnet by AP on the search videos among
-        ``ant.nas_candidates`` within ``[0.9, 1] × ant.cost_target`` of ``costs`` (a
+        ``ant.nas_candidates`` (``ant.nas_search``) within ``[0.9, 1] × ant.cost_target`` of ``costs`` (a
         :func:`~.training.stage_costs` table), each gate biased toward its stage's ratio
         (:meth:`~.modules.DynamicGate.set_prior`). Every rank scores its share of the search
         videos and all see the same AP, so all set the same biases. Returns
         ``{"ratios", "search_AP", "cost", "tried"}``."""
         c = self.cfg.ant
         loader, gt = self.search_videos(self.cfg, shard=True)
-        post = dict(score_threshold=c.score_threshold, nms_iou=c.nms_iou, max_detections=c.max_detections)
+        post = c.post_processing()
         table = costs.detach().cpu()
 
         def score(ratios):
             return evaluate_modes(model, loader, gt, [StaticMode(ratios)], only_seen=True, **post)["static"]["AP"]
 
-        ratios, ap, tried = best_within(random.Random(self.cfg.train.seed), lambda r: subnet_cost(table, r),
-                                        c.cost_target, c.nas_candidates, score)
+        ratios, ap, tried = search_within(c.nas_search, random.Random(self.cfg.train.seed),
+                                          lambda r: subnet_cost(table, r), c.cost_target, c.nas_candidates, score)
         for gate, r in zip(model.gates, ratios):
             gate.set_prior(RATIOS.index(r), c.gate_prior_weight)
         found = {"ratios": list(ratios), "search_AP": ap, "cost": subnet_cost(table, ratios), "tried": tried}
@@ -270,7 +273,7 @@ class ANTTask(Task):
             raise RuntimeError("ANTTask.evaluate needs the validation ground truth: call datasets() first")
         m = unwrap_model(model)
         c = self.cfg.ant
-        post = dict(score_threshold=c.score_threshold, nms_iou=c.nms_iou, max_detections=c.max_detections)
+        post = c.post_processing()
         if stage.name == "gates":
             mode = self.modes()[0]
             r = evaluate_modes(m, loader, self.val_gt, [mode], **post)[mode.name]
