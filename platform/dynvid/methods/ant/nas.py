@@ -155,11 +155,13 @@ def sensitivity_within(table: tuple[float, dict], cost: Callable[[Sequence[int]]
 
 
 def search_within(search: str, rng: random.Random, cost: Callable[[Sequence[int]], float], budget: float,
-                  candidates: int, score: Callable[[tuple[int, ...]], float]) -> tuple[tuple[int, ...], float, int]:
+                  candidates: int, score: Callable[[tuple[int, ...]], float],
+                  say=None) -> tuple[tuple[int, ...], float, int]:
     """One budget's best subnet by ``search`` (``"random"``: :func:`best_within`;
-    ``"sensitivity"``: :func:`stage_sensitivity` then :func:`sensitivity_within`)."""
+    ``"sensitivity"``: :func:`stage_sensitivity`, its table printed with ``say``, then
+    :func:`sensitivity_within`)."""
     if search not in SEARCHES:
         raise ValueError(f"ant.nas_search must be one of {SEARCHES}, got {search!r}")
     if search == "random":
         return best_within(rng, cost, budget, candidates, score)
-    return sensitivity_within(stage_sensitivity(score), cost, budget, candidates, score)
+    return sensitivity_within(stage_sensitivity(score, say), cost, budget, candidates, score)

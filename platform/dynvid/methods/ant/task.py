@@ -209,7 +209,7 @@ class ANTTask(Task):
             return evaluate_modes(model, loader, gt, [StaticMode(ratios)], only_seen=True, **post)["static"]["AP"]
 
         ratios, ap, tried = search_within(c.nas_search, random.Random(self.cfg.train.seed),
-                                          lambda r: subnet_cost(table, r), c.cost_target, c.nas_candidates, score)
+                                          lambda r: subnet_cost(table, r), c.cost_target, c.nas_candidates, score, say)
         for gate, r in zip(model.gates, ratios):
             gate.set_prior(RATIOS.index(r), c.gate_prior_weight)
         found = {"ratios": list(ratios), "search_AP": ap, "cost": subnet_cost(table, ratios), "tried": tried}
