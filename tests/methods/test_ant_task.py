@@ -95,6 +95,8 @@ def test_task_rejects_bad_settings():
         ANTTask(apply_overrides(ExperimentConfig(), ["ant.gate_prior_weight=1.0"]))
     with pytest.raises(ValueError, match="nas_search"):
         ANTTask(apply_overrides(ExperimentConfig(), ["ant.nas_search=grid"]))
+    with pytest.raises(ValueError, match="nas_candidates"):
+        ANTTask(apply_overrides(ExperimentConfig(), ["ant.nas_candidates=0"]))
 
 
 def test_gate_clips_reach_back_as_far_as_key_stride_max():
@@ -196,6 +198,7 @@ def test_gate_prior_starts_the_gates_at_the_best_searched_subnet_within_the_cost
     # the default search: the full network and each stage alone narrowed (31, the table), then
     # at most 5 candidates ranked by it
     assert model.width_stats_ready and 1 <= len(within) <= 5 and len(scored) <= 1 + 6 * (len(RATIOS) - 1) + 5
+    assert (6,) * 6 in scored and (1, 6, 6, 6, 6, 6) in scored  # the sensitivity table ran
     best = max(within, key=within.get)
     for gate, r in zip(model.gates, best):
         probs = gate.fc2.bias.detach().softmax(0)
@@ -251,20 +254,47 @@ def test_sensitivity_search_finds_the_optimum_of_an_additive_score_and_scores_it
         within = [r for r in itertools.product(RATIOS, repeat=6)
                   if 0.9 * o["budget"] * full <= macs(r) <= o["budget"] * full]
         assert o["search_AP"] == pytest.approx(max(0.7 - sum(w * (6 - x) for w, x in zip(weight, r)) for r in within))
-    # with an interaction the table cannot see, the winner is chosen by the full score among the ranked
-    bonus = {}
+    # the fine step scores the ranked candidates in full: a gain the table cannot see (here on
+    # the fifth-ranked subnet alone) decides the winner
+    calls.clear()
+    table = stage_sensitivity(score)
+    sensitivity_within(table, macs, 0.5 * full, 8, score)
+    ranked = calls[len(calls) - 8:]
+    target = ranked[4]
 
     def coupled(r):
-        bonus[r] = 0.2 if r[1] == r[3] == 1 else 0.0  # only both stages narrowed together gain
-        return score(r) + bonus[r]
+        return score(r) + (0.2 if r == target else 0.0)
 
     best, ap, tried = sensitivity_within(stage_sensitivity(coupled), macs, 0.5 * full, 8, coupled)
-    ranked = [r for r in bonus if 0.9 * 0.5 * full <= macs(r) <= 0.5 * full]
-    assert tried == len(ranked) == 8 and ap == max(coupled(r) for r in ranked) and best in ranked
+    assert best == target != ranked[0] and tried == 8 and ap == pytest.approx(score(target) + 0.2)
+    # a subnet of the table that falls within the budget is not scored twice
+    calls.clear()
+    best, ap, tried = sensitivity_within(stage_sensitivity(score), macs, full, 5, score)
+    assert best == (6,) * 6 and tried == 5 and len(calls) == len(set(calls))
     with pytest.raises(ValueError, match="nas_search"):
         nas_search([0.5], 2, macs, score, search="grid")
-    with pytest.raises(ValueError, match="loosen"):
-        sensitivity_within(stage_sensitivity(score), macs, 0.01 * full, 2, score)
+    calls.clear()
+    with pytest.raises(ValueError, match="ant.nas_budgets"):  # an empty budget fails before any scoring
+        nas_search([0.01], 2, macs, score, search="sensitivity")
+    assert calls == []
+
+
+def _rank0_table_worker(rank: int, init: str, out: str):
+    torch.distributed.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
+    try:
+        mine = torch.full((6, len(RATIOS)), float(rank + 1))  # each worker measured its own table
+        torch.save(task_module.rank0_table(mine), f"{out}.{rank}")
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_every_rank_searches_on_rank_0s_cost_table(tmp_path):
+    init = f"file://{tmp_path / 'rendezvous'}"
+    torch.multiprocessing.spawn(_rank0_table_worker, args=(init, str(tmp_path / "table")), nprocs=2)
+    for rank in (0, 1):
+        assert torch.equal(torch.load(tmp_path / f"table.{rank}"), torch.full((6, len(RATIOS)), 1.0))
+    alone = torch.rand(6, len(RATIOS))
+    assert torch.equal(task_module.rank0_table(alone), alone)  # no process group: its own table
 
 
 def test_d0_plus_widens_every_backbone_channel():

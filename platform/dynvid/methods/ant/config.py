@@ -58,7 +58,8 @@ class AntConfig:
     """How stage 2's gates start (our choice; the paper's gates start random). None: random.
     ``"nas"``: at stage 2's start, the static subnet with the best AP on ``ant.nas_videos``
     training videos within ``[0.9, 1] × ant.cost_target`` of the cost table is searched
-    (``ant.nas_search``, as the NAS baselines are, under the stage-2 cost instead of MACs), and each gate's output bias is set so that its softmax puts
+    (``ant.nas_search``, as the NAS baselines are, under the stage-2 cost instead of
+    MACs), and each gate's output bias is set so that its softmax puts
     ``ant.gate_prior_weight`` on that subnet's ratio, the rest spread evenly; the gates'
     weights stay random, so their choices can still follow the input. Why (issue 23): a
     straight-through Gumbel gate runs one width, so the detection loss tells its scores only

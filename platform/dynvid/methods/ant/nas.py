@@ -41,10 +41,12 @@ from collections.abc import Callable, Sequence
 from dynvid.backbones.efficientnet import RATIOS, supernet_macs
 
 __all__ = ["SEARCHES", "backbone_macs", "best_within", "nas_search", "sample_within", "search_within",
-           "sensitivity_within", "stage_sensitivity", "subnet_cost"]
+           "sensitivity_within", "stage_sensitivity", "subnet_cost", "within_budget"]
 
 SEARCHES = ("random", "sensitivity")
 """The values of ``ant.nas_search``."""
+
+LOOSEN = "loosen the budget (ant.nas_budgets for the NAS rows, ant.cost_target for the gate prior)"
 
 
 def backbone_macs(ratios: Sequence[int], size: int, width_mult: float = 1.0) -> int:
@@ -61,7 +63,7 @@ def sample_within(rng: random.Random, macs: Callable[[Sequence[int]], float], bu
         if lower * budget <= macs(ratios) <= budget:
             return ratios
     raise ValueError(f"no configuration with cost within [{lower:g}, 1] × {budget:.4g} after {tries} samples; "
-                     "loosen the budget")
+                     f"{LOOSEN}")
 
 
 def nas_search(budgets: Sequence[float], candidates: int, macs: Callable[[Sequence[int]], int],
@@ -69,18 +71,25 @@ def nas_search(budgets: Sequence[float], candidates: int, macs: Callable[[Sequen
                search: str = "random") -> list[dict]:
     """Per budget fraction of the full backbone's MACs: the best subnet by ``score`` (higher is
     better) that ``search`` finds (see the module docstring; ``"sensitivity"`` scores its
-    per-stage table once for every budget). Returns ``[{"budget", "ratios", "search_AP",
-    "backbone_gmacs", "tried"}]`` (``tried``: the subnets scored for that budget, the shared
-    table not counted)."""
+    per-stage table once for every budget; the function keeps ``"random"`` as its default, the
+    search of its earlier callers, while ``ant.nas_search`` defaults to ``"sensitivity"``).
+    Returns ``[{"budget", "ratios", "search_AP", "backbone_gmacs", "tried"}]`` (``tried``: the
+    candidates scored in full for that budget, the shared table not counted)."""
     if search not in SEARCHES:
         raise ValueError(f"ant.nas_search must be one of {SEARCHES}, got {search!r}")
+    if candidates < 1:
+        raise ValueError(f"ant.nas_candidates must be >= 1, got {candidates}")
     for budget in budgets:
         if not 0 < budget <= 1:
             raise ValueError(f"ant.nas_budgets are fractions of the full backbone's MACs in (0, 1], got {budget}")
     macs = functools.lru_cache(maxsize=None)(macs)  # the sensitivity search costs all 6^6 subnets per budget
     full = macs((max(RATIOS),) * 6)
     rng = random.Random(seed)
-    table = stage_sensitivity(score, say) if search == "sensitivity" and budgets else None
+    table = None
+    if search == "sensitivity" and budgets:
+        for budget in budgets:  # an empty budget fails before the table's 31 evaluations
+            within_budget(macs, budget * full)
+        table = stage_sensitivity(score, say)
     out = []
     for budget in budgets:
         if table is None:
@@ -115,41 +124,52 @@ def subnet_cost(table, ratios: Sequence[int]) -> float:
     return float(sum(table[s][RATIOS.index(r)] for s, r in enumerate(ratios)))
 
 
-def stage_sensitivity(score: Callable[[tuple[int, ...]], float], say=None) -> tuple[float, dict]:
+def within_budget(cost: Callable[[Sequence[int]], float], budget: float, lower: float = 0.9) -> list[tuple[int, ...]]:
+    """Every configuration with ``lower · budget <= cost(ratios) <= budget`` (all 6⁶ costed);
+    a ``ValueError`` naming the settings to loosen if there is none."""
+    within = [r for r in itertools.product(RATIOS, repeat=6) if lower * budget <= cost(r) <= budget]
+    if not within:
+        raise ValueError(f"no configuration with cost within [{lower:g}, 1] × {budget:.4g}; {LOOSEN}")
+    return within
+
+
+def stage_sensitivity(score: Callable[[tuple[int, ...]], float], say=None) -> tuple[float, dict, dict]:
     """The coarse step of the ``"sensitivity"`` search: ``score`` of the full configuration and,
     for each stage and each smaller ratio, how much it drops with that stage alone narrowed
-    (1 + 6 × (len(RATIOS) − 1) subnets). Returns ``(full score, {(stage, ratio): drop})``."""
+    (1 + 6 × (len(RATIOS) − 1) subnets). Returns ``(full score, {(stage, ratio): drop},
+    {ratios: score} of those subnets)``; the last lets the fine step reuse a score."""
     top = max(RATIOS)
     full = score((top,) * 6)
+    scores = {(top,) * 6: full}
     drops = {}
     for stage in range(6):
         for r in RATIOS:
             if r != top:
-                drops[stage, r] = full - score(tuple(r if s == stage else top for s in range(6)))
+                ratios = tuple(r if s == stage else top for s in range(6))
+                scores[ratios] = score(ratios)
+                drops[stage, r] = full - scores[ratios]
         if say is not None:
             row = " ".join(f"{r}:{drops[stage, r]:+.3f}" for r in RATIOS if r != top)
             say(f"[dynvid] NAS sensitivity, stage {stage + 1} alone narrowed (AP drop by ratio): {row}")
-    return full, drops
+    return full, drops, scores
 
 
-def sensitivity_within(table: tuple[float, dict], cost: Callable[[Sequence[int]], float], budget: float,
+def sensitivity_within(table: tuple[float, dict, dict], cost: Callable[[Sequence[int]], float], budget: float,
                        candidates: int, score: Callable[[tuple[int, ...]], float],
                        lower: float = 0.9) -> tuple[tuple[int, ...], float, int]:
     """The fine step of the ``"sensitivity"`` search: every configuration with ``lower · budget
     <= cost(ratios) <= budget`` ranked by its predicted score (the full score less the sum of
     its stages' drops in ``table``, :func:`stage_sensitivity`), the ``candidates`` best ranked
-    scored by ``score``. Returns ``(ratios, score, distinct subnets scored)``, as
-    :func:`best_within`."""
+    scored by ``score`` (a subnet of the table is not scored again). Returns ``(ratios, score,
+    candidates scored in full)``, as :func:`best_within`."""
     if candidates < 1:
         raise ValueError(f"ant.nas_candidates must be >= 1, got {candidates}")
-    full, drops = table
+    full, drops, known = table
     top = max(RATIOS)
-    within = [r for r in itertools.product(RATIOS, repeat=6) if lower * budget <= cost(r) <= budget]
-    if not within:
-        raise ValueError(f"no configuration with cost within [{lower:g}, 1] × {budget:.4g}; loosen the budget")
+    within = within_budget(cost, budget, lower)
     predicted = {r: full - sum(drops[s, x] for s, x in enumerate(r) if x != top) for r in within}
     ranked = sorted(within, key=lambda r: (-predicted[r], r))[:candidates]
-    scored = {r: score(r) for r in ranked}
+    scored = {r: known[r] if r in known else score(r) for r in ranked}
     best = max(scored, key=scored.get)
     return best, scored[best], len(scored)
 
@@ -162,6 +182,9 @@ def search_within(search: str, rng: random.Random, cost: Callable[[Sequence[int]
     :func:`sensitivity_within`)."""
     if search not in SEARCHES:
         raise ValueError(f"ant.nas_search must be one of {SEARCHES}, got {search!r}")
+    if candidates < 1:
+        raise ValueError(f"ant.nas_candidates must be >= 1, got {candidates}")
     if search == "random":
         return best_within(rng, cost, budget, candidates, score)
+    within_budget(cost, budget)  # an empty budget fails before the table's 31 evaluations
     return sensitivity_within(stage_sensitivity(score, say), cost, budget, candidates, score)

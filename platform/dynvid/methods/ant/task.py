@@ -23,7 +23,7 @@ from dynvid.methods.ant.presets import PRESETS
 from dynvid.methods.ant.training import gate_step, sandwich_step, stage_costs, static_step
 from dynvid.task import Stage, Task, unwrap_model
 
-__all__ = ["ANTTask", "GATE_KEYS", "SUPERNET_KEYS", "build_detector", "frame_targets"]
+__all__ = ["ANTTask", "GATE_KEYS", "SUPERNET_KEYS", "build_detector", "frame_targets", "rank0_table"]
 
 GATE_KEYS = ("ant.temporal", "ant.gate_epochs", "ant.gate_lr", "ant.gate_lr_mult", "ant.key_every",
              "ant.key_stride_max", "ant.gumbel_tau", "ant.fusion_kd_weight", "ant.cost_weight", "ant.cost_target",
@@ -41,6 +41,16 @@ def build_detector(cfg: ExperimentConfig, num_classes: int, temporal: bool | Non
 def frame_targets(targets: list[dict], t: int) -> list[dict]:
     """The ``boxes``/``labels`` of frame ``t`` of each clip's target (:func:`dynvid.data.detection.collate`)."""
     return [{"boxes": tg["boxes"][t], "labels": tg["labels"][t]} for tg in targets]
+
+
+def rank0_table(costs: torch.Tensor) -> torch.Tensor:
+    """Rank 0's copy of a per-worker cost table under ``torch.distributed`` (a copy of
+    ``costs`` otherwise): a search whose candidates depend on the table must see the same one on
+    every rank, or the ranks score different subnets and their collective AP calls mismatch."""
+    table = costs.detach().clone()
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.broadcast(table, 0)
+    return table
 
 
 class ANTTask(Task):
@@ -73,6 +83,8 @@ class ANTTask(Task):
             raise ValueError(f"ant.gate_prior must be null or 'nas', got {c.gate_prior!r}")
         if c.gate_prior == "nas" and c.cost_target is None:
             raise ValueError("ant.gate_prior='nas' searches a subnet within ant.cost_target: set ant.cost_target")
+        if c.nas_candidates < 1:
+            raise ValueError(f"ant.nas_candidates must be >= 1, got {c.nas_candidates}")
         if c.nas_search not in SEARCHES:
             raise ValueError(f"ant.nas_search must be one of {SEARCHES}, got {c.nas_search!r}")
         if not 0 < c.gate_prior_weight < 1:
@@ -195,15 +207,17 @@ class ANTTask(Task):
 
     def set_gate_prior(self, model: ANTDetector, costs: torch.Tensor, say=print) -> dict:
         """``ant.gate_prior="nas"``: the best static subnet by AP on the search videos among
-        ``ant.nas_candidates`` (``ant.nas_search``) within ``[0.9, 1] × ant.cost_target`` of ``costs`` (a
+        ``ant.nas_candidates`` (``ant.nas_search``; the sensitivity search scores its 31-subnet
+        table first) within ``[0.9, 1] × ant.cost_target`` of ``costs`` (a
         :func:`~.training.stage_costs` table), each gate biased toward its stage's ratio
-        (:meth:`~.modules.DynamicGate.set_prior`). Every rank scores its share of the search
+        (:meth:`~.modules.DynamicGate.set_prior`). Each worker measures its own table, so the
+        search uses rank 0's (:func:`rank0_table`); every rank scores its share of the search
         videos and all see the same AP, so all set the same biases. Returns
-        ``{"ratios", "search_AP", "cost", "tried"}``."""
+        ``{"ratios", "search_AP", "cost", "tried"}`` (``tried``: candidates scored in full)."""
         c = self.cfg.ant
         loader, gt = self.search_videos(self.cfg, shard=True)
         post = c.post_processing()
-        table = costs.detach().cpu()
+        table = rank0_table(costs).cpu().tolist()  # every rank ranks the same subnets; lists: 6^6 cheap lookups
 
         def score(ratios):
             return evaluate_modes(model, loader, gt, [StaticMode(ratios)], only_seen=True, **post)["static"]["AP"]
