@@ -92,10 +92,7 @@ def nas_search(budgets: Sequence[float], candidates: int, macs: Callable[[Sequen
         table = stage_sensitivity(score, say)
     out = []
     for budget in budgets:
-        if table is None:
-            best, best_score, tried = best_within(rng, macs, budget * full, candidates, score)
-        else:
-            best, best_score, tried = sensitivity_within(table, macs, budget * full, candidates, score)
+        best, best_score, tried = search_within(search, rng, macs, budget * full, candidates, score, table=table)
         say(f"[dynvid] NAS budget {budget:g}: best {best} AP {best_score:.4f} of {tried} subnets")
         out.append({"budget": budget, "ratios": list(best), "search_AP": best_score,
                     "backbone_gmacs": macs(best) / 1e9, "tried": tried})
@@ -175,16 +172,18 @@ def sensitivity_within(table: tuple[float, dict, dict], cost: Callable[[Sequence
 
 
 def search_within(search: str, rng: random.Random, cost: Callable[[Sequence[int]], float], budget: float,
-                  candidates: int, score: Callable[[tuple[int, ...]], float],
-                  say=None) -> tuple[tuple[int, ...], float, int]:
+                  candidates: int, score: Callable[[tuple[int, ...]], float], say=None,
+                  table: tuple[float, dict, dict] | None = None) -> tuple[tuple[int, ...], float, int]:
     """One budget's best subnet by ``search`` (``"random"``: :func:`best_within`;
-    ``"sensitivity"``: :func:`stage_sensitivity`, its table printed with ``say``, then
-    :func:`sensitivity_within`)."""
+    ``"sensitivity"``: :func:`sensitivity_within` on ``table``, or on a
+    :func:`stage_sensitivity` table scored here and printed with ``say`` when none is given)."""
     if search not in SEARCHES:
         raise ValueError(f"ant.nas_search must be one of {SEARCHES}, got {search!r}")
     if candidates < 1:
         raise ValueError(f"ant.nas_candidates must be >= 1, got {candidates}")
     if search == "random":
         return best_within(rng, cost, budget, candidates, score)
-    within_budget(cost, budget)  # an empty budget fails before the table's 31 evaluations
-    return sensitivity_within(stage_sensitivity(score, say), cost, budget, candidates, score)
+    if table is None:
+        within_budget(cost, budget)  # an empty budget fails before the table's 31 evaluations
+        table = stage_sensitivity(score, say)
+    return sensitivity_within(table, cost, budget, candidates, score)
