@@ -52,8 +52,15 @@ class LFSConfig:
     policy: str | None = None
     """Inference knob: a learned interleaving policy (the ``policy.pt`` file a policy job or
     sweep exports) used instead of the fixed τ; None = fixed policy."""
+    calibration_videos: int = 32
+    """Training-split videos (the first ones) on which each evaluation first fits the
+    detector's per-extractor score calibration (Platt scaling, ``lfs.calibration``: f0's and
+    f1's scores on one scale, which mAP over all frames ranks together); 0 keeps the raw
+    scores. A checkpoint saved without a calibration is fitted when a report or benchmark
+    loads it."""
     score_threshold: float = 0.05
-    """Detections below this score are dropped before NMS."""
+    """Detections below this (raw) score are dropped before NMS; the score calibration maps
+    the scores of the detections kept."""
     nms_iou: float = 0.6
     """IoU threshold of the per-class NMS."""
     max_detections: int = 100

@@ -120,7 +120,8 @@ class OraclePolicy:
 def run_videos(model: InterleavedDetector, frames: torch.Tensor, policy, *, score_threshold: float = 0.05,
                nms_iou: float = 0.6, max_detections: int = 100, targets: list[dict] | None = None):
     """Run ``policy`` over videos ``frames (B, T, 3, S, S)``. Returns ``(detections [B][T]
-    dicts of normalized xyxy ``boxes``, ``scores``, ``labels``; actions (B, T))``. A
+    dicts of normalized xyxy ``boxes``, ``scores`` (calibrated: ``model.calibrate_detections``), ``labels``;
+    actions (B, T))``. A
     ``look_ahead`` policy (:class:`OraclePolicy`) needs the videos' ``targets``."""
     if getattr(policy, "look_ahead", False) and targets is None:
         raise ValueError(f"policy {policy.name!r} looks ahead at the labels: run_videos needs targets")
@@ -138,7 +139,7 @@ def run_videos(model: InterleavedDetector, frames: torch.Tensor, policy, *, scor
         actions[:, t] = a
         cls_logits, box_codes, anchors, state, candidate = m.step(frames[:, t], a.to(frames.device), state)
         for b, d in enumerate(postprocess(cls_logits, box_codes, anchors, score_threshold, nms_iou, max_detections)):
-            dets[b].append(d)
+            dets[b].append(m.calibrate_detections(d, int(a[b])))  # scores on the scale of the extractor that ran
         if t + 1 < T and getattr(policy, "look_ahead", False):
             a = policy.choose(m, frames[:, t + 1], state, targets, t + 1).cpu()
         elif t + 1 < T:

@@ -81,7 +81,9 @@ class LatencyPaths:
 
     ``script``: trace each piece into TorchScript and freeze it (BatchNorm folded into the
     convolutions, weights as constants); the traced outputs are checked against the eager
-    pieces on ``example`` (a mismatch raises). ``post``: ``postprocess`` settings."""
+    pieces on ``example`` (a mismatch raises). ``post``: ``postprocess`` settings. :meth:`detect`
+    applies the detector's score calibration of the extractor that ran to the detections, as
+    :func:`~.evaluation.run_videos` does."""
 
     def __init__(self, model: InterleavedDetector, example: torch.Tensor, script: bool = True,
                  post: dict | None = None) -> None:
@@ -100,6 +102,7 @@ class LatencyPaths:
             out, c, h = eager["f0"](example, *self.zero_state)
             _, box_codes, sizes = m.head(out)
         self.anchors = m.anchors(sizes, box_codes.device)
+        self.calibrate = m.calibrate_detections
         if script:
             with torch.no_grad(), warnings.catch_warnings():
                 # TorchScript is deprecated in favour of torch.compile, which needs a compiler
@@ -123,9 +126,11 @@ class LatencyPaths:
         else:
             self.f0, self.f1, self.head = eager["f0"], eager["f1"], eager["head"]
 
-    def detect(self, out: torch.Tensor) -> list[dict]:
+    def detect(self, out: torch.Tensor, extractor: int) -> list[dict]:
+        """Detections of the memory output ``out`` of a frame whose features came from
+        ``extractor``, with that extractor's score calibration (as the evaluation applies it)."""
         cls_logits, box_codes = self.head(out)
-        return postprocess(cls_logits, box_codes, self.anchors, **self.post)
+        return [self.calibrate(d, extractor) for d in postprocess(cls_logits, box_codes, self.anchors, **self.post)]
 
 
 def _wait_for(x: torch.Tensor) -> None:
@@ -175,7 +180,7 @@ def run_sync(paths: LatencyPaths, frames: torch.Tensor, tau: int, fps: float | N
             features, c, h = paths.f1(frames[t:t + 1], *state)
             if getattr(paths, "f1_updates_memory", False):  # the detector's skip_f1_update off
                 state = (c, h)
-        paths.detect(features)
+        paths.detect(features, actions[t])
         _wait_for(frames)
         out.append(time.perf_counter() - arrived)
     return out
@@ -311,7 +316,7 @@ def run_async(paths: LatencyPaths, frames: torch.Tensor, tau: int, fps: float | 
                 if t == 0:
                     worker.wait()
             features, _, _ = paths.f1(frames[t:t + 1], *worker.latest())
-            paths.detect(features)
+            paths.detect(features, F1)
             _wait_for(frames)
             latencies.append(time.perf_counter() - arrived)
         worker.wait()

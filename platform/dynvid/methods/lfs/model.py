@@ -22,6 +22,15 @@ Choices:
   :func:`dynvid.backbones.pretrained.load_pretrained` with ``prefix="features."``).
 - f1 reads the frame resized (bilinear, antialiased) from f0's resolution inside the model:
   the data pipeline delivers one frame size.
+- Score calibration (our addition; the paper is silent): mAP@0.5 over every frame ranks
+  all frames' detections together, so f0's and f1's scores must mean the same. Trained from
+  scratch on the embedded scenes they do not (f1's are lower for the same precision), and a
+  mixed schedule then scores below both extractors alone. ``score_calibration`` holds, per
+  extractor and class, an affine map of a detection's score logit (Platt scaling,
+  :mod:`.calibration`) that :meth:`InterleavedDetector.calibrate_detections` applies to the
+  detections of the frame's extractor after post-processing (the detections kept do not
+  change, their scores do); identity until fitted, and for checkpoints saved before it
+  existed.
 - The cost of a frame is measured per component with the cost meter
   (:meth:`InterleavedDetector.component_macs`) and summed along the path that ran:
   ``MACs(frame) = extractor[a] + memory + head``; amortized MACs are the mean over frames.
@@ -97,6 +106,43 @@ class InterleavedDetector(nn.Module):
         self.memory = GroupedConvLSTM(memory_input, state_channels, groups, clip=state_clip)
         self.head = SSDLiteHead(self.memory.out_channels, num_classes, num_levels)
         self._anchors: dict[tuple, torch.Tensor] = {}
+        # [extractor, (scale, bias), class]: calibrated score logit = scale * logit + bias (module docstring)
+        self.register_buffer("score_calibration", self.identity_calibration(num_classes))
+
+    @staticmethod
+    def identity_calibration(num_classes: int) -> torch.Tensor:
+        """The ``score_calibration`` that changes nothing: scale 1, bias 0 for both extractors."""
+        return torch.stack([torch.ones(2, num_classes), torch.zeros(2, num_classes)], 1)
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether ``score_calibration`` was fitted (is not the identity)."""
+        ident = self.identity_calibration(self.score_calibration.shape[-1]).to(self.score_calibration)
+        return not torch.equal(self.score_calibration, ident)
+
+    def calibrate_detections(self, detections: dict, extractor: int) -> dict:
+        """One frame's post-processed ``detections`` (``boxes``, ``scores``, ``labels``, best
+        first) from ``extractor``, with each score ``s`` of class ``k`` mapped to
+        ``σ(scale·logit(s) + bias)`` of that extractor and class, best first again. The
+        detections kept are the same: only their scores, on which mAP ranks every frame's
+        detections together, move to the common scale."""
+        scores = detections["scores"]
+        if scores.numel() == 0:
+            return detections
+        cal = self.score_calibration[int(extractor)].to(scores.device, torch.float32)
+        labels = detections["labels"].to(scores.device)
+        z = torch.logit(scores.float().clamp(1e-7, 1 - 1e-7))
+        new = torch.sigmoid(z * cal[0, labels] + cal[1, labels]).to(scores.dtype)
+        order = torch.argsort(new, descending=True, stable=True)
+        return {**{k: (v[order] if torch.is_tensor(v) and len(v) == len(scores) else v)
+                   for k, v in detections.items()}, "scores": new[order]}
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # a checkpoint saved before score calibration existed loads uncalibrated (the identity)
+        key = prefix + "score_calibration"
+        if key not in state_dict:
+            state_dict[key] = self.identity_calibration(self.score_calibration.shape[-1])
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # ---- one frame ------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from dynvid.data.synthetic import SPLITS
 from dynvid.detection.anchors import anchors_per_cell
 from dynvid.detection.losses import detection_loss_batched
 from dynvid.methods.lfs import adaptive
+from dynvid.methods.lfs.calibration import fit_score_calibration
 from dynvid.methods.lfs.evaluation import FixedPolicy, LearnedPolicy, evaluate_policies
 from dynvid.methods.lfs.model import F0, InterleavedDetector, unwrap
 from dynvid.methods.lfs.policy import load_policy
@@ -62,6 +63,8 @@ class LFSTask(PolicyTask):
             raise ValueError(f"lfs.unroll must be >= 1 and lfs.tau / lfs.taus >= 0, got {c.unroll}, {c.tau}, {c.taus}")
         if not 0.0 <= c.image_fraction <= 1.0:
             raise ValueError(f"lfs.image_fraction is a share of items, in [0, 1]; got {c.image_fraction}")
+        if c.calibration_videos < 0:
+            raise ValueError(f"lfs.calibration_videos must be >= 0 (0: raw scores), got {c.calibration_videos}")
         if c.gamma < 0 or c.history < 1:
             raise ValueError(f"lfs.gamma must be >= 0 and lfs.history >= 1, got {c.gamma}, {c.history}")
         if c.dqn_learner_gpus < 0:
@@ -145,6 +148,43 @@ class LFSTask(PolicyTask):
 
         return int(state["head.predictor.cls.1.bias"].shape[0]) // anchors_per_cell()
 
+    def calibration_data(self, cfg: ExperimentConfig):
+        """``(videos, ground truth)`` the score calibration is fitted on: the first
+        ``lfs.calibration_videos`` training-split videos, whole, as the evaluation reads videos."""
+        d, c = cfg.data, cfg.lfs
+        n = c.calibration_videos
+        if n < 1:
+            raise ValueError(f"lfs.calibration_videos={n}: no videos to fit the score calibration on")
+        videos = build_detection_dataset(d.dataset, d.train_split, mode="eval", size=c.f0_size, clip_len=c.unroll,
+                                         num_videos=n, scene=scene_config(d), content_seed=d.synthetic_seed,
+                                         seed=cfg.train.seed, max_bad_fraction=d.max_bad_fraction)
+        gt = videos.source.to_coco_gt()
+        if len(videos) > n:  # a real dataset has all its videos: the first n
+            keep = range(n)
+            ids = {int(i) for k in keep for i in videos[k][1]["image_ids"]}
+            gt = {**gt, "images": [im for im in gt["images"] if im["id"] in ids],
+                  "annotations": [a for a in gt["annotations"] if a["image_id"] in ids]}
+            videos = torch.utils.data.Subset(videos, list(keep))
+            videos.collate_fn = videos.dataset.collate_fn
+        return videos, gt
+
+    @torch.no_grad()
+    def calibrate(self, model: nn.Module, cfg: ExperimentConfig | None = None, progress=None) -> dict:
+        """Fit the detector's score calibration (:mod:`.calibration`) on :meth:`calibration_data`
+        and set it in ``model``; under ``torch.distributed`` rank 0's is broadcast, so every
+        rank scores with the same one. Returns the fit's statistics."""
+        cfg = cfg or self.cfg
+        c = cfg.lfs
+        videos, gt = self.calibration_data(cfg)
+        loader = torch.utils.data.DataLoader(videos, batch_size=cfg.data.batch_size, collate_fn=videos.collate_fn)
+        m = unwrap(model)
+        _, stats = fit_score_calibration(m, loader, gt, score_threshold=c.score_threshold, nms_iou=c.nms_iou,
+                                         max_detections=c.max_detections, seed=cfg.train.seed, progress=progress)
+        dist = torch.distributed
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            dist.broadcast(m.score_calibration, src=0)
+        return stats
+
     # ---- training ---------------------------------------------------------------------------
 
     #: DDP: a clip whose random schedule never runs f1 leaves f1 without gradients
@@ -181,12 +221,16 @@ class LFSTask(PolicyTask):
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader, stage: Stage) -> dict[str, float]:
         """mAP@0.5 (``AP50``), AP@[.5:.95], fraction of f0 runs and amortized GFLOPs per frame of
-        the evaluation policy over every frame of this worker's validation videos."""
+        the evaluation policy over every frame of this worker's validation videos, after the
+        score calibration is fitted on training videos (``lfs.calibration_videos``; it is saved
+        with the checkpoint)."""
 
         if self.val_gt is None:
             raise RuntimeError("LFSTask.evaluate needs the validation ground truth: call datasets() first")
         m = unwrap(model)
         c = self.cfg.lfs
+        if c.calibration_videos:  # the scores of the weights being evaluated, on one scale (lfs.calibration)
+            self.calibrate(m)
         policy = self.policy()
         r = evaluate_policies(m, loader, self.val_gt, [policy], score_threshold=c.score_threshold,
                               nms_iou=c.nms_iou, max_detections=c.max_detections)[policy.name]
