@@ -10,7 +10,7 @@ from dynvid.config import ExperimentConfig, apply_overrides
 from dynvid.data.detection import collate
 from dynvid.methods.lfs import LFSTask
 from dynvid.methods.lfs.calibration import BernoulliPolicy, fit_score_calibration, platt_fit
-from dynvid.methods.lfs.evaluation import run_videos
+from dynvid.methods.lfs.evaluation import FixedPolicy, run_videos
 from dynvid.methods.lfs.model import F0, F1, InterleavedDetector
 from dynvid.metrics.detection import match_detections, video_detection_rows
 
@@ -122,18 +122,38 @@ def test_fit_is_calibrated_in_the_large_per_extractor_and_class_on_the_detection
     assert checked >= 2
 
 
-def test_evaluation_fits_the_calibration_on_training_videos_and_zero_keeps_raw_scores():
-    task, cfg = _task("lfs.score_threshold=0.001")  # this untrained detector's scores are low
+def test_padded_frames_do_not_change_which_extractor_a_detection_is_filed_under():
+    """A short video padded in a batch repeats its last image id: the fit files each detection
+    under the extractor of its own (valid) frame. With τ = 1 the valid frames 0, 2, 4 of the
+    5-frame video ran f0 and the padded frame 5 ran f1."""
+    task, cfg = _task()
+    m = _trained_ish(task, cfg)
+    videos, gt = task.calibration_data(cfg)
+    frames, target = videos[1]
+    short = (frames[:5], {k: (v[:5] if k in ("boxes", "labels", "image_ids", "orig_sizes", "valid") else v)
+                          for k, v in target.items()})
+    batch = [videos[0], short]
+    _, stats = fit_score_calibration(m, [collate(batch)], gt, score_threshold=0.001, nms_iou=0.5, max_detections=50,
+                                     policy=FixedPolicy(1))
+    dets, actions = run_videos(_trained_ish(task, cfg), collate(batch)[0], FixedPolicy(1), score_threshold=0.001,
+                               nms_iou=0.5, max_detections=50)
+    f0_rows = sum(len(d["scores"]) for b, (_, tg) in enumerate(batch) for t, d in enumerate(dets[b])
+                  if t < len(tg["image_ids"]) and actions[b, t] == F0)
+    assert actions[1, 4] == F0 and actions[1, 5] == F1
+    assert stats["f0"]["detections"] == f0_rows > 0
+
+
+def test_fit_runs_in_eval_mode_and_zero_videos_resets_to_raw_scores():
+    task, cfg = _task("lfs.score_threshold=0.001")
     stage = task.stages[0]
     _, val = task.datasets(stage.config(cfg), stage)
     loader = torch.utils.data.DataLoader(val, batch_size=2, collate_fn=collate)
-    m = _trained_ish(task, cfg)
+    m = _trained_ish(task, cfg).train()  # as the engine leaves it between epochs
+    bn = {k: v.clone() for k, v in m.state_dict().items() if "running_" in k}
     task.evaluate(m, loader, stage)
-    assert m.calibrated
+    assert m.training and m.calibrated
+    assert all(torch.equal(m.state_dict()[k], v) for k, v in bn.items())  # the weights evaluated are untouched
     task0, cfg0 = _task("lfs.score_threshold=0.001", "lfs.calibration_videos=0")
     task0.datasets(stage.config(cfg0), stage)
-    m0 = _trained_ish(task0, cfg0)
-    task0.evaluate(m0, loader, stage)
-    assert not m0.calibrated
-    with pytest.raises(ValueError, match="lfs.calibration_videos must be >= 0"):
-        _task("lfs.calibration_videos=-1")
+    task0.evaluate(m, loader, stage)  # 0: the raw scores, even of a calibrated checkpoint
+    assert not m.calibrated

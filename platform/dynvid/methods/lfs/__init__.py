@@ -11,6 +11,9 @@ Modules:
   interleave schedule and the per-frame cost of the path that ran.
 - :mod:`~dynvid.data.detection`: synthetic and COCO-style video clips, and the
   shifted-crop image clips of Sec. 3.3.
+- :mod:`~dynvid.methods.lfs.calibration`: per-extractor, per-class Platt scaling of the
+  detection scores, fitted on training videos, so that mAP over all frames ranks f0's and
+  f1's detections on one scale (our addition).
 - :mod:`~dynvid.methods.lfs.evaluation`: fixed and learned policies, mAP per τ, amortized
   MACs, synchronous vs asynchronous latency (Sec. 3.5).
 - :mod:`~dynvid.methods.lfs.env`, :mod:`~dynvid.methods.lfs.policy` and
@@ -25,8 +28,8 @@ the LSTM unrolled over 6 steps, a uniformly random extractor per step after an f
 step, video clips mixed with shifted-crop image clips, SSD losses summed over the steps).
 The paper first pretrains the interleaved model on ImageNet classification; no ImageNet
 exists on this machine, so the detector trains from scratch unless extractor weights are
-given (``lfs.f0_pretrained`` / ``lfs.f1_pretrained``). Its evaluation runs the fixed policy ``lfs.tau`` (or the
-learned policy ``lfs.policy``) over whole validation videos; the job's report adds the
+given (``lfs.f0_pretrained`` / ``lfs.f1_pretrained``). Its evaluation fits the score calibration on training videos, then runs the fixed policy
+``lfs.tau`` (or the learned policy ``lfs.policy``) over whole validation videos; the job's report adds the
 mAP-vs-τ curve (Fig. 6) and the async vs sync latency.
 """
 

@@ -25,8 +25,9 @@ element-wise map of at most ``lfs.max_detections`` scores per frame.
 
 Choices:
 
-- Fitted on training-split videos (``lfs.calibration_videos``, the first ones), never on the
-  validation videos that are scored: the calibration is part of the detector.
+- Fitted on training-split videos (``lfs.calibration_videos``: the first ones of the
+  synthetic data, evenly spaced ones of a real dataset), never on the validation videos
+  that are scored: the calibration is part of the detector.
 - The detections to fit come from a seeded random schedule (each frame after the first runs
   f0 with probability 1/2, Sec. 3.3's training schedule), so f1's frames are seen with
   memories of every age, as the policies leave them, rather than only just after f0.
@@ -110,28 +111,41 @@ class BernoulliPolicy:
 
 @torch.no_grad()
 def fit_score_calibration(model: InterleavedDetector, loader, gt: dict, *, score_threshold: float, nms_iou: float,
-                          max_detections: int, seed: int = 0, prior: float = 1e-3,
+                          max_detections: int, seed: int = 0, prior: float = 1e-3, policy=None,
                           progress: Callable[[str], None] | None = None) -> tuple[torch.Tensor, dict]:
     """Fit ``model``'s ``score_calibration`` on the videos of ``loader`` (items ``(frames,
-    targets)`` as the validation loader gives them) against their COCO ground truth ``gt``,
-    set it, and return ``(calibration (2, 2, C), stats)``; ``stats`` has, per extractor, the
-    detections and matches it was fitted on. The fit starts from the identity (a calibration
-    already set is replaced)."""
+    targets)`` as the validation loader gives them) against their COCO ground truth ``gt``
+    (which may hold more images: only the frames seen are scored), set it, and return
+    ``(calibration (2, 2, C), stats)``; ``stats`` has, per extractor, the detections and
+    matches it was fitted on. The fit starts from the identity (a calibration already set is
+    replaced) and runs the detector in eval mode (its mode is restored after). ``policy``: the
+    schedule whose detections are fitted (default :class:`BernoulliPolicy` ``(0.5, seed)``)."""
     m = unwrap(model)
     C = m.score_calibration.shape[-1]
-    m.score_calibration.copy_(m.identity_calibration(C).to(m.score_calibration))
-    policy = BernoulliPolicy(0.5, seed)
-    rows: dict[int, list] = {F0: [], F1: []}
-    for frames, targets in loader:
-        dets, actions = run_videos(m, frames, policy, score_threshold=score_threshold, nms_iou=nms_iou,
-                                   max_detections=max_detections)
-        for b, target in enumerate(targets):
-            ran = {int(i): int(a) for i, a in zip(target["image_ids"], actions[b])}
-            for r in video_detection_rows(dets[b], target):
-                rows[ran[r["image_id"]]].append(r)
     cats = sorted(c["id"] for c in gt["categories"])
     if len(cats) != C:
         raise ValueError(f"the ground truth has {len(cats)} categories, the detector {C} classes")
+    m.score_calibration.copy_(m.identity_calibration(C).to(m.score_calibration))
+    policy = policy or BernoulliPolicy(0.5, seed)
+    rows: dict[int, list] = {F0: [], F1: []}
+    seen: set[int] = set()
+    was = m.training
+    m.eval()  # BatchNorm on its running statistics, which a training-mode pass would also overwrite
+    try:
+        for frames, targets in loader:
+            dets, actions = run_videos(m, frames, policy, score_threshold=score_threshold, nms_iou=nms_iou,
+                                       max_detections=max_detections)
+            for b, target in enumerate(targets):
+                # valid frames only: a padded frame repeats the video's last image id
+                ran = {int(i): int(a) for i, a, ok in zip(target["image_ids"].tolist(), actions[b].tolist(),
+                                                            target["valid"].tolist()) if ok}
+                seen.update(ran)
+                for r in video_detection_rows(dets[b], target):
+                    rows[ran[r["image_id"]]].append(r)
+    finally:
+        m.train(was)
+    gt = {**gt, "images": [im for im in gt["images"] if im["id"] in seen],
+          "annotations": [a for a in gt["annotations"] if a["image_id"] in seen]}
     cal = m.identity_calibration(C).double()
     stats = {}
     for i, name in ((F0, "f0"), (F1, "f1")):

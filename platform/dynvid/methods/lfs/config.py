@@ -56,8 +56,9 @@ class LFSConfig:
     """Training-split videos (the first ones) on which each evaluation first fits the
     detector's per-extractor score calibration (Platt scaling, ``lfs.calibration``: f0's and
     f1's scores on one scale, which mAP over all frames ranks together); 0 keeps the raw
-    scores. A checkpoint saved without a calibration is fitted when a report or benchmark
-    loads it."""
+    scores (also for a checkpoint that holds one). A checkpoint saved without a calibration
+    is fitted when a report or benchmark loads it. An inference knob: each evaluation refits
+    it."""
     score_threshold: float = 0.05
     """Detections below this (raw) score are dropped before NMS; the score calibration maps
     the scores of the detections kept."""

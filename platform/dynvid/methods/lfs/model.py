@@ -141,7 +141,7 @@ class InterleavedDetector(nn.Module):
         # a checkpoint saved before score calibration existed loads uncalibrated (the identity)
         key = prefix + "score_calibration"
         if key not in state_dict:
-            state_dict[key] = self.identity_calibration(self.score_calibration.shape[-1])
+            state_dict[key] = self.identity_calibration(self.score_calibration.shape[-1]).to(self.score_calibration)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # ---- one frame ------------------------------------------------------------------------

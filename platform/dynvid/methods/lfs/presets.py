@@ -82,6 +82,7 @@ SMOKE = [
     "lfs.taus=[1, 4]",
     "lfs.max_detections=20",
     "lfs.score_threshold=0.3",
+    "lfs.calibration_videos=4",
     "train.eval_every=1",
     "train.cpus_per_worker=1",
 ]

@@ -40,11 +40,13 @@ def fixed_policies(taus) -> list[FixedPolicy]:
 def load_detector(task, cfg: ExperimentConfig, checkpoint: str):
     """``(model in eval mode, val dataset)`` of the detector checkpoint (local path or URI). A
     checkpoint saved without a score calibration (before it existed, or trained with
-    ``lfs.calibration_videos=0``) is calibrated here when ``lfs.calibration_videos`` asks for one."""
+    ``lfs.calibration_videos=0``) is calibrated here when ``lfs.calibration_videos`` asks for
+    one; with 0 the raw scores are used."""
     model = load_detector_model(task, cfg, checkpoint)
-    if cfg.lfs.calibration_videos and not model.calibrated:
-        print(f"[dynvid] lfs: {checkpoint} has no score calibration; fitting it on "
-              f"{cfg.lfs.calibration_videos} training videos", flush=True)
+    if not cfg.lfs.calibration_videos or not model.calibrated:  # 0: raw scores, whatever the checkpoint holds
+        if cfg.lfs.calibration_videos:
+            print(f"[dynvid] lfs: {checkpoint} has no score calibration; fitting it on "
+                  f"{cfg.lfs.calibration_videos} training videos", flush=True)
         task.calibrate(model, cfg, progress=lambda line: print(f"[dynvid] lfs: {line}", flush=True))
     stage = task.stages[-1]
     _, val = task.datasets(stage.config(cfg), stage)

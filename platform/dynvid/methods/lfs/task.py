@@ -50,7 +50,8 @@ class LFSTask(PolicyTask):
                        ("f0 runs", "val_f0_fraction", "{:.3f}"))
     summary_metrics = (("AP50", "AP50", "{:.4f}"), ("AP", "AP", "{:.4f}"), ("f0_fraction", "f0_fraction", "{:.2f}"))
     #: act only at inference: an inference sweep varies them over one checkpoint
-    inference_knobs = ("lfs.tau", "lfs.policy", "lfs.score_threshold", "lfs.nms_iou", "lfs.eval_frames")
+    inference_knobs = ("lfs.tau", "lfs.policy", "lfs.score_threshold", "lfs.nms_iou", "lfs.eval_frames",
+                       "lfs.calibration_videos")
 
     def __init__(self, cfg: ExperimentConfig):
         c = cfg.lfs
@@ -84,6 +85,7 @@ class LFSTask(PolicyTask):
         self.val_gt: dict | None = None
         self._costs: dict[str, float] | None = None
         self._actions_rng: torch.Generator | None = None
+        self._calibration_data: tuple | None = None
         self.stages = (
             Stage("interleaved", f"interleaved detector, LSTM unrolled {c.unroll} steps, random extractor per step "
                   "(Sec. 3.3)", init_from_previous=False,
@@ -149,35 +151,43 @@ class LFSTask(PolicyTask):
         return int(state["head.predictor.cls.1.bias"].shape[0]) // anchors_per_cell()
 
     def calibration_data(self, cfg: ExperimentConfig):
-        """``(videos, ground truth)`` the score calibration is fitted on: the first
-        ``lfs.calibration_videos`` training-split videos, whole, as the evaluation reads videos."""
+        """``(videos, ground truth)`` the score calibration is fitted on: ``lfs.calibration_videos``
+        training-split videos, whole, as the evaluation reads videos (the synthetic data's first
+        ones; a real dataset's evenly spaced over its videos, with the split's ground truth).
+        Kept for the task's later evaluations."""
         d, c = cfg.data, cfg.lfs
         n = c.calibration_videos
         if n < 1:
             raise ValueError(f"lfs.calibration_videos={n}: no videos to fit the score calibration on")
+        key = (d.dataset, d.train_split, n, c.f0_size, c.unroll, cfg.train.seed, d.synthetic_seed, scene_config(d))
+        if self._calibration_data is not None and self._calibration_data[0] == key:
+            return self._calibration_data[1]
         videos = build_detection_dataset(d.dataset, d.train_split, mode="eval", size=c.f0_size, clip_len=c.unroll,
                                          num_videos=n, scene=scene_config(d), content_seed=d.synthetic_seed,
                                          seed=cfg.train.seed, max_bad_fraction=d.max_bad_fraction)
-        gt = videos.source.to_coco_gt()
-        if len(videos) > n:  # a real dataset has all its videos: the first n
-            keep = range(n)
-            ids = {int(i) for k in keep for i in videos[k][1]["image_ids"]}
-            gt = {**gt, "images": [im for im in gt["images"] if im["id"] in ids],
-                  "annotations": [a for a in gt["annotations"] if a["image_id"] in ids]}
-            videos = torch.utils.data.Subset(videos, list(keep))
-            videos.collate_fn = videos.dataset.collate_fn
+        gt = videos.source.to_coco_gt()  # a real split's whole ground truth: the fit scores the frames it saw
+        if len(videos) > n:  # a real dataset holds all its videos
+            keep = sorted({round(i * (len(videos) - 1) / max(n - 1, 1)) for i in range(n)})
+            collate_fn = videos.collate_fn
+            videos = torch.utils.data.Subset(videos, keep)
+            videos.collate_fn = collate_fn
+        self._calibration_data = (key, (videos, gt))
         return videos, gt
 
     @torch.no_grad()
-    def calibrate(self, model: nn.Module, cfg: ExperimentConfig | None = None, progress=None) -> dict:
-        """Fit the detector's score calibration (:mod:`.calibration`) on :meth:`calibration_data`
-        and set it in ``model``; under ``torch.distributed`` rank 0's is broadcast, so every
-        rank scores with the same one. Returns the fit's statistics."""
+    def calibrate(self, model: nn.Module, cfg: ExperimentConfig | None = None, progress=None) -> dict | None:
+        """Set the detector's score calibration (:mod:`.calibration`) as ``lfs.calibration_videos``
+        asks: fitted on :meth:`calibration_data`, or the identity (raw scores) when it is 0.
+        Under ``torch.distributed`` rank 0's fit is broadcast, so every rank scores with the
+        same one. Returns the fit's statistics (None for the identity)."""
         cfg = cfg or self.cfg
         c = cfg.lfs
+        m = unwrap(model)
+        if not c.calibration_videos:
+            m.score_calibration.copy_(m.identity_calibration(m.score_calibration.shape[-1]).to(m.score_calibration))
+            return None
         videos, gt = self.calibration_data(cfg)
         loader = torch.utils.data.DataLoader(videos, batch_size=cfg.data.batch_size, collate_fn=videos.collate_fn)
-        m = unwrap(model)
         _, stats = fit_score_calibration(m, loader, gt, score_threshold=c.score_threshold, nms_iou=c.nms_iou,
                                          max_detections=c.max_detections, seed=cfg.train.seed, progress=progress)
         dist = torch.distributed
@@ -223,14 +233,13 @@ class LFSTask(PolicyTask):
         """mAP@0.5 (``AP50``), AP@[.5:.95], fraction of f0 runs and amortized GFLOPs per frame of
         the evaluation policy over every frame of this worker's validation videos, after the
         score calibration is fitted on training videos (``lfs.calibration_videos``; it is saved
-        with the checkpoint)."""
+        with the checkpoint, and refitted, or reset by 0, at every evaluation)."""
 
         if self.val_gt is None:
             raise RuntimeError("LFSTask.evaluate needs the validation ground truth: call datasets() first")
         m = unwrap(model)
         c = self.cfg.lfs
-        if c.calibration_videos:  # the scores of the weights being evaluated, on one scale (lfs.calibration)
-            self.calibrate(m)
+        self.calibrate(m)  # the scores of the weights being evaluated on one scale (lfs.calibration), or raw
         policy = self.policy()
         r = evaluate_policies(m, loader, self.val_gt, [policy], score_threshold=c.score_threshold,
                               nms_iou=c.nms_iou, max_detections=c.max_detections)[policy.name]
