@@ -27,6 +27,11 @@ from dynvid.task import PolicySpec, PolicyTask, Stage
 __all__ = ["LFSTask", "build_detector", "random_actions"]
 
 
+CALIBRATION_SEED = 0
+"""Seed of the score calibration's random schedule: fixed, so that a detector has one
+calibration whatever ``train.seed`` a policy run or a benchmark seed sets."""
+
+
 def random_actions(steps: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """Sec. 3.3's training schedule: f0 on the first step, then a uniformly random extractor."""
     a = torch.randint(0, 2, (steps,), generator=generator)
@@ -189,7 +194,7 @@ class LFSTask(PolicyTask):
         videos, gt = self.calibration_data(cfg)
         loader = torch.utils.data.DataLoader(videos, batch_size=cfg.data.batch_size, collate_fn=videos.collate_fn)
         _, stats = fit_score_calibration(m, loader, gt, score_threshold=c.score_threshold, nms_iou=c.nms_iou,
-                                         max_detections=c.max_detections, seed=cfg.train.seed, progress=progress)
+                                         max_detections=c.max_detections, seed=CALIBRATION_SEED, progress=progress)
         dist = torch.distributed
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             dist.broadcast(m.score_calibration, src=0)
