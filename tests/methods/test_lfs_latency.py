@@ -179,6 +179,22 @@ def test_async_with_a_real_detector_uses_one_worker_across_videos():
         assert worker._thread is thread and thread.is_alive()
 
 
+def test_async_detections_carry_f1s_calibration_and_sync_the_schedules():
+    """Async detects every frame from f1's output (Sec. 3.5), so each frame's scores take f1's
+    calibration; sync takes the calibration of the extractor its schedule ran."""
+    m = small_detector()
+    frames = torch.rand(6, 3, 64, 64)
+    paths = LatencyPaths(m, frames[:1])
+    seen: list = []
+    real_detect = paths.detect
+    paths.detect = lambda out, extractor: seen.append(extractor) or real_detect(out, extractor)
+    run_async(paths, frames, tau=2)
+    assert seen == [F1] * 6
+    seen.clear()
+    run_sync(paths, frames, tau=2)
+    assert seen == fixed_schedule(6, 2).tolist()  # what detect does with it: the sync test above
+
+
 def test_pacing_counts_the_wait_for_the_previous_frame():
     """Frames every 10 ms; frame 0 runs the (instant) f0, the others f1, which takes ≥ 30 ms:
     frame t ≥ 1 cannot finish before 10 + 30t ms and arrived at 10t ms, so its latency is at
