@@ -8,7 +8,7 @@ import torch
 
 pytest.importorskip("pycocotools")
 
-from dynvid.metrics.detection import (ap50_from_matches, coco_evaluate, match_detections,  # noqa: E402
+from dynvid.metrics.detection import (ap50_from_matches, coco_evaluate, gt_subset, match_detections,  # noqa: E402
                                      to_coco_detections)
 
 
@@ -29,6 +29,15 @@ def test_perfect_detections_score_one() -> None:
     assert dets[0]["bbox"] == [10.0, 10.0, 40.0, 40.0] and dets[1]["category_id"] == 2
     m = coco_evaluate(_gt(), dets)
     assert m["AP50"] == pytest.approx(1.0) and m["AP"] == pytest.approx(1.0)
+
+
+def test_gt_subset_scores_only_the_frames_kept() -> None:
+    dets = to_coco_detections(1, torch.tensor([[10.0, 10.0, 50.0, 50.0]]), torch.tensor([0.9]), torch.tensor([0]))
+    assert coco_evaluate(_gt(), dets)["AP50"] == pytest.approx(0.5)  # image 2's class-b box is missed
+    sub = gt_subset(_gt(), {1})
+    assert [im["id"] for im in sub["images"]] == [1] and [a["image_id"] for a in sub["annotations"]] == [1]
+    assert sub["categories"] == _gt()["categories"]
+    assert coco_evaluate(sub, dets)["AP50"] == pytest.approx(1.0)  # class b has no box left to miss
 
 
 def test_loose_box_passes_at_05_but_not_at_strict_thresholds() -> None:

@@ -16,7 +16,7 @@ import io
 import numpy as np
 import torch
 
-__all__ = ["MatchTable", "ap50_from_matches", "coco_evaluate", "gather_from_ranks", "match_detections",
+__all__ = ["MatchTable", "ap50_from_matches", "coco_evaluate", "gather_from_ranks", "gt_subset", "match_detections",
            "to_coco_detections", "video_detection_rows"]
 
 _NAMES = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large")
@@ -45,6 +45,14 @@ def video_detection_rows(dets: list[dict], target: dict) -> list[dict]:
         boxes = d["boxes"].clamp(0, 1) * d["boxes"].new_tensor([w, h, w, h])
         rows.extend(to_coco_detections(int(target["image_ids"][t]), boxes, d["scores"], d["labels"]))
     return rows
+
+
+def gt_subset(gt: dict, image_ids) -> dict:
+    """The COCO ground-truth dict ``gt`` with only the images ``image_ids`` and their
+    annotations (categories and the rest kept): scoring the frames a run saw of a larger split."""
+    keep = set(image_ids)
+    return {**gt, "images": [im for im in gt["images"] if im["id"] in keep],
+            "annotations": [a for a in gt["annotations"] if a["image_id"] in keep]}
 
 
 def gather_from_ranks(obj):

@@ -44,7 +44,7 @@ from dynvid.task import unwrap_model
 from dynvid.methods.ant.model import ANTDetector, row_groups
 from dynvid.methods.ant.modules import ProjectedKeys, stem_deviation, stem_scale
 from dynvid.metrics.cost import CostMeter
-from dynvid.metrics.detection import coco_evaluate, gather_from_ranks, video_detection_rows
+from dynvid.metrics.detection import coco_evaluate, gather_from_ranks, gt_subset, video_detection_rows
 
 __all__ = ["AntMode", "NonTemporalMode", "ReplayMode", "StaticMode", "amortized_latency", "evaluate_modes",
            "replay_modes", "run_videos"]
@@ -254,8 +254,7 @@ def evaluate_modes(model: ANTDetector, loader: Iterable, gt: dict, modes: Sequen
     stats = {k: {s: torch.cat(v) for s, v in st.items()} for k, st in stats.items()}
     rows, stats, seen = _gather(rows, stats, seen)
     if only_seen:
-        gt = {**gt, "images": [im for im in gt["images"] if im["id"] in seen],
-              "annotations": [a for a in gt["annotations"] if a["image_id"] in seen]}
+        gt = gt_subset(gt, seen)
     result = {}
     for md in modes:
         ap = coco_evaluate(gt, rows[md.name])

@@ -47,7 +47,7 @@ import torch
 
 from dynvid.methods.lfs.evaluation import run_videos
 from dynvid.methods.lfs.model import F0, F1, InterleavedDetector, unwrap
-from dynvid.metrics.detection import match_detections, video_detection_rows
+from dynvid.metrics.detection import gt_subset, match_detections, video_detection_rows
 
 __all__ = ["BernoulliPolicy", "fit_score_calibration", "platt_fit"]
 
@@ -144,8 +144,7 @@ def fit_score_calibration(model: InterleavedDetector, loader, gt: dict, *, score
                     rows[ran[r["image_id"]]].append(r)
     finally:
         m.train(was)
-    gt = {**gt, "images": [im for im in gt["images"] if im["id"] in seen],
-          "annotations": [a for a in gt["annotations"] if a["image_id"] in seen]}
+    gt = gt_subset(gt, seen)
     cal = m.identity_calibration(C).double()
     stats = {}
     for i, name in ((F0, "f0"), (F1, "f1")):
