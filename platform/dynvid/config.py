@@ -129,6 +129,10 @@ class DataConfig:
     synthetic_speed_changes: float = 0.0
     """Synthetic scenes: expected number of times the actor changes speed within a video
     (slow and fast spells, each ×0.25–4 of the video's speed); 0: one speed per video."""
+    synthetic_transients: float = 0.0
+    """Synthetic scenes: expected number of objects per video that enter and leave the view
+    (each crosses the frame in a quarter to three quarters of the video, from a uniform frame
+    on); 0: none."""
 
 
 @dataclass
@@ -338,6 +342,7 @@ RANGES: dict[str, str | tuple[str, ...]] = {
     "data.synthetic_max_distractors": ">= 0",
     "data.synthetic_object_scale": "> 0",
     "data.synthetic_speed_changes": ">= 0",
+    "data.synthetic_transients": ">= 0",
     "model.width_mult": "> 0",
     "model.num_classes": ">= 1",
     "optim.optimizer": ("sgd", "adam"),

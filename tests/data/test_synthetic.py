@@ -331,3 +331,45 @@ def test_speed_changes_give_slow_and_fast_spells_and_leave_the_rest_of_the_scene
         SceneConfig(speed_changes=-1)
     with pytest.raises(ValueError, match="speed_change_range"):
         SceneConfig(speed_change_range=(2.0, 1.0))
+
+
+def test_transients_enter_and_leave_the_view_and_leave_the_rest_of_the_scene():
+    cfg = SceneConfig(num_frames=40)
+    varied = SceneConfig(num_frames=40, transients=2.0)
+    T, H, W = varied.num_frames, varied.height, varied.width
+    entered = left = 0
+    for i in range(10):
+        a, b = _draw_scene(i, 3, cfg, None), _draw_scene(i, 3, varied, None)
+        # background, shake, the steady distractors and the actor come from their own draws: unchanged
+        assert np.array_equal(a.texture, b.texture) and np.array_equal(a.shake, b.shake)
+        n = len(a.tracks) - 1  # steady distractors
+        for ta, tb in zip(a.tracks[:n] + a.tracks[-1:], b.tracks[:n] + b.tracks[-1:]):
+            assert np.array_equal(ta.cx, tb.cx) and np.array_equal(ta.cy, tb.cy) and ta.shape == tb.shape
+        transient_ids = set(b.track_ids[n:-1])
+        if not transient_ids:
+            continue
+        video = generate_video(i, 3, varied)
+        for tid in transient_ids:
+            frames = [t for t in range(T) if tid in video.track_ids[t].tolist()]
+            if not frames:
+                continue  # hidden behind the actor, or entering on the last frame
+            first, last = frames[0], frames[-1]
+            box_first = video.boxes[first][video.track_ids[first].tolist().index(tid)]
+            box_last = video.boxes[last][video.track_ids[last].tolist().index(tid)]
+
+            def at_edge(box, margin=3):  # the camera shake moves the view by up to 2 px
+                return box[0] <= margin or box[1] <= margin or box[2] >= W - margin or box[3] >= H - margin
+
+            assert first > 0 and at_edge(box_first), (i, tid, first, box_first)  # it enters during the video
+            entered += 1
+            if last < T - 1:
+                assert at_edge(box_last), (i, tid, last, box_last)  # and leaves across an edge
+                left += 1
+            # labelled frames are one run, except where the actor (drawn on top) hides it
+            gaps = [t for t in range(first, last + 1) if t not in frames]
+            assert all(not video.track_ids[t].tolist().count(tid) for t in gaps)
+    assert entered >= 5 and left >= 2, (entered, left)
+    with pytest.raises(ValueError, match="transients"):
+        SceneConfig(transients=-1)
+    with pytest.raises(ValueError, match="transient_crossing"):
+        SceneConfig(transient_crossing=(0.5, 0.2))

@@ -133,7 +133,8 @@ def scene_config(cfg: DataConfig) -> SceneConfig:
                        max_distractors=cfg.synthetic_max_distractors,
                        actor_size=tuple(min(0.5, v * k) for v in base.actor_size),
                        distractor_size=tuple(min(0.5, v * k) for v in base.distractor_size),
-                       noise_std=std, shot_noise=shot, speed_changes=cfg.synthetic_speed_changes)
+                       noise_std=std, shot_noise=shot, speed_changes=cfg.synthetic_speed_changes,
+                       transients=cfg.synthetic_transients)
 
 
 def build_clip_dataset(cfg: DataConfig, split: str, mode: str, seed: int = 0) -> VideoClipDataset:

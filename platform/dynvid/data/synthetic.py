@@ -147,6 +147,15 @@ class SceneConfig:
     speed per video, as before (the same scenes, draw for draw)."""
     speed_change_range: tuple[float, float] = (0.25, 4.0)
     """Range of a segment's speed multiplier (log-uniform), before the rescaling."""
+    transients: float = 0.0
+    """Expected number of objects per video that enter and leave the view (Poisson): each is a
+    sprite of a distractor's size that crosses the frame on a straight line from outside one
+    edge to outside another, entering at a uniform frame of the video and crossing in
+    ``transient_crossing`` of the video's length; it is labelled (boxes, masks) while any of
+    it is in view (issue 23: objects entering and leaving). 0: none (the same scenes, draw for
+    draw)."""
+    transient_crossing: tuple[float, float] = (0.25, 0.75)
+    """Range of a transient's crossing time (uniform), as a fraction of the video's frames."""
 
     def __post_init__(self) -> None:
         if self.height < 16 or self.width < 16:
@@ -159,7 +168,9 @@ class SceneConfig:
             raise ValueError(f"max_distractors must be >= 0, got {self.max_distractors}")
         if not self.speed_changes >= 0:
             raise ValueError(f"speed_changes must be >= 0, got {self.speed_changes}")
-        for name in ("actor_size", "distractor_size", "speed_range", "speed_change_range"):
+        if not self.transients >= 0:
+            raise ValueError(f"transients must be >= 0, got {self.transients}")
+        for name in ("actor_size", "distractor_size", "speed_range", "speed_change_range", "transient_crossing"):
             lo, hi = getattr(self, name)
             if not 0 < lo <= hi:
                 raise ValueError(f"{name} must satisfy 0 < low <= high, got {(lo, hi)}")
@@ -454,6 +465,38 @@ def _distractor_track(rng: np.random.Generator, cfg: SceneConfig, short: int) ->
     )
 
 
+def _transient_track(rng: np.random.Generator, cfg: SceneConfig, short: int) -> _Track:
+    """A sprite of a distractor's size that enters and leaves the view: a straight crossing
+    from a point outside one edge to a point outside another (never the same edge), starting
+    at a uniform frame and lasting ``cfg.transient_crossing`` of the video; invisible before
+    it starts and after it ends (it is outside the frame then)."""
+    T, H, W = cfg.num_frames, cfg.height, cfg.width
+    r = 0.5 * short * rng.uniform(*cfg.distractor_size)
+
+    def outside(side: int) -> tuple[float, float]:  # a point just beyond edge ``side`` (left, right, top, bottom)
+        m = r + 1.0
+        if side < 2:
+            return (-m if side == 0 else W + m), rng.uniform(r, H - r)
+        return rng.uniform(r, W - r), (-m if side == 2 else H + m)
+
+    enter = int(rng.integers(4))
+    leave = int((enter + rng.integers(1, 4)) % 4)
+    (x0, y0), (x1, y1) = outside(enter), outside(leave)
+    start = float(rng.uniform(0, T - 1))
+    duration = max(1.0, float(rng.uniform(*cfg.transient_crossing)) * T)
+    u = (np.arange(T) - start) / duration  # 0 at the entry point, 1 at the exit point
+    visible = ((u >= 0) & (u <= 1)).astype(np.float64)
+    u = np.clip(u, 0.0, 1.0)
+    return _Track(
+        shape=int(rng.integers(len(OBJECT_CLASSES))),
+        color=_sprite_color(rng),
+        cx=x0 + (x1 - x0) * u, cy=y0 + (y1 - y0) * u,
+        radius=np.full(T, r),
+        angle=np.full(T, rng.uniform(0, 2 * math.pi)),
+        visible=visible,
+    )
+
+
 # ----------------------------------------------------------------------------- rendering
 
 
@@ -570,8 +613,10 @@ def _draw_scene(index: int, seed: int, cfg: SceneConfig, label: int | None) -> _
         raise ValueError(f"index and seed must be >= 0, got index={index} seed={seed}")
     num_classes = len(ACTION_CLASSES)
     ss = np.random.SeedSequence([seed, index])
-    # a fifth stream for the speed changes: the first four are the same as before it existed
-    rng_label, rng_scene, rng_actor, rng_distract, rng_clock = (np.random.default_rng(s) for s in ss.spawn(5))
+    # a fifth stream for the speed changes and a sixth for the transients: a child's draws do
+    # not depend on how many are spawned, so the first four are the same as before they existed
+    rng_label, rng_scene, rng_actor, rng_distract, rng_clock, rng_transient = (
+        np.random.default_rng(s) for s in ss.spawn(6))
     drawn = int(rng_label.integers(num_classes))
     label = drawn if label is None else int(label)
     if not 0 <= label < num_classes:
@@ -585,7 +630,10 @@ def _draw_scene(index: int, seed: int, cfg: SceneConfig, label: int | None) -> _
     actor = _actor_track(rng_actor, label, cfg, short, _actor_clock(rng_clock, cfg))
     n_distract = int(rng_distract.integers(cfg.max_distractors + 1))
     distractors = [_distractor_track(rng_distract, cfg, short) for _ in range(n_distract)]
-    return _Scene(label, texture, jit, shake, distractors + [actor], list(range(1, n_distract + 1)) + [0])
+    n_transient = int(rng_transient.poisson(cfg.transients)) if cfg.transients > 0 else 0
+    distractors += [_transient_track(rng_transient, cfg, short) for _ in range(n_transient)]
+    n = len(distractors)
+    return _Scene(label, texture, jit, shake, distractors + [actor], list(range(1, n + 1)) + [0])
 
 
 def _background_frames(scene: _Scene, sel, H: int, W: int) -> np.ndarray:
