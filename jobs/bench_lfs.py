@@ -1,6 +1,6 @@
 """Benchmark: Looking Fast and Slow — fixed vs learned interleave policies, sync vs async latency.
 
-    python jobs/bench_lfs.py [--smoke-test] [--out FILE.json] [--detector CKPT] [--gamma 0.4 0.2 0.1]
+    python jobs/bench_lfs.py [--smoke-test] [--out FILE.json] [--detector CKPT] [--gamma 1.5 1.0 0.4]
                              [--seeds 3] [--oracle 0 0.05 0.1 0.2 0.4 0.8] [--resamples 500]
                              [--predictability 200]
                              [--set key=value ...]
@@ -64,7 +64,8 @@ BENCH = ["train.mlflow_tracking_uri=null", "train.log_every=20", "lfs.taus=[1, 4
 def main(argv: list[str] | None = None) -> int:
     p = bench_parser(__doc__.splitlines()[0])
     p.add_argument("--detector", metavar="CKPT", help="a trained detector checkpoint (default: train it)")
-    p.add_argument("--gamma", type=float, nargs="+", default=[0.4, 0.2, 0.1], help="speed rewards γ (Eq. 2)")
+    p.add_argument("--gamma", type=float, nargs="+", default=[1.5, 1.0, 0.4],
+                   help="speed rewards γ (Eq. 2; default: the upper half of the paper's 0.1–1.5, where the embedded scenes' policies run f0 on a quarter to a half of the frames)")
     p.add_argument("--seeds", type=int, default=3, help="DQN policies per γ, seeded train.seed, +1, … (default 3)")
     p.add_argument("--oracle", type=float, nargs="+", default=[0.0, 0.05, 0.1, 0.2, 0.4, 0.8],
                    help="thresholds θ of the oracle reference (each γ is added)")
