@@ -130,9 +130,9 @@ class DataConfig:
     """Synthetic scenes: expected number of times the actor changes speed within a video
     (slow and fast spells, each ×0.25–4 of the video's speed); 0: one speed per video."""
     synthetic_transients: float = 0.0
-    """Synthetic scenes: expected number of objects per video that enter and leave the view
-    (each crosses the frame in a quarter to three quarters of the video, from a uniform frame
-    on); 0: none."""
+    """Synthetic scenes: expected number of objects per video that enter the view and cross it
+    (in a quarter to three quarters of the video, from a uniform frame on, so about half also
+    leave before the end); 0: none."""
 
 
 @dataclass

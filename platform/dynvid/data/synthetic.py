@@ -28,6 +28,10 @@ Scene model
 - **Distractors**: 0 to ``max_distractors`` smaller sprites (6-12 %) that are either static
   or wobble in a small bounded random walk. They never translate steadily, rotate, zoom,
   blink or orbit, so they cannot mimic any action and the label stays learnable.
+- **Transients** (off unless ``SceneConfig.transients`` is set): sprites of a distractor's
+  size that enter the view during the video and cross it in a straight line (about half
+  leave before the end): objects entering and leaving, for detection. They do translate
+  steadily, so an action classifier trained on such scenes sees them too.
 - **Sensor noise** (off unless ``SceneConfig.noise_std`` / ``shot_noise`` are set): a
   rendered frame repeats its background exactly wherever nothing moved, which no camera
   does. :func:`add_sensor_noise` adds Gaussian read noise and signal-dependent shot noise,
@@ -148,12 +152,12 @@ class SceneConfig:
     speed_change_range: tuple[float, float] = (0.25, 4.0)
     """Range of a segment's speed multiplier (log-uniform), before the rescaling."""
     transients: float = 0.0
-    """Expected number of objects per video that enter and leave the view (Poisson): each is a
-    sprite of a distractor's size that crosses the frame on a straight line from outside one
-    edge to outside another, entering at a uniform frame of the video and crossing in
-    ``transient_crossing`` of the video's length; it is labelled (boxes, masks) while any of
-    it is in view (issue 23: objects entering and leaving). 0: none (the same scenes, draw for
-    draw)."""
+    """Expected number of objects per video that enter the view during the video (Poisson):
+    each is a sprite of a distractor's size that crosses the frame on a straight line from
+    outside one edge to outside another, starting at a uniform frame of the video and
+    crossing in ``transient_crossing`` of the video's length, so about half of them also
+    leave before the video ends; it is labelled (boxes, masks) while any of it is in view
+    (issue 23: objects entering and leaving). 0: none (the same scenes, draw for draw)."""
     transient_crossing: tuple[float, float] = (0.25, 0.75)
     """Range of a transient's crossing time (uniform), as a fraction of the video's frames."""
 
