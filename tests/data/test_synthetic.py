@@ -353,11 +353,13 @@ def test_transients_enter_and_leave_the_view_and_leave_the_rest_of_the_scene():
             track = b.tracks[k]
             frames = [t for t in range(T) if tid in video.track_ids[t].tolist()]
             if not frames:
-                continue  # hidden behind the actor, or entering on the last frame
+                continue  # hidden by a sprite drawn later, or entering on the last frame
+
+            def centre(t):  # on screen: the camera shake moves the view
+                return track.cx[t] + b.shake[t, 1], track.cy[t] + b.shake[t, 0]
 
             def hidden(t):  # a sprite drawn later (a later transient, the actor on top) overlaps it
-                x, y = track.cx[t] + b.shake[t, 1], track.cy[t] + b.shake[t, 0]
-                r = track.radius[t]
+                (x, y), r = centre(t), track.radius[t]
                 for other, (x1, y1, x2, y2) in zip(video.track_ids[t].tolist(), video.boxes[t]):
                     drawn_later = other == 0 or other > tid
                     if drawn_later and x1 - r <= x <= x2 + r and y1 - r <= y <= y2 + r:
@@ -380,7 +382,7 @@ def test_transients_enter_and_leave_the_view_and_leave_the_rest_of_the_scene():
             # labelled frames are one run, except where a sprite drawn later hides it or it skims
             # an edge with less than half a pixel in view
             def skimming(t):
-                x, y, r = track.cx[t] + b.shake[t, 1], track.cy[t] + b.shake[t, 0], track.radius[t] + 3
+                (x, y), r = centre(t), track.radius[t] + 3
                 return x < r or y < r or x > W - r or y > H - r
 
             assert all(hidden(t) or skimming(t) for t in range(first, last + 1) if t not in frames), (i, tid)

@@ -470,10 +470,11 @@ def _distractor_track(rng: np.random.Generator, cfg: SceneConfig, short: int) ->
 
 
 def _transient_track(rng: np.random.Generator, cfg: SceneConfig, short: int) -> _Track:
-    """A sprite of a distractor's size that enters and leaves the view: a straight crossing
+    """A sprite of a distractor's size that enters the view and crosses it: a straight line
     from a point outside one edge to a point outside another (never the same edge), starting
-    at a uniform frame and lasting ``cfg.transient_crossing`` of the video; invisible before
-    it starts and after it ends (it is outside the frame then)."""
+    at a uniform frame and lasting ``cfg.transient_crossing`` of the video (so it may still be
+    in view at the end); invisible before it starts and after it ends (it is outside the
+    frame then)."""
     T, H, W = cfg.num_frames, cfg.height, cfg.width
     r = 0.5 * short * rng.uniform(*cfg.distractor_size)
 
@@ -634,10 +635,10 @@ def _draw_scene(index: int, seed: int, cfg: SceneConfig, label: int | None) -> _
     actor = _actor_track(rng_actor, label, cfg, short, _actor_clock(rng_clock, cfg))
     n_distract = int(rng_distract.integers(cfg.max_distractors + 1))
     distractors = [_distractor_track(rng_distract, cfg, short) for _ in range(n_distract)]
-    n_transient = int(rng_transient.poisson(cfg.transients)) if cfg.transients > 0 else 0
-    distractors += [_transient_track(rng_transient, cfg, short) for _ in range(n_transient)]
-    n = len(distractors)
-    return _Scene(label, texture, jit, shake, distractors + [actor], list(range(1, n + 1)) + [0])
+    n_transient = int(rng_transient.poisson(cfg.transients))  # its own stream: 0 draws nothing from the others
+    transients = [_transient_track(rng_transient, cfg, short) for _ in range(n_transient)]
+    sprites = distractors + transients  # drawn in this order, under the actor
+    return _Scene(label, texture, jit, shake, sprites + [actor], list(range(1, len(sprites) + 1)) + [0])
 
 
 def _background_frames(scene: _Scene, sel, H: int, W: int) -> np.ndarray:

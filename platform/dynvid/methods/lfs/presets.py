@@ -6,11 +6,10 @@
   most one distractor: at the 5×5 grid of f0 at 160 the default scenes' median object,
   19 px, has no anchor with IoU ≥ 0.5; the paper's 10×10 grid at 320 sees its objects at
   the scale these larger sprites have here). The scenes vary within a video (issue 23): the
-  actor changes speed ~3 times and ~2 objects enter the view per video (about half of
-  them leave again before it ends), content
-  whose redundancy changes over time, which an adaptive policy can follow (on the scenes
-  without them the next frame's loss gap is barely more predictable from the policy's
-  observation than from the schedule). The architecture is the paper's
+  actor changes speed ~3 times and ~2 objects enter the view per video (about half of them
+  leave again before it ends), content whose redundancy changes over time, which an
+  adaptive policy can follow (on the scenes without them the next frame's loss gap is
+  barely more predictable from the policy's observation than from the schedule). The architecture is the paper's
   (MobileNetV2 1.4 and 0.35, f1 without its last stride, grouped LSTM with G = 4, SSDLite
   with 256-channel levels) at half the resolution (f0 at 160, f1 at 80, a 5×5 grid), with a
   smaller memory (256-channel projections, 128-channel state) so that training fits
