@@ -172,6 +172,7 @@ def test_folded_detector_computes_the_same_outputs_and_macs_without_batchnorm(wi
     from torch.nn import functional as F
 
     from dynvid.backbones.fuse import fold_batchnorm
+    from dynvid.detection.efficientdet import canvas_layout
     from dynvid.metrics.cost import CostMeter
 
     m = _trained_looking_detector(width_stats)
@@ -195,7 +196,16 @@ def test_folded_detector_computes_the_same_outputs_and_macs_without_batchnorm(wi
     monkeypatch.setattr(F, "batch_norm", lambda *a, **k: calls.append(1) or real(*a, **k))
     got, macs = run(folded)
     assert not calls  # no BatchNorm ran: every one was folded
-    assert macs == expected_macs  # the folded convolutions count as the ones they replace
+    # the folded convolutions count as the ones they replace; the folded head runs its smaller
+    # levels on one canvas and the meter counts the canvas's gap pixels too (what ran)
+    head = folded.head
+    layout = canvas_layout(folded.last_sizes[1:])  # every run here is at 64×64
+    gap = layout.size[0] * layout.size[1] - sum(h * w for h, w in layout.sizes)
+    c, repeats = head.cls_net["convs"][0][1].in_channels, len(head.cls_net["convs"])
+    per_pixel = sum(repeats * (9 * c + c * c) + 9 * c + c * net["predict"][1].out_channels
+                    for net in (head.cls_net, head.box_net))
+    runs = len(configs) + 2  # the static configurations, the key frame, the non-key frame
+    assert gap > 0 and macs == [e + runs * gap * per_pixel for e in expected_macs]
     for (c1, b1), (c2, b2) in zip(expected, got):
         torch.testing.assert_close(c2, c1, atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(b2, b1, atol=1e-4, rtol=1e-4)
