@@ -141,3 +141,33 @@ def test_canvas_affine_refuses_mismatched_levels():
     affine = CanvasAffine(torch.ones(2, 4), torch.zeros(2, 4))
     with pytest.raises(ValueError, match="2 levels"):
         affine(torch.zeros(1, 4, 4, 9), canvas_layout([(4, 4), (2, 2), (1, 1)]))
+
+
+@pytest.mark.parametrize("assign", [False, True])
+def test_a_folded_neck_and_head_given_new_weights_run_them_not_their_stale_fold(assign):
+    import copy
+
+    from dynvid.backbones.fuse import fold_batchnorm
+
+    def folded_pair(seed):
+        torch.manual_seed(seed)
+        neck = BiFPN((8, 16, 32), channels=16, layers=1, levels=5)
+        head = EfficientDetHead(16, num_classes=3, repeats=2, levels=5)
+        with torch.no_grad():
+            for node in [*neck.layers[0].top_down, *neck.layers[0].bottom_up]:
+                node.fuse.weights.uniform_(0.1, 2.0)
+        _randomize_batchnorms(neck)
+        _randomize_batchnorms(head)
+        return fold_batchnorm(neck), fold_batchnorm(head)
+
+    feats = [torch.randn(2, c, s, s) for c, s in ((8, 12), (16, 6), (32, 3))]
+    (neck, head), (new_neck, new_head) = folded_pair(0), folded_pair(1)
+    with torch.no_grad():
+        head(neck(feats))  # every cache built from the first weights
+        neck.load_state_dict(copy.deepcopy(new_neck.state_dict()), assign=assign)
+        head.load_state_dict(copy.deepcopy(new_head.state_dict()), assign=assign)
+        levels, expected_levels = neck(feats), new_neck(feats)
+        for a, b in zip(levels, expected_levels):
+            torch.testing.assert_close(a, b)
+        for a, b in zip(head(expected_levels), new_head(expected_levels)):
+            torch.testing.assert_close(a, b)

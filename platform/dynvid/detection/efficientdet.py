@@ -32,7 +32,8 @@ from torch.nn import functional as F
 from dynvid.backbones.fuse import bn_affine, folded_conv
 from dynvid.metrics.cost import record_cost
 
-__all__ = ["BiFPN", "EfficientDetHead", "cached_retina_anchors", "retina_anchors"]
+__all__ = ["BiFPN", "CanvasAffine", "CanvasLayout", "EfficientDetHead", "cached_retina_anchors", "canvas_layout",
+           "retina_anchors"]
 
 ANCHOR_SCALES = (1.0, 2 ** (1 / 3), 2 ** (2 / 3))
 ANCHOR_RATIOS = (0.5, 1.0, 2.0)
@@ -56,6 +57,14 @@ def retina_anchors(feature_sizes: Sequence[tuple[int, int]], image_size: tuple[i
 
 
 _ANCHOR_CACHE: dict[tuple, torch.Tensor] = {}
+
+
+def tensor_stamp(*tensors: torch.Tensor) -> tuple:
+    """Which storage each tensor holds and how often it was written in place: a folded cache
+    built from them is stale once this changes (``load_state_dict`` copies in place and bumps
+    the version; ``assign=True`` or ``.to()`` changes the storage). An inference-mode tensor
+    keeps no version counter: its storage alone stands for it."""
+    return tuple((t.data_ptr(), None if t.is_inference() else t._version) for t in tensors)
 
 
 def cached_retina_anchors(feature_sizes: Sequence[tuple[int, int]], image_size: tuple[int, int],
@@ -117,15 +126,17 @@ class FastNormalizedFusion(nn.Module):
         super().__init__()
         self.weights = nn.Parameter(torch.ones(n))
         self.eps = eps
-        self.frozen: tuple[float, ...] | None = None  # the normalized weights, once folded
+        self.folded = False
+        self._frozen: tuple[tuple, tuple[float, ...]] | None = None  # (weights' stamp, normalized weights)
 
     def forward(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
         record_cost(self, 0)
-        if self.frozen is not None:
+        if self.folded:
             if self.training:
                 raise RuntimeError("this fusion's weights are folded (fold_batchnorm): inference (eval mode) only")
-            out = inputs[0] * self.frozen[0]
-            for wi, x in zip(self.frozen[1:], inputs[1:]):
+            frozen = self._normalized()
+            out = inputs[0] * frozen[0]  # a new tensor, even for a weight of 1
+            for wi, x in zip(frozen[1:], inputs[1:]):
                 out.add_(x, alpha=wi)
             return out
         w = F.relu(self.weights)
@@ -138,9 +149,18 @@ class FastNormalizedFusion(nn.Module):
         constants once training ends, so they are computed once, read to the host as floats,
         and a node's fusion is one multiply and an in-place add per further input instead of
         about ten small operations (the ReLU, the unbinding, the products, the sums and the
-        division). Equal to the training-mode fusion up to float rounding (a test)."""
-        w = F.relu(self.weights)
-        self.frozen = tuple(float(v) for v in w / (w.sum() + self.eps))
+        division). Equal to the training-mode fusion up to float rounding (a test); weights
+        loaded afterwards are read again on the next frame (their stamp changed)."""
+        self.folded = True
+        self._normalized()
+
+    def _normalized(self) -> tuple[float, ...]:
+        stamp = tensor_stamp(self.weights)
+        if self._frozen is None or self._frozen[0] != stamp:
+            with torch.no_grad():
+                w = F.relu(self.weights)
+                self._frozen = (stamp, tuple((w / (w.sum() + self.eps)).tolist()))  # one read to the host
+        return self._frozen[1]
 
 
 class _Node(nn.Module):
@@ -154,7 +174,7 @@ class _Node(nn.Module):
     def forward(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
         fused = self.fuse(inputs)
         # a folded fusion returns a tensor of its own: the SiLU may overwrite it
-        return self.conv(F.silu(fused, inplace=self.fuse.frozen is not None))
+        return self.conv(F.silu(fused, inplace=self.fuse.folded))
 
 
 class BiFPNLayer(nn.Module):
@@ -245,9 +265,11 @@ class EfficientDetHead(nn.Module):
           gathered back from the levels' pixels.
 
         The largest level stays off the canvas because there the extra affine pass over the
-        map costs more than the operations it saves (measured: all five levels on a canvas
-        took 192², batch 1 from 2.75 to 1.45 ms, but 512², batch 4 from 32 to 46 ms). Equal
-        to the training-mode head up to float rounding (a test). The cost meter counts what
+        map costs more than the operations it saves (measured with all five levels on a
+        canvas: 2.75 → 1.45 ms at 192², batch 1, but 32 → 46 ms at 512², batch 4). Equal to
+        the training-mode head up to float rounding for finite inputs (a test): the gaps are
+        zeroed by a product, so an ``inf`` at a level's edge would leave NaN on its gap and
+        reach its neighbours, where the per-level head pads with zeros. The cost meter counts what
         runs, the canvas's gap pixels included (at 192², 35 gap pixels beside the head's 769: +4.6% of its MACs).
         The per-level BatchNorms are dropped and the head refuses to train; its state dict is
         then an inference copy's, not a training checkpoint."""
@@ -300,7 +322,6 @@ class EfficientDetHead(nn.Module):
         return torch.cat([out, rest.reshape(b, -1, c // self.num_anchors)], 1)
 
     def forward(self, feats: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        b = feats[0].shape[0]
         if "affine" in self.cls_net:  # folded: the first level alone, the others on one canvas
             layout = canvas_layout([tuple(f.shape[-2:]) for f in feats[1:]]) if len(feats) > 1 else None
             canvas = layout.paint(feats[1:]) if layout is not None else None
@@ -346,11 +367,13 @@ _LAYOUTS: dict[tuple, CanvasLayout] = {}
 def canvas_layout(sizes: Sequence[tuple[int, int]]) -> CanvasLayout:
     """Levels' maps (largest first, as a feature pyramid's) packed on one canvas with at least
     one zero row or column between any two: the first at the top left, the others in shelves
-    (rows of maps side by side, left to right) in a column as wide as the second map, right of
-    the first. Cached per list of sizes."""
+    (rows of maps side by side, left to right) in a column as wide as the widest of them, right
+    of the first. Cached per list of sizes."""
     key = tuple((int(h), int(w)) for h, w in sizes)
     if key in _LAYOUTS:
         return _LAYOUTS[key]
+    if len(_LAYOUTS) >= 64:  # a sweep over many sizes: start again rather than grow
+        _LAYOUTS.clear()
     (h0, w0), rest = key[0], key[1:]
     origins = [(0, 0)]
     column = w0 + 1
@@ -384,18 +407,23 @@ class CanvasAffine(nn.Module):
         self._spread: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def forward(self, y: torch.Tensor, layout: CanvasLayout) -> torch.Tensor:
-        if len(layout.sizes) != len(self.scale):
-            raise ValueError(f"{len(self.scale)} levels' affine maps, a canvas of {len(layout.sizes)} levels")
+        n = len(layout.sizes)
+        if n > len(self.scale):  # fewer levels than the head has run on its first ones, as unfolded
+            raise ValueError(f"{len(self.scale)} levels' affine maps, a canvas of {n} levels")
         record_cost(self, 0)
         key = (layout.sizes, y.device, y.dtype, y.is_contiguous(memory_format=torch.channels_last),
-               self.scale._version, self.shift._version)
+               tensor_stamp(self.scale, self.shift))
         spread = self._spread.get(key)
         if spread is None:
-            spread = tuple(self._paint(t, layout).to(y.device, y.dtype)
+            spread = tuple(self._paint(t[:n], layout).to(y.device, y.dtype)
                            .contiguous(memory_format=torch.channels_last if key[3] else torch.contiguous_format)
                            for t in (self.scale, self.shift))
             self._spread = {key: spread}  # one resolution's layout at a time
         return torch.addcmul(spread[1], y, spread[0])
+
+    def _apply(self, fn, *args, **kwargs):
+        self._spread = {}  # .to() / .half() move or convert the buffers
+        return super()._apply(fn, *args, **kwargs)
 
     @staticmethod
     def _paint(per_level: torch.Tensor, layout: CanvasLayout) -> torch.Tensor:
