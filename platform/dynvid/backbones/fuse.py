@@ -24,7 +24,15 @@ from torch import nn
 
 from dynvid.backbones.frameconv import FrameConv3d
 
-__all__ = ["bn_affine", "fold_batchnorm", "fold_conv_weight", "folded_conv"]
+__all__ = ["bn_affine", "fold_batchnorm", "fold_conv_weight", "folded_conv", "tensor_stamp"]
+
+
+def tensor_stamp(*tensors: torch.Tensor) -> tuple:
+    """Which storage each tensor holds and how often it was written in place: a folded cache
+    built from them is stale once this changes (``load_state_dict`` copies in place and bumps
+    the version; ``assign=True`` or ``.to()`` changes the storage). An inference-mode tensor
+    keeps no version counter: its storage alone stands for it."""
+    return tuple((t.data_ptr(), None if t.is_inference() else t._version) for t in tensors)
 
 
 def bn_affine(bn: nn.modules.batchnorm._BatchNorm, mean: torch.Tensor | None = None,

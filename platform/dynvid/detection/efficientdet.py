@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from dynvid.backbones.fuse import bn_affine, folded_conv
+from dynvid.backbones.fuse import bn_affine, folded_conv, tensor_stamp
 from dynvid.metrics.cost import record_cost
 
 __all__ = ["BiFPN", "CanvasAffine", "CanvasLayout", "EfficientDetHead", "cached_retina_anchors", "canvas_layout",
@@ -57,14 +57,6 @@ def retina_anchors(feature_sizes: Sequence[tuple[int, int]], image_size: tuple[i
 
 
 _ANCHOR_CACHE: dict[tuple, torch.Tensor] = {}
-
-
-def tensor_stamp(*tensors: torch.Tensor) -> tuple:
-    """Which storage each tensor holds and how often it was written in place: a folded cache
-    built from them is stale once this changes (``load_state_dict`` copies in place and bumps
-    the version; ``assign=True`` or ``.to()`` changes the storage). An inference-mode tensor
-    keeps no version counter: its storage alone stands for it."""
-    return tuple((t.data_ptr(), None if t.is_inference() else t._version) for t in tensors)
 
 
 def cached_retina_anchors(feature_sizes: Sequence[tuple[int, int]], image_size: tuple[int, int],
@@ -269,10 +261,10 @@ class EfficientDetHead(nn.Module):
         canvas: 2.75 → 1.45 ms at 192², batch 1, but 32 → 46 ms at 512², batch 4). Equal to
         the training-mode head up to float rounding for finite inputs (a test): the gaps are
         zeroed by a product, so an ``inf`` at a level's edge would leave NaN on its gap and
-        reach its neighbours, where the per-level head pads with zeros. The cost meter counts what
-        runs, the canvas's gap pixels included (at 192², 35 gap pixels beside the head's 769: +4.6% of its MACs).
-        The per-level BatchNorms are dropped and the head refuses to train; its state dict is
-        then an inference copy's, not a training checkpoint."""
+        reach its neighbours, where the per-level head pads with zeros. The cost meter counts
+        what runs, the canvas's gap pixels included (at 192², 35 gap pixels beside the head's
+        769: +4.6% of its MACs). The per-level BatchNorms are dropped and the head refuses to
+        train; its state dict is then an inference copy's, not a training checkpoint."""
         for net in (self.cls_net, self.box_net):
             if "affine" in net:
                 continue
@@ -354,11 +346,15 @@ class CanvasLayout:
     def paint(self, maps: Sequence[torch.Tensor]) -> torch.Tensor:
         """The maps ``(B, C, H_k, W_k)`` on a zero canvas ``(B, C, H, W)`` in the first map's layout."""
         first = maps[0]
-        layout = torch.channels_last if first.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
-        canvas = first.new_zeros(*first.shape[:2], *self.size).contiguous(memory_format=layout)
+        canvas = first.new_zeros(*first.shape[:2], *self.size).contiguous(memory_format=_memory_format(first))
         for m, (h, w), (top, left) in zip(maps, self.sizes, self.origins):
             canvas[:, :, top:top + h, left:left + w] = m
         return canvas
+
+
+def _memory_format(x: torch.Tensor) -> torch.memory_format:
+    """Channels-last when ``x`` is laid out so, else the default layout."""
+    return torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
 
 
 _LAYOUTS: dict[tuple, CanvasLayout] = {}
@@ -401,7 +397,8 @@ class CanvasAffine(nn.Module):
     def __init__(self, scale: torch.Tensor, shift: torch.Tensor) -> None:
         super().__init__()
         if scale.shape != shift.shape or scale.dim() != 2:
-            raise ValueError(f"scale and shift are (levels, channels), got {tuple(scale.shape)} and {tuple(shift.shape)}")
+            raise ValueError(f"scale and shift are (levels, channels), got {tuple(scale.shape)} and "
+                             f"{tuple(shift.shape)}")
         self.register_buffer("scale", scale.clone())
         self.register_buffer("shift", shift.clone())
         self._spread: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -411,12 +408,12 @@ class CanvasAffine(nn.Module):
         if n > len(self.scale):  # fewer levels than the head has run on its first ones, as unfolded
             raise ValueError(f"{len(self.scale)} levels' affine maps, a canvas of {n} levels")
         record_cost(self, 0)
-        key = (layout.sizes, y.device, y.dtype, y.is_contiguous(memory_format=torch.channels_last),
-               tensor_stamp(self.scale, self.shift))
+        memory_format = _memory_format(y)
+        key = (layout.sizes, y.device, y.dtype, memory_format, tensor_stamp(self.scale, self.shift))
         spread = self._spread.get(key)
-        if spread is None:
-            spread = tuple(self._paint(t[:n], layout).to(y.device, y.dtype)
-                           .contiguous(memory_format=torch.channels_last if key[3] else torch.contiguous_format)
+        if spread is None:  # each level's vector over its pixels, zero on the gaps
+            spread = tuple(layout.paint([v.view(1, -1, 1, 1).expand(1, -1, h, w) for v, (h, w) in zip(t, layout.sizes)])
+                           .to(y.device, y.dtype).contiguous(memory_format=memory_format)
                            for t in (self.scale, self.shift))
             self._spread = {key: spread}  # one resolution's layout at a time
         return torch.addcmul(spread[1], y, spread[0])
@@ -424,10 +421,3 @@ class CanvasAffine(nn.Module):
     def _apply(self, fn, *args, **kwargs):
         self._spread = {}  # .to() / .half() move or convert the buffers
         return super()._apply(fn, *args, **kwargs)
-
-    @staticmethod
-    def _paint(per_level: torch.Tensor, layout: CanvasLayout) -> torch.Tensor:
-        out = per_level.new_zeros(1, per_level.shape[1], *layout.size)
-        for v, (h, w), (top, left) in zip(per_level, layout.sizes, layout.origins):
-            out[0, :, top:top + h, left:left + w] = v.view(-1, 1, 1)
-        return out

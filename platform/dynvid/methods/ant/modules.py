@@ -33,7 +33,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from dynvid.backbones.efficientnet import RATIOS
-from dynvid.backbones.fuse import folded_conv
+from dynvid.backbones.fuse import folded_conv, tensor_stamp
 from dynvid.layers import gumbel_softmax
 from dynvid.metrics.cost import conv_macs, record_cost
 
@@ -165,7 +165,7 @@ class FusionModule(nn.Module):
         tensors = [self.reduce[0].weight, *self.reduce[1].parameters(), self.reduce[1].running_mean,
                    self.reduce[1].running_var, self.depthwise[0].weight, *self.depthwise[1].parameters(),
                    self.depthwise[1].running_mean, self.depthwise[1].running_var]
-        stamp = tuple((t.data_ptr(), t._version) for t in tensors)
+        stamp = tensor_stamp(*tensors)
         if self._folded_cache is None or self._folded_cache[0] != stamp:
             with torch.no_grad():
                 w, b = folded_conv(self.reduce[0].weight, self.reduce[1])

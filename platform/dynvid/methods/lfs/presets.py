@@ -9,8 +9,8 @@
   actor changes speed ~3 times and ~2 objects enter the view per video (about half of them
   leave again before it ends), content whose redundancy changes over time, which an
   adaptive policy can follow (on the scenes without them the next frame's loss gap is
-  barely more predictable from the policy's observation than from the schedule). The architecture is the paper's
-  (MobileNetV2 1.4 and 0.35, f1 without its last stride, grouped LSTM with G = 4, SSDLite
+  barely more predictable from the policy's observation than from the schedule). The
+  architecture is the paper's (MobileNetV2 1.4 and 0.35, f1 without its last stride, grouped LSTM with G = 4, SSDLite
   with 256-channel levels) at half the resolution (f0 at 160, f1 at 80, a 5×5 grid), with a
   smaller memory (256-channel projections, 128-channel state) so that training fits
   two cores. No ImageNet pretraining exists here, so the whole detector trains from
