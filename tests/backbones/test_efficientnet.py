@@ -130,3 +130,67 @@ def test_stochastic_depth_is_torchvisions_in_training_and_off_when_asked():
         off = cls(5, stochastic_depth_prob=0.0).train()
         off.classifier[0].p = 0.0
         assert torch.allclose(off(x), off(x), atol=1e-6)
+
+
+def _random_statistics(net: torch.nn.Module) -> None:
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+
+
+def test_inference_blocks_equal_torchvisions_and_leave_their_input_alone():
+    """Eval mode runs the squeeze-excitation as a mean and two ``F.linear`` and overwrites the
+    block's own intermediates: the values are torchvision's block's, the input is unchanged,
+    and autograd still goes through (eval with gradients: saliency, attacks)."""
+    import copy
+
+    from torchvision.models.efficientnet import MBConv as TorchvisionMBConv
+
+    from dynvid.backbones.efficientnet import MBConv
+    from dynvid.backbones.fuse import fold_batchnorm
+
+    torch.manual_seed(0)
+    net = EfficientNet(5)
+    _random_statistics(net)
+    net.eval()
+    blocks = [m for m in net.modules() if isinstance(m, MBConv)]
+    assert any(b.residual for b in blocks) and any(not b.residual for b in blocks)
+    x = torch.randn(2, 3, 64, 64)
+    h = net.features[0](x)
+    for block in blocks:
+        before = h.clone()
+        with torch.no_grad():
+            expected = TorchvisionMBConv.forward(block, h)
+            got = block(h)
+        assert torch.equal(h, before)
+        assert (got - expected).abs().max().item() <= 1e-5
+        h = expected
+    folded = fold_batchnorm(copy.deepcopy(net))
+    with torch.no_grad():
+        assert (folded(x) - net(x)).abs().max().item() <= 1e-4
+    x.requires_grad_(True)
+    net(x).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("ratios", [(6,) * 6, (1, 2, 3, 4, 5, 6)])
+def test_folded_supernet_equals_its_batchnorms_and_leaves_the_input_alone(ratios):
+    import copy
+
+    from dynvid.backbones.fuse import fold_batchnorm
+
+    torch.manual_seed(1)
+    sup = EfficientNetSupernet(4)
+    _random_statistics(sup)
+    sup.eval()
+    folded = fold_batchnorm(copy.deepcopy(sup))
+    x = torch.randn(2, 3, 64, 64)
+    stem = sup.features[0](x)
+    kept = stem.clone()
+    with torch.no_grad():
+        expected = sup.stage_features(stem, ratios, start=1)
+        got = folded.stage_features(stem, ratios, start=1)
+    assert torch.equal(stem, kept)
+    assert all((g - e).abs().max().item() <= 1e-4 for g, e in zip(got, expected))

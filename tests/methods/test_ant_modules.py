@@ -170,6 +170,15 @@ def test_folded_weights_follow_changed_parameters_and_statistics():
     f.load_state_dict(_trained_looking_fusion().state_dict())
     with torch.no_grad():
         assert (f.fuse(f.project_key(key), current) - f(key, current)).abs().max().item() <= 1e-5
+    projected = f.project_key(key)
+    before = f.fuse(projected, current)
+    changed = {k: v * 2 if k == "reduce.0.weight" else v for k, v in f.state_dict().items()}
+    f.load_state_dict(changed)  # new weights between two key frames
+    with torch.no_grad():
+        # the key frame's non-key frames fuse with the weights its key side was projected with
+        assert torch.equal(f.fuse(projected, current), before)
+        assert (f.fuse(f.project_key(key), current) - f(key, current)).abs().max().item() <= 1e-5
+        assert not torch.allclose(f.fuse(f.project_key(key), current), before)
     f.double()  # converted tensors: the cache is dropped, not reused
     with torch.no_grad():
         key, current = key.double(), current.double()
