@@ -348,6 +348,33 @@ def test_gate_lr_mult_reaches_the_gates_only_in_stage_2():
     assert task.lr_multipliers(model, task.stages[1]) == {}
     with pytest.raises(ValueError, match="gate_lr_mult"):
         ANTTask(apply_overrides(cfg, ["ant.gate_lr_mult=0"]))
+    with pytest.raises(ValueError, match="fusion_lr_mult"):
+        ANTTask(apply_overrides(cfg, ["ant.fusion_lr_mult=-1"]))
+
+
+def test_fusion_lr_mult_reaches_the_fusions_only_in_stage_2():
+    from dynvid.config import ExperimentConfig, apply_overrides
+    from dynvid.engine.optim import build_optimizer
+    from dynvid.methods.ant import ANTTask
+    from dynvid.methods.ant.presets import EMBEDDED, SMOKE
+
+    cfg = apply_overrides(ExperimentConfig(), EMBEDDED + SMOKE + ["ant.fusion_lr_mult=4", "ant.gate_lr_mult=2",
+                                                                   "ant.gate_lr=0.001"])
+    task = ANTTask(cfg)
+    gates = next(s for s in task.stages if s.name == "gates")
+    model = task.build_model(gates.config(cfg), 3, gates)
+    opt = build_optimizer(model.parameters(), gates.config(cfg).optim, task.lr_multipliers(model, gates))
+    lr_of = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    assert [lr_of[id(p)] for p in model.fusions.parameters()] == pytest.approx([0.004] * len(list(model.fusions.parameters())))
+    assert [lr_of[id(p)] for p in model.gates.parameters()] == pytest.approx([0.002] * len(list(model.gates.parameters())))
+    assert lr_of[id(next(p for p in model.backbone.parameters() if p.requires_grad))] == pytest.approx(0.001)
+    assert task.lr_multipliers(model, task.stages[1]) == {}
+    pcfg = apply_overrides(cfg, ["ant.temporal=false"])  # no fusions: only the gates' rate
+    plain = ANTTask(pcfg)
+    pgates = next(s for s in plain.stages if s.name == "gates")
+    nontemporal = plain.build_model(pgates.config(pcfg), 3, pgates)
+    assert nontemporal.fusions is None
+    assert set(plain.lr_multipliers(nontemporal, pgates).values()) == {2.0}
 
 
 def test_rows_refuse_a_checkpoint_without_the_trained_gates(tmp_path):

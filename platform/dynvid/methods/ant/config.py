@@ -38,6 +38,12 @@ class AntConfig:
     """Learning-rate multiplier of the gates' parameters in stage 2 (1 = the paper's one rate).
     The gates are small heads that start undecided while the rest of the network is trained:
     at one rate the width cost was still falling when the schedule ended (issue 23)."""
+    fusion_lr_mult: float = 1.0
+    """Learning-rate multiplier of the fusion modules' parameters in stage 2 (1 = the paper's
+    one rate). The fusions start as the identity (their last BatchNorm's scale at zero) and,
+    under Adam, move at most about the learning rate per step: after the embedded preset's 8
+    epochs at 0.0005 that scale had reached 0.02–0.09 in every stage, the bound of its steps,
+    and ANT forced to a static subnet's widths scored what that subnet scores (issue 23)."""
     key_every: int = 3
     """Stage 2's fixed schedule: one key frame in this many (Sec. 3.2: 1/3)."""
     key_stride_max: int = 1

@@ -25,7 +25,8 @@ from dynvid.task import Stage, Task, unwrap_model
 
 __all__ = ["ANTTask", "GATE_KEYS", "SUPERNET_KEYS", "build_detector", "frame_targets", "rank0_table"]
 
-GATE_KEYS = ("ant.temporal", "ant.gate_epochs", "ant.gate_lr", "ant.gate_lr_mult", "ant.key_every",
+GATE_KEYS = ("ant.temporal", "ant.gate_epochs", "ant.gate_lr", "ant.gate_lr_mult", "ant.fusion_lr_mult",
+             "ant.key_every",
              "ant.key_stride_max", "ant.gumbel_tau", "ant.fusion_kd_weight", "ant.cost_weight", "ant.cost_target",
              "ant.cost_metric", "ant.gate_prior", "ant.gate_prior_weight", "ant.nas_candidates", "ant.nas_videos",
              "ant.nas_search")
@@ -74,8 +75,9 @@ class ANTTask(Task):
             raise ValueError(f"ant.key_every must be >= 2 (one key frame in key_every), got {c.key_every}")
         if c.key_stride_max < 1:
             raise ValueError(f"ant.key_stride_max must be >= 1 (1: consecutive frames), got {c.key_stride_max}")
-        if not c.gate_lr_mult > 0:
-            raise ValueError(f"ant.gate_lr_mult must be > 0, got {c.gate_lr_mult}")
+        for key in ("gate_lr_mult", "fusion_lr_mult"):
+            if not getattr(c, key) > 0:
+                raise ValueError(f"ant.{key} must be > 0, got {getattr(c, key)}")
         if c.cost_target is not None and not 0 < c.cost_target <= 1:
             raise ValueError(f"ant.cost_target must be in (0, 1] (a fraction of the full network's elastic stages) "
                              f"or null, got {c.cost_target}")
@@ -178,11 +180,18 @@ class ANTTask(Task):
     # ---- training ---------------------------------------------------------------------------
 
     def lr_multipliers(self, model: nn.Module, stage: Stage) -> dict[int, float]:
-        """``ant.gate_lr_mult`` for the gates' parameters in stage 2 (engine hook, see
-        ``build_optimizer``); the fusion modules and the network keep ``ant.gate_lr``."""
-        if stage.name != "gates" or self.cfg.ant.gate_lr_mult == 1.0:
+        """``ant.gate_lr_mult`` for the gates' parameters and ``ant.fusion_lr_mult`` for the
+        fusion modules' in stage 2 (engine hook, see ``build_optimizer``); the network keeps
+        ``ant.gate_lr``."""
+        if stage.name != "gates":
             return {}
-        return {id(p): self.cfg.ant.gate_lr_mult for p in unwrap_model(model).gates.parameters()}
+        m, c = unwrap_model(model), self.cfg.ant
+        mults = {}
+        if c.fusion_lr_mult != 1.0 and m.fusions is not None:  # the non-temporal network has none
+            mults.update({id(p): c.fusion_lr_mult for p in m.fusions.parameters()})
+        if c.gate_lr_mult != 1.0:
+            mults.update({id(p): c.gate_lr_mult for p in m.gates.parameters()})
+        return mults
 
     def training_step(self, model: nn.Module, batch, stage: Stage):
         frames, targets = batch
