@@ -27,14 +27,17 @@ and of ``search_spaces/ant.yaml``.
   0.45 at one learning rate. 16 stage-2 epochs instead of 8 brought the cost to 0.475
   (1.27× at 192², folded, 2 latency videos) but lost 2.5 AP points against its own D0,
   whose full-width AP fell from 0.684 to 0.649: a longer stage 2 retrains the shared
-  weights toward the narrow widths. Stage 1: 16 epochs (issue 23; the paper's "same
-  settings as the standalone network" would be 20). At 8 the supernet was still far from
+  weights toward the narrow widths. Stage 1: 20 epochs, the paper's "same settings as the
+  standalone network" (issue 23; 21 min on two cores). At 8 the supernet was still far from
   converged (its full-width validation AP rose from 0.729 at epoch 10 to 0.762 at 16), and the
   narrow widths lagged most: from the same stage-0 checkpoint, with the same stage 2
   (``gate_prior=nas``, ``cost_target=0.5``), ANT τ = 0.45 lost 3.5 AP points to its
   like-for-like D0 after 8 supernet epochs and 0.75 after 16 (D0 0.709 → 0.767), and the
-  best static subnet at half the elastic stages' MACs lost 3.0 and 1.5. It costs ~9 more
-  minutes on two cores (16 epochs took 17.5 min here).
+  best static subnet at half the elastic stages' MACs lost 3.0 and 1.5. After 20 the
+  full-width validation AP was 0.792 (0.762 after 16) and the searched static subnets at half
+  the elastic MACs kept D0's AP (README, ANT: "The paper's 20 supernet epochs").
+  ``ant.fusion_lr_mult`` stays 1: at 10 the fusions grew, but ANT forced to a subnet's widths
+  then scored 0.9–1.6 AP points below that static subnet (the fusion hurt).
 - ``PAPER``: Sec. 4.1 on a COCO-style video dataset (``--data coco-vid:ROOT``): 512×512,
   SGD with momentum 0.9, weight decay 4e-5, lr 0.01, batch 16, 4 epochs per stage 0/1,
   then 8 epochs of stage 2 at 0.002. The paper's backbone starts from ImageNet: add
@@ -60,7 +63,7 @@ EMBEDDED = [
     "data.batch_size=8",
     "data.loader_workers=1",
     "ant.image_size=192",
-    "ant.supernet_epochs=16",
+    "ant.supernet_epochs=20",
     "ant.gate_epochs=8",
     "ant.gate_lr=0.0005",
     "ant.key_stride_max=4",
