@@ -194,3 +194,39 @@ def test_folded_supernet_equals_its_batchnorms_and_leaves_the_input_alone(ratios
         got = folded.stage_features(stem, ratios, start=1)
     assert torch.equal(stem, kept)
     assert all((g - e).abs().max().item() <= 1e-4 for g, e in zip(got, expected))
+    # eval with gradients (saliency): the folded path's in-place operations keep autograd's tensors
+    stem = stem.detach().requires_grad_(True)
+    folded.stage_features(stem, ratios, start=1)[-1].sum().backward()
+    grad = stem.grad.clone()
+    stem.grad = None
+    sup.stage_features(stem, ratios, start=1)[-1].sum().backward()
+    assert (grad - stem.grad).abs().max().item() <= 1e-3 * stem.grad.abs().max().item()
+
+
+def test_squeeze_excitation_counts_once_under_a_parent_that_counts_its_own_cost():
+    """A ``counts_own_cost`` parent that meters its child itself (LiteEval's extractor) hands
+    the outer meter the child's total: the blocks' excitation is counted there once."""
+    from torch import nn
+
+    from dynvid.metrics.cost import record_cost
+
+    net = efficientnet_b0(4).eval()
+
+    class Extractor(nn.Module):
+        counts_own_cost = True
+
+        def __init__(self):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            with CostMeter(self.net, batch_size=len(x)) as inner:
+                y = self.net(x)
+            record_cost(self, inner.per_sample_macs)
+            return y
+
+    outer_model = Extractor()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad(), CostMeter(outer_model, batch_size=2) as outer:
+        outer_model(x)
+    assert outer.per_sample_macs.tolist() == [supernet_macs(None, 64, 64, 4)] * 2

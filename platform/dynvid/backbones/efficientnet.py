@@ -37,7 +37,7 @@ from torchvision.models import efficientnet as tv_efficientnet
 from torchvision.ops.misc import Conv2dNormActivation, SqueezeExcitation
 
 from dynvid.backbones.fuse import folded_conv
-from dynvid.metrics.cost import conv_macs, record_cost
+from dynvid.metrics.cost import conv_macs, metering, record_cost
 
 __all__ = ["B0_STAGES", "EfficientNet", "EfficientNetSupernet", "MBConv", "efficientnet_b0", "mbconv_macs",
            "scaled_channels", "stage_ratios", "supernet_macs", "RATIOS"]
@@ -102,13 +102,16 @@ class MBConv(tv_efficientnet.MBConv):
 
 
 def squeeze_excite(h: torch.Tensor, se: SqueezeExcitation) -> torch.Tensor:
-    """torchvision's ``SqueezeExcitation`` (SiLU, sigmoid), with its 1×1 convolutions run
-    as ``F.linear`` on the ``(B, C)`` mean: the same values, cheaper on small batches. The
-    two convolutions' MACs are recorded under their own names, as the cost meter's hooks would."""
-    if not isinstance(se.activation, nn.SiLU) or not isinstance(se.scale_activation, nn.Sigmoid):
+    """torchvision's ``SqueezeExcitation`` (SiLU, sigmoid, plain ``nn.Conv2d`` layers), with
+    its 1×1 convolutions run as ``F.linear`` on the ``(B, C)`` mean: the same values, cheaper
+    on small batches. While a cost meter is active, or for any other excitation (another
+    activation, wrapped convolutions such as ResQ's, an unbatched map), the module itself runs,
+    so the meter's hooks count it exactly as before (a nested meter under a
+    ``counts_own_cost`` parent, as LiteEval's extractor, is not counted twice)."""
+    plain = (type(se.fc1) is nn.Conv2d and type(se.fc2) is nn.Conv2d and isinstance(se.activation, nn.SiLU)
+             and isinstance(se.scale_activation, nn.Sigmoid))
+    if not plain or h.dim() != 4 or metering():
         return se(h)
-    for fc in (se.fc1, se.fc2):
-        record_cost(fc, conv_macs(fc.in_channels, fc.out_channels, 1, (1, 1)))
     s = F.silu(F.linear(h.mean((2, 3)), se.fc1.weight.flatten(1), se.fc1.bias), inplace=True)
     return h * torch.sigmoid_(F.linear(s, se.fc2.weight.flatten(1), se.fc2.bias)).view(*h.shape[:2], 1, 1)
 
