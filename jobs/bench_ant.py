@@ -22,7 +22,10 @@ non-temporal network (``dynvid.methods.ant.report``). Then the paper's resolutio
 on one core on the latency videos resized to 512×512, the static networks as they are and the
 dynamic ones replaying the key frames and per-stage widths they chose at the native size —
 the claim checked where the paper made it (there the BiFPN and head, which no width choice
-touches, are a smaller share of the time). The replay is reported, not a target.
+touches, are a smaller share of the time). The replay is reported, not a target. Also
+reported: what the fusion adds at fixed widths — ANT at ``ant.key_threshold`` with every
+non-key frame forced to its gates' most common subnet, against that static subnet on the
+same weights (``results.fusion_effect``).
 
 Targets (issues "ANT", "ANT and LFS fairness"): at ``ant.key_threshold`` ANT's amortized
 single-core latency is ≥ 1.2× lower than the like-for-like D0's, at an AP drop ≤ 0.5 AP
@@ -163,6 +166,11 @@ def run(args: argparse.Namespace) -> int:
         print(format_table(["stage"] + [f"ratio {r}" for r in RATIOS] + ["mean"],
                            [[str(s + 1)] + [f"{v:.2f}" for v in share] + [f"{mean:.2f}"] for s, (share, mean) in
                             enumerate(zip(ant_row["ratio_share"], ant_row["mean_ratio_nonkey"]))]))
+    if out.get("fusion"):
+        f = out["fusion"]
+        print(f"what the fusion adds at the gates' most common subnet {tuple(f['ratios'])}: ANT τ={c.key_threshold:g} "
+              f"forced to it {f['ant_forced_AP']:.4f} AP, the static subnet {f['static_AP']:.4f} "
+              f"({f['AP_added']:+.4f}; same weights and per-width statistics)")
     targets, summary = targets_from_rows(rows, c.key_threshold, args.replay_size or None)
     d0, ant = rows[SAME_WEIGHTS_D0], rows[f"ANT τ={c.key_threshold:g}"]
     print(f"\nANT τ={c.key_threshold:g} vs {SAME_WEIGHTS_D0}: latency {d0['latency_ms']:.1f} -> {ant['latency_ms']:.1f} ms "
@@ -192,7 +200,7 @@ def run(args: argparse.Namespace) -> int:
                    "smoke_test": args.smoke_test, "replay_size": args.replay_size, "static_checkpoint": args.static,
                    "supernet_checkpoint": args.supernet, "train_videos": cfg.data.synthetic_train_videos,
                    "val_videos": cfg.data.synthetic_val_videos, "eval_frames": c.eval_frames},
-        "results": {"rows": rows, "nas": out["nas"], "summary": summary,
+        "results": {"rows": rows, "nas": out["nas"], "summary": summary, "fusion_effect": out.get("fusion"),
                     "stage_times_s": stage_times, "checkpoints": ckpts,
                     "nontemporal_given": bool(args.nontemporal)},
         "targets": targets,

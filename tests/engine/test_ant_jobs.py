@@ -91,6 +91,10 @@ def test_bench_reuses_the_stages_and_writes_targets(ant_job, tmp_path):
     assert len(nas) == 1 and rows[nas[0]]["gmacs_avg"] < rows["D0 (ANT weights)"]["gmacs_avg"]
     assert rows["non-temporal"]["key_fraction"] == 0.0
     assert rows["ANT τ=100"]["key_fraction"] <= rows["ANT τ=0.3"]["key_fraction"]
+    fusion = report["results"]["fusion_effect"]  # ANT forced to its gates' most common subnet vs that subnet
+    assert fusion["ratios"] == rows["ANT τ=0.45"]["configs"]["top"] and fusion["threshold"] == 0.45
+    assert fusion["AP_added"] == pytest.approx(fusion["ant_forced_AP"] - fusion["static_AP"])
+    assert 0.0 <= fusion["static_AP"] <= 1.0 and fusion["static_gmacs"] < rows["D0 (ANT weights)"]["gmacs_avg"] + 1e-9
     names = [t["name"] for t in report["targets"]]
     assert names == ["latency_speedup_vs_D0", "AP_drop_vs_D0", "AP_above_static_NAS_front_at_GMACs",
                      "AP_above_static_NAS_front_at_latency"]

@@ -48,6 +48,18 @@ def test_key_frames_follow_the_stem_deviation_per_video():
     assert fixed["keys"].tolist() == [[True, False, True, False, True]] * 2
 
 
+def test_a_forced_ant_mode_keeps_ants_key_frames_and_runs_the_forced_subnet():
+    m = _model()
+    _force_ratio(m, 0)  # the gates would choose ratio 1 everywhere
+    frames = _videos()
+    free = run_videos(m, frames, AntMode(threshold=0.1))
+    forced = run_videos(m, frames, AntMode(threshold=0.1, force=(2, 6, 1, 3, 5, 4)))
+    assert torch.equal(forced["keys"], free["keys"])
+    assert (forced["ratios"][~forced["keys"]] == torch.tensor([2, 6, 1, 3, 5, 4])).all()
+    assert (forced["ratios"][forced["keys"]] == 6).all()
+    assert (forced["macs"][~forced["keys"]] > free["macs"][~free["keys"]]).all()  # wider than the gates' choice
+
+
 def test_nonkey_frames_run_only_the_chosen_width_and_cost_follows_the_path():
     m = _model()
     _force_ratio(m, 0)  # ratio 1 everywhere
@@ -115,7 +127,7 @@ def test_choice_distribution_counts_nonkey_frames_only():
     ratios = torch.tensor([[6] * 6, [1, 2, 3, 4, 5, 6], [1, 2, 3, 4, 5, 6], [2, 2, 3, 4, 5, 1]])
     keys = torch.tensor([True, False, False, False])
     d = choice_distribution(ratios, keys)
-    assert d["configs"] == {"distinct": 2, "top_share": pytest.approx(2 / 3)}
+    assert d["configs"] == {"distinct": 2, "top_share": pytest.approx(2 / 3), "top": [1, 2, 3, 4, 5, 6]}
     assert d["ratio_share"][0] == pytest.approx([2 / 3, 1 / 3, 0, 0, 0, 0], abs=1e-3)  # stage 1: ratio 1 twice, 2 once
     assert d["ratio_share"][5] == pytest.approx([1 / 3, 0, 0, 0, 0, 2 / 3], abs=1e-3)
     assert d["mean_ratio_nonkey"][0] == pytest.approx(4 / 3, abs=1e-3)

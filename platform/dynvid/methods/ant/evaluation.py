@@ -62,11 +62,15 @@ class StaticMode:
 
 @dataclass(frozen=True)
 class AntMode:
-    """ANT: adaptive key frames at ``threshold`` (or every ``key_every`` frames when None)."""
+    """ANT: adaptive key frames at ``threshold`` (or every ``key_every`` frames when None).
+    ``force``: every non-key frame runs this subnet instead of its gates' choice (the gates
+    still run; key frames and fusions as ANT's): against ``StaticMode(force)`` on the same
+    weights it measures what the fusion adds at fixed widths (issue 23)."""
 
     threshold: float | None = 0.3
     key_every: int = 3
     name: str = "ANT"
+    force: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -155,7 +159,7 @@ def run_videos(model: ANTDetector, frames: torch.Tensor, mode, *, count: bool = 
             ratios[:, t] = choice
         else:
             stem, cost = _metered(m, count, B, lambda: m.stem(x))
-            force = mode.ratios[t] if replay else None
+            force = mode.ratios[t] if replay else mode.force
             if key_stem is None:
                 flags, flags_dev = [True] * B, None
             elif replay:  # the deviation is computed and read as ANT does; the recorded decision is taken
@@ -273,18 +277,21 @@ def choice_distribution(ratios: torch.Tensor, keys: torch.Tensor) -> dict:
     """How the gates chose on non-key frames (``ratios (N, 6)``, ``keys (N,)``):
     ``ratio_share`` — per elastic stage, the share of non-key frames that ran each ratio of
     ``RATIOS``; ``configs`` — how many distinct configurations ran and the share of the most
-    common one (1.0: the gates ignore their input); ``mean_ratio_nonkey`` per stage."""
+    common one (1.0: the gates ignore their input) and that configuration (``top``);
+    ``mean_ratio_nonkey`` per stage."""
     chosen = ratios[~keys]
     if len(chosen) == 0:
-        return {"ratio_share": None, "configs": {"distinct": 0, "top_share": None}, "mean_ratio_nonkey": None}
+        return {"ratio_share": None, "configs": {"distinct": 0, "top_share": None, "top": None},
+                "mean_ratio_nonkey": None}
     index = {r: k for k, r in enumerate(RATIOS)}
     share = torch.zeros(chosen.shape[1], len(RATIOS), dtype=torch.float64)
     for s in range(chosen.shape[1]):
         for k, n in zip(*torch.unique(chosen[:, s], return_counts=True)):
             share[s, index[int(k)]] = float(n) / len(chosen)
-    _, counts = torch.unique(chosen, dim=0, return_counts=True)
+    configs, counts = torch.unique(chosen, dim=0, return_counts=True)
     return {"ratio_share": [[round(v, 4) for v in row] for row in share.tolist()],
-            "configs": {"distinct": int(len(counts)), "top_share": float(counts.max()) / len(chosen)},
+            "configs": {"distinct": int(len(counts)), "top_share": float(counts.max()) / len(chosen),
+                        "top": configs[int(counts.argmax())].tolist()},
             "mean_ratio_nonkey": [round(v, 3) for v in chosen.float().mean(0).tolist()]}
 
 

@@ -148,12 +148,15 @@ def _replay(rows: dict, timed: list, videos, size: int, key_threshold: float, ro
 
 
 def compare(task, cfg: ExperimentConfig, checkpoints: dict[str, str], thresholds: Sequence[float] | None = None,
-            nas: bool = True, latency: bool = True, say=print, replay_size: int | None = None) -> dict:
+            nas: bool = True, latency: bool = True, say=print, replay_size: int | None = None,
+            fusion_check: bool = True) -> dict:
     """Rows of Table 1 / Fig. 4 (see the module docstring). ``checkpoints``: ``static``,
     ``gates`` and optionally ``nontemporal`` (stage checkpoints; missing ones skip their rows;
     the NAS subnets and the like-for-like D0 come from ``gates``). ``replay_size``: also time
     the rows at that resolution, the dynamic ones replaying their choices (:func:`_replay`).
-    Returns ``{"rows": {name: metrics}, "nas": search results}``."""
+    ``fusion_check``: also measure :func:`fusion_effect` at the gates' most common subnet of
+    ANT at ``ant.key_threshold``. Returns ``{"rows": {name: metrics}, "nas": search results}``
+    and, when measured, ``"fusion"``."""
 
     c = cfg.ant
     stage = task.stages[-1]
@@ -162,6 +165,7 @@ def compare(task, cfg: ExperimentConfig, checkpoints: dict[str, str], thresholds
     lat_videos = [val[i][0] for i in range(min(c.latency_videos, len(val)))] if latency else []
     timed: list | None = [] if latency else None
     rows: dict[str, dict] = {}
+    fusion = None
     if checkpoints.get("static"):
         m = load_model(task, cfg, checkpoints["static"], temporal=False)
         rows["D0 (static)"] = _row(inference_copy(m, c.channels_last), StaticMode(FULL, "D0 (static)"), loader, gt,
@@ -199,6 +203,12 @@ def compare(task, cfg: ExperimentConfig, checkpoints: dict[str, str], thresholds
             name = f"ANT τ={th:g}"
             rows[name] = _row(m, AntMode(th, name=name), loader, gt, cfg, params, timed, say)
             rows[name]["threshold"] = th
+        main = rows.get(f"ANT τ={c.key_threshold:g}")
+        if fusion_check and main is not None and main["configs"]["top"] is not None:
+            fusion = fusion_effect(m, loader, gt, cfg, tuple(main["configs"]["top"]), c.key_threshold)
+            say(f"[dynvid] the fusion at the gates' most common subnet {fusion['ratios']}: ANT forced to it "
+                f"{fusion['ant_forced_AP']:.4f} AP, the static subnet {fusion['static_AP']:.4f} "
+                f"({fusion['AP_added']:+.4f})")
     if checkpoints.get("nontemporal"):
         m = load_model(task, cfg, checkpoints["nontemporal"], temporal=False, gates=True)
         rows["non-temporal"] = _row(inference_copy(m, c.channels_last), NonTemporalMode(), loader, gt, cfg,
@@ -207,7 +217,20 @@ def compare(task, cfg: ExperimentConfig, checkpoints: dict[str, str], thresholds
         _time_rows(rows, timed, lat_videos, c.latency_rounds, say)
         if replay_size:
             _replay(rows, timed, lat_videos, replay_size, c.key_threshold, c.latency_rounds, say)
-    return {"rows": rows, "nas": searched}
+    return {"rows": rows, "nas": searched, **({"fusion": fusion} if fusion is not None else {})}
+
+
+def fusion_effect(model: ANTDetector, loader, gt, cfg: ExperimentConfig, ratios: tuple[int, ...],
+                  threshold: float) -> dict:
+    """What ANT's fusion adds at fixed widths (issue 23): ANT at ``threshold`` with every
+    non-key frame forced to ``ratios`` (key frames, fusions and gates as ANT's) against the
+    static subnet ``ratios`` on the same weights and per-width statistics. Not timed."""
+    post = cfg.ant.post_processing()
+    forced = evaluate_modes(model, loader, gt, [AntMode(threshold, name="forced", force=ratios)], **post)["forced"]
+    static = evaluate_modes(model, loader, gt, [StaticMode(ratios, "static")], **post)["static"]
+    return {"ratios": list(ratios), "threshold": threshold, "ant_forced_AP": forced["AP"], "static_AP": static["AP"],
+            "AP_added": forced["AP"] - static["AP"], "ant_forced_gmacs": forced["gmacs_avg"],
+            "static_gmacs": static["gmacs_avg"]}
 
 
 def comparison_table(rows: dict[str, dict], markdown: bool = False) -> str:
@@ -226,7 +249,8 @@ def job_report(task, cfg: ExperimentConfig, stages: list, out_dir: str) -> dict:
     ckpts = {s.stage: s.checkpoint_path for s in stages if s.checkpoint_path}
     if "gates" not in ckpts or not cfg.ant.temporal:
         return {"metrics": {}, "table": "", "markdown": "", "artifacts": []}
-    result = compare(task, cfg, {"static": ckpts.get("static"), "gates": ckpts["gates"]}, nas=False)
+    result = compare(task, cfg, {"static": ckpts.get("static"), "gates": ckpts["gates"]}, nas=False,
+                     fusion_check=False)
     rows = result["rows"]
     metrics = {}
     for name, key in (("D0 (static)", "static"), (SAME_WEIGHTS_D0, "d0"), (f"ANT τ={cfg.ant.key_threshold:g}", "ant")):
