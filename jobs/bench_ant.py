@@ -166,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
         print(format_table(["stage"] + [f"ratio {r}" for r in RATIOS] + ["mean"],
                            [[str(s + 1)] + [f"{v:.2f}" for v in share] + [f"{mean:.2f}"] for s, (share, mean) in
                             enumerate(zip(ant_row["ratio_share"], ant_row["mean_ratio_nonkey"]))]))
-    if out.get("fusion"):
+    if out["fusion"]:
         f = out["fusion"]
         print(f"what the fusion adds at the gates' most common subnet {tuple(f['ratios'])}: ANT τ={c.key_threshold:g} "
               f"forced to it {f['ant_forced_AP']:.4f} AP, the static subnet {f['static_AP']:.4f} "
@@ -200,7 +200,7 @@ def run(args: argparse.Namespace) -> int:
                    "smoke_test": args.smoke_test, "replay_size": args.replay_size, "static_checkpoint": args.static,
                    "supernet_checkpoint": args.supernet, "train_videos": cfg.data.synthetic_train_videos,
                    "val_videos": cfg.data.synthetic_val_videos, "eval_frames": c.eval_frames},
-        "results": {"rows": rows, "nas": out["nas"], "summary": summary, "fusion_effect": out.get("fusion"),
+        "results": {"rows": rows, "nas": out["nas"], "summary": summary, "fusion_effect": out["fusion"],
                     "stage_times_s": stage_times, "checkpoints": ckpts,
                     "nontemporal_given": bool(args.nontemporal)},
         "targets": targets,

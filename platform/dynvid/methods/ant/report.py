@@ -155,8 +155,8 @@ def compare(task, cfg: ExperimentConfig, checkpoints: dict[str, str], thresholds
     the NAS subnets and the like-for-like D0 come from ``gates``). ``replay_size``: also time
     the rows at that resolution, the dynamic ones replaying their choices (:func:`_replay`).
     ``fusion_check``: also measure :func:`fusion_effect` at the gates' most common subnet of
-    ANT at ``ant.key_threshold``. Returns ``{"rows": {name: metrics}, "nas": search results}``
-    and, when measured, ``"fusion"``."""
+    ANT at ``ant.key_threshold``. Returns ``{"rows": {name: metrics}, "nas": search results,
+    "fusion": that measurement or None}``."""
 
     c = cfg.ant
     stage = task.stages[-1]
@@ -217,7 +217,7 @@ def compare(task, cfg: ExperimentConfig, checkpoints: dict[str, str], thresholds
         _time_rows(rows, timed, lat_videos, c.latency_rounds, say)
         if replay_size:
             _replay(rows, timed, lat_videos, replay_size, c.key_threshold, c.latency_rounds, say)
-    return {"rows": rows, "nas": searched, **({"fusion": fusion} if fusion is not None else {})}
+    return {"rows": rows, "nas": searched, "fusion": fusion}
 
 
 def fusion_effect(model: ANTDetector, loader, gt, cfg: ExperimentConfig, ratios: tuple[int, ...],

@@ -10,10 +10,10 @@
   leave again before it ends), content whose redundancy changes over time, which an
   adaptive policy can follow (on the scenes without them the next frame's loss gap is
   barely more predictable from the policy's observation than from the schedule). The
-  architecture is the paper's (MobileNetV2 1.4 and 0.35, f1 without its last stride, grouped LSTM with G = 4, SSDLite
-  with 256-channel levels) at half the resolution (f0 at 160, f1 at 80, a 5×5 grid), with a
-  smaller memory (256-channel projections, 128-channel state) so that training fits
-  two cores. No ImageNet pretraining exists here, so the whole detector trains from
+  architecture is the paper's (MobileNetV2 1.4 and 0.35, f1 without its last stride, grouped
+  LSTM with G = 4, SSDLite with 256-channel levels) at half the resolution (f0 at 160, f1 at
+  80, a 5×5 grid), with a smaller memory (256-channel projections, 128-channel state) so
+  that training fits two cores. No ImageNet pretraining exists here, so the whole detector trains from
   scratch with Adam, 16 epochs, and RetinaNet's focal loss over all anchors: the first
   embedded run (default sprites, 10 epochs, SSD's sigmoid loss with hard-negative mining)
   reached only 0.045 mAP@0.5 with f0 on every frame. The DQN policy (issue 23) trains on the
