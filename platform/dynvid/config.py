@@ -133,6 +133,9 @@ class DataConfig:
     """Synthetic scenes: expected number of objects per video that enter the view and cross it
     (in a quarter to three quarters of the video, from a uniform frame on, so about half also
     leave before the end); 0: none."""
+    synthetic_cuts: float = 0.0
+    """Synthetic scenes: expected number of cuts per video, each at a uniform frame, where the
+    camera switches to another view (new background, objects and actor, same action); 0: none."""
 
 
 @dataclass
@@ -343,6 +346,7 @@ RANGES: dict[str, str | tuple[str, ...]] = {
     "data.synthetic_object_scale": "> 0",
     "data.synthetic_speed_changes": ">= 0",
     "data.synthetic_transients": ">= 0",
+    "data.synthetic_cuts": ">= 0",
     "model.width_mult": "> 0",
     "model.num_classes": ">= 1",
     "optim.optimizer": ("sgd", "adam"),

@@ -391,3 +391,47 @@ def test_transients_enter_and_leave_the_view_and_leave_the_rest_of_the_scene():
         SceneConfig(transients=-1)
     with pytest.raises(ValueError, match="transient_crossing"):
         SceneConfig(transient_crossing=(0.5, 0.2))
+
+
+def test_cuts_switch_to_a_new_view_and_leave_the_first_one_as_drawn():
+    from dynvid.config import DataConfig
+    from dynvid.data.datasets import scene_config
+    from dynvid.data.synthetic import _views
+
+    cfg = SceneConfig(num_frames=40, noise_std=2.0)
+    varied = SceneConfig(num_frames=40, noise_std=2.0, cuts=2.0)
+    T = varied.num_frames
+    counts, jumps, steady = [], [], []
+    for i in range(16):
+        plain, video = generate_video(i, 5, cfg), generate_video(i, 5, varied)
+        starts = [start for start, _, _ in _views(i, 5, varied, None)]
+        counts.append(len(starts) - 1)
+        assert starts[0] == 0 and starts == sorted(set(starts)) and starts[-1] < T
+        first_end = starts[1] if len(starts) > 1 else T
+        # up to the first cut, the video is the one drawn without cuts: frames (noise included) and labels
+        assert np.array_equal(video.frames[:first_end], plain.frames[:first_end])
+        assert video.label == plain.label
+        for t in range(first_end):
+            assert np.array_equal(video.boxes[t], plain.boxes[t])
+            assert np.array_equal(video.track_ids[t], plain.track_ids[t])
+        # frames across views: exactly those of the whole video, in any order, repeats included
+        ids = [T - 1, *starts[1:], *(s - 1 for s in starts[1:]), 0, T - 1]
+        assert np.array_equal(render_frames(i, ids, 5, varied), video.frames[ids])
+        bounds = starts + [T]
+        for k in range(1, len(starts)):
+            s = starts[k]
+            before = set().union(*(video.track_ids[t].tolist() for t in range(bounds[k - 1], s)))
+            after = set().union(*(video.track_ids[t].tolist() for t in range(s, bounds[k + 1])))
+            assert not before & after and min(after, default=1 << 30) > max(before, default=-1)  # new objects
+            jumps.append(np.abs(video.frames[s].astype(int) - video.frames[s - 1]).mean())
+        steady += [np.abs(video.frames[t].astype(int) - video.frames[t - 1]).mean()
+                   for t in range(1, T) if t not in starts]
+    assert 1.0 <= np.mean(counts) <= 3.0 and max(counts) >= 2 and min(counts) == 0  # Poisson, mean 2
+    assert np.median(jumps) > 4 * np.median(steady)  # a cut changes the whole picture
+    # a static actor stays static across cuts: a cut is not motion
+    i = next(i for i in range(16) if len(_views(i, 5, varied, None)) > 2)
+    assert generate_video(i, 5, varied, label=ACTION_CLASSES.index("static")).motion == 0.0
+    assert generate_video(i, 5, varied, label=ACTION_CLASSES.index("move_left")).motion > 0.1
+    assert scene_config(DataConfig(dataset="synthetic:detection", synthetic_cuts=1.5)).cuts == 1.5
+    with pytest.raises(ValueError, match="cuts"):
+        SceneConfig(cuts=-1)

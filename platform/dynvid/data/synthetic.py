@@ -32,6 +32,11 @@ Scene model
   size that enter the view during the video and cross it in a straight line (about half
   leave before the end): objects entering and leaving, for detection. They do translate
   steadily, so an action classifier trained on such scenes sees them too.
+- **Cuts** (off unless ``SceneConfig.cuts`` is set): at frames drawn uniformly over the
+  video, the camera cuts to another view: a new background, new distractors and transients
+  and a new actor performing the same action, each view a whole scene of its own of which
+  the video shows the frames up to the next cut. What a cut changes, no earlier frame
+  predicts: for detection, an abrupt change of content that a fixed schedule meets late.
 - **Sensor noise** (off unless ``SceneConfig.noise_std`` / ``shot_noise`` are set): a
   rendered frame repeats its background exactly wherever nothing moved, which no camera
   does. :func:`add_sensor_noise` adds Gaussian read noise and signal-dependent shot noise,
@@ -160,6 +165,15 @@ class SceneConfig:
     (issue 23: objects entering and leaving). 0: none (the same scenes, draw for draw)."""
     transient_crossing: tuple[float, float] = (0.25, 0.75)
     """Range of a transient's crossing time (uniform), as a fraction of the video's frames."""
+    cuts: float = 0.0
+    """Expected number of cuts per video (Poisson, at most ``num_frames - 1``), each at a
+    distinct frame drawn uniformly from frames 1 … T−1 (issue 23: content that changes all at
+    once, as when a camera is switched or swung to another view). A cut starts a new view: the
+    whole scene (background, camera shake, distractors, transients, actor) drawn afresh from
+    ``SeedSequence([seed, index, k])`` for the k-th view, with the video's action label, of
+    which the video shows the frames from the cut to the next one. A view's objects get track
+    ids after all earlier views' (the first view's actor stays 0); ``motion`` counts no
+    displacement across a cut. 0: one view (the same scenes, draw for draw)."""
 
     def __post_init__(self) -> None:
         if self.height < 16 or self.width < 16:
@@ -174,6 +188,8 @@ class SceneConfig:
             raise ValueError(f"speed_changes must be >= 0, got {self.speed_changes}")
         if not self.transients >= 0:
             raise ValueError(f"transients must be >= 0, got {self.transients}")
+        if not self.cuts >= 0:
+            raise ValueError(f"cuts must be >= 0, got {self.cuts}")
         for name in ("actor_size", "distractor_size", "speed_range", "speed_change_range", "transient_crossing"):
             lo, hi = getattr(self, name)
             if not 0 < lo <= hi:
@@ -612,16 +628,21 @@ class _Scene:
     track_ids: list[int]  # the actor is 0
 
 
-def _draw_scene(index: int, seed: int, cfg: SceneConfig, label: int | None) -> _Scene:
-    """The scene of video ``index`` (see :func:`generate_video` for the arguments)."""
+_CUT_STREAM = 6  # the child of a video's SeedSequence([seed, index]) that draws its cuts
+
+
+def _draw_scene(index: int, seed: int, cfg: SceneConfig, label: int | None, view: int = 0) -> _Scene:
+    """The scene of video ``index`` (see :func:`generate_video` for the arguments); ``view``
+    k > 0: the scene of the video's k-th cut, drawn from ``SeedSequence([seed, index, k])``."""
     if index < 0 or seed < 0:
         raise ValueError(f"index and seed must be >= 0, got index={index} seed={seed}")
     num_classes = len(ACTION_CLASSES)
-    ss = np.random.SeedSequence([seed, index])
-    # a fifth stream for the speed changes and a sixth for the transients: a child's draws do
-    # not depend on how many are spawned, so the first four are the same as before they existed
+    ss = np.random.SeedSequence([seed, index] if view == 0 else [seed, index, view])
+    # a fifth stream for the speed changes, a sixth for the transients (and a seventh, drawn by
+    # _views, for the cuts): a child's draws do not depend on how many are spawned, so the first
+    # four are the same as before they existed
     rng_label, rng_scene, rng_actor, rng_distract, rng_clock, rng_transient = (
-        np.random.default_rng(s) for s in ss.spawn(6))
+        np.random.default_rng(s) for s in ss.spawn(_CUT_STREAM))
     drawn = int(rng_label.integers(num_classes))
     label = drawn if label is None else int(label)
     if not 0 <= label < num_classes:
@@ -639,6 +660,20 @@ def _draw_scene(index: int, seed: int, cfg: SceneConfig, label: int | None) -> _
     transients = [_transient_track(rng_transient, cfg, short) for _ in range(n_transient)]
     sprites = distractors + transients  # drawn in this order, under the actor
     return _Scene(label, texture, jit, shake, sprites + [actor], list(range(1, len(sprites) + 1)) + [0])
+
+
+def _views(index: int, seed: int, cfg: SceneConfig, label: int | None) -> list[tuple[int, int, _Scene]]:
+    """The video's views as ``(first frame, end frame, scene)``, in order: one without cuts
+    (``SceneConfig.cuts``); later views share the first one's action label."""
+    first = _draw_scene(index, seed, cfg, label)
+    T = cfg.num_frames
+    if cfg.cuts == 0 or T < 2:
+        return [(0, T, first)]
+    rng = np.random.default_rng(np.random.SeedSequence([seed, index]).spawn(_CUT_STREAM + 1)[_CUT_STREAM])
+    n = min(int(rng.poisson(cfg.cuts)), T - 1)
+    starts = [0] + sorted(int(t) for t in rng.choice(np.arange(1, T), size=n, replace=False))
+    scenes = [first] + [_draw_scene(index, seed, cfg, first.label, view=k) for k in range(1, n + 1)]
+    return list(zip(starts, starts[1:] + [T], scenes))
 
 
 def _background_frames(scene: _Scene, sel, H: int, W: int) -> np.ndarray:
@@ -667,11 +702,17 @@ def render_frames(
     if ids.size and not (0 <= ids.min() and ids.max() < T):
         raise IndexError(f"frame ids must be in [0, {T}), got {ids.min()}..{ids.max()}")
     sel, inverse = np.unique(ids, return_inverse=True)
-    scene = _draw_scene(index, seed, cfg, label)
-    frames = _background_frames(scene, sel, H, W)
-    frames_flat = frames.reshape(-1, 3)
-    for trk in scene.tracks:
-        _blend_sprite(frames_flat, trk, *_sprite_cover(trk, scene.shake, sel, H, W), H, W)
+    parts = []
+    for start, end, scene in _views(index, seed, cfg, label):
+        part = sel[(sel >= start) & (sel < end)]
+        if not part.size:
+            continue
+        frames = _background_frames(scene, part, H, W)
+        frames_flat = frames.reshape(-1, 3)
+        for trk in scene.tracks:
+            _blend_sprite(frames_flat, trk, *_sprite_cover(trk, scene.shake, part, H, W), H, W)
+        parts.append(frames)
+    frames = parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else np.empty((0, H, W, 3), np.uint8)
     if noise:
         frames = add_sensor_noise(frames, sel.tolist(), seed, index, cfg.noise_std, cfg.shot_noise)
     return frames if len(sel) == len(ids) and (sel == ids).all() else frames[inverse]
@@ -695,8 +736,43 @@ def generate_video(
         noise: add ``cfg``'s sensor noise; False renders the noise-free frames (then
             :func:`add_sensor_noise` on some of them gives exactly those frames of the noisy video).
     """
-    scene = _draw_scene(index, seed, cfg, label)
-    label = scene.label
+    views = _views(index, seed, cfg, label)
+    T = cfg.num_frames
+    rendered = [_render_view(scene, cfg) for _, _, scene in views]
+    if len(views) == 1:
+        frames, boxes, box_classes, ids, masks = rendered[0][:5]
+    else:  # each view's frames up to the next cut; its track ids after the earlier views'
+        frames = np.empty_like(rendered[0][0])
+        masks = np.empty_like(rendered[0][4])
+        boxes, box_classes, ids = [], [], []
+        offset = 0
+        for (start, end, scene), (v_frames, v_boxes, v_classes, v_ids, v_masks, _) in zip(views, rendered):
+            frames[start:end], masks[start:end] = v_frames[start:end], v_masks[start:end]
+            boxes += v_boxes[start:end]
+            box_classes += v_classes[start:end]
+            ids += [i + offset for i in v_ids[start:end]]
+            offset += len(scene.tracks)
+    if noise:
+        frames = add_sensor_noise(frames, range(T), seed, index, cfg.noise_std, cfg.shot_noise)
+    # the actor's steps within each view: a cut is no displacement
+    steps = np.concatenate([path[start:end - 1] for (start, end, _), (*_, path) in zip(views, rendered)])
+    motion = float(steps.mean()) if steps.size else 0.0
+    return SyntheticVideo(
+        frames=frames,
+        label=views[0][2].label,
+        boxes=boxes,
+        box_classes=box_classes,
+        track_ids=ids,
+        masks=masks,
+        motion=motion,
+        fps=float(cfg.fps),
+    )
+
+
+def _render_view(scene: _Scene, cfg: SceneConfig):
+    """All ``cfg.num_frames`` frames of one scene with their annotations: ``(frames, boxes,
+    box_classes, track_ids, masks, the actor's path_length)``, the per-frame lists as in
+    :class:`SyntheticVideo`, noise-free."""
     T, H, W = cfg.num_frames, cfg.height, cfg.width
     frames = _background_frames(scene, np.arange(T), H, W)
     tracks, track_ids, actor = scene.tracks, scene.track_ids, scene.tracks[-1]
@@ -728,20 +804,7 @@ def generate_video(
         boxes.append(np.ascontiguousarray(all_boxes[sel, t]))
         box_classes.append(all_classes[sel])
         ids.append(all_ids[sel])
-
-    if noise:
-        frames = add_sensor_noise(frames, range(T), seed, index, cfg.noise_std, cfg.shot_noise)
-    motion = float(actor.path_length.mean()) if T > 1 else 0.0
-    return SyntheticVideo(
-        frames=frames,
-        label=label,
-        boxes=boxes,
-        box_classes=box_classes,
-        track_ids=ids,
-        masks=masks,
-        motion=motion,
-        fps=float(cfg.fps),
-    )
+    return frames, boxes, box_classes, ids, masks, actor.path_length
 
 
 class SyntheticVideoSource:
