@@ -396,7 +396,7 @@ def test_transients_enter_and_leave_the_view_and_leave_the_rest_of_the_scene():
 def test_cuts_switch_to_a_new_view_and_leave_the_first_one_as_drawn():
     from dynvid.config import DataConfig
     from dynvid.data.datasets import scene_config
-    from dynvid.data.synthetic import _views
+    from dynvid.data.synthetic import _render_view, _views
 
     cfg = SceneConfig(num_frames=40, noise_std=2.0)
     varied = SceneConfig(num_frames=40, noise_std=2.0, cuts=2.0)
@@ -404,9 +404,10 @@ def test_cuts_switch_to_a_new_view_and_leave_the_first_one_as_drawn():
     counts, jumps, steady = [], [], []
     for i in range(16):
         plain, video = generate_video(i, 5, cfg), generate_video(i, 5, varied)
-        starts = [start for start, _, _ in _views(i, 5, varied, None)]
+        views = _views(i, 5, varied, None)
+        starts = [start for start, _, _ in views]
         counts.append(len(starts) - 1)
-        assert starts[0] == 0 and starts == sorted(set(starts)) and starts[-1] < T
+        assert starts[0] == 0 and len(set(starts)) == len(starts) and starts[-1] < T
         first_end = starts[1] if len(starts) > 1 else T
         # up to the first cut, the video is the one drawn without cuts: frames (noise included) and labels
         assert np.array_equal(video.frames[:first_end], plain.frames[:first_end])
@@ -424,6 +425,17 @@ def test_cuts_switch_to_a_new_view_and_leave_the_first_one_as_drawn():
             after = set().union(*(video.track_ids[t].tolist() for t in range(s, bounds[k + 1])))
             assert not before & after and min(after, default=1 << 30) > max(before, default=-1)  # new objects
             jumps.append(np.abs(video.frames[s].astype(int) - video.frames[s - 1]).mean())
+            # from the cut to the next, the masks and boxes are the new view's, its objects' ids offset
+            _, v_boxes, _, v_ids, v_masks, _ = _render_view(views[k][2], varied)
+            offset = sum(len(scene.tracks) for _, _, scene in views[:k])
+            for t in range(s, bounds[k + 1]):
+                assert np.array_equal(video.masks[t], v_masks[t]) and np.array_equal(video.boxes[t], v_boxes[t])
+                assert np.array_equal(video.track_ids[t], v_ids[t] + offset)
+        # motion: the actor's mean step within views, so between the slowest and the fastest view's
+        speeds = [_render_view(scene, varied)[5][start:end - 1] for start, end, scene in views]
+        speeds = [p.mean() for p in speeds if p.size]
+        if speeds:
+            assert min(speeds) - 1e-9 <= video.motion <= max(speeds) + 1e-9
         steady += [np.abs(video.frames[t].astype(int) - video.frames[t - 1]).mean()
                    for t in range(1, T) if t not in starts]
     assert 1.0 <= np.mean(counts) <= 3.0 and max(counts) >= 2 and min(counts) == 0  # Poisson, mean 2

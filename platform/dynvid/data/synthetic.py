@@ -2,7 +2,8 @@
 
 Every video is a small 2-D scene rendered with numpy only, deterministic from
 ``(seed, index)``: video ``i`` of a dataset with seed ``s`` is drawn from
-``np.random.SeedSequence([s, i])`` and never touches global RNG state.
+``np.random.SeedSequence([s, i])`` (a video with cuts draws each later view from a child of
+that sequence) and never touches global RNG state.
 
 Scene model
 -----------
@@ -56,7 +57,8 @@ Speed: each sprite is rendered for all frames at once inside its bounding window
 (T, n, n) array per sprite, scattered into the frames through flat indices), and the
 background is one slice copy per frame from a pre-made texture, upsampled without BLAS (whose
 thread pool oversubscribes the cores when many loader processes render at once). A 64-frame
-128x171 video takes about 10-20 ms on one core, a 250-frame 256x340 video about 0.25 s.
+128x171 video takes about 10-20 ms on one core, a 250-frame 256x340 video about 0.25 s; with
+cuts, each view is rendered for the whole video and cut to its frames, so about (cuts + 1)×.
 :func:`render_frames` renders only the frames a clip samples, without annotations, and gives
 exactly those frames of :func:`generate_video`: the 12 distinct frames of a 16-frame clip of
 a 48-frame 128x171 video take about 2.5 ms.
@@ -170,7 +172,8 @@ class SceneConfig:
     distinct frame drawn uniformly from frames 1 … T−1 (issue 23: content that changes all at
     once, as when a camera is switched or swung to another view). A cut starts a new view: the
     whole scene (background, camera shake, distractors, transients, actor) drawn afresh from
-    ``SeedSequence([seed, index, k])`` for the k-th view, with the video's action label, of
+    the video's sequence's child ``spawn_key=(7, k)`` for the k-th view (not another video's
+    sequence, whatever the index), with the video's action label, of
     which the video shows the frames from the cut to the next one. A view's objects get track
     ids after all earlier views' (the first view's actor stays 0); ``motion`` counts no
     displacement across a cut. 0: one view (the same scenes, draw for draw)."""
@@ -213,7 +216,8 @@ class SyntheticVideo:
     box_classes: list[np.ndarray]
     """Per frame, (N_t,) int64 index into :data:`OBJECT_CLASSES` (0-based)."""
     track_ids: list[np.ndarray]
-    """Per frame, (N_t,) int64 object id, stable within the video (the actor is 0)."""
+    """Per frame, (N_t,) int64 object id, stable within the video (the actor is 0; after a cut,
+    ``SceneConfig.cuts``, the new view's objects, its actor too, get ids after the earlier views')."""
     masks: np.ndarray
     """(T, H, W) uint8 class mask after occlusion: 0 background, k = ``OBJECT_CLASSES[k - 1]``."""
     motion: float
@@ -629,15 +633,18 @@ class _Scene:
 
 
 _CUT_STREAM = 6  # the child of a video's SeedSequence([seed, index]) that draws its cuts
+_VIEW_STREAM = 7  # view k > 0 of a video is drawn from that sequence's child spawn_key=(7, k)
 
 
 def _draw_scene(index: int, seed: int, cfg: SceneConfig, label: int | None, view: int = 0) -> _Scene:
     """The scene of video ``index`` (see :func:`generate_video` for the arguments); ``view``
-    k > 0: the scene of the video's k-th cut, drawn from ``SeedSequence([seed, index, k])``."""
+    k > 0: the scene of the video's k-th cut, drawn from the video's sequence's child
+    ``spawn_key=(_VIEW_STREAM, k)`` (``SeedSequence([seed, index, k])`` would not do: numpy
+    splits an index of 2**32 or more into two words, so that would be another video's scene)."""
     if index < 0 or seed < 0:
         raise ValueError(f"index and seed must be >= 0, got index={index} seed={seed}")
     num_classes = len(ACTION_CLASSES)
-    ss = np.random.SeedSequence([seed, index] if view == 0 else [seed, index, view])
+    ss = np.random.SeedSequence([seed, index], spawn_key=() if view == 0 else (_VIEW_STREAM, view))
     # a fifth stream for the speed changes, a sixth for the transients (and a seventh, drawn by
     # _views, for the cuts): a child's draws do not depend on how many are spawned, so the first
     # four are the same as before they existed
