@@ -173,10 +173,10 @@ class SceneConfig:
     once, as when a camera is switched or swung to another view). A cut starts a new view: the
     whole scene (background, camera shake, distractors, transients, actor) drawn afresh from
     the video's sequence's child ``spawn_key=(7, k)`` for the k-th view (not another video's
-    sequence, whatever the index), with the video's action label, of
-    which the video shows the frames from the cut to the next one. A view's objects get track
-    ids after all earlier views' (the first view's actor stays 0); ``motion`` counts no
-    displacement across a cut. 0: one view (the same scenes, draw for draw)."""
+    sequence, whatever the index), with the video's action label, of which the video shows
+    the frames from the cut to the next one. A view's objects get track ids after all earlier
+    views' (the first view's actor stays 0); ``motion`` counts no displacement across a cut.
+    0: one view (the same scenes, draw for draw)."""
 
     def __post_init__(self) -> None:
         if self.height < 16 or self.width < 16:
