@@ -208,6 +208,31 @@ def test_gate_prior_starts_the_gates_at_the_best_searched_subnet_within_the_cost
     assert len(scored) == count
 
 
+def test_gate_prior_below_the_cheapest_subnet_searches_the_cheapest_subnets(capsys):
+    # a cost table where a narrow stage costs nearly what a wide one does (a GPU's latency):
+    # every subnet costs more than the 0.5 target, so [0.45, 0.5] holds none
+    cfg = apply_overrides(ExperimentConfig(), TINY + ["ant.gate_prior=nas", "ant.cost_target=0.5",
+                                                      "ant.nas_candidates=3", "ant.nas_videos=2"])
+    task = ANTTask(cfg)
+    stage = task.stages[-1]
+    batch, _ = _batch(task, cfg, stage)
+    torch.manual_seed(0)
+    model = task.build_model(cfg, 6, stage).train()
+    per_ratio = torch.tensor([0.12 + 0.01 * k for k in range(len(RATIOS))], dtype=torch.float64)
+    table = per_ratio.repeat(6, 1) * torch.tensor([1.0, 0.8, 1.2, 0.9, 1.1, 1.0], dtype=torch.float64)[:, None]
+    table /= table[:, -1].sum()  # the full network's stages sum to 1
+    task._costs = table
+    cheapest = float(table[:, 0].sum())
+    assert cheapest > 0.5
+    task.training_step(model, batch, stage)  # the first step sets the prior: no error
+    out = capsys.readouterr().out
+    assert f"the cheapest subnet costs {cheapest:.3f}" in out and "ant.cost_target=0.5" in out
+    chosen = [RATIOS[int(g.fc2.bias.detach().argmax())] for g in model.gates]
+    cost = float(sum(table[s, RATIOS.index(r)] for s, r in enumerate(chosen)))
+    assert cheapest - 1e-9 <= cost <= cheapest / 0.9 + 1e-9
+    assert "gate prior: subnet" in out
+
+
 def test_nas_search_respects_budgets_and_keeps_the_best():
     macs = lambda r: backbone_macs(r, 128)  # noqa: E731
     full = macs((6,) * 6)

@@ -65,9 +65,11 @@ class AntConfig:
     ``"nas"``: at stage 2's start, the static subnet with the best AP on ``ant.nas_videos``
     training videos within ``[0.9, 1] × ant.cost_target`` of the cost table is searched
     (``ant.nas_search``, as the NAS baselines are, under the stage-2 cost instead of
-    MACs), and each gate's output bias is set so that its softmax puts
+    MACs; within ``[1, 1/0.9]`` × the cheapest subnet's cost where even that one costs more
+    than the target on the hardware), and each gate's output bias is set so that its softmax puts
     ``ant.gate_prior_weight`` on that subnet's ratio, the rest spread evenly; the gates'
-    weights stay random, so their choices can still follow the input. Why (issue 23): a
+    weights stay random, so their choices can still follow the input (on the embedded scenes
+    they did not: one subnet on every non-key frame). Why (issue 23): a
     straight-through Gumbel gate runs one width, so the detection loss tells its scores only
     whether scaling the chosen width's output helps, never whether another width would
     detect better, while the cost term pushes every stage toward its cheapest width; the

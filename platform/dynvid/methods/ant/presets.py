@@ -16,20 +16,20 @@ and of ``search_spaces/ant.yaml``.
   key frame every few frames of motion. Stage 2 (issue 23): the paper's 8 epochs (4 left the
   gates near full width); clips every 1–4 frames (``key_stride_max=4``), since at 0.45 the
   key frames came ~8 frames apart (key fraction 0.12) while 1-in-3 training showed the fusion
-  keys 1–2 frames back; and the cost as a budget, ``3 × relu(cost − 0.45)`` of the full
+  keys 1–2 frames back; and the cost as a budget, ``3 × relu(cost − budget)`` of the full
   elastic stages' single-core latency: a linear weight of 0.3 left a non-key frame at 0.69
   of it, and 1.2× amortized needs about 0.5 with ~12% key frames and the fixed BiFPN and
-  head. Measured (README, ANT): the gates settle at ~0.52 of it, AP 0.3 points below the
-  like-for-like D0 at 1.13× its speed (every row folded, 8 latency videos; 1.18× unfolded
-  on 2). A tighter budget trades AP for speed faster than the target allows:
-  ``cost_target=0.4, cost_weight=6, gate_lr_mult=10`` reached 0.40 but lost ~4 AP points
-  (the stage's validation AP 0.644, against 0.681 with this preset), so the preset keeps
-  0.45 at one learning rate. (Since then the budget is 0.5 with the gate prior, below.) 16
-  stage-2 epochs instead of 8 brought the cost to 0.475
-  (1.27× at 192², folded, 2 latency videos) but lost 2.5 AP points against its own D0,
-  whose full-width AP fell from 0.684 to 0.649: a longer stage 2 retrains the shared
-  weights toward the narrow widths. Stage 1: 20 epochs, the paper's "same settings as the
-  standalone network" (issue 23; 21 min on two cores). At 8 the supernet was still far from
+  head. On the 8-epoch supernet, with random gates and a budget of 0.45 (the preset then):
+  the gates settled at ~0.52 of it, AP 0.3 points below the like-for-like D0 at 1.13× its
+  speed (every row folded, 8 latency videos; 1.18× unfolded on 2); a tighter budget traded
+  AP for speed faster than the target allows (``cost_target=0.4, cost_weight=6,
+  gate_lr_mult=10`` reached 0.40 but lost ~4 AP points: the stage's validation AP 0.644,
+  against 0.681), and 16 stage-2 epochs instead of 8 brought the cost to 0.475 (1.27× at
+  192², folded, 2 latency videos) but lost 2.5 AP points against its own D0, whose
+  full-width AP fell from 0.684 to 0.649: a longer stage 2 retrains the shared weights
+  toward the narrow widths. (The budget is now 0.5, with the gate prior: below.) Stage 1:
+  20 epochs, the paper's "same settings as the standalone network" (issue 23; 21 min on two
+  cores). At 8 the supernet was still far from
   converged (its full-width validation AP rose from 0.729 at epoch 10 to 0.762 at 16), and the
   narrow widths lagged most: from the same stage-0 checkpoint, with the same stage 2
   (``gate_prior=nas``, ``cost_target=0.5``), ANT τ = 0.45 lost 3.5 AP points to its
@@ -44,12 +44,15 @@ and of ``search_spaces/ant.yaml``.
   20-epoch supernet, that stage 2 measured 1.15× at 0.75 AP points and 1.196× at 1.42
   below the like-for-like D0; random gates with a budget of 0.45 (the preset before) 1.09×
   at 0.82 and 1.13× at 1.95, their cost settling at 0.54–0.56 of the elastic stages, above
-  their budget. The random gates varied with the input (7 configurations at 192², the most
-  common on 45% of the frames), the prior's did not (one subnet on every frame); neither
+  their budget. On the 20-epoch supernet the random gates varied with the input (7
+  configurations at 192², the most common on 45% of the non-key frames), the prior's did
+  not (one subnet on every non-key frame); neither
   beats the searched static subnets at the clock (README, ANT: "The preset's gates").
 - ``PAPER``: Sec. 4.1 on a COCO-style video dataset (``--data coco-vid:ROOT``): 512×512,
   SGD with momentum 0.9, weight decay 4e-5, lr 0.01, batch 16, 4 epochs per stage 0/1,
-  then 8 epochs of stage 2 at 0.002. The paper's backbone starts from ImageNet: add
+  then 8 epochs of stage 2 at 0.002, its gates started at random as the paper's
+  (``gate_prior=null``; the cost budget is the embedded preset's, our choice: the paper
+  states no cost objective). The paper's backbone starts from ImageNet: add
   ``--set ant.backbone_pretrained=EfficientNet_B0_Weights.IMAGENET1K_V1`` (README, Pretrained weights).
 - ``SMOKE``: a tiny budget on top of any configuration.
 """
@@ -93,6 +96,7 @@ EMBEDDED = [
 ]
 
 PAPER = [
+    "ant.gate_prior=null",
     "ant.image_size=512",
     "ant.supernet_epochs=4",
     "ant.gate_epochs=8",

@@ -221,8 +221,13 @@ class ANTTask(Task):
         :func:`~.training.stage_costs` table), each gate biased toward its stage's ratio
         (:meth:`~.modules.DynamicGate.set_prior`). Each worker measures its own table, so the
         search uses rank 0's (:func:`rank0_table`); every rank scores its share of the search
-        videos and all see the same AP, so all set the same biases. Returns
-        ``{"ratios", "search_AP", "cost", "tried"}`` (``tried``: candidates scored in full)."""
+        videos and all see the same AP, so all set the same biases. Where even the cheapest
+        subnet costs more than ``ant.cost_target`` on this hardware (a latency table on a GPU,
+        where a narrow stage takes about as long as a wide one), the search runs within
+        ``[1, 1/0.9]`` × that cheapest cost instead and says so: a budget below what the
+        hardware allows asks for the cheapest networks, not for an error at stage 2's first
+        step. Returns ``{"ratios", "search_AP", "cost", "budget", "tried"}`` (``budget``: the
+        one searched; ``tried``: candidates scored in full)."""
         c = self.cfg.ant
         loader, gt = self.search_videos(self.cfg, shard=True)
         post = c.post_processing()
@@ -231,11 +236,18 @@ class ANTTask(Task):
         def score(ratios):
             return evaluate_modes(model, loader, gt, [StaticMode(ratios)], only_seen=True, **post)["static"]["AP"]
 
+        cheapest = sum(min(row) for row in table)  # stages are costed independently
+        budget = c.cost_target
+        if cheapest > budget:
+            budget = cheapest / 0.9
+            say(f"[dynvid] gate prior: the cheapest subnet costs {cheapest:.3f} of the full elastic stages on this "
+                f"hardware, above ant.cost_target={c.cost_target:g}; searching within [{cheapest:.3f}, {budget:.3f}]")
         ratios, ap, tried = search_within(c.nas_search, random.Random(self.cfg.train.seed),
-                                          lambda r: subnet_cost(table, r), c.cost_target, c.nas_candidates, score, say)
+                                          lambda r: subnet_cost(table, r), budget, c.nas_candidates, score, say)
         for gate, r in zip(model.gates, ratios):
             gate.set_prior(RATIOS.index(r), c.gate_prior_weight)
-        found = {"ratios": list(ratios), "search_AP": ap, "cost": subnet_cost(table, ratios), "tried": tried}
+        found = {"ratios": list(ratios), "search_AP": ap, "cost": subnet_cost(table, ratios), "budget": budget,
+                 "tried": tried}
         say(f"[dynvid] gate prior: subnet {ratios} (cost {found['cost']:.3f} of the full elastic stages, search AP "
             f"{ap:.4f}, best of {tried}); each gate starts at {c.gate_prior_weight:g} on its ratio")
         return found
