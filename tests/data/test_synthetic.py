@@ -426,13 +426,13 @@ def test_cuts_switch_to_a_new_view_and_leave_the_first_one_as_drawn():
             assert not before & after and min(after, default=1 << 30) > max(before, default=-1)  # new objects
             jumps.append(np.abs(video.frames[s].astype(int) - video.frames[s - 1]).mean())
             # from the cut to the next, the masks and boxes are the new view's, its objects' ids offset
-            _, v_boxes, _, v_ids, v_masks, _ = _render_view(views[k][2], varied)
+            _, v_boxes, _, v_ids, v_masks = _render_view(views[k][2], varied, np.arange(T))
             offset = sum(len(scene.tracks) for _, _, scene in views[:k])
             for t in range(s, bounds[k + 1]):
                 assert np.array_equal(video.masks[t], v_masks[t]) and np.array_equal(video.boxes[t], v_boxes[t])
                 assert np.array_equal(video.track_ids[t], v_ids[t] + offset)
         # motion: the actor's mean step within views, so between the slowest and the fastest view's
-        speeds = [_render_view(scene, varied)[5][start:end - 1] for start, end, scene in views]
+        speeds = [scene.tracks[-1].path_length[start:end - 1] for start, end, scene in views]
         speeds = [p.mean() for p in speeds if p.size]
         if speeds:
             assert min(speeds) - 1e-9 <= video.motion <= max(speeds) + 1e-9

@@ -58,7 +58,7 @@ Speed: each sprite is rendered for all frames at once inside its bounding window
 background is one slice copy per frame from a pre-made texture, upsampled without BLAS (whose
 thread pool oversubscribes the cores when many loader processes render at once). A 64-frame
 128x171 video takes about 10-20 ms on one core, a 250-frame 256x340 video about 0.25 s; with
-cuts, each view is rendered for the whole video and cut to its frames, so about (cuts + 1)×.
+cuts, each view renders only its own frames (a view's scene is drawn whole, which is cheap).
 :func:`render_frames` renders only the frames a clip samples, without annotations, and gives
 exactly those frames of :func:`generate_video`: the 12 distinct frames of a 16-frame clip of
 a 48-frame 128x171 video take about 2.5 ms.
@@ -575,15 +575,17 @@ def _render_sprite(
     track: _Track,
     inst_id: int,
     shake: np.ndarray,
+    sel: np.ndarray,
     H: int,
     W: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Alpha-blend ``track`` into all frames at once; write ``inst_id`` into the instance map.
+    """Alpha-blend ``track`` into frames ``sel`` at once (frame ``sel[k]`` is frame ``k`` of
+    ``frames_flat``); write ``inst_id`` into the instance map.
 
-    Returns (boxes (T, 4) float32, has_pixels (T,) bool, mask_index (K,) flat pixel indices
+    Returns (boxes (F, 4) float32, has_pixels (F,) bool, mask_index (K,) flat pixel indices
     of the sprite's mask) so visibility after occlusion can be checked once all are drawn.
     """
-    cover, u, xs, ys = _sprite_cover(track, shake, np.arange(len(track.cx)), H, W)
+    cover, u, xs, ys = _sprite_cover(track, shake, sel, H, W)
     mask_index = _blend_sprite(frames_flat, track, cover, u, xs, ys, H, W)
     inst_flat[mask_index] = inst_id
 
@@ -745,24 +747,21 @@ def generate_video(
     """
     views = _views(index, seed, cfg, label)
     T = cfg.num_frames
-    rendered = [_render_view(scene, cfg) for _, _, scene in views]
-    if len(views) == 1:
-        frames, boxes, box_classes, ids, masks = rendered[0][:5]
-    else:  # each view's frames up to the next cut; its track ids after the earlier views'
-        frames = np.empty_like(rendered[0][0])
-        masks = np.empty_like(rendered[0][4])
-        boxes, box_classes, ids = [], [], []
-        offset = 0
-        for (start, end, scene), (v_frames, v_boxes, v_classes, v_ids, v_masks, _) in zip(views, rendered):
-            frames[start:end], masks[start:end] = v_frames[start:end], v_masks[start:end]
-            boxes += v_boxes[start:end]
-            box_classes += v_classes[start:end]
-            ids += [i + offset for i in v_ids[start:end]]
-            offset += len(scene.tracks)
+    # each view renders only its own frames; its objects' track ids come after the earlier views'
+    parts, offset = [], 0
+    for start, end, scene in views:
+        v_frames, v_boxes, v_classes, v_ids, v_masks = _render_view(scene, cfg, np.arange(start, end))
+        parts.append((v_frames, v_boxes, v_classes, [i + offset for i in v_ids], v_masks))
+        offset += len(scene.tracks)
+    if len(parts) == 1:
+        frames, boxes, box_classes, ids, masks = parts[0]
+    else:
+        frames, masks = np.concatenate([p[0] for p in parts]), np.concatenate([p[4] for p in parts])
+        boxes, box_classes, ids = ([x for p in parts for x in p[k]] for k in (1, 2, 3))
     if noise:
         frames = add_sensor_noise(frames, range(T), seed, index, cfg.noise_std, cfg.shot_noise)
     # the actor's steps within each view: a cut is no displacement
-    steps = np.concatenate([path[start:end - 1] for (start, end, _), (*_, path) in zip(views, rendered)])
+    steps = np.concatenate([scene.tracks[-1].path_length[start:end - 1] for start, end, scene in views])
     motion = float(steps.mean()) if steps.size else 0.0
     return SyntheticVideo(
         frames=frames,
@@ -776,13 +775,15 @@ def generate_video(
     )
 
 
-def _render_view(scene: _Scene, cfg: SceneConfig):
-    """All ``cfg.num_frames`` frames of one scene with their annotations: ``(frames, boxes,
-    box_classes, track_ids, masks, the actor's path_length)``, the per-frame lists as in
-    :class:`SyntheticVideo`, noise-free."""
-    T, H, W = cfg.num_frames, cfg.height, cfg.width
-    frames = _background_frames(scene, np.arange(T), H, W)
-    tracks, track_ids, actor = scene.tracks, scene.track_ids, scene.tracks[-1]
+def _render_view(scene: _Scene, cfg: SceneConfig, sel: np.ndarray):
+    """Frames ``sel`` (ascending frame indices) of one scene with their annotations:
+    ``(frames, boxes, box_classes, track_ids, masks)``, the per-frame lists as in
+    :class:`SyntheticVideo`, noise-free. A frame's pixels and annotations do not depend on
+    which other frames are rendered with it."""
+    H, W = cfg.height, cfg.width
+    T = len(sel)
+    frames = _background_frames(scene, sel, H, W)
+    tracks, track_ids = scene.tracks, scene.track_ids
     shake = scene.shake
 
     frames_flat = frames.reshape(-1, 3)
@@ -791,7 +792,7 @@ def _render_view(scene: _Scene, cfg: SceneConfig):
     masks_flat = masks.reshape(-1)
     rendered = []
     for k, trk in enumerate(tracks):
-        out = _render_sprite(frames_flat, inst, trk, k + 1, shake, H, W)
+        out = _render_sprite(frames_flat, inst, trk, k + 1, shake, sel, H, W)
         masks_flat[out[2]] = trk.shape + 1
         rendered.append(out)
     # Visible = at least one mask pixel survives occlusion by sprites drawn later.
@@ -807,11 +808,11 @@ def _render_view(scene: _Scene, cfg: SceneConfig):
     order = np.argsort(all_ids, kind="stable")  # list objects by track id (actor first)
     boxes, box_classes, ids = [], [], []
     for t in range(T):
-        sel = order[visible[order, t]]
-        boxes.append(np.ascontiguousarray(all_boxes[sel, t]))
-        box_classes.append(all_classes[sel])
-        ids.append(all_ids[sel])
-    return frames, boxes, box_classes, ids, masks, actor.path_length
+        seen = order[visible[order, t]]
+        boxes.append(np.ascontiguousarray(all_boxes[seen, t]))
+        box_classes.append(all_classes[seen])
+        ids.append(all_ids[seen])
+    return frames, boxes, box_classes, ids, masks
 
 
 class SyntheticVideoSource:
