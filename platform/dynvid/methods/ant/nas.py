@@ -40,11 +40,14 @@ from collections.abc import Callable, Sequence
 
 from dynvid.backbones.efficientnet import RATIOS, supernet_macs
 
-__all__ = ["SEARCHES", "backbone_macs", "best_within", "nas_search", "sample_within", "search_within",
+__all__ = ["BUDGET_FLOOR", "SEARCHES", "backbone_macs", "best_within", "nas_search", "sample_within", "search_within",
            "sensitivity_within", "stage_sensitivity", "subnet_cost", "within_budget"]
 
 SEARCHES = ("random", "sensitivity")
 """The values of ``ant.nas_search``."""
+
+BUDGET_FLOOR = 0.9
+"""A budget's search window is ``[BUDGET_FLOOR, 1] × budget``: subnets that use most of it."""
 
 LOOSEN = "loosen the budget (ant.nas_budgets for the NAS rows, ant.cost_target for the gate prior)"
 
@@ -54,7 +57,7 @@ def backbone_macs(ratios: Sequence[int], size: int, width_mult: float = 1.0) -> 
     return supernet_macs(ratios, size, size, width_mult=width_mult, head=False)
 
 
-def sample_within(rng: random.Random, macs: Callable[[Sequence[int]], float], budget: float, lower: float = 0.9,
+def sample_within(rng: random.Random, macs: Callable[[Sequence[int]], float], budget: float, lower: float = BUDGET_FLOOR,
                   tries: int = 5000) -> tuple[int, ...]:
     """A random configuration with ``lower · budget <= macs(ratios) <= budget`` (``macs``: any
     cost of a configuration)."""
@@ -121,7 +124,7 @@ def subnet_cost(table, ratios: Sequence[int]) -> float:
     return float(sum(table[s][RATIOS.index(r)] for s, r in enumerate(ratios)))
 
 
-def within_budget(cost: Callable[[Sequence[int]], float], budget: float, lower: float = 0.9) -> list[tuple[int, ...]]:
+def within_budget(cost: Callable[[Sequence[int]], float], budget: float, lower: float = BUDGET_FLOOR) -> list[tuple[int, ...]]:
     """Every configuration with ``lower · budget <= cost(ratios) <= budget`` (all 6⁶ costed);
     a ``ValueError`` naming the settings to loosen if there is none."""
     within = [r for r in itertools.product(RATIOS, repeat=6) if lower * budget <= cost(r) <= budget]
@@ -153,7 +156,7 @@ def stage_sensitivity(score: Callable[[tuple[int, ...]], float], say=None) -> tu
 
 def sensitivity_within(table: tuple[float, dict, dict], cost: Callable[[Sequence[int]], float], budget: float,
                        candidates: int, score: Callable[[tuple[int, ...]], float],
-                       lower: float = 0.9) -> tuple[tuple[int, ...], float, int]:
+                       lower: float = BUDGET_FLOOR) -> tuple[tuple[int, ...], float, int]:
     """The fine step of the ``"sensitivity"`` search: every configuration with ``lower · budget
     <= cost(ratios) <= budget`` ranked by its predicted score (the full score less the sum of
     its stages' drops in ``table``, :func:`stage_sensitivity`), the ``candidates`` best ranked

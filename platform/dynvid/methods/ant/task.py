@@ -18,7 +18,7 @@ from dynvid.detection.efficientdet import ANCHOR_RATIOS, ANCHOR_SCALES
 from dynvid.methods.ant.evaluation import AntMode, NonTemporalMode, StaticMode, evaluate_modes
 from dynvid.methods.ant.model import ANTDetector
 from dynvid.methods.ant.modules import LARGEST, SMALLEST, bn_buffers, recalibrate_bn
-from dynvid.methods.ant.nas import SEARCHES, search_within, subnet_cost
+from dynvid.methods.ant.nas import BUDGET_FLOOR, SEARCHES, search_within, subnet_cost
 from dynvid.methods.ant.presets import PRESETS
 from dynvid.methods.ant.training import gate_step, sandwich_step, stage_costs, static_step
 from dynvid.task import Stage, Task, unwrap_model
@@ -239,7 +239,7 @@ class ANTTask(Task):
         cheapest = sum(min(row) for row in table)  # stages are costed independently
         budget = c.cost_target
         if cheapest > budget:
-            budget = cheapest / 0.9
+            budget = cheapest / BUDGET_FLOOR
             say(f"[dynvid] gate prior: the cheapest subnet costs {cheapest:.3f} of the full elastic stages on this "
                 f"hardware, above ant.cost_target={c.cost_target:g}; searching within [{cheapest:.3f}, {budget:.3f}]")
         ratios, ap, tried = search_within(c.nas_search, random.Random(self.cfg.train.seed),
