@@ -136,6 +136,10 @@ class DataConfig:
     synthetic_cuts: float = 0.0
     """Synthetic scenes: expected number of cuts per video, each at a uniform frame, where the
     camera switches to another view (new background, objects and actor, same action); 0: none."""
+    synthetic_fades: float = 0.0
+    """Synthetic scenes: expected number of fade spells per object, each 2–8 frames in which the
+    object is drawn at 3–15% of its opacity and still labelled (shadow, haze: what the frame
+    lacks, the frames before show); 0: none."""
 
 
 @dataclass
@@ -347,6 +351,7 @@ RANGES: dict[str, str | tuple[str, ...]] = {
     "data.synthetic_speed_changes": ">= 0",
     "data.synthetic_transients": ">= 0",
     "data.synthetic_cuts": ">= 0",
+    "data.synthetic_fades": ">= 0",
     "model.width_mult": "> 0",
     "model.num_classes": ">= 1",
     "optim.optimizer": ("sgd", "adam"),

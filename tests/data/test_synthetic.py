@@ -447,3 +447,66 @@ def test_cuts_switch_to_a_new_view_and_leave_the_first_one_as_drawn():
     assert scene_config(DataConfig(dataset="synthetic:detection", synthetic_cuts=1.5)).cuts == 1.5
     with pytest.raises(ValueError, match="cuts"):
         SceneConfig(cuts=-1)
+
+
+def test_fades_dim_an_object_for_a_few_frames_and_keep_its_labels():
+    from dynvid.config import DataConfig
+    from dynvid.data.datasets import scene_config
+    from dynvid.data.synthetic import _background_frames, _draw_scene, _views
+
+    kw = dict(num_frames=40, noise_std=2.0, transients=1.0, cuts=0.5)
+    plain_cfg, faded_cfg = SceneConfig(**kw), SceneConfig(**kw, fades=1.5)
+    T = faded_cfg.num_frames
+    faded_fraction, levels, changed = [], [], []
+    for i in range(12):
+        plain, video = generate_video(i, 3, plain_cfg), generate_video(i, 3, faded_cfg)
+        # every annotation is the one drawn without fades: a faded object is still there
+        assert video.label == plain.label and video.motion == plain.motion
+        assert np.array_equal(video.masks, plain.masks)
+        for t in range(T):
+            for name in ("boxes", "box_classes", "track_ids"):
+                assert np.array_equal(getattr(video, name)[t], getattr(plain, name)[t])
+        dimmed = np.zeros(T, bool)
+        for start, end, scene in _views(i, 3, faded_cfg, None):
+            for trk in scene.tracks:
+                if trk.opacity is not None:
+                    part = trk.opacity[start:end]
+                    dimmed[start:end] |= part < 1
+                    faded_fraction.append((trk.opacity < 1).mean())
+                    levels += part[part < 1].tolist()
+                else:
+                    faded_fraction.append(0.0)
+        # frames where nothing is dimmed are the plain ones (noise too); dimmed ones differ
+        assert np.array_equal(video.frames[~dimmed], plain.frames[~dimmed])
+        changed += [(video.frames[t] != plain.frames[t]).any() for t in np.flatnonzero(dimmed)]
+        # any frames in any order are those of the whole video
+        ids = [T - 1, *np.flatnonzero(dimmed)[:3].tolist(), 0, 5, T - 1]
+        assert np.array_equal(render_frames(i, ids, 3, faded_cfg), video.frames[ids])
+    assert levels and min(levels) >= 0.03 and max(levels) <= 0.15
+    assert np.mean(changed) > 0.5  # a dimmed object changes its frame unless out of view or hidden
+    # 1.5 spells of 2-8 frames per object over 40 frames: ~19% of its frames, overlaps aside
+    assert 0.08 < np.mean(faded_fraction) < 0.3
+
+    # the actor alone, noise-free: on a dimmed frame its pixels lie at its opacity between the
+    # background and the undimmed sprite (alpha blending, to the rounding of uint8)
+    lone = dict(num_frames=40, max_distractors=0)
+    for i in range(8):
+        scene = _draw_scene(i, 1, SceneConfig(**lone, fades=2.0), None)
+        opacity = scene.tracks[-1].opacity
+        if opacity is None:
+            continue
+        plain = generate_video(i, 1, SceneConfig(**lone))
+        video = generate_video(i, 1, SceneConfig(**lone, fades=2.0))
+        for t in np.flatnonzero(opacity < 1):
+            inside = plain.masks[t] > 0
+            if not inside.any():
+                continue
+            bg = _background_frames(scene, np.array([t]), 128, 171)[0].astype(np.float64)
+            expected = bg + opacity[t] * (plain.frames[t] - bg)
+            assert np.abs(video.frames[t][inside] - expected[inside]).max() <= 1.5
+            assert np.abs(plain.frames[t][inside] - bg[inside]).mean() > 10  # the undimmed sprite shows
+    assert scene_config(DataConfig(dataset="synthetic:detection", synthetic_fades=1.5)).fades == 1.5
+    assert all(trk.opacity is None for trk in _draw_scene(0, 1, SceneConfig(), None).tracks)
+    for bad in (dict(fades=-1), dict(fade_frames=(0, 3)), dict(fade_frames=(5, 2)), dict(fade_level=(0.2, 1.5))):
+        with pytest.raises(ValueError, match="fade"):
+            SceneConfig(**bad)

@@ -134,7 +134,8 @@ def scene_config(cfg: DataConfig) -> SceneConfig:
                        actor_size=tuple(min(0.5, v * k) for v in base.actor_size),
                        distractor_size=tuple(min(0.5, v * k) for v in base.distractor_size),
                        noise_std=std, shot_noise=shot, speed_changes=cfg.synthetic_speed_changes,
-                       transients=cfg.synthetic_transients, cuts=cfg.synthetic_cuts)
+                       transients=cfg.synthetic_transients, cuts=cfg.synthetic_cuts,
+                       fades=cfg.synthetic_fades)
 
 
 def build_clip_dataset(cfg: DataConfig, split: str, mode: str, seed: int = 0) -> VideoClipDataset:

@@ -38,6 +38,9 @@ Scene model
   and a new actor performing the same action, each view a whole scene of its own of which
   the video shows the frames up to the next cut. What a cut changes, no earlier frame
   predicts: for detection, an abrupt change of content that a fixed schedule meets late.
+- **Fades** (off unless ``SceneConfig.fades`` is set): for a few frames at a time an object
+  is drawn at a small fraction of its opacity, almost lost in the background (shadow, haze,
+  glare), yet still labelled: a single frame barely shows it, the frames before did.
 - **Sensor noise** (off unless ``SceneConfig.noise_std`` / ``shot_noise`` are set): a
   rendered frame repeats its background exactly wherever nothing moved, which no camera
   does. :func:`add_sensor_noise` adds Gaussian read noise and signal-dependent shot noise,
@@ -177,6 +180,18 @@ class SceneConfig:
     the frames from the cut to the next one. A view's objects get track ids after all earlier
     views' (the first view's actor stays 0); ``motion`` counts no displacement across a cut.
     0: one view (the same scenes, draw for draw)."""
+    fades: float = 0.0
+    """Expected number of fade spells per object (Poisson, drawn per object): for
+    ``fade_frames`` consecutive frames from a uniform start the object is drawn at a
+    ``fade_level`` fraction of its opacity, almost blended into the background (an object
+    passing through shadow, haze or glare), and still labelled (boxes, masks, ids), as a
+    real annotator who saw it in the neighbouring frames would label it. What a faded frame
+    lacks, an earlier frame shows (issue 23: frames whose earlier frames carry what they
+    lack, for ANT's key-frame fusion). 0: none (the same scenes, draw for draw)."""
+    fade_frames: tuple[int, int] = (2, 8)
+    """Range of a fade spell's length in frames (uniform integers, both ends included)."""
+    fade_level: tuple[float, float] = (0.03, 0.15)
+    """Range of the opacity during a spell (uniform; 1 = drawn as usual, 0 = not drawn)."""
 
     def __post_init__(self) -> None:
         if self.height < 16 or self.width < 16:
@@ -193,6 +208,12 @@ class SceneConfig:
             raise ValueError(f"transients must be >= 0, got {self.transients}")
         if not self.cuts >= 0:
             raise ValueError(f"cuts must be >= 0, got {self.cuts}")
+        if not self.fades >= 0:
+            raise ValueError(f"fades must be >= 0, got {self.fades}")
+        if not 1 <= self.fade_frames[0] <= self.fade_frames[1]:
+            raise ValueError(f"fade_frames must satisfy 1 <= low <= high, got {self.fade_frames}")
+        if not 0 <= self.fade_level[0] <= self.fade_level[1] <= 1:
+            raise ValueError(f"fade_level must satisfy 0 <= low <= high <= 1, got {self.fade_level}")
         for name in ("actor_size", "distractor_size", "speed_range", "speed_change_range", "transient_crossing"):
             lo, hi = getattr(self, name)
             if not 0 < lo <= hi:
@@ -350,6 +371,7 @@ class _Track:
     angle: np.ndarray  # (T,) radians; increasing = clockwise on screen (y points down)
     visible: np.ndarray  # (T,) 0/1
     path_length: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (T-1,) px per step
+    opacity: np.ndarray | None = None  # (T,) float32 alpha multiplier (SceneConfig.fades); None: 1
 
 
 def _actor_clock(rng: np.random.Generator, cfg: SceneConfig) -> np.ndarray:
@@ -555,18 +577,43 @@ def _sprite_cover(track: _Track, shake: np.ndarray, sel: np.ndarray, H: int, W: 
     return cover, u, xs, ys
 
 
+def _opacity(track: _Track, sel: np.ndarray) -> np.ndarray | None:
+    """The track's opacity at frames ``sel`` (None where it never fades)."""
+    return None if track.opacity is None else track.opacity[sel]
+
+
+def _fade_opacity(rng: np.random.Generator, cfg: SceneConfig) -> np.ndarray | None:
+    """(T,) float32 opacity of one object with ``cfg.fades`` (see :class:`SceneConfig`): a
+    Poisson number of spells, each ``fade_frames`` long from a uniform start (cut at the
+    video's end) at a ``fade_level`` opacity; overlapping spells keep the fainter level.
+    None when no spell was drawn."""
+    T = cfg.num_frames
+    n = int(rng.poisson(cfg.fades))
+    if n == 0:
+        return None
+    opacity = np.ones(T, np.float32)
+    for _ in range(n):
+        start = int(rng.integers(T))
+        length = int(rng.integers(cfg.fade_frames[0], cfg.fade_frames[1] + 1))
+        level = np.float32(rng.uniform(*cfg.fade_level))
+        opacity[start:start + length] = np.minimum(opacity[start:start + length], level)
+    return opacity
+
+
 def _blend_sprite(frames_flat: np.ndarray, track: _Track, cover: np.ndarray, u: np.ndarray, xs: np.ndarray,
-                  ys: np.ndarray, H: int, W: int) -> np.ndarray:
+                  ys: np.ndarray, H: int, W: int, opacity: np.ndarray | None = None) -> np.ndarray:
     """Alpha-blend a sprite's coverage into ``frames_flat`` ((F * H * W, 3) uint8, frame ``k``
-    of the cover is frame ``k`` there). Returns the flat pixel indices of its mask (coverage >= 0.5)."""
+    of the cover is frame ``k`` there), times ``opacity`` ((F,), the track's at those frames;
+    None: 1). Returns the flat pixel indices of its mask (coverage >= 0.5, whatever the opacity)."""
     tt, yy, xx = np.nonzero(cover > 0)
     flat = (tt * H + ys[tt, yy]) * W + xs[tt, xx]
-    alpha = cover[tt, yy, xx][:, None]
+    covered = cover[tt, yy, xx]
+    alpha = (covered if opacity is None else covered * opacity[tt])[:, None]
     dark = u[tt, yy, xx] > 0
     color = np.where(dark[:, None], track.color * np.float32(0.55), track.color)
     old = frames_flat[flat].astype(np.float32)
     frames_flat[flat] = (old + alpha * (color - old) + 0.5).astype(np.uint8)
-    return flat[alpha[:, 0] >= 0.5]
+    return flat[covered >= 0.5]  # a faded sprite keeps its mask: it is there, only hard to see
 
 
 def _render_sprite(
@@ -586,7 +633,7 @@ def _render_sprite(
     of the sprite's mask) so visibility after occlusion can be checked once all are drawn.
     """
     cover, u, xs, ys = _sprite_cover(track, shake, sel, H, W)
-    mask_index = _blend_sprite(frames_flat, track, cover, u, xs, ys, H, W)
+    mask_index = _blend_sprite(frames_flat, track, cover, u, xs, ys, H, W, _opacity(track, sel))
     inst_flat[mask_index] = inst_id
 
     n = cover.shape[1]
@@ -636,6 +683,7 @@ class _Scene:
 
 _CUT_STREAM = 6  # the child of a video's SeedSequence([seed, index]) that draws its cuts
 _VIEW_STREAM = 7  # view k > 0 of a video is drawn from that sequence's child spawn_key=(7, k)
+_FADE_STREAM = 8  # a view's fade spells (SceneConfig.fades) come from its sequence's child 8
 
 
 def _draw_scene(index: int, seed: int, cfg: SceneConfig, label: int | None, view: int = 0) -> _Scene:
@@ -668,6 +716,10 @@ def _draw_scene(index: int, seed: int, cfg: SceneConfig, label: int | None, view
     n_transient = int(rng_transient.poisson(cfg.transients))  # its own stream: 0 draws nothing from the others
     transients = [_transient_track(rng_transient, cfg, short) for _ in range(n_transient)]
     sprites = distractors + transients  # drawn in this order, under the actor
+    if cfg.fades > 0:  # child 8 (6 draws the cuts, 7 names the views): fades=0 draws nothing
+        rng_fade = np.random.default_rng(np.random.SeedSequence(ss.entropy, spawn_key=ss.spawn_key + (_FADE_STREAM,)))
+        for trk in sprites + [actor]:
+            trk.opacity = _fade_opacity(rng_fade, cfg)
     return _Scene(label, texture, jit, shake, sprites + [actor], list(range(1, len(sprites) + 1)) + [0])
 
 
@@ -719,7 +771,7 @@ def render_frames(
         frames = _background_frames(scene, part, H, W)
         frames_flat = frames.reshape(-1, 3)
         for trk in scene.tracks:
-            _blend_sprite(frames_flat, trk, *_sprite_cover(trk, scene.shake, part, H, W), H, W)
+            _blend_sprite(frames_flat, trk, *_sprite_cover(trk, scene.shake, part, H, W), H, W, _opacity(trk, part))
         parts.append(frames)
     frames = parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else np.empty((0, H, W, 3), np.uint8)
     if noise:
