@@ -452,7 +452,7 @@ def test_cuts_switch_to_a_new_view_and_leave_the_first_one_as_drawn():
 def test_fades_dim_an_object_for_a_few_frames_and_keep_its_labels():
     from dynvid.config import DataConfig
     from dynvid.data.datasets import scene_config
-    from dynvid.data.synthetic import _background_frames, _draw_scene, _views
+    from dynvid.data.synthetic import _background_frames, _fade_opacity, _views
 
     kw = dict(num_frames=40, noise_std=2.0, transients=1.0, cuts=0.5)
     plain_cfg, faded_cfg = SceneConfig(**kw), SceneConfig(**kw, fades=1.5)
@@ -460,7 +460,8 @@ def test_fades_dim_an_object_for_a_few_frames_and_keep_its_labels():
     faded_fraction, levels, changed = [], [], []
     for i in range(12):
         plain, video = generate_video(i, 3, plain_cfg), generate_video(i, 3, faded_cfg)
-        # every annotation is the one drawn without fades: a faded object is still there
+        # every annotation is the one drawn without fades: a faded object is still there (and in
+        # these videos none lies over another, which would then show; the crowded case below)
         assert video.label == plain.label and video.motion == plain.motion
         assert np.array_equal(video.masks, plain.masks)
         for t in range(T):
@@ -490,6 +491,7 @@ def test_fades_dim_an_object_for_a_few_frames_and_keep_its_labels():
     # the actor alone, noise-free: on a dimmed frame its pixels lie at its opacity between the
     # background and the undimmed sprite (alpha blending, to the rounding of uint8)
     lone = dict(num_frames=40, max_distractors=0)
+    checked = 0
     for i in range(8):
         scene = _draw_scene(i, 1, SceneConfig(**lone, fades=2.0), None)
         opacity = scene.tracks[-1].opacity
@@ -501,10 +503,33 @@ def test_fades_dim_an_object_for_a_few_frames_and_keep_its_labels():
             inside = plain.masks[t] > 0
             if not inside.any():
                 continue
-            bg = _background_frames(scene, np.array([t]), 128, 171)[0].astype(np.float64)
+            bg = _background_frames(scene, np.array([t]), video.frames.shape[1], video.frames.shape[2])[0]
+            bg = bg.astype(np.float64)
             expected = bg + opacity[t] * (plain.frames[t] - bg)
             assert np.abs(video.frames[t][inside] - expected[inside]).max() <= 1.5
             assert np.abs(plain.frames[t][inside] - bg[inside]).mean() > 10  # the undimmed sprite shows
+            checked += 1
+    assert checked > 10
+    # a lone spell (one level below 1, not cut by the video's end) lasts 2-8 frames, both ends drawn
+    lengths = []
+    for k in range(300):
+        opacity = _fade_opacity(np.random.default_rng(k), SceneConfig(num_frames=40, fades=1.0))
+        if opacity is not None and len(set(opacity[opacity < 1].tolist())) == 1 and opacity[-1] == 1:
+            lengths.append(int((opacity < 1).sum()))
+    assert len(lengths) > 50 and min(lengths) == 2 and max(lengths) == 8
+    # a faded object hides nothing: whatever lies under it stays listed
+    crowded = dict(num_frames=40, max_distractors=4, actor_size=(0.35, 0.45))
+    hidden = 0
+    for i in range(40):
+        plain, video = generate_video(i, 0, SceneConfig(**crowded)), generate_video(i, 0, SceneConfig(**crowded, fades=1.5))
+        opacity = _draw_scene(i, 0, SceneConfig(**crowded, fades=1.5), None).tracks[-1].opacity
+        for t in range(40):
+            extra = set(video.track_ids[t].tolist()) - set(plain.track_ids[t].tolist())
+            assert set(plain.track_ids[t].tolist()) <= set(video.track_ids[t].tolist())
+            if extra:
+                assert opacity is not None and opacity[t] < 1  # revealed only under the faded actor
+                hidden += 1
+    assert hidden > 0
     assert scene_config(DataConfig(dataset="synthetic:detection", synthetic_fades=1.5)).fades == 1.5
     assert all(trk.opacity is None for trk in _draw_scene(0, 1, SceneConfig(), None).tracks)
     for bad in (dict(fades=-1), dict(fade_frames=(0, 3)), dict(fade_frames=(5, 2)), dict(fade_level=(0.2, 1.5))):

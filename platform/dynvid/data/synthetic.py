@@ -40,7 +40,8 @@ Scene model
   predicts: for detection, an abrupt change of content that a fixed schedule meets late.
 - **Fades** (off unless ``SceneConfig.fades`` is set): for a few frames at a time an object
   is drawn at a small fraction of its opacity, almost lost in the background (shadow, haze,
-  glare), yet still labelled: a single frame barely shows it, the frames before did.
+  glare), yet still labelled, and hiding nothing under it: one frame barely shows it,
+  earlier ones usually did.
 - **Sensor noise** (off unless ``SceneConfig.noise_std`` / ``shot_noise`` are set): a
   rendered frame repeats its background exactly wherever nothing moved, which no camera
   does. :func:`add_sensor_noise` adds Gaussian read noise and signal-dependent shot noise,
@@ -51,7 +52,7 @@ Scene model
 Annotations come out of the renderer itself: per-frame boxes (xyxy, the tight extent of an
 object's in-frame mask pixels before occlusion, so a box always covers the object's mask
 pixels), stable track ids, class masks after occlusion (an object fully hidden by others or
-switched off by ``blink`` is not listed that frame), and ``motion``: the actor's mean
+switched off by ``blink`` is not listed that frame; a faded one hides nothing), and ``motion``: the actor's mean
 displacement in px/frame, counting centre motion (unwrapped), rotation as arc length at
 the actor's radius, radius change for zooms and the radius for each blink toggle. Camera
 shake is not part of ``motion``.
@@ -181,13 +182,16 @@ class SceneConfig:
     views' (the first view's actor stays 0); ``motion`` counts no displacement across a cut.
     0: one view (the same scenes, draw for draw)."""
     fades: float = 0.0
-    """Expected number of fade spells per object (Poisson, drawn per object): for
-    ``fade_frames`` consecutive frames from a uniform start the object is drawn at a
+    """Expected number of fade spells per object (Poisson, drawn per object over the whole
+    video, so an object of a short view or a brief transient shows fewer): for
+    ``fade_frames`` consecutive frames from a uniform start (cut at the video's end;
+    overlapping spells merge, keeping the fainter level) the object is drawn at a
     ``fade_level`` fraction of its opacity, almost blended into the background (an object
     passing through shadow, haze or glare), and still labelled (boxes, masks, ids), as a
-    real annotator who saw it in the neighbouring frames would label it. What a faded frame
-    lacks, an earlier frame shows (issue 23: frames whose earlier frames carry what they
-    lack, for ANT's key-frame fusion). 0: none (the same scenes, draw for draw)."""
+    real annotator who saw it in the neighbouring frames would label it; it hides nothing
+    under it. What a faded frame lacks, an earlier frame usually shows (issue 23: frames
+    whose earlier frames carry what they lack, for ANT's key-frame fusion). 0: none (the
+    same scenes, draw for draw)."""
     fade_frames: tuple[int, int] = (2, 8)
     """Range of a fade spell's length in frames (uniform integers, both ends included)."""
     fade_level: tuple[float, float] = (0.03, 0.15)
@@ -210,8 +214,8 @@ class SceneConfig:
             raise ValueError(f"cuts must be >= 0, got {self.cuts}")
         if not self.fades >= 0:
             raise ValueError(f"fades must be >= 0, got {self.fades}")
-        if not 1 <= self.fade_frames[0] <= self.fade_frames[1]:
-            raise ValueError(f"fade_frames must satisfy 1 <= low <= high, got {self.fade_frames}")
+        if not (all(isinstance(v, (int, np.integer)) for v in self.fade_frames) and 1 <= self.fade_frames[0] <= self.fade_frames[1]):
+            raise ValueError(f"fade_frames must be integers with 1 <= low <= high, got {self.fade_frames}")
         if not 0 <= self.fade_level[0] <= self.fade_level[1] <= 1:
             raise ValueError(f"fade_level must satisfy 0 <= low <= high <= 1, got {self.fade_level}")
         for name in ("actor_size", "distractor_size", "speed_range", "speed_change_range", "transient_crossing"):
@@ -629,11 +633,19 @@ def _render_sprite(
     """Alpha-blend ``track`` into frames ``sel`` at once (frame ``sel[k]`` is frame ``k`` of
     ``frames_flat``); write ``inst_id`` into the instance map.
 
+    A faded sprite (``SceneConfig.fades``) claims in the instance map only the pixels no earlier
+    sprite holds: what lies under it shows through and stays labelled (a faded sprite wholly
+    over earlier ones then has no pixels of its own and is not listed that frame).
+
     Returns (boxes (F, 4) float32, has_pixels (F,) bool, mask_index (K,) flat pixel indices
     of the sprite's mask) so visibility after occlusion can be checked once all are drawn.
     """
     cover, u, xs, ys = _sprite_cover(track, shake, sel, H, W)
-    mask_index = _blend_sprite(frames_flat, track, cover, u, xs, ys, H, W, _opacity(track, sel))
+    opacity = _opacity(track, sel)
+    mask_index = _blend_sprite(frames_flat, track, cover, u, xs, ys, H, W, opacity)
+    if opacity is not None:
+        faded = opacity[mask_index // (H * W)] < 1
+        mask_index = mask_index[~faded | (inst_flat[mask_index] == 0)]
     inst_flat[mask_index] = inst_id
 
     n = cover.shape[1]
@@ -695,9 +707,9 @@ def _draw_scene(index: int, seed: int, cfg: SceneConfig, label: int | None, view
         raise ValueError(f"index and seed must be >= 0, got index={index} seed={seed}")
     num_classes = len(ACTION_CLASSES)
     ss = np.random.SeedSequence([seed, index], spawn_key=() if view == 0 else (_VIEW_STREAM, view))
-    # a fifth stream for the speed changes, a sixth for the transients (and a seventh, drawn by
-    # _views, for the cuts): a child's draws do not depend on how many are spawned, so the first
-    # four are the same as before they existed
+    # a fifth stream for the speed changes, a sixth for the transients (child 6, drawn by _views,
+    # for the cuts, 7 naming the views, 8 for the fades): a child's draws do not depend on how
+    # many are spawned, so the first four are the same as before they existed
     rng_label, rng_scene, rng_actor, rng_distract, rng_clock, rng_transient = (
         np.random.default_rng(s) for s in ss.spawn(_CUT_STREAM))
     drawn = int(rng_label.integers(num_classes))
@@ -718,7 +730,7 @@ def _draw_scene(index: int, seed: int, cfg: SceneConfig, label: int | None, view
     sprites = distractors + transients  # drawn in this order, under the actor
     if cfg.fades > 0:  # child 8 (6 draws the cuts, 7 names the views): fades=0 draws nothing
         rng_fade = np.random.default_rng(np.random.SeedSequence(ss.entropy, spawn_key=ss.spawn_key + (_FADE_STREAM,)))
-        for trk in sprites + [actor]:
+        for trk in [actor] + sprites:  # the actor's spells first: they do not move with the sprites' count
             trk.opacity = _fade_opacity(rng_fade, cfg)
     return _Scene(label, texture, jit, shake, sprites + [actor], list(range(1, len(sprites) + 1)) + [0])
 
