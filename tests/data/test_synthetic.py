@@ -521,7 +521,8 @@ def test_fades_dim_an_object_for_a_few_frames_and_keep_its_labels():
     crowded = dict(num_frames=40, max_distractors=4, actor_size=(0.35, 0.45))
     hidden = 0
     for i in range(40):
-        plain, video = generate_video(i, 0, SceneConfig(**crowded)), generate_video(i, 0, SceneConfig(**crowded, fades=1.5))
+        plain = generate_video(i, 0, SceneConfig(**crowded))
+        video = generate_video(i, 0, SceneConfig(**crowded, fades=1.5))
         opacity = _draw_scene(i, 0, SceneConfig(**crowded, fades=1.5), None).tracks[-1].opacity
         for t in range(40):
             extra = set(video.track_ids[t].tolist()) - set(plain.track_ids[t].tolist())

@@ -52,10 +52,10 @@ Scene model
 Annotations come out of the renderer itself: per-frame boxes (xyxy, the tight extent of an
 object's in-frame mask pixels before occlusion, so a box always covers the object's mask
 pixels), stable track ids, class masks after occlusion (an object fully hidden by others or
-switched off by ``blink`` is not listed that frame; a faded one hides nothing), and ``motion``: the actor's mean
-displacement in px/frame, counting centre motion (unwrapped), rotation as arc length at
-the actor's radius, radius change for zooms and the radius for each blink toggle. Camera
-shake is not part of ``motion``.
+switched off by ``blink`` is not listed that frame; a faded one hides nothing), and
+``motion``: the actor's mean displacement in px/frame, counting centre motion (unwrapped),
+rotation as arc length at the actor's radius, radius change for zooms and the radius for
+each blink toggle. Camera shake is not part of ``motion``.
 
 Speed: each sprite is rendered for all frames at once inside its bounding window (one
 (T, n, n) array per sprite, scattered into the frames through flat indices), and the
@@ -214,7 +214,8 @@ class SceneConfig:
             raise ValueError(f"cuts must be >= 0, got {self.cuts}")
         if not self.fades >= 0:
             raise ValueError(f"fades must be >= 0, got {self.fades}")
-        if not (all(isinstance(v, (int, np.integer)) for v in self.fade_frames) and 1 <= self.fade_frames[0] <= self.fade_frames[1]):
+        lo, hi = self.fade_frames
+        if not (isinstance(lo, (int, np.integer)) and isinstance(hi, (int, np.integer)) and 1 <= lo <= hi):
             raise ValueError(f"fade_frames must be integers with 1 <= low <= high, got {self.fade_frames}")
         if not 0 <= self.fade_level[0] <= self.fade_level[1] <= 1:
             raise ValueError(f"fade_level must satisfy 0 <= low <= high <= 1, got {self.fade_level}")
