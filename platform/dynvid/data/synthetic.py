@@ -699,6 +699,11 @@ _VIEW_STREAM = 7  # view k > 0 of a video is drawn from that sequence's child sp
 _FADE_STREAM = 8  # a view's fade spells (SceneConfig.fades) come from its sequence's child 8
 
 
+def _child(ss: np.random.SeedSequence, k: int) -> np.random.SeedSequence:
+    """Child ``k`` of ``ss``, as ``ss.spawn(k + 1)[k]`` gives it, whatever ``ss`` spawned before."""
+    return np.random.SeedSequence(ss.entropy, spawn_key=ss.spawn_key + (k,))
+
+
 def _draw_scene(index: int, seed: int, cfg: SceneConfig, label: int | None, view: int = 0) -> _Scene:
     """The scene of video ``index`` (see :func:`generate_video` for the arguments); ``view``
     k > 0: the scene of the video's k-th cut, drawn from the video's sequence's child
@@ -730,7 +735,7 @@ def _draw_scene(index: int, seed: int, cfg: SceneConfig, label: int | None, view
     transients = [_transient_track(rng_transient, cfg, short) for _ in range(n_transient)]
     sprites = distractors + transients  # drawn in this order, under the actor
     if cfg.fades > 0:  # child 8 (6 draws the cuts, 7 names the views): fades=0 draws nothing
-        rng_fade = np.random.default_rng(np.random.SeedSequence(ss.entropy, spawn_key=ss.spawn_key + (_FADE_STREAM,)))
+        rng_fade = np.random.default_rng(_child(ss, _FADE_STREAM))
         for trk in [actor] + sprites:  # the actor's spells first: they do not move with the sprites' count
             trk.opacity = _fade_opacity(rng_fade, cfg)
     return _Scene(label, texture, jit, shake, sprites + [actor], list(range(1, len(sprites) + 1)) + [0])
@@ -743,7 +748,7 @@ def _views(index: int, seed: int, cfg: SceneConfig, label: int | None) -> list[t
     T = cfg.num_frames
     if cfg.cuts == 0 or T < 2:
         return [(0, T, first)]
-    rng = np.random.default_rng(np.random.SeedSequence([seed, index]).spawn(_CUT_STREAM + 1)[_CUT_STREAM])
+    rng = np.random.default_rng(_child(np.random.SeedSequence([seed, index]), _CUT_STREAM))
     n = min(int(rng.poisson(cfg.cuts)), T - 1)
     starts = [0] + sorted(int(t) for t in rng.choice(np.arange(1, T), size=n, replace=False))
     scenes = [first] + [_draw_scene(index, seed, cfg, first.label, view=k) for k in range(1, n + 1)]
