@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--static", metavar="CKPT", help="a finished stage-0 (standalone D0) checkpoint; with --supernet or --gates")
     p.add_argument("--supernet", metavar="CKPT", help="a finished stage-1 checkpoint: only the gates are trained")
     p.add_argument("--gates", metavar="CKPT", help="a finished stage-2 checkpoint (with --static): measured as it is")
-    p.add_argument("--nontemporal", metavar="CKPT", help="a finished non-temporal gates checkpoint (with --gates)")
+    p.add_argument("--nontemporal", metavar="CKPT", help="a finished non-temporal gates checkpoint (with --gates or --supernet)")
     p.add_argument("--replay-size", type=int, default=512, metavar="PIXELS",
                    help="also time the rows at this resolution, replaying the dynamic rows' choices (0: skip)")
     args = p.parse_args(argv)
@@ -197,7 +197,8 @@ def run(args: argparse.Namespace) -> int:
                    "cost_target": c.cost_target,
                    "key_stride_max": c.key_stride_max, "gate_prior": c.gate_prior,
                    "gate_prior_weight": c.gate_prior_weight, "seed": cfg.train.seed,
-                   "smoke_test": args.smoke_test, "replay_size": args.replay_size, "static_checkpoint": args.static,
+                   "smoke_test": args.smoke_test, "overrides": args.overrides,
+                   "replay_size": args.replay_size, "static_checkpoint": args.static,
                    "supernet_checkpoint": args.supernet, "train_videos": cfg.data.synthetic_train_videos,
                    "val_videos": cfg.data.synthetic_val_videos, "eval_frames": c.eval_frames},
         "results": {"rows": rows, "nas": out["nas"], "summary": summary, "fusion_effect": out["fusion"],

@@ -195,6 +195,7 @@ def run(args: argparse.Namespace) -> int:
                    "seeds": sorted({m["seed"] for m in rows}), "oracle_thresholds": thresholds,
                    "resamples": args.resamples,
                    "episode_len": c.episode_len, "seed": cfg.train.seed, "smoke_test": args.smoke_test,
+                   "overrides": args.overrides,
                    "latency_fps": c.latency_fps, "latency_videos": len(videos),
                    "detector": str(detector) if args.detector else "trained by the benchmark"},
         "results": {"policies": everything, "learned": rows, "gains": {f"{g:g}": r for g, r in gains.items()},

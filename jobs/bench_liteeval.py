@@ -96,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
                    "steps": cfg.liteeval.steps, "snippet_len": cfg.liteeval.snippet_len,
                    "gamma": cfg.liteeval.gamma, "usage_weight": cfg.liteeval.usage_weight,
                    "epochs": {s.stage: s.metrics.get("epoch") for s in result.stages},
-                   "val_videos": saved["videos"], "seed": cfg.train.seed, "smoke_test": args.smoke_test},
+                   "val_videos": saved["videos"], "seed": cfg.train.seed, "smoke_test": args.smoke_test,
+                   "overrides": args.overrides},
         "results": {"offline": saved["offline"], "online": saved["online"], "timing": timing,
                     "gflops_ratio": gflops_ratio, **m},
         "targets": [

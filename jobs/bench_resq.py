@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         "config": {"network": c.network, "height": cfg.data.synthetic_height, "width": cfg.data.synthetic_width,
                    "period": c.period, "tau": c.tau, "calib_samples": c.calib_samples,
                    "calib_candidates": c.calib_candidates, "per_channel": c.per_channel, "epochs": cfg.optim.epochs,
-                   "seed": cfg.train.seed, "smoke_test": args.smoke_test,
+                   "seed": cfg.train.seed, "smoke_test": args.smoke_test, "overrides": args.overrides,
                    "train_videos": cfg.data.synthetic_train_videos, "val_videos": cfg.data.synthetic_val_videos,
                    "frames_per_video": cfg.data.synthetic_frames, "map_layer": c.map_layer, "taus": taus,
                    "periods": args.periods, "noise_std": noise[0], "shot_noise": noise[1]},

@@ -85,6 +85,7 @@ def test_bench_reuses_the_stages_and_writes_targets(ant_job, tmp_path):
     assert _job("bench_ant").main(args) == 0
     report = json.loads(out.read_text())
     assert set(report) == {"benchmark", "config", "results", "targets"}
+    assert report["config"]["overrides"] == [f"train.storage_path={tmp}/runs", "train.name=smoke-ant", *TINY]
     rows = report["results"]["rows"]
     assert {"D0 (static)", "D0 (ANT weights)", "ANT τ=0.3", "ANT τ=0.45", "ANT τ=100", "non-temporal"} <= set(rows)
     nas = [name for name in rows if name.startswith("NAS")]

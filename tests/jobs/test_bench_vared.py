@@ -24,8 +24,9 @@ def run(tmp_path, capsys, *args) -> tuple[dict, str]:
 
 
 def test_cpu_speed_tables_and_targets(tmp_path, capsys):
-    report, printed = run(tmp_path, capsys)
+    report, printed = run(tmp_path, capsys, "--set", "train.seed=3")
     assert set(report) == {"benchmark", "config", "results", "targets"} and report["benchmark"] == "vared"
+    assert report["config"]["overrides"] == ["train.seed=3"] and report["config"]["seed"] == 3  # --set recorded
     speed = report["results"]["speed"]
     assert speed["device"] == "cpu" and not speed["dry_run"] and not report["config"]["dry_run"]
     assert "trained" not in speed  # --speed-only: no trained model
