@@ -36,6 +36,7 @@ are cached per size and device.
 from __future__ import annotations
 
 import random
+import statistics
 import time
 from collections.abc import Sequence
 
@@ -114,16 +115,27 @@ def _wait(device: torch.device) -> None:
 
 
 @torch.no_grad()
-def stage_costs(model, size: int, metric: str = "latency", repeats: int = 5, channels_last: bool = True) -> torch.Tensor:
+def stage_costs(model, size: int, metric: str = "latency", repeats: int = 21, channels_last: bool = True) -> torch.Tensor:
     """``(6, len(RATIOS))`` cost of each elastic stage at each ratio on a ``size × size`` frame,
     normalized so that the full network's stages sum to 1: measured single-core latency with
-    batch 1 (median of ``repeats``) on the network as it runs at inference
-    (:func:`~.model.inference_copy`: BatchNorms folded, channels-last with ``channels_last``,
-    ``ant.channels_last``), or MACs by the width formula. Before issue 23's change the table
-    timed the unfolded network on NCHW maps while the benchmark runs channels-last frames, and
-    the layout moves the stages' relative costs: at 192², stage 1 at ratio 4 measured 0.27 of
-    the full stages that way and 0.16 channels-last. With ``channels_last`` the timed frame is
-    channels-last too, as the decoded frames are."""
+    batch 1 on the network as it runs at inference (:func:`~.model.inference_copy`:
+    BatchNorms folded, channels-last with ``channels_last``, ``ant.channels_last``), or MACs by
+    the width formula. Before issue 23's change the table timed the unfolded network on NCHW
+    maps while the benchmark runs channels-last frames, and the layout moves the stages'
+    relative costs: at 192², stage 1 at ratio 4 measured 0.27 of the full stages that way and
+    0.16 channels-last. With ``channels_last`` the timed frame is channels-last too, as the
+    decoded frames are.
+
+    Latency is timed in ``repeats`` rounds (after one warm-up round): each round times every
+    (stage, ratio) cell once, in a shuffled order (seeded), and a cell's cost is its median over
+    the rounds. Why (issue 23, stop 41): timed cell after cell (the median of 5 repeats each),
+    a slow spell of the machine fell on whichever cells it met. Ten tables of one supernet at
+    192² on a 2-core machine, the two ways taking turns: a cell's cost moved by 9.3% (median
+    relative std; 34% at most) that way and 2.5% (4.6% at most) in rounds; the subnet
+    (1, 6, 1, 2, 1, 2) cost 0.450–0.523 against 0.511–0.530; of the subnets within the gate
+    prior's window [0.45, 0.5] (``ant.cost_target`` 0.5) in any table, 0% were within it in
+    every table against 25%. Three stage-2 runs from one supernet had started their gates at
+    three different subnets (search AP 0.531, 0.521, 0.512). 21 rounds take 1.6 s at 192²."""
     model = unwrap_model(model)
     if metric not in ("latency", "macs"):
         raise ValueError(f"ant.cost_metric must be 'latency' or 'macs', got {metric!r}")
@@ -138,27 +150,29 @@ def stage_costs(model, size: int, metric: str = "latency", repeats: int = 5, cha
         if channels_last and metric == "latency":  # as the frames the rows are timed on (decoded channels-last)
             frame = frame.contiguous(memory_format=torch.channels_last)
         outs = m.backbone.stage_features(frame, upto=ELASTIC[-1] + 1)
-        for s, i in enumerate(ELASTIC):
-            blocks = m.backbone.features[i]
-            for k, r in enumerate(RATIOS):
-                if metric == "macs":
-                    h = outs[i - 1].shape[-1]
-                    cost = 0
-                    for b in blocks:
-                        cost += mbconv_macs(b.cin, b.cout, r, b.kernel, b.stride, h, h)
-                        h = (h + 2 * ((b.kernel - 1) // 2) - b.kernel) // b.stride + 1
-                    table[s, k] = cost
-                    continue
-                times = []
-                for _ in range(repeats + 1):
-                    x = outs[i - 1]
+        cells = [(s, k) for s in range(len(ELASTIC)) for k in range(len(RATIOS))]
+        if metric == "macs":
+            for s, k in cells:
+                h, cost = outs[ELASTIC[s] - 1].shape[-1], 0
+                for b in m.backbone.features[ELASTIC[s]]:
+                    cost += mbconv_macs(b.cin, b.cout, RATIOS[k], b.kernel, b.stride, h, h)
+                    h = (h + 2 * ((b.kernel - 1) // 2) - b.kernel) // b.stride + 1
+                table[s, k] = cost
+        else:
+            times = {cell: [] for cell in cells}
+            order, shuffle = list(cells), random.Random(0).shuffle
+            for _ in range(repeats + 1):  # the first round warms up
+                shuffle(order)
+                for s, k in order:
+                    x = outs[ELASTIC[s] - 1]
                     _wait(device)
                     t0 = time.perf_counter()
-                    for b in blocks:
-                        x = b(x, b.cin * r)
+                    for b in m.backbone.features[ELASTIC[s]]:
+                        x = b(x, b.cin * RATIOS[k])
                     _wait(device)  # on a GPU the kernels are only queued until here
-                    times.append(time.perf_counter() - t0)
-                table[s, k] = sorted(times[1:])[len(times[1:]) // 2]
+                    times[(s, k)].append(time.perf_counter() - t0)
+            for (s, k), t in times.items():
+                table[s, k] = statistics.median(t[1:])
     finally:
         torch.set_num_threads(before)
         model.train(was)
