@@ -31,7 +31,8 @@ Targets (issues "ANT", "ANT and LFS fairness"): at ``ant.key_threshold`` ANT's a
 single-core latency is ≥ 1.2× lower than the like-for-like D0's, at an AP drop ≤ 0.5 AP
 points (0.005 on the 0–1 scale; the paper: 320 → 262 ms at −0.2); and ANT lies on or above
 the static front: no static network (NAS subnet or either D0) that costs at most ANT's
-GMACs, or its milliseconds, has a higher AP.
+GMACs, or its milliseconds, has a higher AP. Where no static network costs that little, the
+target holds but carries a ``note``: the front does not place ANT there.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ import torch
 
 from dynvid.backbones.efficientnet import RATIOS
 from dynvid.config import apply_overrides
-from dynvid.engine.jobs import bench_config, bench_parser, exit_on_bad_input, print_targets
+from dynvid.engine.jobs import bench_config, bench_parser, bench_run_config, exit_on_bad_input, print_targets
 from dynvid.methods.ant import ANTTask
 from dynvid.methods.ant.presets import EMBEDDED, SMOKE
 from dynvid.methods.ant.report import SAME_WEIGHTS_D0, compare, comparison_table
@@ -61,38 +62,53 @@ def front_at(points: list[tuple[float, float]], x: float) -> float | None:
     return max(within) if within else None
 
 
+def front_target(name: str, static: dict, ant: dict, cost: str, unit: str) -> dict:
+    """The target that ANT lies on or above the static front at ``cost`` (a row key): its AP
+    minus the best AP among ``static`` rows (name → row) that cost at most ANT's. Where none
+    does, no static network dominates ANT, so the target holds (value 0.0), but the front does
+    not place ANT there: the target says so in a ``note`` that names the cheapest static row
+    and ANT's AP against it (the stop-41 fades runs' GMACs target was met that way)."""
+    best = front_at([(r[cost], r["AP"]) for r in static.values()], ant[cost])
+    target = {"name": name, "value": ant["AP"] - best if best is not None else 0.0, "target": 0.0,
+              "direction": "max"}
+    target["met"] = target["value"] >= 0.0
+    if best is None:
+        cheapest = min(static, key=lambda n: static[n][cost])
+        row = static[cheapest]
+        target["note"] = (f"not placed: no static row costs at most ANT's {ant[cost]:.4g} {unit}; the cheapest, "
+                          f"{cheapest} ({row[cost]:.4g} {unit}), scores AP {row['AP']:.4f} "
+                          f"(ANT {ant['AP'] - row['AP']:+.4f})")
+    return target
+
+
 def targets_from_rows(rows: dict, key_threshold: float, replay_size: int | None = None) -> tuple[list[dict], dict]:
     """The issue's targets and a summary from the benchmark's rows (see the module docstring);
     ``replay_size``: the resolution the rows were also timed at (``compare``'s
     ``latency_ms_<size>``), summarized beside the targets."""
     d0 = rows[SAME_WEIGHTS_D0]
     ant = rows[f"ANT τ={key_threshold:g}"]
-    static = [r for name, r in rows.items() if name.startswith("NAS") or name.startswith("D0")]
+    static = {name: r for name, r in rows.items() if name.startswith("NAS") or name.startswith("D0")}
     speedup = d0["latency_ms"] / ant["latency_ms"]
     drop = d0["AP"] - ant["AP"]
-    best = front_at([(r["gmacs_avg"], r["AP"]) for r in static], ant["gmacs_avg"])
-    best_latency = front_at([(r["latency_ms"], r["AP"]) for r in static], ant["latency_ms"])
-    above = ant["AP"] - best if best is not None else 0.0
-    above_latency = ant["AP"] - best_latency if best_latency is not None else 0.0
+    front_gmacs = front_target("AP_above_static_NAS_front_at_GMACs", static, ant, "gmacs_avg", "GMACs")
+    front_latency = front_target("AP_above_static_NAS_front_at_latency", static, ant, "latency_ms", "ms")
     nontemporal = rows.get("non-temporal")
     standalone = rows.get("D0 (static)")
     targets = [
         {"name": "latency_speedup_vs_D0", "value": speedup, "target": 1.2, "direction": "max", "met": speedup >= 1.2},
         {"name": "AP_drop_vs_D0", "value": drop, "target": 0.005, "direction": "min", "met": drop <= 0.005},
-        {"name": "AP_above_static_NAS_front_at_GMACs", "value": above, "target": 0.0, "direction": "max",
-         "met": above >= 0.0},
-        {"name": "AP_above_static_NAS_front_at_latency", "value": above_latency, "target": 0.0, "direction": "max",
-         "met": above_latency >= 0.0},
+        front_gmacs,
+        front_latency,
     ]
     replay = {}
     key = f"latency_ms_{replay_size}"
     if replay_size and key in d0 and key in ant:
-        best_there = front_at([(r[key], r["AP"]) for r in static if key in r], ant[key])
+        best_there = front_at([(r[key], r["AP"]) for r in static.values() if key in r], ant[key])
         replay[str(replay_size)] = {"latency_speedup": d0[key] / ant[key], "D0_ms": d0[key], "ANT_ms": ant[key],
                                     "AP_above_static_front_at_latency": ant["AP"] - best_there
                                     if best_there is not None else 0.0}
-    summary = {"replay": replay, "latency_speedup": speedup, "AP_drop": drop, "AP_above_nas_front_gmacs": above,
-               "AP_above_nas_front_latency": above_latency,
+    summary = {"replay": replay, "latency_speedup": speedup, "AP_drop": drop, "AP_above_nas_front_gmacs": front_gmacs["value"],
+               "AP_above_nas_front_latency": front_latency["value"],
                "latency_speedup_vs_standalone_D0": standalone["latency_ms"] / ant["latency_ms"] if standalone else None,
                "ant_minus_nontemporal_AP": ant["AP"] - nontemporal["AP"] if nontemporal else None}
     return targets, summary
@@ -197,7 +213,7 @@ def run(args: argparse.Namespace) -> int:
                    "cost_target": c.cost_target,
                    "key_stride_max": c.key_stride_max, "gate_prior": c.gate_prior,
                    "gate_prior_weight": c.gate_prior_weight, "seed": cfg.train.seed,
-                   "smoke_test": args.smoke_test, "overrides": args.overrides,
+                   **bench_run_config(args),
                    "replay_size": args.replay_size, "static_checkpoint": args.static,
                    "supernet_checkpoint": args.supernet, "train_videos": cfg.data.synthetic_train_videos,
                    "val_videos": cfg.data.synthetic_val_videos, "eval_frames": c.eval_frames},

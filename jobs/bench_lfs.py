@@ -44,7 +44,7 @@ from pathlib import Path
 
 import torch
 
-from dynvid.engine.jobs import bench_config, bench_parser, exit_on_bad_input, print_targets
+from dynvid.engine.jobs import bench_config, bench_parser, bench_run_config, exit_on_bad_input, print_targets
 from dynvid.engine.preflight import resolve_local_paths
 from dynvid.engine.rl import train_policies
 from dynvid.config import apply_overrides
@@ -194,8 +194,7 @@ def run(args: argparse.Namespace) -> int:
                    "dqn_training_intensity": c.dqn_training_intensity, "policy_split": c.policy_split,
                    "seeds": sorted({m["seed"] for m in rows}), "oracle_thresholds": thresholds,
                    "resamples": args.resamples,
-                   "episode_len": c.episode_len, "seed": cfg.train.seed, "smoke_test": args.smoke_test,
-                   "overrides": args.overrides,
+                   "episode_len": c.episode_len, "seed": cfg.train.seed, **bench_run_config(args),
                    "latency_fps": c.latency_fps, "latency_videos": len(videos),
                    "detector": str(detector) if args.detector else "trained by the benchmark"},
         "results": {"policies": everything, "learned": rows, "gains": {f"{g:g}": r for g, r in gains.items()},

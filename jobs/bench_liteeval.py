@@ -29,7 +29,7 @@ import torch
 from dynvid.config import ExperimentConfig
 from dynvid.data.datasets import build_clip_dataset
 from dynvid.engine.checkpoint import load_checkpoint
-from dynvid.engine.jobs import bench_config, bench_parser, print_targets
+from dynvid.engine.jobs import bench_config, bench_parser, bench_run_config, print_targets
 from dynvid.engine.storage import fetch_checkpoint
 from dynvid.methods.liteeval import LiteEvalTask
 from dynvid.methods.liteeval.evaluation import rows_table
@@ -96,8 +96,7 @@ def main(argv: list[str] | None = None) -> int:
                    "steps": cfg.liteeval.steps, "snippet_len": cfg.liteeval.snippet_len,
                    "gamma": cfg.liteeval.gamma, "usage_weight": cfg.liteeval.usage_weight,
                    "epochs": {s.stage: s.metrics.get("epoch") for s in result.stages},
-                   "val_videos": saved["videos"], "seed": cfg.train.seed, "smoke_test": args.smoke_test,
-                   "overrides": args.overrides},
+                   "val_videos": saved["videos"], "seed": cfg.train.seed, **bench_run_config(args)},
         "results": {"offline": saved["offline"], "online": saved["online"], "timing": timing,
                     "gflops_ratio": gflops_ratio, **m},
         "targets": [

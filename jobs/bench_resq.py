@@ -45,7 +45,7 @@ from pathlib import Path
 import torch
 
 from dynvid.data.datasets import scene_config
-from dynvid.engine.jobs import bench_config, bench_parser, print_targets
+from dynvid.engine.jobs import bench_config, bench_parser, bench_run_config, print_targets
 from dynvid.methods.resq import ResQTask
 from dynvid.methods.resq.presets import EMBEDDED, SMOKE
 from dynvid.methods.resq.report import compare, comparison_table, curve_value, row_name
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         "config": {"network": c.network, "height": cfg.data.synthetic_height, "width": cfg.data.synthetic_width,
                    "period": c.period, "tau": c.tau, "calib_samples": c.calib_samples,
                    "calib_candidates": c.calib_candidates, "per_channel": c.per_channel, "epochs": cfg.optim.epochs,
-                   "seed": cfg.train.seed, "smoke_test": args.smoke_test, "overrides": args.overrides,
+                   "seed": cfg.train.seed, **bench_run_config(args),
                    "train_videos": cfg.data.synthetic_train_videos, "val_videos": cfg.data.synthetic_val_videos,
                    "frames_per_video": cfg.data.synthetic_frames, "map_layer": c.map_layer, "taus": taus,
                    "periods": args.periods, "noise_std": noise[0], "shot_noise": noise[1]},

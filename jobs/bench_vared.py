@@ -72,7 +72,7 @@ from torch import nn
 from dynvid.backbones import build_backbone
 from dynvid.config import ExperimentConfig, VaredConfig, apply_overrides
 from dynvid.data.datasets import build_clip_dataset
-from dynvid.engine.jobs import bench_config, bench_parser, exit_on_bad_input, print_targets
+from dynvid.engine.jobs import bench_config, bench_parser, bench_run_config, exit_on_bad_input, print_targets
 from dynvid.engine.task import get_task
 from dynvid.methods.vared import force_policy, make_dynamic
 from dynvid.methods.vared.analysis import comparison_table, inference_copy, load_stage_model, policy_stats
@@ -417,7 +417,7 @@ def run(args: argparse.Namespace) -> int:
         "config": {"backbone": cfg.model.backbone, "width_mult": cfg.model.width_mult,
                    "clip": [cfg.data.clip_len, cfg.data.crop_size, cfg.data.crop_size], "epochs": epochs,
                    "search_space": cfg.vared.search_space, "efficiency_weight": cfg.vared.efficiency_weight,
-                   "seed": cfg.train.seed, "smoke_test": args.smoke_test, "overrides": args.overrides,
+                   "seed": cfg.train.seed, **bench_run_config(args),
                    "threads": torch.get_num_threads(),
                    "device": args.device, "dry_run": dry_run, "speed_only": args.speed_only,
                    "eval_clips": None if args.speed_only else acc["eval_clips"],

@@ -138,7 +138,7 @@ def test_stage_cost_tables():
     assert torch.allclose(macs.double(), metered / metered[:, -1].sum(), rtol=1e-5)
     before = {k: v.clone() for k, v in m.state_dict().items()}
     for layout in (True, False):  # timed on the inference copy, channels-last or not
-        latency = stage_costs(m, 64, "latency", repeats=1, channels_last=layout)
+        latency = stage_costs(m, 64, "latency", rounds=1, channels_last=layout)
         assert (latency > 0).all() and float(latency[:, -1].sum()) == pytest.approx(1.0)
     assert m.training  # the train/eval mode is restored
     # the model itself is neither folded nor laid out channels-last, and its statistics did not move
@@ -147,6 +147,8 @@ def test_stage_cost_tables():
     assert all(v.is_contiguous() for v in m.state_dict().values())
     with pytest.raises(ValueError, match="cost_metric"):
         stage_costs(m, 64, "joules")
+    with pytest.raises(ValueError, match="rounds must be at least 1, got 0"):
+        stage_costs(m, 64, "latency", rounds=0)
 
 
 def _stage_macs(m, outs, s, ratio) -> float:

@@ -68,6 +68,13 @@ def bench_parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
+def bench_run_config(args: argparse.Namespace) -> dict:
+    """What a benchmark's JSON ``config`` records of its :func:`bench_parser` arguments:
+    ``smoke_test`` and ``overrides`` (the ``--set`` list as given), so that a result says which
+    budget and settings produced it (issue 23: a fades run's JSON did not say ``fades=2``)."""
+    return {"smoke_test": args.smoke_test, "overrides": list(args.overrides)}
+
+
 def bench_config(presets: list[str], smoke: list[str], args: argparse.Namespace, storage_path: str) -> ExperimentConfig:
     """A benchmark's config: ``presets``, ``smoke`` under ``--smoke-test``, storage under
     ``storage_path`` (a temporary folder), then the ``--set`` overrides (which may point the
@@ -79,10 +86,13 @@ def bench_config(presets: list[str], smoke: list[str], args: argparse.Namespace,
 
 
 def print_targets(targets: list[dict]) -> None:
-    """One line per benchmark target of the JSON's ``targets``: value, bound and met / MISSED."""
+    """One line per benchmark target of the JSON's ``targets``: value, bound and met / MISSED,
+    then the target's ``note`` where it has one (e.g. what the value does not say)."""
     for t in targets:
         print(f"  {t['name']}: {t['value']:.4f} (target {'>=' if t['direction'] == 'max' else '<='} {t['target']}) "
               f"-> {'met' if t['met'] else 'MISSED'}")
+        if t.get("note"):
+            print(f"    {t['note']}")
 
 
 def final_metrics_line(method: str, metrics: dict) -> str:

@@ -115,7 +115,7 @@ def _wait(device: torch.device) -> None:
 
 
 @torch.no_grad()
-def stage_costs(model, size: int, metric: str = "latency", repeats: int = 21, channels_last: bool = True) -> torch.Tensor:
+def stage_costs(model, size: int, metric: str = "latency", rounds: int = 21, channels_last: bool = True) -> torch.Tensor:
     """``(6, len(RATIOS))`` cost of each elastic stage at each ratio on a ``size × size`` frame,
     normalized so that the full network's stages sum to 1: measured single-core latency with
     batch 1 on the network as it runs at inference (:func:`~.model.inference_copy`:
@@ -126,19 +126,17 @@ def stage_costs(model, size: int, metric: str = "latency", repeats: int = 21, ch
     0.16 channels-last. With ``channels_last`` the timed frame is channels-last too, as the
     decoded frames are.
 
-    Latency is timed in ``repeats`` rounds (after one warm-up round): each round times every
+    Latency is timed in ``rounds`` rounds (after one warm-up round): each round times every
     (stage, ratio) cell once, in a shuffled order (seeded), and a cell's cost is its median over
-    the rounds. Why (issue 23, stop 41): timed cell after cell (the median of 5 repeats each),
-    a slow spell of the machine fell on whichever cells it met. Ten tables of one supernet at
-    192² on a 2-core machine, the two ways taking turns: a cell's cost moved by 9.3% (median
-    relative std; 34% at most) that way and 2.5% (4.6% at most) in rounds; the subnet
-    (1, 6, 1, 2, 1, 2) cost 0.450–0.523 against 0.511–0.530; of the subnets within the gate
-    prior's window [0.45, 0.5] (``ant.cost_target`` 0.5) in any table, 0% were within it in
-    every table against 25%. Three stage-2 runs from one supernet had started their gates at
-    three different subnets (search AP 0.531, 0.521, 0.512). 21 rounds take 1.6 s at 192²."""
+    the rounds, so that a slow spell of the machine spreads over all cells instead of falling on
+    the few timed in it (issue 23, stop 41: a cell's relative spread 9.3% → 2.5% over ten tables
+    on a 2-core machine; the README's "Without the distillation" has the numbers). 21 rounds
+    take 1.6 s at 192². Raises ``ValueError`` for an unknown ``metric`` or ``rounds < 1``."""
     model = unwrap_model(model)
     if metric not in ("latency", "macs"):
         raise ValueError(f"ant.cost_metric must be 'latency' or 'macs', got {metric!r}")
+    if rounds < 1:
+        raise ValueError(f"stage_costs: rounds must be at least 1, got {rounds}")
     was, before = model.training, torch.get_num_threads()
     model.eval()
     m = inference_copy(model, channels_last) if metric == "latency" else model
@@ -161,7 +159,7 @@ def stage_costs(model, size: int, metric: str = "latency", repeats: int = 21, ch
         else:
             times = {cell: [] for cell in cells}
             order, shuffle = list(cells), random.Random(0).shuffle
-            for _ in range(repeats + 1):  # the first round warms up
+            for _ in range(rounds + 1):  # the first round warms up
                 shuffle(order)
                 for s, k in order:
                     x = outs[ELASTIC[s] - 1]

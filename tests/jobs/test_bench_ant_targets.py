@@ -1,0 +1,37 @@
+"""bench_ant's targets from its rows (``targets_from_rows``): the static front at GMACs and at
+milliseconds, where the front places ANT and where it cannot."""
+
+import pytest
+
+import bench_ant  # jobs/ is on pytest's pythonpath (pyproject.toml)
+from dynvid.methods.ant.report import SAME_WEIGHTS_D0
+
+
+def _row(gmacs: float, ms: float, ap: float) -> dict:
+    return {"gmacs_avg": gmacs, "latency_ms": ms, "AP": ap}
+
+
+def _targets(rows: dict) -> dict:
+    targets, _ = bench_ant.targets_from_rows(rows, 0.45)
+    return {t["name"]: t for t in targets}
+
+
+def test_a_cheaper_better_static_row_misses_the_front():
+    rows = {SAME_WEIGHTS_D0: _row(0.30, 30.0, 0.55), "NAS 0.5": _row(0.14, 24.0, 0.54),
+            "ANT τ=0.45": _row(0.16, 26.0, 0.52)}
+    t = _targets(rows)
+    for name in ("AP_above_static_NAS_front_at_GMACs", "AP_above_static_NAS_front_at_latency"):
+        assert t[name]["value"] == pytest.approx(0.52 - 0.54) and not t[name]["met"] and "note" not in t[name]
+    assert t["latency_speedup_vs_D0"]["value"] == pytest.approx(30 / 26)
+
+
+def test_no_static_row_as_cheap_holds_but_says_it_is_not_placed():
+    rows = {SAME_WEIGHTS_D0: _row(0.30, 30.0, 0.55), "NAS 0.5": _row(0.20, 25.0, 0.54),
+            "ANT τ=0.45": _row(0.15, 26.0, 0.50)}
+    t = _targets(rows)
+    gmacs = t["AP_above_static_NAS_front_at_GMACs"]
+    assert gmacs["met"] and gmacs["value"] == 0.0
+    assert gmacs["note"].startswith("not placed") and "NAS 0.5 (0.2 GMACs)" in gmacs["note"]
+    assert "(ANT -0.0400)" in gmacs["note"]
+    ms = t["AP_above_static_NAS_front_at_latency"]  # at ms NAS 0.5 is cheaper and better: placed, below
+    assert ms["value"] == pytest.approx(-0.04) and not ms["met"] and "note" not in ms
