@@ -210,6 +210,26 @@ def test_gate_prior_starts_the_gates_at_the_best_searched_subnet_within_the_cost
     assert len(scored) == count
 
 
+def test_a_named_gate_prior_starts_the_gates_at_that_subnet_without_a_search(monkeypatch, capsys):
+    cfg = apply_overrides(ExperimentConfig(), TINY + ["ant.gate_prior=1,6,2,1,1,1", "ant.gate_prior_weight=0.6"])
+    task = ANTTask(cfg)  # no cost target needed: nothing is searched
+    stage = task.stages[-1]
+    batch, _ = _batch(task, cfg, stage)
+    torch.manual_seed(0)
+    model = task.build_model(cfg, 6, stage).train()
+    monkeypatch.setattr(task_module, "evaluate_modes", lambda *a, **kw: pytest.fail("a named prior scores nothing"))
+    task.training_step(model, batch, stage)
+    assert model.width_stats_ready
+    for gate, r in zip(model.gates, (1, 6, 2, 1, 1, 1)):
+        probs = gate.fc2.bias.detach().softmax(0)
+        assert int(probs.argmax()) == RATIOS.index(r) and float(probs.max()) == pytest.approx(0.6, abs=1e-5)
+    cost = float(sum(task._costs[s, RATIOS.index(r)] for s, r in enumerate((1, 6, 2, 1, 1, 1))))
+    assert f"subnet (1, 6, 2, 1, 1, 1) as named by ant.gate_prior (cost {cost:.3f}" in capsys.readouterr().out
+    for bad in ("1,6,2,1,1", "1,6,2,1,1,7", "1;6;2;1;1;1"):
+        with pytest.raises(ValueError, match=r"ant.gate_prior must be null, 'nas' or 6 comma-separated ratios"):
+            ANTTask(apply_overrides(ExperimentConfig(), [f"ant.gate_prior={bad}"]))
+
+
 def test_gate_prior_below_the_cheapest_subnet_searches_the_cheapest_subnets(capsys):
     # a cost table where a narrow stage costs nearly what a wide one does (a GPU's latency):
     # every subnet costs more than the 0.5 target, so [0.45, 0.5] holds none

@@ -74,7 +74,12 @@ class AntConfig:
     whether scaling the chosen width's output helps, never whether another width would
     detect better, while the cost term pushes every stage toward its cheapest width; the
     random gates of the stop-32 run settled on ratio 1 in stages 4–6, 5 AP points below the
-    NAS subnet of the same weights at similar milliseconds. Needs ``ant.cost_target``."""
+    NAS subnet of the same weights at similar milliseconds. Needs ``ant.cost_target``.
+    ``"1,6,2,1,1,1"`` (one ratio per elastic stage): the gates start at that subnet, biased as
+    for ``"nas"``, without a search — to compare stage-2 settings from one start: the
+    latency table moves by a few percent between measurements, enough to carry a subnet across
+    the search window's edge (issue 23, stop 42: two runs from one supernet started at
+    (1, 6, 2, 1, 1, 1) and (1, 6, 1, 2, 1, 1))."""
     gate_prior_weight: float = 0.8
     """The softmax probability the ``"nas"`` prior gives the searched subnet's ratio in each stage."""
     cost_metric: str = "latency"

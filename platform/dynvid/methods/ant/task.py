@@ -16,7 +16,7 @@ from dynvid.data.datasets import scene_config
 from dynvid.data.detection import build_detection_dataset
 from dynvid.detection.efficientdet import ANCHOR_RATIOS, ANCHOR_SCALES
 from dynvid.methods.ant.evaluation import AntMode, NonTemporalMode, StaticMode, evaluate_modes
-from dynvid.methods.ant.model import ANTDetector
+from dynvid.methods.ant.model import ELASTIC, ANTDetector
 from dynvid.methods.ant.modules import LARGEST, SMALLEST, bn_buffers, recalibrate_bn
 from dynvid.methods.ant.nas import BUDGET_FLOOR, SEARCHES, search_within, subnet_cost
 from dynvid.methods.ant.presets import PRESETS
@@ -54,6 +54,18 @@ def rank0_table(costs: torch.Tensor) -> torch.Tensor:
     return table
 
 
+
+def prior_ratios(value: str) -> tuple[int, ...]:
+    """The subnet a named ``ant.gate_prior`` starts the gates at: one ratio per elastic stage,
+    comma-separated, each one of ``RATIOS`` (``"1,6,2,1,1,1"``). Raises ``ValueError`` naming
+    the key and what it accepts."""
+    accepted = (f"null, 'nas' or {len(ELASTIC)} comma-separated ratios in {RATIOS[0]}..{RATIOS[-1]}, one per "
+                f"elastic stage (e.g. '1,6,2,1,1,1')")
+    parts = [p.strip() for p in str(value).split(",")]
+    if len(parts) != len(ELASTIC) or not all(p.isdigit() and int(p) in RATIOS for p in parts):
+        raise ValueError(f"ant.gate_prior must be {accepted}, got {value!r}")
+    return tuple(int(p) for p in parts)
+
 class ANTTask(Task):
     """The ANT detector Task (see the package docstring)."""
 
@@ -82,7 +94,7 @@ class ANTTask(Task):
             raise ValueError(f"ant.cost_target must be in (0, 1] (a fraction of the full network's elastic stages) "
                              f"or null, got {c.cost_target}")
         if c.gate_prior not in (None, "nas"):
-            raise ValueError(f"ant.gate_prior must be null or 'nas', got {c.gate_prior!r}")
+            prior_ratios(c.gate_prior)  # a named subnet, or a ValueError that says what is accepted
         if c.gate_prior == "nas" and c.cost_target is None:
             raise ValueError("ant.gate_prior='nas' searches a subnet within ant.cost_target: set ant.cost_target")
         if c.nas_candidates < 1:
@@ -209,7 +221,7 @@ class ANTTask(Task):
             m.calibrate_width_statistics(self.recalibration_batches())
         if self._costs is None:  # measured once per worker, on its own hardware; kept on its device
             self._costs = stage_costs(model, c.image_size, c.cost_metric, channels_last=c.channels_last).to(frames.device)
-        if first and c.gate_prior == "nas":  # after the statistics: the search scores subnets with them
+        if first and c.gate_prior is not None:  # after the statistics: the search scores subnets with them
             self.set_gate_prior(m, self._costs)
         return gate_step(model, frames, clip_targets, c.gumbel_tau, c.key_every, c.fusion_kd_weight, c.cost_weight,
                          self._costs, c.cost_target)
@@ -227,8 +239,18 @@ class ANTTask(Task):
         ``[1, 1/0.9]`` × that cheapest cost instead and says so: a budget below what the
         hardware allows asks for the cheapest networks, not for an error at stage 2's first
         step. Returns ``{"ratios", "search_AP", "cost", "budget", "tried"}`` (``budget``: the
-        one searched; ``tried``: candidates scored in full)."""
+        one searched; ``tried``: candidates scored in full). A named subnet
+        (``ant.gate_prior="1,6,2,1,1,1"``) sets the biases toward it without a search
+        (``search_AP`` and ``budget`` None, ``tried`` 0)."""
         c = self.cfg.ant
+        if c.gate_prior != "nas":
+            ratios = prior_ratios(c.gate_prior)
+            for gate, r in zip(model.gates, ratios):
+                gate.set_prior(RATIOS.index(r), c.gate_prior_weight)
+            cost = subnet_cost(rank0_table(costs).cpu().tolist(), ratios)
+            say(f"[dynvid] gate prior: subnet {ratios} as named by ant.gate_prior (cost {cost:.3f} of the full "
+                f"elastic stages, not searched); each gate starts at {c.gate_prior_weight:g} on its ratio")
+            return {"ratios": list(ratios), "search_AP": None, "cost": cost, "budget": None, "tried": 0}
         loader, gt = self.search_videos(self.cfg, shard=True)
         post = c.post_processing()
         table = rank0_table(costs).cpu().tolist()  # every rank ranks the same subnets; lists: 6^6 cheap lookups
