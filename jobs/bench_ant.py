@@ -81,6 +81,12 @@ def front_target(name: str, static: dict, ant: dict, cost: str, unit: str) -> di
     return target
 
 
+def _front(summary: dict, cost: str) -> str:
+    """The summary line's "AP above the static front" at ``cost`` ("gmacs"/"latency"), or "not placed"."""
+    key = "AP_above_nas_front_gmacs" if cost == "gmacs" else "AP_above_nas_front_latency"
+    return f"{summary[key]:+.4f}" if summary["nas_front_placed"][cost] else "not placed"
+
+
 def targets_from_rows(rows: dict, key_threshold: float, replay_size: int | None = None) -> tuple[list[dict], dict]:
     """The issue's targets and a summary from the benchmark's rows (see the module docstring);
     ``replay_size``: the resolution the rows were also timed at (``compare``'s
@@ -106,9 +112,10 @@ def targets_from_rows(rows: dict, key_threshold: float, replay_size: int | None 
         best_there = front_at([(r[key], r["AP"]) for r in static.values() if key in r], ant[key])
         replay[str(replay_size)] = {"latency_speedup": d0[key] / ant[key], "D0_ms": d0[key], "ANT_ms": ant[key],
                                     "AP_above_static_front_at_latency": ant["AP"] - best_there
-                                    if best_there is not None else 0.0}
-    summary = {"replay": replay, "latency_speedup": speedup, "AP_drop": drop, "AP_above_nas_front_gmacs": front_gmacs["value"],
-               "AP_above_nas_front_latency": front_latency["value"],
+                                    if best_there is not None else 0.0, "front_placed": best_there is not None}
+    summary = {"replay": replay, "latency_speedup": speedup, "AP_drop": drop,
+               "AP_above_nas_front_gmacs": front_gmacs["value"], "AP_above_nas_front_latency": front_latency["value"],
+               "nas_front_placed": {"gmacs": "note" not in front_gmacs, "latency": "note" not in front_latency},
                "latency_speedup_vs_standalone_D0": standalone["latency_ms"] / ant["latency_ms"] if standalone else None,
                "ant_minus_nontemporal_AP": ant["AP"] - nontemporal["AP"] if nontemporal else None}
     return targets, summary
@@ -191,22 +198,22 @@ def run(args: argparse.Namespace) -> int:
     d0, ant = rows[SAME_WEIGHTS_D0], rows[f"ANT τ={c.key_threshold:g}"]
     print(f"\nANT τ={c.key_threshold:g} vs {SAME_WEIGHTS_D0}: latency {d0['latency_ms']:.1f} -> {ant['latency_ms']:.1f} ms "
           f"({summary['latency_speedup']:.2f}×), AP {d0['AP']:.4f} -> {ant['AP']:.4f} (drop {summary['AP_drop']:+.4f}); "
-          f"against the best static network at ≤ its cost: {summary['AP_above_nas_front_gmacs']:+.4f} AP (GMACs), "
-          f"{summary['AP_above_nas_front_latency']:+.4f} (latency)")
+          f"against the best static network at ≤ its cost: {_front(summary, 'gmacs')} AP (GMACs), "
+          f"{_front(summary, 'latency')} (latency)")
     for size, r in summary["replay"].items():
         sized = [[name, f"{row['AP']:.4f}", f"{row['latency_ms']:.1f}", f"{row[f'latency_ms_{size}']:.1f}"]
                  for name, row in rows.items() if f"latency_ms_{size}" in row]
         print(f"\nthe same rows at {size}×{size} on 1 core (dynamic rows replay their {c.image_size}² choices)")
         print(format_table(["network", "AP", f"ms at {c.image_size}", f"ms at {size}"], sized))
+        there = f"{r['AP_above_static_front_at_latency']:+.4f}" if r["front_placed"] else "not placed"
         print(f"ANT τ={c.key_threshold:g} vs {SAME_WEIGHTS_D0} at {size}: {r['D0_ms']:.1f} -> {r['ANT_ms']:.1f} ms "
-              f"({r['latency_speedup']:.2f}×); AP against the best static network at ≤ its milliseconds there: "
-              f"{r['AP_above_static_front_at_latency']:+.4f}")
+              f"({r['latency_speedup']:.2f}×); AP against the best static network at ≤ its ms there: {there}")
     print_targets(targets)
     result_json = {
         "benchmark": "ant",
         "config": {"image_size": c.image_size, "width_mult": c.width_mult, "fpn_channels": c.fpn_channels,
                    "key_threshold": c.key_threshold, "thresholds": thresholds, "nas_budgets": list(c.nas_budgets),
-                   "nas_candidates": c.nas_candidates, "nas_search": c.nas_search,
+                   "nas_candidates": c.nas_candidates, "nas_search": c.nas_search, "nas_videos": c.nas_videos,
                    "epochs": {"static": cfg.optim.epochs,
                    "supernet": c.supernet_epochs or cfg.optim.epochs, "gates": c.gate_epochs},
                    "channels_last": c.channels_last, "cost_metric": c.cost_metric, "cost_weight": c.cost_weight,

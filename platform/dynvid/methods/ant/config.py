@@ -74,14 +74,14 @@ class AntConfig:
     whether scaling the chosen width's output helps, never whether another width would
     detect better, while the cost term pushes every stage toward its cheapest width; the
     random gates of the stop-32 run settled on ratio 1 in stages 4–6, 5 AP points below the
-    NAS subnet of the same weights at similar milliseconds. Needs ``ant.cost_target``.
+    NAS subnet of the same weights at similar milliseconds. ``"nas"`` needs ``ant.cost_target``.
     ``"1,6,2,1,1,1"`` (one ratio per elastic stage): the gates start at that subnet, biased as
     for ``"nas"``, without a search — to compare stage-2 settings from one start: the
-    latency table moves by a few percent between measurements, enough to carry a subnet across
-    the search window's edge (issue 23, stop 42: two runs from one supernet started at
+    latency table moves by a few percent between measurements, which moves the subnets the
+    search window holds (issue 23, stop 42: two searches on one supernet's tables started at
     (1, 6, 2, 1, 1, 1) and (1, 6, 1, 2, 1, 1))."""
     gate_prior_weight: float = 0.8
-    """The softmax probability the ``"nas"`` prior gives the searched subnet's ratio in each stage."""
+    """The softmax probability the gate prior (searched or named) gives its subnet's ratio in each stage."""
     cost_metric: str = "latency"
     """Stage 2's cost table: ``latency`` (measured single-core latency per stage and ratio) or ``macs``."""
     temporal: bool = True
@@ -106,7 +106,8 @@ class AntConfig:
     under the per-ratio statistics, and 8 videos did not show it: on the fades scenes the 0.5
     budget's pick (1, 6, 4, 3, 1, 4) scored 0.580 on the 8 search videos and 0.357 on val
     (0.24–0.54 by 8-video group); searched on 24, six picks scored on val within 2 points of
-    their search AP. The search takes about three times as long."""
+    their search AP. The search takes about three times as long. A stored run from before
+    the change resumes only with ``ant.nas_videos=8`` (the run's identity hashes its config)."""
     eval_frames: int | None = None
     """Frames per val video in the evaluation (None = all)."""
     latency_videos: int = 8

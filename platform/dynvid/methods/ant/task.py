@@ -23,7 +23,7 @@ from dynvid.methods.ant.presets import PRESETS
 from dynvid.methods.ant.training import gate_step, sandwich_step, stage_costs, static_step
 from dynvid.task import Stage, Task, unwrap_model
 
-__all__ = ["ANTTask", "GATE_KEYS", "SUPERNET_KEYS", "build_detector", "frame_targets", "rank0_table"]
+__all__ = ["ANTTask", "GATE_KEYS", "SUPERNET_KEYS", "build_detector", "frame_targets", "prior_ratios", "rank0_table"]
 
 GATE_KEYS = ("ant.temporal", "ant.gate_epochs", "ant.gate_lr", "ant.gate_lr_mult", "ant.fusion_lr_mult",
              "ant.key_every",
@@ -54,7 +54,6 @@ def rank0_table(costs: torch.Tensor) -> torch.Tensor:
     return table
 
 
-
 def prior_ratios(value: str) -> tuple[int, ...]:
     """The subnet a named ``ant.gate_prior`` starts the gates at: one ratio per elastic stage,
     comma-separated, each one of ``RATIOS`` (``"1,6,2,1,1,1"``). Raises ``ValueError`` naming
@@ -62,9 +61,10 @@ def prior_ratios(value: str) -> tuple[int, ...]:
     accepted = (f"null, 'nas' or {len(ELASTIC)} comma-separated ratios in {RATIOS[0]}..{RATIOS[-1]}, one per "
                 f"elastic stage (e.g. '1,6,2,1,1,1')")
     parts = [p.strip() for p in str(value).split(",")]
-    if len(parts) != len(ELASTIC) or not all(p.isdigit() and int(p) in RATIOS for p in parts):
+    if len(parts) != len(ELASTIC) or not all(p.isdecimal() and int(p) in RATIOS for p in parts):
         raise ValueError(f"ant.gate_prior must be {accepted}, got {value!r}")
     return tuple(int(p) for p in parts)
+
 
 class ANTTask(Task):
     """The ANT detector Task (see the package docstring)."""

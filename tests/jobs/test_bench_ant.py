@@ -33,5 +33,8 @@ def test_no_static_row_as_cheap_holds_but_says_it_is_not_placed():
     assert gmacs["met"] and gmacs["value"] == 0.0
     assert gmacs["note"].startswith("not placed") and "NAS 0.5 (0.2 GMACs)" in gmacs["note"]
     assert "(ANT -0.0400)" in gmacs["note"]
+    _, summary = bench_ant.targets_from_rows(rows, 0.45)
+    assert summary["nas_front_placed"] == {"gmacs": False, "latency": True}
+    assert bench_ant._front(summary, "gmacs") == "not placed" and bench_ant._front(summary, "latency") == "-0.0400"
     ms = t["AP_above_static_NAS_front_at_latency"]  # at ms NAS 0.5 is cheaper and better: placed, below
     assert ms["value"] == pytest.approx(-0.04) and not ms["met"] and "note" not in ms
