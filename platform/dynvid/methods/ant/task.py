@@ -243,17 +243,28 @@ class ANTTask(Task):
         (``ant.gate_prior="1,6,2,1,1,1"``) sets the biases toward it without a search
         (``search_AP`` and ``budget`` None, ``tried`` 0)."""
         c = self.cfg.ant
-        if c.gate_prior != "nas":
-            ratios = prior_ratios(c.gate_prior)
-            for gate, r in zip(model.gates, ratios):
-                gate.set_prior(RATIOS.index(r), c.gate_prior_weight)
-            cost = subnet_cost(rank0_table(costs).cpu().tolist(), ratios)
-            say(f"[dynvid] gate prior: subnet {ratios} as named by ant.gate_prior (cost {cost:.3f} of the full "
-                f"elastic stages, not searched); each gate starts at {c.gate_prior_weight:g} on its ratio")
-            return {"ratios": list(ratios), "search_AP": None, "cost": cost, "budget": None, "tried": 0}
+        table = rank0_table(costs).cpu().tolist()  # every rank ranks the same subnets; lists: 6^6 cheap lookups
+        searched = c.gate_prior == "nas"
+        if searched:
+            ratios, ap, tried, budget = self._search_prior(model, table, say)
+        else:
+            ratios, ap, tried, budget = prior_ratios(c.gate_prior), None, 0, None
+        for gate, r in zip(model.gates, ratios):
+            gate.set_prior(RATIOS.index(r), c.gate_prior_weight)
+        found = {"ratios": list(ratios), "search_AP": ap, "cost": subnet_cost(table, ratios), "budget": budget,
+                 "tried": tried}
+        how = f"search AP {ap:.4f}, best of {tried}" if searched else "not searched"
+        say(f"[dynvid] gate prior: subnet {ratios}{'' if searched else ' as named by ant.gate_prior'} (cost "
+            f"{found['cost']:.3f} of the full elastic stages, {how}); each gate starts at {c.gate_prior_weight:g} "
+            f"on its ratio")
+        return found
+
+    def _search_prior(self, model: ANTDetector, table: list[list[float]], say) -> tuple:
+        """:meth:`set_gate_prior`'s search on rank 0's cost ``table``: ``(ratios, search AP,
+        candidates scored in full, the budget searched)``."""
+        c = self.cfg.ant
         loader, gt = self.search_videos(self.cfg, shard=True)
         post = c.post_processing()
-        table = rank0_table(costs).cpu().tolist()  # every rank ranks the same subnets; lists: 6^6 cheap lookups
 
         def score(ratios):
             return evaluate_modes(model, loader, gt, [StaticMode(ratios)], only_seen=True, **post)["static"]["AP"]
@@ -266,13 +277,7 @@ class ANTTask(Task):
                 f"hardware, above ant.cost_target={c.cost_target:g}; searching within [{cheapest:.3f}, {budget:.3f}]")
         ratios, ap, tried = search_within(c.nas_search, random.Random(self.cfg.train.seed),
                                           lambda r: subnet_cost(table, r), budget, c.nas_candidates, score, say)
-        for gate, r in zip(model.gates, ratios):
-            gate.set_prior(RATIOS.index(r), c.gate_prior_weight)
-        found = {"ratios": list(ratios), "search_AP": ap, "cost": subnet_cost(table, ratios), "budget": budget,
-                 "tried": tried}
-        say(f"[dynvid] gate prior: subnet {ratios} (cost {found['cost']:.3f} of the full elastic stages, search AP "
-            f"{ap:.4f}, best of {tried}); each gate starts at {c.gate_prior_weight:g} on its ratio")
-        return found
+        return ratios, ap, tried, budget
 
     # ---- evaluation -------------------------------------------------------------------------
 
