@@ -126,6 +126,13 @@ class Task:
         averaged weighted by ``num_samples``, which must be present."""
         raise NotImplementedError(f"{type(self).__name__} must define evaluate")
 
+    def end_epoch(self, model: nn.Module, stage: Stage, say: Callable[..., None]) -> dict[str, float]:
+        """Called on every worker after an epoch's training steps, before its evaluation and
+        checkpoint: work whose result belongs in the epoch's checkpoint (e.g. ANT refreshes
+        BatchNorm statistics its training left stale). ``say`` prints on rank 0 only. Returns
+        metrics logged with the epoch's (numbers; default none)."""
+        return {}
+
     # ---- data ---------------------------------------------------------------------------------
 
     def datasets(self, cfg: ExperimentConfig, stage: Stage):

@@ -115,6 +115,73 @@ def test_width_statistics_are_each_ratios_recalibrated_statistics():
     assert changed[:, 1].all() and not changed[:, [0, 2, 3, 4, 5]].any()
 
 
+def test_training_forwards_count_their_ratio_once_statistics_are_per_ratio():
+    m = _detector()
+    block = m.backbone.features[ELASTIC[2]][0]
+    m.train()
+    m.forward_static(torch.randn(2, 3, 64, 64), (2,) * 6)  # shared statistics: nothing to count
+    assert block.width_updates.sum() == 0
+    m.calibrate_width_statistics([torch.randn(2, 3, 64, 64)])
+    for ratios in ((2,) * 6, (2,) * 6, (1, 6, 3, 1, 1, 1)):
+        m.forward_static(torch.randn(2, 3, 64, 64), ratios)
+    assert block.width_updates.tolist() == [0, 2, 1, 0, 0, 0]
+    m.eval()
+    with torch.no_grad():
+        m.forward_static(torch.randn(1, 3, 64, 64), (2,) * 6)  # inference updates no statistics
+    assert block.width_updates.tolist() == [0, 2, 1, 0, 0, 0]
+    assert "width_updates" not in "".join(m.state_dict())  # a count, not part of the checkpoint
+
+
+def test_stale_width_statistics_are_recalibrated_and_the_tracked_ones_kept():
+    import copy
+
+    m = _detector()
+    m.freeze_stem()
+    batches = [torch.randn(2, 3, 64, 64) for _ in range(2)]
+    m.calibrate_width_statistics(batches)
+    chosen = (1, 6, 2, 1, 1, 1)
+    with torch.no_grad():  # the gates' subnet trains its statistics ...
+        for _ in range(7):
+            m.forward_static(torch.randn(2, 3, 64, 64) * 2, chosen)
+        for p in m.backbone.parameters():  # ... while the shared weights move for every ratio
+            p.mul_(1.3)
+    reference = copy.deepcopy(m)
+    reference.calibrate_width_statistics(batches)  # every ratio recalibrated on the moved weights
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+
+    refreshed = m.refresh_stale_width_statistics(batches)
+
+    assert refreshed == {s: [r for r in (1, 2, 3, 4, 5, 6) if r != c] for s, c in enumerate(chosen)}
+    assert m.training  # the mode is kept
+    after = m.state_dict()
+    for name in before:  # every BatchNorm outside the per-ratio rows is as training left it
+        if ".width_" not in name:
+            assert torch.equal(after[name], before[name]), name
+    for s, c in enumerate(chosen):
+        stage, theirs_stage = m.backbone.features[ELASTIC[s]], reference.backbone.features[ELASTIC[s]]
+        for i, (ours, theirs) in enumerate(zip(stage, theirs_stage)):
+            old_mean, old_var = (before[f"backbone.features.{ELASTIC[s]}.{i}.{n}"] for n in ("width_mean", "width_var"))
+            for k, r in enumerate((1, 2, 3, 4, 5, 6)):
+                if r == c:  # the tracked row: untouched
+                    assert torch.equal(ours.width_mean[:, k], old_mean[:, k])
+                else:  # a stale row: what a full recalibration on the current weights gives
+                    assert torch.allclose(ours.width_mean[:, k], theirs.width_mean[:, k], atol=1e-5), (s, r)
+                    assert torch.allclose(ours.width_var[:, k], theirs.width_var[:, k], rtol=1e-4, atol=1e-5), (s, r)
+                    assert not torch.allclose(ours.width_var[:, k], old_var[:, k])
+            assert ours.width_updates.sum() == 0  # the next epoch counts afresh
+    assert m.refresh_stale_width_statistics(batches, min_updates=0) == {}  # nothing stale: nothing recalibrated
+
+
+def test_fresh_updates_is_where_the_running_average_turns_over():
+    from dynvid.methods.ant.modules import fresh_updates
+
+    assert fresh_updates(0.1) == 7 and 0.9 ** 7 < 0.5 <= 0.9 ** 6
+    assert fresh_updates(0.5) == 2  # 0.5 ** 1 is not below 0.5
+    assert fresh_updates(None) == 1 and fresh_updates(1.0) == 1  # a cumulative average, or no memory
+    with pytest.raises(ValueError, match="momentum"):
+        fresh_updates(0.0)
+
+
 def test_a_checkpoint_without_width_statistics_still_loads_strictly():
     m = ANTDetector(num_classes=3, fpn_channels=16, fpn_layers=1, head_repeats=1)
     old = {k: v for k, v in m.state_dict().items() if ".width_" not in k}

@@ -155,6 +155,9 @@ class ElasticMBConv(MBConv):
         self.register_buffer("width_mean", torch.zeros(3, len(RATIOS), c))
         self.register_buffer("width_var", torch.ones(3, len(RATIOS), c))
         self.register_buffer("width_stats_ready", torch.zeros((), dtype=torch.bool))
+        # training updates of each ratio's statistics since the last reset: not checkpointed (a
+        # stage resumes at an epoch's start, where its owner resets them; see ANT's refresh)
+        self.register_buffer("width_updates", torch.zeros(len(RATIOS), dtype=torch.int64), persistent=False)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         self._unfold()  # the folded weights were made from the weights being replaced
@@ -193,13 +196,16 @@ class ElasticMBConv(MBConv):
             self.width_mean[i, k, :c] = bn.running_mean
             self.width_var[i, k, :c] = bn.running_var
 
-    def _stats(self, i: int, n: int, channels: int):
-        if not self.stats_ready():
-            return None, None
+    def _ratio_index(self, n: int) -> int:
         if n % self.cin or n // self.cin not in RATIOS:
             raise ValueError(f"width statistics exist for ratios {RATIOS}; hidden width {n} is cin {self.cin} × "
                              f"{n / self.cin:g}")
-        k = RATIOS.index(n // self.cin)
+        return RATIOS.index(n // self.cin)
+
+    def _stats(self, i: int, n: int, channels: int):
+        if not self.stats_ready():
+            return None, None
+        k = self._ratio_index(n)
         return self.width_mean[i, k, :channels], self.width_var[i, k, :channels]
 
     @torch.no_grad()
@@ -261,6 +267,8 @@ class ElasticMBConv(MBConv):
         folded = self._folded(n) if self.__dict__.get("_folded_widths") is not None else None
         pad = (self.kernel - 1) // 2
         if folded is None:
+            if self.training and self.stats_ready():  # this forward moves ratio n/cin's statistics once
+                self.width_updates[self._ratio_index(n)] += 1
             h = F.conv2d(x, expand[0].weight[:n])
             h = F.silu(_bn(h, expand[1], n, self.training, *self._stats(0, n, n)))
             h = F.conv2d(h, dw[0].weight[:n], None, self.stride, pad, groups=n)

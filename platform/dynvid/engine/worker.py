@@ -310,6 +310,7 @@ def _epochs(run: StageRun, start_epoch: int, global_step: int, state: dict | Non
                        throughput_clips_per_s=seen * world / elapsed, epoch_time_s=elapsed,
                        data_wait_s=meter.waited, data_wait_fraction=meter.waited / max(elapsed, 1e-9))
         metrics.update(_bad_videos(train_ds, getattr(val_loader, "dataset", None)))
+        metrics.update(task.end_epoch(model, stage, say))  # before the evaluation and checkpoint it may change
         last = epoch + 1 == epochs
         if cfg.train.eval_every > 0 and (last or (epoch + 1) % cfg.train.eval_every == 0):
             val = reduce_metrics(task.evaluate(model, val_loader, stage))

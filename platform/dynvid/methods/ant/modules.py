@@ -37,7 +37,7 @@ from dynvid.backbones.fuse import folded_conv, tensor_stamp
 from dynvid.layers import gumbel_softmax
 from dynvid.metrics.cost import conv_macs, record_cost
 
-__all__ = ["DynamicGate", "FusionModule", "KeyFrameSelector", "ProjectedKeys", "bn_buffers",
+__all__ = ["DynamicGate", "FusionModule", "KeyFrameSelector", "ProjectedKeys", "bn_buffers", "fresh_updates",
            "inplace_distillation_loss", "recalibrate_bn", "sandwich_configs", "stem_deviation",
            "stem_scale"]
 
@@ -83,6 +83,18 @@ def recalibrate_bn(model: nn.Module, forward: Callable[[torch.Tensor], object], 
     if n == 0:
         raise ValueError("recalibrate_bn needs at least one batch")
     return n
+
+
+def fresh_updates(momentum: float, share: float = 0.5) -> int:
+    """The fewest updates after which more than ``share`` of a BatchNorm running average
+    (``momentum`` as ``nn.BatchNorm2d``'s) comes from them: the smallest ``n`` with
+    ``(1 − momentum)^n < 1 − share`` (7 at PyTorch's default 0.1; 1 for a cumulative average,
+    ``momentum=None``)."""
+    if momentum is None or momentum >= 1:
+        return 1
+    if not 0 < momentum or not 0 < share < 1:
+        raise ValueError(f"fresh_updates needs momentum in (0, 1] and share in (0, 1), got {momentum}, {share}")
+    return math.floor(math.log(1 - share) / math.log(1 - momentum)) + 1
 
 
 def bn_buffers(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -226,6 +226,24 @@ class ANTTask(Task):
         return gate_step(model, frames, clip_targets, c.gumbel_tau, c.key_every, c.fusion_kd_weight, c.cost_weight,
                          self._costs, c.cost_target)
 
+    def end_epoch(self, model: nn.Module, stage: Stage, say) -> dict[str, float]:
+        """Stage 2 (engine hook, before the evaluation and checkpoint): the per-ratio statistics
+        this epoch's training left stale are recalibrated
+        (:meth:`~.model.ANTDetector.refresh_stale_width_statistics`), so the checkpoint's
+        static subnets — the NAS rows, the NAS search, the gate prior — normalize with
+        statistics of the current weights, and ANT keeps the ones its gates tracked. Stale:
+        fewer training updates this epoch than make up most of the running average
+        (:func:`~.modules.fresh_updates`: 7 at BatchNorm's momentum 0.1). Logs
+        ``width_stats_refreshed``, the (stage, ratio) statistics refreshed."""
+        m = unwrap_model(model)
+        if stage.name != "gates" or not m.width_stats_ready:
+            return {}
+        refreshed = m.refresh_stale_width_statistics(self.recalibration_batches())
+        if refreshed:
+            say("[dynvid] stale per-ratio statistics recalibrated (stage: ratios): "
+                + "; ".join(f"{s + 1}: {','.join(map(str, rs))}" for s, rs in refreshed.items()))
+        return {"width_stats_refreshed": float(sum(len(rs) for rs in refreshed.values()))}
+
     def set_gate_prior(self, model: ANTDetector, costs: torch.Tensor, say=print) -> dict:
         """``ant.gate_prior="nas"``: the best static subnet by AP on the search videos among
         ``ant.nas_candidates`` (``ant.nas_search``; the sensitivity search scores its 31-subnet
