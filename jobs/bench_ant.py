@@ -109,10 +109,11 @@ def targets_from_rows(rows: dict, key_threshold: float, replay_size: int | None 
     replay = {}
     key = f"latency_ms_{replay_size}"
     if replay_size and key in d0 and key in ant:
-        best_there = front_at([(r[key], r["AP"]) for r in static.values() if key in r], ant[key])
+        there = front_target(f"AP_above_static_front_at_{replay_size}", {n: r for n, r in static.items() if key in r},
+                             ant, key, "ms")  # reported, not a target
         replay[str(replay_size)] = {"latency_speedup": d0[key] / ant[key], "D0_ms": d0[key], "ANT_ms": ant[key],
-                                    "AP_above_static_front_at_latency": ant["AP"] - best_there
-                                    if best_there is not None else 0.0, "front_placed": best_there is not None}
+                                    "AP_above_static_front_at_latency": there["value"],
+                                    "front_placed": "note" not in there}
     summary = {"replay": replay, "latency_speedup": speedup, "AP_drop": drop,
                "AP_above_nas_front_gmacs": front_gmacs["value"], "AP_above_nas_front_latency": front_latency["value"],
                "nas_front_placed": {"gmacs": "note" not in front_gmacs, "latency": "note" not in front_latency},

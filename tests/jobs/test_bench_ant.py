@@ -38,3 +38,20 @@ def test_no_static_row_as_cheap_holds_but_says_it_is_not_placed():
     assert bench_ant._front(summary, "gmacs") == "not placed" and bench_ant._front(summary, "latency") == "-0.0400"
     ms = t["AP_above_static_NAS_front_at_latency"]  # at ms NAS 0.5 is cheaper and better: placed, below
     assert ms["value"] == pytest.approx(-0.04) and not ms["met"] and "note" not in ms
+
+
+def test_the_replay_is_placed_on_its_own_milliseconds():
+    """At the replay size only the replay's timings count: a static row cheaper there places
+    ANT; one that is cheaper only at the native size does not."""
+    rows = {SAME_WEIGHTS_D0: {**_row(0.30, 30.0, 0.55), "latency_ms_512": 200.0},
+            "NAS 0.5": {**_row(0.14, 24.0, 0.54), "latency_ms_512": 160.0},
+            "NAS 0.3": _row(0.10, 10.0, 0.60),  # not timed at 512: left out of the replay's front
+            "ANT τ=0.45": {**_row(0.16, 26.0, 0.52), "latency_ms_512": 150.0}}
+    targets, summary = bench_ant.targets_from_rows(rows, 0.45, replay_size=512)
+    replay = summary["replay"]["512"]
+    assert replay["latency_speedup"] == pytest.approx(200 / 150) and not replay["front_placed"]
+    assert replay["AP_above_static_front_at_latency"] == 0.0
+    assert "AP_above_static_front_at_512" not in {t["name"] for t in targets}  # reported, not a target
+    rows["NAS 0.5"]["latency_ms_512"] = 140.0
+    replay = bench_ant.targets_from_rows(rows, 0.45, replay_size=512)[1]["replay"]["512"]
+    assert replay["front_placed"] and replay["AP_above_static_front_at_latency"] == pytest.approx(0.52 - 0.54)
