@@ -125,10 +125,12 @@ def test_training_forwards_count_their_ratio_once_statistics_are_per_ratio():
     for ratios in ((2,) * 6, (2,) * 6, (1, 6, 3, 1, 1, 1)):
         m.forward_static(torch.randn(2, 3, 64, 64), ratios)
     assert block.width_updates.tolist() == [0, 2, 1, 0, 0, 0]
+    block(torch.randn(1, block.cin, 16, 16), block.cin * 4, torch.tensor([2]), 4)  # 1 row of a batch of 4
+    assert block.width_updates.tolist() == [0, 2, 1, 0.25, 0, 0]  # batches' worth of samples
     m.eval()
     with torch.no_grad():
         m.forward_static(torch.randn(1, 3, 64, 64), (2,) * 6)  # inference updates no statistics
-    assert block.width_updates.tolist() == [0, 2, 1, 0, 0, 0]
+    assert block.width_updates.tolist() == [0, 2, 1, 0.25, 0, 0]
     assert "width_updates" not in "".join(m.state_dict())  # a count, not part of the checkpoint
 
 

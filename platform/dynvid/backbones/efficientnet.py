@@ -155,9 +155,10 @@ class ElasticMBConv(MBConv):
         self.register_buffer("width_mean", torch.zeros(3, len(RATIOS), c))
         self.register_buffer("width_var", torch.ones(3, len(RATIOS), c))
         self.register_buffer("width_stats_ready", torch.zeros((), dtype=torch.bool))
-        # training updates of each ratio's statistics since the last reset: not checkpointed (a
-        # stage resumes at an epoch's start, where its owner resets them; see ANT's refresh)
-        self.register_buffer("width_updates", torch.zeros(len(RATIOS), dtype=torch.int64), persistent=False)
+        # training updates of each ratio's statistics since the last reset, in batches' worth of
+        # samples (an update from 2 rows of a batch of 8 counts 0.25): not checkpointed (a stage
+        # resumes at an epoch's start, where its owner resets them; see ANT's refresh)
+        self.register_buffer("width_updates", torch.zeros(len(RATIOS)), persistent=False)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         self._unfold()  # the folded weights were made from the weights being replaced
@@ -268,7 +269,7 @@ class ElasticMBConv(MBConv):
         pad = (self.kernel - 1) // 2
         if folded is None:
             if self.training and self.stats_ready():  # this forward moves ratio n/cin's statistics once
-                self.width_updates[self._ratio_index(n)] += 1
+                self.width_updates[self._ratio_index(n)] += 1.0 if batch is None else len(x) / batch
             h = F.conv2d(x, expand[0].weight[:n])
             h = F.silu(_bn(h, expand[1], n, self.training, *self._stats(0, n, n)))
             h = F.conv2d(h, dw[0].weight[:n], None, self.stride, pad, groups=n)

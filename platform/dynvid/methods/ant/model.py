@@ -131,10 +131,16 @@ class ANTDetector(nn.Module):
         (1,6,4,3,1,4) of the stage-2 weights scored AP 0.357 with them, 0.531 recalibrated,
         and the NAS search, which scores subnets with these statistics, picked it).
 
-        A ratio of an elastic stage is stale when fewer than ``min_updates`` training forwards
-        updated it this epoch (the blocks count them, ``width_updates``); by default the count
-        after which most of the blocks' BatchNorm running averages come from this epoch
-        (:func:`~.modules.fresh_updates`: 7 at PyTorch's momentum 0.1). Each stale ratio ``r``
+        A ratio of an elastic stage is stale when this epoch's training updated its statistics
+        with fewer than ``min_updates`` batches' worth of samples (the blocks count them,
+        ``width_updates``: a forward on 2 rows of a batch of 8 counts 0.25); by default the
+        count after which most of a BatchNorm running average comes from this epoch
+        (:func:`~.modules.fresh_updates`: 7 at PyTorch's momentum 0.1). Counting samples, not
+        forwards: the gates' rare picks update a ratio from a sample or two at a time, and such
+        statistics are neither the current weights' nor those of a whole frame batch (stop 43:
+        counted by forwards, every ratio but stage 6's 2–5 passed as fresh, and the static
+        subnets narrowing stage 4 to ratios 3–5 lost 2.5–2.9 AP points, to ratio 1 none). Each
+        stale ratio ``r``
         is recalibrated as at stage 2's start (the subnet (r, …, r) on ``batches``), and the new
         statistics are kept only in the stages where ``r`` was stale: the statistics the gates'
         own choices tracked (on fused maps) and the shared BatchNorms' (stem, fusion, neck,
@@ -145,7 +151,7 @@ class ANTDetector(nn.Module):
         stages = [list(self.backbone.features[i]) for i in ELASTIC]
         if min_updates is None:
             min_updates = fresh_updates(stages[0][0].block[0][1].momentum)
-        stale = {s: [r for k, r in enumerate(RATIOS) if int(blocks[0].width_updates[k]) < min_updates]
+        stale = {s: [r for k, r in enumerate(RATIOS) if float(blocks[0].width_updates[k]) < min_updates]
                  for s, blocks in enumerate(stages)}
         stale = {s: rs for s, rs in stale.items() if rs}
         if stale:

@@ -232,8 +232,8 @@ class ANTTask(Task):
         (:meth:`~.model.ANTDetector.refresh_stale_width_statistics`), so the checkpoint's
         static subnets — the NAS rows, the NAS search, the gate prior — normalize with
         statistics of the current weights, and ANT keeps the ones its gates tracked. Stale:
-        fewer training updates this epoch than make up most of the running average
-        (:func:`~.modules.fresh_updates`: 7 at BatchNorm's momentum 0.1). Logs
+        updated this epoch with fewer batches' worth of samples than make up most of the
+        running average (:func:`~.modules.fresh_updates`: 7 at BatchNorm's momentum 0.1). Logs
         ``width_stats_refreshed``, the (stage, ratio) statistics refreshed."""
         m = unwrap_model(model)
         if stage.name != "gates" or not m.width_stats_ready:
