@@ -103,6 +103,8 @@ def test_optional_hooks_default_to_nothing_special():
     stage = task.stages[0]
     assert task.datasets(cfg, stage) is None and task.eval_dataset(cfg) is None
     assert task.prepare_stage(cfg, stage, None) == [] and task.report(cfg, [], "/nowhere") is None
+    said = []
+    assert task.end_epoch(torch.nn.Linear(1, 1), stage, said.append) == {} and said == []
     assert task.lr_multipliers(torch.nn.Linear(1, 1), stage) is None and task.ddp_kwargs is None
     assert task.backbone_label(cfg) == cfg.model.backbone
     assert task.example_input(cfg).shape == (2, 3, cfg.data.clip_len, cfg.data.crop_size, cfg.data.crop_size)
