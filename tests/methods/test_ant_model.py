@@ -120,17 +120,18 @@ def test_training_forwards_count_their_ratio_once_statistics_are_per_ratio():
     block = m.backbone.features[ELASTIC[2]][0]
     m.train()
     m.forward_static(torch.randn(2, 3, 64, 64), (2,) * 6)  # shared statistics: nothing to count
-    assert block.width_updates.sum() == 0
+    assert block.width_updates == [0] * 6
     m.calibrate_width_statistics([torch.randn(2, 3, 64, 64)])
     for ratios in ((2,) * 6, (2,) * 6, (1, 6, 3, 1, 1, 1)):
         m.forward_static(torch.randn(2, 3, 64, 64), ratios)
-    assert block.width_updates.tolist() == [0, 2, 1, 0, 0, 0]
+    assert block.width_updates == [0, 2, 1, 0, 0, 0]
     block(torch.randn(1, block.cin, 16, 16), block.cin * 4, torch.tensor([2]), 4)  # 1 row of a batch of 4
-    assert block.width_updates.tolist() == [0, 2, 1, 0.25, 0, 0]  # batches' worth of samples
+    assert block.width_updates == [0, 2, 1, 0.25, 0, 0]  # batches' worth of samples
+    assert m.width_update_counts()[2].tolist() == [0, 2, 1, 0.25, 0, 0]  # the stage's, its first block's
     m.eval()
     with torch.no_grad():
         m.forward_static(torch.randn(1, 3, 64, 64), (2,) * 6)  # inference updates no statistics
-    assert block.width_updates.tolist() == [0, 2, 1, 0.25, 0, 0]
+    assert block.width_updates == [0, 2, 1, 0.25, 0, 0]
     assert "width_updates" not in "".join(m.state_dict())  # a count, not part of the checkpoint
 
 
@@ -166,12 +167,20 @@ def test_stale_width_statistics_are_recalibrated_and_the_tracked_ones_kept():
             for k, r in enumerate((1, 2, 3, 4, 5, 6)):
                 if r == c:  # the tracked row: untouched
                     assert torch.equal(ours.width_mean[:, k], old_mean[:, k])
+                    assert torch.equal(ours.width_var[:, k], old_var[:, k])
                 else:  # a stale row: what a full recalibration on the current weights gives
                     assert torch.allclose(ours.width_mean[:, k], theirs.width_mean[:, k], atol=1e-5), (s, r)
                     assert torch.allclose(ours.width_var[:, k], theirs.width_var[:, k], rtol=1e-4, atol=1e-5), (s, r)
                     assert not torch.allclose(ours.width_var[:, k], old_var[:, k])
-            assert ours.width_updates.sum() == 0  # the next epoch counts afresh
-    assert m.refresh_stale_width_statistics(batches, min_updates=0) == {}  # nothing stale: nothing recalibrated
+            assert ours.width_updates == [0] * 6  # the next epoch counts afresh
+    # the counts given decide (rank 0's under DDP): none stale, nothing changes
+    with torch.no_grad():
+        m.forward_static(torch.randn(2, 3, 64, 64) * 3, (1,) * 6)  # moves ratio 1's statistics
+    kept = {k: v.clone() for k, v in m.state_dict().items()}
+    assert m.refresh_stale_width_statistics(batches, counts=torch.full((6, 6), 7.0)) == {}
+    assert all(torch.equal(v, kept[k]) for k, v in m.state_dict().items())
+    with pytest.raises(ValueError, match="no per-ratio statistics"):
+        _detector().refresh_stale_width_statistics(batches)
 
 
 def test_fresh_updates_is_where_the_running_average_turns_over():
@@ -179,9 +188,10 @@ def test_fresh_updates_is_where_the_running_average_turns_over():
 
     assert fresh_updates(0.1) == 7 and 0.9 ** 7 < 0.5 <= 0.9 ** 6
     assert fresh_updates(0.5) == 2  # 0.5 ** 1 is not below 0.5
-    assert fresh_updates(None) == 1 and fresh_updates(1.0) == 1  # a cumulative average, or no memory
-    with pytest.raises(ValueError, match="momentum"):
-        fresh_updates(0.0)
+    assert fresh_updates(1.0) == 1  # no memory: the last update is the average
+    for bad in ((None, 0.5), (0.0, 0.5), (0.1, 1.0)):  # a cumulative average has no such count
+        with pytest.raises(ValueError, match="momentum in"):
+            fresh_updates(*bad)
 
 
 def test_a_checkpoint_without_width_statistics_still_loads_strictly():

@@ -51,6 +51,13 @@ def test_each_stage_trains_and_evaluates(task_and_data, stage_name):
     loss, logs = task.training_step(model, batch, stage)
     loss.backward()
     assert torch.isfinite(loss) and logs["loss"] == pytest.approx(float(loss.detach()))
+    said = []
+    ended = task.end_epoch(model, stage, said.append)
+    if stage_name == "gates":  # one step of 2 clips: no ratio reaches 7 batches' worth of samples
+        assert ended == {"width_stats_refreshed": 36.0} and said[0].startswith("[dynvid] stale per-ratio")
+        assert model.width_update_counts().sum() == 0
+    else:  # no per-ratio statistics before stage 2
+        assert ended == {} and said == []
     if stage_name == "gates":
         assert "cost" in logs and all(p.grad is None for p in model.backbone.features[0].parameters())
         assert all(g.fc2.weight.grad is not None for g in model.gates)

@@ -156,9 +156,10 @@ class ElasticMBConv(MBConv):
         self.register_buffer("width_var", torch.ones(3, len(RATIOS), c))
         self.register_buffer("width_stats_ready", torch.zeros((), dtype=torch.bool))
         # training updates of each ratio's statistics since the last reset, in batches' worth of
-        # samples (an update from 2 rows of a batch of 8 counts 0.25): not checkpointed (a stage
-        # resumes at an epoch's start, where its owner resets them; see ANT's refresh)
-        self.register_buffer("width_updates", torch.zeros(len(RATIOS)), persistent=False)
+        # samples (an update from 2 rows of a batch of 8 counts 0.25). Host floats, not a buffer:
+        # no kernel per forward, no DDP broadcast, not checkpointed (a stage resumes at an
+        # epoch's start, where its owner resets them; see ANT's refresh)
+        self.width_updates = [0.0] * len(RATIOS)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         self._unfold()  # the folded weights were made from the weights being replaced

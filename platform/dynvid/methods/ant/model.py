@@ -120,8 +120,16 @@ class ANTDetector(nn.Module):
             block.set_width_stats_ready(True)
         self.train(was)
 
+    def width_update_counts(self) -> torch.Tensor:
+        """``(6, len(RATIOS))``: per elastic stage and ratio, the batches' worth of samples that
+        updated its statistics in training since the last refresh (the blocks' ``width_updates``;
+        the blocks of a stage share its ratio, so its first block's), on the model's device."""
+        return torch.tensor([self.backbone.features[i][0].width_updates for i in ELASTIC],
+                            device=next(self.parameters()).device)
+
     @torch.no_grad()
-    def refresh_stale_width_statistics(self, batches, min_updates: int | None = None) -> dict[int, list[int]]:
+    def refresh_stale_width_statistics(self, batches, counts: torch.Tensor | None = None,
+                                       min_updates: int | None = None) -> dict[int, list[int]]:
         """Stage 2, at each epoch's end: recalibrate the per-ratio statistics that this epoch's
         training left stale, keep every other statistic, and reset the blocks' update counts.
 
@@ -132,27 +140,36 @@ class ANTDetector(nn.Module):
         and the NAS search, which scores subnets with these statistics, picked it).
 
         A ratio of an elastic stage is stale when this epoch's training updated its statistics
-        with fewer than ``min_updates`` batches' worth of samples (the blocks count them,
-        ``width_updates``: a forward on 2 rows of a batch of 8 counts 0.25); by default the
-        count after which most of a BatchNorm running average comes from this epoch
-        (:func:`~.modules.fresh_updates`: 7 at PyTorch's momentum 0.1). Counting samples, not
-        forwards: the gates' rare picks update a ratio from a sample or two at a time, and such
-        statistics are neither the current weights' nor those of a whole frame batch (stop 43:
-        counted by forwards, every ratio but stage 6's 2–5 passed as fresh, and the static
-        subnets narrowing stage 4 to ratios 3–5 lost 2.5–2.9 AP points, to ratio 1 none). Each
-        stale ratio ``r``
-        is recalibrated as at stage 2's start (the subnet (r, …, r) on ``batches``), and the new
-        statistics are kept only in the stages where ``r`` was stale: the statistics the gates'
-        own choices tracked (on fused maps) and the shared BatchNorms' (stem, fusion, neck,
-        head) stay as training left them, so ANT's network is unchanged where it ran. Returns
-        ``{stage index: [ratios refreshed]}`` (stages with none left out); the train/eval mode
-        is kept."""
+        with fewer than ``min_updates`` batches' worth of samples (``counts``, by default
+        :meth:`width_update_counts`; under DDP the task passes rank 0's, so that every rank
+        refreshes the same ratios: a forward on 2 rows of a batch of 8 counts 0.25). By
+        default ``min_updates`` is the number of full-batch updates after which most of a
+        running average at the blocks' BatchNorm momentum comes from this epoch
+        (:func:`~.modules.fresh_updates`: 7 at PyTorch's 0.1), a sample budget here: the
+        gates' rare picks update a ratio from a sample or two at a time, each such update
+        moving the average as far as a full batch would, and such statistics are neither the
+        current weights' nor those of whole frame batches (stop 43: counted by forwards, every
+        ratio but stage 6's 2–5 passed as fresh, and the static subnets narrowing stage 4 to
+        ratios 3–5 lost 2.5–2.9 AP points, to ratio 1 none). When in the epoch the updates came
+        is not looked at: a ratio run often early and then dropped counts as fresh.
 
+        Each stale ratio ``r`` is recalibrated as at stage 2's start (the subnet (r, …, r) on
+        ``batches``, in full precision), and the new statistics are kept only in the stages
+        where ``r`` was stale; the statistics of the ratios trained with enough samples, and the
+        shared BatchNorms (stem, fusions, gates, neck, head), stay as training left them. So
+        ANT's network changes only where its gates ran a ratio rarely this epoch (the stage's
+        evaluation, after the hook, sees the refreshed statistics). Returns ``{stage index:
+        [ratios refreshed]}`` (stages with none left out); the train/eval mode is kept. Raises
+        ``ValueError`` before :meth:`calibrate_width_statistics` (no per-ratio statistics)."""
+
+        if not self.width_stats_ready:
+            raise ValueError("refresh_stale_width_statistics: the elastic blocks have no per-ratio statistics yet "
+                             "(calibrate_width_statistics first)")
         stages = [list(self.backbone.features[i]) for i in ELASTIC]
         if min_updates is None:
             min_updates = fresh_updates(stages[0][0].block[0][1].momentum)
-        stale = {s: [r for k, r in enumerate(RATIOS) if float(blocks[0].width_updates[k]) < min_updates]
-                 for s, blocks in enumerate(stages)}
+        counts = (self.width_update_counts() if counts is None else counts).tolist()
+        stale = {s: [r for r, n in zip(RATIOS, counts[s]) if n < min_updates] for s in range(len(stages))}
         stale = {s: rs for s, rs in stale.items() if rs}
         if stale:
             was, device, saved = self.training, next(self.parameters()).device, bn_buffers(self)
@@ -167,7 +184,7 @@ class ANTDetector(nn.Module):
             self.load_state_dict(saved, strict=False)  # the shared BatchNorms as training left them
             self.train(was)
         for block in self._elastic_blocks():
-            block.width_updates.zero_()
+            block.width_updates = [0.0] * len(RATIOS)
         return stale
 
     def stem(self, frames: torch.Tensor) -> torch.Tensor:

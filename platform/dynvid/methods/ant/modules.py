@@ -88,12 +88,14 @@ def recalibrate_bn(model: nn.Module, forward: Callable[[torch.Tensor], object], 
 def fresh_updates(momentum: float, share: float = 0.5) -> int:
     """The fewest updates after which more than ``share`` of a BatchNorm running average
     (``momentum`` as ``nn.BatchNorm2d``'s) comes from them: the smallest ``n`` with
-    ``(1 − momentum)^n < 1 − share`` (7 at PyTorch's default 0.1; 1 for a cumulative average,
-    ``momentum=None``)."""
-    if momentum is None or momentum >= 1:
+    ``(1 − momentum)^n < 1 − share`` (7 at PyTorch's default 0.1; 1 at momentum 1). A
+    cumulative average (``momentum=None``) has no such count (its last ``n`` updates weigh
+    ``n / N``): ``ValueError``, as for a momentum outside (0, 1] or a share outside (0, 1)."""
+    if momentum is None or not 0 < momentum <= 1 or not 0 < share < 1:
+        raise ValueError(f"fresh_updates needs momentum in (0, 1] (not a cumulative average) and share in (0, 1), "
+                         f"got {momentum}, {share}")
+    if momentum == 1:
         return 1
-    if not 0 < momentum or not 0 < share < 1:
-        raise ValueError(f"fresh_updates needs momentum in (0, 1] and share in (0, 1), got {momentum}, {share}")
     return math.floor(math.log(1 - share) / math.log(1 - momentum)) + 1
 
 

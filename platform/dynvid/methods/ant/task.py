@@ -230,15 +230,17 @@ class ANTTask(Task):
         """Stage 2 (engine hook, before the evaluation and checkpoint): the per-ratio statistics
         this epoch's training left stale are recalibrated
         (:meth:`~.model.ANTDetector.refresh_stale_width_statistics`), so the checkpoint's
-        static subnets — the NAS rows, the NAS search, the gate prior — normalize with
-        statistics of the current weights, and ANT keeps the ones its gates tracked. Stale:
-        updated this epoch with fewer batches' worth of samples than make up most of the
-        running average (:func:`~.modules.fresh_updates`: 7 at BatchNorm's momentum 0.1). Logs
-        ``width_stats_refreshed``, the (stage, ratio) statistics refreshed."""
+        static subnets (the NAS rows and their search) normalize with statistics of the current
+        weights, while the ratios the gates ran with enough samples keep what they tracked.
+        Stale: updated this epoch with fewer than 7 batches' worth of samples
+        (:func:`~.modules.fresh_updates` at BatchNorm's momentum 0.1, used as a sample budget),
+        counted on rank 0 under DDP (:func:`rank0_table`). Logs ``width_stats_refreshed``, the
+        number of (stage, ratio) statistics refreshed."""
         m = unwrap_model(model)
         if stage.name != "gates" or not m.width_stats_ready:
             return {}
-        refreshed = m.refresh_stale_width_statistics(self.recalibration_batches())
+        counts = rank0_table(m.width_update_counts())  # every rank refreshes the same ratios (DDP)
+        refreshed = m.refresh_stale_width_statistics(self.recalibration_batches(), counts)
         if refreshed:
             say("[dynvid] stale per-ratio statistics recalibrated (stage: ratios): "
                 + "; ".join(f"{s + 1}: {','.join(map(str, rs))}" for s, rs in refreshed.items()))
