@@ -21,8 +21,9 @@ stderr on failure):
    a plain PyTorch loop against the engine with one GPU worker on the same loader pipeline;
    target engine / plain ≥ 0.90.
 
-The jobs share one Ray instance that this command starts for them (private temporary folder,
-never a cluster of someone else on the machine) and stops at the end.
+The jobs and the engine comparison share one Ray instance that this command starts for them
+(private temporary folder, never a cluster of someone else on the machine) and stops at the
+end; a selection of speed tables only (``--only bench_vared``) starts none.
 
 Without CUDA (``torch.cuda.is_available()`` false), or with ``--dry-run``, it says so and runs
 a CPU dry run of the same code paths: the same job commands with ``train.use_gpu=false`` (AMP
@@ -325,9 +326,10 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict] = []
     holder = None
     try:
-        holder, address = start_ray(ray_tmp, env, dry_run)
-        env["RAY_ADDRESS"] = address
-        print(f"[gpu-check] Ray for the checks at {address}", flush=True)
+        if any(c.kind != "speed" for c in checks):  # the speed tables run in their own process, no Ray
+            holder, address = start_ray(ray_tmp, env, dry_run)
+            env["RAY_ADDRESS"] = address
+            print(f"[gpu-check] Ray for the checks at {address}", flush=True)
         for check in checks:
             result_path = work / f"{check.name}.json"
             cmd = command(check, dry_run, work / "runs" / check.name, result_path)
