@@ -177,7 +177,11 @@ def test_stale_width_statistics_are_recalibrated_and_the_tracked_ones_kept():
     with torch.no_grad():
         m.forward_static(torch.randn(2, 3, 64, 64) * 3, (1,) * 6)  # moves ratio 1's statistics
     kept = {k: v.clone() for k, v in m.state_dict().items()}
-    assert m.refresh_stale_width_statistics(batches, counts=torch.full((6, 6), 7.0)) == {}
+
+    def never():  # the batches, as a function: decoded only when a ratio is stale
+        raise AssertionError("batches built with no ratio stale")
+
+    assert m.refresh_stale_width_statistics(never, counts=torch.full((6, 6), 7.0)) == {}
     assert all(torch.equal(v, kept[k]) for k, v in m.state_dict().items())
     with pytest.raises(ValueError, match="no per-ratio statistics"):
         _detector().refresh_stale_width_statistics(batches)

@@ -111,14 +111,19 @@ class ANTDetector(nn.Module):
         was = self.training
         for block in self._elastic_blocks():
             block.set_width_stats_ready(False)
-        device = next(self.parameters()).device
         for r in sorted(RATIOS):  # the full width last: the shared BatchNorms keep its statistics
-            recalibrate_bn(self, lambda x: self.forward_static(x.to(device), (r,) * 6), batches)
+            self._calibrate_uniform(r, batches)
             for block in self._elastic_blocks():
                 block.store_width_statistics(r)
         for block in self._elastic_blocks():
             block.set_width_stats_ready(True)
         self.train(was)
+
+    def _calibrate_uniform(self, r: int, batches) -> None:
+        """Recalibrate every BatchNorm on ``batches`` with the subnet (r, …, r): ratio r's
+        per-width statistics of every elastic block, and the shared BatchNorms'."""
+        device = next(self.parameters()).device
+        recalibrate_bn(self, lambda x: self.forward_static(x.to(device), (r,) * 6), batches)
 
     def width_update_counts(self) -> torch.Tensor:
         """``(6, len(RATIOS))``: per elastic stage and ratio, the batches' worth of samples that
@@ -154,7 +159,8 @@ class ANTDetector(nn.Module):
         is not looked at: a ratio run often early and then dropped counts as fresh.
 
         Each stale ratio ``r`` is recalibrated as at stage 2's start (the subnet (r, …, r) on
-        ``batches``, in full precision), and the new statistics are kept only in the stages
+        ``batches``, in full precision; ``batches`` may be a function that returns them, called
+        only when a ratio is stale), and the new statistics are kept only in the stages
         where ``r`` was stale; the statistics of the ratios trained with enough samples, and the
         shared BatchNorms (stem, fusions, gates, neck, head), stay as training left them. So
         ANT's network changes only where its gates ran a ratio rarely this epoch (the stage's
@@ -172,12 +178,13 @@ class ANTDetector(nn.Module):
         stale = {s: [r for r, n in zip(RATIOS, counts[s]) if n < min_updates] for s in range(len(stages))}
         stale = {s: rs for s, rs in stale.items() if rs}
         if stale:
-            was, device, saved = self.training, next(self.parameters()).device, bn_buffers(self)
+            was, saved = self.training, bn_buffers(self)
+            batches = batches() if callable(batches) else batches
             for r in sorted({r for rs in stale.values() for r in rs}):
                 k = RATIOS.index(r)  # calibrating (r, …, r) writes ratio r's statistics only
                 kept = [(b, b.width_mean[:, k].clone(), b.width_var[:, k].clone())
                         for s, blocks in enumerate(stages) if r not in stale.get(s, ()) for b in blocks]
-                recalibrate_bn(self, lambda x: self.forward_static(x.to(device), (r,) * 6), batches)
+                self._calibrate_uniform(r, batches)
                 for b, mean, var in kept:
                     b.width_mean[:, k] = mean
                     b.width_var[:, k] = var

@@ -240,7 +240,7 @@ class ANTTask(Task):
         if stage.name != "gates" or not m.width_stats_ready:
             return {}
         counts = rank0_table(m.width_update_counts())  # every rank refreshes the same ratios (DDP)
-        refreshed = m.refresh_stale_width_statistics(self.recalibration_batches(), counts)
+        refreshed = m.refresh_stale_width_statistics(self.recalibration_batches, counts)  # decoded if any is stale
         if refreshed:
             say("[dynvid] stale per-ratio statistics recalibrated (stage: ratios): "
                 + "; ".join(f"{s + 1}: {','.join(map(str, rs))}" for s, rs in refreshed.items()))
