@@ -25,12 +25,14 @@ the claim checked where the paper made it (there the BiFPN and head, which no wi
 touches, are a smaller share of the time). The replay is reported, not a target. Also
 reported: what the fusion adds at fixed widths — ANT at ``ant.key_threshold`` with every
 non-key frame forced to its gates' most common subnet, against that static subnet on the
-same weights (``results.fusion_effect``).
+same weights (``results.fusion_effect``), both timed as rows: what the key frames, fusions
+and gates add in AP and in milliseconds at those widths.
 
 Targets (issues "ANT", "ANT and LFS fairness"): at ``ant.key_threshold`` ANT's amortized
 single-core latency is ≥ 1.2× lower than the like-for-like D0's, at an AP drop ≤ 0.5 AP
 points (0.005 on the 0–1 scale; the paper: 320 → 262 ms at −0.2); and ANT lies on or above
-the static front: no static network (NAS subnet or either D0) that costs at most ANT's
+the static front: no static network (NAS subnet, the gates' own subnet as a static network,
+or either D0) that costs at most ANT's
 GMACs, or its milliseconds, has a higher AP. Where no static network costs that little, the
 target holds but carries a ``note``: the front does not place ANT there.
 """
@@ -93,7 +95,7 @@ def targets_from_rows(rows: dict, key_threshold: float, replay_size: int | None 
     ``latency_ms_<size>``), summarized beside the targets."""
     d0 = rows[SAME_WEIGHTS_D0]
     ant = rows[f"ANT τ={key_threshold:g}"]
-    static = {name: r for name, r in rows.items() if name.startswith("NAS") or name.startswith("D0")}
+    static = {name: r for name, r in rows.items() if name.startswith(("NAS", "D0", "static "))}
     speedup = d0["latency_ms"] / ant["latency_ms"]
     drop = d0["AP"] - ant["AP"]
     front_gmacs = front_target("AP_above_static_NAS_front_at_GMACs", static, ant, "gmacs_avg", "GMACs")
@@ -192,9 +194,12 @@ def run(args: argparse.Namespace) -> int:
                             enumerate(zip(ant_row["ratio_share"], ant_row["mean_ratio_nonkey"]))]))
     if out["fusion"]:
         f = out["fusion"]
+        ms = "ms_added" in f
         print(f"what the fusion adds at the gates' most common subnet {tuple(f['ratios'])}: ANT τ={c.key_threshold:g} "
-              f"forced to it {f['ant_forced_AP']:.4f} AP, the static subnet {f['static_AP']:.4f} "
-              f"({f['AP_added']:+.4f}; same weights and per-width statistics)")
+              f"forced to it {f['ant_forced_AP']:.4f} AP" + (f", {f['ant_forced_ms']:.1f} ms" if ms else "")
+              + f"; the static subnet {f['static_AP']:.4f}" + (f", {f['static_ms']:.1f} ms" if ms else "")
+              + f" (AP {f['AP_added']:+.4f}" + (f", {f['ms_added']:+.1f} ms" if ms else "")
+              + "; same weights and per-width statistics)")
     targets, summary = targets_from_rows(rows, c.key_threshold, args.replay_size or None)
     d0, ant = rows[SAME_WEIGHTS_D0], rows[f"ANT τ={c.key_threshold:g}"]
     print(f"\nANT τ={c.key_threshold:g} vs {SAME_WEIGHTS_D0}: latency {d0['latency_ms']:.1f} -> {ant['latency_ms']:.1f} ms "

@@ -98,6 +98,11 @@ def test_bench_reuses_the_stages_and_writes_targets(ant_job, tmp_path):
     assert fusion["ratios"] == rows["ANT τ=0.45"]["configs"]["top"] and fusion["threshold"] == 0.45
     assert fusion["AP_added"] == pytest.approx(fusion["ant_forced_AP"] - fusion["static_AP"])
     assert 0.0 <= fusion["static_AP"] <= 1.0 and fusion["static_gmacs"] < rows["D0 (ANT weights)"]["gmacs_avg"] + 1e-9
+    tag = "".join(map(str, fusion["ratios"]))  # both timed as rows, the static one on the front
+    forced, static = rows[f"ANT forced {tag}"], rows[f"static {tag} (gates' subnet)"]
+    assert fusion["ms_added"] == pytest.approx(forced["latency_ms"] - static["latency_ms"])
+    assert fusion["static_AP"] == static["AP"] and static["ratios"] == fusion["ratios"]
+    assert "latency_ms_512" in forced and "latency_ms_512" in static  # replayed with the others
     names = [t["name"] for t in report["targets"]]
     assert names == ["latency_speedup_vs_D0", "AP_drop_vs_D0", "AP_above_static_NAS_front_at_GMACs",
                      "AP_above_static_NAS_front_at_latency"]

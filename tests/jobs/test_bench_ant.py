@@ -55,3 +55,28 @@ def test_the_replay_is_placed_on_its_own_milliseconds():
     rows["NAS 0.5"]["latency_ms_512"] = 140.0
     replay = bench_ant.targets_from_rows(rows, 0.45, replay_size=512)[1]["replay"]["512"]
     assert replay["front_placed"] and replay["AP_above_static_front_at_latency"] == pytest.approx(0.52 - 0.54)
+
+
+def test_the_gates_own_subnet_is_on_the_static_front_and_ant_forced_to_it_is_not():
+    """compare()'s fusion rows: the static subnet of the gates' widths is a static network (on
+    the front); ANT forced to it is a dynamic row (not on it)."""
+    rows = {SAME_WEIGHTS_D0: _row(0.30, 30.0, 0.55), "NAS 0.5": _row(0.18, 26.0, 0.52),
+            "ANT τ=0.45": _row(0.19, 27.0, 0.53), "ANT forced 662111": _row(0.17, 20.0, 0.60)}
+    t = _targets(rows)
+    assert t["AP_above_static_NAS_front_at_latency"]["value"] == pytest.approx(0.53 - 0.52)
+    rows["static 662111 (gates' subnet)"] = _row(0.15, 24.0, 0.56)
+    t = _targets(rows)
+    for name in ("AP_above_static_NAS_front_at_GMACs", "AP_above_static_NAS_front_at_latency"):
+        assert t[name]["value"] == pytest.approx(0.53 - 0.56) and not t[name]["met"]
+
+
+def test_fusion_effect_from_the_forced_and_static_rows():
+    from dynvid.methods.ant.report import fusion_effect
+
+    forced = {"AP": 0.55, "gmacs_avg": 0.19, "latency_ms": 18.5}
+    static = {"AP": 0.56, "gmacs_avg": 0.15, "latency_ms": 15.2}
+    f = fusion_effect(forced, static, [6, 6, 2, 1, 1, 1], 0.45)
+    assert f["AP_added"] == pytest.approx(-0.01) and f["ms_added"] == pytest.approx(3.3)
+    assert (f["ant_forced_ms"], f["static_ms"], f["ratios"], f["threshold"]) == (18.5, 15.2, [6, 6, 2, 1, 1, 1], 0.45)
+    untimed = fusion_effect({"AP": 0.55, "gmacs_avg": 0.19}, {"AP": 0.56, "gmacs_avg": 0.15}, [1] * 6, 0.45)
+    assert "ms_added" not in untimed and untimed["static_gmacs"] == 0.15

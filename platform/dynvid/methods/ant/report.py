@@ -13,6 +13,12 @@ amortized GMACs per frame, parameters and amortized single-core latency:
   the per-ratio BatchNorm statistics that ANT's widths use (not recalibrated per subnet:
   ANT's per-frame configurations cannot be, so neither are the baselines');
 - ``ANT τ=<threshold>``: the stage-2 network with adaptive key frames at each threshold;
+- ``static <ratios> (gates' subnet)`` and ``ANT forced <ratios>`` (with ``fusion_check``): the
+  static subnet of the widths ANT's gates chose most often at ``ant.key_threshold``, and ANT
+  with every non-key frame forced to it (key frames, fusions and gates as ANT's): what the
+  key frames, fusions and gates add at fixed widths, in AP and in milliseconds
+  (:func:`fusion_effect`). The static one is a point of the static front, as the NAS rows
+  are (``jobs/bench_ant.py``'s front targets count it);
 - ``non-temporal``: the non-temporal dynamic network (Fig. 4's "NonTemp DN"), when given.
 
 Every row runs the same code on an inference copy of its network with every BatchNorm folded
@@ -154,8 +160,8 @@ def compare(task, cfg: ExperimentConfig, checkpoints: dict[str, str], thresholds
     ``gates`` and optionally ``nontemporal`` (stage checkpoints; missing ones skip their rows;
     the NAS subnets and the like-for-like D0 come from ``gates``). ``replay_size``: also time
     the rows at that resolution, the dynamic ones replaying their choices (:func:`_replay`).
-    ``fusion_check``: also measure :func:`fusion_effect` at the gates' most common subnet of
-    ANT at ``ant.key_threshold``. Returns ``{"rows": {name: metrics}, "nas": search results,
+    ``fusion_check``: also the two rows of :func:`fusion_effect` at the gates' most common
+    subnet of ANT at ``ant.key_threshold``, evaluated and timed as the others. Returns ``{"rows": {name: metrics}, "nas": search results,
     "fusion": that measurement or None}``."""
 
     c = cfg.ant
@@ -165,7 +171,7 @@ def compare(task, cfg: ExperimentConfig, checkpoints: dict[str, str], thresholds
     lat_videos = [val[i][0] for i in range(min(c.latency_videos, len(val)))] if latency else []
     timed: list | None = [] if latency else None
     rows: dict[str, dict] = {}
-    fusion = None
+    fusion, fusion_rows = None, None
     if checkpoints.get("static"):
         m = load_model(task, cfg, checkpoints["static"], temporal=False)
         rows["D0 (static)"] = _row(inference_copy(m, c.channels_last), StaticMode(FULL, "D0 (static)"), loader, gt,
@@ -205,10 +211,14 @@ def compare(task, cfg: ExperimentConfig, checkpoints: dict[str, str], thresholds
             rows[name]["threshold"] = th
         main = rows.get(f"ANT τ={c.key_threshold:g}")
         if fusion_check and main is not None and main["configs"]["top"] is not None:
-            fusion = fusion_effect(m, loader, gt, cfg, tuple(main["configs"]["top"]), c.key_threshold)
-            say(f"[dynvid] the fusion at the gates' most common subnet {fusion['ratios']}: ANT forced to it "
-                f"{fusion['ant_forced_AP']:.4f} AP, the static subnet {fusion['static_AP']:.4f} "
-                f"({fusion['AP_added']:+.4f})")
+            top = tuple(main["configs"]["top"])
+            tag = "".join(map(str, top))
+            fusion_rows = (f"ANT forced {tag}", f"static {tag} (gates' subnet)")
+            rows[fusion_rows[0]] = _row(m, AntMode(c.key_threshold, name=fusion_rows[0], force=top), loader, gt, cfg,
+                                        params, timed, say)
+            rows[fusion_rows[1]] = _row(m, StaticMode(top, fusion_rows[1]), loader, gt, cfg,
+                                        detector_params(plain, top), timed, say)
+            rows[fusion_rows[1]]["ratios"] = list(top)
     if checkpoints.get("nontemporal"):
         m = load_model(task, cfg, checkpoints["nontemporal"], temporal=False, gates=True)
         rows["non-temporal"] = _row(inference_copy(m, c.channels_last), NonTemporalMode(), loader, gt, cfg,
@@ -217,20 +227,29 @@ def compare(task, cfg: ExperimentConfig, checkpoints: dict[str, str], thresholds
         _time_rows(rows, timed, lat_videos, c.latency_rounds, say)
         if replay_size:
             _replay(rows, timed, lat_videos, replay_size, c.key_threshold, c.latency_rounds, say)
+    if fusion_rows:
+        fusion = fusion_effect(rows[fusion_rows[0]], rows[fusion_rows[1]], list(top), c.key_threshold)
+        say(f"[dynvid] at the gates' most common subnet {top}: ANT forced to it {fusion['ant_forced_AP']:.4f} AP"
+            + (f", {fusion['ant_forced_ms']:.1f} ms" if "ms_added" in fusion else "")
+            + f"; the static subnet {fusion['static_AP']:.4f}"
+            + (f", {fusion['static_ms']:.1f} ms" if "ms_added" in fusion else "")
+            + f" (AP {fusion['AP_added']:+.4f}" + (f", {fusion['ms_added']:+.1f} ms)" if "ms_added" in fusion else ")"))
     return {"rows": rows, "nas": searched, "fusion": fusion}
 
 
-def fusion_effect(model: ANTDetector, loader, gt, cfg: ExperimentConfig, ratios: tuple[int, ...],
-                  threshold: float) -> dict:
-    """What ANT's fusion adds at fixed widths (issue 23): ANT at ``threshold`` with every
-    non-key frame forced to ``ratios`` (key frames, fusions and gates as ANT's) against the
-    static subnet ``ratios`` on the same weights and per-width statistics. Not timed."""
-    post = cfg.ant.post_processing()
-    forced = evaluate_modes(model, loader, gt, [AntMode(threshold, name="forced", force=ratios)], **post)["forced"]
-    static = evaluate_modes(model, loader, gt, [StaticMode(ratios, "static")], **post)["static"]
-    return {"ratios": list(ratios), "threshold": threshold, "ant_forced_AP": forced["AP"], "static_AP": static["AP"],
-            "AP_added": forced["AP"] - static["AP"], "ant_forced_gmacs": forced["gmacs_avg"],
-            "static_gmacs": static["gmacs_avg"]}
+def fusion_effect(forced: dict, static: dict, ratios: list[int], threshold: float) -> dict:
+    """What ANT's key frames, fusions and gates add at fixed widths (issue 23), from two rows
+    of :func:`compare`: ANT at ``threshold`` with every non-key frame forced to ``ratios`` and
+    the static subnet ``ratios`` on the same weights and per-width statistics. AP and GMACs
+    added, and, where both rows were timed, the milliseconds added (``ms_added``: stop 44, on
+    the stop-43 r2 weights at 192², 3.3 ms over a 15.2 ms static subnet)."""
+    out = {"ratios": list(ratios), "threshold": threshold, "ant_forced_AP": forced["AP"], "static_AP": static["AP"],
+           "AP_added": forced["AP"] - static["AP"], "ant_forced_gmacs": forced["gmacs_avg"],
+           "static_gmacs": static["gmacs_avg"]}
+    if "latency_ms" in forced and "latency_ms" in static:
+        out.update(ant_forced_ms=forced["latency_ms"], static_ms=static["latency_ms"],
+                   ms_added=forced["latency_ms"] - static["latency_ms"])
+    return out
 
 
 def comparison_table(rows: dict[str, dict], markdown: bool = False) -> str:
