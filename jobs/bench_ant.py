@@ -32,9 +32,11 @@ Targets (issues "ANT", "ANT and LFS fairness"): at ``ant.key_threshold`` ANT's a
 single-core latency is ≥ 1.2× lower than the like-for-like D0's, at an AP drop ≤ 0.5 AP
 points (0.005 on the 0–1 scale; the paper: 320 → 262 ms at −0.2); and ANT lies on or above
 the static front: no static network (NAS subnet, the gates' own subnet as a static network,
-or either D0) that costs at most ANT's
-GMACs, or its milliseconds, has a higher AP. Where no static network costs that little, the
-target holds but carries a ``note``: the front does not place ANT there.
+or either D0) that costs at most ANT's GMACs, or its milliseconds, has a higher AP. Where no
+static network costs that little, the target holds but carries a ``note``: the front does not
+place ANT there. The static networks are the rows named ``NAS …``, ``D0 …`` and ``static …``
+(``report.compare`` names them so); the targets keep their names
+(``AP_above_static_NAS_front_*``) although the gates' subnet is not a NAS pick.
 """
 
 from __future__ import annotations

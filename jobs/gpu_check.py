@@ -102,7 +102,7 @@ NOT_ON_CUDA = {
     "bench_liteeval": "times videos/s on 2 CPU threads after training all stages; no --device",
 }
 
-# Started by this command, stopped by closing its stdin: one Ray instance for every check.
+# Started by this command, stopped by closing its stdin: one Ray instance for every check that needs one.
 _RAY_HOLDER = """
 import os, sys
 from dynvid.engine.trainer import local_ray_options

@@ -1,5 +1,6 @@
 """Shared test configuration. Real components only; the Ray, S3 and MLflow fixtures live in
-``tests/engine/conftest.py`` (the only tests that need them)."""
+``tests/engine/conftest.py`` (the only tests that need them); here, what every test process
+and the processes it starts inherit (a cache folder, two Ray Train settings)."""
 
 import os
 

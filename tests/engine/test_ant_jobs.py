@@ -103,6 +103,8 @@ def test_bench_reuses_the_stages_and_writes_targets(ant_job, tmp_path):
     assert fusion["ms_added"] == pytest.approx(forced["latency_ms"] - static["latency_ms"])
     assert fusion["static_AP"] == static["AP"] and static["ratios"] == fusion["ratios"]
     assert "latency_ms_512" in forced and "latency_ms_512" in static  # replayed with the others
+    assert forced["key_fraction"] == rows["ANT τ=0.45"]["key_fraction"]  # ANT's key frames, forced widths
+    assert forced["configs"] == {"distinct": 1, "top_share": 1.0, "top": fusion["ratios"]}
     names = [t["name"] for t in report["targets"]]
     assert names == ["latency_speedup_vs_D0", "AP_drop_vs_D0", "AP_above_static_NAS_front_at_GMACs",
                      "AP_above_static_NAS_front_at_latency"]

@@ -1,10 +1,11 @@
 """bench_ant's targets from its rows (``targets_from_rows``): the static front at GMACs and at
-milliseconds, where the front places ANT and where it cannot."""
+milliseconds, where the front places ANT and where it cannot, and which rows are on it; the
+fusion check's summary (``report.fusion_effect``) from its two rows."""
 
 import pytest
 
 import bench_ant  # jobs/ is on pytest's pythonpath (pyproject.toml)
-from dynvid.methods.ant.report import SAME_WEIGHTS_D0
+from dynvid.methods.ant.report import SAME_WEIGHTS_D0, fusion_effect
 
 
 def _row(gmacs: float, ms: float, ap: float) -> dict:
@@ -71,8 +72,6 @@ def test_the_gates_own_subnet_is_on_the_static_front_and_ant_forced_to_it_is_not
 
 
 def test_fusion_effect_from_the_forced_and_static_rows():
-    from dynvid.methods.ant.report import fusion_effect
-
     forced = {"AP": 0.55, "gmacs_avg": 0.19, "latency_ms": 18.5}
     static = {"AP": 0.56, "gmacs_avg": 0.15, "latency_ms": 15.2}
     f = fusion_effect(forced, static, [6, 6, 2, 1, 1, 1], 0.45)

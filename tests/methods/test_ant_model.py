@@ -152,8 +152,11 @@ def test_stale_width_statistics_are_recalibrated_and_the_tracked_ones_kept():
     reference.calibrate_width_statistics(batches)  # every ratio recalibrated on the moved weights
     before = {k: v.clone() for k, v in m.state_dict().items()}
 
-    refreshed = m.refresh_stale_width_statistics(batches)
+    built = []  # the batches, as a function: built once, run for every stale ratio
 
+    refreshed = m.refresh_stale_width_statistics(lambda: built.append(1) or batches)
+
+    assert built == [1]
     assert refreshed == {s: [r for r in (1, 2, 3, 4, 5, 6) if r != c] for s, c in enumerate(chosen)}
     assert m.training  # the mode is kept
     after = m.state_dict()

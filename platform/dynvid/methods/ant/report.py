@@ -13,9 +13,10 @@ amortized GMACs per frame, parameters and amortized single-core latency:
   the per-ratio BatchNorm statistics that ANT's widths use (not recalibrated per subnet:
   ANT's per-frame configurations cannot be, so neither are the baselines');
 - ``ANT τ=<threshold>``: the stage-2 network with adaptive key frames at each threshold;
-- ``static <ratios> (gates' subnet)`` and ``ANT forced <ratios>`` (with ``fusion_check``): the
-  static subnet of the widths ANT's gates chose most often at ``ant.key_threshold``, and ANT
-  with every non-key frame forced to it (key frames, fusions and gates as ANT's): what the
+- ``ANT forced <ratios>`` and ``static <ratios> (gates' subnet)`` (with ``fusion_check``): ANT
+  with every non-key frame forced to the widths its gates chose most often at
+  ``ant.key_threshold`` (key frames, fusions and gates as ANT's), and that subnet as a static
+  network: what the
   key frames, fusions and gates add at fixed widths, in AP and in milliseconds
   (:func:`fusion_effect`). The static one is a point of the static front, as the NAS rows
   are (``jobs/bench_ant.py``'s front targets count it);
@@ -161,8 +162,8 @@ def compare(task, cfg: ExperimentConfig, checkpoints: dict[str, str], thresholds
     the NAS subnets and the like-for-like D0 come from ``gates``). ``replay_size``: also time
     the rows at that resolution, the dynamic ones replaying their choices (:func:`_replay`).
     ``fusion_check``: also the two rows of :func:`fusion_effect` at the gates' most common
-    subnet of ANT at ``ant.key_threshold``, evaluated and timed as the others. Returns ``{"rows": {name: metrics}, "nas": search results,
-    "fusion": that measurement or None}``."""
+    subnet of ANT at ``ant.key_threshold``, evaluated and timed as the others. Returns
+    ``{"rows": {name: metrics}, "nas": search results, "fusion": that measurement or None}``."""
 
     c = cfg.ant
     stage = task.stages[-1]
@@ -240,9 +241,10 @@ def compare(task, cfg: ExperimentConfig, checkpoints: dict[str, str], thresholds
 def fusion_effect(forced: dict, static: dict, ratios: list[int], threshold: float) -> dict:
     """What ANT's key frames, fusions and gates add at fixed widths (issue 23), from two rows
     of :func:`compare`: ANT at ``threshold`` with every non-key frame forced to ``ratios`` and
-    the static subnet ``ratios`` on the same weights and per-width statistics. AP and GMACs
-    added, and, where both rows were timed, the milliseconds added (``ms_added``: stop 44, on
-    the stop-43 r2 weights at 192², 3.3 ms over a 15.2 ms static subnet)."""
+    the static subnet ``ratios`` on the same weights and per-width statistics: the AP added,
+    both rows' GMACs and, where both rows were timed, their milliseconds and the milliseconds
+    added (``ms_added``; on the README's r2 weights at 192², 3.1–3.3 ms over static subnets of
+    14.7–16.4 ms)."""
     out = {"ratios": list(ratios), "threshold": threshold, "ant_forced_AP": forced["AP"], "static_AP": static["AP"],
            "AP_added": forced["AP"] - static["AP"], "ant_forced_gmacs": forced["gmacs_avg"],
            "static_gmacs": static["gmacs_avg"]}
