@@ -161,12 +161,13 @@ class ANTDetector(nn.Module):
         Each stale ratio ``r`` is recalibrated as at stage 2's start (the subnet (r, …, r) on
         ``batches``, in full precision; ``batches`` may be a function that returns them, called
         only when a ratio is stale; a list either way: it is run once per stale ratio), and the
-        new statistics are kept only in the stages where ``r`` was stale; the statistics of the ratios trained with enough samples, and the
-        shared BatchNorms (stem, fusions, gates, neck, head), stay as training left them. So
-        ANT's network changes only where its gates ran a ratio rarely this epoch (the stage's
-        evaluation, after the hook, sees the refreshed statistics). Returns ``{stage index:
-        [ratios refreshed]}`` (stages with none left out); the train/eval mode is kept. Raises
-        ``ValueError`` before :meth:`calibrate_width_statistics` (no per-ratio statistics)."""
+        new statistics are kept only in the stages where ``r`` was stale; the statistics of the
+        ratios trained with enough samples, and the shared BatchNorms (stem, fusions, gates,
+        neck, head), stay as training left them. So ANT's network changes only where its gates
+        ran a ratio rarely this epoch (the stage's evaluation, after the hook, sees the refreshed
+        statistics). Returns ``{stage index: [ratios refreshed]}`` (stages with none left out);
+        the train/eval mode is kept. Raises ``ValueError`` before
+        :meth:`calibrate_width_statistics` (no per-ratio statistics)."""
 
         if not self.width_stats_ready:
             raise ValueError("refresh_stale_width_statistics: the elastic blocks have no per-ratio statistics yet "

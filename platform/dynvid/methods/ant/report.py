@@ -16,9 +16,8 @@ amortized GMACs per frame, parameters and amortized single-core latency:
 - ``ANT forced <ratios>`` and ``static <ratios> (gates' subnet)`` (with ``fusion_check``): ANT
   with every non-key frame forced to the widths its gates chose most often at
   ``ant.key_threshold`` (key frames, fusions and gates as ANT's), and that subnet as a static
-  network: what the
-  key frames, fusions and gates add at fixed widths, in AP and in milliseconds
-  (:func:`fusion_effect`). The static one is a point of the static front, as the NAS rows
+  network: what the key frames, fusions and gates add at fixed widths, in AP and in
+  milliseconds (:func:`fusion_effect`). The static one is a point of the static front, as the NAS rows
   are (``jobs/bench_ant.py``'s front targets count it);
 - ``non-temporal``: the non-temporal dynamic network (Fig. 4's "NonTemp DN"), when given.
 
