@@ -54,7 +54,7 @@ from dynvid.config import apply_overrides
 from dynvid.engine.jobs import bench_config, bench_parser, bench_run_config, exit_on_bad_input, print_targets
 from dynvid.methods.ant import ANTTask
 from dynvid.methods.ant.presets import EMBEDDED, SMOKE
-from dynvid.methods.ant.report import SAME_WEIGHTS_D0, compare, comparison_table
+from dynvid.methods.ant.report import SAME_WEIGHTS_D0, compare, comparison_table, fusion_summary
 from dynvid.tables import format_table
 
 BENCH = ["train.mlflow_tracking_uri=null", "train.log_every=20"]
@@ -196,12 +196,8 @@ def run(args: argparse.Namespace) -> int:
                             enumerate(zip(ant_row["ratio_share"], ant_row["mean_ratio_nonkey"]))]))
     if out["fusion"]:
         f = out["fusion"]
-        ms = "ms_added" in f
-        print(f"what the fusion adds at the gates' most common subnet {tuple(f['ratios'])}: ANT τ={c.key_threshold:g} "
-              f"forced to it {f['ant_forced_AP']:.4f} AP" + (f", {f['ant_forced_ms']:.1f} ms" if ms else "")
-              + f"; the static subnet {f['static_AP']:.4f}" + (f", {f['static_ms']:.1f} ms" if ms else "")
-              + f" (AP {f['AP_added']:+.4f}" + (f", {f['ms_added']:+.1f} ms" if ms else "")
-              + "; same weights and per-width statistics)")
+        print(f"what the fusion adds at the gates' most common subnet {tuple(f['ratios'])}, ANT τ={c.key_threshold:g} "
+              f"(same weights and per-width statistics): {fusion_summary(f)}")
     targets, summary = targets_from_rows(rows, c.key_threshold, args.replay_size or None)
     d0, ant = rows[SAME_WEIGHTS_D0], rows[f"ANT τ={c.key_threshold:g}"]
     print(f"\nANT τ={c.key_threshold:g} vs {SAME_WEIGHTS_D0}: latency {d0['latency_ms']:.1f} -> {ant['latency_ms']:.1f} ms "

@@ -5,7 +5,7 @@ fusion check's summary (``report.fusion_effect``) from its two rows."""
 import pytest
 
 import bench_ant  # jobs/ is on pytest's pythonpath (pyproject.toml)
-from dynvid.methods.ant.report import SAME_WEIGHTS_D0, fusion_effect
+from dynvid.methods.ant.report import SAME_WEIGHTS_D0, fusion_effect, fusion_summary
 
 
 def _row(gmacs: float, ms: float, ap: float) -> dict:
@@ -79,3 +79,6 @@ def test_fusion_effect_from_the_forced_and_static_rows():
     assert (f["ant_forced_ms"], f["static_ms"], f["ratios"], f["threshold"]) == (18.5, 15.2, [6, 6, 2, 1, 1, 1], 0.45)
     untimed = fusion_effect({"AP": 0.55, "gmacs_avg": 0.19}, {"AP": 0.56, "gmacs_avg": 0.15}, [1] * 6, 0.45)
     assert "ms_added" not in untimed and untimed["static_gmacs"] == 0.15
+    assert fusion_summary(f) == ("ANT forced to it 0.5500 AP, 18.5 ms; the static subnet 0.5600, 15.2 ms "
+                                 "(AP -0.0100, +3.3 ms)")
+    assert fusion_summary(untimed) == "ANT forced to it 0.5500 AP; the static subnet 0.5600 (AP -0.0100)"

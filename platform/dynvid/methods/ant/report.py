@@ -53,7 +53,8 @@ from dynvid.methods.ant.model import ELASTIC, ANTDetector, inference_copy
 from dynvid.methods.ant.nas import backbone_macs, nas_search
 from dynvid.tables import format_table
 
-__all__ = ["ARCHITECTURE", "SAME_WEIGHTS_D0", "compare", "comparison_table", "detector_params", "job_report", "load_model"]
+__all__ = ["ARCHITECTURE", "SAME_WEIGHTS_D0", "compare", "comparison_table", "detector_params", "fusion_effect",
+           "fusion_summary", "job_report", "load_model"]
 
 SAME_WEIGHTS_D0 = "D0 (ANT weights)"
 """The like-for-like D0 row: ANT's own network at full width on every frame."""
@@ -229,11 +230,7 @@ def compare(task, cfg: ExperimentConfig, checkpoints: dict[str, str], thresholds
             _replay(rows, timed, lat_videos, replay_size, c.key_threshold, c.latency_rounds, say)
     if fusion_rows:
         fusion = fusion_effect(rows[fusion_rows[0]], rows[fusion_rows[1]], list(top), c.key_threshold)
-        say(f"[dynvid] at the gates' most common subnet {top}: ANT forced to it {fusion['ant_forced_AP']:.4f} AP"
-            + (f", {fusion['ant_forced_ms']:.1f} ms" if "ms_added" in fusion else "")
-            + f"; the static subnet {fusion['static_AP']:.4f}"
-            + (f", {fusion['static_ms']:.1f} ms" if "ms_added" in fusion else "")
-            + f" (AP {fusion['AP_added']:+.4f}" + (f", {fusion['ms_added']:+.1f} ms)" if "ms_added" in fusion else ")"))
+        say(f"[dynvid] at the gates' most common subnet {top}: {fusion_summary(fusion)}")
     return {"rows": rows, "nas": searched, "fusion": fusion}
 
 
@@ -251,6 +248,15 @@ def fusion_effect(forced: dict, static: dict, ratios: list[int], threshold: floa
         out.update(ant_forced_ms=forced["latency_ms"], static_ms=static["latency_ms"],
                    ms_added=forced["latency_ms"] - static["latency_ms"])
     return out
+
+
+def fusion_summary(fusion: dict) -> str:
+    """One line of :func:`fusion_effect`'s result: both rows' AP (and milliseconds when timed)
+    and what the forced ANT adds over the static subnet."""
+    ms = "ms_added" in fusion
+    return (f"ANT forced to it {fusion['ant_forced_AP']:.4f} AP" + (f", {fusion['ant_forced_ms']:.1f} ms" if ms else "")
+            + f"; the static subnet {fusion['static_AP']:.4f}" + (f", {fusion['static_ms']:.1f} ms" if ms else "")
+            + f" (AP {fusion['AP_added']:+.4f}" + (f", {fusion['ms_added']:+.1f} ms)" if ms else ")"))
 
 
 def comparison_table(rows: dict[str, dict], markdown: bool = False) -> str:
