@@ -8,7 +8,7 @@ import torch
 
 from dynvid.detection.losses import detection_loss
 from dynvid.data.detection import build_detection_dataset
-from dynvid.methods.lfs.env import InterleavingEnv, eq2_reward
+from dynvid.methods.lfs.env import InterleavingEnv, absolute_reward, eq2_reward
 from dynvid.methods.lfs.evaluation import FixedPolicy, LearnedPolicy, run_videos, update_history
 from dynvid.methods.lfs.model import F0, F1
 from dynvid.methods.lfs.policy import QNetwork, split_observation
@@ -123,3 +123,25 @@ def test_policy_env_reads_the_held_out_split(tmp_path):
     assert torch.equal(env.videos[0][0], split("test")[0][0])
     for i in range(2):
         assert not torch.equal(env.videos[i][0], train[i][0])  # other videos than the detector's
+
+
+def test_absolute_reward_drops_eq2s_minimum():
+    # the same ranking of the two actions on one frame as Eq. 2, shifted by min_i L(D^i)
+    for losses in ([1.0, 1.5], [2.0, 1.2]):
+        for a in (F0, F1):
+            assert absolute_reward(losses, a, gamma=0.3) == pytest.approx(eq2_reward(losses, a, 0.3) - min(losses))
+    assert absolute_reward([2.0, 1.2], F1, gamma=0.3) == pytest.approx(-1.2 + 0.3)
+
+
+def test_env_absolute_reward_and_bad_reward(env_parts):
+    model, videos = env_parts
+    rewards = {}
+    for kind in ("eq2", "absolute"):
+        env = InterleavingEnv({"detector": model, "videos": videos, "gamma": 0.25, "episode_len": 5, "seed": 0,
+                               "reward": kind})
+        env.reset(options={"video": 1, "start": 2})
+        _, rewards[kind], _, _, info = env.step(F1)
+    assert rewards["absolute"] == pytest.approx(-info["loss_f1"] + 0.25, abs=1e-6)
+    assert rewards["eq2"] - rewards["absolute"] == pytest.approx(min(info["loss_f0"], info["loss_f1"]), abs=1e-6)
+    with pytest.raises(ValueError, match="reward"):
+        InterleavingEnv({"detector": model, "videos": videos, "reward": "mAP"})

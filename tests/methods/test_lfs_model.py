@@ -224,6 +224,8 @@ def test_task_config_errors():
         _task("lfs.image_fraction=1.5")
     with pytest.raises(ValueError, match="lfs.dqn_learner_gpus must be >= 0"):
         _task("lfs.dqn_learner_gpus=-1")
+    with pytest.raises(ValueError, match=r"lfs.reward must be one of \['absolute', 'eq2'\], got 'map'"):
+        _task("lfs.reward=map")
     with pytest.raises(ValueError, match="policy_split='holdout'.*train, val, test"):
         _task("lfs.policy_split=holdout")
     with pytest.raises(ValueError, match="dqn_training_intensity"):

@@ -101,8 +101,9 @@ def policy_spec(task, cfg: ExperimentConfig, detector: str, local: str) -> Polic
     ``detector`` (a local folder or an ``s3://`` URI), its shape comes from ``local``."""
     c = cfg.lfs
     model = load_detector_model(task, cfg, local)
-    env_config = {"checkpoint": detector, "experiment": to_dict(cfg), "gamma": c.gamma, "episode_len": c.episode_len,
-                  "history": c.history, "num_videos": c.policy_videos, "cache_size": c.policy_videos or 64,
+    env_config = {"checkpoint": detector, "experiment": to_dict(cfg), "gamma": c.gamma, "reward": c.reward,
+                  "episode_len": c.episode_len, "history": c.history, "num_videos": c.policy_videos,
+                  "cache_size": c.policy_videos or 64,
                   "split": c.policy_split or cfg.data.train_split, "seed": cfg.train.seed}
     dqn = dict(num_env_runners=c.dqn_env_runners, num_cpus_per_env_runner=c.dqn_cpus_per_runner,
                num_gpus_per_learner=c.dqn_learner_gpus, lr=c.dqn_lr, gamma=c.dqn_discount,
@@ -116,7 +117,7 @@ def policy_spec(task, cfg: ExperimentConfig, detector: str, local: str) -> Polic
         q_kwargs=dict(state_channels=model.memory.state_channels, grid=model.grid, history=c.history),
         dqn=dqn, iterations=c.dqn_iterations, export_format=EXPORT_FORMAT, label="lfs-dqn",
         metadata={"paper": "Looking Fast and Slow (Liu et al., 2019), Sec. 3.4"},
-        description=(f"DQN with γ={c.gamma:g} on {local}, {c.dqn_iterations} iterations × "
+        description=(f"DQN with γ={c.gamma:g} ({c.reward} reward) on {local}, {c.dqn_iterations} iterations × "
                      f"≥{c.dqn_steps_per_iteration} env steps, {c.dqn_env_runners} env runners"))
 
 

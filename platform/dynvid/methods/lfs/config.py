@@ -76,6 +76,12 @@ class LFSConfig:
     """Val videos the sync/async latency runs cover (each frame after a video's first counts)."""
     gamma: float = 0.2
     """Speed reward γ of Eq. 2 for the adaptive policy (Sec. 4.3 sweeps 0.1–1.5)."""
+    reward: str = "eq2"
+    """The policy's accuracy reward: ``eq2`` (the paper's Eq. 2, ``min_i L(D^i) − L(D^a)``) or
+    ``absolute`` (``−L(D^a)``; our variant, not the paper's). Both add ``γ`` when f1 runs and
+    rank the two actions on one frame alike; Eq. 2's ``min_i L(D^i)`` is lower after a run of
+    f0 refreshed the memory, so it takes back the credit a refresh earns on the frames after
+    it, which ``absolute`` leaves in the return."""
     history: int = 20
     """Length of the action history η in the policy's observation (Eq. 1: 20)."""
     policy_videos: int | None = 64

@@ -10,7 +10,8 @@ A gymnasium environment around a frozen interleaved detector on videos:
 - **Reward** (Eq. 2): ``R(a) = min_i L(D^i) − L(D^a) + γ·[a = 1]`` where ``L(D^i)`` is the
   detection loss (the training loss: classification + localisation) of the detections
   from extractor ``i`` on the current frame. As in Algorithm 1 every extractor runs on
-  every frame during policy training, from the same previous state.
+  every frame during policy training, from the same previous state. ``reward="absolute"``
+  drops ``min_i L(D^i)`` (``lfs.reward``, our variant).
 
 An episode is ``episode_len`` consecutive frames of a random video; frame 0 runs f0
 (``a_0 = 0``) inside :meth:`reset`; the episode ends truncated (a time limit: the video goes
@@ -42,13 +43,23 @@ from dynvid.methods.lfs.model import F0, F1, InterleavedDetector
 from dynvid.methods.lfs.policy import make_observation
 from dynvid.methods.lfs.report import load_detector_model
 
-__all__ = ["InterleavingEnv", "eq2_reward"]
+__all__ = ["REWARDS", "InterleavingEnv", "absolute_reward", "eq2_reward"]
 
 
 def eq2_reward(losses: torch.Tensor | list[float], action: int, gamma: float) -> float:
     """Eq. 2: ``min_i L(D^i) − L(D^a)``, plus ``γ`` when ``a = 1`` (f1, the fast extractor)."""
     losses = torch.as_tensor(losses, dtype=torch.float64)
     return float(losses.min() - losses[action]) + (gamma if action == F1 else 0.0)
+
+
+def absolute_reward(losses: torch.Tensor | list[float], action: int, gamma: float) -> float:
+    """``−L(D^a)``, plus ``γ`` when ``a = 1``: Eq. 2 without its ``min_i L(D^i)`` (``lfs.reward``)."""
+    losses = torch.as_tensor(losses, dtype=torch.float64)
+    return float(-losses[action]) + (gamma if action == F1 else 0.0)
+
+
+REWARDS = {"eq2": eq2_reward, "absolute": absolute_reward}
+"""``lfs.reward`` → the reward function."""
 
 
 def _load_from_config(env_config: dict):
@@ -80,6 +91,7 @@ class InterleavingEnv(gym.Env):
             or ``checkpoint`` + ``experiment`` (a detector checkpoint and its config dict)
             to load them, as remote env runners do.
         gamma: the speed reward γ (default 0.2).
+        reward: ``eq2`` (default) or ``absolute`` (see ``lfs.reward``).
         episode_len: frames per episode (default 24; capped by the video length).
         history: length of η (default 20).
         focal: the classification loss of the rewards (default the detector's config).
@@ -107,6 +119,10 @@ class InterleavingEnv(gym.Env):
             raise TypeError(f"env_config['detector'] must be an InterleavedDetector, got {type(self.model).__name__}")
         self.model.eval().requires_grad_(False)
         self.gamma = float(env_config.get("gamma", 0.2))
+        reward = env_config.get("reward", "eq2")
+        if reward not in REWARDS:
+            raise ValueError(f"env_config['reward'] must be one of {sorted(REWARDS)}, got {reward!r}")
+        self.reward = REWARDS[reward]
         self.episode_len = int(env_config.get("episode_len", 24))
         self.history = int(env_config.get("history", 20))
         if self.episode_len < 2:
@@ -182,7 +198,7 @@ class InterleavingEnv(gym.Env):
             raise ValueError(f"action must be 0 (f0) or 1 (f1), got {action!r}")
         self._t += 1
         losses, candidate = self.frame_losses(self._t, self._kept)
-        reward = eq2_reward(losses, a, self.gamma)
+        reward = self.reward(losses, a, self.gamma)
         chosen = tuple(s[a:a + 1] for s in candidate)
         self._prev, self._candidate = self._candidate, chosen
         if a == F0 or not self.model.skip_f1_update:

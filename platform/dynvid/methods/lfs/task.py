@@ -17,6 +17,7 @@ from dynvid.detection.anchors import anchors_per_cell
 from dynvid.detection.losses import detection_loss_batched
 from dynvid.methods.lfs import adaptive
 from dynvid.methods.lfs.calibration import fit_score_calibration
+from dynvid.methods.lfs.env import REWARDS
 from dynvid.methods.lfs.evaluation import FixedPolicy, LearnedPolicy, evaluate_policies
 from dynvid.methods.lfs.model import F0, InterleavedDetector, unwrap
 from dynvid.methods.lfs.policy import load_policy
@@ -73,6 +74,8 @@ class LFSTask(PolicyTask):
             raise ValueError(f"lfs.calibration_videos must be >= 0 (0: raw scores), got {c.calibration_videos}")
         if c.gamma < 0 or c.history < 1:
             raise ValueError(f"lfs.gamma must be >= 0 and lfs.history >= 1, got {c.gamma}, {c.history}")
+        if c.reward not in REWARDS:
+            raise ValueError(f"lfs.reward must be one of {sorted(REWARDS)}, got {c.reward!r}")
         if c.dqn_learner_gpus < 0:
             raise ValueError(f"lfs.dqn_learner_gpus must be >= 0, got {c.dqn_learner_gpus}")
         if c.dqn_training_intensity is not None and c.dqn_training_intensity <= 0:
@@ -254,7 +257,7 @@ class LFSTask(PolicyTask):
     # ---- the adaptive policy (Sec. 3.4) --------------------------------------------------------
 
     #: knobs a policy sweep (``kind: policy``) may vary: each trial trains a DQN policy
-    policy_knobs = ("lfs.gamma", "lfs.dqn_iterations", "lfs.dqn_lr", "lfs.dqn_discount", "lfs.episode_len",
+    policy_knobs = ("lfs.gamma", "lfs.reward", "lfs.dqn_iterations", "lfs.dqn_lr", "lfs.dqn_discount", "lfs.episode_len",
                     "lfs.dqn_epsilon_steps", "train.seed")
 
     def policy_runner_bundles(self, cfg: ExperimentConfig) -> list[dict]:
