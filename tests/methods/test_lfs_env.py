@@ -95,8 +95,8 @@ def test_learned_policy_runs_inside_the_detector_without_rllib(env_parts):
 
 
 def test_policy_env_reads_the_held_out_split(tmp_path):
-    """lfs.policy_split reaches the env runners: their videos are the held-out split's, which
-    share no video with the detector's training split."""
+    """lfs.policy_split and lfs.reward reach the env runners: their videos are the held-out
+    split's, which share no video with the detector's training split."""
     from dynvid.config import ExperimentConfig, apply_overrides, to_dict
     from dynvid.engine.checkpoint import save_checkpoint
     from dynvid.methods.lfs import LFSTask
@@ -105,12 +105,13 @@ def test_policy_env_reads_the_held_out_split(tmp_path):
         "data.dataset=synthetic:detection", "data.synthetic_height=64", "data.synthetic_width=64",
         "data.synthetic_frames=6", "lfs.f0_size=64", "lfs.f1_size=32", "lfs.memory_input=16",
         "lfs.state_channels=8", "lfs.groups=4", "lfs.num_levels=2", "lfs.policy_videos=2", "lfs.policy_split=test",
-        "lfs.dqn_training_intensity=16"])
+        "lfs.dqn_training_intensity=16", "lfs.reward=absolute"])
     task = LFSTask(cfg)
     save_checkpoint(tmp_path / "det", task.build_model(cfg, 6), config=to_dict(cfg), metadata={"method": "lfs"})
     spec = task.policy_spec(cfg, str(tmp_path / "det"), str(tmp_path / "det"))
     assert spec.env_config["split"] == "test" and spec.dqn["training_intensity"] == 16
     env = InterleavingEnv(spec.env_config)
+    assert env.reward is absolute_reward  # lfs.reward reaches the env runners too
     from dynvid.data.datasets import scene_config
 
     def split(name):  # built as the env builds its videos

@@ -116,7 +116,7 @@ def policy_spec(task, cfg: ExperimentConfig, detector: str, local: str) -> Polic
         env=InterleavingEnv, env_config=env_config, q_network="dynvid.methods.lfs.policy:QNetwork",
         q_kwargs=dict(state_channels=model.memory.state_channels, grid=model.grid, history=c.history),
         dqn=dqn, iterations=c.dqn_iterations, export_format=EXPORT_FORMAT, label="lfs-dqn",
-        metadata={"paper": "Looking Fast and Slow (Liu et al., 2019), Sec. 3.4"},
+        metadata={"paper": "Looking Fast and Slow (Liu et al., 2019), Sec. 3.4", "gamma": c.gamma, "reward": c.reward},
         description=(f"DQN with γ={c.gamma:g} ({c.reward} reward) on {local}, {c.dqn_iterations} iterations × "
                      f"≥{c.dqn_steps_per_iteration} env steps, {c.dqn_env_runners} env runners"))
 
@@ -128,7 +128,8 @@ def evaluate_policy(task, cfg: ExperimentConfig, detector: str, policy: str, out
 
     Returns ``val_AP50``, ``val_AP``, ``val_f0_fraction``, ``val_gflops_avg`` of the learned
     policy, ``fixed_AP50_at_f0`` (the fixed policies at the same fraction of f0 runs),
-    ``AP50_gain_vs_fixed``, ``gamma`` and ``artifacts`` (``policy_report.json``). The fixed
+    ``AP50_gain_vs_fixed``, ``gamma`` and ``artifacts`` (``policy_report.json``, which also
+    names ``lfs.reward``). The fixed
     policies are evaluated once per ``shared`` (``shared["fixed"]``: rows by name, given or
     filled here); the learned policy's table row goes to ``shared["learned"]`` by name."""
     c = cfg.lfs
@@ -149,7 +150,7 @@ def evaluate_policy(task, cfg: ExperimentConfig, detector: str, policy: str, out
     }
     report = os.path.join(out_dir, "policy_report.json")
     with open(report, "w") as f:
-        json.dump({"metrics": {**metrics, "dqn_final_return": training["final_return_mean"],
+        json.dump({"metrics": {**metrics, "dqn_final_return": training["final_return_mean"], "reward": c.reward,
                                "dqn_env_steps": float(training["env_steps_sampled"]), "policy": policy},
                    "learned": mine, "fixed": fixed, "dqn": training, "detector": training.get("model", detector)},
                   f, indent=2, default=str)

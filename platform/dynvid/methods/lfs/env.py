@@ -21,8 +21,9 @@ state update under f1). Each extractor's features of a video's frames are comput
 evaluations.
 
 Choices: ``c_t − c_{t−1}`` is the change between consecutive memory outputs (the states
-the policy observed), also when f1 left the carried state unchanged; rewards use the per-frame SSD loss (summed classification and localisation,
-normalized by the positives), the same quantity the detector was trained on; the env
+the policy observed), also when f1 left the carried state unchanged; rewards use the
+per-frame SSD loss (summed classification and localisation, normalized by the positives),
+the same quantity the detector was trained on; the env
 runs with one intra-op thread so several env runners share a machine.
 """
 

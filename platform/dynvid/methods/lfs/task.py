@@ -257,8 +257,8 @@ class LFSTask(PolicyTask):
     # ---- the adaptive policy (Sec. 3.4) --------------------------------------------------------
 
     #: knobs a policy sweep (``kind: policy``) may vary: each trial trains a DQN policy
-    policy_knobs = ("lfs.gamma", "lfs.reward", "lfs.dqn_iterations", "lfs.dqn_lr", "lfs.dqn_discount", "lfs.episode_len",
-                    "lfs.dqn_epsilon_steps", "train.seed")
+    policy_knobs = ("lfs.gamma", "lfs.reward", "lfs.dqn_iterations", "lfs.dqn_lr", "lfs.dqn_discount",
+                    "lfs.episode_len", "lfs.dqn_epsilon_steps", "train.seed")
 
     def policy_runner_bundles(self, cfg: ExperimentConfig) -> list[dict]:
         """Resource bundles of the policy training's env runners (one each, besides the
