@@ -7,10 +7,11 @@ Algorithm 1 of Liu et al. (Sec. 3.4): the frozen interleaved detector runs in a 
 environment on RLlib's env runners (observation Eq. 1: the LSTM state, its change and the
 20-step action history; reward Eq. 2: the detection-loss gap to the best extractor plus γ
 when f1 runs, or with ``--set lfs.reward=absolute`` the loss itself), and RLlib's Double
-DQN with experience replay trains the Q-network of Fig. 4. The trained module is exported to a plain torch file and evaluated inside the
-detector without RLlib: mAP@0.5 and fraction of f0 runs on every validation frame, next to
-the fixed policies (τ ∈ ``lfs.taus``) and against them at the same fraction of f0 runs
-(Fig. 7). Each γ is one MLflow run; the table and the exported policies are logged.
+DQN with experience replay trains the Q-network of Fig. 4. The trained module is exported
+to a plain torch file and evaluated inside the detector without RLlib: mAP@0.5 and fraction
+of f0 runs on every validation frame, next to the fixed policies (τ ∈ ``lfs.taus``) and
+against them at the same fraction of f0 runs (Fig. 7). Each γ is one MLflow run; the table
+and the exported policies are logged.
 
 ``--detector`` takes a checkpoint of ``jobs/lfs_interleaved.py`` (folder or s3:// URI);
 without it the job first runs that job's training with the same config (a finished run is
