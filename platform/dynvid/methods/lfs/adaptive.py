@@ -129,9 +129,9 @@ def evaluate_policy(task, cfg: ExperimentConfig, detector: str, policy: str, out
     Returns ``val_AP50``, ``val_AP``, ``val_f0_fraction``, ``val_gflops_avg`` of the learned
     policy, ``fixed_AP50_at_f0`` (the fixed policies at the same fraction of f0 runs),
     ``AP50_gain_vs_fixed``, ``gamma`` and ``artifacts`` (``policy_report.json``, which also
-    names ``lfs.reward``). The fixed
-    policies are evaluated once per ``shared`` (``shared["fixed"]``: rows by name, given or
-    filled here); the learned policy's table row goes to ``shared["learned"]`` by name."""
+    names ``lfs.reward``). The fixed policies are evaluated once per ``shared``
+    (``shared["fixed"]``: rows by name, given or filled here); the learned policy's table row
+    goes to ``shared["learned"]`` by name."""
     c = cfg.lfs
     model, val = load_detector(task, cfg, detector)
     loader = torch.utils.data.DataLoader(val, batch_size=max(1, cfg.data.batch_size), collate_fn=val.collate_fn)

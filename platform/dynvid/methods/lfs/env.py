@@ -23,8 +23,8 @@ evaluations.
 Choices: ``c_t − c_{t−1}`` is the change between consecutive memory outputs (the states
 the policy observed), also when f1 left the carried state unchanged; rewards use the
 per-frame SSD loss (summed classification and localisation, normalized by the positives),
-the same quantity the detector was trained on; the env
-runs with one intra-op thread so several env runners share a machine.
+the same quantity the detector was trained on; the env runs with one intra-op thread so
+several env runners share a machine.
 """
 
 from __future__ import annotations
