@@ -2,7 +2,7 @@
 
     python jobs/bench_lfs.py [--smoke-test] [--out FILE.json] [--detector CKPT] [--gamma 1.5 1.0 0.4]
                              [--seeds 3] [--oracle 0 0.05 0.1 0.2 0.4 0.8] [--resamples 500]
-                             [--predictability 200]
+                             [--predictability 200] [--trigger 0.9 0.95 0.98] [--trigger-tau N]
                              [--set key=value ...]
 
 On the embedded synthetic detection scenes with fixed seeds and the detector job's laptop
@@ -26,6 +26,12 @@ recomputes every policy's mAP and f0 fraction: ``adaptive.matched_gain_interval`
 oracle's mAP at the learned policies' fractions is reported beside it (how much a per-frame
 choice that sees each frame's true loss gains on these scenes; its curve runs from f1 only to
 f0 only); asynchronous worst-case and p99 latency below synchronous.
+
+Beside them, the label-free change trigger (``lfs.trigger.ChangeTriggerPolicy``, ours: f0 after an abrupt change
+of the memory output between two f1 frames) for each quantile of ``--trigger``, its threshold
+fitted on the policy environment's videos (``lfs.policy_split``, ``lfs.policy_videos``: not
+the scored ones), with its gain over the fixed curve at its own f0 fraction and the interval;
+reported, not a target (it is not the paper's policy).
 
 Before the policies train, ``--predictability`` episodes of random interleaving on the
 policy's environment measure whether the next frame's loss gap (Eq. 2's reward) can be told
@@ -55,7 +61,8 @@ from dynvid.methods.lfs.evaluation import LearnedPolicy, OraclePolicy, evaluate_
 from dynvid.methods.lfs.policy import load_policy
 from dynvid.methods.lfs.presets import EMBEDDED, POLICY_SMOKE, SMOKE
 from dynvid.methods.lfs.report import (curve_table, fixed_policies, latency_rows, latency_table, latency_videos,
-                                       load_detector, pace_label, postprocess_settings)
+                                       load_detector, pace_label, policy_videos, postprocess_settings)
+from dynvid.methods.lfs.trigger import ChangeTriggerPolicy, fit_threshold, memory_changes
 from dynvid.tables import format_table
 
 BENCH = ["train.mlflow_tracking_uri=null", "train.log_every=20", "lfs.taus=[1, 4, 9, 19]"]
@@ -74,7 +81,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--predictability", type=int, default=200, metavar="EPISODES",
                    help="random-interleaving episodes of the policy's environment for the gap-predictability "
                         "check (0: skip)")
+    p.add_argument("--trigger", type=float, nargs="*", default=[0.9, 0.95, 0.98], metavar="Q",
+                   help="quantiles of the memory output's change on the policy videos that set the change "
+                        "trigger's thresholds (dynvid.methods.lfs.trigger; none given: no trigger rows)")
+    p.add_argument("--trigger-tau", type=int, default=None, metavar="N",
+                   help="the trigger's fixed-schedule floor: f0 at the latest N+1 frames after the last (default: none)")
     args = p.parse_args(argv)
+    if any(not 0 < q < 1 for q in args.trigger):
+        p.error(f"--trigger quantiles must lie in (0, 1), got {args.trigger}")
+    if args.trigger_tau is not None and args.trigger_tau < 0:
+        p.error(f"--trigger-tau must be >= 0, got {args.trigger_tau}")
     if args.seeds < 1 or args.resamples < 1:
         p.error("--seeds and --resamples must be >= 1")
     if args.predictability < 0:
@@ -86,6 +102,22 @@ def main(argv: list[str] | None = None) -> int:
 def learned_name(gamma: float, seed: int) -> str:
     """A learned policy's row name."""
     return f"learned γ={gamma:g} seed {seed}"
+
+
+def fit_triggers(model, cfg, quantiles: list[float], tau: int | None) -> list[tuple[ChangeTriggerPolicy, float]]:
+    """A change trigger per quantile, its threshold fitted on the policy environment's videos."""
+    if not quantiles:
+        return []
+    videos = policy_videos(cfg)
+    where = f"{len(videos)} {cfg.lfs.policy_split or cfg.data.train_split}-split videos"
+    print(f"\n[bench_lfs] fitting the change trigger's thresholds on {where}", flush=True)
+    loader = torch.utils.data.DataLoader(videos, batch_size=cfg.data.batch_size, collate_fn=videos.collate_fn)
+    changes = memory_changes(model, loader)
+    policies = []
+    for q in quantiles:
+        name = f"trigger q={q:g}" + (f" τ={tau}" if tau is not None else "")
+        policies.append((ChangeTriggerPolicy(fit_threshold(changes, q, where), tau=tau, name=name), q))
+    return policies
 
 
 def run(args: argparse.Namespace) -> int:
@@ -118,14 +150,16 @@ def run(args: argparse.Namespace) -> int:
             for m in policies["rows"]:
                 exported[(m["gamma"], seed)] = m["policy"]
                 rows.append({**m, "seed": seed, "policy": os.path.basename(m["policy"])})
-        # the learned and oracle policies on every val frame, keeping per-video records as the fixed ones did
+        triggers = fit_triggers(model, cfg, args.trigger, args.trigger_tau)
+        # the learned, trigger and oracle policies on every val frame, keeping per-video records as the fixed ones did
         thresholds = sorted(set(args.oracle) | set(args.gamma))
         learned = {key: LearnedPolicy(load_policy(path), name=learned_name(*key)) for key, path in exported.items()}
         oracles = [OraclePolicy(th, focal=c.focal) for th in thresholds]
-        print(f"\n[bench_lfs] learned and oracle ({len(oracles)} thresholds) policies on every val frame, per video",
-              flush=True)
+        print(f"\n[bench_lfs] learned, {len(triggers)} trigger and {len(oracles)} oracle policies on every val frame, "
+              "per video", flush=True)
         more: dict = {}
-        everything = {**fixed, **evaluate_policies(model, loader, task.val_gt, list(learned.values()) + oracles,
+        everything = {**fixed, **evaluate_policies(model, loader, task.val_gt,
+                                                   list(learned.values()) + [t for t, _ in triggers] + oracles,
                                                    per_video=more, **post)}
         if more.pop("image_ids") != per_video["image_ids"]:
             raise RuntimeError("the val loader gave other frames in the second evaluation: the bootstrap needs the same")
@@ -144,6 +178,12 @@ def run(args: argparse.Namespace) -> int:
                         "f0_fraction": sum(everything[n]["f0_fraction"] for n in mine) / len(mine),
                         "gain_vs_fixed": vs_fixed.as_dict(), "gain_vs_oracle": vs_oracle.as_dict(),
                         "fixed_AP50_at_f0": ap - vs_fixed.diff, "oracle_AP50_at_f0": ap - vs_oracle.diff}
+        trigger_rows = {}
+        for policy, q in triggers:
+            vs_fixed = matched_gain_interval(task.val_gt, per_video, [policy.name], fixed_names,
+                                             resamples=args.resamples, seed=cfg.train.seed, tables=tables)
+            trigger_rows[policy.name] = {"quantile": q, "threshold": policy.threshold, "tau": policy.tau,
+                                         **everything[policy.name], "gain_vs_fixed": vs_fixed.as_dict()}
         videos = latency_videos(val, c)
         latency = latency_rows(model, videos, c.tau, c.latency_fps, repeats=1 if args.smoke_test else 3,
                                post=postprocess_settings(c))
@@ -165,6 +205,17 @@ def run(args: argparse.Namespace) -> int:
                          f"{r['gain_vs_fixed']['diff']:+.4f}",
                          f"[{r['gain_vs_fixed']['low']:+.4f}, {r['gain_vs_fixed']['high']:+.4f}]",
                          f"{r['oracle_AP50_at_f0']:.4f}"] for g, r in gains.items()]))
+    if trigger_rows:
+        print(f"\nchange trigger (ours, label-free; thresholds fitted on {cfg.lfs.policy_videos or 'all'} "
+              f"{cfg.lfs.policy_split or cfg.data.train_split}-split videos) − fixed at its fraction of f0 runs, "
+              "same interval")
+        print(format_table(["trigger", "quantile", "threshold", "f0 runs", "mAP@0.5", "fixed", "trigger − fixed",
+                            "interval"],
+                           [[n, f"{r['quantile']:g}", f"{r['threshold']:.4g}", f"{r['f0_fraction']:.3f}",
+                             f"{r['AP50']:.4f}", f"{r['AP50'] - r['gain_vs_fixed']['diff']:.4f}",
+                             f"{r['gain_vs_fixed']['diff']:+.4f}",
+                             f"[{r['gain_vs_fixed']['low']:+.4f}, {r['gain_vs_fixed']['high']:+.4f}]"]
+                            for n, r in trigger_rows.items()]))
     if predictability is not None:
         p = predictability
         print(f"\nis the next frame's loss gap L(f1) − L(f0) predictable before it is seen? {p['steps']} steps of "
@@ -193,12 +244,13 @@ def run(args: argparse.Namespace) -> int:
                    "dqn_iterations": c.dqn_iterations, "dqn_steps_per_iteration": c.dqn_steps_per_iteration,
                    "dqn_training_intensity": c.dqn_training_intensity, "policy_split": c.policy_split,
                    "seeds": sorted({m["seed"] for m in rows}), "oracle_thresholds": thresholds,
-                   "resamples": args.resamples,
+                   "resamples": args.resamples, "trigger_quantiles": args.trigger, "trigger_tau": args.trigger_tau,
                    "episode_len": c.episode_len, "seed": cfg.train.seed, **bench_run_config(args),
                    "latency_fps": c.latency_fps, "latency_videos": len(videos),
                    "detector": str(detector) if args.detector else "trained by the benchmark"},
         "results": {"policies": everything, "learned": rows, "gains": {f"{g:g}": r for g, r in gains.items()},
-                    "latency_ms": latency, "component_gmacs": costs, "gap_predictability": predictability},
+                    "latency_ms": latency, "component_gmacs": costs,
+                    "trigger": trigger_rows, "gap_predictability": predictability},
         "targets": targets,
     }
     if args.out:

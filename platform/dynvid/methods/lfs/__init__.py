@@ -22,6 +22,8 @@ Modules:
   and the loader of an exported one, and what the engine's RLlib runner
   (:mod:`dynvid.engine.rl`) is handed to train it (a ``PolicySpec``) and to judge it. No
   module here imports Ray.
+- :mod:`~dynvid.methods.lfs.trigger`: a label-free policy (ours): f0 after an abrupt change of
+  the memory output between two f1 frames, its threshold a quantile fitted on other videos.
 
 :class:`LFSTask` trains the detector on the engine in one stage, ``interleaved`` (Sec. 3.3:
 the LSTM unrolled over 6 steps, a uniformly random extractor per step after an f0 first

@@ -36,13 +36,11 @@ import numpy as np
 import torch
 
 from dynvid.config import ExperimentConfig, from_dict
-from dynvid.data.datasets import scene_config
-from dynvid.data.detection import build_detection_dataset
 from dynvid.detection.losses import detection_loss
 from dynvid.methods.lfs.evaluation import update_history
 from dynvid.methods.lfs.model import F0, F1, InterleavedDetector
 from dynvid.methods.lfs.policy import make_observation
-from dynvid.methods.lfs.report import load_detector_model
+from dynvid.methods.lfs.report import load_detector_model, policy_videos
 
 __all__ = ["REWARDS", "InterleavingEnv", "absolute_reward", "eq2_reward"]
 
@@ -71,15 +69,7 @@ def _load_from_config(env_config: dict):
     cfg = from_dict(ExperimentConfig, env_config["experiment"], where="env_config.experiment")
     task = LFSTask(cfg)
     model = load_detector_model(task, cfg, env_config["checkpoint"])  # the env builds its own videos
-    d = cfg.data
-    scene = scene_config(d)
-    split = env_config.get("split", d.train_split)
-    videos = build_detection_dataset(d.dataset, split, size=cfg.lfs.f0_size, clip_len=cfg.lfs.unroll, mode="eval",
-                                     num_videos=env_config.get("num_videos") or (d.synthetic_train_videos
-                                                                                 if split == d.train_split
-                                                                                 else d.synthetic_val_videos),
-                                     scene=scene, content_seed=d.synthetic_seed, seed=cfg.train.seed,
-                                     max_bad_fraction=d.max_bad_fraction)
+    videos = policy_videos(cfg, env_config.get("split"), env_config.get("num_videos"))
     return model, videos, cfg.lfs.focal
 
 
@@ -98,7 +88,8 @@ class InterleavingEnv(gym.Env):
         focal: the classification loss of the rewards (default the detector's config).
         seed: base seed of the episode sampler (RLlib also calls ``reset(seed=…)``).
         cache_size: videos whose extractor features are kept between episodes (default 64).
-        num_videos: with ``checkpoint``: use the split's first ``num_videos`` videos.
+        split, num_videos: with ``checkpoint``: the split's first ``num_videos`` videos (default
+            the experiment's ``lfs.policy_split`` and ``lfs.policy_videos``: ``report.policy_videos``).
     """
 
     metadata: dict[str, Any] = {}

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 import torch
 
 from dynvid.config import ExperimentConfig
+from dynvid.data.datasets import scene_config
+from dynvid.data.detection import DetectionClips, build_detection_dataset
 from dynvid.engine.checkpoint import load_checkpoint
 from dynvid.engine.storage import fetch_checkpoint
 from dynvid.methods.lfs.evaluation import FixedPolicy, evaluate_policies
@@ -25,7 +27,7 @@ from dynvid.methods.lfs.model import InterleavedDetector
 from dynvid.tables import format_table
 
 __all__ = ["curve_table", "detector_report", "fixed_policies", "latency_rows", "latency_table", "load_detector",
-           "latency_videos", "load_detector_model", "pace_label", "postprocess_settings"]
+           "latency_videos", "load_detector_model", "pace_label", "policy_videos", "postprocess_settings"]
 
 F1_ONLY_TAU = 10**9
 
@@ -67,6 +69,20 @@ def load_detector_model(task, cfg: ExperimentConfig, checkpoint: str) -> Interle
     model = task.build_model(cfg, task.num_classes_from_state(ckpt["model"]))
     model.load_state_dict(ckpt["model"])
     return model.eval()
+
+
+def policy_videos(cfg: ExperimentConfig, split: str | None = None, num_videos: int | None = None) -> DetectionClips:
+    """Whole videos of the policy's split (``lfs.policy_split``, else ``data.train_split``), its
+    first ``lfs.policy_videos`` (None: the split's video count of the synthetic data): the
+    videos the policy environment samples its episodes from and the change trigger's
+    threshold is fitted on (``split`` / ``num_videos`` override the config's)."""
+    d, c = cfg.data, cfg.lfs
+    split = split or c.policy_split or d.train_split
+    n = num_videos or c.policy_videos or (d.synthetic_train_videos if split == d.train_split
+                                          else d.synthetic_val_videos)
+    return build_detection_dataset(d.dataset, split, size=c.f0_size, clip_len=c.unroll, mode="eval", num_videos=n,
+                                   scene=scene_config(d), content_seed=d.synthetic_seed, seed=cfg.train.seed,
+                                   max_bad_fraction=d.max_bad_fraction)
 
 
 ARCHITECTURE = ("f0_width", "f1_width", "f0_size", "f1_size", "memory_input", "state_channels", "groups",
