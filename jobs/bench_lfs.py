@@ -60,9 +60,8 @@ from dynvid.methods.lfs.analysis import policy_env_predictability
 from dynvid.methods.lfs.evaluation import LearnedPolicy, OraclePolicy, evaluate_policies
 from dynvid.methods.lfs.policy import load_policy
 from dynvid.methods.lfs.presets import EMBEDDED, POLICY_SMOKE, SMOKE
-from dynvid.methods.lfs.report import (curve_table, fixed_policies, latency_rows, latency_table, latency_videos,
-                                       load_detector, pace_label, policy_videos, postprocess_settings)
-from dynvid.methods.lfs.trigger import ChangeTriggerPolicy, fit_threshold, memory_changes
+from dynvid.methods.lfs.report import (curve_table, fit_triggers, fixed_policies, latency_rows, latency_table,
+                                       latency_videos, load_detector, pace_label, postprocess_settings)
 from dynvid.tables import format_table
 
 BENCH = ["train.mlflow_tracking_uri=null", "train.log_every=20", "lfs.taus=[1, 4, 9, 19]"]
@@ -104,22 +103,6 @@ def learned_name(gamma: float, seed: int) -> str:
     return f"learned γ={gamma:g} seed {seed}"
 
 
-def fit_triggers(model, cfg, quantiles: list[float], tau: int | None) -> list[tuple[ChangeTriggerPolicy, float]]:
-    """A change trigger per quantile, its threshold fitted on the policy environment's videos."""
-    if not quantiles:
-        return []
-    videos = policy_videos(cfg)
-    where = f"{len(videos)} {cfg.lfs.policy_split or cfg.data.train_split}-split videos"
-    print(f"\n[bench_lfs] fitting the change trigger's thresholds on {where}", flush=True)
-    loader = torch.utils.data.DataLoader(videos, batch_size=cfg.data.batch_size, collate_fn=videos.collate_fn)
-    changes = memory_changes(model, loader)
-    policies = []
-    for q in quantiles:
-        name = f"trigger q={q:g}" + (f" τ={tau}" if tau is not None else "")
-        policies.append((ChangeTriggerPolicy(fit_threshold(changes, q, where), tau=tau, name=name), q))
-    return policies
-
-
 def run(args: argparse.Namespace) -> int:
     from dynvid.engine.trainer import fit  # imports Ray
 
@@ -150,7 +133,8 @@ def run(args: argparse.Namespace) -> int:
             for m in policies["rows"]:
                 exported[(m["gamma"], seed)] = m["policy"]
                 rows.append({**m, "seed": seed, "policy": os.path.basename(m["policy"])})
-        triggers = fit_triggers(model, cfg, args.trigger, args.trigger_tau)
+        triggers = list(zip(fit_triggers(model, cfg, args.trigger, args.trigger_tau), args.trigger)) \
+            if args.trigger else []
         # the learned, trigger and oracle policies on every val frame, keeping per-video records as the fixed ones did
         thresholds = sorted(set(args.oracle) | set(args.gamma))
         learned = {key: LearnedPolicy(load_policy(path), name=learned_name(*key)) for key, path in exported.items()}

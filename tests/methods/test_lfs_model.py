@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from dynvid.config import ExperimentConfig, apply_overrides
 from dynvid.methods.lfs import LFSTask, random_actions
-from dynvid.data.detection import collate, shifted_crops
+from dynvid.data.datasets import scene_config
+from dynvid.data.detection import build_detection_dataset, collate, shifted_crops
+from dynvid.methods.lfs.evaluation import evaluate_policies
 from dynvid.methods.lfs.memory import ConvLSTM, GroupedConvLSTM, conv_lstm_macs, grouped_lstm_macs
 from dynvid.methods.lfs.model import F0, F1, InterleavedDetector, fixed_schedule
+from dynvid.methods.lfs.trigger import ChangeTriggerPolicy, memory_changes
 from dynvid.backbones.mobilenetv2 import MobileNetV2
 from dynvid.backbones.pretrained import load_pretrained
 from dynvid.metrics.cost import CostMeter
@@ -217,6 +221,36 @@ def test_task_training_step_and_evaluation():
         (costs["f0"] + 7 * costs["f1"]) / 8 + costs["memory"] + costs["head"])
 
 
+def test_task_evaluates_the_change_trigger_fitted_on_the_policy_videos():
+    task, cfg = _task("lfs.trigger=0.2", "lfs.policy_split=test", "lfs.policy_videos=3", "data.synthetic_cuts=2")
+    stage = task.stages[0]
+    train, val = task.datasets(stage.config(cfg), stage)
+    model = task.build_model(cfg, train.num_classes)
+    # BatchNorm statistics of real frames, so that the memory output moves with the scene (at the initial
+    # statistics the extractors' features are ~1e-9)
+    frames = collate([val[0], val[1]])[0].flatten(0, 1)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = None
+    with torch.no_grad():
+        for a in (F0, F1):
+            model.extract(frames, torch.full((len(frames),), a))
+    model.eval()
+    loader = torch.utils.data.DataLoader(val, batch_size=2, collate_fn=collate)
+    metrics = task.evaluate(model, loader, stage)
+    held_out = build_detection_dataset("synthetic:detection", "test", size=64, clip_len=3, mode="eval", num_videos=3,
+                                       scene=scene_config(cfg.data), content_seed=cfg.data.synthetic_seed)
+    changes = memory_changes(model, torch.utils.data.DataLoader(held_out, batch_size=3, collate_fn=collate))
+    assert len(changes) == 3 * (8 - 2)
+    expected = evaluate_policies(model, loader, task.val_gt, [ChangeTriggerPolicy(float(np.quantile(changes, 0.2)))],
+                                 score_threshold=cfg.lfs.score_threshold, nms_iou=cfg.lfs.nms_iou,
+                                 max_detections=cfg.lfs.max_detections)
+    assert metrics["f0_fraction"] == pytest.approx(next(iter(expected.values()))["f0_fraction"])
+    assert metrics["f0_fraction"] > 1 / 8  # it fired: f0 beyond each video's first frame
+    with pytest.raises(ValueError, match="needs the model"):
+        task.policy()
+
+
 def test_task_config_errors():
     with pytest.raises(ValueError, match="twice lfs.f1_size"):
         _task("lfs.f1_size=48")
@@ -232,6 +266,10 @@ def test_task_config_errors():
         _task("lfs.dqn_training_intensity=0")
     with pytest.raises(ValueError, match="latency_fps"):
         _task("lfs.latency_fps=0")
+    with pytest.raises(ValueError, match=r"lfs.trigger is a quantile .* in \(0, 1\); got 1.0"):
+        _task("lfs.trigger=1.0")
+    with pytest.raises(ValueError, match="two interleaving policies"):
+        _task("lfs.trigger=0.9", "lfs.policy=p.pt")
     task, cfg = _task("lfs.dqn_learner_gpus=1")  # a job's policy stage may train on a GPU learner
     with pytest.raises(ValueError, match="policy sweep trial reserves CPUs only"):
         task.policy_runner_bundles(cfg)  # a sweep's placement group has no GPU for it

@@ -52,6 +52,13 @@ class LFSConfig:
     policy: str | None = None
     """Inference knob: a learned interleaving policy (the ``policy.pt`` file a policy job or
     sweep exports) used instead of the fixed τ; None = fixed policy."""
+    trigger: float | None = None
+    """Inference knob: the label-free change trigger (``methods/lfs/trigger.py``, ours, not the paper's)
+    used instead of the fixed τ: f0 on the frame after the memory output changed, between two
+    f1 frames, by more than the ``trigger`` quantile (in (0, 1)) of that change on the policy
+    videos (``lfs.policy_split``, ``lfs.policy_videos``), fitted on the model being evaluated.
+    0.95 asks for f0 after about the top 5% of the f1-to-f1 steps. It gains where scenes cut
+    (``data.synthetic_cuts``). None = fixed policy. Not with ``lfs.policy``."""
     calibration_videos: int = 32
     """Training-split videos (the first ones) on which each evaluation first fits the
     detector's per-extractor score calibration (Platt scaling, ``lfs.calibration``: f0's and

@@ -24,9 +24,10 @@ from dynvid.engine.storage import fetch_checkpoint
 from dynvid.methods.lfs.evaluation import FixedPolicy, evaluate_policies
 from dynvid.methods.lfs.latency import F0Worker, LatencyPaths, latency_summary, run_async, run_sync
 from dynvid.methods.lfs.model import InterleavedDetector
+from dynvid.methods.lfs.trigger import ChangeTriggerPolicy, fit_threshold, memory_changes
 from dynvid.tables import format_table
 
-__all__ = ["curve_table", "detector_report", "fixed_policies", "latency_rows", "latency_table", "load_detector",
+__all__ = ["curve_table", "detector_report", "fit_triggers", "fixed_policies", "latency_rows", "latency_table", "load_detector",
            "latency_videos", "load_detector_model", "pace_label", "policy_videos", "postprocess_settings"]
 
 F1_ONLY_TAU = 10**9
@@ -83,6 +84,23 @@ def policy_videos(cfg: ExperimentConfig, split: str | None = None, num_videos: i
     return build_detection_dataset(d.dataset, split, size=c.f0_size, clip_len=c.unroll, mode="eval", num_videos=n,
                                    scene=scene_config(d), content_seed=d.synthetic_seed, seed=cfg.train.seed,
                                    max_bad_fraction=d.max_bad_fraction)
+
+
+def fit_triggers(model: InterleavedDetector, cfg: ExperimentConfig, quantiles: Sequence[float],
+                 tau: int | None = None) -> list[ChangeTriggerPolicy]:
+    """A change trigger (``lfs.trigger``) per quantile, named ``trigger q=…``, each threshold
+    fitted on ``model``'s memory outputs over :func:`policy_videos` (one pass for all)."""
+    videos = policy_videos(cfg)
+    where = f"{len(videos)} {cfg.lfs.policy_split or cfg.data.train_split}-split videos (lfs.policy_split)"
+    loader = torch.utils.data.DataLoader(videos, batch_size=cfg.data.batch_size, collate_fn=videos.collate_fn)
+    changes = memory_changes(model, loader)
+    policies = []
+    for q in quantiles:
+        policy = ChangeTriggerPolicy(fit_threshold(changes, q, where), tau=tau,
+                                     name=f"trigger q={q:g}" + (f" τ={tau}" if tau is not None else ""))
+        print(f"[dynvid] lfs: {policy.name}: threshold {policy.threshold:.4g}, fitted on {where}", flush=True)
+        policies.append(policy)
+    return policies
 
 
 ARCHITECTURE = ("f0_width", "f1_width", "f0_size", "f1_size", "memory_input", "state_channels", "groups",

@@ -22,7 +22,7 @@ from dynvid.methods.lfs.evaluation import FixedPolicy, LearnedPolicy, evaluate_p
 from dynvid.methods.lfs.model import F0, InterleavedDetector, unwrap
 from dynvid.methods.lfs.policy import load_policy
 from dynvid.methods.lfs.presets import PRESETS
-from dynvid.methods.lfs.report import detector_report
+from dynvid.methods.lfs.report import detector_report, fit_triggers
 from dynvid.task import PolicySpec, PolicyTask, Stage
 
 __all__ = ["LFSTask", "build_detector", "random_actions"]
@@ -56,8 +56,8 @@ class LFSTask(PolicyTask):
                        ("f0 runs", "val_f0_fraction", "{:.3f}"))
     summary_metrics = (("AP50", "AP50", "{:.4f}"), ("AP", "AP", "{:.4f}"), ("f0_fraction", "f0_fraction", "{:.2f}"))
     #: act only at inference: an inference sweep varies them over one checkpoint
-    inference_knobs = ("lfs.tau", "lfs.policy", "lfs.score_threshold", "lfs.nms_iou", "lfs.eval_frames",
-                       "lfs.calibration_videos")
+    inference_knobs = ("lfs.tau", "lfs.policy", "lfs.trigger", "lfs.score_threshold", "lfs.nms_iou",
+                       "lfs.eval_frames", "lfs.calibration_videos")
 
     def __init__(self, cfg: ExperimentConfig):
         c = cfg.lfs
@@ -72,6 +72,11 @@ class LFSTask(PolicyTask):
             raise ValueError(f"lfs.image_fraction is a share of items, in [0, 1]; got {c.image_fraction}")
         if c.calibration_videos < 0:
             raise ValueError(f"lfs.calibration_videos must be >= 0 (0: raw scores), got {c.calibration_videos}")
+        if c.trigger is not None and not 0.0 < c.trigger < 1.0:
+            raise ValueError(f"lfs.trigger is a quantile of the memory output's change, in (0, 1); got {c.trigger}")
+        if c.trigger is not None and c.policy:
+            raise ValueError(f"lfs.policy={c.policy!r} and lfs.trigger={c.trigger} are two interleaving policies: "
+                             "set one")
         if c.gamma < 0 or c.history < 1:
             raise ValueError(f"lfs.gamma must be >= 0 and lfs.history >= 1, got {c.gamma}, {c.history}")
         if c.reward not in REWARDS:
@@ -228,12 +233,19 @@ class LFSTask(PolicyTask):
 
     # ---- evaluation -------------------------------------------------------------------------
 
-    def policy(self, cfg: ExperimentConfig | None = None):
-        """The evaluation policy: the learned one in ``lfs.policy`` if set, else fixed ``lfs.tau``."""
+    def policy(self, cfg: ExperimentConfig | None = None, model: nn.Module | None = None):
+        """The evaluation policy: the learned one in ``lfs.policy`` if set, the change trigger
+        ``lfs.trigger`` (its threshold fitted on ``model``'s memory outputs over the policy
+        videos), else fixed ``lfs.tau``."""
 
-        c = (cfg or self.cfg).lfs
+        cfg = cfg or self.cfg
+        c = cfg.lfs
         if c.policy:
             return LearnedPolicy(load_policy(c.policy), name=f"learned ({c.policy})")
+        if c.trigger is not None:
+            if model is None:
+                raise ValueError("lfs.trigger fits its threshold on the detector: LFSTask.policy needs the model")
+            return fit_triggers(model, cfg, [c.trigger])[0]
         return FixedPolicy(c.tau)
 
     @torch.no_grad()
@@ -248,7 +260,7 @@ class LFSTask(PolicyTask):
         m = unwrap(model)
         c = self.cfg.lfs
         self.calibrate(m)  # the scores of the weights being evaluated on one scale (lfs.calibration), or raw
-        policy = self.policy()
+        policy = self.policy(model=m)
         r = evaluate_policies(m, loader, self.val_gt, [policy], score_threshold=c.score_threshold,
                               nms_iou=c.nms_iou, max_detections=c.max_detections)[policy.name]
         return {"AP50": r["AP50"], "AP": r["AP"], "f0_fraction": r["f0_fraction"],
