@@ -9,29 +9,31 @@ On the embedded synthetic detection scenes with fixed seeds and the detector job
 configuration (``jobs/lfs_interleaved.py``; pass ``--detector`` or that job's
 ``train.storage_path`` with ``--set`` to measure a finished detector, which is then found
 done and not retrained): mAP@0.5 and fraction of f0 runs over every val frame for f0 only,
-fixed τ ∈ {1, 4, 9, 19} and f1 only (Fig. 6), then one DQN policy per γ and seed
-(``--seeds``: ``train.seed``, +1, …) trained with RLlib on the frozen detector and evaluated
-the same way (Fig. 7), the oracle reference (``OraclePolicy``: f0 where its true detection
-loss, looked up one frame ahead, is more than θ below f1's, for each θ of ``--oracle`` and
-each γ: a greedy, label-reading heuristic, not a bound), and the per-frame latency of
-the synchronous and asynchronous detector at τ = 9 over ``lfs.latency_videos`` val videos × 3,
-frames arriving at ``lfs.latency_fps`` (Sec. 3.5; one intra-op thread per inference thread;
-each video run's first frame left out).
+fixed τ ∈ {1, 4, 9, 14, 19, 23} and f1 only (Fig. 6; on the 48-frame videos 14 and 23 add
+points at 0.083 and 0.042 f0 runs, where the trigger and the small-budget policies land),
+then one DQN policy per γ and seed (``--seeds``: ``train.seed``, +1, …) trained with RLlib
+on the frozen detector and evaluated the same way (Fig. 7), the oracle reference
+(``OraclePolicy``: f0 where its true detection loss, looked up one frame ahead, is more than
+θ below f1's, for each θ of ``--oracle`` and each γ: a greedy, label-reading heuristic, not a
+bound), and the per-frame latency of the synchronous and asynchronous detector at τ = 9 over
+``lfs.latency_videos`` val videos × 3, frames arriving at ``lfs.latency_fps`` (Sec. 3.5; one
+intra-op thread per inference thread; each video run's first frame left out).
 
 Targets (issues "Looking Fast and Slow", "ANT and LFS fairness"): for each γ, the learned
 policies' mAP@0.5, averaged over the seeds, is at least the fixed policies' mAP at the same
-fraction of f0 runs (linear between the neighbouring τ), reported with a 95% bootstrap
-interval over the val videos (``--resamples`` replicates; each redraws the videos and
-recomputes every policy's mAP and f0 fraction: ``adaptive.matched_gain_interval``); the
-oracle's mAP at the learned policies' fractions is reported beside it (how much a per-frame
-choice that sees each frame's true loss gains on these scenes; its curve runs from f1 only to
-f0 only); asynchronous worst-case and p99 latency below synchronous.
+fraction of f0 runs (linear between the neighbouring τ; the best τ where two share a
+fraction), reported with a 95% bootstrap interval over the val videos (``--resamples``
+replicates; each redraws the videos and recomputes every policy's mAP and f0 fraction:
+``adaptive.matched_gain_interval``); the oracle's mAP at the learned policies' fractions is
+reported beside it (how much a per-frame choice that sees each frame's true loss gains on
+these scenes; its curve runs from f1 only to f0 only); asynchronous worst-case and p99
+latency below synchronous.
 
-Beside them, the label-free change trigger (``lfs.trigger.ChangeTriggerPolicy``, ours: f0 after an abrupt change
-of the memory output between two f1 frames) for each quantile of ``--trigger``, its threshold
-fitted on the policy environment's videos (``lfs.policy_split``, ``lfs.policy_videos``: not
-the scored ones), with its gain over the fixed curve at its own f0 fraction and the interval;
-reported, not a target (it is not the paper's policy).
+Beside them, the label-free change trigger (``methods/lfs/trigger.py``, ours: f0 after an
+abrupt change of the memory output between two f1 frames) for each quantile of ``--trigger``,
+its threshold fitted on the policy environment's videos (``lfs.policy_split``,
+``lfs.policy_videos``: not the scored ones), with its gain over the fixed curve at its own f0
+fraction and the interval; reported, not a target (it is not the paper's policy).
 
 Before the policies train, ``--predictability`` episodes of random interleaving on the
 policy's environment measure whether the next frame's loss gap (Eq. 2's reward) can be told
@@ -64,7 +66,7 @@ from dynvid.methods.lfs.report import (curve_table, fit_triggers, fixed_policies
                                        latency_videos, load_detector, pace_label, postprocess_settings)
 from dynvid.tables import format_table
 
-BENCH = ["train.mlflow_tracking_uri=null", "train.log_every=20", "lfs.taus=[1, 4, 9, 19]"]
+BENCH = ["train.mlflow_tracking_uri=null", "train.log_every=20", "lfs.taus=[1, 4, 9, 14, 19, 23]"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -69,6 +69,17 @@ def test_oracle_picks_f0_exactly_where_its_loss_gain_exceeds_the_threshold(parts
     assert mixed  # the rule was checked where it chose both extractors
 
 
+def test_fixed_at_interpolates_clamps_and_takes_the_best_of_tied_fractions():
+    curve = [(0.5, 0.08), (0.1, 0.05), (0.02, 0.04)]
+    assert fixed_at(curve, 0.3) == pytest.approx(0.05 + 0.03 * 0.2 / 0.4)
+    assert fixed_at(curve, 0.01) == 0.04 and fixed_at(curve, 0.9) == 0.08
+    tied = curve + [(0.1, 0.06), (0.1, 0.055)]  # two more schedules at 0.1 f0 runs: the best one counts
+    assert fixed_at(tied, 0.1) == pytest.approx(0.06)
+    assert fixed_at(tied, 0.06) == pytest.approx(0.04 + 0.02 * 0.04 / 0.08)
+    with pytest.raises(ValueError, match="empty"):
+        fixed_at([], 0.1)
+
+
 def test_oracle_ends_are_the_fixed_ends_and_it_needs_labels(parts):
     model, frames, targets = parts
     for theta, tau in ((-1e9, 0), (1e9, 10**9)):

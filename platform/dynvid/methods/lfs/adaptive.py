@@ -38,8 +38,13 @@ __all__ = ["evaluate_policy", "fixed_at", "matched_gain_interval", "policy_spec"
 
 def fixed_at(curve: list[tuple[float, float]], f0_fraction: float) -> float:
     """The fixed policies' mAP at ``f0_fraction``, linear between the neighbouring points of
-    ``curve`` (``(f0 fraction, mAP)`` pairs), clamped to the ends."""
-    pts = sorted(curve)
+    ``curve`` (``(f0 fraction, mAP)`` pairs), clamped to the ends. Schedules that run f0 on the
+    same fraction (τ = 15 and 19 on 48-frame videos) count with the best of their mAPs: the
+    reference is the strongest fixed schedule."""
+    best: dict[float, float] = {}
+    for x, y in curve:
+        best[x] = max(y, best.get(x, y))
+    pts = sorted(best.items())
     if not pts:
         raise ValueError("empty curve")
     if f0_fraction <= pts[0][0]:
