@@ -86,10 +86,13 @@ def main(argv: list[str] | None = None) -> int:
                    help="quantiles of the memory output's change on the policy videos that set the change "
                         "trigger's thresholds (dynvid.methods.lfs.trigger; none given: no trigger rows)")
     p.add_argument("--trigger-tau", type=int, default=None, metavar="N",
-                   help="the trigger's fixed-schedule floor: f0 at the latest N+1 frames after the last (default: none)")
+                   help="the trigger's fixed-schedule floor: f0 at the latest N+1 frames after the last "
+                        "(default: none)")
     args = p.parse_args(argv)
     if any(not 0 < q < 1 for q in args.trigger):
         p.error(f"--trigger quantiles must lie in (0, 1), got {args.trigger}")
+    if len(set(args.trigger)) < len(args.trigger):  # one row per policy name: a repeat would merge two rows
+        p.error(f"--trigger quantiles must differ, got {args.trigger}")
     if args.trigger_tau is not None and args.trigger_tau < 0:
         p.error(f"--trigger-tau must be >= 0, got {args.trigger_tau}")
     if args.seeds < 1 or args.resamples < 1:

@@ -270,6 +270,9 @@ def test_task_config_errors():
         _task("lfs.trigger=1.0")
     with pytest.raises(ValueError, match="two interleaving policies"):
         _task("lfs.trigger=0.9", "lfs.policy=p.pt")
+    with pytest.raises(ValueError, match="lfs.trigger fits its threshold on the lfs.policy_split videos, here the "
+                                         "validation split 'val'"):
+        _task("lfs.trigger=0.9", "lfs.policy_split=val")
     task, cfg = _task("lfs.dqn_learner_gpus=1")  # a job's policy stage may train on a GPU learner
     with pytest.raises(ValueError, match="policy sweep trial reserves CPUs only"):
         task.policy_runner_bundles(cfg)  # a sweep's placement group has no GPU for it

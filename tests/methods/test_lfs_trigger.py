@@ -11,6 +11,7 @@ from dynvid.data.detection import build_detection_dataset, collate
 from dynvid.data.synthetic import SceneConfig
 from dynvid.methods.lfs.evaluation import FixedPolicy, run_videos
 from dynvid.methods.lfs.model import F0, F1, InterleavedDetector
+from dynvid.methods.lfs.report import evenly_spaced
 from dynvid.methods.lfs.trigger import ChangeTriggerPolicy, fit_threshold, memory_changes, relative_change
 
 POST = dict(score_threshold=0.0, nms_iou=0.5, max_detections=10)
@@ -122,3 +123,14 @@ def test_fit_threshold_splits_the_changes_and_refuses_bad_input():
         fit_threshold(np.zeros(0), 0.9, where="the test split")
     with pytest.raises(ValueError, match="tau"):
         ChangeTriggerPolicy(0.1, tau=-1)
+
+
+def test_a_real_datasets_policy_videos_are_evenly_spaced_over_it():
+    class Videos(list):
+        collate_fn = staticmethod(collate)
+
+    videos = Videos(range(10))
+    picked = evenly_spaced(videos, 4)
+    assert [picked[i] for i in range(len(picked))] == [0, 3, 6, 9] and picked.collate_fn is collate
+    assert evenly_spaced(videos, 1)[0] == 0 and len(evenly_spaced(videos, 1)) == 1
+    assert evenly_spaced(videos, 10) is videos and evenly_spaced(videos, 64) is videos

@@ -18,7 +18,7 @@ import torch
 
 from dynvid.config import ExperimentConfig
 from dynvid.data.datasets import scene_config
-from dynvid.data.detection import DetectionClips, build_detection_dataset
+from dynvid.data.detection import build_detection_dataset
 from dynvid.engine.checkpoint import load_checkpoint
 from dynvid.engine.storage import fetch_checkpoint
 from dynvid.methods.lfs.evaluation import FixedPolicy, evaluate_policies
@@ -27,8 +27,9 @@ from dynvid.methods.lfs.model import InterleavedDetector
 from dynvid.methods.lfs.trigger import ChangeTriggerPolicy, fit_threshold, memory_changes
 from dynvid.tables import format_table
 
-__all__ = ["curve_table", "detector_report", "fit_triggers", "fixed_policies", "latency_rows", "latency_table", "load_detector",
-           "latency_videos", "load_detector_model", "pace_label", "policy_videos", "postprocess_settings"]
+__all__ = ["curve_table", "detector_report", "evenly_spaced", "fit_triggers", "fixed_policies", "latency_rows",
+           "latency_table", "load_detector", "latency_videos", "load_detector_model", "pace_label", "policy_videos",
+           "postprocess_settings"]
 
 F1_ONLY_TAU = 10**9
 
@@ -72,18 +73,32 @@ def load_detector_model(task, cfg: ExperimentConfig, checkpoint: str) -> Interle
     return model.eval()
 
 
-def policy_videos(cfg: ExperimentConfig, split: str | None = None, num_videos: int | None = None) -> DetectionClips:
-    """Whole videos of the policy's split (``lfs.policy_split``, else ``data.train_split``), its
-    first ``lfs.policy_videos`` (None: the split's video count of the synthetic data): the
-    videos the policy environment samples its episodes from and the change trigger's
-    threshold is fitted on (``split`` / ``num_videos`` override the config's)."""
+def policy_videos(cfg: ExperimentConfig, split: str | None = None, num_videos: int | None = None):
+    """Whole videos of the policy's split (``lfs.policy_split``, else ``data.train_split``),
+    ``lfs.policy_videos`` of them: the synthetic data's first ones, a real dataset's evenly
+    spaced over its videos (None: the synthetic split's video count, a real split's every
+    video). The videos the policy environment samples its episodes from and the change
+    trigger's threshold is fitted on (``split`` / ``num_videos`` override the config's)."""
     d, c = cfg.data, cfg.lfs
     split = split or c.policy_split or d.train_split
-    n = num_videos or c.policy_videos or (d.synthetic_train_videos if split == d.train_split
-                                          else d.synthetic_val_videos)
-    return build_detection_dataset(d.dataset, split, size=c.f0_size, clip_len=c.unroll, mode="eval", num_videos=n,
-                                   scene=scene_config(d), content_seed=d.synthetic_seed, seed=cfg.train.seed,
-                                   max_bad_fraction=d.max_bad_fraction)
+    n = num_videos or c.policy_videos
+    videos = build_detection_dataset(d.dataset, split, size=c.f0_size, clip_len=c.unroll, mode="eval",
+                                     num_videos=n or (d.synthetic_train_videos if split == d.train_split
+                                                      else d.synthetic_val_videos),
+                                     scene=scene_config(d), content_seed=d.synthetic_seed, seed=cfg.train.seed,
+                                     max_bad_fraction=d.max_bad_fraction)
+    return evenly_spaced(videos, n) if n else videos
+
+
+def evenly_spaced(videos, n: int):
+    """``n`` of ``videos`` evenly spaced over them (a real dataset holds all its videos), with
+    their ``collate_fn``; ``videos`` itself when it holds at most ``n``."""
+    if len(videos) <= n:
+        return videos
+    keep = sorted({round(i * (len(videos) - 1) / max(n - 1, 1)) for i in range(n)})
+    subset = torch.utils.data.Subset(videos, keep)
+    subset.collate_fn = videos.collate_fn
+    return subset
 
 
 def fit_triggers(model: InterleavedDetector, cfg: ExperimentConfig, quantiles: Sequence[float],
@@ -91,7 +106,9 @@ def fit_triggers(model: InterleavedDetector, cfg: ExperimentConfig, quantiles: S
     """A change trigger (``lfs.trigger``) per quantile, named ``trigger q=…``, each threshold
     fitted on ``model``'s memory outputs over :func:`policy_videos` (one pass for all)."""
     videos = policy_videos(cfg)
-    where = f"{len(videos)} {cfg.lfs.policy_split or cfg.data.train_split}-split videos (lfs.policy_split)"
+    split = cfg.lfs.policy_split or cfg.data.train_split
+    where = f"{len(videos)} {split}-split videos (" + ("lfs.policy_split)" if cfg.lfs.policy_split
+                                                       else "data.train_split: lfs.policy_split is not set)")
     loader = torch.utils.data.DataLoader(videos, batch_size=cfg.data.batch_size, collate_fn=videos.collate_fn)
     changes = memory_changes(model, loader)
     policies = []

@@ -22,7 +22,7 @@ from dynvid.methods.lfs.evaluation import FixedPolicy, LearnedPolicy, evaluate_p
 from dynvid.methods.lfs.model import F0, InterleavedDetector, unwrap
 from dynvid.methods.lfs.policy import load_policy
 from dynvid.methods.lfs.presets import PRESETS
-from dynvid.methods.lfs.report import detector_report, fit_triggers
+from dynvid.methods.lfs.report import detector_report, evenly_spaced, fit_triggers
 from dynvid.task import PolicySpec, PolicyTask, Stage
 
 __all__ = ["LFSTask", "build_detector", "random_actions"]
@@ -77,6 +77,9 @@ class LFSTask(PolicyTask):
         if c.trigger is not None and c.policy:
             raise ValueError(f"lfs.policy={c.policy!r} and lfs.trigger={c.trigger} are two interleaving policies: "
                              "set one")
+        if c.trigger is not None and (c.policy_split or cfg.data.train_split) == cfg.data.val_split:
+            raise ValueError(f"lfs.trigger fits its threshold on the lfs.policy_split videos, here the validation "
+                             f"split {cfg.data.val_split!r} it is scored on: set lfs.policy_split to another split")
         if c.gamma < 0 or c.history < 1:
             raise ValueError(f"lfs.gamma must be >= 0 and lfs.history >= 1, got {c.gamma}, {c.history}")
         if c.reward not in REWARDS:
@@ -179,11 +182,7 @@ class LFSTask(PolicyTask):
                                          num_videos=n, scene=scene_config(d), content_seed=d.synthetic_seed,
                                          seed=cfg.train.seed, max_bad_fraction=d.max_bad_fraction)
         gt = videos.source.to_coco_gt()  # a real split's whole ground truth: the fit scores the frames it saw
-        if len(videos) > n:  # a real dataset holds all its videos
-            keep = sorted({round(i * (len(videos) - 1) / max(n - 1, 1)) for i in range(n)})
-            collate_fn = videos.collate_fn
-            videos = torch.utils.data.Subset(videos, keep)
-            videos.collate_fn = collate_fn
+        videos = evenly_spaced(videos, n)
         self._calibration_data = (key, (videos, gt))
         return videos, gt
 
@@ -245,7 +244,15 @@ class LFSTask(PolicyTask):
         if c.trigger is not None:
             if model is None:
                 raise ValueError("lfs.trigger fits its threshold on the detector: LFSTask.policy needs the model")
-            return fit_triggers(model, cfg, [c.trigger])[0]
+            policy = fit_triggers(model, cfg, [c.trigger])[0]
+            dist = torch.distributed
+            if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+                # every rank fitted on the same videos; rank 0's threshold for all, as with the calibration
+                threshold = torch.tensor([policy.threshold], dtype=torch.float64,
+                                         device=next(unwrap(model).parameters()).device)
+                dist.broadcast(threshold, src=0)
+                policy.threshold = float(threshold)
+            return policy
         return FixedPolicy(c.tau)
 
     @torch.no_grad()

@@ -16,11 +16,16 @@ the memory output jumps. :class:`ChangeTriggerPolicy` acts on that alone:
   no schedule, f0 only on the first frame and after a change).
 
 It reads no labels and learns nothing but its threshold, which :func:`fit_threshold` takes as a
-quantile of the change over videos the evaluation does not score (the policy environment's
-held-out split in ``jobs/bench_lfs.py``): a quantile ``q`` asks for f0 after roughly the top
-``1 − q`` of the f1-to-f1 steps. Choices: the whole ``(S, g, g)`` output in one norm (a cut
-changes the whole view; a per-cell norm would fire on one object entering); ``h`` rather than
-``c`` (``h`` is what the detection head reads).
+quantile of the change over videos the evaluation does not score (``lfs.policy_split``: the
+held-out ``test`` split in the embedded preset): on the fitting run (f0 on frame 0, f1 after
+it, no floor) a quantile ``q`` fires after the top ``1 − q`` of the f1-to-f1 steps. Where it
+acts the rate differs: each f0 it runs refreshes the state the next f1 frames start from (f1
+does not update it, ``skip_f1_update``), and a floor adds its own f0 runs; ``bench_lfs``
+reports the fraction of f0 runs each quantile gave. Choices: the whole ``(S, g, g)`` output in
+one norm (a cut changes the whole view; a per-cell norm would fire on one object entering);
+``h`` rather than ``c`` (``h`` is what the detection head reads). A real video's unreadable
+frame (zeroed by the loader) is left out of the fit by its ``valid`` mask but can fire the
+policy once.
 """
 
 from __future__ import annotations
