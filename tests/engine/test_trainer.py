@@ -89,16 +89,26 @@ def test_rerun_with_same_name_resumes(tiny_run):
     assert ckpt["train_state"]["global_step"] == 8  # 4 steps resumed + 4 new, not 8 new
 
 
-def test_finished_run_submitted_again_reports_its_metrics(tiny_run):
+def test_finished_run_submitted_again_reports_its_metrics(tiny_run, capsys):
     from dynvid.engine import registry
-    from dynvid.engine.trainer import fit
+    from dynvid.engine.trainer import finished_stage, fit
 
-    result, cfg, _, uri = tiny_run
+    result, cfg, root, uri = tiny_run
     again = fit(apply_overrides(cfg, ["optim.epochs=2"]), method="static")  # after the resume test: done
     assert again.metrics["epoch"] == 2 and "val_clip_top1" in again.metrics
     versions = registry.list_models(uri, result.registered["name"])
     assert len(versions) == 2  # the first run and the resumed one; the resubmission registered nothing new
-    assert load_checkpoint(again.stages[0].checkpoint_path)["train_state"]["global_step"] == 8  # no new steps
+    saved = load_checkpoint(again.stages[0].checkpoint_path)
+    assert saved["train_state"]["global_step"] == 8  # no new steps
+    # found done from the run's Ray Train state, no worker group started: the metrics saved with
+    # the last checkpoint, and no stage time (nothing trained)
+    assert "already trained its 2 epochs" in capsys.readouterr().out
+    assert again.metrics == pytest.approx(saved["metadata"]["metrics"]) and "stage_time_s" not in again.metrics
+    # a run to resume (more epochs asked than it has) or one never started is not found done
+    name = again.stages[0].run_name
+    assert finished_stage(f"{root}/runs", None, name, "base", 2).checkpoint_path == again.stages[0].checkpoint_path
+    assert finished_stage(f"{root}/runs", None, name, "base", 3) is None
+    assert finished_stage(f"{root}/runs", None, f"{name}-never-started", "base", 1) is None
 
 
 def test_mlflow_parent_and_child_runs(tiny_run):
