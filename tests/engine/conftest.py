@@ -109,6 +109,32 @@ def ray_cluster(s3_server, tmp_path_factory):
     ray.shutdown()
 
 
+# ---- the main job, once per session --------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def vared_main_job(ray_cluster, mlflow_server, tmp_path_factory):
+    """The main job (``jobs/vared_kinetics.py --smoke-test``) at the engine tests' tiny size
+    (``test_trainer.TINY``), tracked on the ``mlflow_server`` and registered: VA-RED²'s three
+    Ray Train stages, the report, the registry. The job's own test checks it
+    (``test_trainer.py``); the benchmark's test points ``bench_vared`` at its storage, where the
+    same experiment's VA-RED² stages are found done (``test_vared_bench.py``). No
+    ``train.name``: the run name is derived from the run's identity, as the benchmark's is.
+    Returns the job's ``--out`` JSON and its ``train.storage_path``."""
+    import json
+
+    import vared_kinetics  # jobs/ is on pytest's pythonpath
+    from test_trainer import TINY
+
+    root = tmp_path_factory.mktemp("vared-main-job")
+    out = root / "result.json"
+    args = ["--smoke-test", "--out", str(out), "--set", f"train.storage_path={root}/runs"]
+    for item in TINY:
+        args += ["--set", item]
+    args += ["--tracking-uri", mlflow_server]
+    assert vared_kinetics.main(args) == 0
+    return json.loads(out.read_text()), f"{root}/runs"
+
+
 # ---- headless Chromium ------------------------------------------------------------------------
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

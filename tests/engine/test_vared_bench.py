@@ -11,12 +11,22 @@ import pytest
 
 
 @pytest.mark.slow
-def test_bench_vared_smoke(ray_cluster, tmp_path, capsys):
+def test_bench_vared_smoke(vared_main_job, tmp_path, capsys):
+    """On the main job's storage, at its size: the job's VA-RED² stages are found done, not
+    retrained (the README's reuse of a finished job); the static controls train."""
     import bench_vared  # jobs/ is on pytest's pythonpath
+    from test_trainer import TINY
 
+    job, storage = vared_main_job
+    capsys.readouterr()
     out = tmp_path / "bench.json"
-    args = ["--smoke-test", "--out", str(out), "--eval-clips", "20", "--set", f"train.storage_path={tmp_path}/runs"]
+    args = ["--smoke-test", "--out", str(out), "--eval-clips", "20", "--set", f"train.storage_path={storage}"]
+    for item in TINY:
+        args += ["--set", item]
     assert bench_vared.main(args) == 0
+    printed = capsys.readouterr().out
+    for stage in ("base", "dynamic", "finetune"):
+        assert f"/{job['run_name']}-{stage} already trained its 1 epochs" in printed, stage
     report = json.loads(out.read_text())
     assert set(report) == {"benchmark", "config", "results", "targets"}
     config, results = report["config"], report["results"]
@@ -48,5 +58,4 @@ def test_bench_vared_smoke(ray_cluster, tmp_path, capsys):
             "cpu_fp32_b16_all_time_over_static"} <= set(names)
     for t in report["targets"]:
         assert t["met"] == (t["value"] >= t["target"] if t["direction"] == "max" else t["value"] <= t["target"])
-    printed = capsys.readouterr().out
     assert "paired bootstrap interval" in printed and "val clip-1 after each epoch" in printed
