@@ -105,9 +105,12 @@ def test_finished_run_submitted_again_reports_its_metrics(tiny_run, capsys):
     assert again.metrics == pytest.approx(saved["metadata"]["metrics"]) and "stage_time_s" not in again.metrics
     # a run to resume (more epochs asked than it has) or one never started is not found done
     name = again.stages[0].run_name
-    assert finished_stage(f"{root}/runs", None, name, "base", 2).checkpoint_path == again.stages[0].checkpoint_path
+    newest = max(p for p in (root / "runs" / name).glob("checkpoint_*") if p.is_dir())  # by its name's timestamp
+    assert again.stages[0].checkpoint_path == str(newest)
     assert finished_stage(f"{root}/runs", None, name, "base", 3) is None
     assert finished_stage(f"{root}/runs", None, f"{name}-never-started", "base", 1) is None
+    (root / "runs" / f"{name}-no-state").mkdir()  # a folder without Ray Train's state
+    assert finished_stage(f"{root}/runs", None, f"{name}-no-state", "base", 1) is None
 
 
 def test_mlflow_parent_and_child_runs(tiny_run):
@@ -116,7 +119,7 @@ def test_mlflow_parent_and_child_runs(tiny_run):
     exp = client.get_experiment_by_name("dynvid")
     (parent,) = client.search_runs([exp.experiment_id], filter_string="attributes.run_name = 'tiny'")
     children = client.search_runs([exp.experiment_id], filter_string="attributes.run_name = 'tiny-base'")
-    assert len(children) == 1  # the resumed and re-submitted stage continued the same child run
+    assert len(children) == 1  # the resumed stage continued the same child run; the re-submitted one was found done
     child = children[0]
     assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
     assert child.data.params["model.width_mult"] == "0.125" and child.data.params["method"] == "static"

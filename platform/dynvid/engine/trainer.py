@@ -221,21 +221,22 @@ def fit(
             stage_name = f"{run_name}-{stage.name}"
             print(f"[dynvid] stage {stage.name}: {stage.description} -> {shown}/{stage_name}", flush=True)
             stage_init = previous if (stage.init_from_previous or previous == init_from) else None
-            # driver-side work between stages (LiteEval's feature cache); most methods have none
-            stage_cfg = cfg
-            stage_overrides = task.prepare_stage(cfg, stage, stage_init)
-            if stage_overrides:
-                stage_cfg = apply_overrides(cfg, stage_overrides)
-            # a stage this run already trained to the end: its result, without a worker group (a
-            # callback, e.g. a sweep's report to Tune, needs the run's own report: it goes through Ray)
+            # a stage this run already trained to the end: its result, without a worker group or the
+            # stage's driver-side work (a callback, e.g. a sweep's report to Tune, needs the run's own
+            # report: it goes through Ray)
             done = None if train_callbacks else finished_stage(storage, filesystem, stage_name, stage.name,
-                                                               stage.config(stage_cfg).optim.epochs)
+                                                               stage.config(cfg).optim.epochs)
             if done is not None:
                 print(f"[dynvid] stage {stage.name}: {shown}/{stage_name} already trained its "
                       f"{done.metrics['epoch']:.0f} epochs; its result is reused, nothing is started", flush=True)
                 result.stages.append(done)
                 previous = done.checkpoint_path
                 continue
+            # driver-side work between stages (LiteEval's feature cache); most methods have none
+            stage_cfg = cfg
+            stage_overrides = task.prepare_stage(cfg, stage, stage_init)
+            if stage_overrides:
+                stage_cfg = apply_overrides(cfg, stage_overrides)
             trainer = TorchTrainer(
                 train_loop_per_worker,
                 datasets=datasets,
@@ -293,11 +294,14 @@ def finished_stage(storage: str, filesystem, run_name: str, stage: str, epochs: 
     filesystem) when its latest checkpoint is that of its last epoch (reported ``epoch`` >=
     ``epochs``), else None (no such run, or one to resume).
 
-    It is what the run, started again, would report (``worker._epochs``: a finished run reports
-    the metrics saved with its last checkpoint, whose numeric, finite subset is what the
-    checkpoint keeps), read from the run's Ray Train state (``ray.train.Result.from_path``)
-    instead of from a worker group started for it: a controller and a worker cost ~10 s on a
-    2-core machine, per stage. The metrics have no ``stage_time_s``: nothing trained."""
+    It is what ``TorchTrainer.fit`` gives for the run started again (its latest checkpoint and
+    the metrics Ray Train stored with it; the worker only reports the metrics its checkpoint
+    saved, ``worker._epochs``), read from the run's Ray Train state
+    (``ray.train.Result.from_path``) instead of from a controller and a worker group started for
+    it, ~10 s per stage on a 2-core machine. The metrics are the numeric, finite ones the
+    checkpoint's metadata keeps, without ``stage_time_s`` (nothing trained). Unlike a run
+    started again, it leaves the stage's MLflow child run as it is (finished by the run that
+    trained it)."""
     try:
         found = ray.train.Result.from_path(f"{storage}/{run_name}", storage_filesystem=filesystem)
     except RuntimeError:  # no run folder, or no Ray Train state in it: never started
