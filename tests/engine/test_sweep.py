@@ -22,14 +22,16 @@ THRESHOLDS = [0.0, 0.4, 0.8, 0.95]  # two rounds of two trials
 
 @pytest.fixture(scope="module")
 def registered_vared(ray_cluster, mlflow_server, tmp_path_factory):
-    """A tiny VA-RED² model (1 epoch per stage), registered in the MLflow registry."""
+    """A tiny VA-RED² model, registered in the MLflow registry: the base and the dynamic stage,
+    1 epoch each (the dynamic stage's gates are what the sweep's threshold acts on; the
+    efficiency finetune is not needed for it)."""
     from dynvid.engine.trainer import fit
 
     root = tmp_path_factory.mktemp("sweep")
     cfg = apply_overrides(ExperimentConfig(), TINY + [
-        f"train.storage_path={root}/runs", "optim.epochs=1", "vared.dynamic_epochs=1", "vared.finetune_epochs=1",
+        f"train.storage_path={root}/runs", "optim.epochs=1", "vared.dynamic_epochs=1",
         f"train.mlflow_tracking_uri={mlflow_server}", "train.name=tiny-vared-for-sweeps"])
-    result = fit(cfg, method="vared", report=False)
+    result = fit(cfg, method="vared", report=False, stages=["base", "dynamic"])
     assert result.registered is not None
     return result, root
 
