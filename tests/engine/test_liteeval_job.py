@@ -44,11 +44,10 @@ def test_stages_report_and_registry(liteeval_job) -> None:
     assert list(result["stages"]) == ["cnns", "lstm", "liteeval"]
     assert result["stages"]["liteeval"]["epoch"] == 2 and "train_usage_loss" in result["stages"]["liteeval"]
     assert result["stages"]["cnns"]["val_gflops_avg"] > 0
-    # the cache the driver built for the RNN stages, on S3: Parquet shards per split + manifest
+    # the cache the driver built for the RNN stages, on S3: Parquet shards of both splits + manifest
     keys = [o["Key"] for o in s3.client().list_objects_v2(Bucket=s3.bucket, Prefix="liteeval-job/liteeval-features/")["Contents"]]
     assert any(k.endswith("/manifest.json") for k in keys)
-    assert any("/train/" in k and k.endswith(".parquet") for k in keys)
-    assert any("/val/" in k and k.endswith(".parquet") for k in keys)
+    assert any("/rows/" in k and k.endswith(".parquet") for k in keys)
     report = result["report"]
     m = report["metrics"]
     assert {"liteeval_top1", "uniform_top1", "gflops_saving_vs_uniform", "lstm_top1", "top1_drop_vs_lstm"} <= set(m)
@@ -69,6 +68,14 @@ def test_cache_is_reused_and_matches_the_pixel_model(liteeval_job) -> None:
     again = build_feature_cache(cfg, ckpt)  # same CNN weights -> same cache, not rebuilt
     assert again.uri == first.uri and again.manifest["extract_time_s"] == first.manifest["extract_time_s"]
     data = load_split(first.uri, cfg.data.val_split)
+    # one extraction over both splits: each split's rows are its own videos, in order
+    train = load_split(first.uri, cfg.data.train_split)
+    train_videos = build_clip_dataset(cfg.data, cfg.data.train_split, "val")
+    assert train["id"].tolist() == list(range(len(train_videos))) == list(range(16))
+    assert train["label"].tolist() == [train_videos[i][1] for i in range(len(train_videos))]
+    assert data["id"].tolist() == list(range(6))
+    with pytest.raises(KeyError, match="no split 'test'"):
+        load_split(first.uri, "test")
     task = LiteEvalTask(cfg)
     model = task.build_model(cfg, first.manifest["num_classes"], task.stage("liteeval"))
     model.load_state_dict(load_checkpoint(fetch_checkpoint(ckpt))["model"])

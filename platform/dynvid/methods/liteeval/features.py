@@ -7,14 +7,15 @@ change while the RNNs train. :func:`build_feature_cache` has the engine run, wit
 
     ray.data.from_items(video indices)
       .map_batches(ExtractFeatures, concurrency=data.decoders)   decode + both CNNs, per video
-      .write_parquet(<cache>/<split>)                           shards, local folder or s3://
+      .write_parquet(<cache>/rows)                              shards, local folder or s3://
 
-for the train and val splits, then writes ``manifest.json`` last (its presence marks a
-complete cache). A cache is addressed by a hash of the two CNNs' weights and of every
+over the train and val videos together (one execution: one pool of actors to start, each
+building both CNNs once), then writes ``manifest.json`` last (its presence marks a complete
+cache). A cache is addressed by a hash of the two CNNs' weights and of every
 setting that changes the features (dataset, steps, snippet, sizes), so every stage and every
 sweep trial that uses the same CNNs reads the same cache, and a rerun finds it done.
 
-Each row holds one video: ``id``, ``label``, and per step the coarse and fine features and
+Each row holds one video: ``split``, ``id`` (its index in the split), ``label``, and per step the coarse and fine features and
 the two CNNs' own class scores (the UNIFORM, UNIFORM+CF, UNIFORM-K and SEQ-K baselines of
 Table 1 and Fig. 2 are computed from those). The features of training videos come from the
 evaluation view (centre clip, centre crop): with frozen CNNs, caching trades the training
@@ -48,6 +49,10 @@ __all__ = ["CachedFeatures", "ExtractFeatures", "FeatureCache", "build_feature_c
 
 MANIFEST = "manifest.json"
 COLUMNS = ("coarse", "fine", "coarse_logits", "fine_logits")
+ROWS = "rows"
+#: the layout's version, part of the cache key: 2 is one ``rows`` folder with a ``split`` column
+#: (1 had a folder per split), so a cache of another layout is never read as this one
+CACHE_FORMAT = 2
 
 
 def _cnn_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -56,7 +61,7 @@ def _cnn_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def cache_key(cfg: ExperimentConfig, model: torch.nn.Module) -> str:
     """Hash of the CNN weights and of the settings that change the features."""
-    h = hashlib.sha256()
+    h = hashlib.sha256(f"liteeval-feature-cache/{CACHE_FORMAT}".encode())
     for name, tensor in sorted(_cnn_state(model).items()):
         h.update(name.encode())
         h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
@@ -92,15 +97,20 @@ def step_macs(model: torch.nn.Module, cfg: ExperimentConfig) -> dict[str, float]
 
 
 class ExtractFeatures:
-    """Ray Data ``map_batches`` class: ``{"id": video indices}`` -> one Arrow row per video."""
+    """Ray Data ``map_batches`` class: ``{"id": item indices}`` -> one Arrow row per video.
 
-    def __init__(self, experiment: dict, checkpoint: str, split: str, threads: int = 1):
+    The items are the videos of ``splits`` one after the other (item ``i`` of ``splits =
+    ["train", "val"]`` with 16 train videos: train video ``i`` for ``i < 16``, else val video
+    ``i - 16``); each row keeps its ``split`` and its index in it."""
+
+    def __init__(self, experiment: dict, checkpoint: str, splits: list[str], threads: int = 1):
         torch.set_num_threads(threads)
         cfg = from_dict(ExperimentConfig, experiment)
         data = localize_dataset(cfg.data)
-        self.dataset = build_clip_dataset(data, split, "val", seed=cfg.train.seed)
+        self.datasets = [(split, build_clip_dataset(data, split, "val", seed=cfg.train.seed)) for split in splits]
+        self.starts = np.cumsum([0] + [len(ds) for _, ds in self.datasets])
         task = LiteEvalTask(cfg)
-        self.model = task.build_model(cfg, self.dataset.num_classes, task.stage("lstm")).eval()
+        self.model = task.build_model(cfg, self.datasets[-1][1].num_classes, task.stage("lstm")).eval()
         state = load_checkpoint(fetch_checkpoint(checkpoint))["model"]
         missing = [k for k in _cnn_state(self.model) if k not in state]
         if missing:
@@ -109,9 +119,17 @@ class ExtractFeatures:
         self.model.load_state_dict(state, strict=False)
         self.le = cfg.liteeval
 
+    def locate(self, item: int) -> tuple[str, int]:
+        """``(split, index in it)`` of item ``item``."""
+        k = int(np.searchsorted(self.starts, item, side="right")) - 1
+        if not 0 <= k < len(self.datasets):
+            raise IndexError(f"item {item} is outside the {int(self.starts[-1])} videos of the splits")
+        return self.datasets[k][0], item - int(self.starts[k])
+
     def __call__(self, batch: dict) -> pa.Table:
-        ids = [int(i) for i in batch["id"]]
-        videos, labels = zip(*(self.dataset[i] for i in ids))
+        where = [self.locate(int(i)) for i in batch["id"]]
+        datasets = dict(self.datasets)
+        videos, labels = zip(*(datasets[split][i] for split, i in where))
         video = torch.stack(videos)
         b = video.shape[0]
         with torch.no_grad():
@@ -122,7 +140,9 @@ class ExtractFeatures:
                 feats = ext.net.forward_features(ext.prepare(x))
                 cols[name] = feats
                 cols[f"{name}_logits"] = ext.net.forward_head(feats)
-        arrays = {"id": pa.array(ids, pa.int64()), "label": pa.array([int(y) for y in labels], pa.int64())}
+        arrays = {"split": pa.array([split for split, _ in where], pa.string()),
+                  "id": pa.array([i for _, i in where], pa.int64()),
+                  "label": pa.array([int(y) for y in labels], pa.int64())}
         for name in COLUMNS:
             flat = cols[name].reshape(b, -1).float().numpy()
             arrays[name] = pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), flat.shape[1])
@@ -168,7 +188,7 @@ def _write_manifest(uri: str, manifest: dict) -> None:
 
 
 def _clear(path: str, fs) -> None:
-    """Remove a split folder left by an extraction that did not finish."""
+    """Remove a rows folder left by an extraction that did not finish."""
     if fs is None:
         import shutil
 
@@ -204,12 +224,12 @@ def build_feature_cache(cfg: ExperimentConfig, checkpoint: str, root: str | None
     print(f"[dynvid] liteeval: extracting coarse + fine features of {sum(splits.values())} videos -> {uri}", flush=True)
     path, fs = _fs_path(uri)
     experiment = to_dict(cfg)
-    for split, n in splits.items():
-        _clear(f"{path.rstrip('/')}/{split}", fs)  # shards of an interrupted attempt (no manifest yet)
-        map_to_parquet(n, ExtractFeatures, {"experiment": experiment, "checkpoint": checkpoint, "split": split,
-                                            "threads": max(1, int(cfg.data.cpus_per_decoder))},
-                       f"{path.rstrip('/')}/{split}", fs, actors=cfg.data.decoders,
-                       cpus_per_actor=cfg.data.cpus_per_decoder, batch_size=8)
+    rows = f"{path.rstrip('/')}/{ROWS}"
+    _clear(rows, fs)  # shards of an interrupted attempt (no manifest yet)
+    map_to_parquet(sum(splits.values()), ExtractFeatures,
+                   {"experiment": experiment, "checkpoint": checkpoint, "splits": list(splits),
+                    "threads": max(1, int(cfg.data.cpus_per_decoder))},
+                   rows, fs, actors=cfg.data.decoders, cpus_per_actor=cfg.data.cpus_per_decoder, batch_size=8)
     le = cfg.liteeval
     manifest = {
         "checkpoint": checkpoint, "key": key, "splits": splits, "num_classes": num_classes, "steps": le.steps,
@@ -229,8 +249,13 @@ def load_split(uri: str, split: str) -> dict[str, np.ndarray]:
     manifest = _read_manifest(uri)
     if manifest is None:
         raise FileNotFoundError(f"no feature cache at {uri} (missing {MANIFEST}): build it with build_feature_cache")
+    if split not in manifest["splits"]:
+        raise KeyError(f"feature cache {uri} has no split {split!r}; it has {', '.join(manifest['splits'])}")
     path, fs = _fs_path(uri)
-    table = pq.read_table(f"{path.rstrip('/')}/{split}", filesystem=fs)
+    table = pq.read_table(f"{path.rstrip('/')}/{ROWS}", filesystem=fs, filters=[("split", "=", split)])
+    if table.num_rows != manifest["splits"][split]:
+        raise ValueError(f"feature cache {uri}: {table.num_rows} rows of split {split!r}, the manifest says "
+                         f"{manifest['splits'][split]}")
     order = np.argsort(table.column("id").to_numpy())
     n, t = table.num_rows, manifest["steps"]
     out = {"id": table.column("id").to_numpy()[order], "label": table.column("label").to_numpy()[order]}
