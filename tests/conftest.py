@@ -32,3 +32,17 @@ def _ray_train_test_settings():
         patch.setenv(name, os.environ.get(name, value))
     yield
     patch.undo()
+
+
+#: fixtures that start real servers or a Ray instance (tests/engine/conftest.py): a test that uses
+#: one, directly or through another fixture, is an integration test
+SERVER_FIXTURES = frozenset({"ray_cluster", "s3_server", "mlflow_server"})
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every test that needs a server fixture ``integration``, so that the fast tier
+    (``-m "not slow and not integration"``) leaves out what starts Ray, S3 or MLflow without
+    each module having to say so."""
+    for item in items:
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "infra" / "local" / "stack.py"
 
@@ -21,6 +23,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
+@pytest.mark.integration  # starts the S3 endpoint and the MLflow server
 def test_up_serves_s3_and_mlflow_and_down_stops_both(tmp_path):
     import boto3
     import mlflow

@@ -81,6 +81,7 @@ def _as_list(value) -> list:
     return sorted(value if isinstance(value, list) else [value])
 
 
+@pytest.mark.integration  # starts the local S3 endpoint
 def test_storage_module_applies_against_the_local_endpoint_as_declared(tf, tmp_path):
     import boto3
 

@@ -11,7 +11,7 @@ import torch
 from dynvid.config import ExperimentConfig, apply_overrides
 from dynvid.methods.liteeval import LiteEvalTask, usage_loss
 from dynvid.methods.liteeval.evaluation import offline_rows, online_rows
-from dynvid.methods.liteeval.features import cache_key
+from dynvid.methods.liteeval.features import MANIFEST, ExtractFeatures, cache_key, load_split
 from dynvid.methods.liteeval.presets import EMBEDDED, SMOKE
 from dynvid.metrics.cost import model_cost
 
@@ -229,3 +229,25 @@ def test_pixel_mode_evaluation_counts_what_the_gates_chose(decide: str) -> None:
     assert metrics["gflops_min"] == pytest.approx(float(per_video.min()) / 1e9, rel=1e-9)
     assert metrics["gflops_max"] == pytest.approx(float(per_video.max()) / 1e9, rel=1e-9)
     assert metrics["num_samples"] == b
+
+
+def test_extraction_items_map_to_each_splits_videos_in_order() -> None:
+    """One extraction runs over the splits' videos one after the other: item i is (split, index)."""
+    extract = object.__new__(ExtractFeatures)  # the mapping alone: no CNNs, no data
+    for sizes, cases in (((16, 6), {0: ("train", 0), 15: ("train", 15), 16: ("val", 0), 21: ("val", 5)}),
+                         ((0, 6), {0: ("val", 0), 5: ("val", 5)}),
+                         ((6,), {0: ("train", 0), 5: ("train", 5)})):
+        extract.datasets = [(name, [None] * n) for name, n in zip(("train", "val"), sizes)]
+        extract.starts = np.cumsum([0, *sizes])
+        assert {i: extract.locate(i) for i in cases} == cases, sizes
+        for outside in (-1, sum(sizes)):
+            with pytest.raises(IndexError, match=f"outside the {sum(sizes)} videos"):
+                extract.locate(outside)
+
+
+def test_a_cache_of_the_older_layout_is_refused_by_name(tmp_path) -> None:
+    import json
+
+    (tmp_path / MANIFEST).write_text(json.dumps({"splits": {"train": 4, "val": 2}, "steps": 2}))  # no "format": 1
+    with pytest.raises(ValueError, match=f"{tmp_path} has layout 1 .* build it again"):
+        load_split(str(tmp_path), "val")

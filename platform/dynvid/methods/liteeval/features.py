@@ -108,6 +108,7 @@ class ExtractFeatures:
         cfg = from_dict(ExperimentConfig, experiment)
         data = localize_dataset(cfg.data)
         self.datasets = [(split, build_clip_dataset(data, split, "val", seed=cfg.train.seed)) for split in splits]
+        self.by_split = dict(self.datasets)
         self.starts = np.cumsum([0] + [len(ds) for _, ds in self.datasets])
         task = LiteEvalTask(cfg)
         self.model = task.build_model(cfg, self.datasets[-1][1].num_classes, task.stage("lstm")).eval()
@@ -128,8 +129,7 @@ class ExtractFeatures:
 
     def __call__(self, batch: dict) -> pa.Table:
         where = [self.locate(int(i)) for i in batch["id"]]
-        datasets = dict(self.datasets)
-        videos, labels = zip(*(datasets[split][i] for split, i in where))
+        videos, labels = zip(*(self.by_split[split][i] for split, i in where))
         video = torch.stack(videos)
         b = video.shape[0]
         with torch.no_grad():
@@ -232,7 +232,8 @@ def build_feature_cache(cfg: ExperimentConfig, checkpoint: str, root: str | None
                    rows, fs, actors=cfg.data.decoders, cpus_per_actor=cfg.data.cpus_per_decoder, batch_size=8)
     le = cfg.liteeval
     manifest = {
-        "checkpoint": checkpoint, "key": key, "splits": splits, "num_classes": num_classes, "steps": le.steps,
+        "format": CACHE_FORMAT, "checkpoint": checkpoint, "key": key, "splits": splits, "num_classes": num_classes,
+        "steps": le.steps,
         "coarse_dim": model.coarse.net.num_features, "fine_dim": model.fine.net.num_features,
         **step_macs(model, cfg), "extract_time_s": time.perf_counter() - t0,
     }
@@ -249,6 +250,10 @@ def load_split(uri: str, split: str) -> dict[str, np.ndarray]:
     manifest = _read_manifest(uri)
     if manifest is None:
         raise FileNotFoundError(f"no feature cache at {uri} (missing {MANIFEST}): build it with build_feature_cache")
+    if manifest.get("format", 1) != CACHE_FORMAT:  # e.g. an older cache named by liteeval.feature_cache
+        raise ValueError(f"feature cache {uri} has layout {manifest.get('format', 1)} (a folder per split); this "
+                         f"dynvid reads layout {CACHE_FORMAT}: build it again (build_feature_cache, or a job "
+                         "without liteeval.feature_cache)")
     if split not in manifest["splits"]:
         raise KeyError(f"feature cache {uri} has no split {split!r}; it has {', '.join(manifest['splits'])}")
     path, fs = _fs_path(uri)
