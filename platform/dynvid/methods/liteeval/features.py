@@ -15,11 +15,11 @@ cache). A cache is addressed by a hash of the two CNNs' weights and of every
 setting that changes the features (dataset, steps, snippet, sizes), so every stage and every
 sweep trial that uses the same CNNs reads the same cache, and a rerun finds it done.
 
-Each row holds one video: ``split``, ``id`` (its index in the split), ``label``, and per step the coarse and fine features and
-the two CNNs' own class scores (the UNIFORM, UNIFORM+CF, UNIFORM-K and SEQ-K baselines of
-Table 1 and Fig. 2 are computed from those). The features of training videos come from the
-evaluation view (centre clip, centre crop): with frozen CNNs, caching trades the training
-augmentation for speed, as the authors' feature-based training does.
+Each row holds one video: ``split``, ``id`` (its index in the split), ``label``, and per step
+the coarse and fine features and the two CNNs' own class scores (the UNIFORM, UNIFORM+CF,
+UNIFORM-K and SEQ-K baselines of Table 1 and Fig. 2 are computed from those). The features of
+training videos come from the evaluation view (centre clip, centre crop): with frozen CNNs,
+caching trades the training augmentation for speed, as the authors' feature-based training does.
 """
 
 from __future__ import annotations
@@ -250,8 +250,9 @@ def load_split(uri: str, split: str) -> dict[str, np.ndarray]:
     manifest = _read_manifest(uri)
     if manifest is None:
         raise FileNotFoundError(f"no feature cache at {uri} (missing {MANIFEST}): build it with build_feature_cache")
-    if manifest.get("format", 1) != CACHE_FORMAT:  # e.g. an older cache named by liteeval.feature_cache
-        raise ValueError(f"feature cache {uri} has layout {manifest.get('format', 1)} (a folder per split); this "
+    layout = manifest.get("format", 1)  # no "format": layout 1, before the key recorded it
+    if layout != CACHE_FORMAT:  # e.g. an older cache named by liteeval.feature_cache
+        raise ValueError(f"feature cache {uri} has layout {layout} (a folder per split); this "
                          f"dynvid reads layout {CACHE_FORMAT}: build it again (build_feature_cache, or a job "
                          "without liteeval.feature_cache)")
     if split not in manifest["splits"]:
