@@ -14,8 +14,9 @@ points at 0.083 and 0.042 f0 runs, where the trigger and the small-budget polici
 then one DQN policy per γ and seed (``--seeds``: ``train.seed``, +1, …) trained with RLlib
 on the frozen detector and evaluated the same way (Fig. 7), the oracle reference
 (``OraclePolicy``: f0 where its true detection loss, looked up one frame ahead, is more than
-θ below f1's, for each θ of ``--oracle`` and each γ: a greedy, label-reading heuristic, not a
-bound), and the per-frame latency of the synchronous and asynchronous detector at τ = 9 over
+θ below f1's, for each θ of ``--oracle`` and each γ; with ``lfs.reward_horizon`` H > 1 the
+mean over that frame and the H − 1 after it, as the policies' reward: a greedy,
+label-reading heuristic, not a bound), and the per-frame latency of the synchronous and asynchronous detector at τ = 9 over
 ``lfs.latency_videos`` val videos × 3, frames arriving at ``lfs.latency_fps`` (Sec. 3.5; one
 intra-op thread per inference thread; each video run's first frame left out).
 
@@ -143,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
         # the learned, trigger and oracle policies on every val frame, keeping per-video records as the fixed ones did
         thresholds = sorted(set(args.oracle) | set(args.gamma))
         learned = {key: LearnedPolicy(load_policy(path), name=learned_name(*key)) for key, path in exported.items()}
-        oracles = [OraclePolicy(th, focal=c.focal) for th in thresholds]
+        oracles = [OraclePolicy(th, focal=c.focal, horizon=c.reward_horizon) for th in thresholds]
         print(f"\n[bench_lfs] learned, {len(triggers)} trigger and {len(oracles)} oracle policies on every val frame, "
               "per video", flush=True)
         more: dict = {}

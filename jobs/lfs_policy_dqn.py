@@ -6,7 +6,8 @@
 Algorithm 1 of Liu et al. (Sec. 3.4): the frozen interleaved detector runs in a gymnasium
 environment on RLlib's env runners (observation Eq. 1: the LSTM state, its change and the
 20-step action history; reward Eq. 2: the detection-loss gap to the best extractor plus γ
-when f1 runs, or with ``--set lfs.reward=absolute`` the loss itself), and RLlib's Double
+when f1 runs, or with ``--set lfs.reward=absolute`` the loss itself; ``--set
+lfs.reward_horizon=8`` scores each extractor over its frame and the 7 after it), and RLlib's Double
 DQN with experience replay trains the Q-network of Fig. 4. The trained module is exported
 to a plain torch file and evaluated inside the detector without RLlib: mAP@0.5 and fraction
 of f0 runs on every validation frame, next to the fixed policies (τ ∈ ``lfs.taus``) and

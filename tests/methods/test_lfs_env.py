@@ -58,6 +58,54 @@ def test_env_step_reward_is_eq2_of_both_extractors(env_parts):
     assert torch.equal(env._kept[0], kept[0])
 
 
+def test_env_horizon_reward_counts_what_each_choice_leaves_for_the_next_frames(env_parts):
+    """lfs.reward_horizon: each branch's mean loss over the frame and the horizon − 1 frames
+    after it, carried on with f1 from the state the branch left, past the episode's end inside
+    the video; at the video's last frame it is Eq. 2 of that frame."""
+    model, videos = env_parts
+    frames, target = videos[1]
+
+    def branch_mean(t: int, a: int, state, horizon: int) -> float:
+        total, seen = 0.0, 0
+        with torch.no_grad():
+            for k in range(t, min(len(frames), t + horizon)):
+                cls, box, anchors, state, _ = model.step(frames[k:k + 1], a if k == t else F1, state)
+                c, loc = detection_loss(cls[0], box[0], anchors, target["boxes"][k], target["labels"][k], focal=False)
+                total, seen = total + float(c + loc), seen + 1
+        return total / seen
+
+    try:
+        for skip in (True, False):  # the paper's rule (f1 keeps the last f0 state) and its ablation
+            model.skip_f1_update = skip
+            env = InterleavingEnv({"detector": model, "videos": videos, "gamma": 0.25, "episode_len": 3,
+                                   "horizon": 4})
+            env.reset(options={"video": 1, "start": 2})  # frames 2-4; the horizon reads frames up to 7
+            with torch.no_grad():
+                _, _, _, kept, _ = model.step(frames[2:3], F0)
+            means = [branch_mean(3, a, kept, 4) for a in (F0, F1)]
+            _, reward, _, _, info = env.step(F0)
+            assert reward == pytest.approx(min(means) - means[F0], abs=1e-4)
+            assert (info["loss_f0"], info["loss_f1"]) == pytest.approx(means, abs=1e-4)
+            with torch.no_grad():
+                _, _, _, kept, _ = model.step(frames[3:4], F0, kept)  # f0 ran: the state the next step starts from
+            means = [branch_mean(4, a, kept, 4) for a in (F0, F1)]
+            _, reward, _, truncated, _ = env.step(F1)
+            assert reward == pytest.approx(min(means) - means[F1] + 0.25, abs=1e-4) and truncated
+    finally:
+        model.skip_f1_update = True  # the fixture is shared
+    # one frame before the video's end the horizon holds that frame only: Eq. 2
+    rewards = []
+    for horizon in (1, 4):
+        env = InterleavingEnv({"detector": model, "videos": videos, "gamma": 0.25, "episode_len": 3,
+                               "horizon": horizon})
+        env.reset(options={"video": 1, "start": len(frames) - 3})
+        env.step(F1)
+        rewards.append(env.step(F1)[1])
+    assert rewards[0] == pytest.approx(rewards[1], abs=1e-6)
+    with pytest.raises(ValueError, match="horizon"):
+        InterleavingEnv({"detector": model, "videos": videos, "horizon": 0})
+
+
 def test_env_episode_length_and_bad_actions(env_parts):
     model, videos = env_parts
     env = InterleavingEnv({"detector": model, "videos": videos, "episode_len": 4})

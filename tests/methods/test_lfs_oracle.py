@@ -69,6 +69,51 @@ def test_oracle_picks_f0_exactly_where_its_loss_gain_exceeds_the_threshold(parts
     assert mixed  # the rule was checked where it chose both extractors
 
 
+def _horizon_gaps(model, frames, targets, actions, horizon: int) -> torch.Tensor:
+    """Mean L(f1) − L(f0) over frame t and the horizon − 1 after it (inside the video), each
+    branch carried on with f1 one frame at a time, from the state the taken actions kept."""
+    B, T = actions.shape
+    gaps = torch.zeros(B, T)
+    with torch.no_grad():
+        for b in range(B):
+            state = None
+            for t in range(T):
+                if t:
+                    means = []
+                    for a in (F0, F1):
+                        branch, total, frames_seen = state, 0.0, 0
+                        for k in range(t, min(T, t + horizon)):
+                            cls, box, anchors, branch, _ = model.step(frames[b:b + 1, k], a if k == t else F1, branch)
+                            c, loc = detection_loss(cls[0], box[0], anchors, targets[b]["boxes"][k],
+                                                    targets[b]["labels"][k], focal=True)
+                            total, frames_seen = total + float(c + loc), frames_seen + 1
+                        means.append(total / frames_seen)
+                    gaps[b, t] = means[F1] - means[F0]
+                _, _, _, state, _ = model.step(frames[b:b + 1, t], int(actions[b, t]), state)
+    return gaps
+
+
+def test_oracle_with_a_horizon_picks_f0_where_the_next_frames_gain(parts):
+    """With horizon 3 the oracle compares each branch's mean loss over the frame and the two
+    after it (fewer at the video's end), both carried on with f1."""
+    model, frames, targets = parts
+    gaps = _horizon_gaps(model, frames, targets, run_videos(model, frames, FixedPolicy(10**9), **POST)[1], 3)[:, 1:]
+    vals = gaps.flatten().sort().values
+    apart = (vals[1:] - vals[:-1]) > 1e-3
+    mixed = 0
+    for theta in ((vals[1:] + vals[:-1]) / 2)[apart].tolist():
+        _, actions = run_videos(model, frames, OraclePolicy(theta, focal=True, horizon=3), targets=targets, **POST)
+        expected = torch.where(_horizon_gaps(model, frames, targets, actions, 3) > theta, F0, F1)
+        assert torch.equal(actions[:, 1:], expected[:, 1:])
+        mixed += 0 < int((actions[:, 1:] == F0).sum()) < actions[:, 1:].numel()
+    assert mixed
+    # one frame ahead differs from three somewhere on these videos (else the horizon would be untested)
+    assert not torch.allclose(gaps, _gaps(model, frames, targets, torch.ones_like(actions))[:, 1:], atol=1e-3)
+    assert OraclePolicy(0.0, focal=True, horizon=3).name == "oracle θ=0 H=3"
+    with pytest.raises(ValueError, match="horizon must be >= 1"):
+        OraclePolicy(0.0, focal=True, horizon=0)
+
+
 def test_fixed_at_interpolates_clamps_and_takes_the_best_of_tied_fractions():
     curve = [(0.5, 0.08), (0.1, 0.05), (0.02, 0.04)]
     assert fixed_at(curve, 0.3) == pytest.approx(0.05 + 0.03 * 0.2 / 0.4)

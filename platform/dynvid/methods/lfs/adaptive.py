@@ -107,7 +107,7 @@ def policy_spec(task, cfg: ExperimentConfig, detector: str, local: str) -> Polic
     c = cfg.lfs
     model = load_detector_model(task, cfg, local)
     env_config = {"checkpoint": detector, "experiment": to_dict(cfg), "gamma": c.gamma, "reward": c.reward,
-                  "episode_len": c.episode_len, "history": c.history, "num_videos": c.policy_videos,
+                  "horizon": c.reward_horizon, "episode_len": c.episode_len, "history": c.history, "num_videos": c.policy_videos,
                   "cache_size": c.policy_videos or 64,
                   "split": c.policy_split or cfg.data.train_split, "seed": cfg.train.seed}
     dqn = dict(num_env_runners=c.dqn_env_runners, num_cpus_per_env_runner=c.dqn_cpus_per_runner,
@@ -121,8 +121,10 @@ def policy_spec(task, cfg: ExperimentConfig, detector: str, local: str) -> Polic
         env=InterleavingEnv, env_config=env_config, q_network="dynvid.methods.lfs.policy:QNetwork",
         q_kwargs=dict(state_channels=model.memory.state_channels, grid=model.grid, history=c.history),
         dqn=dqn, iterations=c.dqn_iterations, export_format=EXPORT_FORMAT, label="lfs-dqn",
-        metadata={"paper": "Looking Fast and Slow (Liu et al., 2019), Sec. 3.4", "gamma": c.gamma, "reward": c.reward},
-        description=(f"DQN with γ={c.gamma:g} ({c.reward} reward) on {local}, {c.dqn_iterations} iterations × "
+        metadata={"paper": "Looking Fast and Slow (Liu et al., 2019), Sec. 3.4", "gamma": c.gamma, "reward": c.reward,
+                  "reward_horizon": c.reward_horizon},
+        description=(f"DQN with γ={c.gamma:g} ({c.reward} reward"
+                     f"{f', horizon {c.reward_horizon}' if c.reward_horizon > 1 else ''}) on {local}, {c.dqn_iterations} iterations × "
                      f"≥{c.dqn_steps_per_iteration} env steps, {c.dqn_env_runners} env runners"))
 
 

@@ -91,6 +91,13 @@ class LFSConfig:
     rank the two actions on one frame alike; Eq. 2's ``min_i L(D^i)`` is lower after a run of
     f0 refreshed the memory, so it takes back the credit a refresh earns on the frames after
     it, which ``absolute`` leaves in the return."""
+    reward_horizon: int = 1
+    """Frames each reward's losses cover (ours, issue 23): ``H > 1`` replaces each ``L(D^i)`` of
+    the reward by branch ``i``'s mean loss over the frame and the ``H − 1`` frames after it,
+    each branch carried on with f1 from the state it leaves (``evaluation.horizon_losses``), so
+    a refresh is credited with what it buys on the frames after it; the benchmark's oracle
+    looks as far. 1: the paper's Eq. 2, one frame. Each env step then runs the memory and
+    head ``H`` times."""
     history: int = 20
     """Length of the action history η in the policy's observation (Eq. 1: 20)."""
     policy_videos: int | None = 64

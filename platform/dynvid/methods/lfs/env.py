@@ -11,14 +11,19 @@ A gymnasium environment around a frozen interleaved detector on videos:
   detection loss (the training loss: classification + localisation) of the detections
   from extractor ``i`` on the current frame. As in Algorithm 1 every extractor runs on
   every frame during policy training, from the same previous state. ``reward="absolute"``
-  drops ``min_i L(D^i)`` (``lfs.reward``, our variant).
+  drops ``min_i L(D^i)`` (``lfs.reward``, our variant). ``horizon = H > 1`` (``lfs.reward_horizon``,
+  ours) replaces each ``L(D^i)`` by branch ``i``'s mean loss over the frame and the ``H − 1``
+  frames after it, each branch carried on with f1 from the state it leaves
+  (:func:`~dynvid.methods.lfs.evaluation.horizon_losses`; within the video, past the
+  episode's end too): a refresh is then credited with what it buys on the frames after it,
+  which Eq. 2, scoring one frame, does not see. ``H = 1`` is Eq. 2.
 
 An episode is ``episode_len`` consecutive frames of a random video; frame 0 runs f0
 (``a_0 = 0``) inside :meth:`reset`; the episode ends truncated (a time limit: the video goes
 on), so the Q-target still bootstraps from its last state. The carried memory follows the detector's rule (no
 state update under f1). Each extractor's features of a video's frames are computed once
 (they do not depend on the state) and cached, so a step costs two memory and head
-evaluations.
+evaluations (``H`` of them, on ``2`` rows, with a horizon).
 
 Choices: ``c_t − c_{t−1}`` is the change between consecutive memory outputs (the states
 the policy observed), also when f1 left the carried state unchanged; rewards use the
@@ -36,8 +41,7 @@ import numpy as np
 import torch
 
 from dynvid.config import ExperimentConfig, from_dict
-from dynvid.detection.losses import detection_loss
-from dynvid.methods.lfs.evaluation import update_history
+from dynvid.methods.lfs.evaluation import horizon_losses, update_history
 from dynvid.methods.lfs.model import F0, F1, InterleavedDetector
 from dynvid.methods.lfs.policy import make_observation
 from dynvid.methods.lfs.report import load_detector_model, policy_videos
@@ -83,6 +87,8 @@ class InterleavingEnv(gym.Env):
             to load them, as remote env runners do.
         gamma: the speed reward γ (default 0.2).
         reward: ``eq2`` (default) or ``absolute`` (see ``lfs.reward``).
+        horizon: frames each reward's losses cover, this one and the ``horizon − 1`` after it
+            (default 1: Eq. 2; ``lfs.reward_horizon``).
         episode_len: frames per episode (default 24; capped by the video length).
         history: length of η (default 20).
         focal: the classification loss of the rewards (default the detector's config).
@@ -115,6 +121,9 @@ class InterleavingEnv(gym.Env):
         if reward not in REWARDS:
             raise ValueError(f"env_config['reward'] must be one of {sorted(REWARDS)}, got {reward!r}")
         self.reward = REWARDS[reward]
+        self.horizon = int(env_config.get("horizon", 1))
+        if self.horizon < 1:
+            raise ValueError(f"env_config['horizon'] must be >= 1 frame, got {self.horizon}")
         self.episode_len = int(env_config.get("episode_len", 24))
         self.history = int(env_config.get("history", 20))
         if self.episode_len < 2:
@@ -138,8 +147,8 @@ class InterleavingEnv(gym.Env):
         T = len(x0)
         k = min(self.episode_len, T)
         start = int((options or {}).get("start", self._rng.integers(T - k + 1)))
-        self._x = (x0[start:start + k], x1[start:start + k])
-        self._boxes, self._labels = boxes[start:start + k], labels[start:start + k]
+        self._x = (x0[start:], x1[start:])  # the episode's frames and the video after them (horizon losses)
+        self._boxes, self._labels = boxes[start:], labels[start:]
         self._len, self._t = k, 0
         self._eta = torch.zeros(1, self.history)
         out, state = self.model.memory(self._x[F0][:1], self.model.memory.init_state(1, *self._x[F0].shape[-2:]))
@@ -169,19 +178,14 @@ class InterleavingEnv(gym.Env):
 
     @torch.no_grad()
     def frame_losses(self, t: int, state) -> tuple[torch.Tensor, tuple]:
-        """``L(D^i)`` of both extractors on frame ``t`` from ``state``, and their candidate states
-        ``((c^0, c^1), (h^0, h^1))`` stacked on dim 0."""
-        x = torch.cat([self._x[F0][t:t + 1], self._x[F1][t:t + 1]])
-        both = tuple(s.expand(2, *s.shape[1:]) for s in state)
-        out, candidate = self.model.memory(x, both)
-        cls_logits, box_codes, sizes = self.model.head(out)
-        anchors = self.model.anchors(sizes, cls_logits.device)
-        losses = []
-        for i in (F0, F1):
-            cls, loc = detection_loss(cls_logits[i], box_codes[i], anchors, self._boxes[t], self._labels[t],
-                                      focal=self.focal)
-            losses.append(float(cls + loc))
-        return torch.tensor(losses, dtype=torch.float64), candidate
+        """``L(D^i)`` of both extractors on frame ``t`` from ``state`` (with a horizon: each one's
+        mean over frame ``t`` and the ``horizon − 1`` after it that the video has, carried on
+        with f1), and their candidate states on frame ``t`` ``((c^0, c^1), (h^0, h^1))``
+        stacked on dim 0."""
+        end = min(len(self._x[F1]), t + self.horizon)
+        losses, candidate = horizon_losses(self.model, self._x[F0][t:t + 1], self._x[F1][t:end][None], state,
+                                           [self._boxes[t:end]], [self._labels[t:end]], focal=self.focal)
+        return losses[0].mean(1), candidate
 
     @torch.no_grad()
     def step(self, action):

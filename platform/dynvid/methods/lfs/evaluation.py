@@ -21,9 +21,11 @@ the first frame of a video always runs f0 (Algorithm 1, ``a_0 = 0``):
   environment does) and picks f0 where ``L(D^1) − L(D^0) > threshold``. With
   ``threshold = γ`` it is the greedy maximiser of Eq. 2's reward; swept over thresholds it
   draws what a choice that sees each frame's true loss gap reaches at each fraction of f0
-  runs on these videos. It is a reference, not a bound: it is greedy (it ignores what a
-  choice leaves in the carried state for later frames) and it ranks by loss, not mAP, so a
-  learned policy can beat it. Its cost counts the path it chose only (the look-ahead is the
+  runs on these videos. It is a reference, not a bound: it is greedy and it ranks by loss,
+  not mAP, so a learned policy can beat it. With ``horizon = H > 1`` it compares the two
+  branches' mean loss over the frame and the ``H − 1`` frames after it, each branch carried on
+  with f1 (:func:`horizon_losses`): what a refresh buys over the next frames, the reward of
+  ``lfs.reward_horizon``. Its cost counts the path it chose only (the look-ahead is the
   oracle's, not the detector's).
 
 Synchronous and asynchronous latency (Sec. 3.5, Fig. 5) are :mod:`dynvid.methods.lfs.latency`'s.
@@ -41,7 +43,8 @@ from dynvid.methods.lfs.model import F0, F1, InterleavedDetector, fixed_schedule
 from dynvid.methods.lfs.policy import make_observation
 from dynvid.metrics.detection import coco_evaluate, gather_from_ranks, video_detection_rows
 
-__all__ = ["FixedPolicy", "LearnedPolicy", "OraclePolicy", "evaluate_policies", "run_videos", "update_history"]
+__all__ = ["FixedPolicy", "LearnedPolicy", "OraclePolicy", "evaluate_policies", "horizon_losses", "run_videos",
+           "update_history"]
 
 
 def update_history(eta: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
@@ -88,32 +91,88 @@ class LearnedPolicy:
         return self.qnet.to(c.device)(obs).argmax(1).to(actions.device)
 
 
+@torch.no_grad()
+def horizon_losses(model: InterleavedDetector, x0: torch.Tensor, x1: torch.Tensor, state, boxes: list[list],
+                   labels: list[list], *, focal: bool) -> tuple[torch.Tensor, tuple]:
+    """Both extractors' detection losses (Eq. 2's ``L(D^i)``) on frame ``t`` and, carried on with
+    f1, on the frames after it: what each choice at ``t`` leaves for the next frames (issue 23;
+    ``lfs.reward_horizon``, ours).
+
+    Branch ``i`` runs extractor ``i`` on frame ``t`` from ``state`` (the kept state before
+    ``t``), then f1 on frames ``t + 1 … t + K − 1`` from what the detector keeps after it
+    (under ``skip_f1_update`` f1 does not write the state, so f0's branch reads the refreshed
+    state and f1's the old one throughout). The f1 continuation is a counterfactual: the
+    policy may run f0 again inside the horizon.
+
+    Args:
+        x0: ``(B, …)`` f0's features of frame ``t`` (``model.extract``; they do not depend on the state).
+        x1: ``(B, K, …)`` f1's features of frames ``t … t + K − 1`` (``K ≥ 1``).
+        state: the kept ``(c, h)`` before frame ``t``, ``B`` rows.
+        boxes, labels: ``[b][k]``: the targets of video ``b``'s frame ``t + k``.
+
+    Returns ``(losses (B, 2, K), candidate)``: ``losses[b, i, k]`` of branch ``i`` on frame
+    ``t + k``; ``candidate`` the memory's new ``(c, h)`` on frame ``t``, ``2B`` rows (f0's
+    ``B``, then f1's), Algorithm 1's ``s_t^i``. With ``K = 1`` it is Eq. 2's two losses."""
+    B, K = x1.shape[:2]
+    if K < 1 or len(x0) != B:
+        raise ValueError(f"horizon_losses needs f0 features of the B={B} videos' frame and f1 features of K >= 1 "
+                         f"frames, got {tuple(x0.shape)} and {tuple(x1.shape)}")
+    both = tuple(torch.cat([s, s]) for s in state)
+    x = torch.cat([x0, x1[:, 0]])
+    losses = torch.zeros(B, 2, K, dtype=torch.float64)
+    candidate = None
+    for k in range(K):
+        out, new = model.memory(x, both)
+        if k == 0:
+            candidate = new
+            keep_f0 = tuple(torch.cat([n[:B], s]) for n, s in zip(new, state))  # f0 wrote its state, f1 did not
+            both = keep_f0 if model.skip_f1_update else new
+        elif not model.skip_f1_update:  # the ablation: f1 writes the state too
+            both = new
+        cls_logits, box_codes, sizes = model.head(out)
+        anchors = model.anchors(sizes, cls_logits.device)
+        cls, loc = detection_loss_batched(cls_logits, box_codes, anchors, [boxes[b][k] for b in range(B)] * 2,
+                                          [labels[b][k] for b in range(B)] * 2, focal=focal)
+        losses[:, :, k] = (cls + loc).double().cpu().view(2, B).t()
+        if k + 1 < K:
+            x = torch.cat([x1[:, k + 1], x1[:, k + 1]])
+    return losses, candidate
+
+
 class OraclePolicy:
     """f0 on a frame where its detection loss is more than ``threshold`` below f1's, both run
-    from the kept state (see the module docstring). It needs the labels: :func:`run_videos`
-    serves it the targets (``look_ahead``). ``focal``: the detector's classification loss
-    (``lfs.focal``), as the policy's environment rewards it."""
+    from the kept state (see the module docstring); with ``horizon > 1`` the mean loss over
+    that frame and the ``horizon − 1`` after it, each branch carried on with f1. It needs the
+    labels: :func:`run_videos` serves it the targets (``look_ahead``). ``focal``: the
+    detector's classification loss (``lfs.focal``), as the policy's environment rewards it."""
 
     look_ahead = True
 
-    def __init__(self, threshold: float, *, focal: bool, name: str | None = None) -> None:
-        self.threshold, self.focal = float(threshold), focal
-        self.name = name or f"oracle θ={threshold:g}"
+    def __init__(self, threshold: float, *, focal: bool, horizon: int = 1, name: str | None = None) -> None:
+        if horizon < 1:
+            raise ValueError(f"the oracle's horizon must be >= 1 frame, got {horizon}")
+        self.threshold, self.focal, self.horizon = float(threshold), focal, int(horizon)
+        self.name = name or f"oracle θ={threshold:g}" + (f" H={horizon}" if horizon > 1 else "")
+        self._f1: torch.Tensor | None = None
 
     def reset(self, batch: int) -> None:
-        pass
+        self._f1 = None  # f1's features of the videos being run, computed at their first choice
 
     @torch.no_grad()
     def choose(self, model: InterleavedDetector, frames: torch.Tensor, state, targets: list[dict],
                t: int) -> torch.Tensor:
-        """The actions of frame ``t`` (``frames``: that frame of each video) from ``state``."""
-        losses = []
-        for a in (F0, F1):
-            cls_logits, box_codes, anchors, _, _ = model.step(frames, a, state)
-            c, loc = detection_loss_batched(cls_logits, box_codes, anchors, [tg["boxes"][t] for tg in targets],
-                                            [tg["labels"][t] for tg in targets], focal=self.focal)
-            losses.append((c + loc).cpu())
-        return torch.where(losses[F1] - losses[F0] > self.threshold, F0, F1).long()
+        """The actions of frame ``t`` of videos ``frames (B, T, 3, S, S)`` from ``state``."""
+        B, T = frames.shape[:2]
+        if self._f1 is None:  # they do not depend on the state: once per video, every frame
+            flat = frames.flatten(0, 1)
+            self._f1 = model.extract(flat, torch.full((len(flat),), F1, device=flat.device)).unflatten(0, (B, T))
+        end = min(T, t + self.horizon)
+        x0 = model.extract(frames[:, t], torch.full((B,), F0, device=frames.device))
+        losses, _ = horizon_losses(model, x0, self._f1[:, t:end], state,
+                                   [[tg["boxes"][k] for k in range(t, end)] for tg in targets],
+                                   [[tg["labels"][k] for k in range(t, end)] for tg in targets], focal=self.focal)
+        gap = losses[:, F1].mean(1) - losses[:, F0].mean(1)
+        return torch.where(gap > self.threshold, F0, F1).long()
 
 
 @torch.no_grad()
@@ -141,7 +200,7 @@ def run_videos(model: InterleavedDetector, frames: torch.Tensor, policy, *, scor
         for b, d in enumerate(postprocess(cls_logits, box_codes, anchors, score_threshold, nms_iou, max_detections)):
             dets[b].append(m.calibrate_detections(d, int(a[b])))  # scores on the scale of the extractor that ran
         if t + 1 < T and getattr(policy, "look_ahead", False):
-            a = policy.choose(m, frames[:, t + 1], state, targets, t + 1).cpu()
+            a = policy.choose(m, frames, state, targets, t + 1).cpu()
         elif t + 1 < T:
             a = policy.next_actions(t, candidate, previous, a).cpu()
         previous = candidate

@@ -84,6 +84,8 @@ class LFSTask(PolicyTask):
             raise ValueError(f"lfs.gamma must be >= 0 and lfs.history >= 1, got {c.gamma}, {c.history}")
         if c.reward not in REWARDS:
             raise ValueError(f"lfs.reward must be one of {sorted(REWARDS)}, got {c.reward!r}")
+        if c.reward_horizon < 1:
+            raise ValueError(f"lfs.reward_horizon must be >= 1 frame (1: Eq. 2), got {c.reward_horizon}")
         if c.dqn_learner_gpus < 0:
             raise ValueError(f"lfs.dqn_learner_gpus must be >= 0, got {c.dqn_learner_gpus}")
         if c.dqn_training_intensity is not None and c.dqn_training_intensity <= 0:
@@ -276,8 +278,8 @@ class LFSTask(PolicyTask):
     # ---- the adaptive policy (Sec. 3.4) --------------------------------------------------------
 
     #: knobs a policy sweep (``kind: policy``) may vary: each trial trains a DQN policy
-    policy_knobs = ("lfs.gamma", "lfs.reward", "lfs.dqn_iterations", "lfs.dqn_lr", "lfs.dqn_discount",
-                    "lfs.episode_len", "lfs.dqn_epsilon_steps", "train.seed")
+    policy_knobs = ("lfs.gamma", "lfs.reward", "lfs.reward_horizon", "lfs.dqn_iterations", "lfs.dqn_lr",
+                    "lfs.dqn_discount", "lfs.episode_len", "lfs.dqn_epsilon_steps", "train.seed")
 
     def policy_runner_bundles(self, cfg: ExperimentConfig) -> list[dict]:
         """Resource bundles of the policy training's env runners (one each, besides the
