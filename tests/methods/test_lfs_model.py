@@ -260,6 +260,8 @@ def test_task_config_errors():
         _task("lfs.dqn_learner_gpus=-1")
     with pytest.raises(ValueError, match=r"lfs.reward must be one of \['absolute', 'eq2'\], got 'map'"):
         _task("lfs.reward=map")
+    with pytest.raises(ValueError, match=r"lfs.reward_horizon must be >= 1 frame \(1: Eq. 2\), got 0"):
+        _task("lfs.reward_horizon=0")
     with pytest.raises(ValueError, match="policy_split='holdout'.*train, val, test"):
         _task("lfs.policy_split=holdout")
     with pytest.raises(ValueError, match="dqn_training_intensity"):
