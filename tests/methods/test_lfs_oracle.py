@@ -33,42 +33,6 @@ def parts():
     return model, frames, targets
 
 
-def _gaps(model, frames, targets, actions) -> torch.Tensor:
-    """L(f1) − L(f0) of each frame t ≥ 1 from the state the taken actions kept, one image at a
-    time with the unbatched loss."""
-    B, T = actions.shape
-    gaps = torch.zeros(B, T)
-    with torch.no_grad():
-        for b in range(B):
-            state = None
-            for t in range(T):
-                if t:
-                    losses = []
-                    for a in (F0, F1):
-                        cls, box, anchors, _, _ = model.step(frames[b:b + 1, t], a, state)
-                        c, loc = detection_loss(cls[0], box[0], anchors, targets[b]["boxes"][t],
-                                                targets[b]["labels"][t], focal=True)
-                        losses.append(float(c + loc))
-                    gaps[b, t] = losses[F1] - losses[F0]
-                _, _, _, state, _ = model.step(frames[b:b + 1, t], int(actions[b, t]), state)
-    return gaps
-
-
-def test_oracle_picks_f0_exactly_where_its_loss_gain_exceeds_the_threshold(parts):
-    model, frames, targets = parts
-    gaps = _gaps(model, frames, targets, run_videos(model, frames, FixedPolicy(10**9), **POST)[1])[:, 1:]
-    mixed = 0
-    vals = gaps.flatten().sort().values
-    apart = (vals[1:] - vals[:-1]) > 1e-3  # thresholds between this detector's gaps, never at one
-    for theta in ((vals[1:] + vals[:-1]) / 2)[apart].tolist():
-        dets, actions = run_videos(model, frames, OraclePolicy(theta, focal=True), targets=targets, **POST)
-        assert (actions[:, 0] == F0).all()
-        expected = torch.where(_gaps(model, frames, targets, actions) > theta, F0, F1)
-        assert torch.equal(actions[:, 1:], expected[:, 1:])
-        mixed += 0 < int((actions[:, 1:] == F0).sum()) < actions[:, 1:].numel()
-    assert mixed  # the rule was checked where it chose both extractors
-
-
 def _horizon_gaps(model, frames, targets, actions, horizon: int) -> torch.Tensor:
     """Mean L(f1) − L(f0) over frame t and the horizon − 1 after it (inside the video), each
     branch carried on with f1 one frame at a time, from the state the taken actions kept."""
@@ -91,6 +55,26 @@ def _horizon_gaps(model, frames, targets, actions, horizon: int) -> torch.Tensor
                     gaps[b, t] = means[F1] - means[F0]
                 _, _, _, state, _ = model.step(frames[b:b + 1, t], int(actions[b, t]), state)
     return gaps
+
+
+def _gaps(model, frames, targets, actions) -> torch.Tensor:
+    """L(f1) − L(f0) of each frame t ≥ 1 alone (Eq. 2's gap), as :func:`_horizon_gaps` computes it."""
+    return _horizon_gaps(model, frames, targets, actions, 1)
+
+
+def test_oracle_picks_f0_exactly_where_its_loss_gain_exceeds_the_threshold(parts):
+    model, frames, targets = parts
+    gaps = _gaps(model, frames, targets, run_videos(model, frames, FixedPolicy(10**9), **POST)[1])[:, 1:]
+    mixed = 0
+    vals = gaps.flatten().sort().values
+    apart = (vals[1:] - vals[:-1]) > 1e-3  # thresholds between this detector's gaps, never at one
+    for theta in ((vals[1:] + vals[:-1]) / 2)[apart].tolist():
+        dets, actions = run_videos(model, frames, OraclePolicy(theta, focal=True), targets=targets, **POST)
+        assert (actions[:, 0] == F0).all()
+        expected = torch.where(_gaps(model, frames, targets, actions) > theta, F0, F1)
+        assert torch.equal(actions[:, 1:], expected[:, 1:])
+        mixed += 0 < int((actions[:, 1:] == F0).sum()) < actions[:, 1:].numel()
+    assert mixed  # the rule was checked where it chose both extractors
 
 
 def test_oracle_with_a_horizon_picks_f0_where_the_next_frames_gain(parts):
