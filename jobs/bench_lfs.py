@@ -16,9 +16,10 @@ on the frozen detector and evaluated the same way (Fig. 7), the oracle reference
 (``OraclePolicy``: f0 where its true detection loss, looked up one frame ahead, is more than
 θ below f1's, for each θ of ``--oracle`` and each γ; with ``lfs.reward_horizon`` H > 1 the
 mean over that frame and the H − 1 after it, as the policies' reward: a greedy,
-label-reading heuristic, not a bound), and the per-frame latency of the synchronous and asynchronous detector at τ = 9 over
-``lfs.latency_videos`` val videos × 3, frames arriving at ``lfs.latency_fps`` (Sec. 3.5; one
-intra-op thread per inference thread; each video run's first frame left out).
+label-reading heuristic, not a bound), and the per-frame latency of the synchronous and
+asynchronous detector at τ = 9 over ``lfs.latency_videos`` val videos × 3, frames arriving at
+``lfs.latency_fps`` (Sec. 3.5; one intra-op thread per inference thread; each video run's
+first frame left out).
 
 Targets (issues "Looking Fast and Slow", "ANT and LFS fairness"): for each γ, the learned
 policies' mAP@0.5, averaged over the seeds, is at least the fixed policies' mAP at the same
@@ -37,7 +38,8 @@ its threshold fitted on the policy environment's videos (``lfs.policy_split``,
 fraction and the interval; reported, not a target (it is not the paper's policy).
 
 Before the policies train, ``--predictability`` episodes of random interleaving on the
-policy's environment measure whether the next frame's loss gap (Eq. 2's reward) can be told
+policy's environment measure whether the next frame's loss gap (Eq. 2's reward; with
+``lfs.reward_horizon`` H > 1 the gap of the H-frame means the reward uses) can be told
 from the observation before it, beyond the frames since the last f0 that a fixed schedule
 knows (``lfs.analysis``): a learned policy can only beat the fixed one by that margin.
 """
@@ -208,7 +210,8 @@ def run(args: argparse.Namespace) -> int:
                             for n, r in trigger_rows.items()]))
     if predictability is not None:
         p = predictability
-        print(f"\nis the next frame's loss gap L(f1) − L(f0) predictable before it is seen? {p['steps']} steps of "
+        gap = "loss gap L(f1) − L(f0)" + (f" (means over {c.reward_horizon} frames)" if c.reward_horizon > 1 else "")
+        print(f"\nis the next frame's {gap} predictable before it is seen? {p['steps']} steps of "
               f"random interleaving on the policy's environment over {p['videos']} videos, AUC of \"gap > θ\" "
               f"cross-validated over the videos ({p['folds']} folds; 0.5: chance); gap {p['gap_mean']:+.3f} ± "
               f"{p['gap_std']:.3f}, per-video means ± {p['gap_video_mean_std']:.3f}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -63,6 +65,10 @@ def test_env_horizon_reward_counts_what_each_choice_leaves_for_the_next_frames(e
     after it, carried on with f1 from the state the branch left, past the episode's end inside
     the video; at the video's last frame it is Eq. 2 of that frame."""
     model, videos = env_parts
+    model = copy.deepcopy(model)  # perturbed, so that the state moves the losses well above the tolerance
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p, generator=torch.Generator().manual_seed(p.numel())) * 0.1)
     frames, target = videos[1]
 
     def branch_mean(t: int, a: int, state, horizon: int) -> float:
@@ -83,17 +89,21 @@ def test_env_horizon_reward_counts_what_each_choice_leaves_for_the_next_frames(e
             with torch.no_grad():
                 _, _, _, kept, _ = model.step(frames[2:3], F0)
             means = [branch_mean(3, a, kept, 4) for a in (F0, F1)]
+            assert abs(means[F0] - means[F1]) > 1e-2  # the branches differ: the test can tell them apart
             _, reward, _, _, info = env.step(F0)
-            assert reward == pytest.approx(min(means) - means[F0], abs=1e-4)
-            assert (info["loss_f0"], info["loss_f1"]) == pytest.approx(means, abs=1e-4)
+            assert reward == pytest.approx(min(means) - means[F0], abs=1e-5)
+            assert (info["loss_f0"], info["loss_f1"]) == pytest.approx(means, abs=1e-5)
             with torch.no_grad():
                 _, _, _, kept, _ = model.step(frames[3:4], F0, kept)  # f0 ran: the state the next step starts from
+            assert all(torch.allclose(e, k, atol=1e-5) for e, k in zip(env._kept, kept))  # f0's candidate kept
             means = [branch_mean(4, a, kept, 4) for a in (F0, F1)]
             _, reward, _, truncated, _ = env.step(F1)
-            assert reward == pytest.approx(min(means) - means[F1] + 0.25, abs=1e-4) and truncated
+            assert reward == pytest.approx(min(means) - means[F1] + 0.25, abs=1e-5) and truncated
+            with pytest.raises(RuntimeError, match="episode ended"):
+                env.step(F1)
     finally:
-        model.skip_f1_update = True  # the fixture is shared
-    # one frame before the video's end the horizon holds that frame only: Eq. 2
+        model.skip_f1_update = True
+    # on the video's last frame the horizon holds that frame only: Eq. 2
     rewards = []
     for horizon in (1, 4):
         env = InterleavingEnv({"detector": model, "videos": videos, "gamma": 0.25, "episode_len": 3,

@@ -91,11 +91,41 @@ def test_oracle_with_a_horizon_picks_f0_where_the_next_frames_gain(parts):
         assert torch.equal(actions[:, 1:], expected[:, 1:])
         mixed += 0 < int((actions[:, 1:] == F0).sum()) < actions[:, 1:].numel()
     assert mixed
-    # one frame ahead differs from three somewhere on these videos (else the horizon would be untested)
-    assert not torch.allclose(gaps, _gaps(model, frames, targets, torch.ones_like(actions))[:, 1:], atol=1e-3)
+    # one frame ahead differs from three on these videos (else the horizon would be untested)
+    one_frame = _gaps(model, frames, targets, run_videos(model, frames, FixedPolicy(10**9), **POST)[1])[:, 1:]
+    assert not torch.allclose(gaps, one_frame, atol=1e-3)
     assert OraclePolicy(0.0, focal=True, horizon=3).name == "oracle θ=0 H=3"
     with pytest.raises(ValueError, match="horizon must be >= 1"):
         OraclePolicy(0.0, focal=True, horizon=0)
+
+
+def test_oracle_horizon_stops_at_each_videos_own_end(parts):
+    """A video shorter than its batch is padded with its last frame (not valid): the oracle's
+    horizon ends at the video's own last frame, as the policy's environment does."""
+    model, frames, targets = parts
+    n = 4
+    short = {k: v[:n] for k, v in targets[1].items()}
+    batch, padded = collate([(frames[0], targets[0]), (frames[1, :n], short)])
+    assert not padded[1]["valid"][n:].any()
+    f1_after_f0 = torch.ones(1, batch.shape[1], dtype=torch.long)
+    f1_after_f0[:, 0] = F0
+    alone = _horizon_gaps(model, frames[1:2, :n], [short], f1_after_f0[:, :n], 3)[0, 1:]
+    through_padding = _horizon_gaps(model, batch[1:2], padded[1:], f1_after_f0, 3)[0, 1:n]
+    assert not torch.allclose(alone, through_padding, atol=1e-3)  # the padding would change the gaps
+    vals = alone.sort().values
+    checked = 0
+    for theta in ((vals[1:] + vals[:-1]) / 2).tolist() + [vals[0].item() - 1.0]:
+        _, actions = run_videos(model, batch, OraclePolicy(theta, focal=True, horizon=3), targets=padded, **POST)
+        if (actions[1, 1:n] == F1).all():  # the video's own gaps decide only while the state is f0's of frame 0
+            expected = torch.where(alone > theta, F0, F1)
+            assert torch.equal(actions[1, 1:n], expected)
+            checked += 1
+        else:  # once f0 ran, the next frames start from another state: check them step by step
+            expected = torch.where(_horizon_gaps(model, frames[1:2, :n], [short], actions[1:2, :n], 3) > theta,
+                                   F0, F1)
+            assert torch.equal(actions[1, 1:n], expected[0, 1:])
+            checked += 1
+    assert checked >= 2
 
 
 def test_fixed_at_interpolates_clamps_and_takes_the_best_of_tied_fractions():

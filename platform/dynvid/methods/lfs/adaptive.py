@@ -107,8 +107,8 @@ def policy_spec(task, cfg: ExperimentConfig, detector: str, local: str) -> Polic
     c = cfg.lfs
     model = load_detector_model(task, cfg, local)
     env_config = {"checkpoint": detector, "experiment": to_dict(cfg), "gamma": c.gamma, "reward": c.reward,
-                  "horizon": c.reward_horizon, "episode_len": c.episode_len, "history": c.history, "num_videos": c.policy_videos,
-                  "cache_size": c.policy_videos or 64,
+                  "horizon": c.reward_horizon, "episode_len": c.episode_len, "history": c.history,
+                  "num_videos": c.policy_videos, "cache_size": c.policy_videos or 64,
                   "split": c.policy_split or cfg.data.train_split, "seed": cfg.train.seed}
     dqn = dict(num_env_runners=c.dqn_env_runners, num_cpus_per_env_runner=c.dqn_cpus_per_runner,
                num_gpus_per_learner=c.dqn_learner_gpus, lr=c.dqn_lr, gamma=c.dqn_discount,
@@ -124,8 +124,9 @@ def policy_spec(task, cfg: ExperimentConfig, detector: str, local: str) -> Polic
         metadata={"paper": "Looking Fast and Slow (Liu et al., 2019), Sec. 3.4", "gamma": c.gamma, "reward": c.reward,
                   "reward_horizon": c.reward_horizon},
         description=(f"DQN with γ={c.gamma:g} ({c.reward} reward"
-                     f"{f', horizon {c.reward_horizon}' if c.reward_horizon > 1 else ''}) on {local}, {c.dqn_iterations} iterations × "
-                     f"≥{c.dqn_steps_per_iteration} env steps, {c.dqn_env_runners} env runners"))
+                     f"{f', horizon {c.reward_horizon}' if c.reward_horizon > 1 else ''}) on {local}, "
+                     f"{c.dqn_iterations} iterations × ≥{c.dqn_steps_per_iteration} env steps, "
+                     f"{c.dqn_env_runners} env runners"))
 
 
 def evaluate_policy(task, cfg: ExperimentConfig, detector: str, policy: str, out_dir: str, training: dict,

@@ -10,7 +10,8 @@ environment:
   every distance since the last f0 occurs) and records, per step, the observation before the
   choice (pooled per channel: the mean of each of Eq. 1's four maps over the grid, and the
   mean absolute change of ``c`` and ``h``, plus ``η``), the frames since the last f0, the
-  next frame's gap and the video.
+  next frame's gap and the video (with the environment's reward horizon H > 1, the gap of
+  the two branches' means over that frame and the H − 1 after it: what the reward ranks).
 - :func:`gap_predictability` scores, by cross-validation over videos (each video's steps
   scored by predictors fitted on other videos), how well each predictor ranks "gap > θ"
   (ROC AUC; 0.5 is chance): (a) the frames since the last f0
@@ -51,7 +52,8 @@ def collect_gaps(env, episodes: int, f0_prob: float = 0.3, seed: int = 0, progre
     """Roll out ``episodes`` episodes of ``env`` (an :class:`~.env.InterleavingEnv`), over its
     videos in turn, choosing f0 with probability ``f0_prob``; returns ``{"features" (N, D), "since" (N,), "gap" (N,),
     "video" (N,)}``, one row per step: the pooled observation before the choice, the frames
-    since the last f0, the next frame's ``L(f1) − L(f0)`` and the episode's video."""
+    since the last f0, the next frame's ``L(f1) − L(f0)`` (the env's ``loss_f1 − loss_f0``: with a
+    reward horizon, the branches' means over it) and the episode's video."""
     if episodes < 1 or not 0 < f0_prob < 1:
         raise ValueError(f"need episodes >= 1 and 0 < f0_prob < 1, got {episodes}, {f0_prob}")
     rng = np.random.default_rng(seed)

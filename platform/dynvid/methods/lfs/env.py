@@ -192,6 +192,8 @@ class InterleavingEnv(gym.Env):
         a = int(action)
         if a not in (F0, F1):
             raise ValueError(f"action must be 0 (f0) or 1 (f1), got {action!r}")
+        if self._t + 1 >= self._len:
+            raise RuntimeError(f"the episode ended (truncated after {self._len} frames): call reset()")
         self._t += 1
         losses, candidate = self.frame_losses(self._t, self._kept)
         reward = self.reward(losses, a, self.gamma)

@@ -156,23 +156,31 @@ class OraclePolicy:
         self._f1: torch.Tensor | None = None
 
     def reset(self, batch: int) -> None:
-        self._f1 = None  # f1's features of the videos being run, computed at their first choice
+        self._f1: dict[int, torch.Tensor] = {}  # f1's features of the videos' frames inside the horizon
 
     @torch.no_grad()
     def choose(self, model: InterleavedDetector, frames: torch.Tensor, state, targets: list[dict],
                t: int) -> torch.Tensor:
-        """The actions of frame ``t`` of videos ``frames (B, T, 3, S, S)`` from ``state``."""
+        """The actions of frame ``t`` of videos ``frames (B, T, 3, S, S)`` from ``state``. A
+        video shorter than the batch (its padding frames not ``valid``) is looked at up to its
+        own end, as the policy's environment does."""
         B, T = frames.shape[:2]
-        if self._f1 is None:  # they do not depend on the state: once per video, every frame
-            flat = frames.flatten(0, 1)
-            self._f1 = model.extract(flat, torch.full((len(flat),), F1, device=flat.device)).unflatten(0, (B, T))
         end = min(T, t + self.horizon)
-        x0 = model.extract(frames[:, t], torch.full((B,), F0, device=frames.device))
-        losses, _ = horizon_losses(model, x0, self._f1[:, t:end], state,
+        ones = torch.ones(B, dtype=torch.long, device=frames.device)
+        for k in range(t, end):  # f1's features do not depend on the state: once per frame, kept while in view
+            if k not in self._f1:
+                self._f1[k] = model.extract(frames[:, k], ones * F1)
+        for k in [k for k in self._f1 if k < t]:
+            del self._f1[k]
+        x1 = torch.stack([self._f1[k] for k in range(t, end)], 1)
+        losses, _ = horizon_losses(model, model.extract(frames[:, t], ones * F0), x1, state,
                                    [[tg["boxes"][k] for k in range(t, end)] for tg in targets],
                                    [[tg["labels"][k] for k in range(t, end)] for tg in targets], focal=self.focal)
-        gap = losses[:, F1].mean(1) - losses[:, F0].mean(1)
-        return torch.where(gap > self.threshold, F0, F1).long()
+        # each video's own frames only: past a shorter video's end the batch repeats its last frame
+        inside = torch.stack([tg["valid"][t:end].cpu() if "valid" in tg else torch.ones(end - t, dtype=torch.bool)
+                              for tg in targets]).to(losses.dtype)
+        means = (losses * inside[:, None]).sum(2) / inside.sum(1).clamp_min(1)[:, None]
+        return torch.where(means[:, F1] - means[:, F0] > self.threshold, F0, F1).long()
 
 
 @torch.no_grad()
