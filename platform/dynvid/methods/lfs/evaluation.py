@@ -153,10 +153,10 @@ class OraclePolicy:
             raise ValueError(f"the oracle's horizon must be >= 1 frame, got {horizon}")
         self.threshold, self.focal, self.horizon = float(threshold), focal, int(horizon)
         self.name = name or f"oracle θ={threshold:g}" + (f" H={horizon}" if horizon > 1 else "")
-        self._f1: torch.Tensor | None = None
+        self._f1: dict[int, torch.Tensor] = {}  # f1's features of the videos' frames inside the horizon
 
     def reset(self, batch: int) -> None:
-        self._f1: dict[int, torch.Tensor] = {}  # f1's features of the videos' frames inside the horizon
+        self._f1 = {}
 
     @torch.no_grad()
     def choose(self, model: InterleavedDetector, frames: torch.Tensor, state, targets: list[dict],
