@@ -125,10 +125,10 @@ def horizon_losses(model: InterleavedDetector, x0: torch.Tensor, x1: torch.Tenso
         out, new = model.memory(x, both)
         if k == 0:
             candidate = new
-            keep_f0 = tuple(torch.cat([n[:B], s]) for n, s in zip(new, state))  # f0 wrote its state, f1 did not
-            both = keep_f0 if model.skip_f1_update else new
-        elif not model.skip_f1_update:  # the ablation: f1 writes the state too
+        if not model.skip_f1_update:  # the ablation: f1 writes the state too
             both = new
+        elif k == 0:  # f0's branch carries the state f0 wrote, f1's the state before it
+            both = tuple(torch.cat([n[:B], s]) for n, s in zip(new, state))
         cls_logits, box_codes, sizes = model.head(out)
         anchors = model.anchors(sizes, cls_logits.device)
         cls, loc = detection_loss_batched(cls_logits, box_codes, anchors, [boxes[b][k] for b in range(B)] * 2,
@@ -177,8 +177,7 @@ class OraclePolicy:
                                    [[tg["boxes"][k] for k in range(t, end)] for tg in targets],
                                    [[tg["labels"][k] for k in range(t, end)] for tg in targets], focal=self.focal)
         # each video's own frames only: past a shorter video's end the batch repeats its last frame
-        inside = torch.stack([tg["valid"][t:end].cpu() if "valid" in tg else torch.ones(end - t, dtype=torch.bool)
-                              for tg in targets]).to(losses.dtype)
+        inside = torch.stack([tg["valid"][t:end].cpu() for tg in targets]).to(losses.dtype)
         means = (losses * inside[:, None]).sum(2) / inside.sum(1).clamp_min(1)[:, None]
         return torch.where(means[:, F1] - means[:, F0] > self.threshold, F0, F1).long()
 
