@@ -233,8 +233,7 @@ def build_feature_cache(cfg: ExperimentConfig, checkpoint: str, root: str | None
     le = cfg.liteeval
     manifest = {
         "format": CACHE_FORMAT, "checkpoint": checkpoint, "key": key, "splits": splits, "num_classes": num_classes,
-        "steps": le.steps,
-        "coarse_dim": model.coarse.net.num_features, "fine_dim": model.fine.net.num_features,
+        "steps": le.steps, "coarse_dim": model.coarse.net.num_features, "fine_dim": model.fine.net.num_features,
         **step_macs(model, cfg), "extract_time_s": time.perf_counter() - t0,
     }
     _write_manifest(uri, manifest)
@@ -242,11 +241,8 @@ def build_feature_cache(cfg: ExperimentConfig, checkpoint: str, root: str | None
     return FeatureCache(uri, manifest)
 
 
-def load_split(uri: str, split: str) -> dict[str, np.ndarray]:
-    """One split of a cache as arrays ``{"id", "label", "coarse" (N, T, Dc), "fine",
-    "coarse_logits", "fine_logits"}``, in video order."""
-    import pyarrow.parquet as pq
-
+def _cache_manifest(uri: str) -> dict:
+    """The manifest of a cache this dynvid can read (present, of layout ``CACHE_FORMAT``)."""
     manifest = _read_manifest(uri)
     if manifest is None:
         raise FileNotFoundError(f"no feature cache at {uri} (missing {MANIFEST}): build it with build_feature_cache")
@@ -255,6 +251,16 @@ def load_split(uri: str, split: str) -> dict[str, np.ndarray]:
         raise ValueError(f"feature cache {uri} has layout {layout} (a folder per split); this "
                          f"dynvid reads layout {CACHE_FORMAT}: build it again (build_feature_cache, or a job "
                          "without liteeval.feature_cache)")
+    return manifest
+
+
+def load_split(uri: str, split: str, manifest: dict | None = None) -> dict[str, np.ndarray]:
+    """One split of a cache as arrays ``{"id", "label", "coarse" (N, T, Dc), "fine",
+    "coarse_logits", "fine_logits"}``, in video order. ``manifest``: the cache's, already
+    read and checked by ``_cache_manifest`` (default: read and checked here)."""
+    import pyarrow.parquet as pq
+
+    manifest = manifest or _cache_manifest(uri)
     if split not in manifest["splits"]:
         raise KeyError(f"feature cache {uri} has no split {split!r}; it has {', '.join(manifest['splits'])}")
     path, fs = _fs_path(uri)
@@ -276,8 +282,8 @@ class CachedFeatures(torch.utils.data.Dataset):
 
     def __init__(self, uri: str, split: str):
         self.uri, self.split = uri, split
-        self.manifest = _read_manifest(uri)
-        arrays = load_split(uri, split)
+        self.manifest = _cache_manifest(uri)
+        arrays = load_split(uri, split, self.manifest)
         self.coarse = torch.from_numpy(arrays["coarse"].copy())
         self.fine = torch.from_numpy(arrays["fine"].copy())
         self.labels = torch.from_numpy(arrays["label"].copy())
