@@ -21,6 +21,11 @@ asynchronous detector at τ = 9 over ``lfs.latency_videos`` val videos × 3, fra
 ``lfs.latency_fps`` (Sec. 3.5; one intra-op thread per inference thread; each video run's
 first frame left out).
 
+The detector and the policies are trained into ``train.storage_path``, a temporary folder
+unless ``--set`` names one: then a rerun finds each of them finished for the same experiment
+and reuses it (``engine.rl.train_policy``: a policy folder's record of its config, data and
+detector weights), so a benchmark stopped part way resumes after its last finished policy.
+
 Targets (issues "Looking Fast and Slow", "ANT and LFS fairness"): for each γ, the learned
 policies' mAP@0.5, averaged over the seeds, is at least the fixed policies' mAP at the same
 fraction of f0 runs (linear between the neighbouring τ; the best τ where two share a
@@ -137,7 +142,9 @@ def run(args: argparse.Namespace) -> int:
             seed = cfg.train.seed + k
             seeded = apply_overrides(cfg, [f"train.seed={seed}"] + (  # a named run: one policy folder per seed
                 [f"train.name={cfg.train.name}-seed{seed}"] if cfg.train.name else []))
-            policies = train_policies(seeded, "lfs", detector, "lfs.gamma", args.gamma, tmp, shared={"fixed": fixed})
+            # in the storage: one given with --set keeps the policies, and a rerun reuses the finished ones
+            policies = train_policies(seeded, "lfs", detector, "lfs.gamma", args.gamma, cfg.train.storage_path,
+                                      shared={"fixed": fixed})
             for m in policies["rows"]:
                 exported[(m["gamma"], seed)] = m["policy"]
                 rows.append({**m, "seed": seed, "policy": os.path.basename(m["policy"])})

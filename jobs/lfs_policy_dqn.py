@@ -16,7 +16,8 @@ and the exported policies are logged.
 
 ``--detector`` takes a checkpoint of ``jobs/lfs_interleaved.py`` (folder or s3:// URI);
 without it the job first runs that job's training with the same config (a finished run is
-found and reused, not retrained). Use a policy in evaluation with ``--set lfs.policy=FILE``.
+found and reused, not retrained; so is a policy the storage already holds for the same
+experiment: ``engine.rl.train_policy``). Use a policy in evaluation with ``--set lfs.policy=FILE``.
 """
 
 from __future__ import annotations

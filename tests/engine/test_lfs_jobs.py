@@ -60,7 +60,7 @@ def test_detector_job_report_and_registry(detector_job):
     assert result["registered"]["name"] == "lfs-mobilenet_v2-synthetic-detection"
 
 
-def test_policy_job_trains_exports_and_runs_without_rllib(detector_job, mlflow_server):
+def test_policy_job_trains_exports_and_runs_without_rllib(detector_job, mlflow_server, capsys):
     result, tmp = detector_job
     ckpt = result["checkpoints"]["interleaved"]
     out = tmp / "policy.json"
@@ -69,6 +69,18 @@ def test_policy_job_trains_exports_and_runs_without_rllib(detector_job, mlflow_s
     assert _job("lfs_policy_dqn").main(args) == 0
     saved = json.loads(out.read_text())
     (row,) = saved["learned"]
+    assert "lfs policy: DQN with γ=0.5" in capsys.readouterr().out
+    record = json.loads(Path(row["policy"]).with_name("policy_record.json").read_text())
+    assert record["identity"]["config"]["lfs"]["gamma"] == 0.5 and record["dqn"]["env_steps_sampled"] >= 100
+    # the same command again: the finished policy is evaluated, not trained again
+    written = Path(row["policy"]).stat().st_mtime_ns
+    assert _job("lfs_policy_dqn").main(args) == 0
+    shown = capsys.readouterr().out
+    assert "it is reused, nothing is trained" in shown and "lfs policy: DQN with" not in shown
+    (again,) = json.loads(out.read_text())["learned"]
+    assert Path(again["policy"]).stat().st_mtime_ns == written and again["policy"] == row["policy"]
+    assert again["dqn_env_steps"] == row["dqn_env_steps"]
+    assert again["val_AP50"] == pytest.approx(row["val_AP50"]) and again["val_f0_fraction"] == row["val_f0_fraction"]
     assert row["gamma"] == 0.5 and row["dqn_env_steps"] >= 100
     assert 0.0 <= row["val_f0_fraction"] <= 1.0 and 0.0 <= row["val_AP50"] <= 1.0
     assert row["AP50_gain_vs_fixed"] == pytest.approx(row["val_AP50"] - row["fixed_AP50_at_f0"])

@@ -17,7 +17,9 @@ import numpy as np
 import pytest
 import torch
 
-from dynvid.engine.rl import dqn_config, export_q_network, train_dqn
+from dynvid.config import ConfigError, ExperimentConfig, apply_overrides
+from dynvid.engine.identity import run_identity
+from dynvid.engine.rl import POLICY_FILE, POLICY_RECORD, _finished_policy, dqn_config, export_q_network, train_dqn
 from dynvid.methods.lfs.policy import EXPORT_FORMAT, greedy_action, load_policy, make_observation, observation_space
 
 S, G, H = 4, 2, 20
@@ -140,3 +142,29 @@ def test_export_matches_rl_module_and_needs_no_rllib(trained):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert torch.allclose(torch.tensor(json.loads(q_file.read_text())), q_rllib, atol=1e-5)
+
+
+def test_a_policy_folder_is_reused_only_for_its_own_experiment(tmp_path):
+    """``train_policy``'s reuse rule: a record and a policy file of the same identity (the
+    summary comes back), no record or no policy file (an interrupted run: train again), a
+    record of another experiment or a damaged one (refused, naming the setting or the file).
+    The whole reuse runs in ``tests/engine/test_lfs_jobs.py``."""
+    cfg = ExperimentConfig()
+    mine = run_identity(cfg, "lfs", init_from="sha256:aa").as_dict()
+    summary = {"final_return_mean": 3.5, "env_steps_sampled": 2000}
+    assert _finished_policy(str(tmp_path), mine) is None  # nothing trained yet
+    (tmp_path / POLICY_RECORD).write_text(json.dumps({"identity": mine, "dqn": summary}))
+    assert _finished_policy(str(tmp_path), mine) is None  # the record without its policy file
+    (tmp_path / POLICY_FILE).write_bytes(b"policy")
+    assert _finished_policy(str(tmp_path), mine) == summary
+    assert _finished_policy(str(tmp_path), run_identity(apply_overrides(cfg, ["train.name=other"]), "lfs",
+                                                        init_from="sha256:aa").as_dict()) == summary  # not identity
+    other = run_identity(apply_overrides(cfg, ["lfs.gamma=0.7"]), "lfs", init_from="sha256:aa").as_dict()
+    with pytest.raises(ConfigError, match=r"another experiment \(config\.lfs\.gamma: .* -> 0\.7\)"):
+        _finished_policy(str(tmp_path), other)
+    retrained = run_identity(cfg, "lfs", init_from="sha256:bb").as_dict()  # the detector's weights changed
+    with pytest.raises(ConfigError, match="init_from: sha256:aa -> sha256:bb"):
+        _finished_policy(str(tmp_path), retrained)
+    (tmp_path / POLICY_RECORD).write_text("{not json")
+    with pytest.raises(ConfigError, match=f"{POLICY_RECORD}: not a policy record"):
+        _finished_policy(str(tmp_path), mine)

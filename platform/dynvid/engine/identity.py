@@ -36,7 +36,8 @@ from typing import Any
 from dynvid.config import ConfigError, ExperimentConfig, identity_config, short_digest
 from dynvid.engine.storage import StorageError, download_dir, is_remote, upload_dir
 
-__all__ = ["IDENTITY_FILE", "RunIdentity", "claim_run", "dataset_identity", "differences", "run_identity"]
+__all__ = ["IDENTITY_FILE", "RunIdentity", "claim_run", "dataset_identity", "differences", "file_sha256",
+           "run_identity"]
 
 IDENTITY_FILE = "run_identity.json"
 _ANNOTATION_SUFFIXES = (".csv", ".txt", ".json", ".tsv", ".lst")
@@ -92,7 +93,7 @@ def dataset_identity(cfg: ExperimentConfig) -> dict:
             continue
         for path in sorted(folder.iterdir()):
             if path.is_file() and _is_annotation(path.name, splits):
-                files[path.relative_to(root).as_posix()] = f"sha256:{_file_sha256(path)}"
+                files[path.relative_to(root).as_posix()] = f"sha256:{file_sha256(path)}"
     return {"spec": spec, "annotations": files}
 
 
@@ -103,7 +104,8 @@ def _is_annotation(name: str, splits: tuple[str, ...]) -> bool:
     return suffix in _ANNOTATION_SUFFIXES and any(stem == s or stem.startswith(f"{s}_") for s in splits)
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's content, in hex (read in 1 MiB blocks)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

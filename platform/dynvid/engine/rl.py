@@ -11,7 +11,8 @@ and its arguments), the DQN settings, and the evaluation of an exported policy
    (:func:`dqn_config`: Double DQN, no dueling, prioritized episode replay, ε-greedy, the
    network as the RLModule's encoder + head, :mod:`dynvid.engine.rl_module`), trains
    (:func:`train_dqn`), exports the Q-network to a plain torch file
-   (:func:`export_q_network`, read back without Ray) and hands it to the Task's evaluation;
+   (:func:`export_q_network`, read back without Ray) and hands it to the Task's evaluation (a
+   policy its folder already holds for the same experiment is evaluated, not trained again);
 2. :func:`train_policies` does that once per value of a knob (LFS's speed reward γ), each in
    its own folder and MLflow run, sharing what the Task evaluates once per model.
 
@@ -24,17 +25,21 @@ local cluster).
 
 from __future__ import annotations
 
+import datetime
+import json
 import math
 import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from dynvid.atomic import atomic_torch_save
-from dynvid.config import ExperimentConfig, apply_overrides, to_dict
+from dynvid.atomic import atomic_torch_save, atomic_write_bytes
+from dynvid.config import ConfigError, ExperimentConfig, apply_overrides, to_dict
 from dynvid.engine import tracking
 from dynvid.engine.checkpoint import save_checkpoint
+from dynvid.engine.identity import differences, file_sha256, run_identity
 from dynvid.engine.registry import load_registered_with_config
 from dynvid.engine.storage import fetch_checkpoint, is_remote
 from dynvid.task import PolicyTask, get_task
@@ -42,7 +47,11 @@ from dynvid.task import PolicyTask, get_task
 if TYPE_CHECKING:  # pragma: no cover
     from ray.rllib.algorithms.dqn import DQNConfig
 
-__all__ = ["dqn_config", "export_q_network", "train_dqn", "train_policies", "train_policy"]
+__all__ = ["POLICY_FILE", "POLICY_RECORD", "dqn_config", "export_q_network", "train_dqn", "train_policies",
+           "train_policy"]
+
+POLICY_FILE = "policy.pt"
+POLICY_RECORD = "policy_record.json"
 
 
 def dqn_config(
@@ -235,6 +244,26 @@ def _local_model(task: PolicyTask, model: str, out_dir: str, tracking_uri: str |
     return str(fetch_checkpoint(model))
 
 
+def _finished_policy(out_dir: str, identity: dict) -> dict | None:
+    """The DQN summary recorded with the policy ``out_dir`` already holds for ``identity``;
+    None when it holds none (never trained, or stopped before its export). Raises ConfigError
+    when its policy was trained as another experiment (see :func:`train_policy`)."""
+    record_path = os.path.join(out_dir, POLICY_RECORD)
+    if not os.path.isfile(record_path):
+        return None
+    try:
+        record = json.loads(Path(record_path).read_text())
+        recorded, summary = record["identity"], record["dqn"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{record_path}: not a policy record ({exc}); delete it to train the policy again") from exc
+    changed = differences(recorded, identity)
+    if changed:
+        shown = "; ".join(changed[:4]) + (f"; and {len(changed) - 4} more" if len(changed) > 4 else "")
+        raise ConfigError(f"{out_dir} holds a policy trained as another experiment ({shown}): give this one "
+                          f"another train.name, or delete {record_path} to train it again")
+    return summary if os.path.isfile(os.path.join(out_dir, POLICY_FILE)) else None
+
+
 def train_policy(task: PolicyTask, cfg: ExperimentConfig, model: str, out_dir: str,
                  tracking_uri: str | None = None, progress: Callable[[str], Any] = print,
                  shared: dict | None = None) -> dict:
@@ -242,19 +271,38 @@ def train_policy(task: PolicyTask, cfg: ExperimentConfig, model: str, out_dir: s
     ``models:/NAME@ALIAS``), export it to ``out_dir/policy.pt`` and evaluate it
     (``task.evaluate_policy``); returns the evaluation's metrics plus ``policy`` (the file)
     and the DQN's ``dqn_final_return`` and ``dqn_env_steps``. ``shared`` is handed to every
-    evaluation of one :func:`train_policies` call (what the Task evaluates once per model)."""
+    evaluation of one :func:`train_policies` call (what the Task evaluates once per model).
+
+    A policy ``out_dir`` already holds for the same experiment is reused, not trained again:
+    the export writes ``out_dir/policy_record.json`` last, with the experiment's identity
+    (:func:`dynvid.engine.identity.run_identity`: the config but where results go, the
+    dataset, and the SHA-256 of the frozen model's weights) and the DQN's summary. A rerun
+    evaluates the recorded policy; an interrupted one (no record) trains from the start; a
+    record of another experiment under the same folder (a ``train.name`` reused) is refused,
+    naming the settings that differ."""
     from dynvid.engine.trainer import init_ray  # imports Ray Train: only where Ray work runs
 
     os.makedirs(out_dir, exist_ok=True)
     local = _local_model(task, model, out_dir, tracking_uri)
-    # env runners on other nodes read an s3:// model themselves; a local folder serves one node
-    spec = task.policy_spec(cfg, model if is_remote(model) else local, local)
-    init_ray()  # joins the running instance (a job's, a sweep trial's), if any
-    config = dqn_config(spec.env, spec.env_config, q_network=spec.q_network, q_kwargs=spec.q_kwargs, **spec.dqn)
-    progress(f"[dynvid] {task.name} policy: {spec.description}")
-    summary = train_dqn(config, spec.iterations, os.path.join(out_dir, "rllib"), progress=progress, label=spec.label)
-    path = export_q_network(summary["module_checkpoint"], os.path.join(out_dir, "policy.pt"),
-                            format=spec.export_format, metadata={"method": task.name, **spec.metadata})
+    identity = run_identity(cfg, task.name, init_from=f"sha256:{file_sha256(Path(local) / 'model.pt')}").as_dict()
+    path = os.path.join(os.path.abspath(out_dir), POLICY_FILE)
+    summary = _finished_policy(out_dir, identity)
+    if summary is not None:
+        progress(f"[dynvid] {task.name} policy: {path} was trained for this experiment "
+                 f"({summary['env_steps_sampled']} env steps); it is reused, nothing is trained")
+    else:
+        # env runners on other nodes read an s3:// model themselves; a local folder serves one node
+        spec = task.policy_spec(cfg, model if is_remote(model) else local, local)
+        init_ray()  # joins the running instance (a job's, a sweep trial's), if any
+        config = dqn_config(spec.env, spec.env_config, q_network=spec.q_network, q_kwargs=spec.q_kwargs, **spec.dqn)
+        progress(f"[dynvid] {task.name} policy: {spec.description}")
+        summary = train_dqn(config, spec.iterations, os.path.join(out_dir, "rllib"), progress=progress,
+                            label=spec.label)
+        export_q_network(summary["module_checkpoint"], path, format=spec.export_format,
+                         metadata={"method": task.name, **spec.metadata})
+        record = {"identity": identity, "dqn": summary,
+                  "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+        atomic_write_bytes(os.path.join(out_dir, POLICY_RECORD), json.dumps(record, indent=2, default=str).encode())
     metrics = task.evaluate_policy(cfg, local, path, out_dir, {**summary, "model": model},
                                    {} if shared is None else shared, progress)
     return {**metrics, "dqn_final_return": summary["final_return_mean"],
@@ -267,7 +315,9 @@ def train_policies(cfg: ExperimentConfig, method: str, model: str, knob: str, va
     ``out_root/<run name>-policy-<knob><value>`` and, when ``train.mlflow_tracking_uri`` is set,
     an MLflow run (params: the config, ``method``, ``stage=policy`` and ``frozen_model``, the
     checkpoint the policy was trained on) with its policy file and the evaluation's
-    ``artifacts``. ``shared`` (or a new dict) goes to every evaluation. Returns ``{"rows": [metrics of each value], "shared": shared}``."""
+    ``artifacts``. ``shared`` (or a new dict) goes to every evaluation. A policy already in
+    its folder for the same experiment is reused (:func:`train_policy`). Returns
+    ``{"rows": [metrics of each value], "shared": shared}``."""
 
     t = cfg.train
     uri = tracking.resolve_tracking_uri(t.mlflow_tracking_uri) if t.mlflow_tracking_uri else None
