@@ -51,6 +51,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dynvid.config import set_arguments
 from dynvid.tables import format_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -124,9 +125,7 @@ def command(check: Check, dry_run: bool, storage: Path, out: Path) -> list[str]:
     cmd = [sys.executable, str(JOBS_DIR / check.script), *(check.dry_args if dry_run else check.args), "--out", str(out)]
     if check.kind == "job":
         sets = (CPU if dry_run else GPU) + ["train.mlflow_tracking_uri=null", f"train.storage_path={storage}"]
-        sets += check.sets + (check.dry_sets if dry_run else [])
-        for item in sets:
-            cmd += ["--set", item]
+        cmd += set_arguments(sets + check.sets + (check.dry_sets if dry_run else []))
     return cmd
 
 

@@ -9,6 +9,7 @@ from dynvid.config import (
     from_dict,
     identity_config,
     load_config,
+    set_arguments,
     short_digest,
     to_dict,
 )
@@ -26,6 +27,15 @@ def test_overrides_typed():
     assert cfg.data.target_fps == 30.0 and isinstance(cfg.data.target_fps, float)
     assert cfg.train.name == "123"
     assert cfg.optim.grad_clip is None
+
+
+def test_set_arguments_reach_a_job_parser_in_order():
+    from dynvid.engine.jobs import bench_parser  # the jobs' shared parser (imports the engine)
+
+    items = ["data.batch_size=4", "train.name=a b", "lfs.taus=[1, 4]", "data.batch_size=8"]
+    args = bench_parser("test").parse_args(["--smoke-test", *set_arguments(items)])
+    assert args.overrides == items and args.smoke_test
+    assert apply_overrides(ExperimentConfig(), args.overrides).data.batch_size == 8  # the later one wins
 
 
 def test_unknown_key_lists_valid_ones():

@@ -49,6 +49,7 @@ __all__ = [
     "preset_job_config",
     "read_yaml",
     "apply_overrides",
+    "set_arguments",
 ]
 
 T = TypeVar("T")
@@ -519,6 +520,12 @@ def _deep_merge(base: dict, update: dict) -> dict:
         else:
             out[key] = value
     return out
+
+
+def set_arguments(overrides: list[str]) -> list[str]:
+    """The command-line arguments of a job that apply ``overrides`` (``a.b.c=value`` strings,
+    :func:`apply_overrides`): ``["--set", item]`` for each, in order."""
+    return [arg for item in overrides for arg in ("--set", item)]
 
 
 def apply_overrides(cfg: T, overrides: list[str]) -> T:

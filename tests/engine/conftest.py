@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from dynvid.config import set_arguments
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "infra" / "local"))
 import stack  # noqa: E402  (infra/local/stack.py)
 
@@ -127,10 +129,8 @@ def vared_main_job(ray_cluster, mlflow_server, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("vared-main-job")
     out = root / "result.json"
-    args = ["--smoke-test", "--out", str(out), "--set", f"train.storage_path={root}/runs"]
-    for item in TINY:
-        args += ["--set", item]
-    args += ["--tracking-uri", mlflow_server]
+    args = ["--smoke-test", "--out", str(out), "--set", f"train.storage_path={root}/runs", *set_arguments(TINY),
+            "--tracking-uri", mlflow_server]
     assert vared_kinetics.main(args) == 0
     return json.loads(out.read_text()), f"{root}/runs"
 

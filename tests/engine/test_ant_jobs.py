@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from dynvid.config import set_arguments
 from dynvid.engine.sweep_spec import spec_from_dict
 
 REPO = Path(__file__).resolve().parents[2]
@@ -24,10 +25,7 @@ def _job(name: str):
 
 
 def _args(*extra: str) -> list[str]:
-    out = list(extra)
-    for item in TINY:
-        out += ["--set", item]
-    return out
+    return [*extra, *set_arguments(TINY)]
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from dynvid.config import set_arguments
 from dynvid.engine.sweep_spec import spec_from_dict
 from dynvid.methods.lfs.policy import QNetwork, load_policy
 
@@ -23,10 +24,7 @@ def _job(name: str):
 
 
 def _args(*extra: str) -> list[str]:
-    out = list(extra)
-    for item in TINY:
-        out += ["--set", item]
-    return out
+    return [*extra, *set_arguments(TINY)]
 
 
 @pytest.fixture(scope="module")

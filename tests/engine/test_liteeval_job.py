@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dynvid.config import ExperimentConfig, apply_overrides
+from dynvid.config import ExperimentConfig, apply_overrides, set_arguments
 from dynvid.data.datasets import build_clip_dataset
 from dynvid.engine.checkpoint import load_checkpoint
 from dynvid.engine.storage import fetch_checkpoint
@@ -31,9 +31,7 @@ def liteeval_job(ray_cluster, s3_server, mlflow_server, tmp_path_factory):
     out = tmp / "result.json"
     storage = s3_server.uri("liteeval-job")
     args = ["--smoke-test", "--out", str(out), "--tracking-uri", mlflow_server,
-            "--set", f"train.storage_path={storage}", "--set", "train.name=smoke-liteeval"]
-    for item in TINY:
-        args += ["--set", item]
+            "--set", f"train.storage_path={storage}", "--set", "train.name=smoke-liteeval", *set_arguments(TINY)]
     assert liteeval.main(args) == 0
     cfg = apply_overrides(ExperimentConfig(), EMBEDDED + SMOKE + TINY + [f"train.storage_path={storage}"])
     return json.loads(out.read_text()), cfg, s3_server

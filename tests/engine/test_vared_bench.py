@@ -9,6 +9,8 @@ import json
 
 import pytest
 
+from dynvid.config import set_arguments
+
 
 @pytest.mark.slow
 def test_bench_vared_smoke(vared_main_job, tmp_path, capsys):
@@ -20,9 +22,8 @@ def test_bench_vared_smoke(vared_main_job, tmp_path, capsys):
     job, storage = vared_main_job
     capsys.readouterr()
     out = tmp_path / "bench.json"
-    args = ["--smoke-test", "--out", str(out), "--eval-clips", "20", "--set", f"train.storage_path={storage}"]
-    for item in TINY:
-        args += ["--set", item]
+    args = ["--smoke-test", "--out", str(out), "--eval-clips", "20", "--set", f"train.storage_path={storage}",
+            *set_arguments(TINY)]
     assert bench_vared.main(args) == 0
     printed = capsys.readouterr().out
     for stage in ("base", "dynamic", "finetune"):
