@@ -102,7 +102,9 @@ def horizon_losses(model: InterleavedDetector, x0: torch.Tensor, x1: torch.Tenso
     ``t``), then f1 on frames ``t + 1 … t + K − 1`` from what the detector keeps after it
     (under ``skip_f1_update`` f1 does not write the state, so f0's branch reads the refreshed
     state and f1's the old one throughout). The f1 continuation is a counterfactual: the
-    policy may run f0 again inside the horizon.
+    policy may run f0 again inside the horizon. Under ``skip_f1_update`` the frames after
+    ``t`` share their branch's state, so they run as one batch: two memory and head passes
+    whatever ``K`` (the ablation runs the ``K`` passes in order).
 
     Args:
         x0: ``(B, …)`` f0's features of frame ``t`` (``model.extract``; they do not depend on the state).
@@ -117,26 +119,39 @@ def horizon_losses(model: InterleavedDetector, x0: torch.Tensor, x1: torch.Tenso
     if K < 1 or len(x0) != B:
         raise ValueError(f"horizon_losses needs f0 features of the B={B} videos' frame and f1 features of K >= 1 "
                          f"frames, got {tuple(x0.shape)} and {tuple(x1.shape)}")
-    both = tuple(torch.cat([s, s]) for s in state)
-    x = torch.cat([x0, x1[:, 0]])
     losses = torch.zeros(B, 2, K, dtype=torch.float64)
-    candidate = None
-    for k in range(K):
-        out, new = model.memory(x, both)
-        if k == 0:
-            candidate = new
-        if not model.skip_f1_update:  # the ablation: f1 writes the state too
-            both = new
-        elif k == 0:  # f0's branch carries the state f0 wrote, f1's the state before it
-            both = tuple(torch.cat([n[:B], s]) for n, s in zip(new, state))
-        cls_logits, box_codes, sizes = model.head(out)
-        anchors = model.anchors(sizes, cls_logits.device)
-        cls, loc = detection_loss_batched(cls_logits, box_codes, anchors, [boxes[b][k] for b in range(B)] * 2,
-                                          [labels[b][k] for b in range(B)] * 2, focal=focal)
-        losses[:, :, k] = (cls + loc).double().cpu().view(2, B).t()
-        if k + 1 < K:
-            x = torch.cat([x1[:, k + 1], x1[:, k + 1]])
+    out, candidate = model.memory(torch.cat([x0, x1[:, 0]]), tuple(torch.cat([s, s]) for s in state))
+    losses[:, :, 0] = _row_losses(model, out, [boxes[b][0] for b in range(B)] * 2,
+                                  [labels[b][0] for b in range(B)] * 2, focal).view(2, B).t()
+    if K == 1:
+        return losses, candidate
+    if model.skip_f1_update:
+        # f1 does not write the state: after frame t each branch reads one state throughout (f0's
+        # branch the state f0 wrote, f1's the state before t), so the K − 1 frames after t are
+        # independent and run as one batch. Rows: frame t + k (k ≥ 1), then branch, then video.
+        kept = tuple(torch.cat([n[:B], s]) for n, s in zip(candidate, state))
+        x = x1[:, 1:].transpose(0, 1)
+        x = torch.cat([x, x], 1).flatten(0, 1)
+        out, _ = model.memory(x, tuple(s.repeat(K - 1, *[1] * (s.dim() - 1)) for s in kept))
+        frames = [(b, k) for k in range(1, K) for _ in range(2) for b in range(B)]
+        rows = _row_losses(model, out, [boxes[b][k] for b, k in frames], [labels[b][k] for b, k in frames], focal)
+        losses[:, :, 1:] = rows.view(K - 1, 2, B).permute(2, 1, 0)
+        return losses, candidate
+    both = candidate  # the ablation: f1 writes the state too, so the frames after t run in order
+    for k in range(1, K):
+        out, both = model.memory(torch.cat([x1[:, k], x1[:, k]]), both)
+        losses[:, :, k] = _row_losses(model, out, [boxes[b][k] for b in range(B)] * 2,
+                                      [labels[b][k] for b in range(B)] * 2, focal).view(2, B).t()
     return losses, candidate
+
+
+def _row_losses(model: InterleavedDetector, out: torch.Tensor, boxes: list, labels: list, focal: bool) -> torch.Tensor:
+    """Each row's detection loss (classification + box, as Eq. 2's ``L``) of the memory output
+    ``out`` against row ``r``'s ``boxes[r]``, ``labels[r]``, on the host in float64."""
+    cls_logits, box_codes, sizes = model.head(out)
+    anchors = model.anchors(sizes, cls_logits.device)
+    cls, loc = detection_loss_batched(cls_logits, box_codes, anchors, boxes, labels, focal=focal)
+    return (cls + loc).double().cpu()
 
 
 class OraclePolicy:
