@@ -147,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
                                       shared={"fixed": fixed})
             for m in policies["rows"]:
                 exported[(m["gamma"], seed)] = m["policy"]
-                rows.append({**m, "seed": seed, "policy": os.path.basename(m["policy"])})
+                rows.append({**m, "seed": seed, "policy": os.path.relpath(m["policy"], cfg.train.storage_path)})
         triggers = list(zip(fit_triggers(model, cfg, args.trigger, args.trigger_tau), args.trigger)) \
             if args.trigger else []
         # the learned, trigger and oracle policies on every val frame, keeping per-video records as the fixed ones did

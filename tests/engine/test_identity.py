@@ -9,7 +9,7 @@ import pytest
 from dynvid.config import ConfigError, ExperimentConfig, apply_overrides
 from dynvid.data.synth_writer import write_synthetic
 from dynvid.data.synthetic import SceneConfig
-from dynvid.engine.identity import IDENTITY_FILE, differences, run_identity
+from dynvid.engine.identity import IDENTITY_FILE, dataset_identity, differences, run_identity
 from dynvid.engine.preflight import prepare_run
 
 SMALL = ["data.synthetic_train_videos=8", "data.synthetic_val_videos=4", "data.batch_size=2",
@@ -64,6 +64,19 @@ def test_other_data_is_another_run(kinetics_folder, tmp_path):
     assert edited.identity.dataset["annotations"]["train.csv"] != b.identity.dataset["annotations"]["train.csv"]
     assert edited.identity.dataset["annotations"]["val.csv"] == b.identity.dataset["annotations"]["val.csv"]
     assert prepare_run(config(tmp_path, f"data.dataset=kinetics:{copy}"), "static").run_name == edited.run_name
+
+
+def test_every_split_covers_the_annotations_of_splits_beyond_train_and_val(kinetics_folder, tmp_path):
+    copy = shutil.copytree(kinetics_folder, tmp_path / "k400")
+    cfg = config(tmp_path, f"data.dataset=kinetics:{copy}")
+    (copy / "test.csv").write_text((copy / "val.csv").read_text())  # a third split, as LFS's policy reads
+    before = dataset_identity(cfg, every_split=True)
+    assert "test.csv" in before["annotations"] and "test.csv" not in dataset_identity(cfg)["annotations"]
+    (copy / "test.csv").write_text((copy / "val.csv").read_text().splitlines()[0] + "\n")
+    after = dataset_identity(cfg, every_split=True)
+    assert after["annotations"]["test.csv"] != before["annotations"]["test.csv"]
+    assert {k: v for k, v in after["annotations"].items() if k != "test.csv"} == \
+        {k: v for k, v in before["annotations"].items() if k != "test.csv"}
 
 
 def test_a_trailing_slash_names_the_same_run(kinetics_folder, tmp_path):

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from dynvid.config import set_arguments
+from dynvid.engine.identity import file_sha256
 from dynvid.engine.sweep_spec import spec_from_dict
 from dynvid.methods.lfs.policy import QNetwork, load_policy
 
@@ -70,13 +71,14 @@ def test_policy_job_trains_exports_and_runs_without_rllib(detector_job, mlflow_s
     assert "lfs policy: DQN with γ=0.5" in capsys.readouterr().out
     record = json.loads(Path(row["policy"]).with_name("policy_record.json").read_text())
     assert record["identity"]["config"]["lfs"]["gamma"] == 0.5 and record["dqn"]["env_steps_sampled"] >= 100
+    assert record["identity"]["init_from"] == f"sha256:{file_sha256(Path(ckpt) / 'model.pt')}"  # the weights
     # the same command again: the finished policy is evaluated, not trained again
     written = Path(row["policy"]).stat().st_mtime_ns
     assert _job("lfs_policy_dqn").main(args) == 0
     shown = capsys.readouterr().out
     assert "it is reused, nothing is trained" in shown and "lfs policy: DQN with" not in shown
     (again,) = json.loads(out.read_text())["learned"]
-    assert Path(again["policy"]).stat().st_mtime_ns == written and again["policy"] == row["policy"]
+    assert Path(again["policy"]).stat().st_mtime_ns == written
     assert again["dqn_env_steps"] == row["dqn_env_steps"]
     assert again["val_AP50"] == pytest.approx(row["val_AP50"]) and again["val_f0_fraction"] == row["val_f0_fraction"]
     assert row["gamma"] == 0.5 and row["dqn_env_steps"] >= 100

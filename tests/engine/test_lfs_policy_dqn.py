@@ -5,6 +5,7 @@ matches the RLModule."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import pickle
 import subprocess
@@ -19,8 +20,18 @@ import torch
 
 from dynvid.config import ConfigError, ExperimentConfig, apply_overrides
 from dynvid.engine.identity import run_identity
-from dynvid.engine.rl import POLICY_FILE, POLICY_RECORD, _finished_policy, dqn_config, export_q_network, train_dqn
+from dynvid.engine.rl import (
+    POLICY_FILE,
+    POLICY_RECORD,
+    _finished_policy,
+    dqn_config,
+    export_q_network,
+    policy_folder,
+    policy_identity,
+    train_dqn,
+)
 from dynvid.methods.lfs.policy import EXPORT_FORMAT, greedy_action, load_policy, make_observation, observation_space
+from dynvid.task import get_task
 
 S, G, H = 4, 2, 20
 EPISODE = 10
@@ -168,3 +179,25 @@ def test_a_policy_folder_is_reused_only_for_its_own_experiment(tmp_path):
     (tmp_path / POLICY_RECORD).write_text("{not json")
     with pytest.raises(ConfigError, match=f"{POLICY_RECORD}: not a policy record"):
         _finished_policy(str(tmp_path), mine)
+
+
+def test_a_policy_folder_is_named_by_the_whole_identity(tmp_path):
+    """Without ``train.name`` another detector (its weights), config or value is another
+    folder, so a rerun on a retrained detector trains anew instead of being refused; with a
+    name the folder is the name's, and the record guards it."""
+    cfg = ExperimentConfig()
+    task = get_task("lfs", cfg)
+    a, b = tmp_path / "a", tmp_path / "b"
+    for folder, weights in ((a, b"weights a"), (b, b"weights b")):
+        folder.mkdir()
+        (folder / "model.pt").write_bytes(weights)
+    identity = policy_identity(task, cfg, str(a))
+    assert identity.init_from == f"sha256:{hashlib.sha256(b'weights a').hexdigest()}"
+    name = policy_folder(task, cfg, "lfs.gamma", 0.5, str(a))
+    assert name.endswith(f"_h{identity.digest}-policy-gamma0.5")
+    assert policy_folder(task, cfg, "lfs.gamma", 0.5, str(b)) != name
+    assert policy_folder(task, apply_overrides(cfg, ["lfs.dqn_lr=0.01"]), "lfs.gamma", 0.5, str(a)) != name
+    assert policy_folder(task, cfg, "lfs.gamma", 0.5, str(a)) == name  # the same experiment, the same folder
+    named = apply_overrides(cfg, ["train.name=mine"])
+    assert policy_folder(task, named, "lfs.gamma", 0.5, str(a)) == policy_folder(task, named, "lfs.gamma", 0.5,
+                                                                                  str(b)) == "mine-policy-gamma0.5"

@@ -73,14 +73,16 @@ def dataset_spec_path(spec: str) -> tuple[str, str | None]:
     return kind, (None if kind == "synthetic" else arg)
 
 
-def dataset_identity(cfg: ExperimentConfig) -> dict:
+def dataset_identity(cfg: ExperimentConfig, every_split: bool = False) -> dict:
     """``{"spec": ..., "annotations": {relative path: "sha256:…"}}`` of the dataset of ``cfg``
     (its spec already resolved: :func:`dynvid.engine.preflight.resolve_local_paths`).
 
     The annotations are the files, in the dataset folder and its ``annotations/`` folder,
     named after the train or val split (``train.csv``, ``val_list.txt``, ``train_videos.txt``,
-    ``annotations/val.json``) or ``classes.txt``, hashed by content. Synthetic data is
-    identified by its spec (its settings are in the config), an S3 dataset by its URI."""
+    ``annotations/val.json``) or ``classes.txt``, hashed by content; with ``every_split`` every
+    annotation file there, whatever its split (a policy's environment may read a third one,
+    e.g. LFS's ``lfs.policy_split``). Synthetic data is identified by its spec (its settings
+    are in the config), an S3 dataset by its URI."""
     spec = cfg.data.dataset
     _, location = dataset_spec_path(spec)
     if location is None or is_remote(location):
@@ -92,7 +94,8 @@ def dataset_identity(cfg: ExperimentConfig) -> dict:
         if not folder.is_dir():
             continue
         for path in sorted(folder.iterdir()):
-            if path.is_file() and _is_annotation(path.name, splits):
+            if path.is_file() and (_is_annotation(path.name, splits) or
+                                   (every_split and path.suffix in _ANNOTATION_SUFFIXES)):
                 files[path.relative_to(root).as_posix()] = f"sha256:{file_sha256(path)}"
     return {"spec": spec, "annotations": files}
 

@@ -36,10 +36,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from dynvid.atomic import atomic_torch_save, atomic_write_bytes
-from dynvid.config import ConfigError, ExperimentConfig, apply_overrides, to_dict
+from dynvid.config import ConfigError, ExperimentConfig, apply_overrides, identity_config, to_dict
 from dynvid.engine import tracking
 from dynvid.engine.checkpoint import save_checkpoint
-from dynvid.engine.identity import differences, file_sha256, run_identity
+from dynvid.engine.identity import RunIdentity, dataset_identity, differences, file_sha256
 from dynvid.engine.registry import load_registered_with_config
 from dynvid.engine.storage import fetch_checkpoint, is_remote
 from dynvid.task import PolicyTask, get_task
@@ -47,8 +47,8 @@ from dynvid.task import PolicyTask, get_task
 if TYPE_CHECKING:  # pragma: no cover
     from ray.rllib.algorithms.dqn import DQNConfig
 
-__all__ = ["POLICY_FILE", "POLICY_RECORD", "dqn_config", "export_q_network", "train_dqn", "train_policies",
-           "train_policy"]
+__all__ = ["POLICY_FILE", "POLICY_RECORD", "dqn_config", "export_q_network", "policy_folder", "policy_identity",
+           "train_dqn", "train_policies", "train_policy"]
 
 POLICY_FILE = "policy.pt"
 POLICY_RECORD = "policy_record.json"
@@ -253,7 +253,10 @@ def _finished_policy(out_dir: str, identity: dict) -> dict | None:
         return None
     try:
         record = json.loads(Path(record_path).read_text())
-        recorded, summary = record["identity"], record["dqn"]
+        recorded, summary = dict(record["identity"]), dict(record["dqn"])
+        missing = {"final_return_mean", "env_steps_sampled"} - set(summary)  # what a reuse returns
+        if missing:
+            raise KeyError(f"dqn lacks {sorted(missing)}")
     except (ValueError, KeyError, TypeError) as exc:
         raise ConfigError(f"{record_path}: not a policy record ({exc}); delete it to train the policy again") from exc
     changed = differences(recorded, identity)
@@ -264,9 +267,20 @@ def _finished_policy(out_dir: str, identity: dict) -> dict | None:
     return summary if os.path.isfile(os.path.join(out_dir, POLICY_FILE)) else None
 
 
+def policy_identity(task: PolicyTask, cfg: ExperimentConfig, local: str) -> RunIdentity:
+    """The identity of training ``task``'s policy with ``cfg`` on the frozen model checkpoint
+    folder ``local``: the config but where results go and the compute settings
+    (:data:`dynvid.config.NOT_IN_RUN_IDENTITY`), the dataset's spec and every annotation file
+    (the environment may read a split other than train and val), and the SHA-256 of the
+    model's weights (``model.pt``): the same weights give the same identity whether they came
+    from a folder, ``s3://`` or the registry."""
+    return RunIdentity(method=task.name, config=identity_config(cfg), dataset=dataset_identity(cfg, every_split=True),
+                       init_from=f"sha256:{file_sha256(Path(local) / 'model.pt')}")
+
+
 def train_policy(task: PolicyTask, cfg: ExperimentConfig, model: str, out_dir: str,
                  tracking_uri: str | None = None, progress: Callable[[str], Any] = print,
-                 shared: dict | None = None) -> dict:
+                 shared: dict | None = None, local: str | None = None) -> dict:
     """Train ``task``'s policy on the frozen ``model`` (a checkpoint folder, ``s3://`` URI or
     ``models:/NAME@ALIAS``), export it to ``out_dir/policy.pt`` and evaluate it
     (``task.evaluate_policy``); returns the evaluation's metrics plus ``policy`` (the file)
@@ -275,16 +289,16 @@ def train_policy(task: PolicyTask, cfg: ExperimentConfig, model: str, out_dir: s
 
     A policy ``out_dir`` already holds for the same experiment is reused, not trained again:
     the export writes ``out_dir/policy_record.json`` last, with the experiment's identity
-    (:func:`dynvid.engine.identity.run_identity`: the config but where results go, the
-    dataset, and the SHA-256 of the frozen model's weights) and the DQN's summary. A rerun
-    evaluates the recorded policy; an interrupted one (no record) trains from the start; a
-    record of another experiment under the same folder (a ``train.name`` reused) is refused,
-    naming the settings that differ."""
+    (:func:`policy_identity`) and the DQN's summary. A rerun evaluates the recorded policy; an
+    interrupted one (no record) trains from the start; a record of another experiment in the
+    folder (a ``train.name`` reused: a derived name holds the identity's digest) is refused,
+    naming the settings that differ. ``local``: ``model`` as a local checkpoint folder, when
+    the caller has it already (by default resolved here)."""
     from dynvid.engine.trainer import init_ray  # imports Ray Train: only where Ray work runs
 
     os.makedirs(out_dir, exist_ok=True)
-    local = _local_model(task, model, out_dir, tracking_uri)
-    identity = run_identity(cfg, task.name, init_from=f"sha256:{file_sha256(Path(local) / 'model.pt')}").as_dict()
+    local = local or _local_model(task, model, out_dir, tracking_uri)
+    identity = policy_identity(task, cfg, local).as_dict()
     path = os.path.join(os.path.abspath(out_dir), POLICY_FILE)
     summary = _finished_policy(out_dir, identity)
     if summary is not None:
@@ -309,6 +323,15 @@ def train_policy(task: PolicyTask, cfg: ExperimentConfig, model: str, out_dir: s
             "dqn_env_steps": float(summary["env_steps_sampled"]), "policy": path}
 
 
+def policy_folder(task: PolicyTask, cfg: ExperimentConfig, knob: str, value: Any, local: str) -> str:
+    """The folder name of the policy :func:`train_policies` trains for ``knob=value`` on the
+    model folder ``local``: ``<run name>-policy-<knob><value>``, the run name ``train.name`` or
+    derived from the policy's identity (:func:`policy_identity`), so another config, dataset
+    or model gets another folder."""
+    run = cfg.run_name(task.name, policy_identity(task, cfg, local).digest, label=task.run_label(cfg))
+    return f"{run}-policy-{knob.split('.')[-1]}{value:g}"
+
+
 def train_policies(cfg: ExperimentConfig, method: str, model: str, knob: str, values: Sequence[Any], out_root: str,
                    progress: Callable[[str], Any] = print, shared: dict | None = None) -> dict:
     """One policy per value of ``knob`` (e.g. ``lfs.gamma``) on ``model``, each in
@@ -323,14 +346,16 @@ def train_policies(cfg: ExperimentConfig, method: str, model: str, knob: str, va
     uri = tracking.resolve_tracking_uri(t.mlflow_tracking_uri) if t.mlflow_tracking_uri else None
     shared = {} if shared is None else shared
     rows = []
+    local = None
     for value in values:
         v_cfg = apply_overrides(cfg, [f"{knob}={value}"])
         task = get_task(method, v_cfg)
         if not isinstance(task, PolicyTask):
             raise ValueError(f"method {method!r} trains no policy (its Task is not a PolicyTask)")
-        name = f"{v_cfg.run_name(method, label=task.run_label(v_cfg))}-policy-{knob.split('.')[-1]}{value:g}"
+        local = local or _local_model(task, model, out_root, uri)  # once: every value trains on it
+        name = policy_folder(task, v_cfg, knob, value, local)
         out_dir = os.path.join(out_root, name)
-        metrics = train_policy(task, v_cfg, model, out_dir, uri, progress, shared)
+        metrics = train_policy(task, v_cfg, model, out_dir, uri, progress, shared, local=local)
         artifacts = metrics.pop("artifacts", [])
         rows.append(metrics)
         if uri:
