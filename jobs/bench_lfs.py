@@ -21,6 +21,9 @@ asynchronous detector at τ = 9 over ``lfs.latency_videos`` val videos × 3, fra
 ``lfs.latency_fps`` (Sec. 3.5; one intra-op thread per inference thread; each video run's
 first frame left out).
 
+With ``--set lfs.min_f0_gap=m`` the policies train and run with f0 refused on the m − 1
+frames after each f0 run (ours; the fixed, oracle and trigger rows are unchanged).
+
 The detector and the policies are trained into ``train.storage_path``, a temporary folder
 unless ``--set`` names one: then a rerun finds each of them finished for the same experiment
 and reuses it (``engine.rl.train_policy``: a policy folder's record of its config, data and
@@ -152,7 +155,8 @@ def run(args: argparse.Namespace) -> int:
             if args.trigger else []
         # the learned, trigger and oracle policies on every val frame, keeping per-video records as the fixed ones did
         thresholds = sorted(set(args.oracle) | set(args.gamma))
-        learned = {key: LearnedPolicy(load_policy(path), name=learned_name(*key)) for key, path in exported.items()}
+        learned = {key: LearnedPolicy(load_policy(path), name=learned_name(*key), min_gap=c.min_f0_gap)
+                   for key, path in exported.items()}
         oracles = [OraclePolicy(th, focal=c.focal, horizon=c.reward_horizon) for th in thresholds]
         print(f"\n[bench_lfs] learned, {len(triggers)} trigger and {len(oracles)} oracle policies on every val frame, "
               "per video", flush=True)

@@ -152,6 +152,39 @@ def test_learned_policy_runs_inside_the_detector_without_rllib(env_parts):
     assert len(dets) == 2 and len(dets[0]) == 10
 
 
+def test_min_f0_gap_refuses_f0_too_soon_after_f0_in_the_env_and_in_the_learned_policy(env_parts):
+    """lfs.min_f0_gap = 3: an f0 chosen one or two frames after the last f0 run runs (and is
+    rewarded) as f1; three frames after, f0 runs. The learned policy at inference obeys the
+    same rule."""
+    model, videos = env_parts
+    gap = InterleavingEnv({"detector": model, "videos": videos, "gamma": 0.25, "episode_len": 8, "min_f0_gap": 3})
+    plain = InterleavingEnv({"detector": model, "videos": videos, "gamma": 0.25, "episode_len": 8})
+    for env in (gap, plain):
+        env.reset(options={"video": 1, "start": 0})  # f0 on frame 0
+    for t, (choice, runs) in enumerate([(F0, F1), (F0, F1), (F0, F0), (F1, F1), (F0, F1), (F1, F1), (F0, F0)], 1):
+        _, reward, _, _, info = gap.step(choice)
+        _, expected, _, _, plain_info = plain.step(runs)  # what ran, without the rule
+        assert info["refused"] == (choice != runs) and info["f0"] == (runs == F0), t
+        assert reward == pytest.approx(expected, abs=1e-6) and info["loss_f1"] == pytest.approx(plain_info["loss_f1"])
+        assert torch.equal(gap._kept[0], plain._kept[0]), t
+    assert gap.actions == [F0, F1, F1, F0, F1, F1, F1, F0]  # the history shows what ran
+    with pytest.raises(ValueError, match=r"min_f0_gap'\] must be >= 1"):
+        InterleavingEnv({"detector": model, "videos": videos, "min_f0_gap": 0})
+
+    qnet = QNetwork(state_channels=8, grid=2, history=20)
+    with torch.no_grad():  # a Q-network that always prefers f0
+        for p in qnet.parameters():
+            p.zero_()
+        qnet.head.bias.copy_(torch.tensor([1.0, 0.0]))
+    frames = torch.stack([videos[0][0], videos[1][0]])
+    _, actions = run_videos(model, frames, LearnedPolicy(qnet, history=20, min_gap=3))
+    assert actions.tolist() == [[0, 1, 1, 0, 1, 1, 0, 1, 1, 0]] * 2
+    _, actions = run_videos(model, frames, LearnedPolicy(qnet, history=20))
+    assert actions.eq(F0).all()  # no gap: the paper's policy
+    with pytest.raises(ValueError, match="min_gap must be >= 1"):
+        LearnedPolicy(qnet, min_gap=0)
+
+
 def test_policy_env_reads_the_held_out_split(tmp_path):
     """lfs.policy_split and lfs.reward reach the env runners: their videos are the held-out
     split's, which share no video with the detector's training split."""

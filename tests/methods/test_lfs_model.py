@@ -262,6 +262,8 @@ def test_task_config_errors():
         _task("lfs.reward=map")
     with pytest.raises(ValueError, match=r"lfs.reward_horizon must be >= 1 frame \(1: Eq. 2\), got 0"):
         _task("lfs.reward_horizon=0")
+    with pytest.raises(ValueError, match=r"lfs.min_f0_gap must be >= 1 frame \(1: no gap, the paper's policy\), got 0"):
+        _task("lfs.min_f0_gap=0")
     with pytest.raises(ValueError, match="policy_split='holdout'.*train, val, test"):
         _task("lfs.policy_split=holdout")
     with pytest.raises(ValueError, match="dqn_training_intensity"):

@@ -107,7 +107,8 @@ def policy_spec(task, cfg: ExperimentConfig, detector: str, local: str) -> Polic
     c = cfg.lfs
     model = load_detector_model(task, cfg, local)
     env_config = {"checkpoint": detector, "experiment": to_dict(cfg), "gamma": c.gamma, "reward": c.reward,
-                  "horizon": c.reward_horizon, "episode_len": c.episode_len, "history": c.history,
+                  "horizon": c.reward_horizon, "min_f0_gap": c.min_f0_gap, "episode_len": c.episode_len,
+                  "history": c.history,
                   "num_videos": c.policy_videos, "cache_size": c.policy_videos or 64,
                   "split": c.policy_split or cfg.data.train_split, "seed": cfg.train.seed}
     dqn = dict(num_env_runners=c.dqn_env_runners, num_cpus_per_env_runner=c.dqn_cpus_per_runner,
@@ -122,9 +123,10 @@ def policy_spec(task, cfg: ExperimentConfig, detector: str, local: str) -> Polic
         q_kwargs=dict(state_channels=model.memory.state_channels, grid=model.grid, history=c.history),
         dqn=dqn, iterations=c.dqn_iterations, export_format=EXPORT_FORMAT, label="lfs-dqn",
         metadata={"paper": "Looking Fast and Slow (Liu et al., 2019), Sec. 3.4", "gamma": c.gamma, "reward": c.reward,
-                  "reward_horizon": c.reward_horizon},
+                  "reward_horizon": c.reward_horizon, "min_f0_gap": c.min_f0_gap},
         description=(f"DQN with γ={c.gamma:g} ({c.reward} reward"
-                     f"{f', horizon {c.reward_horizon}' if c.reward_horizon > 1 else ''}) on {local}, "
+                     f"{f', horizon {c.reward_horizon}' if c.reward_horizon > 1 else ''}"
+                     f"{f', f0 at least {c.min_f0_gap} frames apart' if c.min_f0_gap > 1 else ''}) on {local}, "
                      f"{c.dqn_iterations} iterations × ≥{c.dqn_steps_per_iteration} env steps, "
                      f"{c.dqn_env_runners} env runners"))
 
@@ -144,7 +146,7 @@ def evaluate_policy(task, cfg: ExperimentConfig, detector: str, policy: str, out
     model, val = load_detector(task, cfg, detector)
     loader = torch.utils.data.DataLoader(val, batch_size=max(1, cfg.data.batch_size), collate_fn=val.collate_fn)
     post = dict(score_threshold=c.score_threshold, nms_iou=c.nms_iou, max_detections=c.max_detections)
-    learned = LearnedPolicy(load_policy(policy), name=f"learned γ={c.gamma:g}")
+    learned = LearnedPolicy(load_policy(policy), name=f"learned γ={c.gamma:g}", min_gap=c.min_f0_gap)
     fixed = shared.get("fixed")
     rows = evaluate_policies(model, loader, task.val_gt, [learned] + ([] if fixed else fixed_policies(c.taus)), **post)
     if not fixed:

@@ -96,8 +96,16 @@ class LFSConfig:
     the reward by branch ``i``'s mean loss over the frame and the ``H − 1`` frames after it,
     each branch carried on with f1 from the state it leaves (``evaluation.horizon_losses``), so
     a refresh is credited with what it buys on the frames after it; the benchmark's oracle
-    looks as far. 1: the paper's Eq. 2, one frame. Each env step then runs the memory and
-    head ``H`` times."""
+    looks as far. 1: the paper's Eq. 2, one frame. Under ``skip_f1_update`` each env step
+    runs the memory and head twice whatever ``H`` (the frames after the choice are one batch);
+    the ablation runs them ``H`` times."""
+    min_f0_gap: int = 1
+    """Frames a learned policy waits after an f0 run before it may run f0 again (ours, issue
+    23): with ``m > 1`` an f0 chosen on the ``m − 1`` frames after an f0 run is refused and f1
+    runs instead, in the policy's environment (the DQN learns under the rule: such a step
+    runs, and is rewarded, as f1; the action history shows what ran) and wherever the learned
+    policy runs (``evaluation.LearnedPolicy``). The DQN policies of the embedded scenes bunch
+    their f0 runs where the loss gap stays large (README, LFS); 1: the paper's policy, no gap."""
     history: int = 20
     """Length of the action history η in the policy's observation (Eq. 1: 20)."""
     policy_videos: int | None = 64

@@ -89,6 +89,9 @@ class InterleavingEnv(gym.Env):
         reward: ``eq2`` (default) or ``absolute`` (see ``lfs.reward``).
         horizon: frames each reward's losses cover, this one and the ``horizon − 1`` after it
             (default 1: Eq. 2; ``lfs.reward_horizon``).
+        min_f0_gap: an f0 chosen fewer than this many frames after the last f0 run is refused:
+            the step runs, and is rewarded, as f1 (``info["refused"]``; default 1: none;
+            ``lfs.min_f0_gap``).
         episode_len: frames per episode (default 24; capped by the video length).
         history: length of η (default 20).
         focal: the classification loss of the rewards (default the detector's config).
@@ -124,6 +127,9 @@ class InterleavingEnv(gym.Env):
         self.horizon = int(env_config.get("horizon", 1))
         if self.horizon < 1:
             raise ValueError(f"env_config['horizon'] must be >= 1 frame, got {self.horizon}")
+        self.min_f0_gap = int(env_config.get("min_f0_gap", 1))
+        if self.min_f0_gap < 1:
+            raise ValueError(f"env_config['min_f0_gap'] must be >= 1 frame, got {self.min_f0_gap}")
         self.episode_len = int(env_config.get("episode_len", 24))
         self.history = int(env_config.get("history", 20))
         if self.episode_len < 2:
@@ -149,7 +155,7 @@ class InterleavingEnv(gym.Env):
         start = int((options or {}).get("start", self._rng.integers(T - k + 1)))
         self._x = (x0[start:], x1[start:])  # the episode's frames and the video after them (horizon losses)
         self._boxes, self._labels = boxes[start:], labels[start:]
-        self._len, self._t = k, 0
+        self._len, self._t, self._last_f0 = k, 0, 0
         self._eta = torch.zeros(1, self.history)
         out, state = self.model.memory(self._x[F0][:1], self.model.memory.init_state(1, *self._x[F0].shape[-2:]))
         self._kept, self._prev = state, tuple(torch.zeros_like(s) for s in state)
@@ -195,6 +201,11 @@ class InterleavingEnv(gym.Env):
         if self._t + 1 >= self._len:
             raise RuntimeError(f"the episode ended (truncated after {self._len} frames): call reset()")
         self._t += 1
+        refused = a == F0 and self._t - self._last_f0 < self.min_f0_gap
+        if refused:  # inside the gap after the last f0 run (lfs.min_f0_gap): f1 runs
+            a = F1
+        elif a == F0:
+            self._last_f0 = self._t
         losses, candidate = self.frame_losses(self._t, self._kept)
         reward = self.reward(losses, a, self.gamma)
         chosen = tuple(s[a:a + 1] for s in candidate)
@@ -205,5 +216,5 @@ class InterleavingEnv(gym.Env):
         self.actions.append(a)
         # an episode is a window of a longer video: its end is a time limit, not a terminal state
         truncated = self._t + 1 >= self._len
-        info = {"loss_f0": float(losses[F0]), "loss_f1": float(losses[F1]), "f0": a == F0}
+        info = {"loss_f0": float(losses[F0]), "loss_f1": float(losses[F1]), "f0": a == F0, "refused": refused}
         return self._observation(), reward, False, truncated, info

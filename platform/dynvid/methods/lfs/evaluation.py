@@ -69,18 +69,25 @@ class FixedPolicy:
 
 
 class LearnedPolicy:
-    """Greedy actions of a Q-network (``policy.QNetwork``) on Eq. 1's observation."""
+    """Greedy actions of a Q-network (``policy.QNetwork``) on Eq. 1's observation. With
+    ``min_gap = m > 1`` (``lfs.min_f0_gap``) an f0 it chooses fewer than ``m`` frames after
+    the last f0 run is refused: f1 runs there."""
 
-    def __init__(self, qnet: torch.nn.Module, history: int | None = None, name: str = "learned") -> None:
+    def __init__(self, qnet: torch.nn.Module, history: int | None = None, name: str = "learned",
+                 min_gap: int = 1) -> None:
         trained = getattr(qnet, "kwargs", {}).get("history")
         if history is not None and trained is not None and history != trained:
             raise ValueError(f"the policy was trained with an action history of {trained} steps, not {history} "
                              "(lfs.history)")
-        self.qnet, self.history, self.name = qnet.eval(), history or trained or 20, name
+        if min_gap < 1:
+            raise ValueError(f"min_gap must be >= 1 frame (lfs.min_f0_gap), got {min_gap}")
+        self.qnet, self.history, self.name, self.min_gap = qnet.eval(), history or trained or 20, name, int(min_gap)
         self.eta: torch.Tensor | None = None
+        self.since: torch.Tensor | None = None  # per video: frames since the last f0 run, at the frame that ran
 
     def reset(self, batch: int) -> None:
         self.eta = torch.zeros(batch, self.history)
+        self.since = torch.zeros(batch, dtype=torch.long)
 
     @torch.no_grad()
     def next_actions(self, t: int, candidate, previous, actions: torch.Tensor) -> torch.Tensor:
@@ -88,7 +95,9 @@ class LearnedPolicy:
         self.eta = update_history(self.eta.to(c.device), actions.to(c.device))
         c_prev, h_prev = previous if previous is not None else (torch.zeros_like(c), torch.zeros_like(h))
         obs = make_observation(c, h, c_prev, h_prev, self.eta.to(c.dtype))
-        return self.qnet.to(c.device)(obs).argmax(1).to(actions.device)
+        chosen = self.qnet.to(c.device)(obs).argmax(1).to(actions.device)
+        self.since = torch.where(actions == F0, 0, self.since.to(actions.device) + 1)
+        return torch.where(self.since + 1 < self.min_gap, torch.full_like(chosen, F1), chosen)
 
 
 @torch.no_grad()

@@ -86,6 +86,8 @@ class LFSTask(PolicyTask):
             raise ValueError(f"lfs.reward must be one of {sorted(REWARDS)}, got {c.reward!r}")
         if c.reward_horizon < 1:
             raise ValueError(f"lfs.reward_horizon must be >= 1 frame (1: Eq. 2), got {c.reward_horizon}")
+        if c.min_f0_gap < 1:
+            raise ValueError(f"lfs.min_f0_gap must be >= 1 frame (1: no gap, the paper's policy), got {c.min_f0_gap}")
         if c.dqn_learner_gpus < 0:
             raise ValueError(f"lfs.dqn_learner_gpus must be >= 0, got {c.dqn_learner_gpus}")
         if c.dqn_training_intensity is not None and c.dqn_training_intensity <= 0:
@@ -242,7 +244,7 @@ class LFSTask(PolicyTask):
         cfg = cfg or self.cfg
         c = cfg.lfs
         if c.policy:
-            return LearnedPolicy(load_policy(c.policy), name=f"learned ({c.policy})")
+            return LearnedPolicy(load_policy(c.policy), name=f"learned ({c.policy})", min_gap=c.min_f0_gap)
         if c.trigger is not None:
             if model is None:
                 raise ValueError("lfs.trigger fits its threshold on the detector: LFSTask.policy needs the model")
@@ -278,8 +280,8 @@ class LFSTask(PolicyTask):
     # ---- the adaptive policy (Sec. 3.4) --------------------------------------------------------
 
     #: knobs a policy sweep (``kind: policy``) may vary: each trial trains a DQN policy
-    policy_knobs = ("lfs.gamma", "lfs.reward", "lfs.reward_horizon", "lfs.dqn_iterations", "lfs.dqn_lr",
-                    "lfs.dqn_discount", "lfs.episode_len", "lfs.dqn_epsilon_steps", "train.seed")
+    policy_knobs = ("lfs.gamma", "lfs.reward", "lfs.reward_horizon", "lfs.min_f0_gap", "lfs.dqn_iterations",
+                    "lfs.dqn_lr", "lfs.dqn_discount", "lfs.episode_len", "lfs.dqn_epsilon_steps", "train.seed")
 
     def policy_runner_bundles(self, cfg: ExperimentConfig) -> list[dict]:
         """Resource bundles of the policy training's env runners (one each, besides the
