@@ -130,13 +130,19 @@ def test_env_episode_length_and_bad_actions(env_parts):
         InterleavingEnv({"gamma": 0.1})
 
 
-def test_learned_policy_runs_inside_the_detector_without_rllib(env_parts):
-    model, videos = env_parts
+def constant_qnet(action: int) -> QNetwork:
+    """A Q-network of the env's shapes that prefers ``action`` on every observation."""
     qnet = QNetwork(state_channels=8, grid=2, history=20)
-    with torch.no_grad():  # a Q-network that always prefers f1
+    with torch.no_grad():
         for p in qnet.parameters():
             p.zero_()
-        qnet.head.bias.copy_(torch.tensor([0.0, 1.0]))
+        qnet.head.bias[action] = 1.0
+    return qnet
+
+
+def test_learned_policy_runs_inside_the_detector_without_rllib(env_parts):
+    model, videos = env_parts
+    qnet = constant_qnet(F1)
     frames = torch.stack([videos[0][0], videos[1][0]])
     fixed_dets, fixed_actions = run_videos(model, frames, FixedPolicy(3))
     assert fixed_actions[0].tolist() == [0, 1, 1, 1, 0, 1, 1, 1, 0, 1]
@@ -171,11 +177,7 @@ def test_min_f0_gap_refuses_f0_too_soon_after_f0_in_the_env_and_in_the_learned_p
     with pytest.raises(ValueError, match=r"min_f0_gap'\] must be >= 1"):
         InterleavingEnv({"detector": model, "videos": videos, "min_f0_gap": 0})
 
-    qnet = QNetwork(state_channels=8, grid=2, history=20)
-    with torch.no_grad():  # a Q-network that always prefers f0
-        for p in qnet.parameters():
-            p.zero_()
-        qnet.head.bias.copy_(torch.tensor([1.0, 0.0]))
+    qnet = constant_qnet(F0)
     frames = torch.stack([videos[0][0], videos[1][0]])
     _, actions = run_videos(model, frames, LearnedPolicy(qnet, history=20, min_gap=3))
     assert actions.tolist() == [[0, 1, 1, 0, 1, 1, 0, 1, 1, 0]] * 2
