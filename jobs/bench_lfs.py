@@ -9,8 +9,10 @@ On the embedded synthetic detection scenes with fixed seeds and the detector job
 configuration (``jobs/lfs_interleaved.py``; pass ``--detector`` or that job's
 ``train.storage_path`` with ``--set`` to measure a finished detector, which is then found
 done and not retrained): mAP@0.5 and fraction of f0 runs over every val frame for f0 only,
-fixed τ ∈ {1, 4, 9, 14, 19, 23} and f1 only (Fig. 6; on the 48-frame videos 14 and 23 add
-points at 0.083 and 0.042 f0 runs, where the trigger and the small-budget policies land),
+fixed τ ∈ {1, …, 7, 9, 11, 14, 19, 23} and f1 only (Fig. 6; every spacing up to 8 frames,
+where the learned policies land, so that the matched-fraction reference interpolates
+between neighbouring schedules rather than across a bend of the curve; on the 48-frame
+videos 11 and 14 both run f0 on 0.083 of the frames and 23 adds 0.042),
 then one DQN policy per γ and seed (``--seeds``: ``train.seed``, +1, …) trained with RLlib
 on the frozen detector and evaluated the same way (Fig. 7), the oracle reference
 (``OraclePolicy``: f0 where its true detection loss, looked up one frame ahead, is more than
@@ -77,7 +79,7 @@ from dynvid.methods.lfs.report import (curve_table, fit_triggers, fixed_policies
                                        latency_videos, load_detector, pace_label, postprocess_settings)
 from dynvid.tables import format_table
 
-BENCH = ["train.mlflow_tracking_uri=null", "train.log_every=20", "lfs.taus=[1, 4, 9, 14, 19, 23]"]
+BENCH = ["train.mlflow_tracking_uri=null", "train.log_every=20", "lfs.taus=[1, 2, 3, 4, 5, 6, 7, 9, 11, 14, 19, 23]"]
 
 
 def main(argv: list[str] | None = None) -> int:
